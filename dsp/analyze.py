@@ -1,0 +1,354 @@
+"""One report interval of many channels in, per-channel reports out.
+
+This is the computation the edge runs (and the cloud re-runs for training),
+vectorized across channels: a Welch PSD, one fine-resolution spectrum of the
+whole interval (velocity, running speed, order lines), time-domain moments,
+and the envelope spectrum. Bad samples never raise: they are counted, fixed
+up (non-finite -> 0) and flagged in the report's quality.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import quantize
+from ._validate import check_band, check_fs, check_hop, check_nfft
+from .envelope import envelope_spectrum, line_prominence
+from .features import ISO_ZONE_LIMITS, LineSpectrum, iso_zone, moments, psd_band_rms
+from .report import (
+    Q_CLIPPED,
+    Q_CONSTANT,
+    Q_NONFINITE,
+    Q_RESTART,
+    Q_SPEED_UNCERTAIN,
+    SCHEMA_VERSION,
+    Asset,
+    Features,
+    Quality,
+    Report,
+    Spectrum,
+    Speed,
+)
+from .spectra import WINDOWS, WindowName, frames_psd, rfft_freqs, segment_count
+
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportConfig:
+    """How reports are computed. Defaults: 25.6 kHz, 1 s reports, 1600 lines to 10 kHz."""
+
+    fs: float = 25600.0
+    nfft: int = 4096
+    hop: int = 2048
+    interval_s: float = 1.0
+    window: WindowName = "hann"
+    lines: int = 1600
+    step_db: float = 0.5
+    velocity_band: tuple[float, float] = (10.0, 1000.0)
+    bands: tuple[tuple[float, float], ...] = (
+        (10.0, 1000.0),
+        (1000.0, 2500.0),
+        (2500.0, 5000.0),
+        (5000.0, 10000.0),
+    )
+    rpm_range: tuple[float, float] = (300.0, 4000.0)
+    envelope: bool = True
+    env_band: tuple[float, float] | None = None  # None: chosen per record (spectral kurtosis)
+    env_whiten: bool = True
+    env_fmax: float = 500.0
+    env_lines: int = 500
+    env_step_db: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid report config: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every problem with this config, each naming the value."""
+        out: list[str] = []
+
+        def check(fn: object, *args: object) -> None:
+            try:
+                fn(*args)  # type: ignore[operator]
+            except ValueError as exc:
+                out.append(str(exc))
+
+        check(check_fs, self.fs)
+        check(check_nfft, self.nfft)
+        if not out:
+            check(check_hop, self.hop, self.nfft)
+        if self.window not in WINDOWS:
+            out.append(f"window must be one of {WINDOWS}, got window={self.window!r}")
+        if not (isinstance(self.interval_s, int | float) and self.interval_s > 0):
+            out.append(f"interval_s must be > 0, got interval_s={self.interval_s!r}")
+        elif not out and self.interval_samples < self.nfft:
+            out.append(
+                f"interval_s={self.interval_s} gives {self.interval_samples} samples, "
+                f"fewer than nfft={self.nfft}"
+            )
+        if not out and not 1 <= self.lines <= self.nfft // 2 + 1:
+            out.append(f"lines must be in 1..nfft/2+1 ({self.nfft // 2 + 1}), got {self.lines=}")
+        for name in ("step_db", "env_step_db"):
+            v = getattr(self, name)
+            if not 0 < v <= 6:
+                out.append(f"{name} must be in (0, 6] dB, got {name}={v}")
+        if math.isfinite(self.fs) and self.fs > 0:
+            check(check_band, self.velocity_band, self.fs)
+            for i, b in enumerate(self.bands):
+                try:
+                    check_band(b, self.fs, name=f"bands[{i}]")
+                except ValueError as exc:
+                    out.append(str(exc))
+            if self.env_band is not None:
+                try:
+                    check_band(self.env_band, self.fs, name="env_band")
+                except ValueError as exc:
+                    out.append(str(exc))
+            if not 0 < self.env_fmax < self.fs / 2:
+                out.append(f"env_fmax must be in (0, fs/2) Hz, got env_fmax={self.env_fmax}")
+        lo, hi = self.rpm_range
+        if not 0 < lo < hi:
+            out.append(f"rpm_range must satisfy 0 < low < high, got rpm_range={self.rpm_range}")
+        if self.env_lines < 1:
+            out.append(f"env_lines must be >= 1, got env_lines={self.env_lines}")
+        return out
+
+    @property
+    def interval_samples(self) -> int:
+        return round(self.interval_s * self.fs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelSpec:
+    """What the analysis needs to know about one channel's pump and sensor."""
+
+    asset: Asset = field(default_factory=Asset)
+    rpm: float | None = None  # given (config) or measured (tachometer) speed
+    rpm_source: str = "given"
+    full_scale: float | None = None  # m/s^2 at which the sensor chain saturates
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelResult:
+    features: Features
+    speed: Speed
+    spectrum: Spectrum
+    envelope: Spectrum | None
+    envelope_band: tuple[float, float] | None
+    quality: Quality
+    n_avg: int
+
+
+def _orders(asset: Asset) -> dict[str, float] | None:
+    if not asset.bearings:
+        return None
+    from .features import bearing_orders
+
+    b = asset.bearings[0]
+    return bearing_orders(b.n_balls, b.ball_d_mm, b.pitch_d_mm, b.contact_deg)
+
+
+def _opt(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def analyze(
+    x: NDArray[np.floating],
+    cfg: ReportConfig,
+    specs: list[ChannelSpec],
+    *,
+    after_restart: bool = False,
+) -> list[ChannelResult]:
+    """Analyze one report interval ``x`` of shape ``(channels, interval_samples)``."""
+    a = np.asarray(x)
+    if a.ndim != 2 or a.shape[0] != len(specs):
+        raise ValueError(f"x must be (channels={len(specs)}, samples), got shape {a.shape}")
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float32)
+    ch, n = a.shape
+    if n < cfg.nfft:
+        raise ValueError(f"need at least nfft={cfg.nfft} samples, got {n}")
+    fs = cfg.fs
+
+    # --- quality: never raise on bad samples -------------------------------------
+    finite = np.isfinite(a)
+    nonfinite = ch * n - int(np.count_nonzero(finite))
+    bad_counts = np.zeros(ch, dtype=np.int64)
+    if nonfinite:
+        bad_counts = n - finite.sum(axis=-1)
+        a = np.where(finite, a, a.dtype.type(0))
+    fullscale = np.array([s.full_scale or np.inf for s in specs])
+    clipped = np.zeros(ch, dtype=np.int64)
+    if np.isfinite(fullscale).any():
+        clipped = (np.abs(a) >= (fullscale * (1 - 1e-6))[:, None].astype(a.dtype)).sum(axis=-1)
+
+    # --- spectra and features ------------------------------------------------------
+    frames = np.lib.stride_tricks.sliding_window_view(a, cfg.nfft, axis=-1)[:, :: cfg.hop]
+    n_avg = segment_count(n, cfg.nfft, cfg.hop)
+    psd = frames_psd(frames[:, :n_avg], fs, window=cfg.window).mean(axis=1)
+    freqs = rfft_freqs(cfg.nfft, fs)
+    mom = moments(a)
+    line = LineSpectrum(a, fs)
+    vel = line.band_rms(cfg.velocity_band, velocity=True)
+    band_rms = psd_band_rms(freqs, psd, list(cfg.bands), fs)
+    constant = (mom["peak"] == 0) | (np.abs(a.max(axis=-1) - a.min(axis=-1)) == 0)
+
+    given = np.array([s.rpm if s.rpm else np.nan for s in specs])
+    lo = np.full(ch, cfg.rpm_range[0] / 60.0)
+    hi = np.full(ch, cfg.rpm_range[1] / 60.0)
+    est = line.peak_in(lo, hi)
+    # A 1x line must stand clear of the local floor to be believed.
+    vp = line.velocity_power()
+    uncertain = np.zeros(ch, dtype=bool)
+    for c in range(ch):
+        if not np.isfinite(est[c]):
+            uncertain[c] = True
+            continue
+        k = round(est[c] / line.df)
+        seg = vp[c, max(1, k - 50) : k + 51]
+        uncertain[c] = bool(vp[c, k] < 10.0 * np.median(seg)) or bool(constant[c])
+    fr = np.where(np.isfinite(given), given / 60.0, est)
+    speeds: list[Speed] = []
+    for c, s in enumerate(specs):
+        if s.rpm:
+            src = s.rpm_source if s.rpm_source in ("given", "measured") else "given"
+            speeds.append(Speed(float(s.rpm), src))  # type: ignore[arg-type]
+        elif uncertain[c] and s.asset.rated_rpm:
+            fr[c] = s.asset.rated_rpm / 60.0
+            speeds.append(Speed(float(s.asset.rated_rpm), "given"))
+        elif np.isfinite(est[c]):
+            speeds.append(Speed(float(est[c] * 60.0), "estimated"))
+        else:
+            speeds.append(Speed(0.0, "unknown"))
+            fr[c] = np.nan
+    v1 = line.line_rms(fr, velocity=True)
+    v2 = line.line_rms(2 * fr, velocity=True)
+    v3 = line.line_rms(3 * fr, velocity=True)
+    vanes = np.array([s.asset.vanes or np.nan for s in specs])
+    vb = line.line_rms(vanes * fr, velocity=True)
+
+    env = None
+    orders = [_orders(s.asset) for s in specs]
+    prom: dict[str, F64] = {}
+    if cfg.envelope:
+        env = envelope_spectrum(
+            a, fs, band=cfg.env_band, fmax=cfg.env_fmax, whiten=cfg.env_whiten
+        )
+        for key in ("bpfo", "bpfi", "bsf", "ftf"):
+            o = np.array([od[key] if od else np.nan for od in orders])
+            prom[key] = line_prominence(env.freqs, env.spectrum, o * fr)
+        o2 = np.array([2 * od["bsf"] if od else np.nan for od in orders])
+        prom["bsf"] = np.fmax(prom["bsf"], line_prominence(env.freqs, env.spectrum, o2 * fr))
+
+    # --- per-channel structs ---------------------------------------------------------
+    spec_db = quantize.to_db(psd[:, : cfg.lines])
+    env_db = None
+    if env is not None:
+        env_db = quantize.to_db(quantize.reduce_lines(env.spectrum, cfg.env_lines))
+        env_df = float(env.freqs[1] * max(1, env.spectrum.shape[-1] // cfg.env_lines))
+    out: list[ChannelResult] = []
+    bands = [(float(b0), float(b1)) for b0, b1 in cfg.bands]
+    for c, s in enumerate(specs):
+        limits = s.asset.zone_limits or ISO_ZONE_LIMITS[(s.asset.iso_group, s.asset.foundation)]
+        flags = 0
+        if bad_counts[c]:
+            flags |= Q_NONFINITE
+        if clipped[c]:
+            flags |= Q_CLIPPED
+        if constant[c]:
+            flags |= Q_CONSTANT
+        if after_restart:
+            flags |= Q_RESTART
+        if uncertain[c] and not s.rpm:
+            flags |= Q_SPEED_UNCERTAIN
+        codes, off = quantize.quantize_db(spec_db[c], cfg.step_db)
+        spectrum = Spectrum(
+            df=float(freqs[1]), n=int(codes.size), step_db=cfg.step_db, offset_db=off,
+            data=quantize.pack_codes(codes),
+        )
+        envelope = None
+        band = None
+        if env is not None and env_db is not None:
+            ecodes, eoff = quantize.quantize_db(env_db[c], cfg.env_step_db)
+            envelope = Spectrum(
+                df=env_df, n=int(ecodes.size), step_db=cfg.env_step_db, offset_db=eoff,
+                data=quantize.pack_codes(ecodes),
+            )
+            band = (float(env.band[c, 0]), float(env.band[c, 1]))
+        feats = Features(
+            rms=float(mom["rms"][c]),
+            peak=float(mom["peak"][c]),
+            crest=float(mom["crest"][c]),
+            kurtosis=float(mom["kurtosis"][c]),
+            skewness=float(mom["skewness"][c]),
+            velocity_rms=float(vel[c]),
+            velocity_band=(float(cfg.velocity_band[0]), float(cfg.velocity_band[1])),
+            iso_zone=iso_zone(float(vel[c]), limits),  # type: ignore[arg-type]
+            band_rms=[float(v) for v in band_rms[c]],
+            bands=bands,
+            v1x=_opt(v1[c]),
+            v2x=_opt(v2[c]),
+            v3x=_opt(v3[c]),
+            vbpf=_opt(vb[c]),
+            env_bpfo=_opt(prom["bpfo"][c]) if prom else None,
+            env_bpfi=_opt(prom["bpfi"][c]) if prom else None,
+            env_bsf=_opt(prom["bsf"][c]) if prom else None,
+            env_ftf=_opt(prom["ftf"][c]) if prom else None,
+            env_kurtosis=_opt(env.kurtosis[c]) if env is not None else None,
+        )
+        out.append(
+            ChannelResult(
+                features=feats,
+                speed=speeds[c],
+                spectrum=spectrum,
+                envelope=envelope,
+                envelope_band=band,
+                quality=Quality(flags=flags, nonfinite=int(bad_counts[c]), clipped=int(clipped[c])),
+                n_avg=n_avg,
+            )
+        )
+    return out
+
+
+def make_report(
+    result: ChannelResult,
+    cfg: ReportConfig,
+    spec: ChannelSpec,
+    *,
+    device: str,
+    epoch: int,
+    seq: int,
+    site: str,
+    pump: str,
+    channel: str,
+    t0_ns: int,
+) -> Report:
+    return Report(
+        v=SCHEMA_VERSION,
+        device=device,
+        epoch=epoch,
+        seq=seq,
+        site=site,
+        pump=pump,
+        channel=channel,
+        t0_ns=t0_ns,
+        duration_s=cfg.interval_samples / cfg.fs,
+        fs=cfg.fs,
+        nfft=cfg.nfft,
+        hop=cfg.hop,
+        n_avg=result.n_avg,
+        window=cfg.window,
+        asset=spec.asset,
+        speed=result.speed,
+        features=result.features,
+        spectrum=result.spectrum,
+        envelope=result.envelope,
+        envelope_band=result.envelope_band,
+        quality=result.quality,
+    )

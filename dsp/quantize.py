@@ -1,0 +1,83 @@
+"""Spectrum reduction and quantization for the wire.
+
+A spectrum in dB is quantized to unsigned 8-bit codes with a stated step
+(dB per code) and offset (the dB value of code 0): the top of the spectrum
+maps to code 255, anything more than ``255 * step`` dB below the top clips to
+code 0 (reported as the floor). Decoding restores every unclipped line within
+half a step. Codes are delta-coded (neighbouring lines are correlated through
+the window's main lobe) and compressed with zstd.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import zstandard
+from numpy.typing import NDArray
+
+CODEC = "zstd-delta-u8"
+_ZSTD_LEVEL = 19  # spectra are ~2 kB: the strongest level still costs well under 1 ms
+_compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=True)
+_decompressor = zstandard.ZstdDecompressor()
+MAX_LINES = 65536
+
+
+def to_db(power: NDArray[np.floating], *, floor: float = 1e-30) -> NDArray[np.float64]:
+    """10 log10 of a power quantity, with zeros and negatives mapped to ``floor``."""
+    p = np.asarray(power, dtype=np.float64)
+    return 10.0 * np.log10(np.maximum(p, floor))
+
+
+def quantize_db(db: NDArray[np.floating], step: float) -> tuple[NDArray[np.uint8], float]:
+    """Quantize one dB spectrum: returns (codes, offset_db)."""
+    if not (0.0 < step <= 6.0):
+        raise ValueError(f"step must be in (0, 6] dB, got {step=}")
+    d = np.asarray(db, dtype=np.float64)
+    finite = d[np.isfinite(d)]
+    top = float(finite.max()) if finite.size else 0.0
+    offset = top - 255.0 * step
+    codes = np.rint((np.nan_to_num(d, nan=offset, neginf=offset) - offset) / step)
+    return np.clip(codes, 0, 255).astype(np.uint8), offset
+
+
+def dequantize_db(codes: NDArray[np.uint8], step: float, offset: float) -> NDArray[np.float64]:
+    return offset + step * codes.astype(np.float64)
+
+
+def pack_codes(codes: NDArray[np.uint8]) -> bytes:
+    """Delta-code then compress quantized lines."""
+    c = np.asarray(codes, dtype=np.uint8)
+    delta = np.empty_like(c)
+    if c.size:
+        delta[0] = c[0]
+        np.subtract(c[1:], c[:-1], out=delta[1:])  # wraps modulo 256
+    return _compressor.compress(delta.tobytes())
+
+
+def unpack_codes(data: bytes, n: int) -> NDArray[np.uint8]:
+    """Inverse of :func:`pack_codes`; raises ValueError on corrupt or short data."""
+    if not 0 <= n <= MAX_LINES:
+        raise ValueError(f"line count must be in 0..{MAX_LINES}, got {n}")
+    try:
+        raw = _decompressor.decompress(data, max_output_size=MAX_LINES)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"spectrum data is not valid {CODEC}: {exc}") from None
+    if len(raw) != n:
+        raise ValueError(f"spectrum data holds {len(raw)} lines, header says {n}")
+    delta = np.frombuffer(raw, dtype=np.uint8)
+    return np.cumsum(delta, dtype=np.uint64).astype(np.uint8)
+
+
+def reduce_lines(values: NDArray[np.floating], lines: int) -> NDArray[np.floating]:
+    """Keep the first ``lines`` lines, max-pooling groups when there are many more.
+
+    ``values`` is ``(..., n)``; the pool factor is ``n // lines`` (1 when
+    ``n < 2 * lines``, which simply truncates to ``lines``). Max-pooling keeps
+    narrow peaks visible.
+    """
+    n = values.shape[-1]
+    pool = max(1, n // lines)
+    usable = min(n // pool, lines) * pool
+    v = values[..., :usable]
+    if pool == 1:
+        return v
+    return v.reshape(*v.shape[:-1], usable // pool, pool).max(axis=-1)

