@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Shared servers for tests (mosquitto, ...): fixtures live with their infrastructure.
+pytest_plugins = ["tests.infra.fixtures"]
+
 
 def real_data_dir() -> Path | None:
     """Where the real recordings live (PUMPWATCH_REAL_DATA, else ../shared/data/real)."""

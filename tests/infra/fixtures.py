@@ -1,0 +1,57 @@
+"""pytest fixtures over the shared infrastructure (loaded from tests/conftest.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .mosquitto import Mosquitto, mosquitto_available
+
+MOSQUITTO_MISSING = (
+    "mosquitto not installed: run `bash scripts/system-deps.sh` as root "
+    "(or `sudo apt-get install mosquitto`)"
+)
+
+
+def _require_mosquitto() -> None:
+    if not mosquitto_available():
+        pytest.skip(MOSQUITTO_MISSING)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A running broker on a free port, persisting every second; stopped after the test."""
+    _require_mosquitto()
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Build (not start) brokers with custom settings; all are stopped after the test."""
+    _require_mosquitto()
+    made: list[Mosquitto] = []
+
+    def make(**kwargs: object) -> Mosquitto:
+        broker = Mosquitto(tmp_path / f"mosquitto-{len(made)}", **kwargs)  # type: ignore[arg-type]
+        made.append(broker)
+        return broker
+
+    try:
+        yield make
+    finally:
+        for b in made:
+            b.stop()
+
+
+@pytest.fixture
+def unique_topic() -> str:
+    """A topic prefix no other test uses: ``test/<random>``."""
+    return f"test/{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,208 @@
+"""A real Mosquitto broker for tests: own config, own port, stoppable and restartable.
+
+Theory of operation
+-------------------
+:class:`Mosquitto` writes ``mosquitto.conf`` into its own directory, picks a
+free TCP port once, and keeps that port across :meth:`stop` / :meth:`start`,
+so clients can reconnect to "the same broker" after an injected outage.
+
+Persistence is on by default and saved every ``autosave_interval`` seconds
+(default 1). Mosquitto persists periodically, not per message: a broker
+killed with SIGKILL loses whatever it acknowledged since its last save (up to
+``autosave_interval`` seconds of traffic). SIGTERM saves before exiting, so a
+clean stop loses nothing.
+
+Facts this encodes (see DESIGN.md, "Broker and test-infrastructure facts"):
+
+* Started as root, Mosquitto drops to the ``mosquitto`` user unless the
+  config says ``user root``; its persistence directory must then be writable
+  by that user or it silently saves nothing. We run it as the current user
+  (``user root`` when we are root) in a directory we own.
+* ``max_inflight_messages`` (default 20) and ``max_queued_messages`` (default
+  1000, excess silently dropped) are raised so backlogs after outages survive.
+
+Extra listeners or security settings (TLS, ACLs) go in ``extra_conf``; the
+plain listener can be turned off with ``plain_listener=False`` for
+TLS-only brokers (then give the listener in ``extra_conf`` using
+:attr:`port`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+MOSQUITTO = os.environ.get("PUMPWATCH_MOSQUITTO", "/usr/sbin/mosquitto")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def mosquitto_available() -> bool:
+    return os.access(MOSQUITTO, os.X_OK)
+
+
+class BrokerError(RuntimeError):
+    """The broker did not start (the message carries the tail of its log)."""
+
+
+class Mosquitto:
+    """One Mosquitto process on ``host:port`` with its config and data in ``workdir``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        persistence: bool = True,
+        autosave_interval: int = 1,
+        max_inflight_messages: int = 100,
+        max_queued_messages: int = 1_000_000,
+        max_packet_size: int | None = None,
+        allow_anonymous: bool = True,
+        plain_listener: bool = True,
+        extra_conf: str = "",
+        log_types: tuple[str, ...] = ("error", "warning", "notice", "information"),
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+        self.data_dir = self.workdir / "data"
+        self.data_dir.mkdir(exist_ok=True)
+        self.persistence = persistence
+        self.autosave_interval = autosave_interval
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        lines = [
+            f"# written by tests/infra/mosquitto.py for a test broker on {host}:{self.port}",
+            f"pid_file {self.workdir / 'mosquitto.pid'}",
+            f"log_dest file {self.log_path}",
+            *(f"log_type {t}" for t in log_types),
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            "connection_messages true",
+            f"max_inflight_messages {max_inflight_messages}",
+            f"max_queued_messages {max_queued_messages}",
+            "max_queued_bytes 0",
+            "set_tcp_nodelay true",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to `mosquitto` and cannot write here
+        if max_packet_size is not None:
+            lines.append(f"max_packet_size {max_packet_size}")
+        if persistence:
+            lines += [
+                "persistence true",
+                f"persistence_location {self.data_dir}/",
+                "persistence_file mosquitto.db",
+                f"autosave_interval {autosave_interval}",
+                "autosave_on_changes false",
+            ]
+        if plain_listener:
+            lines += [
+                f"listener {self.port} {host}",
+                f"allow_anonymous {str(allow_anonymous).lower()}",
+            ]
+        if extra_conf:
+            lines.append(extra_conf.strip())
+        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        """Start (or restart) the broker on the same port; return once it accepts TCP."""
+        if self.running:
+            return self
+        out = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as proc
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf_path)], stdout=out, stderr=subprocess.STDOUT
+        )
+        out.close()
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(
+                    f"mosquitto exited with code {self.proc.returncode}: {self.log_tail()}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.2),
+            ):
+                return self
+            time.sleep(0.02)
+        self.stop(signal.SIGKILL)
+        raise BrokerError(
+            f"mosquitto did not listen on {self.port} in {timeout} s: {self.log_tail()}"
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Stop with ``sig`` (SIGTERM saves persistence first; SIGKILL does not)."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            self.proc = None
+            return None if proc is None else proc.returncode
+        proc.send_signal(sig)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self, sig: int = signal.SIGTERM) -> Mosquitto:
+        self.stop(sig)
+        return self.start()
+
+    def save(self) -> None:
+        """Ask the broker to write its persistence file now (SIGUSR1)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def log_tail(self, n: int = 30) -> str:
+        text = ""
+        for p in (self.log_path, self.workdir / "stdout.log"):
+            with contextlib.suppress(OSError):
+                text += p.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-n:])
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"Mosquitto({self.host}:{self.port}, {state}, dir={self.workdir})"
