@@ -36,6 +36,10 @@ from .report import (
 from .spectra import WINDOWS, WindowName, frames_psd, rfft_freqs, segment_count
 
 F64 = NDArray[np.float64]
+MAX_REPORT_BYTES = 5120  # one AWS IoT metering step
+# Quantized lines cost at most a byte each (incompressible worst case); the rest
+# of a report (names at their maximum length, features, asset) stays under ~1 kB.
+MAX_WIRE_LINES = 4000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,9 +63,9 @@ class ReportConfig:
     rpm_range: tuple[float, float] = (300.0, 4000.0)
     envelope: bool = True
     env_band: tuple[float, float] | None = None  # None: chosen per record (spectral kurtosis)
-    env_whiten: bool = True
+    env_remove_lines: bool = True
     env_fmax: float = 500.0
-    env_lines: int = 500
+    env_lines: int = 250
     env_step_db: float = 1.0
 
     def __post_init__(self) -> None:
@@ -117,6 +121,11 @@ class ReportConfig:
             out.append(f"rpm_range must satisfy 0 < low < high, got rpm_range={self.rpm_range}")
         if self.env_lines < 1:
             out.append(f"env_lines must be >= 1, got env_lines={self.env_lines}")
+        if self.lines + (self.env_lines if self.envelope else 0) > MAX_WIRE_LINES:
+            out.append(
+                f"lines + env_lines must be <= {MAX_WIRE_LINES} so that a report stays under "
+                f"{MAX_REPORT_BYTES} bytes, got {self.lines} + {self.env_lines}"
+            )
         return out
 
     @property
@@ -156,6 +165,16 @@ def _orders(asset: Asset) -> dict[str, float] | None:
 
 def _opt(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
+
+
+def _num(v: float) -> float:
+    """A whole number as int, else float: msgpack spends 1-3 bytes on an int, 9 on a float.
+
+    Decoders read either back as float, so this only shrinks config echoes
+    (bands, sample rate) on the wire.
+    """
+    f = float(v)
+    return int(f) if f.is_integer() and abs(f) < 2**53 else f
 
 
 def analyze(
@@ -238,7 +257,7 @@ def analyze(
     prom: dict[str, F64] = {}
     if cfg.envelope:
         env = envelope_spectrum(
-            a, fs, band=cfg.env_band, fmax=cfg.env_fmax, whiten=cfg.env_whiten
+            a, fs, band=cfg.env_band, fmax=cfg.env_fmax, remove_lines=cfg.env_remove_lines
         )
         for key in ("bpfo", "bpfi", "bsf", "ftf"):
             o = np.array([od[key] if od else np.nan for od in orders])
@@ -253,7 +272,7 @@ def analyze(
         env_db = quantize.to_db(quantize.reduce_lines(env.spectrum, cfg.env_lines))
         env_df = float(env.freqs[1] * max(1, env.spectrum.shape[-1] // cfg.env_lines))
     out: list[ChannelResult] = []
-    bands = [(float(b0), float(b1)) for b0, b1 in cfg.bands]
+    bands = [(_num(b0), _num(b1)) for b0, b1 in cfg.bands]
     for c, s in enumerate(specs):
         limits = s.asset.zone_limits or ISO_ZONE_LIMITS[(s.asset.iso_group, s.asset.foundation)]
         flags = 0
@@ -280,7 +299,7 @@ def analyze(
                 df=env_df, n=int(ecodes.size), step_db=cfg.env_step_db, offset_db=eoff,
                 data=quantize.pack_codes(ecodes),
             )
-            band = (float(env.band[c, 0]), float(env.band[c, 1]))
+            band = (_num(env.band[c, 0]), _num(env.band[c, 1]))
         feats = Features(
             rms=float(mom["rms"][c]),
             peak=float(mom["peak"][c]),
@@ -288,7 +307,7 @@ def analyze(
             kurtosis=float(mom["kurtosis"][c]),
             skewness=float(mom["skewness"][c]),
             velocity_rms=float(vel[c]),
-            velocity_band=(float(cfg.velocity_band[0]), float(cfg.velocity_band[1])),
+            velocity_band=(_num(cfg.velocity_band[0]), _num(cfg.velocity_band[1])),
             iso_zone=iso_zone(float(vel[c]), limits),  # type: ignore[arg-type]
             band_rms=[float(v) for v in band_rms[c]],
             bands=bands,
@@ -338,8 +357,8 @@ def make_report(
         pump=pump,
         channel=channel,
         t0_ns=t0_ns,
-        duration_s=cfg.interval_samples / cfg.fs,
-        fs=cfg.fs,
+        duration_s=_num(cfg.interval_samples / cfg.fs),
+        fs=_num(cfg.fs),
         nfft=cfg.nfft,
         hop=cfg.hop,
         n_avg=result.n_avg,

@@ -10,9 +10,11 @@ fixed: it is chosen per record as the band whose complex envelope is most
 impulsive (spectral kurtosis over a dyadic tree of bands with half-band
 shifts, a fast-kurtogram variant computed in the frequency domain).
 
-Before that, the spectrum can be *whitened* (cepstral pre-whitening:
-``X / |X|``), which flattens discrete shaft and blade-pass lines that would
-otherwise dominate both the band choice and the envelope. The envelope
+Before that, discrete lines (shaft harmonics, blade pass) are pulled down to
+the local spectral floor, keeping their phase: they would otherwise dominate
+both the band choice and the envelope. Unlike full cepstral pre-whitening
+(``X / |X|``), this keeps the resonance standing above the noise floor, so
+the band search still sees where the impacts ring. The envelope
 spectrum returned is that of the squared envelope, normalised by its mean,
 so it is dimensionless (modulation depth) and comparable across machines.
 
@@ -25,9 +27,11 @@ tree levels, not with the number of bands.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.fft
+import scipy.signal
 from numpy.typing import NDArray
 
 from ._validate import check_band, check_fs
@@ -64,7 +68,9 @@ def _candidate_bands(fs: float, n: int, min_bw: float, f_floor: float) -> list[t
     return bands
 
 
-def _band_signal(spec: NDArray[np.complexfloating], k0: int, k1: int, m: int) -> NDArray:
+def _band_signal(
+    spec: NDArray[np.complexfloating], k0: int, k1: int, m: int
+) -> NDArray[np.complexfloating]:
     """Complex baseband of rFFT bins [k0, k1), sampled with ``m`` points per record."""
     xb = np.zeros((spec.shape[0], m), dtype=spec.dtype)
     xb[:, : k1 - k0] = spec[:, k0:k1]
@@ -77,7 +83,7 @@ def envelope_spectrum(
     *,
     band: tuple[float, float] | None = None,
     fmax: float = 500.0,
-    whiten: bool = True,
+    remove_lines: bool = True,
     min_bandwidth: float | None = None,
     f_floor: float = 10.0,
 ) -> EnvelopeResult:
@@ -92,11 +98,10 @@ def envelope_spectrum(
     if not 0 < fmax < fs / 2:
         raise ValueError(f"fmax must be in (0, fs/2 = {fs / 2}) Hz, got {fmax=}")
     centered = a - a.mean(axis=-1, keepdims=True, dtype=np.float64).astype(a.dtype)
-    spec = scipy.fft.rfft(centered, axis=-1)
-    if whiten:
-        mag = np.abs(spec)
-        tiny = np.finfo(a.dtype).tiny
-        spec = spec / np.maximum(mag, tiny)
+    # A short taper keeps the record's wrap-around step from posing as an impact.
+    spec = scipy.fft.rfft(centered * _taper(n, a.dtype.str), axis=-1)
+    if remove_lines:
+        spec = _clip_lines(spec)
     ch = a.shape[0]
     bands_used = np.zeros((ch, 2))
     kurt = np.zeros(ch)
@@ -133,6 +138,35 @@ def envelope_spectrum(
         bands_used[rows] = (k0 * fs / n, k1 * fs / n)
     freqs = np.arange(n_lines) * fs / n
     return EnvelopeResult(freqs, out, bands_used, kurt)
+
+
+@lru_cache(maxsize=8)
+def _taper(n: int, dtype: str) -> NDArray[np.floating]:
+    w = scipy.signal.windows.tukey(n, alpha=0.1).astype(dtype)
+    w.setflags(write=False)
+    return w
+
+
+def _clip_lines(
+    spec: NDArray[np.complexfloating], *, span: int = 64, factor: float = 2.0
+) -> NDArray[np.complexfloating]:
+    """Pull discrete lines down to ``factor`` x the local median magnitude, keeping phase.
+
+    Shaft harmonics, blade pass and other deterministic lines dominate a band's
+    envelope; bearing impacts (with their natural jitter) form a continuous
+    spectrum and pass untouched. The local median is taken over blocks of
+    ``span`` bins, which narrow lines cannot move.
+    """
+    mag = np.abs(spec)
+    ch, nb = mag.shape
+    nblk = -(-nb // span)
+    padded = np.full((ch, nblk * span), np.nan, dtype=mag.dtype)
+    padded[:, :nb] = mag
+    med = np.nanmedian(padded.reshape(ch, nblk, span), axis=-1)
+    floor = np.repeat(med, span, axis=-1)[:, :nb]
+    limit = factor * floor
+    scale = np.where(mag > limit, limit / np.maximum(mag, np.finfo(mag.dtype).tiny), 1.0)
+    return spec * scale.astype(mag.dtype)
 
 
 def _sk(e: NDArray[np.floating]) -> F64:

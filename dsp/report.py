@@ -27,7 +27,8 @@ SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 
 NonNeg = Annotated[float, msgspec.Meta(ge=0)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]  # = AWS IoT thing name
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 # Quality flags (bitmask in Quality.flags)
 Q_NONFINITE = 1 << 0  # NaN/inf samples were replaced by 0 before analysis
@@ -111,12 +112,13 @@ class Spectrum(msgspec.Struct, frozen=True, array_like=True):
     f0: float = 0.0
 
     def db(self) -> NDArray[np.float64]:
+        """The spectrum in dB (restored within half a step of what was encoded)."""
         return quantize.dequantize_db(
             quantize.unpack_codes(self.data, self.n), self.step_db, self.offset_db
         )
 
     def freqs(self) -> NDArray[np.float64]:
-        return self.f0 + self.df * np.arange(self.n)
+        return (self.f0 + self.df * np.arange(self.n)).astype(np.float64)
 
 
 class Quality(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
@@ -137,7 +139,7 @@ class Report(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
     """
 
     v: int
-    device: Name
+    device: DeviceName
     epoch: Annotated[int, msgspec.Meta(ge=0)]  # random 64-bit, drawn per agent start
     seq: Annotated[int, msgspec.Meta(ge=0)]
     site: Name
@@ -168,7 +170,7 @@ class ReportBatch(msgspec.Struct, frozen=True):
     """One MQTT message: several encoded reports of one device."""
 
     v: int
-    device: Name
+    device: DeviceName
     reports: list[msgspec.Raw]
 
 
@@ -266,11 +268,23 @@ def decode_batch(data: bytes) -> ReportBatch:
     return batch
 
 
+def named(obj: object) -> object:
+    """Builtins with field names for positional (``array_like``) Structs, for humans and JSON."""
+    if isinstance(obj, msgspec.Struct):
+        return {f: named(getattr(obj, f)) for f in obj.__struct_fields__}
+    if isinstance(obj, list | tuple):
+        return [named(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: named(v) for k, v in obj.items()}
+    return msgspec.to_builtins(obj)
+
+
 def report_to_builtins(report: Report) -> dict[str, object]:
     """A JSON-friendly dict of a report, with its spectra decoded to dB lists."""
-    d: dict[str, object] = msgspec.to_builtins(report)
+    d = named(report)
+    assert isinstance(d, dict)
     d["spectrum"] = {"df": report.spectrum.df, "db": report.spectrum.db().round(2).tolist()}
     if report.envelope is not None:
         d["envelope"] = {"df": report.envelope.df, "db": report.envelope.db().round(2).tolist()}
-    d["quality"] = {**msgspec.to_builtins(report.quality), "names": report.quality.names()}
+    d["quality"] = {**named(report.quality), "names": report.quality.names()}  # type: ignore[dict-item]
     return d

@@ -46,7 +46,7 @@ class InvocationRequest(msgspec.Struct, frozen=True):
 
 
 class Evidence(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One reason behind a result, e.g. ``("env_bpfo", 14.2, "BPFO 107.4 Hz line, 3 harmonics")``."""
+    """One reason behind a result, e.g. ``("env_bpfo", 14.2, "BPFO 107.4 Hz, 3 harmonics")``."""
 
     name: str
     value: float

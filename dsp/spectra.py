@@ -32,7 +32,7 @@ def _window(name: WindowName, nfft: int, dtype: str) -> NDArray[np.floating]:
 
 def rfft_freqs(nfft: int, fs: float) -> NDArray[np.float64]:
     """Frequencies (Hz) of the one-sided spectrum of ``nfft`` samples."""
-    return np.fft.rfftfreq(nfft, d=1.0 / fs)
+    return np.fft.rfftfreq(nfft, d=1.0 / fs).astype(np.float64)
 
 
 def segment_count(n: int, nfft: int, hop: int) -> int:
