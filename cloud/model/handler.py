@@ -1,0 +1,257 @@
+"""The inference handler: request bytes in, response bytes out, sans-IO.
+
+One call scores a whole batch: decode once with a typed msgspec decoder,
+gather features into columns (:func:`cloud.model.features.extract`), run the
+classifier and the anomaly model with numpy across the batch, then build one
+:class:`dsp.results.Result` per report in request order. The HTTP server is a
+thin adapter around :func:`invoke`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+
+from dsp.report import QUALITY_NAMES, SUPPORTED_VERSIONS, Report
+from dsp.results import (
+    RESULT_SCHEMA_VERSION,
+    Evidence,
+    InvocationRequest,
+    InvocationResponse,
+    Result,
+)
+
+from .bundle import Bundle
+from .errors import ModelFailureError, RequestError, UnsupportedMediaTypeError
+from .features import BatchFeatures, extract
+from .physics import PhysicsClassifier, fleet_score
+
+MSGPACK = "application/x-msgpack"
+JSON = "application/json"
+_ALIASES = {
+    "application/x-msgpack": MSGPACK,
+    "application/msgpack": MSGPACK,
+    "application/vnd.msgpack": MSGPACK,
+    "application/json": JSON,
+}
+_ZONES = ("A", "B", "C", "D")
+_ENV_NAMES = {
+    "env_bpfo": "outer-race (BPFO)",
+    "env_bpfi": "inner-race (BPFI)",
+    "env_bsf": "rolling-element (BSF)",
+}
+_FLEET_TERMS = ("velocity vs B/C limit", "bearing envelope line", "kurtosis")
+
+_mp_decoder = msgspec.msgpack.Decoder(InvocationRequest)
+_json_decoder = msgspec.json.Decoder(InvocationRequest)
+_mp_encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
+
+
+def media_type(header: str | None, *, default: str | None = None) -> str | None:
+    """The canonical media type of a Content-Type/Accept value, or None if unsupported.
+
+    ``Accept`` may list several types; the first supported wins; ``*/*`` or
+    empty means ``default``.
+    """
+    if not header:
+        return default
+    for part in header.split(","):
+        mt = part.split(";", 1)[0].strip().lower()
+        if mt in _ALIASES:
+            return _ALIASES[mt]
+        if mt in ("*/*", "application/*"):
+            return default
+    return None
+
+
+def decode_request(body: bytes, content_type: str | None) -> list[Report]:
+    """Decode and validate a request; :class:`RequestError` names what is wrong."""
+    mt = media_type(content_type)
+    if mt is None:
+        raise UnsupportedMediaTypeError(
+            f"unsupported content type {content_type!r}: use {MSGPACK} or {JSON}"
+        )
+    if not body:
+        raise RequestError("empty request body: expected an InvocationRequest {v, reports}")
+    try:
+        req = _mp_decoder.decode(body) if mt == MSGPACK else _json_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise RequestError(f"invalid InvocationRequest: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise RequestError(f"malformed {mt} body: {exc}") from None
+    if req.v != RESULT_SCHEMA_VERSION:
+        raise RequestError(
+            f"unsupported request schema version v={req.v} (supported: {RESULT_SCHEMA_VERSION})"
+        )
+    for i, r in enumerate(req.reports):
+        if r.v not in SUPPORTED_VERSIONS:
+            raise RequestError(
+                f"reports[{i}]: unsupported report schema version v={r.v} "
+                f"(supported: {sorted(SUPPORTED_VERSIONS)}), identity {r.identity}"
+            )
+    return req.reports
+
+
+def encode_response(response: InvocationResponse, accept: str) -> bytes:
+    return _mp_encoder.encode(response) if accept == MSGPACK else _json_encoder.encode(response)
+
+
+def _zones(vel: np.ndarray, limits: np.ndarray) -> list[str]:
+    zi = (vel[:, None] >= limits).sum(axis=1)
+    return [("?" if not np.isfinite(v) else _ZONES[int(z)]) for v, z in zip(vel, zi, strict=True)]
+
+
+def _quality_note(flags: int) -> str:
+    return ", ".join(name for bit, name in QUALITY_NAMES.items() if flags & bit)
+
+
+def score(bundle: Bundle, reports: Sequence[Report]) -> InvocationResponse:
+    """Score a batch with ``bundle``; one result per report, in order."""
+    version = bundle.model_version
+    if not reports:
+        return InvocationResponse(RESULT_SCHEMA_VERSION, version, [])
+    try:
+        f = extract(reports)
+        return _score(bundle, reports, f)
+    except RequestError:
+        raise
+    except Exception as exc:
+        raise ModelFailureError(
+            f"model {version} failed on a batch of {len(reports)}: {exc!r}"
+        ) from exc
+
+
+def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> InvocationResponse:
+    n = f.n
+    params = bundle.physics
+    clf = bundle.classifier
+    proba = np.round(np.asarray(clf.predict_proba(f), dtype=np.float64), 4)
+    if proba.shape != (n, len(clf.classes)):
+        raise ValueError(
+            f"classifier returned shape {proba.shape}, expected {(n, len(clf.classes))}"
+        )
+    top = proba.argmax(axis=1)
+    top_p = proba[np.arange(n), top]
+    labels = [clf.classes[i] for i in top.tolist()]
+    unsure = (top_p < params.unsure_below).tolist()
+
+    # anomaly: own baseline, else fleet baseline row, else the physics fleet score
+    fscore, fterm = fleet_score(f, params)
+    score_a = fscore.copy()
+    thr = np.ones(n)
+    own = np.zeros(n, dtype=bool)
+    top_feat = np.full(n, -1, dtype=np.int64)
+    top_z = np.zeros(n)
+    names: tuple[str, ...] = ()
+    if bundle.baselines is not None:
+        b = bundle.baselines.score(f)
+        ok = np.isfinite(b.score)
+        score_a = np.where(ok, b.score, score_a)
+        thr = np.where(ok, b.threshold, thr)
+        own = b.own & ok
+        used_base = ok
+        top_feat = np.where(ok, b.top_feature, -1)
+        top_z = b.top_z
+        names = bundle.baselines.feature_names
+    else:
+        used_base = np.zeros(n, dtype=bool)
+    anomalous = (score_a >= thr).tolist()
+
+    vel = f.column("velocity_rms")
+    zones = _zones(vel, f.zone_limits)
+    phys = clf if isinstance(clf, PhysicsClassifier) else PhysicsClassifier(params)
+    strengths = phys.strengths(f)
+    env_cols = {k: f.column(k).tolist() for k in _ENV_NAMES}
+    v1 = f.column("v1x").tolist()
+    lim = f.zone_limits.tolist()
+    flags = f.quality_flags.tolist()
+    imb = (strengths["imbalance"] >= 0.5).tolist()
+    mis = (strengths["misalignment"] >= 0.5).tolist()
+    loose = (strengths["looseness"] >= 0.5).tolist()
+    cav = (strengths["cavitation"] >= 0.5).tolist()
+    env_thr = params.env_threshold
+
+    score_l = np.round(score_a, 4).tolist()
+    thr_l = np.round(thr, 4).tolist()
+    own_l = own.tolist()
+    base_l = used_base.tolist()
+    tf_l = top_feat.tolist()
+    tz_l = np.round(top_z, 2).tolist()
+    fs_l = fscore.tolist()
+    ft_l = fterm.astype(int).tolist()
+    vel_l = vel.tolist()
+    proba_l = proba.tolist()
+    classes = clf.classes
+
+    results: list[Result] = []
+    for i, r in enumerate(reports):
+        v = vel_l[i]
+        ev = [
+            Evidence(
+                "iso_zone", round(v, 3) if v == v else 0.0,
+                f"zone {zones[i]}: {v:.2f} mm/s RMS (A/B {lim[i][0]:g}, B/C {lim[i][1]:g}, "
+                f"C/D {lim[i][2]:g})",
+            )
+        ]
+        for key, what in _ENV_NAMES.items():
+            prom = env_cols[key][i]
+            if prom == prom and prom >= env_thr:
+                ev.append(Evidence(key, round(prom, 2), f"{what} envelope line {prom:.1f}x floor"))
+        if imb[i]:
+            ev.append(Evidence("v1x", round(v1[i], 3), "1x dominates the velocity spectrum"))
+        if mis[i]:
+            ev.append(Evidence("v2x", round(r.features.v2x or 0.0, 3), "strong 2x relative to 1x"))
+        if loose[i]:
+            ev.append(Evidence("v3x", round(r.features.v3x or 0.0, 3), "strong 3x relative to 1x"))
+        if cav[i]:
+            ev.append(Evidence("hf_share", 0.0, "broadband high-frequency energy (cavitation?)"))
+        if base_l[i] and tf_l[i] >= 0 and anomalous[i]:
+            ev.append(
+                Evidence(f"z:{names[tf_l[i]]}", tz_l[i], "largest deviation from the baseline")
+            )
+        elif not base_l[i] and anomalous[i]:
+            ev.append(Evidence("fleet_score", round(fs_l[i], 3), _FLEET_TERMS[ft_l[i]]))
+        if flags[i]:
+            ev.append(Evidence("quality", float(flags[i]), _quality_note(flags[i])))
+        label = "unknown" if unsure[i] else labels[i]
+        results.append(
+            Result(
+                v=RESULT_SCHEMA_VERSION,
+                device=r.device,
+                epoch=r.epoch,
+                seq=r.seq,
+                site=r.site,
+                pump=r.pump,
+                channel=r.channel,
+                t0_ns=r.t0_ns,
+                condition=label,  # type: ignore[arg-type]
+                probabilities=dict(zip(classes, proba_l[i], strict=True)),
+                anomaly_score=score_l[i],
+                anomaly_threshold=thr_l[i],
+                anomalous=anomalous[i],
+                baseline="pump" if own_l[i] else "fleet",
+                iso_zone=zones[i],  # type: ignore[arg-type]
+                velocity_rms=round(v, 4) if v == v else 0.0,
+                model_version=bundle.model_version,
+                evidence=ev,
+                rpm=r.speed.rpm or None,
+            )
+        )
+    return InvocationResponse(RESULT_SCHEMA_VERSION, bundle.model_version, results)
+
+
+def invoke(
+    bundle: Bundle, body: bytes, content_type: str | None, accept: str | None
+) -> tuple[bytes, str]:
+    """Whole request -> (response bytes, response content type)."""
+    req_mt = media_type(content_type)
+    out_mt = media_type(accept, default=req_mt or MSGPACK)
+    if out_mt is None:
+        raise UnsupportedMediaTypeError(f"unsupported Accept {accept!r}: use {MSGPACK} or {JSON}")
+    reports = decode_request(body, content_type)
+    response = score(bundle, reports)
+    return encode_response(response, out_mt), out_mt
+

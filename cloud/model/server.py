@@ -1,0 +1,502 @@
+"""The model server: SageMaker inference-container contract, plus the Runtime path.
+
+Routes:
+
+- ``GET /ping`` -- 200 once the default bundle is loaded, 503 before.
+- ``POST /invocations`` -- the container contract (what SageMaker calls).
+- ``POST /endpoints/{name}/invocations`` -- the SageMaker Runtime path, so
+  boto3/aiobotocore ``invoke_endpoint`` with ``endpoint_url`` reach this
+  server unchanged; only the endpoint name it was started with is served.
+- ``GET /models`` -- what is loaded (default and cached target bundles).
+
+Headers: ``X-Amzn-SageMaker-Target-Model`` selects a bundle (resolved under
+``--model-dir``, or ``group/version`` in ``--registry``), cached LRU under a
+memory budget; ``X-Amzn-SageMaker-Custom-Attributes`` is echoed back;
+responses carry ``X-Amzn-Invoked-Production-Variant`` and
+``X-Pumpwatch-Model-Version``. Errors carry ``x-amzn-ErrorType`` and a JSON
+``{"message": ...}`` so botocore raises its own exception classes (see
+:mod:`cloud.model.errors`).
+
+Theory of operation for hot reload: the default bundle is one reference.
+A deploy (registry deployment record changed; polled, or SIGHUP) loads the
+new bundle in a worker thread while requests keep using the old one, then
+swaps the reference. A request scores with the bundle it picked up at its
+start, so no request is dropped or half-served, and every result names the
+version that produced it. SIGTERM stops accepting, lets in-flight requests
+finish (up to ``shutdown_timeout``) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+
+from .bundle import MANIFEST, Bundle, builtin_bundle, load_bundle
+from .errors import (
+    BundleError,
+    ModelFailureError,
+    ModelNotReadyError,
+    ModelServerError,
+    PayloadTooLargeError,
+    RegistryError,
+    RequestError,
+    UnknownEndpointError,
+    UnknownTargetModelError,
+)
+from .handler import invoke
+from .registry import Deployment, LocalRegistry
+
+log = logging.getLogger("pumpwatch.model.server")
+
+MAX_BODY = 6 * 1024 * 1024  # SageMaker InvokeEndpoint payload limit
+MAX_CUSTOM_ATTRIBUTES = 1024
+H_TARGET = "X-Amzn-SageMaker-Target-Model"
+H_CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
+H_INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
+H_VARIANT = "X-Amzn-Invoked-Production-Variant"
+H_VERSION = "X-Pumpwatch-Model-Version"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    host: str = "0.0.0.0"  # noqa: S104 -- a container serves on all interfaces
+    port: int = 8080
+    name: str = "pumpwatch"
+    model_dir: Path | None = None
+    registry: Path | None = None
+    cache_bytes: int = 256 * 1024 * 1024  # memory budget of cached target bundles
+    max_body: int = MAX_BODY
+    load_wait_s: float = 5.0  # how long a request waits for a loading bundle
+    reload_poll_s: float = 1.0  # how often the registry deployment is checked
+    shutdown_timeout_s: float = 30.0
+    variant: str = "AllTraffic"
+    extract_dir: Path | None = None
+    load_delay_s: float = 0.0  # testing only: simulate slow artifact storage
+
+
+class BundleStore:
+    """The default bundle plus an LRU of target bundles under a byte budget."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.registry = LocalRegistry(cfg.registry) if cfg.registry else None
+        self.default: Bundle | None = None
+        self.deployed: Deployment | None = None
+        self._cache: OrderedDict[str, Bundle] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[Bundle]] = {}
+        self.evictions = 0
+        self.loads = 0
+
+    @property
+    def extract_dir(self) -> Path:
+        if self.cfg.extract_dir:
+            return self.cfg.extract_dir
+        if self.registry:
+            return self.registry.root / "cache"
+        return Path(os.environ.get("TMPDIR", "/tmp")) / "pumpwatch-bundles"  # noqa: S108
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(b.nbytes for b in self._cache.values())
+
+    # --- loading (worker threads) ---------------------------------------------------
+    def _delay(self) -> None:
+        if self.cfg.load_delay_s:
+            time.sleep(self.cfg.load_delay_s)
+
+    def load_default_sync(self) -> tuple[Bundle, Deployment | None]:
+        """What this server serves without a target model."""
+        self._delay()
+        md = self.cfg.model_dir
+        if self.registry is not None:
+            dep = self.registry.deployment(self.cfg.name)
+            if dep is not None:
+                pkg = self.registry.describe(dep.group, dep.version)
+                return self.registry.load(pkg), dep
+        if md is not None:
+            if (md / MANIFEST).is_file():
+                return load_bundle(md), None
+            if (md / "model.tar.gz").is_file():
+                return load_bundle(md / "model.tar.gz", cache_dir=self.extract_dir), None
+        return builtin_bundle(), None
+
+    def _resolve(self, target: str) -> Callable[[], Bundle]:
+        """A loader for ``target``, or :class:`UnknownTargetModelError` right away."""
+        md = self.cfg.model_dir
+        if md is not None and target and "\x00" not in target:
+            root = md.resolve()
+            path = (root / target).resolve()
+            if path.is_relative_to(root) and path != root and path.exists():
+                if path.is_dir() and not (path / MANIFEST).is_file():
+                    raise UnknownTargetModelError(target, f"{md} (directory without {MANIFEST})")
+                return lambda: load_bundle(path, cache_dir=self.extract_dir)
+        if self.registry is not None and "/" in target:
+            group, _, ver = target.rpartition("/")
+            try:
+                pkg = self.registry.describe(group, int(ver))
+            except (RegistryError, ValueError):
+                pass
+            else:
+                if pkg.status != "Approved":
+                    raise UnknownTargetModelError(target, f"the registry (it is {pkg.status})")
+                reg = self.registry
+                return lambda: reg.load(pkg)
+        where = " or ".join(
+            s for s in (str(md) if md else "", f"registry {self.cfg.registry}" if self.registry
+                        else "") if s
+        ) or "this server (no --model-dir or --registry)"
+        raise UnknownTargetModelError(target, where)
+
+    # --- the request path -------------------------------------------------------------
+    async def get(self, target: str | None) -> Bundle:
+        if not target:
+            if self.default is None:
+                raise ModelNotReadyError("the model is still loading; retry shortly")
+            return self.default
+        hit = self._cache.get(target)
+        if hit is not None:
+            self._cache.move_to_end(target)
+            return hit
+        fut = self._loading.get(target)
+        if fut is None:
+            loader = self._resolve(target)
+            fut = self._start_load(target, loader)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.cfg.load_wait_s)
+        except TimeoutError:
+            raise ModelNotReadyError(
+                f"target model {target!r} is still loading; retry shortly"
+            ) from None
+
+    def _start_load(self, target: str, loader: Callable[[], Bundle]) -> asyncio.Future[Bundle]:
+        loop = asyncio.get_running_loop()
+
+        def work() -> Bundle:
+            self._delay()
+            return loader()
+
+        async def run() -> Bundle:
+            try:
+                bundle = await loop.run_in_executor(None, work)
+            except (BundleError, RegistryError, OSError) as exc:
+                raise ModelFailureError(f"cannot load target model {target!r}: {exc}") from exc
+            finally:
+                self._loading.pop(target, None)
+            self.loads += 1
+            self._insert(target, bundle)
+            return bundle
+
+        fut: asyncio.Future[Bundle] = asyncio.ensure_future(run())
+        # A load nobody awaits any more must not log "exception never retrieved".
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._loading[target] = fut
+        return fut
+
+    def _insert(self, target: str, bundle: Bundle) -> None:
+        self._cache[target] = bundle
+        self._cache.move_to_end(target)
+        while len(self._cache) > 1 and self.cached_bytes > self.cfg.cache_bytes:
+            old, _ = self._cache.popitem(last=False)
+            self.evictions += 1
+            log.info("evicted target model %s (cache over %d bytes)", old, self.cfg.cache_bytes)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "default": self.default.model_version if self.default else None,
+            "deployment": None if self.deployed is None else {
+                "group": self.deployed.group, "version": self.deployed.version,
+            },
+            "targets": {k: b.model_version for k, b in self._cache.items()},
+            "loading": sorted(self._loading),
+            "cached_bytes": self.cached_bytes,
+            "cache_budget_bytes": self.cfg.cache_bytes,
+            "evictions": self.evictions,
+        }
+
+
+def _error(exc: ModelServerError) -> web.Response:
+    body: dict[str, object] = {"message": exc.message}
+    if isinstance(exc, ModelFailureError):
+        body.update(OriginalStatusCode=500, OriginalMessage=exc.message)
+    return web.json_response(
+        body, status=exc.status, headers={"x-amzn-ErrorType": exc.error_type}
+    )
+
+
+class ModelServer:
+    """The HTTP adapter. ``async with ModelServer(cfg) as srv:`` serves on ``srv.port``."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.store = BundleStore(cfg)
+        self.port = 0
+        self.requests = 0
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reload_now = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._closing = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.cfg.max_body, middlewares=[self._errors])
+        app.router.add_get("/ping", self._ping)
+        app.router.add_post("/invocations", self._invocations)
+        app.router.add_post("/endpoints/{name}/invocations", self._runtime_invocations)
+        app.router.add_get("/models", self._models)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, shutdown_timeout=self.cfg.shutdown_timeout_s
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.cfg.port
+        self._spawn(self._load_default(), "load-default")
+        if self.store.registry is not None and self.cfg.reload_poll_s > 0:
+            self._spawn(self._watch_deployment(), "watch-deployment")
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._closing = True
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._runner is not None:
+            await self._runner.cleanup()  # waits for in-flight requests
+            self._runner = None
+
+    async def __aenter__(self) -> ModelServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def wait_ready(self) -> None:
+        """Until the default bundle is loaded (wrap in ``asyncio.timeout`` to bound it)."""
+        await self.ready.wait()
+
+    def reload(self) -> None:
+        """Check the registry deployment now (SIGHUP)."""
+        self._reload_now.set()
+
+    async def _load_default(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            bundle, dep = await loop.run_in_executor(None, self.store.load_default_sync)
+        except (BundleError, RegistryError, OSError) as exc:
+            log.error("cannot load the default bundle (%s); serving the built-in one", exc)
+            bundle, dep = builtin_bundle(), None
+        self.store.default, self.store.deployed = bundle, dep
+        self.ready.set()
+        log.info("serving %s (%s)", bundle.model_version, bundle.description or bundle.source)
+
+    async def _watch_deployment(self) -> None:
+        reg = self.store.registry
+        assert reg is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_now.wait(), self.cfg.reload_poll_s)
+            self._reload_now.clear()
+            if self.store.default is None:
+                continue
+            try:
+                dep = await loop.run_in_executor(None, reg.deployment, self.cfg.name)
+                cur = self.store.deployed
+                if dep is None or (cur is not None and (dep.group, dep.version) == (
+                    cur.group, cur.version
+                )):
+                    continue
+                pkg = await loop.run_in_executor(None, reg.describe, dep.group, dep.version)
+                bundle = await loop.run_in_executor(None, reg.load, pkg)
+            except (BundleError, RegistryError, OSError) as exc:
+                log.error("deployment for %s not loaded, keeping %s: %s", self.cfg.name,
+                          self.store.default.model_version, exc)
+                await asyncio.sleep(self.cfg.reload_poll_s)
+                continue
+            old = self.store.default.model_version
+            self.store.default, self.store.deployed = bundle, dep
+            log.info("hot reload: %s -> %s", old, bundle.model_version)
+
+    # --- handlers -----------------------------------------------------------------------
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ModelServerError as exc:
+            if exc.status >= 500 or isinstance(exc, ModelFailureError):
+                log.error("%s %s: %s", request.method, request.path, exc.message)
+            return _error(exc)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(PayloadTooLargeError(f"request body over {self.cfg.max_body} bytes"))
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return _error(ModelFailureError(f"internal error: {exc!r}"))
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        if self.store.default is None or self._closing:
+            return web.json_response({"status": "loading"}, status=503)
+        return web.json_response(
+            {"status": "healthy", "model_version": self.store.default.model_version}
+        )
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response(self.store.describe())
+
+    async def _runtime_invocations(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name != self.cfg.name:
+            await self._drain(request)
+            raise UnknownEndpointError(name, self.cfg.name)
+        return await self._invocations(request)
+
+    async def _drain(self, request: web.Request, cap: int = 64 * 1024 * 1024) -> None:
+        """Read and drop a body we refuse, so the client sees our answer, not a reset."""
+        seen = 0
+        while seen < cap:
+            chunk = await request.content.read(1 << 16)
+            if not chunk:
+                return
+            seen += len(chunk)
+
+    async def _invocations(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        clen = request.content_length
+        if clen is not None and clen > self.cfg.max_body:
+            await self._drain(request)
+            raise PayloadTooLargeError(
+                f"request body of {clen} bytes is over the {self.cfg.max_body}-byte limit "
+                "(SageMaker InvokeEndpoint: 6 MB); send smaller batches"
+            )
+        custom = request.headers.get(H_CUSTOM)
+        if custom is not None and len(custom) > MAX_CUSTOM_ATTRIBUTES:
+            await self._drain(request)
+            raise RequestError(
+                f"CustomAttributes is {len(custom)} characters, over {MAX_CUSTOM_ATTRIBUTES}"
+            )
+        body = await request.read()
+        bundle = await self.store.get(request.headers.get(H_TARGET))
+        out, ctype = invoke(
+            bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept")
+        )
+        headers = {H_VARIANT: self.cfg.variant, H_VERSION: bundle.model_version}
+        if custom is not None:
+            headers[H_CUSTOM] = custom
+        inference_id = request.headers.get(H_INFERENCE_ID)
+        if inference_id is not None:
+            headers[H_INFERENCE_ID] = inference_id
+        return web.Response(body=out, headers={**headers, "Content-Type": ctype})
+
+
+# --- command line ---------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=os.environ.get("SAGEMAKER_BIND_TO_HOST", "0.0.0.0"))  # noqa: S104
+    p.add_argument(
+        "--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")),
+        help="0 picks a free port; the bound port is printed",
+    )
+    p.add_argument("--name", default="pumpwatch", help="endpoint name served on the Runtime path")
+    p.add_argument(
+        "--model-dir", type=Path, default=None,
+        help="bundle directory (bundle.json or model.tar.gz); target models resolve under it",
+    )
+    p.add_argument(
+        "--registry", type=Path, default=None,
+        help="local registry root: serve this endpoint's deployment and hot-reload on deploy",
+    )
+    p.add_argument("--cache-mb", type=float, default=256.0, help="target-bundle cache budget")
+    p.add_argument("--reload-poll", type=float, default=1.0, help="deployment poll interval, s")
+    p.add_argument("--load-wait", type=float, default=5.0,
+                   help="seconds a request waits for a loading bundle before ModelNotReadyError")
+    p.add_argument("--load-delay", type=float, default=0.0, help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        name=args.name,
+        model_dir=args.model_dir,
+        registry=args.registry,
+        cache_bytes=int(args.cache_mb * 1024 * 1024),
+        reload_poll_s=args.reload_poll,
+        load_wait_s=args.load_wait,
+        load_delay_s=args.load_delay,
+    )
+
+
+async def serve(cfg: ServerConfig, *, announce: Callable[[str], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP re-checks the deployment. Returns the exit code."""
+    server = ModelServer(cfg)
+    await server.start()
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "") else cfg.host  # noqa: S104
+    (announce or print)(f"listening on http://{host}:{server.port}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    try:
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests")
+    finally:
+        await server.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m cloud.model.server", description="pumpwatch model server"
+    )
+    add_arguments(p)
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    return asyncio.run(serve(config_from_args(args), announce=announce))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["ModelServer", "ServerConfig", "main", "serve"]

@@ -1,0 +1,200 @@
+"""The model server for tests: start it as a subprocess on a free port, and make reports.
+
+Usage (any test, including the consumer's)::
+
+    from tests.infra.model_server import ModelServerProcess, synth_reports, request_body
+
+    with ModelServerProcess(model_dir=None) as srv:        # built-in physics bundle
+        client = boto3.client("sagemaker-runtime", endpoint_url=srv.url, ...)
+        client.invoke_endpoint(EndpointName=srv.name, Body=request_body(reports),
+                               ContentType="application/x-msgpack")
+
+``srv.url`` is ``http://127.0.0.1:PORT``; the server answers ``/ping``,
+``/invocations`` and ``/endpoints/{name}/invocations``. :func:`boto_kwargs`
+gives the client settings (dummy credentials, no retries) tests want.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import numpy as np
+
+import dsp
+from dsp.results import InvocationRequest
+
+ROOT = Path(__file__).resolve().parents[2]
+BEARING_6205 = dsp.Bearing(n_balls=9, ball_d_mm=7.94, pitch_d_mm=39.04, designation="6205")
+ASSET = dsp.Asset(bearings=[BEARING_6205], vanes=6, rated_rpm=2950.0)
+
+
+def synth_signal(
+    fs: float, n: int, rpm: float, *, seed: int, gain: float = 1.0, outer: float = 0.0,
+    inner: float = 0.0,
+) -> np.ndarray:
+    """1x + blade pass + noise; optional outer/inner-race impact trains ringing at 3.2 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fs
+    fr = rpm / 60.0
+    x = gain * (0.4 * np.sin(2 * np.pi * fr * t + rng.uniform(0, 6)) + 0.3 * np.sin(
+        2 * np.pi * 6 * fr * t + 0.3
+    ))
+    ring = np.exp(-800.0 * t[:200]) * np.sin(2 * np.pi * 3200.0 * t[:200])
+    for amp, order in ((outer, 3.5848), (inner, 5.4152)):
+        if amp > 0:
+            imp = np.zeros(n)
+            imp[(np.arange(0, n / fs, 1 / (order * fr)) * fs).astype(int)] = amp
+            x += np.convolve(imp, ring)[:n]
+    x += 0.3 * gain * rng.standard_normal(n)
+    return x.astype(np.float32)
+
+
+def synth_reports(
+    count: int,
+    *,
+    pumps: Sequence[str] = ("p1",),
+    seed: int = 0,
+    outer: float = 0.0,
+    inner: float = 0.0,
+    gain: float = 1.0,
+    device: str = "dev1",
+    site: str = "lab",
+    epoch: int = 7,
+    seq0: int = 0,
+    cfg: dsp.ReportConfig | None = None,
+) -> list[dsp.Report]:
+    """``count`` reports cycling over ``pumps``, each from its own synthetic 1 s signal."""
+    cfg = cfg or dsp.ReportConfig()
+    n = cfg.interval_samples
+    out: list[dsp.Report] = []
+    chunk = 16
+    for start in range(0, count, chunk):
+        k = min(chunk, count - start)
+        xs = np.stack(
+            [
+                synth_signal(
+                    cfg.fs, n, 2950.0 + 10 * ((start + j) % 3), seed=seed * 100003 + start + j,
+                    gain=gain, outer=outer, inner=inner,
+                )
+                for j in range(k)
+            ]
+        )
+        specs = [dsp.ChannelSpec(asset=ASSET) for _ in range(k)]
+        for j, res in enumerate(dsp.analyze(xs, cfg, specs)):
+            i = start + j
+            out.append(
+                dsp.make_report(
+                    res, cfg, specs[j], device=device, epoch=epoch, seq=seq0 + i, site=site,
+                    pump=pumps[i % len(pumps)], channel="x", t0_ns=i * 1_000_000_000,
+                )
+            )
+    return out
+
+
+def request_body(reports: Sequence[dsp.Report], *, json: bool = False) -> bytes:
+    req = InvocationRequest(v=1, reports=list(reports))
+    return msgspec.json.encode(req) if json else msgspec.msgpack.encode(req)
+
+
+def boto_kwargs(url: str) -> dict[str, Any]:
+    """Client settings for a local server: dummy credentials, region, no retries."""
+    from botocore.config import Config
+
+    return {
+        "endpoint_url": url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+        "config": Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                         connect_timeout=5, read_timeout=30),
+    }
+
+
+class ModelServerProcess:
+    """``python -m cloud.model.server`` on a free port; stopped (SIGTERM) on exit."""
+
+    def __init__(
+        self,
+        *,
+        model_dir: Path | None = None,
+        registry: Path | None = None,
+        name: str = "pumpwatch",
+        extra: Sequence[str] = (),
+        cpu: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        cmd = [sys.executable, "-m", "cloud.model.server", "--port", "0", "--host", "127.0.0.1",
+               "--name", name]
+        if model_dir is not None:
+            cmd += ["--model-dir", str(model_dir)]
+        if registry is not None:
+            cmd += ["--registry", str(registry)]
+        cmd += list(extra)
+        if cpu is not None:
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        self.cmd = cmd
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # "listening on http://HOST:PORT"
+        if "listening on" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"model server did not start: {line!r} (cmd {self.cmd})")
+        self.port = int(line.strip().rsplit(":", 1)[1])
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/ping", timeout=2) as r:  # noqa: S310
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"model server at {self.url} not healthy after {timeout}s")
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> ModelServerProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
