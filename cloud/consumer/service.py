@@ -1,0 +1,525 @@
+"""The consumer: MQTT deliveries in, result rows and dead letters out, acks last.
+
+Theory of operation
+-------------------
+Named tasks under one :class:`asyncio.TaskGroup` (owned by :meth:`Consumer.run`):
+
+``ingest``
+    takes deliveries from the MQTT handoff, validates them (dead letters go
+    to the writer), drops reports the store already has, attaches reports
+    that are already in flight to that work, and feeds the rest to the
+    sans-IO :class:`~.batcher.Batcher`.
+``batch-timer``
+    emits batches whose ``max_delay`` ran out.
+``invoke`` (one task per batch, at most ``max_concurrency`` calling)
+    calls the endpoint. Unavailable: retried with jittered exponential
+    backoff, forever (the backlog waits unacknowledged at the broker).
+    Rejected (ModelError): the batch is bisected until the poison report
+    is alone; it is dead-lettered with the model's message.
+``writer``
+    commits results + archive rows + dead letters of everything that is
+    ready, in one transaction, then resolves tickets and sends acks.
+
+The ack rule: each delivery has a :class:`Ticket` counting its outstanding
+parts (one per report in flight, one for its dead letters together). A
+ticket reaches zero only after the commits holding all its parts returned.
+Acks go out in arrival order (MQTT 5 section 4.6), and only on the connection
+the delivery arrived on (see :mod:`.mqtt`). A crash at any point leaves the
+message unacknowledged at the broker, which redelivers it; the store's
+idempotence turns that redelivery into no new rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol
+
+import msgspec
+
+from cloud.store import (
+    ArchivedReport,
+    Commit,
+    DeadLetter,
+    EvidenceRow,
+    Identity,
+    ResultRow,
+    Store,
+    StoreError,
+    make_store,
+)
+from dsp.results import InvocationResponse, Result
+
+from ._queue import Handoff
+from ._validate import Accepted, message_key, parse_message
+from .batcher import Batch, Batcher, Target
+from .config import ConsumerConfig
+from .endpoint import EndpointClient
+from .errors import EndpointRejectedError, EndpointUnavailableError
+from .mqtt import Delivery, MqttSource
+
+log = logging.getLogger(__name__)
+
+INGEST_CHUNK = 256  # deliveries parsed per store lookup
+RECENT_COMMITTED = 1 << 16  # identities remembered after commit (closes a lookup race)
+
+
+class Invoker(Protocol):
+    """What the consumer needs from an endpoint (EndpointClient, or a test double)."""
+
+    async def __aenter__(self) -> Invoker: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def invoke(
+        self, target: Target, raw_reports: Sequence[bytes]
+    ) -> InvocationResponse: ...
+
+
+@dataclass(slots=True, eq=False)
+class Ticket:
+    """One delivery's outstanding parts; acked when ``remaining`` is 0 and ``sealed``."""
+
+    delivery: Delivery
+    remaining: int = 0
+    sealed: bool = False  # all parts counted
+
+
+@dataclass(slots=True, eq=False)
+class Work:
+    """One report on its way to a result row (the batcher's item)."""
+
+    accepted: Accepted
+    target: Target
+    nbytes: int
+    received_ns: int
+    published_ns: int | None
+    waiters: list[Ticket] = field(default_factory=list)
+
+    @property
+    def identity(self) -> Identity:
+        return self.accepted.identity
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """Writes for one commit, and what they resolve once durable."""
+
+    commit: Commit
+    works: list[Work] = field(default_factory=list)
+    tickets: list[Ticket] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Counters:
+    messages: int = 0
+    reports: int = 0
+    accepted: int = 0
+    dead_letters: int = 0
+    duplicates_in_message: int = 0
+    already_stored: int = 0
+    joined_in_flight: int = 0
+    batches: int = 0
+    invocations: int = 0
+    invoked_reports: int = 0
+    endpoint_retries: int = 0
+    bisections: int = 0
+    model_dead_letters: int = 0
+    commits: int = 0
+    results_inserted: int = 0
+    store_retries: int = 0
+    acks: int = 0
+
+
+class Consumer:
+    """See the module docstring. ``await consumer.run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        *,
+        store: Store | None = None,
+        invoker: Invoker | None = None,
+    ) -> None:
+        self.config = config
+        self.store: Store = store or make_store(
+            config.store.url, synchronous=config.store.synchronous
+        )
+        self._invoker: Invoker = invoker or EndpointClient(config.endpoint)
+        b = config.batch
+        self.batcher: Batcher[Work] = Batcher(
+            max_size=b.max_size, max_delay=b.max_delay_ms / 1000.0, max_bytes=b.max_bytes
+        )
+        self.counters = Counters()
+        self._inflight: dict[Identity, Work] = {}
+        self._recent: collections.OrderedDict[Identity, None] = collections.OrderedDict()
+        self._order: collections.deque[Ticket] = collections.deque()
+        self._jobs: asyncio.Queue[Job] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._sem = asyncio.Semaphore(config.endpoint.max_concurrency)
+        self._invocations: set[asyncio.Task[None]] = set()
+        self._handoff: Handoff[Delivery] | None = None
+        self._mqtt: MqttSource | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._routes: dict[tuple[str, str], Target] = {}
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=100_000)
+        self.started = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain in-flight work and disconnect."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            await stack.enter_async_context(self._invoker)
+            self._handoff = Handoff(cfg.consumer.queue_size, loop)
+            self._mqtt = MqttSource(cfg.mqtt, self._handoff)
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                writer = tg.create_task(self._writer_loop(), name="writer")
+                timer = tg.create_task(self._timer_loop(), name="batch-timer")
+                ingest = tg.create_task(self._ingest_loop(), name="ingest")
+                chores = [tg.create_task(self._retention_loop(), name="retention")]
+                if cfg.consumer.stats_interval_s > 0:
+                    chores.append(tg.create_task(self._stats_loop(), name="stats"))
+                self._mqtt.start()
+                stack.callback(self._mqtt.stop)
+                self.started.set()
+                await stop.wait()
+                log.info("stopping: draining in-flight work")
+                ingest.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ingest
+                for batch in self.batcher.flush():
+                    self._dispatch(batch)
+                try:
+                    async with asyncio.timeout(cfg.consumer.drain_timeout_s):
+                        while self._inflight or self._invocations or not self._jobs.empty():
+                            self._idle.clear()
+                            await self._idle.wait()
+                except TimeoutError:
+                    log.warning(
+                        "drain timed out with %d reports in flight; the broker redelivers them",
+                        len(self._inflight),
+                    )
+                for t in [writer, timer, *chores, *self._invocations]:
+                    t.cancel()
+            self._tg = None
+        log.info("stopped: %s", self.counters)
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    def _target(self, site: str, pump: str) -> Target:
+        key = (site, pump)
+        t = self._routes.get(key)
+        if t is None:
+            t = self._routes[key] = self.config.route(site, pump)
+        return t
+
+    async def _ingest_loop(self) -> None:
+        assert self._handoff is not None
+        cfg = self.config.mqtt
+        loop = asyncio.get_running_loop()
+        while True:
+            deliveries = await self._handoff.get_batch(INGEST_CHUNK)
+            candidates: list[tuple[Accepted, Ticket, Delivery]] = []
+            tickets: list[Ticket] = []
+            for d in deliveries:
+                ticket = Ticket(d)
+                tickets.append(ticket)
+                self._order.append(ticket)
+                parsed = parse_message(
+                    d.topic, d.payload, root=cfg.topic_root, max_payload=cfg.max_payload,
+                    received_ns=d.received_ns,
+                )
+                self.counters.messages += 1
+                self.counters.reports += parsed.parts
+                self.counters.duplicates_in_message += parsed.duplicates
+                if parsed.dead:
+                    self.counters.dead_letters += len(parsed.dead)
+                    ticket.remaining += 1
+                    self._jobs.put_nowait(
+                        Job(Commit(dead_letters=parsed.dead), tickets=[ticket])
+                    )
+                    for dl in parsed.dead:
+                        log.info("dead letter (%s) from %s: %s", dl.kind, d.topic, dl.reason)
+                candidates += [(a, ticket, d) for a in parsed.accepted]
+            fresh = [a.identity for a, _, _ in candidates if a.identity not in self._inflight]
+            known = await self._known(fresh)
+            now = loop.time()
+            for acc, ticket, d in candidates:
+                ident = acc.identity
+                work = self._inflight.get(ident)
+                if work is not None:
+                    work.waiters.append(ticket)
+                    ticket.remaining += 1
+                    self.counters.joined_in_flight += 1
+                    continue
+                if ident in known or ident in self._recent:
+                    self.counters.already_stored += 1
+                    continue
+                self.counters.accepted += 1
+                rep = acc.report
+                work = Work(
+                    accepted=acc, target=self._target(rep.site, rep.pump),
+                    nbytes=len(acc.raw), received_ns=d.received_ns,
+                    published_ns=d.published_ns, waiters=[ticket],
+                )
+                ticket.remaining += 1
+                self._inflight[ident] = work
+                for batch in self.batcher.add(work, now):
+                    self._dispatch(batch)
+            for ticket in tickets:
+                ticket.sealed = True
+            self._wake.set()
+            self._ack_ready()
+
+    async def _known(self, identities: list[Identity]) -> set[Identity]:
+        delay = 0.1
+        while True:
+            try:
+                return await self.store.known(identities) if identities else set()
+            except StoreError as exc:
+                self.counters.store_retries += 1
+                log.error("store lookup failed (retrying in %.1f s): %s", delay, exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 10.0)
+
+    async def _timer_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            deadline = self.batcher.next_deadline()
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            delay = deadline - loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                continue
+            for batch in self.batcher.due(loop.time()):
+                self._dispatch(batch)
+
+    # -- invocation --------------------------------------------------------------------------
+
+    def _dispatch(self, batch: Batch[Work]) -> None:
+        assert self._tg is not None
+        self.counters.batches += 1
+        task = self._tg.create_task(self._invoke(batch.target, batch.items), name="invoke")
+        self._invocations.add(task)
+        task.add_done_callback(self._invocation_done)
+
+    def _invocation_done(self, task: asyncio.Task[None]) -> None:
+        self._invocations.discard(task)
+        self._idle.set()
+
+    async def _invoke(self, target: Target, works: list[Work]) -> None:
+        ecfg = self.config.endpoint
+        delay = ecfg.retry_initial_s
+        while True:
+            try:
+                async with self._sem:
+                    self.counters.invocations += 1
+                    self.counters.invoked_reports += len(works)
+                    response = await self._invoker.invoke(target, [w.accepted.raw for w in works])
+                self._check_identities(target, works, response.results)
+            except EndpointRejectedError as exc:
+                if len(works) == 1:
+                    self._model_dead_letter(target, works[0], str(exc))
+                    return
+                self.counters.bisections += 1
+                half = len(works) // 2
+                log.warning("%s rejected a batch of %d; bisecting: %s", target, len(works), exc)
+                await self._invoke(target, works[:half])
+                await self._invoke(target, works[half:])
+                return
+            except EndpointUnavailableError as exc:
+                self.counters.endpoint_retries += 1
+                log.warning("%s unavailable (retrying %d reports in %.2f s): %s",
+                            target, len(works), delay, exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, ecfg.retry_max_s)
+                continue
+            self._jobs.put_nowait(self._result_job(target, works, response))
+            return
+
+    @staticmethod
+    def _check_identities(target: Target, works: list[Work], results: list[Result]) -> None:
+        for w, r in zip(works, results, strict=True):
+            if (r.device, r.epoch, r.seq) != w.identity:
+                raise EndpointUnavailableError(
+                    f"{target}: result for {(r.device, r.epoch, r.seq)} in the place of "
+                    f"{w.identity}: responses out of order"
+                )
+
+    def _result_job(self, target: Target, works: list[Work], resp: InvocationResponse) -> Job:
+        tname = str(target)
+        results: list[ResultRow] = []
+        archive: list[ArchivedReport] = []
+        for w, r in zip(works, resp.results, strict=True):
+            rep = w.accepted.report
+            results.append(
+                ResultRow(
+                    device=rep.device, epoch=rep.epoch, seq=rep.seq, site=rep.site,
+                    pump=rep.pump, channel=rep.channel, t0_ns=rep.t0_ns,
+                    condition=r.condition, probabilities=r.probabilities,
+                    anomaly_score=r.anomaly_score, anomaly_threshold=r.anomaly_threshold,
+                    anomalous=r.anomalous, baseline=r.baseline, iso_zone=r.iso_zone,
+                    velocity_rms=r.velocity_rms, rpm=r.rpm,
+                    evidence=[EvidenceRow(e.name, e.value, e.note) for e in r.evidence],
+                    model_version=r.model_version or resp.model_version, target=tname,
+                    published_ns=w.published_ns, received_ns=w.received_ns,
+                )
+            )
+            archive.append(
+                ArchivedReport(
+                    device=rep.device, epoch=rep.epoch, seq=rep.seq, site=rep.site,
+                    pump=rep.pump, channel=rep.channel, t0_ns=rep.t0_ns,
+                    received_ns=w.received_ns, report=w.accepted.raw,
+                )
+            )
+        return Job(Commit(results=results, archive=archive), works=works)
+
+    def _model_dead_letter(self, target: Target, work: Work, reason: str) -> None:
+        self.counters.model_dead_letters += 1
+        self.counters.dead_letters += 1
+        d = work.waiters[0].delivery
+        ident = work.identity
+        log.warning("dead letter (model) %s: %s", ident, reason)
+        dl = DeadLetter(
+            key=message_key(f"model:{target}", work.accepted.raw), part=0,
+            received_ns=work.received_ns, topic=d.topic, kind="model", reason=reason,
+            payload=work.accepted.raw, device=ident[0], epoch=ident[1], seq=ident[2],
+        )
+        self._jobs.put_nowait(Job(Commit(dead_letters=[dl]), works=[work]))
+
+    # -- commit and ack ----------------------------------------------------------------------
+
+    async def _writer_loop(self) -> None:
+        max_rows = self.config.store.commit_max_rows
+        while True:
+            jobs = [await self._jobs.get()]
+            rows = len(jobs[0].commit)
+            while rows < max_rows and not self._jobs.empty():
+                job = self._jobs.get_nowait()
+                jobs.append(job)
+                rows += len(job.commit)
+            merged = Commit(
+                results=[r for j in jobs for r in j.commit.results],
+                archive=[a for j in jobs for a in j.commit.archive],
+                dead_letters=[d for j in jobs for d in j.commit.dead_letters],
+            )
+            delay = 0.1
+            while True:
+                try:
+                    outcome = await self.store.commit(merged)
+                    break
+                except StoreError as exc:
+                    self.counters.store_retries += 1
+                    log.error("commit of %d rows failed (retrying in %.1f s): %s",
+                              len(merged), delay, exc)
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, 10.0)
+            self.counters.commits += 1
+            self.counters.results_inserted += outcome.results_inserted
+            for r in merged.results:
+                if r.published_ns is not None:
+                    self.latency_ms.append((outcome.stored_ns - r.published_ns) / 1e6)
+            for job in jobs:
+                for w in job.works:
+                    ident = w.identity
+                    self._recent[ident] = None
+                    self._inflight.pop(ident, None)
+                    for t in w.waiters:
+                        t.remaining -= 1
+                for t in job.tickets:
+                    t.remaining -= 1
+            while len(self._recent) > RECENT_COMMITTED:
+                self._recent.popitem(last=False)
+            self._ack_ready()
+            self._idle.set()
+
+    def _ack_ready(self) -> None:
+        mq = self._mqtt
+        if mq is None:
+            return
+        gen = mq.generation
+        order = self._order
+        while order:
+            t = order[0]
+            if t.delivery.generation != gen:
+                order.popleft()  # its connection is gone: the broker redelivers it
+                continue
+            if t.remaining > 0 or not t.sealed:
+                break
+            order.popleft()
+            if mq.ack(t.delivery):
+                self.counters.acks += 1
+
+    # -- chores ------------------------------------------------------------------------------
+
+    async def _retention_loop(self) -> None:
+        scfg = self.config.store
+        if scfg.retention_days is None:
+            return
+        while True:
+            cutoff = time.time_ns() - int(scfg.retention_days * 86400e9)
+            try:
+                pruned = await self.store.prune(before_ns=cutoff)
+                if pruned.results or pruned.archive or pruned.dead_letters:
+                    log.info("retention: pruned %s", pruned)
+            except StoreError as exc:
+                log.error("retention prune failed: %s", exc)
+            await asyncio.sleep(scfg.prune_interval_s)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.consumer.stats_interval_s)
+            log.info("stats %s", msgspec.json.encode(self.stats()).decode())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, queue depths and latency percentiles (for logs and health)."""
+        lat = sorted(self.latency_ms)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None
+
+        out: dict[str, Any] = {
+            "counters": dataclasses.asdict(self.counters),
+            "in_flight_reports": len(self._inflight),
+            "unacked_messages": len(self._order),
+            "commit_queue": self._jobs.qsize(),
+            "batcher_open_items": len(self.batcher),
+            "batches_by_reason": dict(self.batcher.stats.by_reason),
+            "invocations_running": len(self._invocations),
+            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "n": len(lat)},
+        }
+        if self._handoff is not None:
+            s = self._handoff.stats()
+            out["handoff"] = {
+                "depth": s.depth, "peak": s.peak, "capacity": s.capacity, "drops": s.drops,
+                "oldest_age_s": round(s.oldest_age_s, 3), "blocked_s": round(s.blocked_s, 3),
+            }
+        if self._mqtt is not None:
+            m = self._mqtt.stats
+            out["mqtt"] = {
+                "connected": m.connected, "connects": m.connects, "delivered": m.delivered,
+                "acked": m.acked, "stale_acks_skipped": m.stale_acks_skipped,
+            }
+        return out

@@ -1,0 +1,55 @@
+"""Results store: one interface (:class:`Store`), SQLite now, PostgreSQL next.
+
+:func:`open_store` picks the implementation from the URL scheme:
+``sqlite:///PATH`` (or a bare path) -> :class:`SQLiteStore`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import SchemaError, Store, StoreError
+from .records import (
+    DEAD_LETTER_KINDS,
+    ArchivedReport,
+    Commit,
+    CommitOutcome,
+    DeadLetter,
+    DeadLetterKind,
+    EvidenceRow,
+    Identity,
+    PruneOutcome,
+    ResultRow,
+    StoreCounts,
+)
+from .sqlite import SQLiteStore
+
+
+def make_store(url: str, **options: Any) -> Store:
+    """A store for ``url`` (not yet opened). Options go to the implementation."""
+    scheme = url.split("://", 1)[0] if "://" in url else "sqlite"
+    if scheme == "sqlite":
+        return SQLiteStore(url, **options)
+    if scheme in ("postgres", "postgresql"):
+        raise StoreError(f"PostgreSQL store not available yet ({url=}); use sqlite:///PATH")
+    raise StoreError(f"unknown store URL scheme {scheme!r} in {url=}")
+
+
+__all__ = [
+    "DEAD_LETTER_KINDS",
+    "ArchivedReport",
+    "Commit",
+    "CommitOutcome",
+    "DeadLetter",
+    "DeadLetterKind",
+    "EvidenceRow",
+    "Identity",
+    "PruneOutcome",
+    "ResultRow",
+    "SQLiteStore",
+    "SchemaError",
+    "Store",
+    "StoreCounts",
+    "StoreError",
+    "make_store",
+]

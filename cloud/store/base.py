@@ -1,0 +1,88 @@
+"""The one interface every results store implements, and its errors.
+
+The consumer, the CLI and the benchmarks talk to a :class:`Store` only. An
+implementation must make every write idempotent on the report identity (a
+redelivered report never yields a second row) and every :meth:`Store.commit`
+atomic: the consumer acknowledges a message upstream only after the commit
+holding its reports returns, so "returned" must mean "durable".
+
+All methods are coroutines so that a network database (PostgreSQL) fits the
+same shape as the embedded SQLite store, which runs its blocking calls on one
+private thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from .records import (
+    ArchivedReport,
+    Commit,
+    CommitOutcome,
+    DeadLetter,
+    Identity,
+    PruneOutcome,
+    ResultRow,
+    StoreCounts,
+)
+
+
+class StoreError(Exception):
+    """The store (our side) failed: disk full, locked, unreachable, corrupt."""
+
+
+class SchemaError(StoreError):
+    """The database's schema is newer than this code, or could not be migrated."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Results, report archive and dead letters behind one async interface."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema."""
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""
+
+    async def known(self, identities: Sequence[Identity]) -> set[Identity]:
+        """Those of ``identities`` that already have a result row."""
+
+    async def commit(self, commit: Commit) -> CommitOutcome:
+        """Write results, archive rows and dead letters in one durable transaction."""
+
+    async def results(
+        self,
+        *,
+        pump: str | None = None,
+        device: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int | None = None,
+    ) -> list[ResultRow]:
+        """Result rows by window time (``since_ns <= t0_ns < until_ns``), oldest first."""
+
+    async def archived(
+        self,
+        *,
+        pump: str,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int | None = None,
+    ) -> list[ArchivedReport]:
+        """Archived reports of one pump by window time, oldest first."""
+
+    async def dead_letters(
+        self, *, since_ns: int | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        """Dead letters by arrival time, oldest first."""
+
+    async def prune(self, *, before_ns: int) -> PruneOutcome:
+        """Delete every row *received* before ``before_ns`` (by arrival, not window time,
+        so replays of old recordings are kept as long as live data)."""
+
+    async def counts(self) -> StoreCounts:
+        """Row counts (cheap enough for health output and tests)."""

@@ -1,0 +1,149 @@
+"""What the results store holds: result rows, archived reports and dead letters.
+
+These are plain msgspec Structs shared by every store implementation, so the
+consumer and the CLI never see a database row. Times are integer nanoseconds
+since the Unix epoch (UTC). Identity is ``(device, epoch, seq)`` as in the
+report schema; ``epoch`` is an unsigned 64-bit value here, whatever a backend
+has to do to store it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Identity = tuple[str, int, int]
+
+# Why a dead letter was dead-lettered, coarsely; the free-text reason says exactly.
+DeadLetterKind = Literal[
+    "oversize",  # payload larger than the configured limit
+    "malformed",  # not a decodable batch / report
+    "schema",  # decodes, but an unknown schema version or a field out of range
+    "spoofed",  # payload's device differs from the topic's
+    "topic",  # topic outside pumpwatch/devices/{device}/reports
+    "stale",  # window older than the retention horizon
+    "model",  # the endpoint refused this report (poison)
+]
+DEAD_LETTER_KINDS: tuple[str, ...] = (
+    "oversize",
+    "malformed",
+    "schema",
+    "spoofed",
+    "topic",
+    "stale",
+    "model",
+)
+
+
+class EvidenceRow(msgspec.Struct, frozen=True):
+    name: str
+    value: float
+    note: str = ""
+
+
+class ResultRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One report's result as stored.
+
+    ``published_ns`` is the publisher's clock (MQTT user property, if sent),
+    ``received_ns`` the consumer's on arrival, ``stored_ns`` the commit time
+    (filled in by the store; 0 until then).
+    """
+
+    device: str
+    epoch: int
+    seq: int
+    site: str
+    pump: str
+    channel: str
+    t0_ns: int
+    condition: str
+    probabilities: dict[str, float]
+    anomaly_score: float
+    anomaly_threshold: float
+    anomalous: bool
+    baseline: str
+    iso_zone: str
+    velocity_rms: float
+    rpm: float | None
+    evidence: list[EvidenceRow]
+    model_version: str
+    target: str  # "endpoint" or "endpoint/bundle" that produced it
+    published_ns: int | None
+    received_ns: int
+    stored_ns: int = 0
+
+    @property
+    def identity(self) -> Identity:
+        return (self.device, self.epoch, self.seq)
+
+
+class ArchivedReport(msgspec.Struct, frozen=True, kw_only=True):
+    """An accepted report's encoded bytes (exactly as received) and its index fields."""
+
+    device: str
+    epoch: int
+    seq: int
+    site: str
+    pump: str
+    channel: str
+    t0_ns: int
+    received_ns: int
+    report: bytes
+
+    @property
+    def identity(self) -> Identity:
+        return (self.device, self.epoch, self.seq)
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A message, or one report of a message, that could not be accepted.
+
+    ``key`` + ``part`` make a dead letter idempotent: ``key`` is a digest of
+    topic and payload, ``part`` the report's index in the message (-1: the
+    whole message), so a redelivered bad message is recorded once.
+    """
+
+    key: bytes
+    part: int
+    received_ns: int
+    topic: str
+    kind: str
+    reason: str
+    payload: bytes
+    device: str | None = None
+    epoch: int | None = None
+    seq: int | None = None
+    id: int | None = None  # assigned by the store
+
+
+class Commit(msgspec.Struct, kw_only=True):
+    """One transaction's worth of writes. All or nothing; every part idempotent."""
+
+    results: list[ResultRow] = []
+    archive: list[ArchivedReport] = []
+    dead_letters: list[DeadLetter] = []
+
+    def __len__(self) -> int:
+        return len(self.results) + len(self.archive) + len(self.dead_letters)
+
+
+class CommitOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a commit changed: rows new to the store (the rest were already there)."""
+
+    results_inserted: int
+    archived: int
+    dead_lettered: int
+    stored_ns: int
+
+
+class PruneOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    results: int
+    archive: int
+    dead_letters: int
+
+
+class StoreCounts(msgspec.Struct, frozen=True, kw_only=True):
+    results: int
+    archive: int
+    dead_letters: int

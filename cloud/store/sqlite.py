@@ -1,0 +1,496 @@
+"""The embedded results store: one SQLite file in WAL mode.
+
+Theory of operation
+-------------------
+* One private thread owns the one connection; every coroutine hands its work
+  to that thread, so calls are serialized and the event loop never blocks on
+  disk. Readers in other processes (``pumpwatch results``) see committed
+  data thanks to WAL and never block the writer.
+* ``commit`` is one transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``) holding
+  results, archive rows and dead letters. With ``synchronous=FULL`` (the
+  default) a returned commit survives power loss; ``NORMAL`` survives a
+  process crash only, which is what the consumer's ack-after-commit rule
+  needs at the very least.
+* Idempotence: results and archive rows are keyed on the identity and
+  inserted with ``ON CONFLICT DO NOTHING`` (first result wins); dead letters
+  on (payload digest, part).
+* SQLite integers are signed 64-bit; report epochs are unsigned 64-bit, so
+  epochs at or above 2**63 are stored shifted down by 2**64 and shifted back
+  on the way out.
+* The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS`
+  are applied in order on open, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from .base import SchemaError, StoreError
+from .records import (
+    ArchivedReport,
+    Commit,
+    CommitOutcome,
+    DeadLetter,
+    EvidenceRow,
+    Identity,
+    PruneOutcome,
+    ResultRow,
+    StoreCounts,
+)
+
+T = TypeVar("T")
+Synchronous = Literal["off", "normal", "full"]
+
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+def to_i64(epoch: int) -> int:
+    """Unsigned 64-bit epoch -> signed 64-bit column value."""
+    return epoch - _U64 if epoch > _I64_MAX else epoch
+
+
+def from_i64(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: results, archive, dead letters
+    """
+    CREATE TABLE results (
+        device TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        site TEXT NOT NULL,
+        pump TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        t0_ns INTEGER NOT NULL,
+        condition TEXT NOT NULL,
+        probabilities TEXT NOT NULL,
+        anomaly_score REAL NOT NULL,
+        anomaly_threshold REAL NOT NULL,
+        anomalous INTEGER NOT NULL,
+        baseline TEXT NOT NULL,
+        iso_zone TEXT NOT NULL,
+        velocity_rms REAL NOT NULL,
+        rpm REAL,
+        evidence TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        target TEXT NOT NULL,
+        published_ns INTEGER,
+        received_ns INTEGER NOT NULL,
+        stored_ns INTEGER NOT NULL,
+        PRIMARY KEY (device, epoch, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX results_pump_t0 ON results (pump, t0_ns);
+    CREATE INDEX results_received ON results (received_ns);
+    CREATE TABLE archive (
+        device TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        site TEXT NOT NULL,
+        pump TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        t0_ns INTEGER NOT NULL,
+        received_ns INTEGER NOT NULL,
+        report BLOB NOT NULL,
+        PRIMARY KEY (device, epoch, seq)
+    );
+    CREATE INDEX archive_pump_t0 ON archive (pump, t0_ns);
+    CREATE INDEX archive_received ON archive (received_ns);
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key BLOB NOT NULL,
+        part INTEGER NOT NULL,
+        received_ns INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        device TEXT,
+        epoch INTEGER,
+        seq INTEGER,
+        payload BLOB NOT NULL,
+        UNIQUE (key, part)
+    );
+    CREATE INDEX dead_letters_received ON dead_letters (received_ns);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_RESULT_COLUMNS = (
+    "device, epoch, seq, site, pump, channel, t0_ns, condition, probabilities, "
+    "anomaly_score, anomaly_threshold, anomalous, baseline, iso_zone, velocity_rms, rpm, "
+    "evidence, model_version, target, published_ns, received_ns, stored_ns"
+)
+_INSERT_RESULT = (
+    f"INSERT INTO results ({_RESULT_COLUMNS}) VALUES ({', '.join('?' * 22)}) "  # noqa: S608
+    "ON CONFLICT (device, epoch, seq) DO NOTHING"
+)
+_INSERT_ARCHIVE = (
+    "INSERT INTO archive (device, epoch, seq, site, pump, channel, t0_ns, received_ns, report) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, epoch, seq) DO NOTHING"
+)
+_INSERT_DEAD = (
+    "INSERT INTO dead_letters (key, part, received_ns, topic, kind, reason, device, epoch, seq, "
+    "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key, part) DO NOTHING"
+)
+
+_json_encode = msgspec.json.Encoder().encode
+_probs_decode = msgspec.json.Decoder(dict[str, float]).decode
+_evidence_decode = msgspec.json.Decoder(list[EvidenceRow]).decode
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///rel.db``, ``sqlite:////abs.db`` or a plain path."""
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://") :]
+        if not rest.startswith("/"):
+            raise StoreError(f"sqlite URL must be sqlite:///PATH, got {url=}")
+        rest = rest[1:]
+        if not rest:
+            raise StoreError(f"sqlite URL has no path, got {url=}")
+        return Path(rest)
+    return Path(url)
+
+
+class SQLiteStore:
+    """:class:`~cloud.store.base.Store` over one SQLite file (see module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        synchronous: Synchronous = "full",
+        busy_timeout_s: float = 10.0,
+        readonly: bool = False,
+    ) -> None:
+        self.url = url
+        self.path = path_from_url(url)
+        self._synchronous = synchronous
+        self._busy_timeout_s = busy_timeout_s
+        self._readonly = readonly
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None:
+            raise StoreError(f"store {self.url} is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"store {self.url} is not open")
+        try:
+            return fn(conn)
+        except StoreError:
+            raise
+        except sqlite3.Error as exc:
+            # The one boundary where sqlite's errors become ours.
+            raise StoreError(f"sqlite error on {self.path}: {exc}") from exc
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    def _open_sync(self) -> None:
+        try:
+            if self._readonly:
+                conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, timeout=self._busy_timeout_s,
+                    isolation_level=None,
+                )
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout_s, isolation_level=None
+                )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
+        self._conn = conn
+        try:
+            if not self._readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            self._conn = None
+            raise StoreError(f"cannot prepare sqlite store {self.path}: {exc}") from exc
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"{self.path} has schema version {version}, newer than this code's "
+                f"{SCHEMA_VERSION}: upgrade pumpwatch"
+            )
+        if self._readonly:
+            if version < SCHEMA_VERSION:
+                raise SchemaError(f"{self.path} has schema version {version}; run the consumer")
+            return
+        for v in range(version, SCHEMA_VERSION):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[v].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={v + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, self._close_sync)
+        executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def commit(self, commit: Commit) -> CommitOutcome:
+        return await self._run(lambda conn: self._commit_sync(conn, commit))
+
+    def _commit_sync(self, conn: sqlite3.Connection, commit: Commit) -> CommitOutcome:
+        now = time.time_ns()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = conn.total_changes
+            conn.executemany(
+                _INSERT_RESULT,
+                [
+                    (
+                        r.device, to_i64(r.epoch), r.seq, r.site, r.pump, r.channel, r.t0_ns,
+                        r.condition, _json_encode(r.probabilities), r.anomaly_score,
+                        r.anomaly_threshold, int(r.anomalous), r.baseline, r.iso_zone,
+                        r.velocity_rms, r.rpm, _json_encode(r.evidence), r.model_version,
+                        r.target, r.published_ns, r.received_ns, now,
+                    )
+                    for r in commit.results
+                ],
+            )
+            n_results = conn.total_changes - before
+            before = conn.total_changes
+            conn.executemany(
+                _INSERT_ARCHIVE,
+                [
+                    (
+                        a.device, to_i64(a.epoch), a.seq, a.site, a.pump, a.channel, a.t0_ns,
+                        a.received_ns, a.report,
+                    )
+                    for a in commit.archive
+                ],
+            )
+            n_archive = conn.total_changes - before
+            before = conn.total_changes
+            conn.executemany(
+                _INSERT_DEAD,
+                [
+                    (
+                        d.key, d.part, d.received_ns, d.topic, d.kind, d.reason, d.device,
+                        None if d.epoch is None else to_i64(d.epoch), d.seq, d.payload,
+                    )
+                    for d in commit.dead_letters
+                ],
+            )
+            n_dead = conn.total_changes - before
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return CommitOutcome(
+            results_inserted=n_results, archived=n_archive, dead_lettered=n_dead, stored_ns=now
+        )
+
+    async def prune(self, *, before_ns: int) -> PruneOutcome:
+        def run(conn: sqlite3.Connection) -> PruneOutcome:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                r = conn.execute("DELETE FROM results WHERE received_ns < ?", (before_ns,)).rowcount
+                a = conn.execute("DELETE FROM archive WHERE received_ns < ?", (before_ns,)).rowcount
+                d = conn.execute(
+                    "DELETE FROM dead_letters WHERE received_ns < ?", (before_ns,)
+                ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return PruneOutcome(results=r, archive=a, dead_letters=d)
+
+        return await self._run(run)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def known(self, identities: Sequence[Identity]) -> set[Identity]:
+        if not identities:
+            return set()
+        wanted = list(identities)
+
+        def run(conn: sqlite3.Connection) -> set[Identity]:
+            found: set[Identity] = set()
+            # Row-value IN lists, chunked below SQLite's variable limit.
+            for i in range(0, len(wanted), 300):
+                chunk = wanted[i : i + 300]
+                params: list[Any] = []
+                for dev, epoch, seq in chunk:
+                    params += (dev, to_i64(epoch), seq)
+                marks = ", ".join(["(?, ?, ?)"] * len(chunk))
+                rows = conn.execute(
+                    f"SELECT device, epoch, seq FROM results "  # noqa: S608 -- placeholders only
+                    f"WHERE (device, epoch, seq) IN (VALUES {marks})",
+                    params,
+                )
+                found.update((d, from_i64(e), s) for d, e, s in rows)
+            return found
+
+        return await self._run(run)
+
+    async def results(
+        self,
+        *,
+        pump: str | None = None,
+        device: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int | None = None,
+    ) -> list[ResultRow]:
+        where, params = _window_filter(pump=pump, device=device, since=since_ns, until=until_ns)
+        sql = f"SELECT {_RESULT_COLUMNS} FROM results{where} ORDER BY t0_ns, device, epoch, seq"  # noqa: S608
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        def run(conn: sqlite3.Connection) -> list[ResultRow]:
+            return [_result_row(row) for row in conn.execute(sql, params)]
+
+        return await self._run(run)
+
+    async def archived(
+        self,
+        *,
+        pump: str,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int | None = None,
+    ) -> list[ArchivedReport]:
+        where, params = _window_filter(pump=pump, device=None, since=since_ns, until=until_ns)
+        sql = (
+            "SELECT device, epoch, seq, site, pump, channel, t0_ns, received_ns, report "  # noqa: S608
+            f"FROM archive{where} ORDER BY t0_ns, device, epoch, seq"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        def run(conn: sqlite3.Connection) -> list[ArchivedReport]:
+            return [
+                ArchivedReport(
+                    device=d, epoch=from_i64(e), seq=s, site=si, pump=p, channel=c, t0_ns=t0,
+                    received_ns=rx, report=bytes(rep),
+                )
+                for d, e, s, si, p, c, t0, rx, rep in conn.execute(sql, params)
+            ]
+
+        return await self._run(run)
+
+    async def dead_letters(
+        self, *, since_ns: int | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        sql = (
+            "SELECT id, key, part, received_ns, topic, kind, reason, device, epoch, seq, payload "
+            "FROM dead_letters"
+        )
+        params: list[Any] = []
+        if since_ns is not None:
+            sql += " WHERE received_ns >= ?"
+            params.append(since_ns)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        def run(conn: sqlite3.Connection) -> list[DeadLetter]:
+            return [
+                DeadLetter(
+                    id=i, key=bytes(k), part=part, received_ns=rx, topic=topic, kind=kind,
+                    reason=reason, device=dev, epoch=None if e is None else from_i64(e), seq=s,
+                    payload=bytes(payload),
+                )
+                for i, k, part, rx, topic, kind, reason, dev, e, s, payload in conn.execute(
+                    sql, params
+                )
+            ]
+
+        return await self._run(run)
+
+    async def counts(self) -> StoreCounts:
+        def run(conn: sqlite3.Connection) -> StoreCounts:
+            (r,) = conn.execute("SELECT count(*) FROM results").fetchone()
+            (a,) = conn.execute("SELECT count(*) FROM archive").fetchone()
+            (d,) = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+            return StoreCounts(results=r, archive=a, dead_letters=d)
+
+        return await self._run(run)
+
+
+def _window_filter(
+    *, pump: str | None, device: str | None, since: int | None, until: int | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if pump is not None:
+        clauses.append("pump = ?")
+        params.append(pump)
+    if device is not None:
+        clauses.append("device = ?")
+        params.append(device)
+    if since is not None:
+        clauses.append("t0_ns >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("t0_ns < ?")
+        params.append(until)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _result_row(row: tuple[Any, ...]) -> ResultRow:
+    (
+        device, epoch, seq, site, pump, channel, t0_ns, condition, probabilities,
+        anomaly_score, anomaly_threshold, anomalous, baseline, iso_zone, velocity_rms, rpm,
+        evidence, model_version, target, published_ns, received_ns, stored_ns,
+    ) = row
+    return ResultRow(
+        device=device, epoch=from_i64(epoch), seq=seq, site=site, pump=pump, channel=channel,
+        t0_ns=t0_ns, condition=condition, probabilities=_probs_decode(probabilities),
+        anomaly_score=anomaly_score, anomaly_threshold=anomaly_threshold,
+        anomalous=bool(anomalous), baseline=baseline, iso_zone=iso_zone,
+        velocity_rms=velocity_rms, rpm=rpm, evidence=_evidence_decode(evidence),
+        model_version=model_version, target=target, published_ns=published_ns,
+        received_ns=received_ns, stored_ns=stored_ns,
+    )
