@@ -1,0 +1,412 @@
+"""Physics-based vibration synthesis for one pump (all its sensor channels).
+
+Theory of operation
+-------------------
+A pump's acceleration at each sensor is the sum of
+
+* **shaft-synchronous lines** — running-speed harmonics, blade pass
+  (vanes x speed) and its harmonic in a healthy pump; 1x for imbalance;
+  2x (strong axially) for misalignment; many harmonics and 1/2-order
+  sub-harmonics for looseness; blade-pass growth for flow problems. All are
+  periodic in *shaft angle* with a period of two revolutions (because of the
+  1/2x lines), so each channel keeps one wave table per component, sampled
+  over two revolutions, and a block is a table lookup at the shaft angle
+  ``revolutions(t) mod 2``. Any speed profile (ramp, drift) then comes free;
+  fault components are scaled by their severity at each sample.
+* **structural resonances excited by broadband forcing** (flow turbulence,
+  friction), plus the sensor's white noise floor. Stationary, so each channel
+  holds two periodic noise *banks* of co-prime lengths (2^16 and 3^10 samples)
+  coloured by the pump's resonances through an FFT; sample ``i`` is the sum of
+  ``bank_a[i mod La]`` and ``bank_b[i mod Lb]``, which repeats only after
+  La*Lb samples (42 h at 25.6 kHz) and depends on nothing but ``i``.
+* **bearing defects**: periodic impacts whenever the defect phase
+  (defect order x shaft revolutions) crosses an integer, each delayed by a
+  small random slip (about 1 % of the period) and with a random size; inner
+  race impacts are amplitude-modulated at shaft rate (the defect rotates
+  through the load zone), rolling-element impacts at cage rate, alternating
+  between the races (so both BSF and 2xBSF show). The impulse train rings
+  every structural resonance (digital two-pole resonators with carried
+  state); resonance frequencies, damping and the coupling into each sensor
+  differ between pumps.
+* **cavitation**: high-frequency random noise under a log-normal burst
+  envelope (random bursts), from banks like the above.
+
+Then the sensor chain: clip at the full-scale range and quantize to the ADC's
+bits (``adc_bits = 0``: ideal). Output is float32 m/s^2.
+
+Determinism: everything random derives from ``(seed, pump index)``. Noise and
+shaft lines depend only on the absolute sample index; impacts draw their
+random slip and size from a per-fault stream in impact order, and resonator
+and slip carry-over state is kept between calls, so splitting a stream into
+different block sizes gives the same samples (to float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+from numpy.typing import NDArray
+
+from .pump import BEARING_FAULTS, FaultConfig, PumpConfig, Resonance
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+
+TABLE = 1 << 15  # wave-table points per two revolutions
+BANK_A = 1 << 16  # co-prime noise bank lengths
+BANK_B = 3**10
+CHUNK = 8192  # internal chunk (samples): bounds temporaries, keeps rows in cache
+
+# Velocity RMS (mm/s) per order at severity 1 (healthy: fixed level), radial sensor.
+_HEALTHY = {1.0: 0.8, 2.0: 0.3, 3.0: 0.12}
+_HEALTHY_BPF = {1: 0.6, 2: 0.2}  # multiples of blade pass
+_SYNC_FAULTS: dict[str, dict[float, float]] = {
+    "imbalance": {1.0: 10.0},
+    "misalignment": {1.0: 3.0, 2.0: 7.0, 3.0: 2.0},
+    "looseness": {
+        0.5: 1.5,
+        1.0: 3.0,
+        1.5: 1.0,
+        2.0: 2.0,
+        2.5: 0.6,
+        3.0: 1.4,
+        3.5: 0.4,
+        4.0: 1.0,
+        5.0: 0.8,
+        6.0: 0.6,
+        7.0: 0.5,
+        8.0: 0.4,
+        9.0: 0.3,
+        10.0: 0.25,
+    },
+}
+_FLOW_BPF = {1: 5.0, 2: 2.0}
+# Axial sensors see less of the radial forces and more of misalignment.
+_AXIAL = {"healthy": 0.5, "imbalance": 0.25, "misalignment": 1.5, "looseness": 0.5, "flow": 0.6}
+
+# Peak ringing acceleration (m/s^2) of one impact at severity 1 with unit coupling.
+_IMPACT_PEAK = {"outer_race": 600.0, "inner_race": 600.0, "ball": 400.0, "cage": 250.0}
+_SLIP = 0.01  # impact delay spread, fraction of the defect period
+_STRUCT_RMS = 0.25  # broadband structural response, m/s^2 RMS per channel
+_CAVITATION_RMS = 12.0  # m/s^2 RMS at severity 1 inside bursts (on average)
+
+
+def _defect_order(cfg: PumpConfig, f: FaultConfig) -> float:
+    o = cfg.bearings[f.bearing].geometry.defect_orders()
+    return {
+        "outer_race": o["bpfo"],
+        "inner_race": o["bpfi"],
+        "ball": 2 * o["bsf"],
+        "cage": o["ftf"],
+    }[f.kind]
+
+
+def draw_resonances(rng: np.random.Generator, fs: float) -> tuple[Resonance, ...]:
+    """Two or three structural modes between 1.5 kHz and ~0.9 Fmax, varying per pump."""
+    top = min(9000.0, 0.9 * fs / 2.56)
+    k = int(rng.integers(2, 4))
+    freqs = np.sort(np.exp(rng.uniform(np.log(1500.0), np.log(top), k)))
+    return tuple(
+        Resonance(float(f), float(rng.uniform(0.02, 0.07)), float(g))
+        for f, g in zip(freqs, [1.0, *rng.uniform(0.4, 0.9, k - 1)], strict=True)
+    )
+
+
+def _resonance_response(f: F64, r: Resonance) -> NDArray[np.complex128]:
+    """Acceleration response of a mode, peak 1 at its natural frequency."""
+    u = f / r.freq_hz
+    return (2j * r.damping * u) / (1 - u * u + 2j * r.damping * u)
+
+
+def _bank(rng: np.random.Generator, n: int, shape: NDArray[np.complex128] | None) -> F64:
+    """A periodic stationary Gaussian sequence of length ``n``, unit RMS, spectrum ``shape``."""
+    w = rng.standard_normal(n)
+    if shape is not None:
+        w = scipy.fft.irfft(scipy.fft.rfft(w) * shape, n)
+    rms = float(np.sqrt(np.mean(w * w)))
+    return w / rms if rms > 0 else w
+
+
+@dataclass
+class _Impacts:
+    """State of one bearing fault's impact train."""
+
+    fault: FaultConfig
+    order: float
+    phase0: float
+    peak: float
+    rng: np.random.Generator
+    carry: F64  # impulses delayed past the end of the last block
+
+
+class PumpSynth:
+    """Renders consecutive blocks of one pump's channels; call :meth:`render` in order."""
+
+    def __init__(self, cfg: PumpConfig, *, seed: int, index: int = 0) -> None:
+        self.cfg = cfg
+        fs = cfg.fs
+        ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, index])
+        r_res, r_tab, r_bank, r_imp, r_cav = (np.random.default_rng(s) for s in ss.spawn(5))
+        self.resonances = cfg.resonances or draw_resonances(r_res, fs)
+        nch = len(cfg.sensors)
+        nres = len(self.resonances)
+        self.coupling = r_res.uniform(0.4, 1.0, (nch, nres)) * np.array(
+            [r.gain for r in self.resonances]
+        )
+        self.coupling[:, 0] = np.maximum(self.coupling[:, 0], 0.7)
+        self.fr0 = cfg.speed.rpm / 60.0
+        axial = np.array([s.axis == "axial" for s in cfg.sensors])
+
+        # --- wave tables (per channel, per component) --------------------------------------
+        theta = np.arange(TABLE) * (4 * np.pi / TABLE)  # two revolutions
+
+        def table(lines: dict[float, float], comp: str) -> F32:
+            out = np.zeros((nch, TABLE))
+            for order, v_mm_s in lines.items():
+                a_pk = v_mm_s * 1e-3 * math.sqrt(2) * 2 * math.pi * order * self.fr0
+                scale = np.where(axial, _AXIAL.get(comp, 1.0), 1.0) * r_tab.uniform(0.8, 1.2, nch)
+                phase = r_tab.uniform(0, 2 * np.pi, nch)
+                out += (a_pk * scale)[:, None] * np.cos(order * theta[None, :] + phase[:, None])
+            return out.astype(np.float32)
+
+        bpf = float(cfg.vanes)
+        healthy = dict(_HEALTHY)
+        for k, v in _HEALTHY_BPF.items():
+            healthy[k * bpf] = healthy.get(k * bpf, 0.0) + v
+        self.healthy_table = table(healthy, "healthy")
+        self.sync_faults: list[tuple[FaultConfig, F32]] = []
+        for f in cfg.faults:
+            if f.kind in _SYNC_FAULTS:
+                self.sync_faults.append((f, table(_SYNC_FAULTS[f.kind], f.kind)))
+            elif f.kind == "flow":
+                lines = {k * bpf: v for k, v in _FLOW_BPF.items()}
+                self.sync_faults.append((f, table(lines, "flow")))
+
+        # --- noise banks: structure response + flow turbulence + sensor floor ------------------
+        def shaped(n: int, c: int) -> NDArray[np.complex128]:
+            f = scipy.fft.rfftfreq(n, 1 / fs)
+            h = np.zeros(f.shape, dtype=np.complex128)
+            for g, r in zip(self.coupling[c], self.resonances, strict=True):
+                h += g * _resonance_response(f, r)
+            return h
+
+        self.bank_a = np.empty((nch, BANK_A + CHUNK), dtype=np.float32)
+        self.bank_b = np.empty((nch, BANK_B + CHUNK), dtype=np.float32)
+        for c in range(nch):
+            for bank, n in ((self.bank_a, BANK_A), (self.bank_b, BANK_B)):
+                x = _STRUCT_RMS * _bank(r_bank, n, shaped(n, c))
+                x += cfg.noise_floor * _bank(r_bank, n, None)
+                x *= 1 / math.sqrt(2)  # two banks add
+                bank[c, :n] = x
+                bank[c, n:] = x[:CHUNK]
+        self.bank_off = r_bank.integers(0, BANK_A * BANK_B, nch)
+
+        # --- bearing impacts --------------------------------------------------------------------
+        self.impacts: list[_Impacts] = []
+        for f in cfg.faults:
+            if f.kind in BEARING_FAULTS:
+                frng = np.random.default_rng(r_imp.integers(0, 2**63))
+                order = _defect_order(cfg, f)
+                slip_max = 4 * _SLIP * fs / (order * self.fr0 * 0.5)
+                self.impacts.append(
+                    _Impacts(
+                        f,
+                        order,
+                        float(frng.uniform()),
+                        _IMPACT_PEAK[f.kind],
+                        frng,
+                        np.zeros(int(slip_max) + 2),
+                    )
+                )
+        self._ftf_orders = [
+            cfg.bearings[imp.fault.bearing].geometry.defect_orders()["ftf"] for imp in self.impacts
+        ]
+        self.load_phase = float(r_imp.uniform(0, 2 * np.pi))
+        self.res_ba = []
+        for r in self.resonances:
+            rad = math.exp(-r.damping * 2 * math.pi * r.freq_hz / fs)
+            th = 2 * math.pi * r.freq_hz * math.sqrt(1 - r.damping**2) / fs
+            b = np.array([0.0, math.sin(th)])
+            a = np.array([1.0, -2 * rad * math.cos(th), rad * rad])
+            self.res_ba.append((b, a))
+        self.res_state = np.zeros((nres, 2))
+        self.ringing = False
+
+        # --- cavitation ---------------------------------------------------------------------------
+        self.cavitation = [f for f in cfg.faults if f.kind == "cavitation"]
+        if self.cavitation:
+            self.cav_a = np.empty((nch, BANK_A + CHUNK), dtype=np.float32)
+            self.cav_b = np.empty((nch, BANK_B + CHUNK), dtype=np.float32)
+            env_a = np.empty(BANK_A + CHUNK, dtype=np.float32)
+            env_b = np.empty(BANK_B + CHUNK, dtype=np.float32)
+            for bank, envb, n in ((self.cav_a, env_a, BANK_A), (self.cav_b, env_b, BANK_B)):
+                f = scipy.fft.rfftfreq(n, 1 / fs)
+                hp = np.clip((f - 1500.0) / 1000.0, 0, 1).astype(np.complex128)  # >= 2.5 kHz
+                for c in range(nch):
+                    x = _bank(r_cav, n, hp * (1 + shaped(n, c))) / math.sqrt(2)
+                    bank[c, :n], bank[c, n:] = x, x[:CHUNK]
+                lp = (f < 40.0).astype(np.complex128)  # burst envelope: bandwidth 40 Hz
+                g = _bank(r_cav, n, lp) / math.sqrt(2)
+                envb[:n], envb[n:] = g, g[:CHUNK]
+            self.cav_env = (env_a, env_b)
+            self.cav_off = r_cav.integers(0, BANK_A * BANK_B, nch + 1)
+
+        self.full_scale = [s.full_scale_ms2 for s in cfg.sensors]
+        self._q = [
+            (fsc / (2 ** (s.adc_bits - 1) - 1), 2 ** (s.adc_bits - 1) - 1) if fsc else None
+            for s, fsc in zip(cfg.sensors, self.full_scale, strict=True)
+        ]
+        self.next_index = 0
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.cfg.channels
+
+    def severity(self, t: float) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for f in self.cfg.faults:
+            s = float(f.severity_at(np.array(t)))
+            out[f.kind] = max(out.get(f.kind, 0.0), s)
+        return out
+
+    def render(self, i0: int, n: int) -> tuple[F32, dict[str, Any]]:
+        """Samples ``i0 .. i0+n-1`` of every channel (m/s^2) and the block's ground truth."""
+        if i0 != self.next_index:
+            raise ValueError(f"render must continue at sample {self.next_index}, got {i0=}")
+        out = np.empty((len(self.cfg.sensors), n), dtype=np.float32)
+        for s in range(0, n, CHUNK):
+            m = min(CHUNK, n - s)
+            out[:, s : s + m] = self._render_chunk(i0 + s, m)
+        self.next_index = i0 + n
+        return out, self.truth(i0, n)
+
+    def truth(self, i0: int, n: int) -> dict[str, Any]:
+        fs = self.cfg.fs
+        t = np.array([i0, i0 + n], dtype=np.float64) / fs
+        rev = self.cfg.speed.revolutions(t)
+        rpm = float((rev[1] - rev[0]) / (t[1] - t[0]) * 60.0) if n else self.cfg.speed.rpm
+        sev = self.severity(float(t.mean()))
+        return {
+            "rpm": rpm,
+            "severities": sev,
+            "labels": sorted(k for k, v in sev.items() if v > 0) or ["healthy"],
+            "bearing_frequencies_hz": self.cfg.bearing_frequencies_hz(rpm),
+            "blade_pass_hz": self.cfg.vanes * rpm / 60.0,
+            "resonances_hz": [r.freq_hz for r in self.resonances],
+        }
+
+    def _render_chunk(self, i0: int, n: int) -> F32:
+        cfg = self.cfg
+        fs = cfg.fs
+        rev = cfg.speed.revolutions_block(i0 - 1, n + 1, fs)  # one back, for impact crossings
+        t = np.array([i0, i0 + n - 1], dtype=np.float64) / fs  # first and last sample
+        pos = (rev[1:] * (TABLE / 2) + 0.5).astype(np.int64) & (TABLE - 1)  # angle mod 2 rev
+        out = np.take(self.healthy_table, pos, axis=1)
+
+        for f, tab in self.sync_faults:
+            sev = self._sev(f, t, i0, n)
+            if sev is not None:
+                out += sev * np.take(tab, pos, axis=1)
+
+        # stationary noise: banks indexed by absolute sample number
+        a0 = (i0 + self.bank_off) % BANK_A
+        b0 = (i0 + self.bank_off) % BANK_B
+        for c in range(out.shape[0]):
+            row = out[c]
+            row += self.bank_a[c, a0[c] : a0[c] + n]
+            row += self.bank_b[c, b0[c] : b0[c] + n]
+
+        if self.cavitation:
+            self._add_cavitation(out, i0, n, t)
+        if self.impacts:
+            self._add_impacts(out, i0, n, rev)
+        self._sensor_chain(out)
+        return out
+
+    def _sev(self, f: FaultConfig, t: F64, i0: int, n: int) -> F32 | float | None:
+        """Severity over the chunk: a scalar when constant, None when zero."""
+        s0, s1 = f.severity_at(t)
+        if s0 == s1:
+            return float(s0) if s0 > 0 else None
+        return f.severity_at((i0 + np.arange(n)) / self.cfg.fs).astype(np.float32)
+
+    def _add_cavitation(self, out: F32, i0: int, n: int, t: F64) -> None:
+        sev: F32 | float | None = None
+        for f in self.cavitation:
+            s = self._sev(f, t, i0, n)
+            if s is not None:
+                sev = s if sev is None else np.maximum(sev, s)
+        if sev is None:
+            return
+        ea, eb = self.cav_env
+        k = self.cav_off[-1]
+        g = ea[(i0 + k) % BANK_A :][:n] + eb[(i0 + k) % BANK_B :][:n]
+        # log-normal bursts: mean of exp(1.5 g) for unit normal g is exp(1.125)
+        env = np.exp(1.5 * g - 1.125) * (np.float32(_CAVITATION_RMS) * sev)
+        for c in range(out.shape[0]):
+            o = self.cav_off[c]
+            x = self.cav_a[c, (i0 + o) % BANK_A :][:n] + self.cav_b[c, (i0 + o) % BANK_B :][:n]
+            out[c] += env * x
+
+    def _add_impacts(self, out: F32, i0: int, n: int, rev: F64) -> None:
+        """Impulse trains of all bearing faults, rung through every resonance."""
+        fs = self.cfg.fs
+        u: F64 | None = None
+        for i, imp in enumerate(self.impacts):
+            theta = imp.order * rev + imp.phase0
+            k0, k1 = math.floor(theta[0]) + 1, math.floor(theta[-1])
+            lead = imp.carry
+            train = np.zeros(n + lead.size)
+            train[: lead.size] += lead
+            if k1 >= k0:
+                ks = np.arange(k0, k1 + 1, dtype=np.float64)
+                p = np.interp(ks, theta, np.arange(-1, n, dtype=np.float64))  # in (-1, n-1]
+                draws = imp.rng.standard_normal((ks.size, 2))
+                period = fs / (imp.order * self.fr0)
+                delay = np.minimum(np.abs(draws[:, 0]) * _SLIP * period, lead.size - 2)
+                rev_k = np.interp(p, np.arange(-1, n, dtype=np.float64), rev)
+                sev = imp.fault.severity_at((i0 + p) / fs)
+                amp = imp.peak * sev**2 * np.maximum(1 + 0.15 * draws[:, 1], 0.2)
+                kind = imp.fault.kind
+                if kind == "inner_race":
+                    amp *= 0.3 + 0.7 * 0.5 * (1 + np.cos(2 * np.pi * rev_k + self.load_phase))
+                elif kind == "ball":
+                    ftf = self._ftf_orders[i]
+                    amp *= 0.4 + 0.6 * 0.5 * (1 + np.cos(2 * np.pi * ftf * rev_k + self.load_phase))
+                    amp *= np.where(ks % 2 == 0, 1.0, 0.6)  # outer / inner race strike
+                # ceil: a crossing between the previous block's last sample and this one's
+                # first lands on the first, however the stream is split.
+                j = np.ceil(p + delay).astype(np.int64)
+                np.add.at(train, j, amp)
+            imp.carry = train[n:].copy()
+            if np.any(train[:n]):
+                u = train[:n] if u is None else u + train[:n]
+        if u is None and not self.ringing:
+            return
+        if u is None:
+            u = np.zeros(n)
+        self.ringing = True
+        for r, (b, a) in enumerate(self.res_ba):
+            y, self.res_state[r] = scipy.signal.lfilter(b, a, u, zi=self.res_state[r])
+            y32 = y.astype(np.float32)
+            for c in range(out.shape[0]):
+                out[c] += np.float32(self.coupling[c, r]) * y32
+        if not np.any(u) and np.abs(self.res_state).max() < 1e-9:
+            self.ringing = False
+
+    def _sensor_chain(self, out: F32) -> None:
+        for c, q in enumerate(self._q):
+            if q is None:
+                continue
+            step, top = q
+            row = out[c]
+            np.multiply(row, np.float32(1 / step), out=row)
+            np.rint(row, out=row)
+            np.clip(row, -top, top, out=row)
+            np.multiply(row, np.float32(step), out=row)
