@@ -349,3 +349,9 @@ class LocalRegistry:
 
 def is_bundle_dir(path: Path) -> bool:
     return (path / MANIFEST).is_file()
+
+
+def default_registry_path() -> Path:
+    """``$PUMPWATCH_REGISTRY``, else ``state/registry`` under the working directory."""
+    env = os.environ.get("PUMPWATCH_REGISTRY")
+    return Path(env) if env else Path("state") / "registry"

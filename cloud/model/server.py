@@ -127,10 +127,13 @@ class BundleStore:
                 pkg = self.registry.describe(dep.group, dep.version)
                 return self.registry.load(pkg), dep
         if md is not None:
+            # On SageMaker, deploy sets the registry's group/version here (CreateModel env).
+            version = os.environ.get("PUMPWATCH_MODEL_VERSION") or None
             if (md / MANIFEST).is_file():
-                return load_bundle(md), None
+                return load_bundle(md, version=version), None
             if (md / "model.tar.gz").is_file():
-                return load_bundle(md / "model.tar.gz", cache_dir=self.extract_dir), None
+                tar = md / "model.tar.gz"
+                return load_bundle(tar, cache_dir=self.extract_dir, version=version), None
         return builtin_bundle(), None
 
     def _resolve(self, target: str) -> Callable[[], Bundle]:
