@@ -23,6 +23,9 @@ GROUP_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package-group/pumps"
 PKG_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/pumps"
 IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/pumpwatch-model:latest"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/pumpwatch-sagemaker"
+MODEL_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model/m"
+CONFIG_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint-config/c"
+ENDPOINT_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/pw"
 NOW = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
 
 
@@ -163,12 +166,12 @@ def test_deploy_creates_model_config_and_endpoint_then_updates(clients) -> None:
             }, {"ModelPackageGroupName": "pumps"})
         sms.add_response("describe_model_package", _described(3, "Approved"),
                          {"ModelPackageName": f"{PKG_ARN}/3"})
-        sms.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model/m"}, {
+        sms.add_response("create_model", {"ModelArn": MODEL_ARN}, {
             "ModelName": ANY, "ExecutionRoleArn": ROLE,
             "Containers": [{"ModelPackageName": f"{PKG_ARN}/3",
                             "Environment": {"PUMPWATCH_MODEL_VERSION": "pumps/3"}}],
         })
-        sms.add_response("create_endpoint_config", {"EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint-config/c"}, {
+        sms.add_response("create_endpoint_config", {"EndpointConfigArn": CONFIG_ARN}, {
             "EndpointConfigName": ANY,
             "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": ANY,
                                     "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
@@ -176,15 +179,15 @@ def test_deploy_creates_model_config_and_endpoint_then_updates(clients) -> None:
         if first:
             sms.add_client_error("describe_endpoint", "ValidationException",
                                  "Could not find endpoint", expected_params={"EndpointName": "pw"})
-            sms.add_response("create_endpoint", {"EndpointArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/pw"},
+            sms.add_response("create_endpoint", {"EndpointArn": ENDPOINT_ARN},
                              {"EndpointName": "pw", "EndpointConfigName": ANY})
         else:
             sms.add_response("describe_endpoint", {
-                "EndpointName": "pw", "EndpointArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/pw",
+                "EndpointName": "pw", "EndpointArn": ENDPOINT_ARN,
                 "EndpointConfigName": "old", "EndpointStatus": "InService",
                 "CreationTime": NOW, "LastModifiedTime": NOW,
             }, {"EndpointName": "pw"})
-            sms.add_response("update_endpoint", {"EndpointArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/pw"},
+            sms.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN},
                              {"EndpointName": "pw", "EndpointConfigName": ANY})
         dep = reg.deploy("pumps", "pw")
         assert dep.model_version == "pumps/3"
