@@ -60,6 +60,12 @@ def _kind_of(exc: dsp.ReportDecodeError) -> str:
     return "schema"
 
 
+def _decoder_failed(exc: Exception) -> RemoteError:
+    # The codec should only raise ReportDecodeError, but msgspec lets some errors through
+    # (e.g. UnicodeDecodeError for invalid UTF-8 in a str field). Input must never crash us.
+    return RemoteError("malformed", f"undecodable: {type(exc).__name__}: {exc}")
+
+
 def message_key(topic: str, payload: bytes) -> bytes:
     """Idempotence key of a dead letter: same topic and payload -> same key."""
     return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=16).digest()
@@ -102,6 +108,8 @@ def parse_message(
             batch = dsp.decode_batch(payload)
         except dsp.ReportDecodeError as exc:
             raise RemoteError(_kind_of(exc), exc.reason) from None
+        except Exception as exc:  # see _decoder_failed
+            raise _decoder_failed(exc) from None
         if batch.device != device:
             raise RemoteError(
                 "spoofed", f"batch device {batch.device!r} differs from topic device {device!r}"
@@ -118,6 +126,8 @@ def parse_message(
                 report = dsp.decode_report(raw)
             except dsp.ReportDecodeError as exc:
                 raise RemoteError(_kind_of(exc), exc.reason, identity=exc.identity) from None
+            except Exception as exc:  # see _decoder_failed
+                raise _decoder_failed(exc) from None
             if report.device != device:
                 raise RemoteError(
                     "spoofed",
