@@ -33,7 +33,7 @@ from .report import (
     Spectrum,
     Speed,
 )
-from .spectra import WINDOWS, WindowName, frames_psd, rfft_freqs, segment_count
+from .spectra import WINDOWS, WindowName, rfft_freqs, segment_count, welch_from_frames
 
 F64 = NDArray[np.float64]
 MAX_REPORT_BYTES = 5120  # one AWS IoT metering step
@@ -196,12 +196,14 @@ def analyze(
     fs = cfg.fs
 
     # --- quality: never raise on bad samples -------------------------------------
-    finite = np.isfinite(a)
-    nonfinite = ch * n - int(np.count_nonzero(finite))
+    mom = moments(a)
     bad_counts = np.zeros(ch, dtype=np.int64)
-    if nonfinite:
+    # NaN poisons the mean and inf the extremes: a full isfinite pass only when needed.
+    if not (np.isfinite(mom["mean"]).all() and np.isfinite(mom["max"] - mom["min"]).all()):
+        finite = np.isfinite(a)
         bad_counts = n - finite.sum(axis=-1)
         a = np.where(finite, a, a.dtype.type(0))
+        mom = moments(a)
     fullscale = np.array([s.full_scale or np.inf for s in specs])
     clipped = np.zeros(ch, dtype=np.int64)
     if np.isfinite(fullscale).any():
@@ -210,28 +212,24 @@ def analyze(
     # --- spectra and features ------------------------------------------------------
     frames = np.lib.stride_tricks.sliding_window_view(a, cfg.nfft, axis=-1)[:, :: cfg.hop]
     n_avg = segment_count(n, cfg.nfft, cfg.hop)
-    psd = frames_psd(frames[:, :n_avg], fs, window=cfg.window).mean(axis=1)
     freqs = rfft_freqs(cfg.nfft, fs)
-    mom = moments(a)
-    line = LineSpectrum(a, fs)
+    top = max([cfg.lines] + [int(np.searchsorted(freqs, b[1], side="right")) for b in cfg.bands])
+    psd = welch_from_frames(frames[:, :n_avg], fs, window=cfg.window, lines=top)
+    freqs = freqs[:top]
+    vanes = np.array([s.asset.vanes or np.nan for s in specs])
+    top_order = max(3.0, float(np.nanmax(vanes, initial=0.0)))
+    line_fmax = min(fs / 2, max(cfg.velocity_band[1], 1.05 * top_order * cfg.rpm_range[1] / 60))
+    line = LineSpectrum(a, fs, fmax=line_fmax, mean=mom["mean"].astype(a.dtype))
     vel = line.band_rms(cfg.velocity_band, velocity=True)
     band_rms = psd_band_rms(freqs, psd, list(cfg.bands), fs)
-    constant = (mom["peak"] == 0) | (np.abs(a.max(axis=-1) - a.min(axis=-1)) == 0)
+    constant = mom["max"] == mom["min"]
 
     given = np.array([s.rpm if s.rpm else np.nan for s in specs])
     lo = np.full(ch, cfg.rpm_range[0] / 60.0)
     hi = np.full(ch, cfg.rpm_range[1] / 60.0)
     est = line.peak_in(lo, hi)
     # A 1x line must stand clear of the local floor to be believed.
-    vp = line.velocity_power()
-    uncertain = np.zeros(ch, dtype=bool)
-    for c in range(ch):
-        if not np.isfinite(est[c]):
-            uncertain[c] = True
-            continue
-        k = round(est[c] / line.df)
-        seg = vp[c, max(1, k - 50) : k + 51]
-        uncertain[c] = bool(vp[c, k] < 10.0 * np.median(seg)) or bool(constant[c])
+    uncertain = ~line.line_clear(est) | constant
     fr = np.where(np.isfinite(given), given / 60.0, est)
     speeds: list[Speed] = []
     for c, s in enumerate(specs):
@@ -249,7 +247,6 @@ def analyze(
     v1 = line.line_rms(fr, velocity=True)
     v2 = line.line_rms(2 * fr, velocity=True)
     v3 = line.line_rms(3 * fr, velocity=True)
-    vanes = np.array([s.asset.vanes or np.nan for s in specs])
     vb = line.line_rms(vanes * fr, velocity=True)
 
     env = None
@@ -266,10 +263,11 @@ def analyze(
         prom["bsf"] = np.fmax(prom["bsf"], line_prominence(env.freqs, env.spectrum, o2 * fr))
 
     # --- per-channel structs ---------------------------------------------------------
-    spec_db = quantize.to_db(psd[:, : cfg.lines])
-    env_db = None
+    spec_codes, spec_off = quantize.quantize_db(quantize.to_db(psd[:, : cfg.lines]), cfg.step_db)
+    env_codes = env_off = None
     if env is not None:
         env_db = quantize.to_db(quantize.reduce_lines(env.spectrum, cfg.env_lines))
+        env_codes, env_off = quantize.quantize_db(env_db, cfg.env_step_db)
         env_df = float(env.freqs[1] * max(1, env.spectrum.shape[-1] // cfg.env_lines))
     out: list[ChannelResult] = []
     bands = [(_num(b0), _num(b1)) for b0, b1 in cfg.bands]
@@ -286,18 +284,16 @@ def analyze(
             flags |= Q_RESTART
         if uncertain[c] and not s.rpm:
             flags |= Q_SPEED_UNCERTAIN
-        codes, off = quantize.quantize_db(spec_db[c], cfg.step_db)
         spectrum = Spectrum(
-            df=float(freqs[1]), n=int(codes.size), step_db=cfg.step_db, offset_db=off,
-            data=quantize.pack_codes(codes),
+            df=_num(freqs[1]), n=int(spec_codes.shape[-1]), step_db=cfg.step_db,
+            offset_db=float(spec_off[c]), data=quantize.pack_codes(spec_codes[c]),
         )
         envelope = None
         band = None
-        if env is not None and env_db is not None:
-            ecodes, eoff = quantize.quantize_db(env_db[c], cfg.env_step_db)
+        if env is not None and env_codes is not None and env_off is not None:
             envelope = Spectrum(
-                df=env_df, n=int(ecodes.size), step_db=cfg.env_step_db, offset_db=eoff,
-                data=quantize.pack_codes(ecodes),
+                df=env_df, n=int(env_codes.shape[-1]), step_db=cfg.env_step_db,
+                offset_db=float(env_off[c]), data=quantize.pack_codes(env_codes[c]),
             )
             band = (_num(env.band[c, 0]), _num(env.band[c, 1]))
         feats = Features(

@@ -29,27 +29,34 @@ def as_channels(x: NDArray[np.floating]) -> NDArray[np.floating]:
 
 
 def moments(x: NDArray[np.floating]) -> dict[str, F64]:
-    """RMS, peak, crest factor, kurtosis (Pearson: 3 for Gaussian) and skewness.
+    """RMS, peak, crest factor, kurtosis (Pearson: 3 for Gaussian), skewness, min, max.
 
-    Central moments are accumulated in float64 from a float32-or-better copy,
-    one pass per power; constant channels give kurtosis 3, skewness 0, crest 0.
+    Central moments are dot products of the centred samples (BLAS-blocked
+    accumulation: float32 sums of 25,600 terms stay within ~1e-6 relative);
+    constant channels give kurtosis 3, skewness 0, crest 0.
     """
     a = as_channels(x)
     n = a.shape[-1]
-    mean = a.mean(axis=-1, dtype=np.float64)
-    d = a - mean.astype(a.dtype)[:, None]
+    mean = a.mean(axis=-1, keepdims=True)
+    d = a - mean
     d2 = d * d
-    m2 = np.einsum("ij,ij->i", d, d, dtype=np.float64) / n
-    m3 = np.einsum("ij,ij->i", d2, d, dtype=np.float64) / n
-    m4 = np.einsum("ij,ij->i", d2, d2, dtype=np.float64) / n
-    rms = np.sqrt(m2 + mean * mean)
-    peak = np.abs(a).max(axis=-1).astype(np.float64)
-    live = m2 > 0
+    m2 = np.vecdot(d, d).astype(np.float64) / n
+    m3 = np.vecdot(d2, d).astype(np.float64) / n
+    m4 = np.vecdot(d2, d2).astype(np.float64) / n
+    mean64 = mean[:, 0].astype(np.float64)
+    hi = a.max(axis=-1).astype(np.float64)
+    lo = a.min(axis=-1).astype(np.float64)
+    rms = np.sqrt(m2 + mean64 * mean64)
+    peak = np.maximum(np.abs(hi), np.abs(lo))
+    live = (m2 > 0) & (hi > lo)
     safe = np.where(live, m2, 1.0)
     kurt = np.where(live, m4 / (safe * safe), 3.0)
     skew = np.where(live, m3 / safe**1.5, 0.0)
     crest = np.where(rms > 0, peak / np.where(rms > 0, rms, 1.0), 0.0)
-    return {"rms": rms, "peak": peak, "crest": crest, "kurtosis": kurt, "skewness": skew}
+    return {
+        "rms": rms, "peak": peak, "crest": crest, "kurtosis": kurt, "skewness": skew,
+        "min": lo, "max": hi, "mean": mean64,
+    }
 
 
 @lru_cache(maxsize=16)
@@ -65,65 +72,98 @@ class LineSpectrum:
     Used for velocity (frequency-domain integration needs bins much narrower
     than the 1x line at low speeds), running speed and order amplitudes.
     ``power[k]`` is the one-sided mean-square contribution of bin k, so
-    ``power.sum(-1)`` is the (windowed) mean square of the signal.
+    ``power.sum(-1)`` is the (windowed) mean square of the signal. With
+    ``fmax`` only the lines up to ``fmax`` Hz are kept.
     """
 
-    def __init__(self, x: NDArray[np.floating], fs: float) -> None:
+    def __init__(
+        self,
+        x: NDArray[np.floating],
+        fs: float,
+        *,
+        fmax: float | None = None,
+        mean: NDArray[np.floating] | None = None,
+    ) -> None:
         a = as_channels(x)
         self.fs = check_fs(fs)
         self.n = a.shape[-1]
         w = _hann(self.n, a.dtype.str)
-        centered = a - a.mean(axis=-1, keepdims=True, dtype=np.float64).astype(a.dtype)
-        spec = scipy.fft.rfft(centered * w, axis=-1)
-        re_im = spec.view(a.dtype).reshape(*spec.shape, 2)
-        p = np.einsum("...k,...k->...", re_im, re_im).astype(np.float64)
-        p *= 2.0 / (self.n * float(np.dot(w.astype(np.float64), w)))
+        spec = scipy.fft.rfft(a * w, axis=-1, overwrite_x=True)
+        # Remove the mean exactly in the frequency domain: the periodic Hann window's
+        # spectrum is n/2 at bin 0 and -n/4 at bins +-1, and zero elsewhere.
+        if mean is None:
+            mean = a.mean(axis=-1)
+        spec[:, 0] -= mean * (self.n / 2)
+        if spec.shape[-1] > 1:
+            spec[:, 1] += mean * (self.n / 4)
+        if fmax is not None:  # only the low lines are wanted: skip the rest's magnitudes
+            spec = spec[:, : min(spec.shape[-1], int(np.ceil(fmax * self.n / self.fs)) + 3)]
+        p = np.abs(spec)
+        p *= p
+        p *= p.dtype.type(2.0 / (self.n * float(np.dot(w.astype(np.float64), w))))
         p[..., 0] *= 0.5
-        self.power = p  # (channels, n//2+1), (m/s^2)^2 per bin
+        self.power = p  # (channels, n//2+1), (m/s^2)^2 per bin, input precision
         self.df = self.fs / self.n
         self.freqs = np.arange(p.shape[-1]) * self.df
+        self._vpower: NDArray[np.floating] | None = None
 
-    def velocity_power(self) -> F64:
-        """Mean-square velocity per bin in (mm/s)^2 (bin 0 zeroed)."""
-        w = 2.0 * np.pi * self.freqs
-        w[0] = np.inf
-        return self.power * (1e6 / (w * w))
+    def velocity_power(self) -> NDArray[np.floating]:
+        """Mean-square velocity per bin in (mm/s)^2 (bin 0 zeroed); computed once."""
+        if self._vpower is None:
+            w = 2.0 * np.pi * self.freqs
+            w[0] = np.inf
+            self._vpower = self.power * (1e6 / (w * w)).astype(self.power.dtype)
+        return self._vpower
 
     def band_rms(self, band: tuple[float, float], *, velocity: bool) -> F64:
         lo, hi = check_band(band, self.fs)
-        sel = (self.freqs >= lo) & (self.freqs <= hi)
+        k0, k1 = int(np.ceil(lo / self.df)), int(np.floor(hi / self.df)) + 1
+        if k1 > self.power.shape[-1] + 1:
+            raise ValueError(f"band {band} reaches above this spectrum's lines")
         p = self.velocity_power() if velocity else self.power
-        return np.sqrt(p[:, sel].sum(axis=-1))
+        return np.sqrt(p[:, k0:k1].sum(axis=-1, dtype=np.float64))
+
+    def _bins(self, f: F64) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        nb = self.power.shape[-1]
+        ok = np.isfinite(f) & (f > 0) & (f < self.fs / 2)
+        k = np.where(ok, np.rint(np.where(ok, f, 0.0) / self.df), 1).astype(np.intp)
+        return np.clip(k, 1, nb - 2), ok
 
     def peak_in(self, f_lo: F64, f_hi: F64) -> F64:
         """Interpolated frequency (Hz) of the largest bin in [f_lo, f_hi] per channel."""
-        lo = np.clip(np.ceil(f_lo / self.df).astype(int), 1, self.power.shape[-1] - 2)
-        hi = np.clip(np.floor(f_hi / self.df).astype(int), 1, self.power.shape[-1] - 2)
-        out = np.full(self.power.shape[0], np.nan)
-        for c in range(self.power.shape[0]):
-            if hi[c] < lo[c]:
-                continue
-            seg = self.power[c, lo[c] : hi[c] + 1]
-            k = lo[c] + int(np.argmax(seg))
-            # Parabolic interpolation on log power: near exact for a Hann main lobe.
-            a, b, g = np.log(self.power[c, k - 1 : k + 2] + 1e-300)
-            den = a - 2 * b + g
-            delta = 0.5 * (a - g) / den if den < 0 else 0.0
-            out[c] = (k + float(np.clip(delta, -0.5, 0.5))) * self.df
-        return out
+        nb = self.power.shape[-1]
+        lo = np.clip(np.ceil(f_lo / self.df).astype(np.intp), 1, nb - 2)
+        hi = np.clip(np.floor(f_hi / self.df).astype(np.intp), 1, nb - 2)
+        span = int(max(1, (hi - lo).max() + 1))
+        idx = np.minimum(lo[:, None] + np.arange(span), hi[:, None])
+        rows = np.arange(self.power.shape[0])[:, None]
+        k = idx[rows[:, 0], np.argmax(self.power[rows, idx], axis=-1)]
+        # Parabolic interpolation on log power: near exact for a Hann main lobe.
+        r = rows[:, 0]
+        a, b, g = (np.log(self.power[r, k + d].astype(np.float64) + 1e-300) for d in (-1, 0, 1))
+        den = a - 2 * b + g
+        delta = np.where(den < 0, 0.5 * (a - g) / np.where(den < 0, den, -1.0), 0.0)
+        out = (k + np.clip(delta, -0.5, 0.5)) * self.df
+        return np.where(hi >= lo, out, np.nan)
 
     def line_rms(self, f: F64, *, velocity: bool, half_width_bins: int = 2) -> F64:
         """RMS of the line at frequency ``f`` (per channel; NaN where f is NaN)."""
         p = self.velocity_power() if velocity else self.power
-        out = np.full(p.shape[0], np.nan)
-        nb = p.shape[-1]
-        for c in range(p.shape[0]):
-            if not np.isfinite(f[c]) or f[c] <= 0 or f[c] >= self.fs / 2:
-                continue
-            k = round(f[c] / self.df)
-            lo, hi = max(k - half_width_bins, 1), min(k + half_width_bins + 1, nb)
-            out[c] = float(np.sqrt(p[c, lo:hi].sum()))
-        return out
+        k, ok = self._bins(f)
+        offs = np.arange(-half_width_bins, half_width_bins + 1)
+        idx = np.clip(k[:, None] + offs, 1, p.shape[-1] - 1)
+        rows = np.arange(p.shape[0])[:, None]
+        out = np.sqrt(p[rows, idx].sum(axis=-1, dtype=np.float64))
+        return np.where(ok, out, np.nan)
+
+    def line_clear(self, f: F64, *, ratio: float = 10.0, span: int = 50) -> NDArray[np.bool_]:
+        """Whether the velocity line at ``f`` stands ``ratio`` x above its local median."""
+        vp = self.velocity_power()
+        k, ok = self._bins(f)
+        idx = np.clip(k[:, None] + np.arange(-span, span + 1), 1, vp.shape[-1] - 1)
+        rows = np.arange(vp.shape[0])
+        med = np.median(vp[rows[:, None], idx], axis=-1)
+        return ok & (vp[rows, k] >= ratio * med)
 
 
 def velocity_rms(

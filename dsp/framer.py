@@ -110,12 +110,15 @@ class Framer:
             pos += k
             if self._fill == self.size:
                 t0 = self._origin_ns + round(self._buf_start * 1e9 / fs)
-                out.append(Window(buf.copy(), t0, fs, after_restart=self._fresh))
-                self._fresh = False
-                self.stats.windows += 1
                 keep = self.size - self.hop
                 if keep:
+                    out.append(Window(buf.copy(), t0, fs, after_restart=self._fresh))
                     buf[:, :keep] = buf[:, self.hop :]
+                else:  # no overlap: hand the buffer over and start a fresh one, no copy
+                    out.append(Window(buf, t0, fs, after_restart=self._fresh))
+                    buf = self._buf = np.empty_like(buf)
+                self._fresh = False
+                self.stats.windows += 1
                 self._fill = keep
                 self._buf_start += self.hop
         self._taken += n

@@ -15,7 +15,7 @@ import zstandard
 from numpy.typing import NDArray
 
 CODEC = "zstd-delta-u8"
-_ZSTD_LEVEL = 19  # spectra are ~2 kB: the strongest level still costs well under 1 ms
+_ZSTD_LEVEL = 1  # on 2 kB of delta codes, level 1 compresses as well as 19, 10x faster
 _compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=True)
 _decompressor = zstandard.ZstdDecompressor()
 MAX_LINES = 65536
@@ -27,16 +27,22 @@ def to_db(power: NDArray[np.floating], *, floor: float = 1e-30) -> NDArray[np.fl
     return 10.0 * np.log10(np.maximum(p, floor))
 
 
-def quantize_db(db: NDArray[np.floating], step: float) -> tuple[NDArray[np.uint8], float]:
-    """Quantize one dB spectrum: returns (codes, offset_db)."""
+def quantize_db(
+    db: NDArray[np.floating], step: float
+) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
+    """Quantize dB spectra along the last axis: returns (codes, offset_db per spectrum).
+
+    For a 1-D input the offset is a 0-d array (use ``float(offset)``).
+    """
     if not (0.0 < step <= 6.0):
         raise ValueError(f"step must be in (0, 6] dB, got {step=}")
     d = np.asarray(db, dtype=np.float64)
-    finite = d[np.isfinite(d)]
-    top = float(finite.max()) if finite.size else 0.0
+    top = np.where(np.isfinite(d), d, -np.inf).max(axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
     offset = top - 255.0 * step
-    codes = np.rint((np.nan_to_num(d, nan=offset, neginf=offset) - offset) / step)
-    return np.clip(codes, 0, 255).astype(np.uint8), offset
+    codes = np.rint((d - offset) / step)
+    codes = np.where(np.isnan(codes), 0.0, codes)  # NaN lines decode as the floor
+    return np.clip(codes, 0, 255).astype(np.uint8), offset[..., 0]
 
 
 def dequantize_db(codes: NDArray[np.uint8], step: float, offset: float) -> NDArray[np.float64]:

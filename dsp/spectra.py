@@ -65,8 +65,41 @@ def welch_psd(
     if a.shape[-1] < nfft:
         raise ValueError(f"need at least nfft={nfft} samples along axis, got {a.shape[-1]}")
     frames = np.lib.stride_tricks.sliding_window_view(a, nfft, axis=-1)[..., ::hop, :]
-    psd = frames_psd(frames, fs, window=window).mean(axis=-2)
+    psd = welch_from_frames(frames, fs, window=window)
     return rfft_freqs(nfft, fs), np.moveaxis(psd, -1, axis)
+
+
+def welch_from_frames(
+    frames: NDArray[np.floating],
+    fs: float,
+    *,
+    window: WindowName = "hann",
+    lines: int | None = None,
+) -> NDArray[np.floating]:
+    """Average one-sided PSD over frames ``(..., segments, nfft)`` -> ``(..., nfft//2+1)``.
+
+    Scaling is applied once to the average, not to every frame's spectrum.
+    ``lines`` keeps only the first lines (the rest are never squared).
+    """
+    nfft = frames.shape[-1]
+    w = _window(window, nfft, frames.dtype.str)
+    spec = scipy.fft.rfft(frames * w, axis=-1, overwrite_x=True)
+    if lines is not None and lines < spec.shape[-1]:
+        spec = spec[..., :lines]
+    power = np.abs(spec)
+    power *= power
+    psd = power.mean(axis=-2)
+    _scale_one_sided(psd, w, fs)
+    return psd
+
+
+def _scale_one_sided(power: NDArray[np.floating], w: NDArray[np.floating], fs: float) -> None:
+    """|X|^2 -> density, in place: 2 / (fs sum w^2), DC and Nyquist not doubled."""
+    nfft = w.shape[-1]
+    power *= power.dtype.type(2.0 / (fs * float(np.dot(w.astype(np.float64), w))))
+    power[..., 0] *= 0.5
+    if nfft % 2 == 0 and power.shape[-1] == nfft // 2 + 1:
+        power[..., -1] *= 0.5
 
 
 def frames_psd(
@@ -75,13 +108,7 @@ def frames_psd(
     """One-sided PSD of each frame (last axis = nfft samples), same dtype as input."""
     nfft = frames.shape[-1]
     w = _window(window, nfft, frames.dtype.str)
-    spec = scipy.fft.rfft(frames * w, axis=-1)
-    # |X|^2 through a real view: avoids the complex abs and its sqrt.
-    re_im = spec.view(frames.dtype).reshape(*spec.shape, 2)
-    power = np.einsum("...k,...k->...", re_im, re_im)
-    scale = frames.dtype.type(2.0 / (fs * float(np.dot(w.astype(np.float64), w))))
-    power *= scale
-    power[..., 0] *= 0.5
-    if nfft % 2 == 0:
-        power[..., -1] *= 0.5
+    power = np.abs(scipy.fft.rfft(frames * w, axis=-1, overwrite_x=True))
+    power *= power  # |X| via the vectorized hypot is faster than re^2 + im^2 on complex64
+    _scale_one_sided(power, w, fs)
     return power

@@ -118,7 +118,7 @@ def test_bad_samples_are_flagged_and_never_raise() -> None:
     assert np.isfinite(res[1].features.rms) and np.isfinite(res[1].features.velocity_rms)
     assert "clipped" in q[2].names() and q[2].clipped > 100
     assert "constant" in q[3].names()
-    assert res[3].features.kurtosis == 3.0 and res[3].features.velocity_rms == 0.0
+    assert res[3].features.kurtosis == 3.0 and res[3].features.velocity_rms < 1e-6
     all_nan = np.full((1, good.size), np.nan, dtype=np.float32)
     (r,) = dsp.analyze(all_nan, dsp.ReportConfig(), [dsp.ChannelSpec()])
     assert {"nonfinite", "constant"} <= set(r.quality.names())

@@ -69,7 +69,7 @@ def test_round_trip_restores_db_within_half_a_step() -> None:
 def test_quantize_clips_below_the_range_and_handles_silence() -> None:
     db = np.array([0.0, -10.0, -500.0, np.nan])
     codes, off = quantize.quantize_db(db, 0.5)
-    assert codes[0] == 255 and off == pytest.approx(-127.5)
+    assert codes[0] == 255 and float(off) == pytest.approx(-127.5)
     assert codes[2] == 0 and codes[3] == 0
     codes, off = quantize.quantize_db(np.full(10, -300.0), 0.5)
     np.testing.assert_allclose(quantize.dequantize_db(codes, 0.5, off), -300.0)

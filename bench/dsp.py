@@ -1,0 +1,150 @@
+"""DSP throughput and wire-format benchmark.
+
+    python -m bench.dsp [--json] [--channels 64] [--seconds 4] [--runs 5]
+
+Project path: framing (dsp.Framer) + Welch PSD + every scalar feature
+(moments, velocity RMS, band RMS, running speed, order lines) + spectrum
+quantization, float32, all channels vectorized. Baseline, in the same run on
+the same data: for each channel and each report interval,
+``scipy.signal.welch`` + numpy RMS/peak + ``scipy.stats`` kurtosis/skew.
+Both sides run pinned to one core with BLAS/FFT threads at one. Figures are
+medians over ``--runs``. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+from . import _pin  # first: pins BLAS/FFT threads before numpy loads
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import scipy.signal
+import scipy.stats
+
+import dsp
+from dsp import quantize
+from pumpwatch.commands.selftest import demo_signal
+
+
+def _stream(channels: int, seconds: int, fs: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fs)
+    t = np.arange(n) / fs
+    rpm = rng.uniform(1400, 3000, size=(channels, 1)) / 60.0
+    x = 2.0 * np.sin(2 * np.pi * rpm * t) + 0.5 * np.sin(2 * np.pi * 6 * rpm * t)
+    x += 0.5 * rng.standard_normal((channels, n))
+    return x.astype(np.float32)
+
+
+def _project(x: np.ndarray, cfg: dsp.ReportConfig, specs: list[dsp.ChannelSpec]) -> int:
+    framer = dsp.Framer(size=cfg.interval_samples, hop=cfg.interval_samples)
+    block = 2560  # 0.1 s blocks, as a sensor driver delivers them
+    reports = 0
+    for start in range(0, x.shape[1], block):
+        for w in framer.push(x[:, start : start + block], round(start * 1e9 / cfg.fs), cfg.fs):
+            reports += len(dsp.analyze(w.samples, cfg, specs, after_restart=w.after_restart))
+    return reports
+
+
+def _baseline(x: np.ndarray, cfg: dsp.ReportConfig) -> int:
+    n = cfg.interval_samples
+    reports = 0
+    for start in range(0, x.shape[1] - n + 1, n):
+        for c in range(x.shape[0]):
+            seg = x[c, start : start + n]
+            scipy.signal.welch(
+                seg, cfg.fs, window="hann", nperseg=cfg.nfft, noverlap=cfg.nfft - cfg.hop,
+                detrend=False, scaling="density",
+            )
+            np.sqrt(np.mean(seg**2))
+            np.max(np.abs(seg))
+            scipy.stats.kurtosis(seg)
+            scipy.stats.skew(seg)
+            reports += 1
+    return reports
+
+
+def _timed(fn: object, *args: object) -> float:
+    t0 = time.perf_counter()
+    fn(*args)  # type: ignore[operator]
+    return time.perf_counter() - t0
+
+
+def _wire(cfg: dsp.ReportConfig, seeds: range) -> tuple[int, float]:
+    """Largest encoded default report over several realistic signals, and the dB error."""
+    asset = dsp.Asset(
+        bearings=[dsp.Bearing(n_balls=9, ball_d_mm=7.94, pitch_d_mm=39.04, designation="6205")],
+        vanes=6,
+    )
+    spec = dsp.ChannelSpec(asset=asset)
+    sizes, errors = [], []
+    for seed in seeds:
+        rpm = 1480.0 if seed % 2 else 2950.0
+        x = demo_signal(cfg.fs, cfg.interval_samples, rpm, seed)
+        (res,) = dsp.analyze(x, cfg, [spec])
+        report = dsp.make_report(
+            res, cfg, spec, device="gateway-0001", epoch=2**63 + seed, seq=10_000 + seed,
+            site="plant-north", pump="P-101", channel="DE-H", t0_ns=1_790_000_000_000_000_000,
+        )
+        wire = dsp.encode_report(report)
+        sizes.append(len(wire))
+        _, psd = dsp.welch_psd(x, cfg.fs, nfft=cfg.nfft, hop=cfg.hop)
+        truth = quantize.to_db(psd[0, : cfg.lines])
+        got = dsp.decode_report(wire).spectrum.db()
+        near = truth >= truth.max() - 60.0
+        errors.append(float(np.abs(got[near] - truth[near]).max()))
+    return max(sizes), max(errors)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    cpu = _pin.pin_to_core(0)
+    cfg = dsp.ReportConfig()  # 25.6 kHz, nfft 4096, hop 2048 (50 %), 1 s reports
+    proj_cfg = dsp.ReportConfig(envelope=False)
+    specs = [dsp.ChannelSpec()] * args.channels
+    x = _stream(args.channels, args.seconds, cfg.fs, seed=1)
+    samples = x.size
+    _project(x[:, : cfg.interval_samples], proj_cfg, specs)  # warm caches and plans
+    proj, base, env = [], [], []
+    one = x[:, : cfg.interval_samples]
+    for run in range(args.runs):
+        proj.append(samples / _timed(_project, x, proj_cfg, specs) / 1e6)
+        base.append(samples / _timed(_baseline, x, cfg) / 1e6)
+        env.append(one.size / _timed(dsp.envelope_spectrum, one, cfg.fs) / 1e6)
+        if not args.json:
+            print(f"run {run + 1}/{args.runs}: project {proj[-1]:.2f} Msps, "
+                  f"baseline {base[-1]:.2f} Msps, envelope {env[-1]:.2f} Msps")
+    report_bytes, max_db_error = _wire(cfg, range(1, 9))
+    raw = 2 * cfg.interval_samples
+    p, b = statistics.median(proj), statistics.median(base)
+    result = {
+        "channels": args.channels,
+        "fs": cfg.fs,
+        "nfft": cfg.nfft,
+        "hop": cfg.hop,
+        "interval_s": cfg.interval_s,
+        "cpu": cpu,
+        "runs": args.runs,
+        "project_msps": round(p, 3),
+        "baseline_msps": round(b, 3),
+        "speedup": round(p / b, 2),
+        "envelope_msps": round(statistics.median(env), 3),
+        "report_bytes": report_bytes,
+        "raw_int16_bytes": raw,
+        "wire_ratio": round(raw / report_bytes, 1),
+        "max_db_error": round(max_db_error, 4),
+        "step_db": cfg.step_db,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
