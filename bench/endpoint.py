@@ -1,0 +1,226 @@
+"""Model-server throughput and latency through a real aiobotocore client.
+
+    python -m bench.endpoint [--json] [--seconds 3] [--concurrency 4] [--runs 1]
+
+The server (``python -m cloud.model.server``) runs as its own process pinned
+to one core; this process (the aiobotocore ``sagemaker-runtime`` client,
+``invoke_endpoint`` with ``endpoint_url``) is pinned to another. Math
+libraries use one thread. For each batch size (1, 16, 64, 256 reports of
+1 s, 25.6 kHz, 1600 lines, from the same dsp as the edge) the client keeps
+``--concurrency`` calls in flight for ``--seconds`` after a warm-up and
+records each call's latency. Reports go to a bundle with per-pump z-score
+baselines for 16 pumps plus the physics classifier (the models measured are
+named in the JSON as ``models``). The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import msgspec  # noqa: E402
+import numpy as np  # noqa: E402
+
+import dsp  # noqa: E402
+from cloud.model.baseline import fit_baselines  # noqa: E402
+from cloud.model.bundle import write_bundle  # noqa: E402
+from dsp.results import InvocationRequest, InvocationResponse  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCHES = (1, 16, 64, 256)
+PUMPS = 16
+MSGPACK = "application/x-msgpack"
+
+
+def _cores() -> tuple[int | None, int | None]:
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None, None
+    if len(cpus) < 2:
+        return cpus[0], cpus[0]
+    return cpus[0], cpus[1]
+
+
+def make_reports(count: int, seed: int = 1) -> list[dsp.Report]:
+    """``count`` reports over PUMPS pumps; a quarter with an outer-race fault."""
+    cfg = dsp.ReportConfig()
+    n = cfg.interval_samples
+    rng = np.random.default_rng(seed)
+    asset = dsp.Asset(
+        bearings=[dsp.Bearing(n_balls=9, ball_d_mm=7.94, pitch_d_mm=39.04)], vanes=6,
+        rated_rpm=2950.0,
+    )
+    t = np.arange(n) / cfg.fs
+    ring = np.exp(-800.0 * t[:200]) * np.sin(2 * np.pi * 3200.0 * t[:200])
+    out: list[dsp.Report] = []
+    for start in range(0, count, 16):
+        k = min(16, count - start)
+        xs = np.empty((k, n), dtype=np.float32)
+        for j in range(k):
+            fr = rng.uniform(2900, 3000) / 60.0
+            x = 0.4 * np.sin(2 * np.pi * fr * t + rng.uniform(0, 6)) + 0.1 * np.sin(
+                2 * np.pi * 6 * fr * t
+            )
+            if (start + j) % 4 == 3:
+                imp = np.zeros(n)
+                imp[(np.arange(0, 1.0, 1 / (3.5848 * fr)) * cfg.fs).astype(int)] = 20.0
+                x = x + np.convolve(imp, ring)[:n]
+            xs[j] = x + 0.3 * rng.standard_normal(n)
+        specs = [dsp.ChannelSpec(asset=asset) for _ in range(k)]
+        for j, res in enumerate(dsp.analyze(xs, cfg, specs)):
+            i = start + j
+            out.append(dsp.make_report(
+                res, cfg, specs[j], device=f"gw{i % 4}", epoch=42, seq=i, site="bench",
+                pump=f"pump-{i % PUMPS}", channel="x", t0_ns=i * 10**9,
+            ))
+    return out
+
+
+def start_server(model_dir: Path, cpu: int | None) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "cloud.model.server", "--host", "127.0.0.1", "--port", "0",
+           "--model-dir", str(model_dir), "--log-level", "WARNING"]
+
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=pin,  # noqa: PLW1509
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return proc, line.strip().rsplit(" ", 1)[1]
+
+
+async def measure(
+    url: str, bodies: list[bytes], batch: int, seconds: float, concurrency: int
+) -> dict[str, float]:
+    from aiobotocore.session import get_session
+    from botocore.config import Config
+
+    cfg = Config(retries={"total_max_attempts": 1}, max_pool_connections=concurrency + 2,
+                 read_timeout=60)
+    session = get_session()
+    async with session.create_client(
+        "sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
+        aws_access_key_id="bench", aws_secret_access_key="bench", config=cfg,
+    ) as client:
+        lat: list[float] = []
+        done = 0
+        decoder = msgspec.msgpack.Decoder(InvocationResponse)
+
+        async def call(body: bytes) -> None:
+            r = await client.invoke_endpoint(
+                EndpointName="pumpwatch", Body=body, ContentType=MSGPACK, Accept=MSGPACK,
+            )
+            resp = decoder.decode(await r["Body"].read())
+            if len(resp.results) != batch:
+                raise RuntimeError(f"{len(resp.results)} results for {batch} reports")
+
+        async def worker(w: int, until: float, record: bool) -> None:
+            nonlocal done
+            i = w
+            while time.perf_counter() < until:
+                t0 = time.perf_counter()
+                await call(bodies[i % len(bodies)])
+                if record:
+                    lat.append(time.perf_counter() - t0)
+                    done += batch
+                i += concurrency
+
+        warm = time.perf_counter() + min(1.0, seconds / 3)
+        await asyncio.gather(*(worker(w, warm, False) for w in range(concurrency)))
+        t0 = time.perf_counter()
+        until = t0 + seconds
+        await asyncio.gather(*(worker(w, until, True) for w in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    ms = np.array(lat) * 1e3
+    return {
+        "reports_per_s": done / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "calls": float(len(lat)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.endpoint", description=__doc__)
+    p.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--runs", type=int, default=1, help="median over this many runs")
+    args = p.parse_args(argv)
+
+    server_cpu, client_cpu = _cores()
+    reports = make_reports(2 * 256)
+    with tempfile.TemporaryDirectory(prefix="pumpwatch-bench-") as tmp:
+        healthy = [r for r in reports if r.seq % 4 != 3]
+        bundle = write_bundle(
+            Path(tmp) / "bundle", model_version="bench-physics-zscore",
+            baselines=fit_baselines(healthy, min_reports=5),
+        )
+        enc = msgspec.msgpack.Encoder()
+        proc, url = start_server(bundle, server_cpu)
+        try:
+            if client_cpu is not None:
+                os.sched_setaffinity(0, {client_cpu})
+            runs: dict[int, list[dict[str, float]]] = {b: [] for b in BATCHES}
+            for _ in range(args.runs):
+                for b in BATCHES:
+                    bodies = [
+                        enc.encode(InvocationRequest(v=1, reports=(reports * 2)[o : o + b]))
+                        for o in range(0, 256, max(b, 16))
+                    ][:16]
+                    conc = args.concurrency
+                    r = asyncio.run(measure(url, bodies, b, args.seconds, conc))
+                    runs[b].append(r)
+                    print(
+                        f"batch {b:4d}: {r['reports_per_s']:9.0f} reports/s, "
+                        f"p50 {r['p50_ms']:6.2f} ms, p99 {r['p99_ms']:6.2f} ms "
+                        f"({r['calls']:.0f} calls, {conc} in flight, "
+                        f"{len(bodies[0]) / 1024:.0f} KiB/call)",
+                        flush=True,
+                    )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+    out: dict[str, object] = {}
+    for b in BATCHES:
+        out[f"reports_per_s_{b}"] = round(statistics.median(r["reports_per_s"] for r in runs[b]))
+    for b in BATCHES:
+        out[f"p50_ms_{b}"] = round(statistics.median(r["p50_ms"] for r in runs[b]), 2)
+        out[f"p99_ms_{b}"] = round(statistics.median(r["p99_ms"] for r in runs[b]), 2)
+    out.update(
+        models="physics classifier + per-pump z-score baselines (16 pumps), no trained model",
+        concurrency=args.concurrency,
+        seconds=args.seconds,
+        runs=args.runs,
+        server_cpu=server_cpu,
+        client_cpu=client_cpu,
+        report_bytes=round(statistics.mean(len(dsp.encode_report(r)) for r in reports)),
+    )
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
