@@ -20,24 +20,24 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import asyncio
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import msgspec  # noqa: E402
-import numpy as np  # noqa: E402
+import msgspec
+import numpy as np
 
-import dsp  # noqa: E402
-from cloud.model.baseline import fit_baselines  # noqa: E402
-from cloud.model.bundle import write_bundle  # noqa: E402
-from dsp.results import InvocationRequest, InvocationResponse  # noqa: E402
+import dsp
+from cloud.model.baseline import fit_baselines
+from cloud.model.bundle import write_bundle
+from dsp.results import InvocationRequest, InvocationResponse
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCHES = (1, 16, 64, 256)
@@ -99,7 +99,7 @@ def start_server(model_dir: Path, cpu: int | None) -> tuple[subprocess.Popen[str
             os.sched_setaffinity(0, {cpu})
 
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=pin,  # noqa: PLW1509
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=pin,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stdout is not None
@@ -121,7 +121,8 @@ async def measure(
     session = get_session()
     async with session.create_client(
         "sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
-        aws_access_key_id="bench", aws_secret_access_key="bench", config=cfg,
+        aws_access_key_id="bench", aws_secret_access_key="bench",  # noqa: S106 -- dummy
+        config=cfg,
     ) as client:
         lat: list[float] = []
         done = 0
