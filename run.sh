@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Quick start, command 1: set up and run the main job.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/setup.sh dev
+exec .venv/bin/pumpwatch selftest "$@"
