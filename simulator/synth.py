@@ -90,10 +90,20 @@ _FLOW_BPF = {1: 5.0, 2: 2.0}
 _AXIAL = {"healthy": 0.5, "imbalance": 0.25, "misalignment": 1.5, "looseness": 0.5, "flow": 0.6}
 
 # Peak ringing acceleration (m/s^2) of one impact at severity 1 with unit coupling.
-_IMPACT_PEAK = {"outer_race": 600.0, "inner_race": 600.0, "ball": 400.0, "cage": 250.0}
+_IMPACT_PEAK = {"outer_race": 550.0, "inner_race": 550.0, "ball": 400.0, "cage": 250.0}
 _SLIP = 0.01  # impact delay spread, fraction of the defect period
-_STRUCT_RMS = 0.25  # broadband structural response, m/s^2 RMS per channel
-_CAVITATION_RMS = 12.0  # m/s^2 RMS at severity 1 inside bursts (on average)
+_STRUCT_RMS = 1.5  # broadband structural response, m/s^2 RMS per channel
+_CAVITATION_RMS = 6.0  # m/s^2 RMS at severity 1 inside bursts (on average)
+
+
+def _impact_scale(severity: F64) -> F64:
+    """Impact size relative to severity 1: ``s * 100**(s - 1)``.
+
+    Bearing damage grows roughly exponentially: severity 0.2 rings at 0.5 % of
+    the final peak, 0.6 at 10 %, 0.8 at a third; severity 1 clips a +-50 g sensor.
+    """
+    s = np.asarray(severity, dtype=np.float64)
+    return s * np.power(100.0, s - 1.0)
 
 
 def _defect_order(cfg: PumpConfig, f: FaultConfig) -> float:
@@ -107,12 +117,12 @@ def _defect_order(cfg: PumpConfig, f: FaultConfig) -> float:
 
 
 def draw_resonances(rng: np.random.Generator, fs: float) -> tuple[Resonance, ...]:
-    """Two or three structural modes between 1.5 kHz and ~0.9 Fmax, varying per pump."""
+    """Two or three structural modes between 2 kHz and ~0.9 Fmax, varying per pump."""
     top = min(9000.0, 0.9 * fs / 2.56)
     k = int(rng.integers(2, 4))
-    freqs = np.sort(np.exp(rng.uniform(np.log(1500.0), np.log(top), k)))
+    freqs = np.sort(np.exp(rng.uniform(np.log(min(2000.0, top / 2)), np.log(top), k)))
     return tuple(
-        Resonance(float(f), float(rng.uniform(0.02, 0.07)), float(g))
+        Resonance(float(f), float(rng.uniform(0.03, 0.08)), float(g))
         for f, g in zip(freqs, [1.0, *rng.uniform(0.4, 0.9, k - 1)], strict=True)
     )
 
@@ -231,8 +241,13 @@ class PumpSynth:
         for r in self.resonances:
             rad = math.exp(-r.damping * 2 * math.pi * r.freq_hz / fs)
             th = 2 * math.pi * r.freq_hz * math.sqrt(1 - r.damping**2) / fs
-            b = np.array([0.0, math.sin(th)])
+            # Two-pole resonator with zeros at DC and Nyquist (an accelerometer sees no
+            # static response to a force), scaled so an impact rings with peak 1.
             a = np.array([1.0, -2 * rad * math.cos(th), rad * rad])
+            b = np.array([1.0, 0.0, -1.0])
+            imp = np.zeros(max(64, int(4 * fs / r.freq_hz)))
+            imp[0] = 1.0
+            b /= np.abs(scipy.signal.lfilter(b, a, imp)).max()
             self.res_ba.append((b, a))
         self.res_state = np.zeros((nres, 2))
         self.ringing = False
@@ -347,8 +362,8 @@ class PumpSynth:
         ea, eb = self.cav_env
         k = self.cav_off[-1]
         g = ea[(i0 + k) % BANK_A :][:n] + eb[(i0 + k) % BANK_B :][:n]
-        # log-normal bursts: mean of exp(1.5 g) for unit normal g is exp(1.125)
-        env = np.exp(1.5 * g - 1.125) * (np.float32(_CAVITATION_RMS) * sev)
+        # log-normal bursts, unit mean square: E[exp(2 s g)] = exp(2 s^2) for unit normal g
+        env = np.exp(0.5 * g - 0.25) * (np.float32(_CAVITATION_RMS) * sev)
         for c in range(out.shape[0]):
             o = self.cav_off[c]
             x = self.cav_a[c, (i0 + o) % BANK_A :][:n] + self.cav_b[c, (i0 + o) % BANK_B :][:n]
@@ -372,7 +387,7 @@ class PumpSynth:
                 delay = np.minimum(np.abs(draws[:, 0]) * _SLIP * period, lead.size - 2)
                 rev_k = np.interp(p, np.arange(-1, n, dtype=np.float64), rev)
                 sev = imp.fault.severity_at((i0 + p) / fs)
-                amp = imp.peak * sev**2 * np.maximum(1 + 0.15 * draws[:, 1], 0.2)
+                amp = imp.peak * _impact_scale(sev) * np.maximum(1 + 0.15 * draws[:, 1], 0.2)
                 kind = imp.fault.kind
                 if kind == "inner_race":
                     amp *= 0.3 + 0.7 * 0.5 * (1 + np.cos(2 * np.pi * rev_k + self.load_phase))
