@@ -78,6 +78,7 @@ class MqttSource:
         self._lock = threading.Lock()
         self.connected = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._stopping = False
         c = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
@@ -120,6 +121,7 @@ class MqttSource:
 
     def stop(self) -> None:
         """Disconnect (the session and unacked messages stay at the broker) and join."""
+        self._stopping = True
         self._handoff.close()
         try:
             self._client.disconnect()
@@ -179,7 +181,10 @@ class MqttSource:
         with self._lock:
             self.stats.connected = False
             self.stats.disconnects += 1
-        log.warning("mqtt disconnected: %s (will reconnect)", reason)
+        if self._stopping:
+            log.info("mqtt disconnected: %s", reason)
+        else:
+            log.warning("mqtt disconnected: %s (will reconnect)", reason)
         self._loop.call_soon_threadsafe(self.connected.clear)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
