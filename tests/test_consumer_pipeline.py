@@ -155,8 +155,8 @@ async def running_consumer(cfg: dict[str, Any]) -> AsyncIterator[Consumer]:
         await asyncio.wait_for(task, 30)
 
 
-async def await_rows(db: Path, n: int, timeout: float) -> None:
-    await asyncio.to_thread(wait_for, lambda: len(stored(db)) >= n, timeout, f"{n} rows")
+async def await_rows(db: Path, n: int, within_s: float) -> None:
+    await asyncio.to_thread(wait_for, lambda: len(stored(db)) >= n, within_s, f"{n} rows")
 
 
 async def test_bad_messages_are_dead_lettered_while_good_traffic_flows(
@@ -199,8 +199,8 @@ async def test_bad_messages_are_dead_lettered_while_good_traffic_flows(
     assert stats["handoff"]["drops"] == 0
     # the archive holds every accepted report's bytes exactly as published
     con = sqlite3.connect(db)
-    arch = dict(((d, s), bytes(b)) for d, s, b in con.execute(
-        "SELECT device, seq, report FROM archive"))
+    arch = {(d, s): bytes(b) for d, s, b in con.execute(
+        "SELECT device, seq, report FROM archive")}
     con.close()
     assert len(arch) == 300
     assert arch[("dev1", 17)] == good[17]
