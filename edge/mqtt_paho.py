@@ -1,0 +1,161 @@
+"""The paho-mqtt (MQTT 5) transport: any broker, QoS 1, persistent session, will."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from .config import MqttConfig
+from .transport import Acked, Connected, Disconnected, Emit, TransportError, Will
+
+log = logging.getLogger(__name__)
+
+
+def _reason(rc: ReasonCode | int | None) -> tuple[bool, str]:
+    if rc is None:
+        return True, "Success"
+    if isinstance(rc, ReasonCode):
+        return (not rc.is_failure), f"{rc.getName()} (0x{rc.value:02x})"
+    return rc == 0, f"rc={rc}"
+
+
+class PahoTransport:
+    """paho-mqtt client in its own network thread (``loop_start``): DSP never starves
+    the keep-alive, and paho resends unacknowledged QoS 1 messages after a reconnect."""
+
+    resends_inflight = True
+
+    def __init__(self, cfg: MqttConfig, *, client_id: str, will: Will | None = None) -> None:
+        self.cfg = cfg
+        self.client_id = client_id
+        self._emit: Emit | None = None
+        self._connected = threading.Event()
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=True,
+        )
+        # our own window limits what is in flight; paho must never queue on its own
+        c.max_inflight_messages_set(cfg.inflight + 8)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(
+            max(1, round(cfg.reconnect_min_s)), max(1, round(cfg.reconnect_max_s))
+        )
+        if cfg.username is not None:
+            c.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls is not None:
+            c.tls_set(
+                ca_certs=cfg.tls.ca,
+                certfile=cfg.tls.cert,
+                keyfile=cfg.tls.key,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        if will is not None:
+            c.will_set(will.topic, will.payload, qos=1, retain=will.retain)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_connect_fail = self._on_connect_fail
+        self._client = c
+
+    # -- paho callbacks (network thread) -------------------------------------------------
+
+    def _on_connect(
+        self,
+        _c: mqtt.Client,
+        _u: Any,
+        flags: mqtt.ConnectFlags,
+        rc: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
+        ok, why = _reason(rc)
+        if not ok:
+            log.error("mqtt: broker refused the connection: %s", why)
+            if self._emit:
+                self._emit(Disconnected(f"connect refused: {why}"))
+            return
+        log.info(
+            "mqtt: connected to %s:%d as %s (session present: %s)",
+            self.cfg.host,
+            self.cfg.port,
+            self.client_id,
+            flags.session_present,
+        )
+        self._connected.set()
+        if self._emit:
+            self._emit(Connected(bool(flags.session_present)))
+
+    def _on_disconnect(
+        self,
+        _c: mqtt.Client,
+        _u: Any,
+        _f: mqtt.DisconnectFlags,
+        rc: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        _ok, why = _reason(rc)
+        if was:
+            log.warning("mqtt: disconnected: %s", why)
+        if self._emit:
+            self._emit(Disconnected(why))
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        if self._emit:
+            self._emit(Disconnected("connect failed"))
+
+    def _on_publish(
+        self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        ok, why = _reason(rc)
+        if self._emit:
+            self._emit(Acked(mid, ok, why))
+
+    # -- Transport -------------------------------------------------------------------------
+
+    def start(self, emit: Emit) -> None:
+        self._emit = emit
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        self._client.connect_async(
+            self.cfg.host,
+            self.cfg.port,
+            keepalive=self.cfg.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        if not self._connected.is_set():
+            raise TransportError("not connected")
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise TransportError(f"publish refused by the client: {mqtt.error_string(info.rc)}")
+        # NO_CONN: paho keeps the message and sends it after reconnecting
+        return int(info.mid)
+
+    def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 2.0) -> None:
+        if final is not None and self._connected.is_set():
+            try:
+                info = self._client.publish(final[0], final[1], qos=1, retain=True)
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("mqtt: final status not delivered: %s", exc)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()

@@ -1,0 +1,76 @@
+"""The transport interface: what the agent needs from an MQTT client library.
+
+A transport connects in the background (and reconnects with backoff), publishes
+QoS 1 messages, and reports what happens as :data:`Event` values through the
+``emit`` callback it was given. ``emit`` may be called from any thread and must
+not block; the agent queues events and handles them on its own thread.
+
+Implementations: :class:`edge.mqtt_paho.PahoTransport` (any MQTT 5 broker);
+the awsiotsdk transport for AWS IoT Core slots in beside it (same events,
+``resends_inflight`` False if its queue drops in-flight messages on disconnect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class TransportError(RuntimeError):
+    """A publish the transport could not accept (not connected, queue full, closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    session_present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """The broker's answer to message ``token``: ``ok`` unless a failure reason code."""
+
+    token: int
+    ok: bool
+    reason: str  # e.g. "Success", "Not authorized (0x87)"
+
+
+Event = Connected | Disconnected | Acked
+Emit = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+class Transport(Protocol):
+    """One MQTT connection for one device."""
+
+    #: True when the transport itself resends unacknowledged messages after a
+    #: reconnect (then the agent keeps them in flight); False: the agent
+    #: releases them to the spool on disconnect and publishes them again.
+    resends_inflight: bool
+
+    def start(self, emit: Emit) -> None:
+        """Connect in the background; keep reconnecting until :meth:`stop`."""
+        ...
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        """Send a QoS 1 message; returns its token (see :class:`Acked`).
+        Raises :class:`TransportError` if it cannot be accepted now."""
+        ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 2.0) -> None:
+        """Publish ``final`` (topic, payload; retained) if connected, then disconnect."""
+        ...
