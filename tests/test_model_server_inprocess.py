@@ -1,0 +1,122 @@
+"""The server in-process: readiness, bundle cache, graceful stop, registry targets."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+
+import dsp
+from cloud.model.baseline import fit_baselines
+from cloud.model.bundle import pack_bundle, write_bundle
+from cloud.model.registry import LocalRegistry
+from cloud.model.server import ModelServer, ServerConfig
+from dsp.results import InvocationResponse
+from tests.infra.model_server import request_body, synth_reports
+
+MSGPACK = {"Content-Type": "application/x-msgpack"}
+
+
+@pytest.fixture(scope="module")
+def reports() -> list[dsp.Report]:
+    return synth_reports(12, pumps=["p1", "p2"], seed=41)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, reports: list[dsp.Report]) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    work = tmp_path_factory.mktemp("work")
+    base = fit_baselines(reports, min_reports=3)
+    for name in ("a", "b", "c"):
+        pack_bundle(write_bundle(work / name, model_version=f"site-{name}", baselines=base),
+                    root / f"{name}.tar.gz")
+    return root
+
+
+def _cfg(**kw: object) -> ServerConfig:
+    return ServerConfig(host="127.0.0.1", port=0, **kw)  # type: ignore[arg-type]
+
+
+async def test_ping_unhealthy_until_loaded_then_healthy(reports: list[dsp.Report]) -> None:
+    async with ModelServer(_cfg(load_delay_s=0.5)) as srv, aiohttp.ClientSession() as s:
+        url = f"http://127.0.0.1:{srv.port}"
+        async with s.get(url + "/ping") as r:
+            assert r.status == 503
+        async with s.post(url + "/invocations", data=request_body(reports[:1]),
+                          headers=MSGPACK) as r:
+            assert r.status == 429
+            assert r.headers["x-amzn-ErrorType"] == "ModelNotReadyException"
+        async with asyncio.timeout(10):
+            await srv.wait_ready()
+        async with s.get(url + "/ping") as r:
+            assert r.status == 200
+
+
+async def test_target_bundles_lru_under_memory_budget(
+    model_dir: Path, reports: list[dsp.Report]
+) -> None:
+    async with ModelServer(_cfg(model_dir=model_dir, cache_bytes=1)) as srv, \
+            aiohttp.ClientSession() as s:
+        await srv.wait_ready()
+        url = f"http://127.0.0.1:{srv.port}"
+        body = request_body(reports[:2])
+        for name in ("a", "b", "a", "c"):
+            async with s.post(url + "/invocations", data=body, headers={
+                **MSGPACK, "X-Amzn-SageMaker-Target-Model": f"{name}.tar.gz",
+            }) as r:
+                assert r.status == 200, await r.text()
+                resp = msgspec.msgpack.decode(await r.read(), type=InvocationResponse)
+                assert resp.model_version == f"site-{name}"
+                assert r.headers["X-Pumpwatch-Model-Version"] == f"site-{name}"
+        async with s.get(url + "/models") as r:
+            info = await r.json()
+        assert info["targets"] == {"c.tar.gz": "site-c"}  # budget holds one
+        assert info["evictions"] == 3
+        assert srv.store.loads == 4
+
+
+async def test_graceful_stop_finishes_in_flight_requests(
+    model_dir: Path, reports: list[dsp.Report]
+) -> None:
+    srv = ModelServer(_cfg(model_dir=model_dir, load_delay_s=0.4, load_wait_s=5))
+    await srv.start()
+    await srv.wait_ready()
+    url = f"http://127.0.0.1:{srv.port}"
+    async with aiohttp.ClientSession() as s:
+
+        async def slow() -> int:
+            async with s.post(url + "/invocations", data=request_body(reports[:1]), headers={
+                **MSGPACK, "X-Amzn-SageMaker-Target-Model": "b.tar.gz",
+            }) as r:
+                await r.read()
+                return r.status
+
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.1)  # the request is in flight, waiting for its bundle
+        await srv.close()
+        assert await task == 200
+
+
+async def test_registry_group_version_as_target_model(
+    tmp_path: Path, model_dir: Path, reports: list[dsp.Report]
+) -> None:
+    reg = LocalRegistry(tmp_path / "reg")
+    reg.register("fleet-a", model_dir / "a.tar.gz")
+    reg.register("fleet-a", model_dir / "b.tar.gz")
+    reg.approve("fleet-a", 1)
+    async with ModelServer(_cfg(registry=reg.root, reload_poll_s=0)) as srv, \
+            aiohttp.ClientSession() as s:
+        await srv.wait_ready()
+        url = f"http://127.0.0.1:{srv.port}/invocations"
+        body = request_body(reports[:1])
+        async with s.post(url, data=body, headers={
+            **MSGPACK, "X-Amzn-SageMaker-Target-Model": "fleet-a/1"}) as r:
+            resp = msgspec.msgpack.decode(await r.read(), type=InvocationResponse)
+            assert resp.model_version == "fleet-a/1"
+        async with s.post(url, data=body, headers={
+            **MSGPACK, "X-Amzn-SageMaker-Target-Model": "fleet-a/2"}) as r:
+            assert r.status == 400
+            assert "PendingManualApproval" in (await r.json())["message"]
