@@ -1,0 +1,131 @@
+"""``pumpwatch results``, ``pumpwatch baseline fit --store`` and ``pumpwatch cloud`` wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+import dsp
+from cloud.consumer import ConfigError, config_from_dict, load_config
+from cloud.model.baseline import Baselines
+from cloud.store import ArchivedReport, Commit, EvidenceRow, ResultRow, SQLiteStore
+from pumpwatch.cli import main
+from tests.infra.pipeline import encoded_reports, write_toml
+
+T0 = 1_764_000_000_000_000_000  # 2025-11-24T16:00:00Z
+
+
+def _fill(db: Path) -> None:
+    raws = encoded_reports("dev1", 5, range(40), pumps=("pA", "pB"), t0_ns=T0)
+    now = time.time_ns()
+    results, archive = [], []
+    for raw in raws:
+        r = dsp.decode_report(raw)
+        results.append(ResultRow(
+            device=r.device, epoch=r.epoch, seq=r.seq, site=r.site, pump=r.pump,
+            channel=r.channel, t0_ns=r.t0_ns, condition="healthy",
+            probabilities={"healthy": 0.8}, anomaly_score=0.5, anomaly_threshold=2.0,
+            anomalous=False, baseline="fleet", iso_zone="A", velocity_rms=1.0, rpm=2950.0,
+            evidence=[EvidenceRow("x", 1.0)], model_version="m1", target="ep",
+            published_ns=now - 5_000_000, received_ns=now,
+        ))
+        archive.append(ArchivedReport(
+            device=r.device, epoch=r.epoch, seq=r.seq, site=r.site, pump=r.pump,
+            channel=r.channel, t0_ns=r.t0_ns, received_ns=now, report=raw,
+        ))
+
+    async def go() -> None:
+        s = SQLiteStore(str(db))
+        await s.open()
+        await s.commit(Commit(results=results, archive=archive))
+        await s.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "r.db"
+    _fill(path)
+    return path
+
+
+def test_results_formats(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{db}"
+    assert main(["results", "--store", url, "--pump", "pA", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 20
+    assert {r["pump"] for r in rows} == {"pA"}
+    assert rows[0]["evidence"] == [{"name": "x", "value": 1.0, "note": ""}]
+
+    since = "2025-11-24T16:00:10Z"
+    assert main(["results", "--store", url, "--pump", "pB", "--since", since,
+                 "--until", "2025-11-24T16:00:20", "--format", "csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [int(r["seq"]) for r in table] == [11, 13, 15, 17, 19]
+    assert table[0]["time"] == "2025-11-24T16:00:11.000Z"
+    assert float(table[0]["latency_ms"]) > 0
+
+    assert main(["results", "--store", url, "--pump", "pA", "--limit", "3"]) == 0
+    out = capsys.readouterr()
+    assert len(out.out.strip().splitlines()) == 4  # header + 3
+    assert "condition" in out.out
+    assert "3 result(s)" in out.err
+
+
+def test_results_from_config_and_missing_store(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = write_toml(tmp_path / "c.toml", {"store": {"url": f"sqlite:///{db}"}})
+    assert main(["results", "--config", str(conf), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 40
+    assert main(["results", "--store", f"sqlite:///{tmp_path / 'nope.db'}"]) == 1
+    assert "cannot open" in capsys.readouterr().err
+
+
+def test_baseline_fit_from_the_archive(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bl"
+    code = main(["baseline", "fit", "--pump", "pA", "--store", f"sqlite:///{db}",
+                 "--since", "2025-11-24T16:00:00Z", "--until", "2025-11-25", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    b = Baselines.load(out / "baselines.npz")
+    assert b.pumps == ("pA",)
+    assert int(b.n_fit[0]) == 20
+    # too few reports for a pump: says so and fails
+    code = main(["baseline", "fit", "--pump", "pA", "--store", f"sqlite:///{db}",
+                 "--until", "2025-11-24T16:00:05Z", "--out", str(out)])
+    assert code == 1
+    assert main(["baseline", "fit", "--out", str(out)]) == 2
+
+
+def test_cloud_config_validation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_toml(tmp_path / "ok.toml", {
+        "mqtt": {"host": "broker", "client_id": "c1"},
+        "endpoint": {"name": "ep", "target_model": "fleet.tar.gz"},
+        "route": [{"site": "plant-*", "pump": "*", "target_model": "plant.tar.gz"},
+                  {"pump": "special", "endpoint": "ep2"}],
+    })
+    cfg = load_config(good)
+    assert cfg.mqtt.subscription == "$share/pumpwatch/pumpwatch/devices/+/reports"
+    assert str(cfg.route("plant-1", "p9")) == "ep/plant.tar.gz"
+    assert str(cfg.route("lab", "special")) == "ep2/fleet.tar.gz"
+    assert str(cfg.route("lab", "p1")) == "ep/fleet.tar.gz"
+    assert main(["cloud", "--config", str(good), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["mqtt"]["client_id"] == "c1"
+
+    bad = write_toml(tmp_path / "bad.toml", {"mqtt": {"hots": "typo"}})
+    assert main(["cloud", "--config", str(bad)]) == 2
+    with pytest.raises(ConfigError, match="hots"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="max_bytes"):
+        config_from_dict({"batch": {"max_bytes": 4096}})
+    with pytest.raises(ConfigError, match="receive_maximum"):
+        config_from_dict({"mqtt": {"receive_maximum": 0}})
