@@ -71,7 +71,7 @@ async def test_target_bundles_lru_under_memory_budget(
                 resp = msgspec.msgpack.decode(await r.read(), type=InvocationResponse)
                 assert resp.model_version == f"site-{name}"
                 assert r.headers["X-Pumpwatch-Model-Version"] == f"site-{name}"
-        async with s.get(url + "/models") as r:
+        async with s.get(url + "/stats") as r:
             info = await r.json()
         assert info["targets"] == {"c.tar.gz": "site-c"}  # budget holds one
         assert info["evictions"] == 3
@@ -120,3 +120,26 @@ async def test_registry_group_version_as_target_model(
             **MSGPACK, "X-Amzn-SageMaker-Target-Model": "fleet-a/2"}) as r:
             assert r.status == 400
             assert "PendingManualApproval" in (await r.json())["message"]
+
+
+async def test_multi_model_container_api(model_dir: Path, reports: list[dsp.Report]) -> None:
+    async with ModelServer(_cfg()) as srv, aiohttp.ClientSession() as s:
+        await srv.wait_ready()
+        url = f"http://127.0.0.1:{srv.port}"
+        spec = {"model_name": "site-a", "url": str(model_dir / "a.tar.gz")}
+        async with s.post(url + "/models", json=spec) as r:
+            assert r.status == 200, await r.text()
+        async with s.post(url + "/models", json=spec) as r:
+            assert r.status == 409
+        async with s.get(url + "/models") as r:
+            assert (await r.json())["models"] == [{"modelName": "site-a",
+                                                   "modelUrl": spec["url"]}]
+        async with s.post(url + "/models/site-a/invoke", data=request_body(reports[:2]),
+                          headers=MSGPACK) as r:
+            resp = msgspec.msgpack.decode(await r.read(), type=InvocationResponse)
+            assert resp.model_version == "site-a" and len(resp.results) == 2
+        async with s.delete(url + "/models/site-a") as r:
+            assert r.status == 200
+        async with s.post(url + "/models/site-a/invoke", data=request_body(reports[:1]),
+                          headers=MSGPACK) as r:
+            assert r.status == 404

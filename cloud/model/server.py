@@ -7,7 +7,10 @@ Routes:
 - ``POST /endpoints/{name}/invocations`` -- the SageMaker Runtime path, so
   boto3/aiobotocore ``invoke_endpoint`` with ``endpoint_url`` reach this
   server unchanged; only the endpoint name it was started with is served.
-- ``GET /models`` -- what is loaded (default and cached target bundles).
+- ``GET /stats`` -- what is loaded (default and cached target bundles), counters.
+- ``GET|POST /models``, ``GET|DELETE /models/{name}``, ``POST /models/{name}/invoke``
+  -- the SageMaker multi-model container API (the platform loads and unloads
+  bundles by name; ``507`` when the memory budget is exhausted).
 
 Headers: ``X-Amzn-SageMaker-Target-Model`` selects a bundle (resolved under
 ``--model-dir``, or ``group/version`` in ``--registry``), cached LRU under a
@@ -97,6 +100,7 @@ class BundleStore:
         self.deployed: Deployment | None = None
         self._cache: OrderedDict[str, Bundle] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Bundle]] = {}
+        self.mme: dict[str, tuple[str, Bundle]] = {}  # multi-model API: name -> (url, bundle)
         self.evictions = 0
         self.loads = 0
 
@@ -230,6 +234,13 @@ class BundleStore:
         }
 
 
+def _bundle_path(url: Path) -> Path:
+    """A multi-model ``url`` is a directory holding a bundle or its ``model.tar.gz``."""
+    if url.is_dir() and not (url / MANIFEST).is_file() and (url / "model.tar.gz").is_file():
+        return url / "model.tar.gz"
+    return url
+
+
 def _error(exc: ModelServerError) -> web.Response:
     body: dict[str, object] = {"message": exc.message}
     if isinstance(exc, ModelFailureError):
@@ -259,7 +270,13 @@ class ModelServer:
         app.router.add_get("/ping", self._ping)
         app.router.add_post("/invocations", self._invocations)
         app.router.add_post("/endpoints/{name}/invocations", self._runtime_invocations)
-        app.router.add_get("/models", self._models)
+        app.router.add_get("/stats", self._stats)
+        # SageMaker multi-model container API (the platform loads/unloads bundles).
+        app.router.add_get("/models", self._mme_list)
+        app.router.add_post("/models", self._mme_load)
+        app.router.add_get("/models/{model}", self._mme_describe)
+        app.router.add_delete("/models/{model}", self._mme_unload)
+        app.router.add_post("/models/{model}/invoke", self._mme_invoke)
         return app
 
     async def start(self) -> None:
@@ -376,8 +393,61 @@ class ModelServer:
             {"status": "healthy", "model_version": self.store.default.model_version}
         )
 
-    async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response(self.store.describe())
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response({**self.store.describe(), "requests": self.requests})
+
+    # --- SageMaker multi-model container API ---------------------------------------------
+    async def _mme_list(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": [
+            {"modelName": n, "modelUrl": url} for n, (url, _) in self.store.mme.items()
+        ]})
+
+    async def _mme_describe(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        if name not in self.store.mme:
+            return web.json_response({"message": f"model {name!r} is not loaded"}, status=404)
+        url, bundle = self.store.mme[name]
+        return web.json_response(
+            {"modelName": name, "modelUrl": url, "modelVersion": bundle.model_version}
+        )
+
+    async def _mme_load(self, request: web.Request) -> web.Response:
+        try:
+            spec = await request.json()
+            name, url = str(spec["model_name"]), str(spec["url"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RequestError(f"load request must be {{model_name, url}}: {exc!r}") from None
+        if name in self.store.mme:
+            return web.json_response({"message": f"model {name!r} already loaded"}, status=409)
+        loop = asyncio.get_running_loop()
+        try:
+            bundle = await loop.run_in_executor(
+                None, lambda: load_bundle(_bundle_path(Path(url)),
+                                          cache_dir=self.store.extract_dir)
+            )
+        except (BundleError, OSError) as exc:
+            raise ModelFailureError(f"cannot load model {name!r} from {url}: {exc}") from exc
+        used = sum(b.nbytes for _, b in self.store.mme.values())
+        if used + bundle.nbytes > self.cfg.cache_bytes:
+            return web.json_response(
+                {"message": f"not enough memory for {name!r}"}, status=507
+            )
+        self.store.mme[name] = (url, bundle)
+        return web.json_response({"message": f"model {name!r} loaded"})
+
+    async def _mme_unload(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        if self.store.mme.pop(name, None) is None:
+            return web.json_response({"message": f"model {name!r} is not loaded"}, status=404)
+        return web.json_response({"message": f"model {name!r} unloaded"})
+
+    async def _mme_invoke(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        entry = self.store.mme.get(name)
+        if entry is None:
+            await self._drain(request)
+            return web.json_response({"message": f"model {name!r} is not loaded"}, status=404)
+        return await self._invocations(request, bundle=entry[1])
 
     async def _runtime_invocations(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -395,7 +465,9 @@ class ModelServer:
                 return
             seen += len(chunk)
 
-    async def _invocations(self, request: web.Request) -> web.Response:
+    async def _invocations(
+        self, request: web.Request, *, bundle: Bundle | None = None
+    ) -> web.Response:
         self.requests += 1
         clen = request.content_length
         if clen is not None and clen > self.cfg.max_body:
@@ -411,7 +483,8 @@ class ModelServer:
                 f"CustomAttributes is {len(custom)} characters, over {MAX_CUSTOM_ATTRIBUTES}"
             )
         body = await request.read()
-        bundle = await self.store.get(request.headers.get(H_TARGET))
+        if bundle is None:
+            bundle = await self.store.get(request.headers.get(H_TARGET))
         out, ctype = invoke(
             bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept")
         )
