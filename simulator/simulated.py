@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 
 from ._pace import Pace, Pacer
 from .pump import PumpConfig
+from .recordings import Recording
 from .source import Block
 from .synth import PumpSynth
 
@@ -137,3 +139,45 @@ class SimulatedSource:
             n = self.block_size if total is None else min(self.block_size, total - self._next)
             self._pacer.wait((self._next + n) / self._fs)
             yield self.read(n)
+
+
+def simulate_recording(
+    pump: PumpConfig | None = None, seconds: float = 10.0, *, seed: int = 0
+) -> Recording:
+    """``seconds`` of one pump as a :class:`Recording` whose meta carries the ground truth.
+
+    meta: ``source``, ``seed``, ``pump`` (the config), ``asset`` (the report's
+    asset descriptor), ``rpm`` (mean true speed), ``faults`` (kind, final
+    severity, onset, ramp, progression, bearing), ``severities_at_end``,
+    ``bearing_frequencies_hz`` ({bpfo, bpfi, bsf, ftf} of the first bearing at
+    ``rpm``), ``blade_pass_hz``, ``resonances_hz``, ``full_scale_ms2``.
+    """
+    cfg = pump or PumpConfig.default()
+    if not (seconds > 0 and np.isfinite(seconds)):
+        raise ValueError(f"seconds must be > 0, got {seconds=}")
+    n = round(seconds * cfg.fs)
+    src = SimulatedSource(cfg, seed=seed, start_ns=0)
+    block = src.read(n)
+    truth = block.truth["pumps"][cfg.name]
+    rpm = float(truth["rpm"])
+    meta: dict[str, Any] = {
+        "source": "pumpwatch simulator",
+        "seed": seed,
+        "pump": cfg.to_dict(),
+        "asset": cfg.asset_descriptor(),
+        "rpm": rpm,
+        "faults": [dataclasses.asdict(f) for f in cfg.faults],
+        "severities_at_end": src._synths[0].severity(n / cfg.fs),
+        "bearing_frequencies_hz": cfg.bearing_frequencies_hz(rpm),
+        "blade_pass_hz": truth["blade_pass_hz"],
+        "resonances_hz": truth["resonances_hz"],
+        "full_scale_ms2": list(src.full_scale),
+    }
+    return Recording(
+        samples=block.samples,
+        fs=cfg.fs,
+        channels=cfg.channels,
+        rpm=rpm,
+        meta=meta,
+        layout="npz",
+    )
