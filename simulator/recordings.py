@@ -155,6 +155,8 @@ def read_recording(
 
 def _finish(rec: Recording, p: Path, scale: Scale, channels: Sequence[str] | None) -> Recording:
     x = rec.samples
+    if x.size == 0:
+        raise RecordingError(p, f"zero length: the recording has no samples (shape {x.shape})")
     if x.ndim != 2 or x.shape[0] < 1:
         raise RecordingError(p, f"expected samples shaped (channels, n), got shape {x.shape}")
     if x.shape[1] == 0:
