@@ -1,6 +1,6 @@
 """Model-server throughput and latency through a real aiobotocore client.
 
-    python -m bench.endpoint [--json] [--seconds 3] [--concurrency 4] [--runs 1]
+    python -m bench.endpoint [--json] [--seconds 3] [--concurrency 2] [--runs 1]
 
 The server (``python -m cloud.model.server``) runs as its own process pinned
 to one core; this process (the aiobotocore ``sagemaker-runtime`` client,
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.endpoint", description=__doc__)
     p.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--runs", type=int, default=1, help="median over this many runs")
     args = p.parse_args(argv)
 

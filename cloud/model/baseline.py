@@ -105,7 +105,8 @@ class Baselines:
         with np.errstate(invalid="ignore", divide="ignore"):
             s = np.sqrt(np.nansum(z2, axis=1) / count)
         s = np.where(have & (count > 0), s, np.nan)
-        az = np.nan_to_num(np.abs(z), nan=-1.0)
+        az = np.abs(z)
+        az = np.where(np.isnan(az), -1.0, az)
         top = az.argmax(axis=1) if az.shape[1] else np.zeros(f.n, dtype=np.int64)
         top_z = z[np.arange(f.n), top] if az.shape[1] else np.zeros(f.n)
         return BaselineScores(s, thr, own, top.astype(np.int64), top_z)
@@ -156,7 +157,7 @@ def _fit_rows(
     x: F64, false_alarm_rate: float, margin: float
 ) -> tuple[F64, F64, float]:
     mean = np.nanmean(x, axis=0)
-    scale = np.fmax(np.nan_to_num(np.nanstd(x, axis=0), nan=SCALE_FLOOR), SCALE_FLOOR)
+    scale = np.fmax(np.where(np.isnan(sd := np.nanstd(x, axis=0)), SCALE_FLOOR, sd), SCALE_FLOOR)
     mean = np.nan_to_num(mean, nan=0.0)
     z = (x - mean) / scale
     z2 = z * z

@@ -60,6 +60,7 @@ class BatchFeatures:
     bands: dict[str, F64]  # band name -> (n,) acceleration RMS, NaN where a report lacks it
     quality_flags: NDArray[np.int64]
     _cache: dict[str, F64] = field(default_factory=dict)
+    memo: dict[object, object] = field(default_factory=dict)  # per-batch results of models
 
     def column(self, name: str) -> F64:
         """One named feature as an ``(n,)`` array (NaN where the report has none)."""
