@@ -219,7 +219,7 @@ class Consumer:
                 for t in [writer, timer, *chores, *self._invocations]:
                     t.cancel()
             self._tg = None
-        log.info("stopped: %s", self.counters)
+        log.info("final stats %s", msgspec.json.encode(self.stats()).decode())
 
     # -- ingest ------------------------------------------------------------------------------
 

@@ -177,19 +177,24 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
         self._readonly = readonly
+        # Writer: the one connection that writes (and migrates). Reader: a second
+        # connection on its own thread, so lookups never wait behind a commit's fsync.
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._rexecutor: ThreadPoolExecutor | None = None
+        self._rconn: sqlite3.Connection | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._executor is None:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, read: bool = False) -> T:
+        executor = self._rexecutor if read else self._executor
+        if executor is None:
             raise StoreError(f"store {self.url} is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+        return await loop.run_in_executor(executor, self._call, fn, read)
 
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
+    def _call(self, fn: Callable[[sqlite3.Connection], T], read: bool) -> T:
+        conn = self._rconn if read else self._conn
         if conn is None:
             raise StoreError(f"store {self.url} is not open")
         try:
@@ -203,29 +208,33 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._executor is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._rexecutor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
         try:
             await loop.run_in_executor(self._executor, self._open_sync)
+            await loop.run_in_executor(self._rexecutor, self._open_reader_sync)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            await self.close()
             raise
 
-    def _open_sync(self) -> None:
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
         try:
-            if self._readonly:
-                conn = sqlite3.connect(
+            if readonly:
+                return sqlite3.connect(
                     f"file:{self.path}?mode=ro", uri=True, timeout=self._busy_timeout_s,
-                    isolation_level=None,
+                    isolation_level=None, check_same_thread=False,
                 )
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(
-                    self.path, timeout=self._busy_timeout_s, isolation_level=None
-                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return sqlite3.connect(
+                self.path, timeout=self._busy_timeout_s, isolation_level=None,
+                check_same_thread=False,
+            )
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
+
+    def _open_sync(self) -> None:
+        conn = self._connect(self._readonly)
         self._conn = conn
         try:
             if not self._readonly:
@@ -233,9 +242,10 @@ class SQLiteStore:
                 conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             self._migrate(conn)
         except sqlite3.Error as exc:
-            conn.close()
-            self._conn = None
             raise StoreError(f"cannot prepare sqlite store {self.path}: {exc}") from exc
+
+    def _open_reader_sync(self) -> None:
+        self._rconn = self._connect(readonly=True)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
@@ -261,17 +271,20 @@ class SQLiteStore:
                 raise
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, self._close_sync)
-        executor.shutdown(wait=True)
+        for attr, conn_attr in (("_rexecutor", "_rconn"), ("_executor", "_conn")):
+            executor = getattr(self, attr)
+            setattr(self, attr, None)
+            if executor is None:
+                continue
+            await loop.run_in_executor(executor, self._close_sync, conn_attr)
+            executor.shutdown(wait=True)
 
-    def _close_sync(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _close_sync(self, conn_attr: str) -> None:
+        conn = getattr(self, conn_attr)
+        if conn is not None:
+            conn.close()
+            setattr(self, conn_attr, None)
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -372,7 +385,7 @@ class SQLiteStore:
                 found.update((d, from_i64(e), s) for d, e, s in rows)
             return found
 
-        return await self._run(run)
+        return await self._run(run, read=True)
 
     async def results(
         self,
@@ -391,7 +404,7 @@ class SQLiteStore:
         def run(conn: sqlite3.Connection) -> list[ResultRow]:
             return [_result_row(row) for row in conn.execute(sql, params)]
 
-        return await self._run(run)
+        return await self._run(run, read=True)
 
     async def archived(
         self,
@@ -418,7 +431,7 @@ class SQLiteStore:
                 for d, e, s, si, p, c, t0, rx, rep in conn.execute(sql, params)
             ]
 
-        return await self._run(run)
+        return await self._run(run, read=True)
 
     async def dead_letters(
         self, *, since_ns: int | None = None, limit: int | None = None
@@ -447,7 +460,7 @@ class SQLiteStore:
                 )
             ]
 
-        return await self._run(run)
+        return await self._run(run, read=True)
 
     async def counts(self) -> StoreCounts:
         def run(conn: sqlite3.Connection) -> StoreCounts:
@@ -456,7 +469,7 @@ class SQLiteStore:
             (d,) = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
             return StoreCounts(results=r, archive=a, dead_letters=d)
 
-        return await self._run(run)
+        return await self._run(run, read=True)
 
 
 def _window_filter(

@@ -1,0 +1,256 @@
+"""Pipeline benchmark: publishers -> Mosquitto -> consumer -> model server -> SQLite.
+
+    python -m bench.pipeline [--json] [--runs 3] [--reports 20000] [--latency-seconds 10]
+
+Everything is real and local: a Mosquitto broker (persistence on, as in the
+tests), the model server (``python -m cloud.model.server``, built-in physics
+bundle), the consumer as its own process (``pumpwatch cloud --config``, SQLite
+with ``synchronous=FULL``), and a paho QoS 1 publisher in this process sending
+pre-encoded reports (1 s, 25.6 kHz, 1600 lines; 8 reports per MQTT message,
+i.e. one gateway's channels) stamped with a ``published_ns`` user property.
+
+Per run, two phases, each with a fresh consumer and database:
+
+* **saturation**: ``--reports`` reports published as fast as the broker takes
+  them. ``reports_per_s`` = reports / (last result committed - first
+  published); ``invocations_per_report`` = endpoint calls / reports.
+* **latency**: 500 reports/s offered (a message every 16 ms) for
+  ``--latency-seconds``; ``p50_ms`` / ``p99_ms`` of (result committed -
+  published), both clocks this machine's.
+
+``lost`` = published identities without a result row, ``duplicates_stored`` =
+result rows beyond one per published identity (both summed over all runs).
+Figures are medians over ``--runs``. The machine is shared by the broker, the
+model server, the consumer and the publisher (``nproc`` cores). The last line
+printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dsp
+from tests.infra.model_server import ModelServerProcess
+from tests.infra.mosquitto import Mosquitto
+from tests.infra.pipeline import (
+    ConsumerProcess,
+    Publisher,
+    chunks,
+    consumer_config,
+    encoded_reports,
+    write_toml,
+)
+
+PER_MESSAGE = 8
+OFFERED_RPS = 500.0
+
+
+def say(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _rows(db: Path) -> list[tuple[str, int, int, int | None, int]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute(
+            "SELECT device, epoch, seq, published_ns, stored_ns FROM results"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def _count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            (n,) = con.execute("SELECT count(*) FROM results").fetchone()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+    return int(n)
+
+
+def _final_stats(log: Path) -> dict[str, Any]:
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if "final stats " in line:
+            stats: dict[str, Any] = json.loads(line.split("final stats ", 1)[1])
+            return stats
+    raise RuntimeError(f"consumer wrote no final stats; log tail:\n{log.read_text()[-2000:]}")
+
+
+class Phase:
+    """One consumer process over one fresh database."""
+
+    def __init__(self, work: Path, name: str, broker: Mosquitto, server: ModelServerProcess,
+                 topic_root: str) -> None:
+        self.db = work / f"{name}.db"
+        self.log = work / f"{name}.log"
+        cfg = consumer_config(
+            broker_port=broker.port, endpoint_url=server.url, db=self.db,
+            topic_root=topic_root, client_id=f"bench-{name}", group=f"bench-{name}",
+            batch={"max_size": 64, "max_delay_ms": 50},
+            store={"synchronous": "full"},
+            endpoint={"max_concurrency": 4},
+        )
+        self.proc = ConsumerProcess(write_toml(work / f"{name}.toml", cfg), self.log)
+
+    def start(self) -> None:
+        self.proc.start()
+        deadline = time.monotonic() + 30
+        while "mqtt connected" not in self.proc.log_tail(200):
+            if time.monotonic() > deadline or not self.proc.running:
+                raise RuntimeError(f"consumer did not connect:\n{self.proc.log_tail()}")
+            time.sleep(0.05)
+        time.sleep(0.3)  # subscription granted
+
+    def wait(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while _count(self.db) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> dict[str, Any]:
+        self.proc.stop(30)
+        return _final_stats(self.log)
+
+
+def _account(db: Path, published: set[tuple[str, int, int]]) -> tuple[list[tuple[Any, ...]],
+                                                                        int, int]:
+    rows = _rows(db)
+    ids = [(d, e if e >= 0 else e + (1 << 64), s) for d, e, s, _, _ in rows]
+    distinct = set(ids)
+    lost = len(published - distinct)
+    duplicates = (len(ids) - len(distinct)) + len(distinct - published)
+    return rows, lost, duplicates
+
+
+def run_once(run: int, work: Path, broker: Mosquitto, server: ModelServerProcess,
+             n_reports: int, latency_s: float, quiet: bool) -> dict[str, float]:
+    devices = [f"gw{run}-{i:03d}" for i in range(16)]
+    epoch = 1_000 + run
+    topic_root = f"bench{run}"
+
+    def messages(count: int, seq0: int) -> tuple[list[tuple[str, bytes]], set[Any]]:
+        # Round-robin over gateways; each message = one gateway's 8 channels.
+        per_dev = -(-count // len(devices))
+        out: list[tuple[str, bytes]] = []
+        ids: set[tuple[str, int, int]] = set()
+        by_dev = {}
+        for d in devices:
+            seqs = range(seq0, seq0 + per_dev)
+            by_dev[d] = chunks(encoded_reports(d, epoch, seqs, pumps=[f"{d}-p{k}" for k in
+                                                                       range(4)]), PER_MESSAGE)
+            ids.update((d, epoch, s) for s in seqs)
+        for k in range(len(by_dev[devices[0]])):
+            for d in devices:
+                out.append((f"{topic_root}/devices/{d}/reports",
+                            dsp.encode_batch(d, by_dev[d][k])))
+        return out, ids
+
+    # -- saturation -----------------------------------------------------------------------
+    sat_msgs, sat_ids = messages(n_reports, 0)
+    phase = Phase(work, f"sat{run}", broker, server, topic_root)
+    phase.start()
+    say(f"run {run}: saturation, {len(sat_ids)} reports in {len(sat_msgs)} messages", quiet)
+    with Publisher("127.0.0.1", broker.port, f"bench-pub-sat{run}", max_inflight=200) as pub:
+        for topic, payload in sat_msgs:
+            pub.publish(topic, payload)
+        phase.wait(len(sat_ids), 120)
+    sat_stats = phase.stop()
+    rows, sat_lost, sat_dups = _account(phase.db, sat_ids)
+    first_pub = min(p for *_, p, _ in rows if p is not None)
+    last_stored = max(s for *_, s in rows)
+    rps = len(rows) / ((last_stored - first_pub) / 1e9)
+    inv = sat_stats["counters"]["invocations"] / max(1, len(sat_ids))
+    say(f"  {rps:.0f} reports/s, {inv:.4f} invocations/report, lost {sat_lost}, "
+        f"batches {sat_stats['batches_by_reason']}", quiet)
+
+    # -- latency at 500 reports/s offered ---------------------------------------------------
+    n_lat = int(OFFERED_RPS * latency_s)
+    lat_msgs, lat_ids = messages(n_lat, 1_000_000)
+    phase = Phase(work, f"lat{run}", broker, server, topic_root + "l")
+    lat_msgs = [(t.replace(topic_root, topic_root + "l", 1), p) for t, p in lat_msgs]
+    phase.start()
+    interval = PER_MESSAGE / OFFERED_RPS
+    say(f"run {run}: latency, {len(lat_ids)} reports at {OFFERED_RPS:.0f}/s offered", quiet)
+    with Publisher("127.0.0.1", broker.port, f"bench-pub-lat{run}", max_inflight=200) as pub:
+        t_start = time.monotonic()
+        for k, (topic, payload) in enumerate(lat_msgs):
+            delay = t_start + k * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pub.publish(topic, payload)
+        phase.wait(len(lat_ids), 60)
+    phase.stop()
+    rows, lat_lost, lat_dups = _account(phase.db, lat_ids)
+    lat = sorted((s - p) / 1e6 for *_, p, s in rows if p is not None)
+    p50 = lat[len(lat) // 2]
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    say(f"  p50 {p50:.1f} ms, p99 {p99:.1f} ms, lost {lat_lost}", quiet)
+    return {
+        "reports_per_s": rps,
+        "invocations_per_report": inv,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "lost": sat_lost + lat_lost,
+        "duplicates_stored": sat_dups + lat_dups,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--reports", type=int, default=20_000, help="reports in the saturation phase")
+    ap.add_argument("--latency-seconds", type=float, default=8.0)
+    args = ap.parse_args()
+    quiet = args.json
+    with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "mosquitto", max_inflight_messages=1000,
+                           log_types=("error", "warning"))
+        with broker, ModelServerProcess() as server:
+            runs = [
+                run_once(r, work, broker, server, args.reports, args.latency_seconds, quiet)
+                for r in range(args.runs)
+            ]
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    result = {
+        "benchmark": "pipeline",
+        "reports_per_s": round(med["reports_per_s"], 1),
+        "invocations_per_report": round(med["invocations_per_report"], 5),
+        "p50_ms": round(med["p50_ms"], 1),
+        "p99_ms": round(med["p99_ms"], 1),
+        "lost": int(sum(r["lost"] for r in runs)),
+        "duplicates_stored": int(sum(r["duplicates_stored"] for r in runs)),
+        "runs": args.runs,
+        "runs_reports_per_s": [round(r["reports_per_s"], 1) for r in runs],
+        "runs_p99_ms": [round(r["p99_ms"], 1) for r in runs],
+        "reports_per_message": PER_MESSAGE,
+        "offered_reports_per_s": OFFERED_RPS,
+        "saturation_reports": args.reports,
+        "cpus": os.cpu_count(),
+        "targets": {"reports_per_s": ">=2000", "invocations_per_report": "<=0.03125",
+                    "p99_ms": "<=250", "lost": 0, "duplicates_stored": 0},
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
