@@ -164,3 +164,17 @@ def test_wrong_report_version_names_identity(healthy: list[dsp.Report]) -> None:
 
 def test_default_features_are_known() -> None:
     assert "log:band_rms[2500-5000]" in DEFAULT_FEATURES
+
+
+def test_validation_errors_name_the_field(healthy: list[dsp.Report]) -> None:
+    good = msgspec.msgpack.decode(dsp.encode_report(healthy[0]))  # positional, bytes kept
+    bad = list(good)
+    feats = list(bad[16])
+    feats[0] = "loud"  # features.rms
+    bad[16] = feats
+    body = msgspec.msgpack.encode({"v": 1, "reports": [good, bad]})
+    with pytest.raises(RequestError, match=r"reports\[1\]\.features\.rms"):
+        decode_request(body, MSGPACK)
+    # no Content-Type (or octet-stream) means msgpack
+    assert len(decode_request(request_body(healthy[:1]), None)) == 1
+    assert len(decode_request(request_body(healthy[:1]), "application/octet-stream")) == 1

@@ -9,6 +9,7 @@ thin adapter around :func:`invoke`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import msgspec
@@ -58,6 +59,8 @@ def media_type(header: str | None, *, default: str | None = None) -> str | None:
     """
     if not header:
         return default
+    if header.split(";", 1)[0].strip().lower() == "application/octet-stream":
+        return default  # what HTTP clients send when none was given
     for part in header.split(","):
         mt = part.split(";", 1)[0].strip().lower()
         if mt in _ALIASES:
@@ -67,9 +70,45 @@ def media_type(header: str | None, *, default: str | None = None) -> str | None:
     return None
 
 
+_REPORT_INFO = msgspec.inspect.type_info(Report)
+_PATH_RE = re.compile(r"`\$\.reports\[(\d+)\]((?:\[\d+\])*)`")
+
+
+def _named(path_indices: list[int]) -> str:
+    """``[16, 0]`` in a positional report -> ``.features.rms`` (names from the schema)."""
+    out = ""
+    t: msgspec.inspect.Type = _REPORT_INFO
+    for i in path_indices:
+        while isinstance(t, msgspec.inspect.UnionType):  # Optional[X] -> X
+            t = next(
+                (x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)), t.types[0]
+            )
+        if isinstance(t, msgspec.inspect.StructType) and i < len(t.fields):
+            out += "." + t.fields[i].name
+            t = t.fields[i].type
+        elif isinstance(t, msgspec.inspect.ListType):
+            out += f"[{i}]"
+            t = t.item_type
+        elif isinstance(t, msgspec.inspect.TupleType) and i < len(t.item_types):
+            out += f"[{i}]"
+            t = t.item_types[i]
+        else:
+            out += f"[{i}]"
+    return out
+
+
+def _explain(message: str) -> str:
+    """Add field names to msgspec's positional paths (reports are array-like on the wire)."""
+    m = _PATH_RE.search(message)
+    if not m:
+        return message
+    idx = [int(x) for x in re.findall(r"\d+", m.group(2))]
+    return f"{message} (reports[{m.group(1)}]{_named(idx)})"
+
+
 def decode_request(body: bytes, content_type: str | None) -> list[Report]:
     """Decode and validate a request; :class:`RequestError` names what is wrong."""
-    mt = media_type(content_type)
+    mt = media_type(content_type, default=MSGPACK)
     if mt is None:
         raise UnsupportedMediaTypeError(
             f"unsupported content type {content_type!r}: use {MSGPACK} or {JSON}"
@@ -79,7 +118,7 @@ def decode_request(body: bytes, content_type: str | None) -> list[Report]:
     try:
         req = _mp_decoder.decode(body) if mt == MSGPACK else _json_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise RequestError(f"invalid InvocationRequest: {exc}") from None
+        raise RequestError(f"invalid InvocationRequest: {_explain(str(exc))}") from None
     except msgspec.DecodeError as exc:
         raise RequestError(f"malformed {mt} body: {exc}") from None
     if req.v != RESULT_SCHEMA_VERSION:
@@ -247,7 +286,7 @@ def invoke(
     bundle: Bundle, body: bytes, content_type: str | None, accept: str | None
 ) -> tuple[bytes, str]:
     """Whole request -> (response bytes, response content type)."""
-    req_mt = media_type(content_type)
+    req_mt = media_type(content_type, default=MSGPACK)
     out_mt = media_type(accept, default=req_mt or MSGPACK)
     if out_mt is None:
         raise UnsupportedMediaTypeError(f"unsupported Accept {accept!r}: use {MSGPACK} or {JSON}")
