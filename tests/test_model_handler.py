@@ -178,3 +178,16 @@ def test_validation_errors_name_the_field(healthy: list[dsp.Report]) -> None:
     # no Content-Type (or octet-stream) means msgpack
     assert len(decode_request(request_body(healthy[:1]), None)) == 1
     assert len(decode_request(request_body(healthy[:1]), "application/octet-stream")) == 1
+
+
+def test_non_finite_features_never_reach_the_wire(healthy: list[dsp.Report]) -> None:
+    f = msgspec.structs.replace(
+        healthy[0].features, kurtosis=float("nan"), velocity_rms=float("inf"),
+        env_bpfo=float("inf"), v1x=float("nan"), band_rms=[float("inf")] * 4,
+    )
+    broken = msgspec.structs.replace(healthy[0], features=f)
+    out, _ = invoke(builtin_bundle(), request_body([broken, healthy[1]]), MSGPACK, JSON)
+    res = msgspec.json.decode(out, type=InvocationResponse).results  # strict: no nulls
+    assert res[0].iso_zone == "?" and res[0].condition == "unknown"
+    assert np.isfinite(res[0].anomaly_score)
+    assert res[1].condition == "healthy"

@@ -109,6 +109,8 @@ def extract(reports: Sequence[Report]) -> BatchFeatures:
     ]
     n = len(reports)
     scalars = np.array(rows, dtype=np.float64).reshape(n, len(SCALARS))
+    # +-inf (a broken sensor chain) carries no information: treat it as missing.
+    scalars[np.isinf(scalars)] = np.nan
     limits = np.array(
         [
             r.asset.zone_limits or ISO_ZONE_LIMITS[(r.asset.iso_group, r.asset.foundation)]
@@ -123,6 +125,7 @@ def extract(reports: Sequence[Report]) -> BatchFeatures:
     bands: dict[str, F64] = {}
     for layout, idx in layouts.items():
         vals = np.array([reports[i].features.band_rms for i in idx], dtype=np.float64)
+        vals[np.isinf(vals)] = np.nan
         if vals.ndim != 2 or vals.shape[1] != len(layout):
             continue  # malformed: band_rms and bands disagree; leave NaN
         rows_idx = np.asarray(idx)

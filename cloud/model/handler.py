@@ -172,6 +172,14 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
         raise ValueError(
             f"classifier returned shape {proba.shape}, expected {(n, len(clf.classes))}"
         )
+    bad_rows = ~np.isfinite(proba).all(axis=1)
+    if bad_rows.any():  # a model that cannot say anything says "unknown"
+        fallback = np.zeros(len(clf.classes))
+        if "unknown" in clf.classes:
+            fallback[clf.classes.index("unknown")] = 1.0
+        else:
+            fallback[:] = 1.0 / len(clf.classes)
+        proba[bad_rows] = fallback
     top = proba.argmax(axis=1)
     top_p = proba[np.arange(n), top]
     labels = [clf.classes[i] for i in top.tolist()]
@@ -197,6 +205,7 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
         names = bundle.baselines.feature_names
     else:
         used_base = np.zeros(n, dtype=bool)
+    score_a = np.where(np.isfinite(score_a), score_a, fscore)
     anomalous = (score_a >= thr).tolist()
 
     vel = f.column("velocity_rms")
@@ -230,10 +239,12 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
         v = vel_l[i]
         ev = [
             Evidence(
-                "iso_zone", round(v, 3) if v == v else 0.0,
+                "iso_zone", round(v, 3),
                 f"zone {zones[i]}: {v:.2f} mm/s RMS (A/B {lim[i][0]:g}, B/C {lim[i][1]:g}, "
                 f"C/D {lim[i][2]:g})",
             )
+            if v == v
+            else Evidence("iso_zone", 0.0, "zone ?: the report has no finite velocity RMS")
         ]
         for key, what in _ENV_NAMES.items():
             prom = env_cols[key][i]

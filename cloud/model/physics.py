@@ -170,8 +170,10 @@ class PhysicsClassifier:
         ):
             raw[:, _I[c]] = s[c]
             none *= 1 - s[c]
-        raw[:, _I["healthy"]] = none * (1 - s["sev_bc"])
-        raw[:, _I["unknown"]] = none * s["sev_bc"]
+        # Without a velocity figure, "nothing found" is not "healthy".
+        known = np.isfinite(f.column("velocity_rms"))
+        raw[:, _I["healthy"]] = np.where(known, none * (1 - s["sev_bc"]), 0.0)
+        raw[:, _I["unknown"]] = np.where(known, none * s["sev_bc"], none)
         out: F64 = raw / raw.sum(axis=1, keepdims=True)
         return out
 
