@@ -95,6 +95,8 @@ class Agent:
         n_ch = len(self._idx)
         capacity = max(round(cfg.pipeline.ring_s * rc.fs), 2 * cfg.source.block_size, 1)
         ovf = overflow or cfg.pipeline.overflow
+        if ovf == "auto":
+            ovf = "drop" if cfg.source.pace == "realtime" else "block"
         self.ring = SampleRing(n_ch, capacity, overflow="block" if ovf == "block" else "drop")
         self.framer = dsp.Framer(size=rc.interval_samples, hop=rc.interval_samples)
         self.builder = ReportBuilder(cfg, self.epoch)

@@ -126,7 +126,10 @@ class SourceConfig:
 @dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
     ring_s: float = 2.0  # seconds of samples the acquisition ring holds
-    overflow: Literal["block", "drop"] = "drop"  # live sensors drop; replays block
+    # when DSP falls behind: "drop" the oldest samples (a live sensor cannot wait) or
+    # "block" the source (replays, faster-than-real-time); "auto": drop only when paced
+    # in real time
+    overflow: Literal["auto", "block", "drop"] = "auto"
     chunk_channels: int = 32  # channels per dsp.analyze call (bounds memory)
 
 
@@ -509,7 +512,7 @@ def config_from_dict(
         PipelineConfig,
         c.table(data, "pipeline", ""),
         "pipeline.",
-        {"overflow": _literal("block", "drop")},
+        {"overflow": _literal("auto", "block", "drop")},
     )
     _positive(c, pipe.ring_s, "pipeline.ring_s")
     if pipe.chunk_channels < 1:
