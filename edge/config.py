@@ -325,8 +325,14 @@ def _pump(c: _Checker, d: object, i: int) -> PumpSpec | None:
         asset = msgspec.msgpack.decode(
             msgspec.msgpack.encode(dsp.Asset(**asset_kw)), type=dsp.Asset
         )
-    except (msgspec.ValidationError, TypeError, ValueError) as exc:  # names the field
-        c.fail(f"{where}: {exc}")
+    except (msgspec.ValidationError, TypeError, ValueError) as exc:
+        # the wire form is positional: name the field instead of `$[i]`
+        msg = re.sub(
+            r"`\$\[(\d+)\]",
+            lambda m: f"`{dsp.Asset.__struct_fields__[int(m.group(1))]}",
+            str(exc),
+        )
+        c.fail(f"{where}: {msg}")
     rpm = d.get("rpm")
     if rpm is not None and not (isinstance(rpm, int | float) and rpm > 0):
         c.fail(f"{where}.rpm must be a speed > 0 in rpm, got {rpm!r}")
