@@ -19,6 +19,7 @@ from .endpoint import EndpointClient, request_body
 from .errors import (
     ConfigError,
     ConsumerError,
+    EndpointConfigError,
     EndpointError,
     EndpointRejectedError,
     EndpointUnavailableError,
@@ -40,6 +41,7 @@ __all__ = [
     "Delivery",
     "EndpointClient",
     "EndpointConfig",
+    "EndpointConfigError",
     "EndpointError",
     "EndpointRejectedError",
     "EndpointUnavailableError",

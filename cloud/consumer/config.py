@@ -116,6 +116,11 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 f"batch.max_bytes={self.batch.max_bytes} must exceed mqtt.max_payload="
                 f"{self.mqtt.max_payload} (+1 KiB) so any accepted report fits a batch"
             )
+        if self.consumer.queue_size < self.mqtt.receive_maximum:
+            raise ConfigError(
+                f"consumer.queue_size={self.consumer.queue_size} must hold a full receive "
+                f"window (mqtt.receive_maximum={self.mqtt.receive_maximum})"
+            )
         if self.mqtt.reconnect_max_s < self.mqtt.reconnect_min_s:
             raise ConfigError(
                 f"mqtt.reconnect_max_s={self.mqtt.reconnect_max_s} < "

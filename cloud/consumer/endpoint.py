@@ -32,7 +32,7 @@ from dsp.results import InvocationResponse
 
 from .batcher import Target
 from .config import EndpointConfig
-from .errors import EndpointRejectedError, EndpointUnavailableError
+from .errors import EndpointConfigError, EndpointRejectedError, EndpointUnavailableError
 
 
 class _RawRequest(msgspec.Struct, frozen=True):
@@ -46,8 +46,10 @@ _encoder = msgspec.msgpack.Encoder()
 _response_decoder = msgspec.msgpack.Decoder(InvocationResponse)
 _json_response_decoder = msgspec.json.Decoder(InvocationResponse)
 
-# Error codes the request itself is at fault for; anything else is worth a retry.
-REJECTED_CODES = frozenset({"ModelError", "ValidationError", "ValidationException"})
+# The container failed on this input: bisect. ValidationError: configuration (unknown
+# endpoint / target model) or a request refused as a whole: retry, loudly. Else: retry.
+REJECTED_CODES = frozenset({"ModelError"})
+CONFIG_CODES = frozenset({"ValidationError", "ValidationException"})
 
 
 def request_body(raw_reports: Sequence[bytes]) -> bytes:
@@ -120,6 +122,8 @@ class EndpointClient:
             message = str(err.get("Message", exc))
             if code in REJECTED_CODES:
                 raise EndpointRejectedError(f"{target}: {code}: {message}") from None
+            if code in CONFIG_CODES:
+                raise EndpointConfigError(f"{target}: {code}: {message}") from None
             raise EndpointUnavailableError(f"{target}: {code}: {message}") from None
         except (BotoCoreError, TimeoutError, OSError) as exc:
             raise EndpointUnavailableError(f"{target}: {type(exc).__name__}: {exc}") from None

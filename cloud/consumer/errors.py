@@ -47,9 +47,15 @@ class EndpointUnavailableError(EndpointError):
 
 
 class EndpointRejectedError(EndpointError):
-    """The endpoint refused the request (ModelError, ValidationError)."""
+    """The model failed on this input (ModelError): bisect to the poison report."""
 
     retryable = False
+
+
+class EndpointConfigError(EndpointUnavailableError):
+    """ValidationError: unknown endpoint or target model, or a request refused as a whole."""
+
+    retryable = True
 
 
 class ConfigError(ConsumerError, ValueError):
@@ -59,6 +65,7 @@ class ConfigError(ConsumerError, ValueError):
 __all__ = [
     "ConfigError",
     "ConsumerError",
+    "EndpointConfigError",
     "EndpointError",
     "EndpointRejectedError",
     "EndpointUnavailableError",

@@ -63,7 +63,7 @@ from ._validate import Accepted, message_key, parse_message
 from .batcher import Batch, Batcher, Target
 from .config import ConsumerConfig
 from .endpoint import EndpointClient
-from .errors import EndpointRejectedError, EndpointUnavailableError
+from .errors import EndpointConfigError, EndpointRejectedError, EndpointUnavailableError
 from .mqtt import Delivery, MqttSource
 
 log = logging.getLogger(__name__)
@@ -351,8 +351,9 @@ class Consumer:
                 return
             except EndpointUnavailableError as exc:
                 self.counters.endpoint_retries += 1
-                log.warning("%s unavailable (retrying %d reports in %.2f s): %s",
-                            target, len(works), delay, exc)
+                level = logging.ERROR if isinstance(exc, EndpointConfigError) else logging.WARNING
+                log.log(level, "%s unavailable (retrying %d reports in %.2f s): %s",
+                        target, len(works), delay, exc)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, ecfg.retry_max_s)
                 continue
