@@ -1,0 +1,351 @@
+"""The dashboard's HTTP server: read-only JSON API, live SSE stream, and the web page.
+
+Every store read runs on the reader's threads (see :mod:`.queries`); report
+decoding and spectrum JSON run on the default executor; the event loop only
+routes and writes. Errors reach clients as ``{"error": ..., "parameter": ...}``
+with 400 (bad query parameter, named), 401 (token), 404 (unknown pump) or
+503 (store unreadable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+import dsp
+from cloud.store import StoreError
+
+from .openapi import openapi_document
+from .queries import SQLiteReader, open_reader
+from .stream import CursorError, StreamHub, event_stream, parse_cursor
+from .views import alarm_json, history_json, pump_json, spectrum_json, zone_limits
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_json = msgspec.json.Encoder().encode
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DashboardSettings:
+    """How the dashboard runs. ``token``: require ``Authorization: Bearer <token>``
+    (or ``?access_token=``, for EventSource) on every ``/api/`` request."""
+
+    store_url: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    poll_s: float = 0.25
+    history_default_s: float = 24 * 3600.0
+    max_points_default: int = 600
+    reader_threads: int = 2
+
+
+class ParamError(Exception):
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.message = message
+
+
+READER: web.AppKey[SQLiteReader] = web.AppKey("reader", SQLiteReader)
+HUB: web.AppKey[StreamHub] = web.AppKey("hub", StreamHub)
+SETTINGS: web.AppKey[DashboardSettings] = web.AppKey("settings", DashboardSettings)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_json(body), status=status, content_type="application/json")
+
+
+def error(status: int, message: str, parameter: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if parameter is not None:
+        body["parameter"] = parameter
+    return json_response(body, status)
+
+
+# -- query parameters -------------------------------------------------------------------------
+
+
+def check_params(request: web.Request, allowed: set[str]) -> None:
+    for name in request.query:
+        if name not in allowed and name != "access_token":
+            raise ParamError(name, f"unknown query parameter {name!r}")
+
+
+def param_time(request: web.Request, name: str) -> int | None:
+    """ISO 8601 (naive = UTC) or Unix seconds -> ns."""
+    text = request.query.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise ParamError(
+                name, f"{name} must be ISO 8601 or Unix seconds, got {text[:40]!r}"
+            ) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+    if not math.isfinite(seconds) or not 0 <= seconds < 1e11:
+        raise ParamError(name, f"{name} out of range, got {text[:40]!r}")
+    return int(seconds * 1e9)
+
+
+def param_name(request: web.Request, name: str) -> str | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    if not _NAME.match(text):
+        raise ParamError(name, f"{name} must be 1-64 of [A-Za-z0-9_.:-], got {text[:40]!r}")
+    return text
+
+
+def param_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ParamError(name, f"{name} must be an integer, got {text[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise ParamError(name, f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def param_choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
+    text = request.query.get(name, default)
+    if text not in choices:
+        raise ParamError(name, f"{name} must be one of {', '.join(choices)}, got {text[:40]!r}")
+    return text
+
+
+def pump_param(request: web.Request) -> str:
+    pump = request.match_info["pump"]
+    if not _NAME.match(pump):
+        raise ParamError("pump", f"pump must be 1-64 of [A-Za-z0-9_.:-], got {pump[:40]!r}")
+    return pump
+
+
+# -- middleware -------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if request.path.startswith("/api/") and settings.token:
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else ""
+        given = given or request.query.get("access_token", "")
+        if not hmac.compare_digest(given.encode(), settings.token.encode()):
+            resp = error(401, "missing or wrong bearer token")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="pumpwatch"'
+            return resp
+    try:
+        response = await handler(request)
+    except ParamError as exc:
+        return error(400, exc.message, exc.parameter)
+    except StoreError as exc:
+        log.warning("store read failed for %s: %s", request.path, exc)
+        return error(503, f"results store unavailable: {exc}")
+    if not request.path.startswith("/api/"):
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("Cache-Control", "no-cache")
+    return response
+
+
+# -- handlers -----------------------------------------------------------------------------------
+
+
+async def get_pumps(request: web.Request) -> web.Response:
+    check_params(request, set())
+    reader = request.app[READER]
+    fleet = await reader.fleet()
+    active = await reader.active_alarm_pumps()
+    pumps = [pump_json(p, rows, active.get(p, 0)) for p, rows in fleet.items() if rows]
+    return json_response({"pumps": pumps})
+
+
+async def _latest_limits(
+    reader: SQLiteReader, pump: str, channel: str | None
+) -> list[float] | None:
+    archived = await reader.latest_report(pump, channel)
+    if archived is None:
+        return None
+    loop = asyncio.get_running_loop()
+    try:
+        report = await loop.run_in_executor(None, dsp.decode_report, archived.report)
+    except dsp.ReportDecodeError:
+        return None
+    return zone_limits(report.asset)
+
+
+async def get_history(request: web.Request) -> web.Response:
+    check_params(request, {"since", "until", "channel", "max_points"})
+    settings = request.app[SETTINGS]
+    pump = pump_param(request)
+    since = param_time(request, "since")
+    until = param_time(request, "until")
+    channel = param_name(request, "channel")
+    max_points = param_int(request, "max_points", settings.max_points_default, 10, 10_000)
+    reader = request.app[READER]
+    if until is None:
+        last = await reader.last_t0(pump)
+        if last is None:
+            return error(404, f"no results for pump {pump!r}")
+        until = max(last + 1, (since or 0) + 1)
+    if since is None:
+        since = until - int(settings.history_default_s * 1e9)
+    if until <= since:
+        raise ParamError("until", "until must be after since")
+    hist = await reader.history(
+        pump, since_ns=since, until_ns=until, channel=channel, max_points=max_points
+    )
+    limits = await _latest_limits(reader, pump, channel)
+    return json_response(history_json(hist, limits))
+
+
+async def get_spectrum(request: web.Request) -> web.Response:
+    check_params(request, {"channel"})
+    pump = pump_param(request)
+    channel = param_name(request, "channel")
+    archived = await request.app[READER].latest_report(pump, channel)
+    if archived is None:
+        where = f" channel {channel!r}" if channel else ""
+        return error(404, f"no archived report for pump {pump!r}{where}")
+
+    def build() -> dict[str, Any]:
+        return spectrum_json(archived, dsp.decode_report(archived.report))
+
+    try:
+        body = await asyncio.get_running_loop().run_in_executor(None, build)
+    except dsp.ReportDecodeError as exc:
+        return error(500, f"archived report does not decode: {exc}")
+    return json_response(body)
+
+
+async def get_alarms(request: web.Request) -> web.Response:
+    check_params(request, {"pump", "state", "limit"})
+    pump = param_name(request, "pump")
+    state = param_choice(request, "state", ("all", "raised", "cleared"), "all")
+    limit = param_int(request, "limit", 200, 1, 1000)
+    alarms = await request.app[READER].alarms(
+        pump=pump, state=None if state == "all" else state, limit=limit
+    )
+    return json_response({"alarms": [alarm_json(a) for a in alarms]})
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    check_params(request, set())
+    return json_response(openapi_document())
+
+
+async def get_stream(request: web.Request) -> web.StreamResponse:
+    check_params(request, {"last_event_id"})
+    resume_text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    resume = None
+    if resume_text:
+        try:
+            resume = parse_cursor(resume_text)
+        except CursorError as exc:
+            name = "Last-Event-ID" if "Last-Event-ID" in request.headers else "last_event_id"
+            raise ParamError(name, f"{name}: {exc}") from None
+    hub = request.app[HUB]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    try:
+        async for chunk in event_stream(hub, resume):
+            await response.write(chunk)
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away
+    return response
+
+
+async def get_index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+# -- the application ----------------------------------------------------------------------------
+
+
+def create_app(settings: DashboardSettings) -> web.Application:
+    app = web.Application(middlewares=[errors_and_auth])
+    app[SETTINGS] = settings
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        reader = open_reader(settings.store_url, threads=settings.reader_threads)
+        # The hub polls on its own connection: PRAGMA data_version is per connection.
+        hub_reader = open_reader(settings.store_url, threads=1)
+        hub = StreamHub(hub_reader, poll_s=settings.poll_s)
+        app[READER] = reader
+        app[HUB] = hub
+        task = asyncio.create_task(hub.run(), name="dashboard-stream-hub")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            hub.close_all()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, reader.close)
+            await loop.run_in_executor(None, hub_reader.close)
+
+    async def on_shutdown(app: web.Application) -> None:
+        if HUB in app:
+            app[HUB].close_all()  # end open SSE responses so shutdown does not wait on them
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_get("/", get_index)
+    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/api/pumps", get_pumps)
+    app.router.add_get("/api/pumps/{pump}/history", get_history)
+    app.router.add_get("/api/pumps/{pump}/spectrum", get_spectrum)
+    app.router.add_get("/api/alarms", get_alarms)
+    app.router.add_get("/api/openapi.json", get_openapi)
+    app.router.add_get("/api/stream", get_stream)
+    return app
+
+
+async def serve(settings: DashboardSettings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set; logs (and prints) the URL it listens on."""
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    try:
+        server = site._server
+        for sock in getattr(server, "sockets", None) or []:
+            host, port = sock.getsockname()[:2]
+            print(f"pumpwatch dashboard listening on http://{host}:{port}/", flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,204 @@
+"""The OpenAPI 3.1 description of the dashboard API (a test checks it against the handlers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+
+def _obj(props: dict[str, Schema], optional: tuple[str, ...] = ()) -> Schema:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": [k for k in props if k not in optional],
+        "additionalProperties": False,
+    }
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+STR: Schema = {"type": "string"}
+INT: Schema = {"type": "integer"}
+NUM: Schema = {"type": "number"}
+BOOL: Schema = {"type": "boolean"}
+NUM_NULL: Schema = {"type": ["number", "null"]}
+STR_NULL: Schema = {"type": ["string", "null"]}
+ZONE: Schema = {"type": "string", "enum": ["A", "B", "C", "D", "?"]}
+MS: Schema = {"type": "number", "description": "milliseconds since the Unix epoch (UTC)"}
+ISO: Schema = {"type": "string", "description": "ISO 8601 time (UTC)"}
+
+
+def _array(item: Schema) -> Schema:
+    return {"type": "array", "items": item}
+
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _obj({"error": STR, "parameter": STR}, optional=("parameter",)),
+    "Evidence": _obj({"name": STR, "value": NUM_NULL, "note": STR}),
+    "Result": _obj({
+        "device": STR,
+        "epoch": {"type": "string", "description": "unsigned 64-bit stream epoch, decimal"},
+        "seq": INT, "site": STR, "pump": STR, "channel": STR, "time": ISO, "t_ms": MS,
+        "stored_ms": MS, "condition": STR,
+        "probabilities": {"type": "object", "additionalProperties": NUM_NULL},
+        "anomaly_score": NUM_NULL, "anomaly_threshold": NUM_NULL, "anomalous": BOOL,
+        "baseline": STR, "iso_zone": ZONE, "velocity_rms": NUM_NULL, "rpm": NUM_NULL,
+        "evidence": _array(_ref("Evidence")), "model_version": STR,
+    }),
+    "PumpSummary": _obj({
+        "pump": STR, "site": STR, "channel": {**STR, "description": "the worst channel"},
+        "condition": STR, "probability": NUM_NULL, "anomaly_score": NUM_NULL,
+        "anomaly_threshold": NUM_NULL, "anomalous": BOOL, "iso_zone": ZONE,
+        "velocity_rms": {**NUM_NULL, "description": "ISO 20816 velocity RMS, mm/s"},
+        "last_report": ISO, "last_report_ms": MS, "last_stored_ms": MS,
+        "alarm_state": {"type": "string", "enum": ["raised", "none"]},
+        "active_alarms": INT,
+        "channels": _array(_ref("Result")),
+    }),
+    "Pumps": _obj({"pumps": _array(_ref("PumpSummary"))}),
+    "HistorySeries": _obj({
+        "channel": STR, "t_ms": _array(NUM), "count": _array(INT),
+        "anomaly_score": _array(NUM_NULL), "anomaly_score_max": _array(NUM_NULL),
+        "anomaly_threshold": _array(NUM_NULL), "anomalous": _array(INT),
+        "velocity_rms": _array(NUM_NULL), "velocity_rms_max": _array(NUM_NULL),
+        "iso_zone": _array(ZONE), "condition": _array(STR_NULL),
+    }),
+    "History": _obj({
+        "pump": STR, "since": ISO, "until": ISO, "since_ms": MS, "until_ms": MS,
+        "bucket_s": {**NUM, "description": "0: raw rows; else the aggregation bucket length"},
+        "rows": {**INT, "description": "result rows in the range"},
+        "zone_limits": {"type": ["array", "null"], "items": NUM,
+                        "description": "A/B, B/C, C/D velocity limits (mm/s) of the asset"},
+        "series": _array(_ref("HistorySeries")),
+    }),
+    "SpectrumData": _obj({
+        "f0": NUM, "df": NUM, "n": INT,
+        "db": {**_array(NUM_NULL), "description": "line k at f0 + k*df Hz, in dB"},
+    }),
+    "Marker": _obj({
+        "name": STR, "hz": NUM, "kind": {"type": "string", "enum": ["shaft", "vane", "bearing"]},
+        "source": STR,
+    }),
+    "Spectrum": _obj({
+        "pump": STR, "channel": STR, "site": STR, "device": STR, "epoch": STR, "seq": INT,
+        "time": ISO, "t_ms": MS, "rpm": NUM_NULL, "speed_source": STR, "fs": NUM,
+        "velocity_rms": NUM_NULL, "iso_zone": ZONE, "zone_limits": _array(NUM),
+        "spectrum": {**_ref("SpectrumData"),
+                     "description": "Welch PSD, dB re 1 (m/s^2)^2/Hz"},
+        "envelope": {"oneOf": [_ref("SpectrumData"), {"type": "null"}],
+                     "description": "squared-envelope spectrum, dB re its mean"},
+        "envelope_band": {"type": ["array", "null"], "items": NUM},
+        "markers": _array(_ref("Marker")),
+    }),
+    "Alarm": _obj({
+        "id": STR, "site": STR, "pump": STR, "channel": STR_NULL, "kind": STR,
+        "state": {"type": "string", "enum": ["raised", "cleared"]},
+        "raised": ISO, "raised_ms": MS, "cleared": STR_NULL, "cleared_ms": NUM_NULL,
+        "updated_ms": MS, "reason": STR, "evidence": _array(_ref("Evidence")),
+    }),
+    "Alarms": _obj({"alarms": _array(_ref("Alarm"))}),
+}
+
+
+def _param(name: str, where: str, desc: str, schema: Schema, required: bool = False) -> Schema:
+    return {"name": name, "in": where, "description": desc, "required": required,
+            "schema": schema}
+
+
+def _json(ref: str, desc: str) -> Schema:
+    return {"description": desc, "content": {"application/json": {"schema": _ref(ref)}}}
+
+
+_ERR = {
+    "400": _json("Error", "bad query parameter (named in `parameter`)"),
+    "401": _json("Error", "bearer token required"),
+    "503": _json("Error", "results store unavailable"),
+}
+_PUMP = _param("pump", "path", "pump id", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
+               required=True)
+_TIME = {"type": "string", "description": "ISO 8601 (naive = UTC) or Unix seconds"}
+_CHANNEL = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
+
+PATHS: dict[str, Schema] = {
+    "/api/pumps": {"get": {
+        "summary": "The fleet: every pump's latest state (worst channel first-class)",
+        "operationId": "listPumps",
+        "responses": {"200": _json("Pumps", "the fleet"), **_ERR},
+    }},
+    "/api/pumps/{pump}/history": {"get": {
+        "summary": "Trend of anomaly score and velocity RMS, downsampled server-side",
+        "operationId": "pumpHistory",
+        "parameters": [
+            _PUMP,
+            _param("since", "query", "window start >= since (default: until - 24 h)", _TIME),
+            _param("until", "query", "window start < until (default: just after the latest)",
+                   _TIME),
+            _param("channel", "query", "only this channel", _CHANNEL),
+            _param("max_points", "query", "at most this many points per channel (10-10000)",
+                   {"type": "integer", "minimum": 10, "maximum": 10000, "default": 600}),
+        ],
+        "responses": {"200": _json("History", "trend"),
+                      "404": _json("Error", "no results for this pump"), **_ERR},
+    }},
+    "/api/pumps/{pump}/spectrum": {"get": {
+        "summary": "Latest power and envelope spectrum with 1x/2x/blade-pass/bearing markers",
+        "operationId": "pumpSpectrum",
+        "parameters": [_PUMP, _param("channel", "query", "channel (default: newest)", _CHANNEL)],
+        "responses": {"200": _json("Spectrum", "latest archived report's spectra"),
+                      "404": _json("Error", "no archived report"), **_ERR},
+    }},
+    "/api/alarms": {"get": {
+        "summary": "Alarm episodes, newest raised first",
+        "operationId": "listAlarms",
+        "parameters": [
+            _param("pump", "query", "only this pump", _CHANNEL),
+            _param("state", "query", "filter by state",
+                   {"type": "string", "enum": ["all", "raised", "cleared"], "default": "all"}),
+            _param("limit", "query", "at most this many (1-1000)",
+                   {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200}),
+        ],
+        "responses": {"200": _json("Alarms", "alarms"), **_ERR},
+    }},
+    "/api/openapi.json": {"get": {
+        "summary": "This document", "operationId": "openapi",
+        "responses": {"200": {"description": "OpenAPI 3.1 document",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }},
+    "/api/stream": {"get": {
+        "summary": "Server-Sent Events: `result` (data: Result), `alarm` (data: Alarm), "
+                   "`hello` on connect, `reset` when a resume is too far behind",
+        "description": "Every event has an `id:` cursor `<results_ns>.<alarms_ns>`; a "
+                       "reconnecting client sends it back as `Last-Event-ID` and gets what "
+                       "it missed. Delivery is at least once: dedupe results on "
+                       "(device, epoch, seq) and alarms on (id, updated_ms).",
+        "operationId": "stream",
+        "parameters": [
+            _param("Last-Event-ID", "header", "resume after this cursor", STR),
+            _param("last_event_id", "query", "same, for clients that cannot set headers",
+                   STR),
+        ],
+        "responses": {"200": {"description": "event stream",
+                              "content": {"text/event-stream": {"schema": STR}}},
+                      **_ERR},
+    }},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pumpwatch dashboard API",
+            "version": "1",
+            "description": "Read-only. Optional bearer token (Authorization: Bearer, or "
+                           "access_token query parameter for EventSource).",
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,489 @@
+// pumpwatch dashboard page: fleet tiles and a per-pump view, fed by the JSON API and kept
+// live by the /api/stream Server-Sent Events (EventSource resumes with Last-Event-ID).
+"use strict";
+
+(() => {
+  const ZONE_RANK = { "?": 0, A: 1, B: 2, C: 3, D: 4 };
+  const ZONE_FILL = { A: "rgba(47,158,91,0.20)", B: "rgba(156,200,58,0.18)", C: "rgba(240,160,32,0.20)", D: "rgba(224,65,58,0.22)" };
+  const MARK = { shaft: "#4ea1ff", vane: "#c58af9", bearing: "#f0a020" };
+  const $ = (id) => document.getElementById(id);
+
+  const params = new URLSearchParams(location.search);
+  if (params.get("token")) sessionStorage.setItem("pumpwatch-token", params.get("token"));
+  const token = sessionStorage.getItem("pumpwatch-token");
+
+  const state = {
+    pumps: new Map(),      // pump -> { pump, site, channels: Map(channel -> result), updatedMs }
+    alarms: new Map(),     // alarm id -> alarm
+    seen: new Set(),       // result identities already applied (the stream is at-least-once)
+    view: { name: "fleet" },
+    history: null,         // history JSON of the pump view's channel
+    spectrum: null,
+    dirty: new Set(),
+    frame: 0,
+    spectrumTimer: 0,
+  };
+
+  // ---- API -------------------------------------------------------------------------------
+  async function api(path) {
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const res = await fetch(path, { headers });
+    if (!res.ok) {
+      let msg = `${res.status}`;
+      try { msg += ": " + (await res.json()).error; } catch (e) { /* not JSON */ }
+      const err = new Error(`${path}: ${msg}`);
+      err.status = res.status;
+      throw err;
+    }
+    return res.json();
+  }
+
+  function showError(err) {
+    const el = $("error");
+    if (!err) { el.hidden = true; return; }
+    el.textContent = String(err.message || err);
+    el.hidden = false;
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------
+  const resultKey = (r) => `${r.device}/${r.epoch}/${r.seq}`;
+  const num = (v, d = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+  const pct = (v) => (v === null || v === undefined ? "–" : `${Math.round(v * 100)}%`);
+  function timeText(ms) {
+    const d = new Date(ms);
+    const p = (x) => String(x).padStart(2, "0");
+    const hms = `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}`;
+    const today = new Date().toISOString().slice(0, 10);
+    const day = d.toISOString().slice(0, 10);
+    return day === today ? `${hms} UTC` : `${day} ${hms} UTC`;
+  }
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function severity(r) {
+    const rel = r.anomaly_threshold > 0 ? r.anomaly_score / r.anomaly_threshold : r.anomaly_score || 0;
+    return [ZONE_RANK[r.iso_zone] || 0, r.anomalous ? 1 : 0, isFinite(rel) ? rel : 0];
+  }
+  function worse(a, b) {
+    const sa = severity(a), sb = severity(b);
+    for (let i = 0; i < 3; i++) if (sa[i] !== sb[i]) return sa[i] > sb[i] ? a : b;
+    return a;
+  }
+  function summary(p) {
+    let w = null, newest = 0;
+    for (const r of p.channels.values()) { w = w ? worse(w, r) : r; newest = Math.max(newest, r.t_ms); }
+    return { worst: w, newest };
+  }
+  function activeAlarms(pump) {
+    let n = 0;
+    for (const a of state.alarms.values()) if (a.pump === pump && a.state === "raised") n++;
+    return n;
+  }
+  function zoneClass(z) { return `zone zone-${z === "?" || !z ? "Q" : z}`; }
+
+  // ---- state updates ---------------------------------------------------------------------
+  function applyResult(r, live) {
+    const key = resultKey(r);
+    if (state.seen.has(key)) return false;
+    if (state.seen.size > 100000) state.seen.clear();
+    state.seen.add(key);
+    let p = state.pumps.get(r.pump);
+    if (!p) { p = { pump: r.pump, site: r.site, channels: new Map(), updatedMs: 0 }; state.pumps.set(r.pump, p); }
+    const cur = p.channels.get(r.channel);
+    if (!cur || r.t_ms >= cur.t_ms) p.channels.set(r.channel, r);
+    if (live) p.updatedMs = Date.now();
+    state.dirty.add(r.pump);
+    return true;
+  }
+
+  function applyAlarm(a) {
+    const cur = state.alarms.get(a.id);
+    if (cur && cur.updated_ms >= a.updated_ms) return;
+    state.alarms.set(a.id, a);
+    state.dirty.add(a.pump);
+  }
+
+  function schedule() {
+    if (state.frame) return;
+    state.frame = requestAnimationFrame(() => {
+      state.frame = 0;
+      render();
+    });
+  }
+
+  // ---- fleet view ------------------------------------------------------------------------
+  function tileFor(pump) {
+    let t = document.querySelector(`.tile[data-pump="${CSS.escape(pump)}"]`);
+    if (t) return t;
+    t = el("a", "tile");
+    t.dataset.pump = pump;
+    t.href = `#/pump/${encodeURIComponent(pump)}`;
+    const name = el("div", "name");
+    name.append(el("span", "pump-name", pump), el("span", "site"));
+    const meter = el("div", "meter");
+    meter.append(el("span"));
+    t.append(name, el("div", "cond"), el("div", "row zone-row"), el("div", "row score-row"), meter,
+      el("div", "row time-row"));
+    // keep tiles sorted by pump id
+    const tiles = $("tiles");
+    const after = [...tiles.children].find((c) => c.dataset.pump > pump);
+    tiles.insertBefore(t, after || null);
+    return t;
+  }
+
+  function renderTile(p) {
+    const { worst: r, newest } = summary(p);
+    if (!r) return;
+    const t = tileFor(p.pump);
+    const n = activeAlarms(p.pump);
+    t.dataset.zone = r.iso_zone;
+    t.dataset.alarm = n ? "raised" : "none";
+    t.dataset.condition = r.condition;
+    t.querySelector(".site").textContent = p.site + (n ? "" : "");
+    const cond = t.querySelector(".cond");
+    cond.textContent = `${r.condition.replace(/_/g, " ")} ${pct(r.probabilities[r.condition])}`;
+    if (n) { const f = el("span", "alarm-flag", `  ▲ ${n} alarm${n > 1 ? "s" : ""}`); cond.append(f); }
+    const zr = t.querySelector(".zone-row");
+    zr.replaceChildren(el("span", "", "ISO zone"), el("b"));
+    zr.lastChild.append(el("span", zoneClass(r.iso_zone), r.iso_zone), ` ${num(r.velocity_rms)} mm/s`);
+    const sr = t.querySelector(".score-row");
+    sr.replaceChildren(el("span", "", `anomaly (${r.channel})`), el("b", "", `${num(r.anomaly_score)} / ${num(r.anomaly_threshold)}`));
+    const rel = r.anomaly_threshold > 0 ? r.anomaly_score / r.anomaly_threshold : 0;
+    const meter = t.querySelector(".meter");
+    meter.classList.toggle("over", rel >= 1);
+    meter.firstChild.style.width = `${Math.max(2, Math.min(100, rel * 50))}%`;
+    const tr = t.querySelector(".time-row");
+    tr.replaceChildren(el("span", "", "last report"), el("b", "", timeText(newest)));
+    if (p.updatedMs) {
+      t.dataset.updatedMs = String(p.updatedMs);
+      t.classList.add("flash");
+      setTimeout(() => t.classList.remove("flash"), 600);
+    }
+  }
+
+  function alarmItem(a, withPump) {
+    const li = el("li", "alarm");
+    li.dataset.state = a.state;
+    li.dataset.alarmId = a.id;
+    li.dataset.pump = a.pump;
+    const head = el("div", "head");
+    head.append(el("span", "state", a.state));
+    if (withPump) {
+      const link = el("a", "", a.pump);
+      link.href = `#/pump/${encodeURIComponent(a.pump)}`;
+      head.append(link);
+    }
+    head.append(el("span", "kind", a.kind + (a.channel ? ` · ${a.channel}` : "")),
+      el("span", "muted", `raised ${timeText(a.raised_ms)}` + (a.cleared_ms ? ` · cleared ${timeText(a.cleared_ms)}` : "")));
+    const reason = el("div", "reason", a.reason);
+    const table = el("table", "alarm-evidence");
+    for (const e of a.evidence) {
+      const tr = el("tr");
+      tr.append(el("td", "", e.name), el("td", "v", num(e.value, 3)), el("td", "muted", e.note));
+      table.append(tr);
+    }
+    li.append(head, reason, table);
+    return li;
+  }
+
+  function sortedAlarms(filter) {
+    return [...state.alarms.values()].filter(filter).sort((a, b) =>
+      (a.state === "raised") !== (b.state === "raised") ? (a.state === "raised" ? -1 : 1) : b.raised_ms - a.raised_ms);
+  }
+
+  function renderAlarmList(list, empty, filter, withPump) {
+    const items = sortedAlarms(filter).slice(0, 100).map((a) => alarmItem(a, withPump));
+    list.replaceChildren(...items);
+    empty.hidden = items.length > 0;
+  }
+
+  function renderFleet() {
+    for (const pump of state.dirty) {
+      const p = state.pumps.get(pump);
+      if (p) renderTile(p);
+    }
+    $("fleet-empty").hidden = state.pumps.size > 0;
+    renderAlarmList($("fleet-alarms"), $("fleet-alarms-empty"), () => true, true);
+    let raised = 0, zoneD = 0;
+    for (const p of state.pumps.values()) {
+      if (activeAlarms(p.pump)) raised++;
+      const { worst } = summary(p);
+      if (worst && worst.iso_zone === "D") zoneD++;
+    }
+    const c = $("fleet-counts");
+    c.replaceChildren(el("b", "", String(state.pumps.size)), " pumps · ", el("b", "", String(raised)),
+      " in alarm · ", el("b", "", String(zoneD)), " in zone D");
+  }
+
+  // ---- pump view ---------------------------------------------------------------------------
+  function selectedChannel(p) {
+    const sel = $("channel-select");
+    if (state.view.channel && p.channels.has(state.view.channel)) return state.view.channel;
+    const { worst } = summary(p);
+    return worst ? worst.channel : sel.value;
+  }
+
+  function renderPumpHead() {
+    const p = state.pumps.get(state.view.pump);
+    $("pump-title").textContent = state.view.pump;
+    if (!p) return;
+    const ch = selectedChannel(p);
+    const r = p.channels.get(ch);
+    const sel = $("channel-select");
+    const chans = [...p.channels.keys()].sort();
+    if ([...sel.options].map((o) => o.value).join() !== chans.join()) {
+      sel.replaceChildren(...chans.map((c) => { const o = el("option", "", c); o.value = c; return o; }));
+    }
+    sel.value = ch;
+    if (!r) return;
+    const z = $("pump-zone");
+    z.className = `badge ${zoneClass(r.iso_zone)}`;
+    z.textContent = `zone ${r.iso_zone} · ${num(r.velocity_rms)} mm/s`;
+    $("pump-condition").textContent = `${r.condition.replace(/_/g, " ")} ${pct(r.probabilities[r.condition])}`;
+    $("pump-alarm").hidden = activeAlarms(state.view.pump) === 0;
+    $("pump-updated").textContent = `last report ${timeText(r.t_ms)}`;
+    // probabilities
+    const bars = $("probabilities");
+    const probs = Object.entries(r.probabilities).sort((a, b) => (b[1] || 0) - (a[1] || 0));
+    const cells = [];
+    probs.forEach(([name, v], i) => {
+      const label = el("span", i === 0 ? "top" : "", name.replace(/_/g, " "));
+      const bar = el("div", "bar");
+      const fill = el("span");
+      fill.style.width = `${Math.max(0, Math.min(100, (v || 0) * 100))}%`;
+      bar.append(fill);
+      const wrap = el("div", i === 0 ? "top" : "");
+      wrap.append(bar);
+      cells.push(label, wrap, el("span", "pct", pct(v)));
+    });
+    bars.replaceChildren(...cells);
+    bars.dataset.condition = r.condition;
+    $("prob-time").textContent = `(${ch}, ${timeText(r.t_ms)})`;
+    const ev = $("evidence");
+    ev.replaceChildren(...r.evidence.map((e) => {
+      const tr = el("tr");
+      tr.append(el("td", "", e.name), el("td", "v", num(e.value, 3)), el("td", "muted", e.note));
+      return tr;
+    }));
+    if (!r.evidence.length) { const tr = el("tr"); tr.append(el("td", "muted", "none")); ev.append(tr); }
+  }
+
+  function drawTrends() {
+    const h = state.history;
+    const s = h && h.series.find((x) => x.channel === state.view.channelShown);
+    const xs = s ? s.t_ms : [];
+    const x = { type: "time" };
+    const thr = s ? s.anomaly_threshold.filter((v) => v !== null) : [];
+    Charts.draw($("chart-score"), {
+      x, y: {},
+      series: s ? [{ x: xs, y: s.anomaly_score, hi: s.anomaly_score_max, color: "#4ea1ff", dots: xs.length < 80 }] : [],
+      hlines: thr.length ? [{ y: thr[thr.length - 1], color: "#ff6b5e", label: "threshold" }] : [],
+      empty: "no results in range",
+    });
+    const lim = (h && h.zone_limits) || null;
+    let vmax = 0;
+    if (s) for (const v of s.velocity_rms_max) if (v !== null) vmax = Math.max(vmax, v);
+    const top = lim ? Math.max(vmax * 1.1, lim[2] * 1.25) : undefined;
+    const bands = lim ? [
+      { y0: 0, y1: lim[0], color: ZONE_FILL.A, label: "A" },
+      { y0: lim[0], y1: lim[1], color: ZONE_FILL.B, label: "B" },
+      { y0: lim[1], y1: lim[2], color: ZONE_FILL.C, label: "C" },
+      { y0: lim[2], y1: 1e9, color: ZONE_FILL.D, label: "D" },
+    ] : [];
+    Charts.draw($("chart-velocity"), {
+      x, y: lim ? { min: 0, max: top } : {}, bands,
+      series: s ? [{ x: xs, y: s.velocity_rms, hi: s.velocity_rms_max, color: "#e6edf3", fill: "rgba(230,237,243,0.15)", dots: xs.length < 80 }] : [],
+      empty: "no results in range",
+    });
+  }
+
+  function drawSpectra() {
+    const sp = state.spectrum;
+    const freqs = (d) => d.db.map((_, k) => d.f0 + k * d.df);
+    const marks = (kinds) => (sp ? sp.markers.filter((m) => kinds.includes(m.kind)).map((m) => ({ x: m.hz, label: m.name, color: MARK[m.kind] })) : []);
+    if (sp) {
+      $("spectrum-meta").textContent = `(${sp.channel}, ${timeText(sp.t_ms)}, ${num(sp.rpm, 0)} rpm ${sp.speed_source})`;
+      $("envelope-meta").textContent = sp.envelope_band ? `(demodulated ${num(sp.envelope_band[0], 0)}–${num(sp.envelope_band[1], 0)} Hz)` : "";
+    }
+    const s = sp && sp.spectrum;
+    Charts.draw($("chart-spectrum"), {
+      x: { type: "log", min: s ? Math.max(s.df, 1) : 1, max: s ? s.f0 + s.df * (s.n - 1) : 10, label: "Hz" }, y: {},
+      series: s ? [{ x: freqs(s), y: s.db, color: "#7fd1b9", width: 1.2 }] : [],
+      markers: marks(["shaft", "vane"]), empty: "no archived report",
+    });
+    const e = sp && sp.envelope;
+    Charts.draw($("chart-envelope"), {
+      x: { type: "linear", min: e ? e.f0 : 0, max: e ? e.f0 + e.df * (e.n - 1) : 1, label: "Hz" }, y: {},
+      series: e ? [{ x: freqs(e), y: e.db, color: "#7fd1b9", width: 1.2 }] : [],
+      markers: marks(["bearing"]).concat(marks(["shaft"]).filter((m) => m.label === "1x")),
+      empty: sp ? "no envelope spectrum in this report" : "no archived report",
+    });
+  }
+
+  function renderPump() {
+    renderPumpHead();
+    renderAlarmList($("pump-alarms"), $("pump-alarms-empty"), (a) => a.pump === state.view.pump, false);
+    drawTrends();
+    drawSpectra();
+  }
+
+  async function loadSpectrum() {
+    const { pump, channelShown } = state.view;
+    try {
+      const q = channelShown ? `?channel=${encodeURIComponent(channelShown)}` : "";
+      state.spectrum = await api(`/api/pumps/${encodeURIComponent(pump)}/spectrum${q}`);
+    } catch (err) {
+      if (err.status !== 404) showError(err);
+      state.spectrum = null;
+    }
+    if (state.view.pump === pump) drawSpectra();
+  }
+
+  async function loadPump() {
+    const pump = state.view.pump;
+    const p = state.pumps.get(pump);
+    const ch = p ? selectedChannel(p) : null;
+    state.view.channelShown = ch;
+    const q = ch ? `?channel=${encodeURIComponent(ch)}` : "";
+    try {
+      state.history = await api(`/api/pumps/${encodeURIComponent(pump)}/history${q}`);
+    } catch (err) {
+      state.history = null;
+      if (err.status !== 404) showError(err);
+    }
+    await loadSpectrum();
+    if (state.view.pump === pump) {
+      renderPump();
+      document.body.dataset.pumpLoaded = pump;
+    }
+  }
+
+  function appendToHistory(r) {
+    const h = state.history;
+    if (!h || r.pump !== state.view.pump || r.channel !== state.view.channelShown) return;
+    let s = h.series.find((x) => x.channel === r.channel);
+    if (!s) {
+      s = { channel: r.channel, t_ms: [], count: [], anomaly_score: [], anomaly_score_max: [], anomaly_threshold: [],
+        anomalous: [], velocity_rms: [], velocity_rms_max: [], iso_zone: [], condition: [] };
+      h.series.push(s);
+    }
+    let i = s.t_ms.length;
+    while (i > 0 && s.t_ms[i - 1] > r.t_ms) i--;
+    const put = (k, v) => s[k].splice(i, 0, v);
+    put("t_ms", r.t_ms); put("count", 1); put("anomaly_score", r.anomaly_score); put("anomaly_score_max", r.anomaly_score);
+    put("anomaly_threshold", r.anomaly_threshold); put("anomalous", r.anomalous ? 1 : 0);
+    put("velocity_rms", r.velocity_rms); put("velocity_rms_max", r.velocity_rms); put("iso_zone", r.iso_zone); put("condition", r.condition);
+    if (!state.spectrumTimer) {  // the newest report's spectra, at most every 2 s
+      state.spectrumTimer = setTimeout(() => { state.spectrumTimer = 0; loadSpectrum(); }, 1000);
+    }
+  }
+
+  // ---- routing and rendering -------------------------------------------------------------
+  function render() {
+    if (state.view.name === "fleet") {
+      renderFleet();
+    } else {
+      for (const pump of state.dirty) { const p = state.pumps.get(pump); if (p) renderTile(p); }
+      renderPumpHead();
+      renderAlarmList($("pump-alarms"), $("pump-alarms-empty"), (a) => a.pump === state.view.pump, false);
+      drawTrends();
+    }
+    state.dirty.clear();
+  }
+
+  function route() {
+    const m = location.hash.match(/^#\/pump\/([^/?]+)/);
+    const crumbs = $("crumbs");
+    if (m) {
+      state.view = { name: "pump", pump: decodeURIComponent(m[1]) };
+      state.history = null; state.spectrum = null;
+      $("fleet-view").hidden = true; $("pump-view").hidden = false;
+      const back = el("a", "", "fleet"); back.href = "#/";
+      crumbs.replaceChildren(back, el("span", "", "/"), el("span", "", state.view.pump));
+      delete document.body.dataset.pumpLoaded;
+      renderPumpHead();
+      loadPump();
+    } else {
+      state.view = { name: "fleet" };
+      $("fleet-view").hidden = false; $("pump-view").hidden = true;
+      crumbs.replaceChildren();
+      for (const p of state.pumps.keys()) state.dirty.add(p);
+      renderFleet();
+      state.dirty.clear();
+    }
+  }
+
+  async function loadAll() {
+    const [fleet, raised, recent] = await Promise.all([
+      api("/api/pumps"), api("/api/alarms?state=raised&limit=1000"), api("/api/alarms?limit=200"),
+    ]);
+    for (const a of raised.alarms.concat(recent.alarms)) applyAlarm(a);
+    for (const p of fleet.pumps) for (const r of p.channels) applyResult(r, false);
+    showError(null);
+  }
+
+  // ---- live stream -----------------------------------------------------------------------
+  let source = null;
+  function connect() {
+    const live = $("live");
+    const q = token ? `?access_token=${encodeURIComponent(token)}` : "";
+    source = new EventSource(`/api/stream${q}`);
+    live.dataset.state = "connecting"; live.textContent = "connecting";
+    source.onopen = () => { live.dataset.state = "open"; live.textContent = "live"; };
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) {
+        // The server refused (auth, store down): start over, then reload state.
+        live.dataset.state = "closed"; live.textContent = "offline";
+        setTimeout(() => { connect(); refresh(); }, 3000);
+      } else {
+        live.dataset.state = "connecting"; live.textContent = "reconnecting";
+      }
+    };
+    source.addEventListener("result", (e) => {
+      const r = JSON.parse(e.data);
+      if (applyResult(r, true)) {
+        if (state.view.name === "pump") appendToHistory(r);
+        schedule();
+      }
+    });
+    source.addEventListener("alarm", (e) => { applyAlarm(JSON.parse(e.data)); schedule(); });
+    source.addEventListener("reset", () => { refresh(); });
+  }
+
+  async function refresh() {
+    try {
+      await loadAll();
+      for (const p of state.pumps.keys()) state.dirty.add(p);
+      schedule();
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  $("channel-select").addEventListener("change", (e) => {
+    state.view.channel = e.target.value;
+    loadPump();
+  });
+  window.addEventListener("hashchange", route);
+  let resizeTimer = 0;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { if (state.view.name === "pump") { drawTrends(); drawSpectra(); } }, 150);
+  });
+
+  async function start() {
+    connect();
+    try {
+      await loadAll();
+    } catch (err) {
+      showError(err);
+    }
+    route();
+    document.body.dataset.ready = "1";
+    setInterval(refresh, 30000);  // belt and braces: the stream carries every change
+  }
+  start();
+})();

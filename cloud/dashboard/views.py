@@ -1,0 +1,165 @@
+"""Store records -> the JSON shapes of the API (pure functions, no I/O).
+
+Times go out twice: ``*_ms`` as float milliseconds since the Unix epoch (what
+JavaScript's ``Date`` takes) and an ISO 8601 string for people. Report epochs
+are unsigned 64-bit, beyond JavaScript's exact integers, so they go out as
+decimal strings. Non-finite floats become ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import dsp
+from cloud.store import ArchivedReport, ResultRow
+
+from .alarms import AlarmRow
+from .queries import ZONE_RANK, History
+
+Json = dict[str, Any]
+
+
+def iso(ns: int) -> str:
+    dt = datetime.fromtimestamp(ns / 1e9, tz=UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ms(ns: int) -> float:
+    return ns / 1e6
+
+
+def num(x: float | None, digits: int = 4) -> float | None:
+    if x is None or not math.isfinite(x):
+        return None
+    return round(float(x), digits)
+
+
+def result_json(r: ResultRow) -> Json:
+    return {
+        "device": r.device, "epoch": str(r.epoch), "seq": r.seq, "site": r.site,
+        "pump": r.pump, "channel": r.channel, "time": iso(r.t0_ns), "t_ms": ms(r.t0_ns),
+        "stored_ms": ms(r.stored_ns), "condition": r.condition,
+        "probabilities": {k: num(v) for k, v in r.probabilities.items()},
+        "anomaly_score": num(r.anomaly_score), "anomaly_threshold": num(r.anomaly_threshold),
+        "anomalous": r.anomalous, "baseline": r.baseline, "iso_zone": r.iso_zone,
+        "velocity_rms": num(r.velocity_rms), "rpm": num(r.rpm, 2),
+        "evidence": [{"name": e.name, "value": num(e.value), "note": e.note} for e in r.evidence],
+        "model_version": r.model_version,
+    }
+
+
+def severity(r: ResultRow) -> tuple[int, bool, float]:
+    """Sort key: worse ISO zone, then anomalous, then score relative to threshold."""
+    rel = r.anomaly_score / r.anomaly_threshold if r.anomaly_threshold > 0 else r.anomaly_score
+    return (ZONE_RANK.get(r.iso_zone, 0), r.anomalous, rel if math.isfinite(rel) else 0.0)
+
+
+def pump_json(pump: str, latest: list[ResultRow], active_alarms: int) -> Json:
+    """One fleet tile: the worst channel's latest state, and every channel's."""
+    worst = max(latest, key=severity)
+    newest = max(latest, key=lambda r: r.t0_ns)
+    return {
+        "pump": pump, "site": worst.site, "channel": worst.channel,
+        "condition": worst.condition,
+        "probability": num(worst.probabilities.get(worst.condition)),
+        "anomaly_score": num(worst.anomaly_score),
+        "anomaly_threshold": num(worst.anomaly_threshold), "anomalous": worst.anomalous,
+        "iso_zone": worst.iso_zone, "velocity_rms": num(worst.velocity_rms),
+        "last_report": iso(newest.t0_ns), "last_report_ms": ms(newest.t0_ns),
+        "last_stored_ms": ms(max(r.stored_ns for r in latest)),
+        "alarm_state": "raised" if active_alarms else "none", "active_alarms": active_alarms,
+        "channels": [result_json(r) for r in latest],
+    }
+
+
+def alarm_json(a: AlarmRow) -> Json:
+    return {
+        "id": a.id, "site": a.site, "pump": a.pump, "channel": a.channel, "kind": a.kind,
+        "state": a.state, "raised": iso(a.raised_ns), "raised_ms": ms(a.raised_ns),
+        "cleared": None if a.cleared_ns is None else iso(a.cleared_ns),
+        "cleared_ms": None if a.cleared_ns is None else ms(a.cleared_ns),
+        "updated_ms": ms(a.updated_ns), "reason": a.reason,
+        "evidence": [{"name": e.name, "value": num(e.value), "note": e.note} for e in a.evidence],
+    }
+
+
+def zone_limits(asset: dsp.Asset) -> list[float]:
+    """The asset's (A/B, B/C, C/D) velocity limits in mm/s."""
+    limits = asset.zone_limits or dsp.ISO_ZONE_LIMITS[(asset.iso_group, asset.foundation)]
+    return [float(x) for x in limits]
+
+
+def history_json(h: History, limits: list[float] | None) -> Json:
+    return {
+        "pump": h.pump, "since": iso(h.since_ns), "until": iso(h.until_ns),
+        "since_ms": ms(h.since_ns), "until_ms": ms(h.until_ns),
+        "bucket_s": h.bucket_ns / 1e9, "rows": h.rows, "zone_limits": limits,
+        "series": [
+            {
+                "channel": s.channel, "t_ms": [ms(t) for t in s.t_ns], "count": s.count,
+                "anomaly_score": [num(x) for x in s.anomaly_score],
+                "anomaly_score_max": [num(x) for x in s.anomaly_score_max],
+                "anomaly_threshold": [num(x) for x in s.anomaly_threshold],
+                "anomalous": s.anomalous,
+                "velocity_rms": [num(x) for x in s.velocity_rms],
+                "velocity_rms_max": [num(x) for x in s.velocity_rms_max],
+                "iso_zone": s.iso_zone, "condition": s.condition,
+            }
+            for s in h.series
+        ],
+    }
+
+
+def markers(report: dsp.Report) -> list[Json]:
+    """Frequency markers (Hz) at the running speed: 1x, 2x, blade pass, bearing defects."""
+    fr = report.speed.rpm / 60.0
+    if not (fr > 0 and math.isfinite(fr)):
+        return []
+    out: list[Json] = [
+        {"name": "1x", "hz": round(fr, 3), "kind": "shaft", "source": ""},
+        {"name": "2x", "hz": round(2 * fr, 3), "kind": "shaft", "source": ""},
+    ]
+    if report.asset.vanes:
+        out.append(
+            {"name": "BPF", "hz": round(report.asset.vanes * fr, 3), "kind": "vane",
+             "source": f"{report.asset.vanes} vanes"}
+        )
+    many = len(report.asset.bearings) > 1
+    for i, b in enumerate(report.asset.bearings):
+        try:
+            orders = dsp.bearing_orders(b.n_balls, b.ball_d_mm, b.pitch_d_mm, b.contact_deg)
+        except ValueError:
+            continue  # geometry the codec accepted but the formulas cannot use
+        label = " ".join(x for x in (b.designation, b.location) if x) or f"bearing {i + 1}"
+        for key in ("bpfo", "bpfi", "bsf", "ftf"):
+            name = key.upper() + (f" {b.location or i + 1}" if many else "")
+            out.append(
+                {"name": name, "hz": round(orders[key] * fr, 3), "kind": "bearing",
+                 "source": label}
+            )
+    return out
+
+
+def _spectrum_json(s: dsp.Spectrum) -> Json:
+    db = s.db()
+    return {
+        "f0": float(s.f0), "df": float(s.df), "n": int(s.n),
+        "db": [num(float(x), 1) for x in db],
+    }
+
+
+def spectrum_json(a: ArchivedReport, report: dsp.Report) -> Json:
+    f = report.features
+    return {
+        "pump": a.pump, "channel": a.channel, "site": a.site, "device": a.device,
+        "epoch": str(a.epoch), "seq": a.seq, "time": iso(a.t0_ns), "t_ms": ms(a.t0_ns),
+        "rpm": num(report.speed.rpm, 2), "speed_source": report.speed.source,
+        "fs": float(report.fs), "velocity_rms": num(f.velocity_rms), "iso_zone": f.iso_zone,
+        "zone_limits": zone_limits(report.asset),
+        "spectrum": _spectrum_json(report.spectrum),
+        "envelope": None if report.envelope is None else _spectrum_json(report.envelope),
+        "envelope_band": None if report.envelope_band is None else list(report.envelope_band),
+        "markers": markers(report),
+    }

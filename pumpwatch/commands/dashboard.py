@@ -1,0 +1,62 @@
+"""``pumpwatch dashboard --store URL [--port 8000]``: the API, live stream and web page."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ._storeargs import add_store_args, store_url
+
+TOKEN_ENV = "PUMPWATCH_DASHBOARD_TOKEN"  # noqa: S105 -- the variable's name, not a secret
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("dashboard", help="serve the dashboard API, live stream and web page")
+    add_store_args(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
+    p.add_argument(
+        "--token-file", type=Path,
+        help=f"require this bearer token on /api/ (default: ${TOKEN_ENV} if set, else none)",
+    )
+    p.add_argument("--poll", type=float, default=0.25, metavar="SECONDS",
+                   help="how often the live stream checks the store for commits")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cloud.dashboard import DashboardSettings, serve
+
+    token = os.environ.get(TOKEN_ENV) or None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip() or None
+        except OSError as exc:
+            print(f"pumpwatch dashboard: cannot read token file: {exc}", file=sys.stderr)
+            return 2
+    settings = DashboardSettings(
+        store_url=store_url(args), host=args.host, port=args.port, token=token,
+        poll_s=args.poll,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"pumpwatch dashboard: cannot listen on {args.host}:{args.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    return 0
