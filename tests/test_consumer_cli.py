@@ -129,3 +129,20 @@ def test_cloud_config_validation(tmp_path: Path, capsys: pytest.CaptureFixture[s
         config_from_dict({"batch": {"max_bytes": 4096}})
     with pytest.raises(ConfigError, match="receive_maximum"):
         config_from_dict({"mqtt": {"receive_maximum": 0}})
+
+
+def test_documented_example_config_is_valid() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "consumer.md").read_text()
+    block = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    import tomllib
+
+    cfg = config_from_dict(tomllib.loads(block))
+    assert cfg.mqtt.client_id == "pumpwatch-consumer-1"
+    assert str(cfg.route("plant-a3", "x")) == "pumpwatch/plant-a.tar.gz"
+    assert str(cfg.route("lab", "P-901")) == "pumpwatch-canary"
+    # and the defaults are what the doc says
+    assert cfg == config_from_dict({
+        "mqtt": {"client_id": "pumpwatch-consumer-1"},
+        "route": [{"site": "plant-a*", "target_model": "plant-a.tar.gz"},
+                  {"pump": "P-9*", "endpoint": "pumpwatch-canary"}],
+    })
