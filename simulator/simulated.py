@@ -8,12 +8,15 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._pace import Pace, Pacer
 from .pump import PumpConfig
 from .recordings import Recording
 from .source import Block
-from .synth import PumpSynth
+from .synth import PumpSynth, apply_sensor_chain
+
+RENDER_AHEAD = 8192  # samples synthesized per call at least (amortizes per-call overhead)
 
 
 class SimulatedSource:
@@ -87,8 +90,12 @@ class SimulatedSource:
         self.full_scale: tuple[float | None, ...] = tuple(
             fsc for syn in self._synths for fsc in syn.full_scale
         )
+        self._adc_step = np.concatenate([syn.adc_step for syn in self._synths])
+        self._adc_top = np.concatenate([syn.adc_top for syn in self._synths])
         self._pacer = Pacer(pace, clock=clock, sleep=sleep)
         self._next = 0
+        self._buf = np.empty((len(self._channels), 0), dtype=np.float32)
+        self._buf_i0 = 0
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -107,7 +114,7 @@ class SimulatedSource:
         i0 = self._next
         if self.start_ns is None:
             self.start_ns = time.time_ns()
-        parts = []
+        samples = self._take(i0, n)
         truth: dict[str, Any] = {
             "source": "simulated",
             "seed": self.seed,
@@ -116,11 +123,8 @@ class SimulatedSource:
             "pumps": {},
         }
         for syn in self._synths:
-            x, tr = syn.render(i0, n)
-            parts.append(x)
-            truth["pumps"][syn.cfg.name] = tr
+            truth["pumps"][syn.cfg.name] = syn.truth(i0, n)
         self._next = i0 + n
-        samples = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         rpm = None
         if self.tachometer:
             rpm = np.array([truth["pumps"][p]["rpm"] for p in self.channel_pumps])
@@ -132,6 +136,29 @@ class SimulatedSource:
             rpm=rpm,
             truth=truth,
         )
+
+    def _take(self, i0: int, n: int) -> NDArray[np.float32]:
+        """Samples i0 .. i0+n-1, rendered ahead in chunks of at least ``RENDER_AHEAD``.
+
+        Rendering does not depend on how the stream is cut, so rendering ahead in
+        big chunks only saves per-call overhead; small blocks are served from it.
+        """
+        have = self._buf_i0 + self._buf.shape[1] - i0
+        if have < n:
+            m = max(n - have, RENDER_AHEAD)
+            start = self._buf_i0 + self._buf.shape[1]
+            fresh = np.empty((len(self._channels), m), dtype=np.float32)
+            row = 0
+            for syn in self._synths:
+                k = len(syn.cfg.sensors)
+                syn.render(start, m, fresh[row : row + k], sensor_chain=False)
+                row += k
+            apply_sensor_chain(fresh, self._adc_step, self._adc_top)
+            keep = self._buf[:, i0 - self._buf_i0 :]
+            self._buf = np.concatenate([keep, fresh], axis=1) if keep.shape[1] else fresh
+            self._buf_i0 = i0
+        a = i0 - self._buf_i0
+        return self._buf[:, a : a + n].copy()
 
     def blocks(self) -> Iterator[Block]:
         total = None if self.duration_s is None else round(self.duration_s * self._fs)

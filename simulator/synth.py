@@ -57,7 +57,7 @@ from .pump import BEARING_FAULTS, FaultConfig, PumpConfig, Resonance
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
 
-TABLE = 1 << 15  # wave-table points per two revolutions
+TABLE = 1 << 12  # wave-table points per two revolutions (small: stays in cache)
 BANK_A = 1 << 16  # co-prime noise bank lengths
 BANK_B = 3**10
 CHUNK = 8192  # internal chunk (samples): bounds temporaries, keeps rows in cache
@@ -271,11 +271,18 @@ class PumpSynth:
             self.cav_env = (env_a, env_b)
             self.cav_off = r_cav.integers(0, BANK_A * BANK_B, nch + 1)
 
+        self._orders0 = cfg.bearings[0].geometry.defect_orders() if cfg.bearings else {}
         self.full_scale = [s.full_scale_ms2 for s in cfg.sensors]
-        self._q = [
-            (fsc / (2 ** (s.adc_bits - 1) - 1), 2 ** (s.adc_bits - 1) - 1) if fsc else None
-            for s, fsc in zip(cfg.sensors, self.full_scale, strict=True)
-        ]
+        # ADC step (m/s^2 per code; 0 = ideal chain) and largest code, per channel
+        self.adc_step = np.array(
+            [
+                fsc / (2 ** (s.adc_bits - 1) - 1) if fsc else 0.0
+                for s, fsc in zip(cfg.sensors, self.full_scale, strict=True)
+            ]
+        )
+        self.adc_top = np.array([2.0 ** (s.adc_bits - 1) - 1 for s in cfg.sensors])
+        self._table_key: tuple[float, ...] | None = None
+        self._table_cache = (self.healthy_table, self.healthy_table)
         self.next_index = 0
 
     # ------------------------------------------------------------------------------------------
@@ -290,15 +297,25 @@ class PumpSynth:
             out[f.kind] = max(out.get(f.kind, 0.0), s)
         return out
 
-    def render(self, i0: int, n: int) -> tuple[F32, dict[str, Any]]:
-        """Samples ``i0 .. i0+n-1`` of every channel (m/s^2) and the block's ground truth."""
+    def render(
+        self, i0: int, n: int, out: F32 | None = None, *, sensor_chain: bool = True
+    ) -> tuple[F32, dict[str, Any]]:
+        """Samples ``i0 .. i0+n-1`` of every channel (m/s^2) and the block's ground truth.
+
+        ``out`` (channels, n) float32 receives the samples when given;
+        ``sensor_chain=False`` leaves clipping and quantization to the caller
+        (:func:`apply_sensor_chain` over a whole device at once is cheaper).
+        """
         if i0 != self.next_index:
             raise ValueError(f"render must continue at sample {self.next_index}, got {i0=}")
-        out = np.empty((len(self.cfg.sensors), n), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(self.cfg.sensors), n), dtype=np.float32)
         for s in range(0, n, CHUNK):
             m = min(CHUNK, n - s)
-            out[:, s : s + m] = self._render_chunk(i0 + s, m)
+            self._render_chunk(i0 + s, m, out[:, s : s + m])
         self.next_index = i0 + n
+        if sensor_chain:
+            apply_sensor_chain(out, self.adc_step, self.adc_top)
         return out, self.truth(i0, n)
 
     def truth(self, i0: int, n: int) -> dict[str, Any]:
@@ -311,23 +328,45 @@ class PumpSynth:
             "rpm": rpm,
             "severities": sev,
             "labels": sorted(k for k, v in sev.items() if v > 0) or ["healthy"],
-            "bearing_frequencies_hz": self.cfg.bearing_frequencies_hz(rpm),
+            "bearing_frequencies_hz": {k: v * rpm / 60.0 for k, v in self._orders0.items()},
             "blade_pass_hz": self.cfg.vanes * rpm / 60.0,
             "resonances_hz": [r.freq_hz for r in self.resonances],
         }
 
-    def _render_chunk(self, i0: int, n: int) -> F32:
+    def _tables(self, sevs: tuple[float, ...]) -> tuple[F32, F32]:
+        """Healthy + steady fault wave tables and their forward differences (cached)."""
+        if sevs != self._table_key:
+            tab = self.healthy_table.copy()
+            for (_, ft), v in zip(self.sync_faults, sevs, strict=True):
+                if v:
+                    tab += np.float32(v) * ft
+            self._table_cache = (tab, np.roll(tab, -1, axis=1) - tab)
+            self._table_key = sevs
+        return self._table_cache
+
+    def _render_chunk(self, i0: int, n: int, out: F32) -> None:
         cfg = self.cfg
         fs = cfg.fs
         rev = cfg.speed.revolutions_block(i0 - 1, n + 1, fs)  # one back, for impact crossings
         t = np.array([i0, i0 + n - 1], dtype=np.float64) / fs  # first and last sample
-        pos = (rev[1:] * (TABLE / 2) + 0.5).astype(np.int64) & (TABLE - 1)  # angle mod 2 rev
-        out = np.take(self.healthy_table, pos, axis=1)
-
-        for f, tab in self.sync_faults:
-            sev = self._sev(f, t, i0, n)
-            if sev is not None:
-                out += sev * np.take(tab, pos, axis=1)
+        # shaft angle mod two revolutions as a table position: index + linear-interp fraction
+        ph = rev[1:] * (TABLE / 2)
+        pos = ph.astype(np.int64)
+        frac = (ph - pos).astype(np.float32)
+        pos &= TABLE - 1
+        sevs = [self._sev(f, t, i0, n) for f, _ in self.sync_faults]
+        steady = tuple(float(v) if isinstance(v, float) else 0.0 for v in sevs)
+        tab, dtab = self._tables(steady)
+        for c in range(out.shape[0]):  # row by row: 1-D gathers are much faster than axis=1
+            row = out[c]
+            np.take(dtab[c], pos, out=row)
+            row *= frac
+            row += tab[c].take(pos)
+        for (_, ft), v in zip(self.sync_faults, sevs, strict=True):
+            if isinstance(v, np.ndarray):  # severity still growing within this chunk
+                for c in range(out.shape[0]):
+                    a, b = ft[c].take(pos), ft[c].take((pos + 1) & (TABLE - 1))
+                    out[c] += v * (a + frac * (b - a))
 
         # stationary noise: banks indexed by absolute sample number
         a0 = (i0 + self.bank_off) % BANK_A
@@ -341,8 +380,6 @@ class PumpSynth:
             self._add_cavitation(out, i0, n, t)
         if self.impacts:
             self._add_impacts(out, i0, n, rev)
-        self._sensor_chain(out)
-        return out
 
     def _sev(self, f: FaultConfig, t: F64, i0: int, n: int) -> F32 | float | None:
         """Severity over the chunk: a scalar when constant, None when zero."""
@@ -407,21 +444,40 @@ class PumpSynth:
         if u is None:
             u = np.zeros(n)
         self.ringing = True
+        y = np.empty((len(self.res_ba), n))
         for r, (b, a) in enumerate(self.res_ba):
-            y, self.res_state[r] = scipy.signal.lfilter(b, a, u, zi=self.res_state[r])
-            y32 = y.astype(np.float32)
-            for c in range(out.shape[0]):
-                out[c] += np.float32(self.coupling[c, r]) * y32
+            y[r], self.res_state[r] = scipy.signal.lfilter(b, a, u, zi=self.res_state[r])
+        out += (self.coupling @ y).astype(np.float32)
         if not np.any(u) and np.abs(self.res_state).max() < 1e-9:
             self.ringing = False
 
-    def _sensor_chain(self, out: F32) -> None:
-        for c, q in enumerate(self._q):
-            if q is None:
-                continue
-            step, top = q
-            row = out[c]
-            np.multiply(row, np.float32(1 / step), out=row)
-            np.rint(row, out=row)
-            np.clip(row, -top, top, out=row)
-            np.multiply(row, np.float32(step), out=row)
+
+_MAGIC = np.float32(1.5 * 2**23)  # adding and subtracting it rounds float32 to an integer
+
+
+def apply_sensor_chain(out: F32, step: F64, top: F64) -> None:
+    """In place: clip at +-``top`` codes of ``step`` m/s^2 and quantize (rows with step 0: ideal).
+
+    Vectorized over channels. Rounding is to nearest (ties to even) via the
+    float32 magic-number trick, valid for codes below 2^22; wider ADCs round in
+    float64.
+    """
+    live = step > 0
+    if not live.any():
+        return
+    rows = slice(None) if live.all() else np.flatnonzero(live)
+    x = out[rows]
+    inv = (1.0 / step[live]).astype(np.float32)[:, None]
+    t = top[live].astype(np.float32)[:, None]
+    if float(top[live].max()) < 2**22:
+        x *= inv
+        np.minimum(x, t, out=x)
+        np.maximum(x, -t, out=x)
+        x += _MAGIC
+        x -= _MAGIC
+    else:
+        y = np.clip(np.rint(x.astype(np.float64) * inv), -t, t)
+        x[...] = y
+    x *= step[live].astype(np.float32)[:, None]
+    if not isinstance(rows, slice):
+        out[rows] = x
