@@ -15,6 +15,7 @@ from .pump import (
     SensorConfig,
     SpeedProfile,
     fleet_configs,
+    load_fleet_config,
     load_pump_config,
     pump_config_from_dict,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "SpeedProfile",
     "UnknownBearingError",
     "fleet_configs",
+    "load_fleet_config",
     "load_pump_config",
     "lookup_bearing",
     "pump_config_from_dict",

@@ -569,3 +569,59 @@ def fleet_configs(
             )
         )
     return out
+
+
+_FLEET_KEYS = {
+    "pumps",
+    "channels_per_pump",
+    "seed",
+    "healthy_fraction",
+    "onset_spacing_s",
+    "ramp_s",
+    "fs",
+}
+
+
+def load_fleet_config(path: str | Path) -> list[PumpConfig]:
+    """Pumps of one device from TOML: explicit ``[[pump]]`` tables and/or a generated ``[fleet]``.
+
+    ::
+
+        [fleet]                 # generated pumps (see fleet_configs)
+        pumps = 8
+        channels_per_pump = 4
+        seed = 1
+        onset_spacing_s = 60.0
+        ramp_s = 300.0
+
+        [[pump]]                # explicit pumps, same keys as a pump file
+        name = "feed"
+        rpm = 1480
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PumpConfigError(f"{p}: cannot read fleet config: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PumpConfigError(f"{p}: not valid TOML: {exc}") from None
+    _check_keys(data, {"fleet", "pump"}, str(p))
+    pumps = [
+        pump_config_from_dict(d, where=f"{p} pump[{i}]") for i, d in enumerate(data.get("pump", []))
+    ]
+    if "fleet" in data:
+        f = dict(data["fleet"])
+        _check_keys(f, _FLEET_KEYS, f"{p} [fleet]")
+        n = f.pop("pumps", 4)
+        try:
+            generated = fleet_configs(int(n), **f)
+        except TypeError as exc:
+            raise PumpConfigError(f"{p} [fleet]: {exc}") from None
+        taken = {q.name for q in pumps}
+        pumps += [q for q in generated if q.name not in taken]
+    if not pumps:
+        raise PumpConfigError(f"{p}: no pumps (give [fleet] or [[pump]] tables)")
+    names = [q.name for q in pumps]
+    if len(set(names)) != len(names):
+        raise PumpConfigError(f"{p}: pump names must be unique, got {names}")
+    return pumps

@@ -218,3 +218,24 @@ def test_default_pump_needs_no_config() -> None:
     b = SimulatedSource().read(256)
     assert b.samples.shape == (2, 256)
     assert np.isfinite(b.samples).all()
+
+
+def test_config_dict_round_trip() -> None:
+    import json
+
+    from simulator import pump_config_from_dict
+
+    for cfg in [PumpConfig.default(), *fleet_configs(4, 3, seed=2)]:
+        assert pump_config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_fleet_toml(tmp_path: Path) -> None:
+    from simulator import load_fleet_config
+
+    p = tmp_path / "fleet.toml"
+    p.write_text('[fleet]\npumps = 3\nchannels_per_pump = 2\nseed = 4\n[[pump]]\nname = "feed"\n')
+    pumps = load_fleet_config(p)
+    assert [q.name for q in pumps] == ["feed", "pump1", "pump2", "pump3"]
+    p.write_text("[fleet]\nbogus = 1\n")
+    with pytest.raises(PumpConfigError, match="bogus"):
+        load_fleet_config(p)
