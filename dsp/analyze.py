@@ -196,7 +196,8 @@ def analyze(
     fs = cfg.fs
 
     # --- quality: never raise on bad samples -------------------------------------
-    mom = moments(a)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf are handled just below
+        mom = moments(a)
     bad_counts = np.zeros(ch, dtype=np.int64)
     # NaN poisons the mean and inf the extremes: a full isfinite pass only when needed.
     if not (np.isfinite(mom["mean"]).all() and np.isfinite(mom["max"] - mom["min"]).all()):
