@@ -40,9 +40,9 @@ from simulator.source import Source
 
 from .config import EdgeConfig
 from .mqtt_paho import PahoTransport
-from .pipeline import COMPUTING, SPOOLED, ProgressMark, ReportBuilder
+from .pipeline import COMPUTING, SPOOLED, ProgressMark, Record, ReportBuilder
 from .publisher import Publisher
-from .ring import SampleRing
+from .ring import Chunk, SampleRing
 from .sources import channel_index
 from .spool import Spool
 from .transport import Acked, Connected, Disconnected, Event, Transport, TransportError, Will
@@ -93,12 +93,19 @@ class Agent:
         self.mark = ProgressMark(self.spool.path)
         self.lost_at_start = self.mark.report_previous()
         n_ch = len(self._idx)
-        capacity = max(round(cfg.pipeline.ring_s * rc.fs), 2 * cfg.source.block_size, 1)
         ovf = overflow or cfg.pipeline.overflow
         if ovf == "auto":
             ovf = "drop" if cfg.source.pace == "realtime" else "block"
+        ring_s = cfg.pipeline.ring_s
+        if ovf == "block":  # a source that waits needs only a little decoupling
+            ring_s = min(ring_s, 0.25)
+        capacity = max(round(ring_s * rc.fs), 2 * cfg.source.block_size, 1)
         self.ring = SampleRing(n_ch, capacity, overflow="block" if ovf == "block" else "drop")
-        self.framer = dsp.Framer(size=rc.interval_samples, hop=rc.interval_samples)
+        step = cfg.pipeline.chunk_channels
+        self._groups = [(lo, min(lo + step, n_ch)) for lo in range(0, n_ch, step)]
+        self.framers = [
+            dsp.Framer(size=rc.interval_samples, hop=rc.interval_samples) for _ in self._groups
+        ]
         self.builder = ReportBuilder(cfg, self.epoch)
         self.publisher = Publisher(
             self.spool,
@@ -178,29 +185,59 @@ class Agent:
         n = len(self._idx)
         try:
             while not self._halt.is_set():
-                chunk = self.ring.read(rc.interval_samples, timeout=0.5)
+                # modest reads: the framer holds the partial interval, no big transients
+                chunk = self.ring.read(min(rc.interval_samples, 8192), timeout=0.5)
                 if chunk is None:
                     if self.ring.closed and self.ring.stats.depth == 0:
                         break
                     continue
-                for w in self.framer.push(chunk.samples, chunk.t0_ns, chunk.fs):
-                    seq0 = self.builder.seq
-                    self.mark.write(self.epoch, seq0, seq0 + n, COMPUTING)
-                    t = time.perf_counter()
-                    recs = self.builder.build(
-                        w.samples, w.t0_ns, after_restart=w.after_restart, rpm=chunk.rpm
-                    )
-                    self.compute_s += time.perf_counter() - t
-                    with self._lock:
-                        self.spool.append(recs, stamp_ns=time.time_ns())
-                    self.mark.write(self.epoch, seq0, seq0 + n, SPOOLED)
-                    self.intervals += 1
-                    self._wake.set()
+                self._compute_chunk(chunk, n)
         except Exception as exc:
             log.exception("computation failed")
             self.errors.append(f"compute: {exc}")
         finally:
             self._compute_done.set()
+            self._wake.set()
+
+    def _compute_chunk(self, chunk: Chunk, n: int) -> None:
+        """Frame and analyze one ring chunk, group by group of channels.
+
+        Each channel group has its own framer, so an interval's window is copied
+        out and analyzed one group at a time (a few MB) instead of all channels at
+        once; the interval's reports are then spooled together (one group commit)."""
+        base = self.builder.seq
+        per_window: list[list[Record]] = []
+        for (lo, hi), framer in zip(self._groups, self.framers, strict=True):
+            rpm = None if chunk.rpm is None else chunk.rpm[lo:hi]
+            wins = framer.push(chunk.samples[lo:hi], chunk.t0_ns, chunk.fs)
+            if lo == 0:
+                if not wins:
+                    return  # every group frames identically: no interval completed
+                per_window = [[] for _ in wins]
+                self.mark.write(self.epoch, base, base + n * len(wins), COMPUTING)
+            t = time.perf_counter()
+            for k, w in enumerate(wins):
+                per_window[k] += self.builder.build_part(
+                    lo,
+                    w.samples,
+                    w.t0_ns,
+                    seq0=base + k * n,
+                    after_restart=w.after_restart,
+                    rpm=rpm,
+                )
+            self.compute_s += time.perf_counter() - t
+        for recs in per_window:
+            with self._lock:
+                self.spool.append(recs, stamp_ns=time.time_ns())
+            self.builder.seq += n
+            self.builder.intervals += 1
+            self.intervals += 1
+            self.mark.write(
+                self.epoch,
+                self.builder.seq,
+                base + n * len(per_window),
+                COMPUTING if self.builder.seq < base + n * len(per_window) else SPOOLED,
+            )
             self._wake.set()
 
     def _emit(self, ev: Event) -> None:
@@ -251,8 +288,8 @@ class Agent:
             },
             "ring": asdict(self.ring.stats),
             "framer": {
-                "restarts": self.framer.stats.restarts,
-                "discarded": self.framer.stats.discarded,
+                "restarts": self.framers[0].stats.restarts,
+                "discarded": sum(f.stats.discarded for f in self.framers),
             },
             "lost_at_start": self.lost_at_start,
             **extra,

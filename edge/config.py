@@ -125,7 +125,7 @@ class SourceConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
-    ring_s: float = 2.0  # seconds of samples the acquisition ring holds
+    ring_s: float = 1.0  # seconds of samples the acquisition ring holds (live sources)
     # when DSP falls behind: "drop" the oldest samples (a live sensor cannot wait) or
     # "block" the source (replays, faster-than-real-time); "auto": drop only when paced
     # in real time

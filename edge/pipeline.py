@@ -13,7 +13,6 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,36 +55,61 @@ class ReportBuilder:
         rpm: NDArray[np.float64] | None = None,
     ) -> list[Record]:
         """Reports for ``x`` of shape ``(channels, interval_samples)`` starting at ``t0_ns``."""
-        specs: Sequence[dsp.ChannelSpec] = self.specs
+        seq0 = self.seq
+        out: list[Record] = []
+        for lo in range(0, self.n_channels, self.chunk):
+            part_rpm = None if rpm is None else rpm[lo : lo + self.chunk]
+            out += self.build_part(
+                lo,
+                x[lo : lo + self.chunk],
+                t0_ns,
+                seq0=seq0,
+                after_restart=after_restart,
+                rpm=part_rpm,
+            )
+        self.seq += self.n_channels
+        self.intervals += 1
+        return out
+
+    def build_part(
+        self,
+        lo: int,
+        x: NDArray[np.floating],
+        t0_ns: int,
+        *,
+        seq0: int,
+        after_restart: bool = False,
+        rpm: NDArray[np.float64] | None = None,
+    ) -> list[Record]:
+        """Reports for channels ``lo .. lo + len(x) - 1`` of the interval whose first
+        report is ``seq0`` (channel ``c`` gets ``seq0 + c``). Does not advance :attr:`seq`."""
+        specs = self.specs[lo : lo + x.shape[0]]
         if rpm is not None:
             specs = [
                 dataclasses.replace(s, rpm=float(r), rpm_source="measured")
                 if np.isfinite(r) and r > 0
                 else s
-                for s, r in zip(self.specs, rpm, strict=True)
+                for s, r in zip(specs, rpm, strict=True)
             ]
-        out: list[Record] = []
         rc = self.cfg.report
-        for lo in range(0, len(specs), self.chunk):
-            part = list(specs[lo : lo + self.chunk])
-            results = dsp.analyze(x[lo : lo + self.chunk], rc, part, after_restart=after_restart)
-            for i, (res, spec) in enumerate(zip(results, part, strict=True)):
-                pump, channel = self.names[lo + i]
-                report = dsp.make_report(
-                    res,
-                    rc,
-                    spec,
-                    device=self.cfg.device,
-                    epoch=self.epoch,
-                    seq=self.seq,
-                    site=self.cfg.site,
-                    pump=pump,
-                    channel=channel,
-                    t0_ns=t0_ns,
-                )
-                out.append((self.epoch, self.seq, dsp.encode_report(report)))
-                self.seq += 1
-        self.intervals += 1
+        out: list[Record] = []
+        results = dsp.analyze(x, rc, specs, after_restart=after_restart)
+        for i, (res, spec) in enumerate(zip(results, specs, strict=True)):
+            pump, channel = self.names[lo + i]
+            seq = seq0 + lo + i
+            report = dsp.make_report(
+                res,
+                rc,
+                spec,
+                device=self.cfg.device,
+                epoch=self.epoch,
+                seq=seq,
+                site=self.cfg.site,
+                pump=pump,
+                channel=channel,
+                t0_ns=t0_ns,
+            )
+            out.append((self.epoch, seq, dsp.encode_report(report)))
         return out
 
 

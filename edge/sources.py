@@ -48,12 +48,21 @@ class SyntheticSource:
         # whole cycles over the period so the loop is seamless
         f1 = round(fr * n / self.sample_rate) * self.sample_rate / n
         ch = len(self.channel_names)
-        amp = rng.uniform(0.5, 3.0, size=(ch, 1))
-        ph = rng.uniform(0, 2 * np.pi, size=(ch, 2))
-        x = amp * np.sin(2 * np.pi * f1 * t + ph[:, :1])
-        x += 0.3 * amp * np.sin(2 * np.pi * self.vanes * f1 * t + ph[:, 1:])
-        x += 0.2 * rng.standard_normal((ch, n))
-        self._buf = x.astype(np.float32)
+        # row by row in float32: no (channels, n) float64 temporaries at 256 channels
+        self._buf = np.empty((ch, n), dtype=np.float32)
+        w1 = (2 * np.pi * f1 * t).astype(np.float32)
+        wv = (2 * np.pi * self.vanes * f1 * t).astype(np.float32)
+        for c in range(ch):
+            amp, p1, p2 = (
+                rng.uniform(0.5, 3.0),
+                rng.uniform(0, 2 * np.pi),
+                rng.uniform(0, 2 * np.pi),
+            )
+            row = self._buf[c]
+            row[:] = rng.standard_normal(n, dtype=np.float32)
+            row *= 0.2
+            row += amp * np.sin(w1 + np.float32(p1))
+            row += 0.3 * amp * np.sin(wv + np.float32(p2))
         for name, kind in (self.faults or {}).items():
             i = list(self.channel_names).index(name)
             row = self._buf[i]
