@@ -249,7 +249,23 @@ class PumpSynth:
             imp[0] = 1.0
             b /= np.abs(scipy.signal.lfilter(b, a, imp)).max()
             self.res_ba.append((b, a))
-        self.res_state = np.zeros((nres, 2))
+        # All modes in parallel, as one filter: a shared denominator A = prod(a_r) run once
+        # (lfilter costs the same for order 2 or 6), then per channel the numerator
+        # N_c = sum_r coupling[c, r] * b_r * prod_{q != r} a_q as a short FIR.
+        den = np.array([1.0])
+        for _, a in self.res_ba:
+            den = np.convolve(den, a)
+        parts = []
+        for k, (b, _) in enumerate(self.res_ba):
+            num = b
+            for q, (_, a) in enumerate(self.res_ba):
+                if q != k:
+                    num = np.convolve(num, a)
+            parts.append(num)
+        self.res_den = den
+        self.res_num_rev = np.ascontiguousarray((self.coupling @ np.array(parts))[:, ::-1])
+        self.res_state = np.zeros(den.size - 1)
+        self.res_tail = np.zeros(den.size - 1)  # last all-pole outputs, for the FIR
         self.ringing = False
 
         # --- cavitation ---------------------------------------------------------------------------
@@ -444,10 +460,12 @@ class PumpSynth:
         if u is None:
             u = np.zeros(n)
         self.ringing = True
-        y = np.empty((len(self.res_ba), n))
-        for r, (b, a) in enumerate(self.res_ba):
-            y[r], self.res_state[r] = scipy.signal.lfilter(b, a, u, zi=self.res_state[r])
-        out += (self.coupling @ y).astype(np.float32)
+        w, self.res_state = scipy.signal.lfilter([1.0], self.res_den, u, zi=self.res_state)
+        wext = np.concatenate([self.res_tail, w])
+        self.res_tail = wext[n:]
+        taps = self.res_num_rev.shape[1]
+        shifted = np.stack([wext[k : k + n] for k in range(taps)])  # (taps, n): w[j - taps + 1 + k]
+        out += (self.res_num_rev @ shifted).astype(np.float32)
         if not np.any(u) and np.abs(self.res_state).max() < 1e-9:
             self.ringing = False
 
