@@ -96,8 +96,11 @@ def dsp_only(cfg: EdgeConfig, intervals: int = 3) -> float:
     return x.shape[0] * intervals / (time.perf_counter() - t)
 
 
+CORES = cores()
+
+
 def run_once(channels: int, seconds: float, log: logging.Logger) -> dict[str, Any]:
-    agent_core, other = cores()
+    agent_core, other = CORES
     with tempfile.TemporaryDirectory(prefix="bench-edge-") as d:
         tmp = Path(d)
         broker = Mosquitto(tmp / "mosquitto", persistence=False, max_inflight_messages=1000)
@@ -106,6 +109,8 @@ def run_once(channels: int, seconds: float, log: logging.Logger) -> dict[str, An
             if other is not None and broker.pid is not None:
                 os.sched_setaffinity(broker.pid, {other})
             os.sched_setaffinity(0, {agent_core})  # threads started from now on inherit it
+            if broker.pid is not None and other is not None:
+                os.sched_setaffinity(broker.pid, {other})
             cfg = make_config(tmp, broker.port, channels, seconds)
             dsp_rate = dsp_only(cfg)
             agent = Agent(

@@ -210,11 +210,12 @@ class Agent:
         for (lo, hi), framer in zip(self._groups, self.framers, strict=True):
             rpm = None if chunk.rpm is None else chunk.rpm[lo:hi]
             wins = framer.push(chunk.samples[lo:hi], chunk.t0_ns, chunk.fs)
-            if lo == 0:
-                if not wins:
-                    return  # every group frames identically: no interval completed
+            if lo == 0:  # every group frames identically: group 0 speaks for all
                 per_window = [[] for _ in wins]
-                self.mark.write(self.epoch, base, base + n * len(wins), COMPUTING)
+                if wins:
+                    self.mark.write(self.epoch, base, base + n * len(wins), COMPUTING)
+            if len(wins) != len(per_window):
+                raise RuntimeError(f"channel groups framed differently at t0={chunk.t0_ns}")
             t = time.perf_counter()
             for k, w in enumerate(wins):
                 per_window[k] += self.builder.build_part(

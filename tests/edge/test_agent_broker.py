@@ -75,6 +75,7 @@ def test_reports_arrive_intact_and_in_sequence(
     tmp_path: Path, mosquitto: Mosquitto, collector_for: Callable[[str], Collector]
 ) -> None:
     d = edge_config(tmp_path, mosquitto.port, channels=4, source={"duration_s": 6})
+    d["pipeline"] = {"chunk_channels": 3}  # two channel groups, framed and analyzed apart
     cfg = build(d)
     col = collector_for(cfg.device)
     agent = Agent(cfg, synthetic_source(cfg), exit_when_drained=True, overflow="block")
