@@ -49,12 +49,13 @@
   const resultKey = (r) => `${r.device}/${r.epoch}/${r.seq}`;
   const num = (v, d = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
   const pct = (v) => (v === null || v === undefined ? "–" : `${Math.round(v * 100)}%`);
-  function timeText(ms) {
+  function timeText(ms, short) {
     const d = new Date(ms);
     const p = (x) => String(x).padStart(2, "0");
     const hms = `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}`;
     const today = new Date().toISOString().slice(0, 10);
     const day = d.toISOString().slice(0, 10);
+    if (short) return day === today ? hms : `${day.slice(5)} ${hms}`;
     return day === today ? `${hms} UTC` : `${day} ${hms} UTC`;
   }
   function el(tag, cls, text) {
@@ -156,7 +157,7 @@
     meter.classList.toggle("over", rel >= 1);
     meter.firstChild.style.width = `${Math.max(2, Math.min(100, rel * 50))}%`;
     const tr = t.querySelector(".time-row");
-    tr.replaceChildren(el("span", "", "last report"), el("b", "", timeText(newest)));
+    tr.replaceChildren(el("span", "", "last report (UTC)"), el("b", "", timeText(newest, true)));
     if (p.updatedMs) {
       t.dataset.updatedMs = String(p.updatedMs);
       t.classList.add("flash");
@@ -250,12 +251,12 @@
     const probs = Object.entries(r.probabilities).sort((a, b) => (b[1] || 0) - (a[1] || 0));
     const cells = [];
     probs.forEach(([name, v], i) => {
-      const label = el("span", i === 0 ? "top" : "", name.replace(/_/g, " "));
+      const label = el("span", i === 0 ? "first" : "", name.replace(/_/g, " "));
       const bar = el("div", "bar");
       const fill = el("span");
       fill.style.width = `${Math.max(0, Math.min(100, (v || 0) * 100))}%`;
       bar.append(fill);
-      const wrap = el("div", i === 0 ? "top" : "");
+      const wrap = el("div", i === 0 ? "first" : "");
       wrap.append(bar);
       cells.push(label, wrap, el("span", "pct", pct(v)));
     });
