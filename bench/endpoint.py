@@ -8,7 +8,9 @@ to one core; this process (the aiobotocore ``sagemaker-runtime`` client,
 libraries use one thread. For each batch size (1, 16, 64, 256 reports of
 1 s, 25.6 kHz, 1600 lines, from the same dsp as the edge) the client keeps
 ``--concurrency`` calls in flight for ``--seconds`` after a warm-up and
-records each call's latency. Reports go to a bundle with per-pump z-score
+records each call's latency, and the CPU time each side spent per call
+(server from /proc, client from ``time.process_time``): on a shared
+machine wall-clock figures are noisy, CPU per call is not. Reports go to a bundle with per-pump z-score
 baselines for 16 pumps plus the physics classifier (the models measured are
 named in the JSON as ``models``). The last line printed is one JSON object.
 """
@@ -110,8 +112,18 @@ def start_server(model_dir: Path, cpu: int | None) -> tuple[subprocess.Popen[str
     return proc, line.strip().rsplit(" ", 1)[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(
-    url: str, bodies: list[bytes], batch: int, seconds: float, concurrency: int
+    url: str, bodies: list[bytes], batch: int, seconds: float, concurrency: int,
+    server_pid: int,
 ) -> dict[str, float]:
     from aiobotocore.session import get_session
     from botocore.config import Config
@@ -150,15 +162,20 @@ async def measure(
         warm = time.perf_counter() + min(1.0, seconds / 3)
         await asyncio.gather(*(worker(w, warm, False) for w in range(concurrency)))
         t0 = time.perf_counter()
+        s0, c0 = cpu_seconds(server_pid), time.process_time()
         until = t0 + seconds
         await asyncio.gather(*(worker(w, until, True) for w in range(concurrency)))
         elapsed = time.perf_counter() - t0
+        s1, c1 = cpu_seconds(server_pid), time.process_time()
     ms = np.array(lat) * 1e3
     return {
         "reports_per_s": done / elapsed,
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "calls": float(len(lat)),
+        # CPU per call is robust to a shared machine where wall-clock figures are not.
+        "server_cpu_ms_per_call": (s1 - s0) * 1e3 / max(len(lat), 1),
+        "client_cpu_ms_per_call": (c1 - c0) * 1e3 / max(len(lat), 1),
     }
 
 
@@ -191,13 +208,15 @@ def main(argv: list[str] | None = None) -> int:
                         for o in range(0, 256, max(b, 16))
                     ][:16]
                     conc = args.concurrency
-                    r = asyncio.run(measure(url, bodies, b, args.seconds, conc))
+                    r = asyncio.run(measure(url, bodies, b, args.seconds, conc, proc.pid))
                     runs[b].append(r)
                     print(
                         f"batch {b:4d}: {r['reports_per_s']:9.0f} reports/s, "
                         f"p50 {r['p50_ms']:6.2f} ms, p99 {r['p99_ms']:6.2f} ms "
                         f"({r['calls']:.0f} calls, {conc} in flight, "
-                        f"{len(bodies[0]) / 1024:.0f} KiB/call)",
+                        f"{len(bodies[0]) / 1024:.0f} KiB/call; CPU/call server "
+                        f"{r['server_cpu_ms_per_call']:.2f} ms, client "
+                        f"{r['client_cpu_ms_per_call']:.2f} ms)",
                         flush=True,
                     )
         finally:
@@ -210,6 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     for b in BATCHES:
         out[f"p50_ms_{b}"] = round(statistics.median(r["p50_ms"] for r in runs[b]), 2)
         out[f"p99_ms_{b}"] = round(statistics.median(r["p99_ms"] for r in runs[b]), 2)
+    for b in BATCHES:
+        out[f"server_cpu_ms_per_call_{b}"] = round(
+            statistics.median(r["server_cpu_ms_per_call"] for r in runs[b]), 3
+        )
+        out[f"client_cpu_ms_per_call_{b}"] = round(
+            statistics.median(r["client_cpu_ms_per_call"] for r in runs[b]), 3
+        )
+    # What one dedicated server core sustains, from its CPU time (robust to a shared machine).
+    cpu64 = out["server_cpu_ms_per_call_64"]
+    assert isinstance(cpu64, float)
+    out["server_core_capacity_reports_per_s_64"] = round(64 / (cpu64 / 1e3)) if cpu64 else None
     out.update(
         models="physics classifier + per-pump z-score baselines (16 pumps), no trained model",
         concurrency=args.concurrency,
