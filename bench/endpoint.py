@@ -10,9 +10,10 @@ libraries use one thread. For each batch size (1, 16, 64, 256 reports of
 ``--concurrency`` calls in flight for ``--seconds`` after a warm-up and
 records each call's latency, and the CPU time each side spent per call
 (server from /proc, client from ``time.process_time``): on a shared
-machine wall-clock figures are noisy, CPU per call is not. Reports go to a bundle with per-pump z-score
-baselines for 16 pumps plus the physics classifier (the models measured are
-named in the JSON as ``models``). The last line printed is one JSON object.
+machine wall-clock figures are noisy, CPU per call is not. Reports go to a
+bundle with per-pump z-score baselines for 16 pumps plus the physics
+classifier (the models measured are named in the JSON as ``models``). The
+last line printed is one JSON object.
 """
 
 from __future__ import annotations
