@@ -22,7 +22,6 @@ DeadLetterKind = Literal[
     "schema",  # decodes, but an unknown schema version or a field out of range
     "spoofed",  # payload's device differs from the topic's
     "topic",  # topic outside pumpwatch/devices/{device}/reports
-    "stale",  # window older than the retention horizon
     "model",  # the endpoint refused this report (poison)
 ]
 DEAD_LETTER_KINDS: tuple[str, ...] = (
@@ -31,7 +30,6 @@ DEAD_LETTER_KINDS: tuple[str, ...] = (
     "schema",
     "spoofed",
     "topic",
-    "stale",
     "model",
 )
 
