@@ -143,3 +143,37 @@ async def test_multi_model_container_api(model_dir: Path, reports: list[dsp.Repo
         async with s.post(url + "/models/site-a/invoke", data=request_body(reports[:1]),
                           headers=MSGPACK) as r:
             assert r.status == 404
+
+
+class _Exploding:
+    kind = "test-exploding"
+    classes = ("healthy", "unknown")
+    nbytes = 0
+
+    def predict_proba(self, f: object) -> object:
+        raise FloatingPointError("the model blew up")
+
+
+async def test_model_failure_while_scoring_is_model_error(
+    tmp_path: Path, reports: list[dsp.Report]
+) -> None:
+    import json
+
+    from cloud.model.classifier import register_kind
+
+    register_kind("test-exploding", lambda d, spec: _Exploding())
+    bundle = write_bundle(tmp_path / "models" / "boom", model_version="boom-1")
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["classifier"] = {"kind": "test-exploding"}
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    async with ModelServer(_cfg(model_dir=tmp_path / "models")) as srv, \
+            aiohttp.ClientSession() as s:
+        await srv.wait_ready()
+        async with s.post(f"http://127.0.0.1:{srv.port}/invocations",
+                          data=request_body(reports[:2]),
+                          headers={**MSGPACK, "X-Amzn-SageMaker-Target-Model": "boom"}) as r:
+            assert r.status == 424
+            assert r.headers["x-amzn-ErrorType"] == "ModelError"
+            body = await r.json()
+            assert "boom-1" in body["message"] and "blew up" in body["message"]
+            assert body["OriginalStatusCode"] == 500
