@@ -16,7 +16,7 @@ from .recordings import Recording
 from .source import Block
 from .synth import PumpSynth, apply_sensor_chain
 
-RENDER_AHEAD = 8192  # samples synthesized per call at least (amortizes per-call overhead)
+RENDER_AHEAD = 32768  # samples (1.28 s at 25.6 kHz) synthesized per call at least
 
 
 class SimulatedSource:

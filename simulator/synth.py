@@ -60,7 +60,7 @@ F64 = NDArray[np.float64]
 TABLE = 1 << 12  # wave-table points per two revolutions (small: stays in cache)
 BANK_A = 1 << 16  # co-prime noise bank lengths
 BANK_B = 3**10
-CHUNK = 8192  # internal chunk (samples): bounds temporaries, keeps rows in cache
+CHUNK = 32768  # internal chunk (samples): bounds temporaries; big, as per-call overhead dominates
 
 # Velocity RMS (mm/s) per order at severity 1 (healthy: fixed level), radial sensor.
 _HEALTHY = {1.0: 0.8, 2.0: 0.3, 3.0: 0.12}
