@@ -19,9 +19,13 @@ Theory of operation
   ``max_points`` time buckets per channel (mean and max of the anomaly score
   and velocity RMS, worst ISO zone, anomalous count).
 * The live stream's cursor is the store's commit time ``stored_ns``. The
-  results table has no index on it (yet: see docs/dashboard.md), so
-  :meth:`SQLiteReader.results_after` scans; the stream only runs it when
-  ``PRAGMA data_version`` says another connection committed.
+  results table has no index on it (yet: see docs/dashboard.md), so a plain
+  "stored after" query scans the table. :meth:`SQLiteReader.results_after`
+  therefore takes an optional ``received_after`` bound that the
+  ``received_ns`` index serves (a row is received before it is stored); the
+  stream uses it for its frequent polls and scans in full only now and then
+  (see :mod:`.stream`). When an index on ``stored_ns`` exists
+  (:meth:`SQLiteReader.has_stored_index`) every poll is an index range.
 * The ``alarms`` table (see :mod:`cloud.dashboard.alarms`) may not exist yet;
   then every alarm query returns nothing.
 """
@@ -359,15 +363,36 @@ class SQLiteReader:
 
         return await self._run(run)
 
+    async def has_stored_index(self) -> bool:
+        """Whether some index on ``results`` leads with ``stored_ns``."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            for row in conn.execute("PRAGMA index_list(results)").fetchall():
+                cols = conn.execute(f"PRAGMA index_info({row[1]!r})").fetchall()
+                if cols and cols[0][2] == "stored_ns":
+                    return True
+            return False
+
+        return await self._run(run)
+
     async def results_after(
-        self, after_ns: int, *, upto_ns: int | None = None, limit: int = 5000
+        self,
+        after_ns: int,
+        *,
+        upto_ns: int | None = None,
+        received_after: int | None = None,
+        limit: int = 5000,
     ) -> list[ResultRow]:
-        """Results with ``after_ns < stored_ns [<= upto_ns]``, in commit order."""
+        """Results with ``after_ns < stored_ns [<= upto_ns]`` (and, if given,
+        ``received_ns >= received_after``), in commit order."""
         sql = f"SELECT {_RESULT_COLUMNS} FROM results WHERE stored_ns > ?"  # noqa: S608
         params: list[Any] = [after_ns]
         if upto_ns is not None:
             sql += " AND stored_ns <= ?"
             params.append(upto_ns)
+        if received_after is not None:
+            sql += " AND received_ns >= ?"
+            params.append(received_after)
         sql += " ORDER BY stored_ns, t0_ns, device, epoch, seq LIMIT ?"
         params.append(limit)
 

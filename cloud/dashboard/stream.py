@@ -15,6 +15,14 @@ Theory of operation
   commit whose ``stored_ns`` was stamped before a commit that became visible
   earlier (several writers); identities already sent within the look-back
   are skipped.
+* **Without an index on stored_ns** (the store's schema today) a "stored
+  after" query scans the table, so frequent polls also bound ``received_ns
+  >= R - window_s`` (served by its index; a result is received before it is
+  stored) and a full scan runs every ``full_scan_s`` at most (stretched to
+  20x its own duration) to catch results held longer than ``window_s``
+  between arrival and commit (endpoint outages): those reach clients late,
+  but always. Polls are also paced to at least twice their own duration,
+  so a slow store costs latency, not a pegged core.
 * **Fan-out.** Every subscriber has a bounded queue. A subscriber that falls
   ``queue_size`` events behind is dropped: its response ends and the browser's
   ``EventSource`` reconnects with ``Last-Event-ID``, which is served from the
@@ -111,6 +119,8 @@ class StreamHub:
         queue_size: int = 2000,
         batch_limit: int = 5000,
         catchup_limit: int = 5000,
+        window_s: float = 600.0,
+        full_scan_s: float = 30.0,
     ) -> None:
         self._reader = reader
         self._poll_s = poll_s
@@ -118,6 +128,11 @@ class StreamHub:
         self._queue_size = queue_size
         self._batch_limit = batch_limit
         self.catchup_limit = catchup_limit
+        self._window_ns = int(window_s * 1e9)
+        self._full_scan_s = full_scan_s
+        self._indexed = False
+        self._next_full = 0.0
+        self._full_from = 0  # results cursor at the last full scan
         self._subs: set[Subscription] = set()
         self._sent_results: dict[Identity, int] = {}
         self._sent_alarms: dict[tuple[str, int], int] = {}
@@ -169,19 +184,27 @@ class StreamHub:
     async def run(self) -> None:
         """Poll until cancelled; store errors are logged and retried."""
         version: int | None = None
-        last_full = 0.0
+        last_poll = 0.0
         while True:
+            pause = self._poll_s
             try:
                 if not self.ready.is_set():
                     self._results_ns, self._alarms_ns = await self._reader.watermarks()
-                    await self.poll_once(broadcast=False)  # the look-back is old news
+                    self._full_from = self._results_ns
+                    self._indexed = await self._reader.has_stored_index()
+                    await self.poll_once(broadcast=False, full=True)  # the look-back is old news
                     self.ready.set()
                 v = await self._reader.data_version()
                 now = time.monotonic()
-                if v != version or now - last_full > 5.0:
-                    version, last_full = v, now
-                    while await self.poll_once():
+                full = not self._indexed and now >= self._next_full
+                if v != version or full or now - last_poll > 5.0:
+                    version, last_poll = v, now
+                    while await self.poll_once(full=full):
                         pass  # a full batch: more is waiting
+                    took = time.monotonic() - now
+                    pause = max(pause, 2 * took)
+                    if full:
+                        self._next_full = now + max(self._full_scan_s, 20 * took)
             except asyncio.CancelledError:
                 raise
             except StoreError as exc:
@@ -189,16 +212,28 @@ class StreamHub:
                 if str(exc) != self.stats.last_error:
                     log.warning("live stream cannot read the store: %s", exc)
                 self.stats.last_error = str(exc)
-                await asyncio.sleep(1.0)
-                continue
-            await asyncio.sleep(self._poll_s)
+                pause = 1.0
+            await asyncio.sleep(pause)
 
-    async def poll_once(self, *, broadcast: bool = True) -> bool:
-        """Read and broadcast one batch; True when the batch was full (poll again)."""
+    async def poll_once(self, *, broadcast: bool = True, full: bool = True) -> bool:
+        """Read and broadcast one batch; True when the batch hit its limit (poll again).
+
+        ``full=False`` also bounds the read by arrival time; ``full=True`` (without an
+        index on stored_ns) looks back to the previous full scan, for stragglers.
+        """
         self.stats.polls += 1
-        r_from = self._scan_from if self._scan_from is not None else self._results_ns - self._lag_ns
+        bounded = not full and not self._indexed
+        if self._scan_from is not None:  # continuing a batch that hit its limit
+            r_from = self._scan_from
+        elif full and not self._indexed:
+            r_from = min(self._results_ns, self._full_from) - self._lag_ns
+        else:
+            r_from = self._results_ns - self._lag_ns
+        received_after = r_from - self._window_ns if bounded else None
+        rows = await self._reader.results_after(
+            max(r_from, -1), received_after=received_after, limit=self._batch_limit
+        )
         a_from = self._alarms_ns - self._lag_ns
-        rows = await self._reader.results_after(max(r_from, -1), limit=self._batch_limit)
         alarms = await self._reader.alarms_after(max(a_from, -1), limit=self._batch_limit)
         # From here to the broadcast: no await, so subscribe() sees a consistent cursor.
         new_rows = [r for r in rows if r.identity not in self._sent_results]
@@ -210,18 +245,26 @@ class StreamHub:
         for a in new_alarms:
             self._sent_alarms[(a.id, a.updated_ns)] = a.updated_ns
             self._alarms_ns = max(self._alarms_ns, a.updated_ns)
-        full = len(rows) >= self._batch_limit
-        self._scan_from = rows[-1].stored_ns - 1 if full else None
-        horizon = (self._scan_from if full else self._results_ns - self._lag_ns) or 0
-        self._sent_results = {k: t for k, t in self._sent_results.items() if t >= horizon}
-        a_horizon = self._alarms_ns - self._lag_ns
-        self._sent_alarms = {k: t for k, t in self._sent_alarms.items() if t >= a_horizon}
+        more = len(rows) >= self._batch_limit
+        self._scan_from = rows[-1].stored_ns - 1 if more else None
+        if full and not more:
+            self._full_from = self._results_ns
+        # Keep what a later poll may read again: the look-back, and (scan-less) back to
+        # the last full scan.
+        keep = self._results_ns - self._lag_ns
+        if not self._indexed:
+            keep = min(keep, self._full_from - self._lag_ns)
+        if self._scan_from is not None:
+            keep = min(keep, self._scan_from)
+        self._sent_results = {k: t for k, t in self._sent_results.items() if t >= keep}
+        a_keep = self._alarms_ns - self._lag_ns
+        self._sent_alarms = {k: t for k, t in self._sent_alarms.items() if t >= a_keep}
         events = _events(new_rows, new_alarms, before, format_cursor(*self.cursor))
         self.stats.results_sent += len(new_rows)
         self.stats.alarms_sent += len(new_alarms)
         if events and broadcast:
             self._broadcast(events)
-        return full
+        return more
 
     async def catch_up(self, since: tuple[int, int], upto: tuple[int, int]) -> list[Event]:
         """What a client resuming at ``since`` missed up to the hub's cursor ``upto``."""
