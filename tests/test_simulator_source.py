@@ -239,3 +239,13 @@ def test_fleet_toml(tmp_path: Path) -> None:
     p.write_text("[fleet]\nbogus = 1\n")
     with pytest.raises(PumpConfigError, match="bogus"):
         load_fleet_config(p)
+
+
+def test_example_configs_load() -> None:
+    from simulator import load_fleet_config
+
+    here = Path(__file__).resolve().parent.parent / "simulator" / "examples"
+    cfg = load_pump_config(here / "pump.toml")
+    assert cfg.name == "cw-pump-2" and [f.kind for f in cfg.faults] == ["outer_race", "imbalance"]
+    fleet = load_fleet_config(here / "fleet.toml")
+    assert len(fleet) == 5 and fleet[0].name == "booster"
