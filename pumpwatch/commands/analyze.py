@@ -172,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         rec.channel_index(channel)
         bearing = lookup_bearing(args.bearing) if args.bearing else file_bearing(rec, channel)
         rpm = args.rpm if args.rpm is not None else rec.rpm
+        if rpm is None and isinstance(rec.meta.get("nominal_rpm"), int | float):
+            rpm = float(rec.meta["nominal_rpm"])  # a rig documented to run at one speed (IMS)
         rows = analyze_recording(rec, channel, bearing=bearing, rpm=rpm, interval_s=args.interval)
     except (RecordingError, UnknownBearingError, ValueError) as exc:
         msg = str(exc) if not isinstance(exc, KeyError) else exc.__str__()
