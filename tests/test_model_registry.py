@@ -65,7 +65,7 @@ def test_register_list_describe_approve_reject(tmp_path: Path, bundle_dir: Path)
 
 
 def test_artifact_checksum_is_verified_on_load(tmp_path: Path, bundle_dir: Path) -> None:
-    reg = LocalRegistry(tmp_path / "reg")
+    reg = LocalRegistry(tmp_path / "a registry with spaces")
     pkg = reg.register("g1", bundle_dir)
     path = reg.artifact_path(pkg)
     path.write_bytes(path.read_bytes() + b"\0")

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -329,7 +330,7 @@ class LocalRegistry:
 
     # --- artifacts ------------------------------------------------------------------
     def artifact_path(self, pkg: ModelPackage) -> Path:
-        return Path(pkg.artifact_uri.removeprefix("file://"))
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(pkg.artifact_uri).path))
 
     def verify(self, pkg: ModelPackage) -> Path:
         """The artifact's path, after checking its SHA-256 against the registered one."""
