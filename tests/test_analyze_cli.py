@@ -96,3 +96,21 @@ def test_ims_file_analyzes(real_data: Path, capsys: pytest.CaptureFixture[str]) 
     f = next((real_data / "ims").glob("*.tsv"))
     rows = analyze_json(capsys, str(f), "--channel", "ch5")
     assert len(rows) == 1 and rows[0]["channel"] == "ch5"
+
+
+def test_analyze_csv_in_g_with_scale_and_fs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulator import FaultConfig, PumpConfig
+    from simulator.simulated import simulate_recording
+
+    rec = simulate_recording(
+        PumpConfig.default(faults=(FaultConfig(kind="imbalance", severity=0.8),)), 2.0, seed=3
+    )
+    p = tmp_path / "g.csv"
+    g = rec.samples[0] / 9.80665
+    p.write_text("accel_g\n" + "\n".join(f"{v:.6g}" for v in g))
+    rows = analyze_json(capsys, str(p), "--fs", "25600", "--scale", "9.80665", "--rpm", "2950")
+    assert len(rows) == 2
+    assert all(r["iso_zone"] == "D" for r in rows)  # 1x imbalance at 0.8: ~8 mm/s
+    assert rows[0]["env_bpfo"] is None  # no bearing named: no envelope lines

@@ -290,3 +290,23 @@ def test_wav_info_chunk_is_well_formed(tmp_path: Path) -> None:
     assert struct.unpack("<I", raw[4:8])[0] == len(raw) - 8
     with wave.open(str(p)) as w:  # the stdlib still reads it
         assert w.getnframes() == 11
+
+
+@pytest.mark.parametrize("kind", ["mat", "npz", "wav"])
+def test_truncated_files_name_the_file(tmp_path: Path, kind: str) -> None:
+    import scipy.io
+
+    good = tmp_path / f"12k_good.{kind}"
+    x = np.random.default_rng(SEED).standard_normal(20000)
+    if kind == "mat":
+        scipy.io.savemat(good, {"X001_DE_time": x[:, None], "X001RPM": np.array([[1797]])})
+    elif kind == "npz":
+        write_npz(good, Recording(x[None, :].astype(np.float32), 1000.0, ("a",)))
+    else:
+        write_wav(good, Recording(x[None, :].astype(np.float32), 1000.0, ("a",)))
+    assert read_recording(good).n_samples == 20000
+    bad = tmp_path / f"12k_cut.{kind}"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(RecordingError) as err:
+        read_recording(bad)
+    assert bad.name in str(err.value)
