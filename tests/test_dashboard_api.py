@@ -8,6 +8,7 @@ socket (aiohttp's test server) and is read through HTTP only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import AsyncIterator
@@ -59,9 +60,17 @@ def archive_for(rep: dsp.Report) -> ArchivedReport:
     )
 
 
+@functools.cache
+def _template(pumps: tuple[str, ...], n: int) -> tuple[dsp.Report, ...]:
+    return tuple(synth_reports(n, pumps=pumps, epoch=0, outer=4.0))
+
+
 def reports(pumps: tuple[str, ...], n: int, *, epoch: int, seq0: int = 0) -> list[dsp.Report]:
-    reps = synth_reports(n, pumps=pumps, epoch=epoch, seq0=seq0, outer=4.0)
-    return [msgspec.structs.replace(r, t0_ns=T0 + r.seq * S) for r in reps]
+    """``n`` analyzed reports cycling ``pumps``, one second apart from :data:`T0`."""
+    return [
+        msgspec.structs.replace(r, epoch=epoch, seq=seq0 + i, t0_ns=T0 + (seq0 + i) * S)
+        for i, r in enumerate(_template(pumps, n))
+    ]
 
 
 async def commit(db: Path, reps: list[dsp.Report], **over: Any) -> None:
@@ -399,3 +408,10 @@ async def test_stream_sends_new_results_and_alarms_and_resumes(filled: Path) -> 
         async with c.get("/api/stream", headers={"Last-Event-ID": "garbage"}) as bad:
             assert bad.status == 400
             assert (await bad.json())["parameter"] == "Last-Event-ID"
+
+
+def test_cli_refuses_stores_it_cannot_read(capsys: pytest.CaptureFixture[str]) -> None:
+    from pumpwatch.cli import main
+
+    assert main(["dashboard", "--store", "postgresql://db.example/results"]) == 2
+    assert "SQLite stores only" in capsys.readouterr().err

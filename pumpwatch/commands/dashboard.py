@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cloud.dashboard import DashboardSettings, serve
+    from cloud.store import StoreError
 
     token = os.environ.get(TOKEN_ENV) or None
     if args.token_file is not None:
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
+    except StoreError as exc:
+        print(f"pumpwatch dashboard: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"pumpwatch dashboard: cannot listen on {args.host}:{args.port}: {exc}",
               file=sys.stderr)
