@@ -23,10 +23,12 @@ import json
 import statistics
 import time
 
-from simulator import SimulatedSource, fleet_configs
+from simulator import PumpConfig, SimulatedSource, fleet_configs
 
 
-def run_once(pumps: list, seconds: float, seed: int, block: int) -> tuple[float, float, float]:
+def run_once(
+    pumps: list[PumpConfig], seconds: float, seed: int, block: int
+) -> tuple[float, float, float]:
     """(stream seconds, wall seconds, cpu seconds) of one run, setup excluded."""
     src = SimulatedSource(pumps, seed=seed, block_size=block, duration_s=seconds)
     src.read(block)  # warm caches
@@ -60,14 +62,17 @@ def main() -> None:
         ]
     channels = sum(len(p.sensors) for p in pumps)
     fs = pumps[0].fs
-    walls, cpus = [], []
+    walls: list[float] = []
+    cpus: list[float] = []
     for i in range(args.runs):
         stream_s, wall, cpu_s = run_once(pumps, args.seconds, args.seed + i, args.block)
         walls.append(stream_s / wall)
         cpus.append(stream_s / cpu_s)
         if not args.json:
-            print(f"run {i + 1}: {stream_s:g} s of {channels} channels in {wall:.3f} s wall "
-                  f"({stream_s / wall:.1f}x real time, {stream_s / cpu_s:.1f}x per CPU second)")
+            print(
+                f"run {i + 1}: {stream_s:g} s of {channels} channels in {wall:.3f} s wall "
+                f"({stream_s / wall:.1f}x real time, {stream_s / cpu_s:.1f}x per CPU second)"
+            )
     result = {
         "bench": "simulator",
         "channels": channels,

@@ -97,7 +97,9 @@ class ReplaySource:
                 rpm = None if rec.rpm is None else np.full(len(rec.channels), rec.rpm)
                 name = str(rec.path) if rec.path else None
                 for off in range(0, rec.n_samples, self.block_size):
-                    x = rec.samples[:, off : off + self.block_size]
+                    x = np.ascontiguousarray(
+                        rec.samples[:, off : off + self.block_size], dtype=np.float32
+                    )
                     n = x.shape[1]
                     self._pacer.wait((stream + n) / self._fs)
                     if self.start_ns is None:
