@@ -138,6 +138,22 @@ class SpeedProfile:
         ph = np.mod(w * t, 2 * math.pi).astype(np.float32)
         return f0 * t + f0 * a / w * (1.0 - np.cos(ph).astype(np.float64))
 
+    def revolutions_at(self, t: float) -> float:
+        """:meth:`revolutions` for one time, in plain floats (cheap per-block truth)."""
+        f0 = self.rpm / 60.0
+        if self.mode == "constant":
+            return f0 * t
+        if self.mode == "ramp":
+            f1 = float(self.rpm_end or self.rpm) / 60.0
+            t0, T = self.ramp_start_s, self.ramp_s
+            u = min(max(t - t0, 0.0), T)
+            return (
+                f0 * min(t, t0) + f0 * u + (f1 - f0) * u * u / (2 * T) + f1 * max(t - t0 - T, 0.0)
+            )
+        a = self.drift_pct / 100.0
+        w = 2 * math.pi / self.drift_period_s
+        return f0 * t + f0 * a / w * (1.0 - math.cos(w * t))
+
     def revolutions_block(self, i0: int, n: int, fs: float) -> F64:
         """Revolutions at samples ``i0 .. i0+n-1`` of a stream at ``fs`` (fast path).
 
@@ -245,6 +261,17 @@ class FaultConfig:
                 f"fault {self.kind}: progression must be one of {get_args(Progression)}, "
                 f"got {self.progression!r}"
             )
+
+    def severity_scalar(self, t: float) -> float:
+        """:meth:`severity_at` for one time, in plain floats."""
+        if t < self.onset_s:
+            return 0.0
+        if self.ramp_s == 0:
+            return self.severity
+        u = min(max((t - self.onset_s) / self.ramp_s, 0.0), 1.0)
+        if self.progression == "exponential":
+            u = math.expm1(5.0 * u) / math.expm1(5.0)
+        return self.severity * u
 
     def severity_at(self, t: F64) -> F64:
         """Severity at stream times ``t`` (s): 0 before onset, then growing to ``severity``."""

@@ -287,6 +287,7 @@ class PumpSynth:
             self.cav_env = (env_a, env_b)
             self.cav_off = r_cav.integers(0, BANK_A * BANK_B, nch + 1)
 
+        self._resonances_hz = tuple(r.freq_hz for r in self.resonances)
         self._orders0 = cfg.bearings[0].geometry.defect_orders() if cfg.bearings else {}
         self.full_scale = [s.full_scale_ms2 for s in cfg.sensors]
         # ADC step (m/s^2 per code; 0 = ideal chain) and largest code, per channel
@@ -309,8 +310,7 @@ class PumpSynth:
     def severity(self, t: float) -> dict[str, float]:
         out: dict[str, float] = {}
         for f in self.cfg.faults:
-            s = float(f.severity_at(np.array(t)))
-            out[f.kind] = max(out.get(f.kind, 0.0), s)
+            out[f.kind] = max(out.get(f.kind, 0.0), f.severity_scalar(t))
         return out
 
     def render(
@@ -336,17 +336,17 @@ class PumpSynth:
 
     def truth(self, i0: int, n: int) -> dict[str, Any]:
         fs = self.cfg.fs
-        t = np.array([i0, i0 + n], dtype=np.float64) / fs
-        rev = self.cfg.speed.revolutions(t)
-        rpm = float((rev[1] - rev[0]) / (t[1] - t[0]) * 60.0) if n else self.cfg.speed.rpm
-        sev = self.severity(float(t.mean()))
+        t0, t1 = i0 / fs, (i0 + n) / fs
+        sp = self.cfg.speed
+        rpm = (sp.revolutions_at(t1) - sp.revolutions_at(t0)) / (t1 - t0) * 60.0 if n else sp.rpm
+        sev = self.severity((t0 + t1) / 2)
         return {
             "rpm": rpm,
             "severities": sev,
             "labels": sorted(k for k, v in sev.items() if v > 0) or ["healthy"],
             "bearing_frequencies_hz": {k: v * rpm / 60.0 for k, v in self._orders0.items()},
             "blade_pass_hz": self.cfg.vanes * rpm / 60.0,
-            "resonances_hz": [r.freq_hz for r in self.resonances],
+            "resonances_hz": list(self._resonances_hz),
         }
 
     def _tables(self, sevs: tuple[float, ...]) -> tuple[F32, F32]:

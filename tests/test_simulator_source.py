@@ -249,3 +249,17 @@ def test_example_configs_load() -> None:
     assert cfg.name == "cw-pump-2" and [f.kind for f in cfg.faults] == ["outer_race", "imbalance"]
     fleet = load_fleet_config(here / "fleet.toml")
     assert len(fleet) == 5 and fleet[0].name == "booster"
+
+
+def test_scalar_and_vector_schedules_agree() -> None:
+    t = np.linspace(0, 30, 301)
+    for f in (
+        FaultConfig(kind="ball", severity=0.7, onset_s=5, ramp_s=10, progression="exponential"),
+        FaultConfig(kind="flow", severity=0.4, onset_s=3),
+    ):
+        assert np.allclose([f.severity_scalar(float(x)) for x in t], f.severity_at(t))
+    for sp in (
+        SpeedProfile(mode="ramp", rpm=600, rpm_end=3000, ramp_start_s=1, ramp_s=4),
+        SpeedProfile(mode="drift", rpm=2950, drift_pct=3, drift_period_s=5),
+    ):
+        assert np.allclose([sp.revolutions_at(float(x)) for x in t], sp.revolutions(t))
