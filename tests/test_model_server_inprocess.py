@@ -177,3 +177,24 @@ async def test_model_failure_while_scoring_is_model_error(
             body = await r.json()
             assert "boom-1" in body["message"] and "blew up" in body["message"]
             assert body["OriginalStatusCode"] == 500
+
+
+async def test_bad_deployment_falls_back_then_a_good_deploy_reloads(
+    tmp_path: Path, model_dir: Path, reports: list[dsp.Report]
+) -> None:
+    reg = LocalRegistry(tmp_path / "reg")
+    for name in ("a", "b"):
+        reg.register("g", model_dir / f"{name}.tar.gz")
+        reg.approve("g", 1 if name == "a" else 2)
+    reg.deploy("g", "pumpwatch", version=1)
+    art = reg.artifact_path(reg.describe("g", 1))
+    art.write_bytes(art.read_bytes() + b"tampered")
+    async with ModelServer(_cfg(registry=reg.root, reload_poll_s=0.05)) as srv:
+        async with asyncio.timeout(10):
+            await srv.wait_ready()
+        assert srv.store.default is not None
+        assert srv.store.default.model_version == "builtin-physics-1"  # healthy, says why in log
+        reg.deploy("g", "pumpwatch", version=2)
+        async with asyncio.timeout(10):
+            while srv.store.default.model_version != "g/2":  # noqa: ASYNC110 -- polls the server
+                await asyncio.sleep(0.02)

@@ -332,8 +332,8 @@ class ModelServer:
         loop = asyncio.get_running_loop()
         try:
             bundle, dep = await loop.run_in_executor(None, self.store.load_default_sync)
-        except (BundleError, RegistryError, OSError) as exc:
-            log.error("cannot load the default bundle (%s); serving the built-in one", exc)
+        except Exception as exc:  # never stay unhealthy: fall back and say why
+            log.error("cannot load the default bundle (%r); serving the built-in one", exc)
             bundle, dep = builtin_bundle(), None
         self.store.default, self.store.deployed = bundle, dep
         self.ready.set()
@@ -358,8 +358,8 @@ class ModelServer:
                     continue
                 pkg = await loop.run_in_executor(None, reg.describe, dep.group, dep.version)
                 bundle = await loop.run_in_executor(None, reg.load, pkg)
-            except (BundleError, RegistryError, OSError) as exc:
-                log.error("deployment for %s not loaded, keeping %s: %s", self.cfg.name,
+            except Exception as exc:  # the watcher outlives any one bad deployment
+                log.error("deployment for %s not loaded, keeping %s: %r", self.cfg.name,
                           self.store.default.model_version, exc)
                 await asyncio.sleep(self.cfg.reload_poll_s)
                 continue
