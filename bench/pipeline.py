@@ -105,7 +105,7 @@ class Phase:
         cfg = consumer_config(
             broker_port=broker.port, endpoint_url=server.url, db=self.db,
             topic_root=topic_root, client_id=f"bench-{name}", group=f"bench-{name}",
-            batch={"max_size": 64, "max_delay_ms": 50},
+            batch={"max_size": 128, "max_delay_ms": 50},  # the defaults
             store={"synchronous": "full"},
             endpoint={"max_concurrency": 4},
         )
@@ -178,8 +178,9 @@ def run_once(run: int, work: Path, broker: Mosquitto, server: ModelServerProcess
     last_stored = max(s for *_, s in rows)
     rps = len(rows) / ((last_stored - first_pub) / 1e9)
     inv = sat_stats["counters"]["invocations"] / max(1, len(sat_ids))
+    cpu_us = sat_stats["cpu_s"] / max(1, len(sat_ids)) * 1e6
     say(f"  {rps:.0f} reports/s, {inv:.4f} invocations/report, lost {sat_lost}, "
-        f"batches {sat_stats['batches_by_reason']}", quiet)
+        f"consumer CPU {cpu_us:.0f} us/report, batches {sat_stats['batches_by_reason']}", quiet)
 
     # -- latency at 500 reports/s offered ---------------------------------------------------
     n_lat = int(OFFERED_RPS * latency_s)
@@ -210,6 +211,7 @@ def run_once(run: int, work: Path, broker: Mosquitto, server: ModelServerProcess
         "p99_ms": p99,
         "lost": sat_lost + lat_lost,
         "duplicates_stored": sat_dups + lat_dups,
+        "consumer_cpu_us_per_report": cpu_us,
     }
 
 
@@ -242,6 +244,7 @@ def main() -> None:
         "runs": args.runs,
         "runs_reports_per_s": [round(r["reports_per_s"], 1) for r in runs],
         "runs_p99_ms": [round(r["p99_ms"], 1) for r in runs],
+        "consumer_cpu_us_per_report": round(med["consumer_cpu_us_per_report"], 1),
         "reports_per_message": PER_MESSAGE,
         "offered_reports_per_s": OFFERED_RPS,
         "saturation_reports": args.reports,

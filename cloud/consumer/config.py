@@ -69,7 +69,7 @@ class EndpointConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class BatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    max_size: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 64
+    max_size: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 128
     max_delay_ms: Annotated[float, msgspec.Meta(ge=0, le=60000)] = 50.0
     max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=INVOKE_MAX_BYTES)] = 5 * 1024 * 1024
 

@@ -510,6 +510,7 @@ class Consumer:
             "batches_by_reason": dict(self.batcher.stats.by_reason),
             "invocations_running": len(self._invocations),
             "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "n": len(lat)},
+            "cpu_s": round(time.process_time(), 3),
         }
         if self._handoff is not None:
             s = self._handoff.stats()
