@@ -343,12 +343,18 @@ class ModelServer:
         reg = self.store.registry
         assert reg is not None
         loop = asyncio.get_running_loop()
+        # A registered artifact is immutable: a deployment that failed to load is not
+        # retried (nor logged again) until it changes or SIGHUP forces a retry.
+        failed: tuple[str, int] | None = None
         while True:
+            forced = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reload_now.wait(), self.cfg.reload_poll_s)
+                forced = True
             self._reload_now.clear()
             if self.store.default is None:
                 continue
+            dep: Deployment | None = None
             try:
                 dep = await loop.run_in_executor(None, reg.deployment, self.cfg.name)
                 cur = self.store.deployed
@@ -356,13 +362,16 @@ class ModelServer:
                     cur.group, cur.version
                 )):
                     continue
+                if (dep.group, dep.version) == failed and not forced:
+                    continue
                 pkg = await loop.run_in_executor(None, reg.describe, dep.group, dep.version)
                 bundle = await loop.run_in_executor(None, reg.load, pkg)
             except Exception as exc:  # the watcher outlives any one bad deployment
+                failed = (dep.group, dep.version) if dep is not None else None
                 log.error("deployment for %s not loaded, keeping %s: %r", self.cfg.name,
                           self.store.default.model_version, exc)
-                await asyncio.sleep(self.cfg.reload_poll_s)
                 continue
+            failed = None
             old = self.store.default.model_version
             self.store.default, self.store.deployed = bundle, dep
             log.info("hot reload: %s -> %s", old, bundle.model_version)
