@@ -10,9 +10,12 @@ A pump's acceleration at each sensor is the sum of
   sub-harmonics for looseness; blade-pass growth for flow problems. All are
   periodic in *shaft angle* with a period of two revolutions (because of the
   1/2x lines), so each channel keeps one wave table per component, sampled
-  over two revolutions, and a block is a table lookup at the shaft angle
-  ``revolutions(t) mod 2``. Any speed profile (ramp, drift) then comes free;
-  fault components are scaled by their severity at each sample.
+  over two revolutions (4096 points, linearly interpolated: spurs below
+  -80 dB), and a block is a table lookup at the shaft angle
+  ``revolutions(t) mod 2``. Any speed profile (ramp, drift) then comes free.
+  Amplitudes are velocity RMS per order (mm/s), severity 1 putting a radial
+  sensor in ISO zone D; they scale linearly with severity, per sample while
+  a fault grows and through one cached combined table while it is steady.
 * **structural resonances excited by broadband forcing** (flow turbulence,
   friction), plus the sensor's white noise floor. Stationary, so each channel
   holds two periodic noise *banks* of co-prime lengths (2^16 and 3^10 samples)
@@ -24,10 +27,13 @@ A pump's acceleration at each sensor is the sum of
   small random slip (about 1 % of the period) and with a random size; inner
   race impacts are amplitude-modulated at shaft rate (the defect rotates
   through the load zone), rolling-element impacts at cage rate, alternating
-  between the races (so both BSF and 2xBSF show). The impulse train rings
-  every structural resonance (digital two-pole resonators with carried
-  state); resonance frequencies, damping and the coupling into each sensor
-  differ between pumps.
+  between the races (so both BSF and 2xBSF show). Impact size grows as
+  ``s * 100**(s - 1)`` with severity ``s`` (damage grows exponentially). The
+  impulse train rings every structural mode: two-pole resonators with zeros
+  at DC, run in parallel as one filter (shared denominator, one ``lfilter``
+  with carried state, then a short FIR per channel for its coupling).
+  Resonance frequencies, damping and the coupling into each sensor differ
+  between pumps.
 * **cavitation**: high-frequency random noise under a log-normal burst
   envelope (random bursts), from banks like the above.
 
