@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -67,3 +68,93 @@ def edge_main(config_path: str) -> int:
         "pumpwatch edge: source.kind = 'replay' needs `pumpwatch replay FILE...`", file=sys.stderr
     )
     return 2
+
+
+def replay_config(
+    cfg: EdgeConfig, pump_id: str, rec_channels: tuple[str, ...], fs: float, rpm: float | None
+) -> EdgeConfig:
+    """The agent config for a replay: only ``pump_id``, its channels mapped in order onto
+    the recording's, the report config at the recording's rate, its own spool."""
+    problems: list[str] = []
+    pumps = [p for p in cfg.pumps if p.id == pump_id]
+    if not pumps:
+        raise ConfigError(
+            [f"--pump {pump_id!r} is not in the config (pumps: {[p.id for p in cfg.pumps]})"],
+            source=cfg.path or "config",
+        )
+    pump = pumps[0]
+    n = min(len(pump.channels), len(rec_channels))
+    if len(rec_channels) < len(pump.channels):
+        log.warning(
+            "the recording has %d channel(s), pump %s has %d: replaying the first %d",
+            len(rec_channels),
+            pump_id,
+            len(pump.channels),
+            n,
+        )
+    chans = tuple(
+        dataclasses.replace(ch, source=rec_channels[i]) for i, ch in enumerate(pump.channels[:n])
+    )
+    pump = dataclasses.replace(pump, channels=chans, rpm=rpm if rpm else pump.rpm)
+    rc = cfg.report
+    nyq = fs / 2
+    try:
+        report = dataclasses.replace(
+            rc,
+            fs=fs,
+            lines=min(rc.lines, rc.nfft // 2 + 1),
+            bands=tuple(b for b in rc.bands if b[1] <= nyq) or ((10.0, nyq * 0.9),),
+            velocity_band=(rc.velocity_band[0], min(rc.velocity_band[1], nyq * 0.9)),
+            env_fmax=min(rc.env_fmax, nyq * 0.5),
+            env_band=None if rc.env_band is None or rc.env_band[1] > nyq else rc.env_band,
+        )
+    except ValueError as exc:
+        problems.append(f"report config at the recording's {fs:g} Hz: {exc}")
+        report = rc
+    if problems:
+        raise ConfigError(problems, source=cfg.path or "config")
+    spool = dataclasses.replace(cfg.spool, path=cfg.spool.path.rstrip("/") + "-replay")
+    source = dataclasses.replace(cfg.source, kind="replay")
+    return dataclasses.replace(cfg, pumps=(pump,), report=report, spool=spool, source=source)
+
+
+def replay_main(
+    config_path: str,
+    files: list[str],
+    *,
+    pump: str,
+    fs: float | None = None,
+    scale: float | None = None,
+    rpm: float | None = None,
+    speed: float | None = None,
+    loop: bool = False,
+) -> int:
+    """Replay recordings through the same agent (own epoch); exits when every report
+    was acknowledged (or on SIGTERM/SIGINT; what is unsent stays in the replay spool)."""
+    from simulator.recordings import RecordingError
+    from simulator.replay import ReplaySource
+
+    cfg0 = load_or_exit(config_path)
+    if isinstance(cfg0, int):
+        return cfg0
+    try:
+        src = ReplaySource(
+            files, pace=speed, loop=loop, fs=fs, scale=scale, block_size=cfg0.source.block_size
+        )
+        cfg = replay_config(cfg0, pump, src.channels, src.fs, rpm)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    except (RecordingError, ValueError) as exc:
+        print(f"pumpwatch replay: {exc}", file=sys.stderr)
+        return 2
+    log.info(
+        "replaying %d file(s) at %s as pump %s (%d channels, %g Hz) into %s",
+        len(files),
+        "full speed" if speed is None else f"{speed:g}x real time",
+        pump,
+        len(cfg.pumps[0].channels),
+        cfg.report.fs,
+        cfg.spool.path,
+    )
+    return run_agent(cfg, lambda _c: src, exit_when_drained=not loop, overflow="block")
