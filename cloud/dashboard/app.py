@@ -10,6 +10,7 @@ with 400 (bad query parameter, named), 401 (token), 404 (unknown pump) or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import math
@@ -282,10 +283,11 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     try:
-        async for chunk in event_stream(hub, resume):
-            await response.write(chunk)
-    except (ConnectionResetError, ConnectionError):
-        pass  # the client went away
+        async with contextlib.aclosing(event_stream(hub, resume)) as chunks:
+            async for chunk in chunks:
+                await response.write(chunk)
+    except ConnectionError:
+        pass  # the client went away; aclosing unsubscribed it
     return response
 
 

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -282,7 +282,7 @@ class StreamHub:
 
 async def event_stream(
     hub: StreamHub, resume: tuple[int, int] | None, *, heartbeat_s: float = 15.0
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The bytes of one client's SSE response (until the hub drops it or it disconnects)."""
     await hub.ready.wait()
     sub = hub.subscribe()
