@@ -10,8 +10,8 @@ A pump's acceleration at each sensor is the sum of
   sub-harmonics for looseness; blade-pass growth for flow problems. All are
   periodic in *shaft angle* with a period of two revolutions (because of the
   1/2x lines), so each channel keeps one wave table per component, sampled
-  over two revolutions (4096 points, linearly interpolated: spurs below
-  -80 dB), and a block is a table lookup at the shaft angle
+  over two revolutions (4096 points, linearly interpolated: errors below
+  -70 dB up to 12x), and a block is a table lookup at the shaft angle
   ``revolutions(t) mod 2``. Any speed profile (ramp, drift) then comes free.
   Amplitudes are velocity RMS per order (mm/s), severity 1 putting a radial
   sensor in ISO zone D; they scale linearly with severity, per sample while
