@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         choices=FAULT_KINDS,
         default=[],
-        help="add a fault (repeatable); adds to the config's own faults",
+        metavar="KIND",
+        help=f"add a fault (repeatable; adds to the config's own): {', '.join(FAULT_KINDS)}",
     )
     p.add_argument(
         "--severity",
