@@ -91,6 +91,8 @@ class ReplaySource:
 
     def blocks(self) -> Iterator[Block]:
         stream = 0  # samples delivered so far, across recordings and passes
+        if self.start_ns is None:  # the first sample is "acquired" now
+            self.start_ns = time.time_ns()
         k = 0
         while self.passes is None or k < self.passes:
             for rec in self.recordings:
@@ -102,8 +104,6 @@ class ReplaySource:
                     )
                     n = x.shape[1]
                     self._pacer.wait((stream + n) / self._fs)
-                    if self.start_ns is None:
-                        self.start_ns = time.time_ns()
                     yield Block(
                         samples=x,
                         t0_ns=self.start_ns + round(stream * 1e9 / self._fs),

@@ -162,6 +162,8 @@ class SimulatedSource:
 
     def blocks(self) -> Iterator[Block]:
         total = None if self.duration_s is None else round(self.duration_s * self._fs)
+        if self.start_ns is None:  # the first sample is acquired now, delivered a block later
+            self.start_ns = time.time_ns()
         while total is None or self._next < total:
             n = self.block_size if total is None else min(self.block_size, total - self._next)
             self._pacer.wait((self._next + n) / self._fs)
