@@ -92,6 +92,20 @@ def test_bad_reports_inside_a_good_envelope_are_dead_lettered_individually() -> 
     assert len({(d.key, d.part) for d in p.dead}) == 3
 
 
+def test_integers_a_store_cannot_hold_are_dead_lettered() -> None:
+    base = dsp.decode_report(good(1)[0])
+    huge = [
+        msgspec.structs.replace(base, seq=1 << 63),
+        msgspec.structs.replace(base, t0_ns=1 << 63),
+        msgspec.structs.replace(base, t0_ns=(1 << 64) - 1),
+        msgspec.structs.replace(base, epoch=(1 << 64) - 1, seq=3),  # fine: unsigned epoch
+    ]
+    p = parse(dsp.encode_batch("dev1", [dsp.encode_report(r) for r in huge]))
+    assert [(d.part, d.kind) for d in p.dead] == [(0, "schema"), (1, "schema"), (2, "schema")]
+    assert "64-bit" in p.dead[0].reason
+    assert [a.index for a in p.accepted] == [3]
+
+
 def _check_accounted(payload: bytes, p: Parsed) -> str:
     """Every case lands in exactly one bucket, and the parts add up."""
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cloud.store import (
@@ -187,3 +189,19 @@ async def test_store_errors_are_converted(tmp_path: Path) -> None:
     s = SQLiteStore(str(tmp_path / "dir.db"))
     with pytest.raises(StoreError):
         await s.open()
+
+
+async def test_non_finite_model_output_is_stored_not_a_livelock(store: SQLiteStore) -> None:
+    """A model answering NaN must not make every later commit fail (SQLite: NaN -> NULL)."""
+    nan = float("nan")
+    r = msgspec.structs.replace(
+        result(seq=5), anomaly_score=nan, anomaly_threshold=float("inf"), velocity_rms=nan,
+        probabilities={"healthy": nan}, evidence=[EvidenceRow("x", nan)],
+    )
+    out = await store.commit(Commit(results=[r]))
+    assert out.results_inserted == 1
+    (got,) = await store.results()
+    assert math.isnan(got.anomaly_score) and math.isnan(got.velocity_rms)
+    assert got.anomaly_threshold == float("inf")
+    assert math.isnan(got.probabilities["healthy"])
+    assert math.isnan(got.evidence[0].value)

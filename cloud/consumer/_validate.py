@@ -20,6 +20,9 @@ from cloud.store import DeadLetter, Identity
 
 from .errors import RemoteError
 
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
@@ -134,9 +137,15 @@ def parse_message(
                     f"report device {report.device!r} differs from topic device {device!r}",
                     identity=report.identity,
                 )
-            if report.epoch >= 1 << 64:
+            # Stores keep 64-bit integers: a larger value would fail every commit it is in.
+            if report.epoch >= _U64 or report.seq > _I64_MAX or not (
+                -_I64_MAX - 1 <= report.t0_ns <= _I64_MAX
+            ):
                 raise RemoteError(
-                    "schema", f"epoch out of 64-bit range: {report.epoch}", identity=None
+                    "schema",
+                    f"integer out of 64-bit range (epoch={report.epoch}, seq={report.seq}, "
+                    f"t0_ns={report.t0_ns})",
+                    identity=report.identity if report.epoch < _U64 else None,
                 )
         except RemoteError as err:
             dead(index, err, raw)

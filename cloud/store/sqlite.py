@@ -75,12 +75,12 @@ MIGRATIONS: tuple[str, ...] = (
         t0_ns INTEGER NOT NULL,
         condition TEXT NOT NULL,
         probabilities TEXT NOT NULL,
-        anomaly_score REAL NOT NULL,
-        anomaly_threshold REAL NOT NULL,
+        anomaly_score REAL,  -- NULL: NaN (SQLite stores NaN as NULL)
+        anomaly_threshold REAL,
         anomalous INTEGER NOT NULL,
         baseline TEXT NOT NULL,
         iso_zone TEXT NOT NULL,
-        velocity_rms REAL NOT NULL,
+        velocity_rms REAL,
         rpm REAL,
         evidence TEXT NOT NULL,
         model_version TEXT NOT NULL,
@@ -144,8 +144,32 @@ _INSERT_DEAD = (
 )
 
 _json_encode = msgspec.json.Encoder().encode
-_probs_decode = msgspec.json.Decoder(dict[str, float]).decode
-_evidence_decode = msgspec.json.Decoder(list[EvidenceRow]).decode
+_NAN = float("nan")
+
+
+class _EvidenceIn(msgspec.Struct, frozen=True):
+    name: str
+    value: float | None  # JSON has no NaN: msgspec writes it as null
+    note: str = ""
+
+
+_probs_json = msgspec.json.Decoder(dict[str, float | None]).decode
+_evidence_json = msgspec.json.Decoder(list[_EvidenceIn]).decode
+
+
+def _probs_decode(text: str) -> dict[str, float]:
+    return {k: _NAN if v is None else v for k, v in _probs_json(text).items()}
+
+
+def _evidence_decode(text: str) -> list[EvidenceRow]:
+    return [
+        EvidenceRow(e.name, _NAN if e.value is None else e.value, e.note)
+        for e in _evidence_json(text)
+    ]
+
+
+def _real(v: float | None) -> float:
+    return _NAN if v is None else v
 
 
 def path_from_url(url: str) -> Path:
@@ -501,9 +525,9 @@ def _result_row(row: tuple[Any, ...]) -> ResultRow:
     return ResultRow(
         device=device, epoch=from_i64(epoch), seq=seq, site=site, pump=pump, channel=channel,
         t0_ns=t0_ns, condition=condition, probabilities=_probs_decode(probabilities),
-        anomaly_score=anomaly_score, anomaly_threshold=anomaly_threshold,
+        anomaly_score=_real(anomaly_score), anomaly_threshold=_real(anomaly_threshold),
         anomalous=bool(anomalous), baseline=baseline, iso_zone=iso_zone,
-        velocity_rms=velocity_rms, rpm=rpm, evidence=_evidence_decode(evidence),
+        velocity_rms=_real(velocity_rms), rpm=rpm, evidence=_evidence_decode(evidence),
         model_version=model_version, target=target, published_ns=published_ns,
         received_ns=received_ns, stored_ns=stored_ns,
     )
