@@ -40,7 +40,9 @@ class SimulatedSource:
     * ``Block.truth``: ``{"source": "simulated", "seed", "sample_index",
       "channel_pump": [...], "pumps": {name: {"rpm", "severities", "labels",
       "bearing_frequencies_hz": {bpfo, bpfi, bsf, ftf}, "blade_pass_hz",
-      "resonances_hz"}}}``, true over the block.
+      "resonances_hz", "fault_frequencies_hz": {kind: Hz of its signature line:
+      1x, 2x, 0.5x, blade pass, BPFO, BPFI, 2xBSF (ball), FTF (cage)}}}}``,
+      true over the block (speed: its mean; severities: at its middle).
 
     Deterministic for a seed: the samples do not depend on ``block_size``.
     """

@@ -92,6 +92,9 @@ _SYNC_FAULTS: dict[str, dict[float, float]] = {
     },
 }
 _FLOW_BPF = {1: 5.0, 2: 2.0}
+# Where each synchronous fault's signature line is (order of shaft speed); bearing faults:
+# their impact rate (BPFO, BPFI, 2xBSF, FTF); cavitation has no line.
+_SIGNATURE_ORDER = {"imbalance": 1.0, "misalignment": 2.0, "looseness": 0.5}
 # Axial sensors see less of the radial forces and more of misalignment.
 _AXIAL = {"healthy": 0.5, "imbalance": 0.25, "misalignment": 1.5, "looseness": 0.5, "flow": 0.6}
 
@@ -295,6 +298,15 @@ class PumpSynth:
 
         self._resonances_hz = tuple(r.freq_hz for r in self.resonances)
         self._orders0 = cfg.bearings[0].geometry.defect_orders() if cfg.bearings else {}
+        # The frequency (as an order of shaft speed) where each fault shows first.
+        self._fault_orders: dict[str, float] = {}
+        for f in cfg.faults:
+            if f.kind in BEARING_FAULTS:
+                self._fault_orders[f.kind] = _defect_order(cfg, f)
+            elif f.kind in _SIGNATURE_ORDER:
+                self._fault_orders[f.kind] = _SIGNATURE_ORDER[f.kind]
+            elif f.kind == "flow":
+                self._fault_orders[f.kind] = float(cfg.vanes)
         self.full_scale = [s.full_scale_ms2 for s in cfg.sensors]
         # ADC step (m/s^2 per code; 0 = ideal chain) and largest code, per channel
         self.adc_step = np.array(
@@ -352,6 +364,7 @@ class PumpSynth:
             "labels": sorted(k for k, v in sev.items() if v > 0) or ["healthy"],
             "bearing_frequencies_hz": {k: v * rpm / 60.0 for k, v in self._orders0.items()},
             "blade_pass_hz": self.cfg.vanes * rpm / 60.0,
+            "fault_frequencies_hz": {k: o * rpm / 60.0 for k, o in self._fault_orders.items()},
             "resonances_hz": list(self._resonances_hz),
         }
 

@@ -81,6 +81,7 @@ def test_block_carries_ground_truth() -> None:
     assert ta["bearing_frequencies_hz"]["bpfi"] == pytest.approx(
         PumpConfig.default().bearings[0].geometry.defect_orders()["bpfi"] * 2950 / 60
     )
+    assert ta["fault_frequencies_hz"]["inner_race"] == ta["bearing_frequencies_hz"]["bpfi"]
     assert b0.rpm is not None and b0.rpm[0] == pytest.approx(2950.0)
     assert b0.truth["channel_pump"] == ["a", "a", "b", "b"]
     src.read(25600 - 2560)
