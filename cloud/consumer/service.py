@@ -196,6 +196,12 @@ class Consumer:
                 chores = [tg.create_task(self._retention_loop(), name="retention")]
                 if cfg.consumer.stats_interval_s > 0:
                     chores.append(tg.create_task(self._stats_loop(), name="stats"))
+                log.info(
+                    "consuming %s from %s:%s (client id %s) -> endpoint %s%s -> store %s",
+                    cfg.mqtt.subscription, cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.client_id,
+                    cfg.endpoint.name, f" at {cfg.endpoint.endpoint_url}"
+                    if cfg.endpoint.endpoint_url else "", self.store.url,
+                )
                 self._mqtt.start()
                 stack.callback(self._mqtt.stop)
                 self.started.set()
@@ -505,6 +511,9 @@ class Consumer:
             "counters": dataclasses.asdict(self.counters),
             "in_flight_reports": len(self._inflight),
             "unacked_messages": len(self._order),
+            "oldest_unacked_age_s": round(
+                (time.time_ns() - self._order[0].delivery.received_ns) / 1e9, 3
+            ) if self._order else 0.0,
             "commit_queue": self._jobs.qsize(),
             "batcher_open_items": len(self.batcher),
             "batches_by_reason": dict(self.batcher.stats.by_reason),
