@@ -28,6 +28,7 @@ from cloud.dashboard import (
     openapi_document,
     write_alarms_sqlite,
 )
+from cloud.dashboard.app import QUERY_PARAMS
 from cloud.store import ArchivedReport, Commit, EvidenceRow, ResultRow, SQLiteStore
 from tests.infra.model_server import synth_reports
 
@@ -289,8 +290,11 @@ async def test_openapi_describes_every_route_and_nothing_else(client: Client) ->
     for path, item in doc["paths"].items():
         assert set(item) == {"get"}, path  # read-only
         assert "200" in item["get"]["responses"]
-        params = {p["name"] for p in item["get"].get("parameters", []) if p["in"] == "path"}
+        declared = item["get"].get("parameters", [])
+        params = {p["name"] for p in declared if p["in"] == "path"}
         assert params == {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}
+        query = {p["name"] for p in declared if p["in"] == "query"}
+        assert query == QUERY_PARAMS[path], path  # what the handler accepts
     # every $ref resolves
     text = msgspec.json.encode(doc).decode()
     for name in set(re.findall(r"#/components/schemas/(\w+)", text)):

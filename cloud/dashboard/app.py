@@ -84,7 +84,19 @@ def error(status: int, message: str, parameter: str | None = None) -> web.Respon
 # -- query parameters -------------------------------------------------------------------------
 
 
-def check_params(request: web.Request, allowed: set[str]) -> None:
+# The query parameters each route accepts (a test holds the OpenAPI document to these).
+QUERY_PARAMS: dict[str, frozenset[str]] = {
+    "/api/pumps": frozenset(),
+    "/api/pumps/{pump}/history": frozenset({"since", "until", "channel", "max_points"}),
+    "/api/pumps/{pump}/spectrum": frozenset({"channel"}),
+    "/api/alarms": frozenset({"pump", "state", "limit"}),
+    "/api/openapi.json": frozenset(),
+    "/api/stream": frozenset({"last_event_id"}),
+}
+
+
+def check_params(request: web.Request, route: str) -> None:
+    allowed = QUERY_PARAMS[route]
     for name in request.query:
         if name not in allowed and name != "access_token":
             raise ParamError(name, f"unknown query parameter {name!r}")
@@ -181,7 +193,7 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def get_pumps(request: web.Request) -> web.Response:
-    check_params(request, set())
+    check_params(request, "/api/pumps")
     reader = request.app[READER]
     fleet = await reader.fleet()
     active = await reader.active_alarm_pumps()
@@ -204,7 +216,7 @@ async def _latest_limits(
 
 
 async def get_history(request: web.Request) -> web.Response:
-    check_params(request, {"since", "until", "channel", "max_points"})
+    check_params(request, "/api/pumps/{pump}/history")
     settings = request.app[SETTINGS]
     pump = pump_param(request)
     since = param_time(request, "since")
@@ -229,7 +241,7 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 async def get_spectrum(request: web.Request) -> web.Response:
-    check_params(request, {"channel"})
+    check_params(request, "/api/pumps/{pump}/spectrum")
     pump = pump_param(request)
     channel = param_name(request, "channel")
     archived = await request.app[READER].latest_report(pump, channel)
@@ -248,7 +260,7 @@ async def get_spectrum(request: web.Request) -> web.Response:
 
 
 async def get_alarms(request: web.Request) -> web.Response:
-    check_params(request, {"pump", "state", "limit"})
+    check_params(request, "/api/alarms")
     pump = param_name(request, "pump")
     state = param_choice(request, "state", ("all", "raised", "cleared"), "all")
     limit = param_int(request, "limit", 200, 1, 1000)
@@ -259,12 +271,12 @@ async def get_alarms(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    check_params(request, set())
+    check_params(request, "/api/openapi.json")
     return json_response(openapi_document())
 
 
 async def get_stream(request: web.Request) -> web.StreamResponse:
-    check_params(request, {"last_event_id"})
+    check_params(request, "/api/stream")
     resume_text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     resume = None
     if resume_text:
