@@ -204,9 +204,12 @@ def test_spool_survives_kill_9_at_random_points(tmp_path: Path, kills: int) -> N
             cwd=ROOT,
             env=env,
         )
-        time.sleep(rng.uniform(0.15, 0.4))
+        assert proc.stdout is not None
+        head = proc.stdout.readline()  # the writer is up and has appended once
+        time.sleep(rng.uniform(0.0, 0.25))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
+        out = head + out
         for line in out.decode().splitlines():
             parts = line.split()
             if len(parts) == 4 and parts[0] == "A":
