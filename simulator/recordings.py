@@ -126,7 +126,8 @@ def read_recording(
         raise RecordingError(p, "no such file")
     ext = p.suffix.lower()
     try:
-        if _IMS_NAME.search(p.name) and ext in ("", ".tsv", ".txt", ".csv"):
+        # IMS files upstream have no extension: their names are timestamps ("....12.06.24").
+        if _IMS_NAME.search(p.name) and (ext in ("", ".tsv", ".txt", ".csv") or ext[1:].isdigit()):
             rec = _read_text(p, fs, ims=True)
         elif ext == ".npz":
             rec = _read_npz(p, fs)

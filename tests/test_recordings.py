@@ -310,3 +310,17 @@ def test_truncated_files_name_the_file(tmp_path: Path, kind: str) -> None:
     with pytest.raises(RecordingError) as err:
         read_recording(bad)
     assert bad.name in str(err.value)
+
+
+def test_ims_layout_by_upstream_name(tmp_path: Path) -> None:
+    x = np.round(np.random.default_rng(SEED).standard_normal((2048, 8)) * 0.1, 3)
+    p = tmp_path / "2003.10.22.12.06.24"  # upstream IMS files have no extension
+    p.write_text("\n".join("\t".join(f"{v:.3f}" for v in row) for row in x))
+    rec = read_recording(p)
+    assert rec.layout == "ims" and rec.fs == 20000 and rec.samples.shape == (8, 2048)
+    assert np.allclose(rec.samples, x.T * G_TO_MS2, atol=1e-5)
+    assert read_recording(p, fs=20480, scale=1.0).fs == 20480
+    bad = tmp_path / "2003.10.22.12.09.13"
+    bad.write_text("1\t2\t3\n")
+    with pytest.raises(RecordingError, match="8 tab-separated"):
+        read_recording(bad)
