@@ -6,7 +6,7 @@ artifact form) holding ``bundle.json``::
     {"format": "pumpwatch-bundle", "format_version": 1,
      "model_version": "site-a-7",              # reported in every result
      "classifier": {"kind": "physics", "params": {...}}
-                 | {"kind": "softmax", "path": "classifier.npz"},
+                 | {"kind": "softmax" | "mlp", "path": "classifier.npz"},
      "baselines": {"path": "baselines.npz"} | null,
      "physics": {...PhysicsParams overrides...},
      "files": {"classifier.npz": "<sha256>", "baselines.npz": "<sha256>"},
@@ -34,6 +34,7 @@ from typing import Any
 from .baseline import Baselines
 from .classifier import Classifier, SoftmaxClassifier, load_classifier
 from .errors import BundleError, ChecksumMismatchError
+from .mlp import MLPClassifier
 from .physics import PhysicsClassifier, PhysicsParams
 
 FORMAT = "pumpwatch-bundle"
@@ -102,9 +103,9 @@ def write_bundle(
     if classifier is None or isinstance(classifier, PhysicsClassifier):
         params = classifier.params if isinstance(classifier, PhysicsClassifier) else physics
         clf_spec = {"kind": "physics", "params": (params or PhysicsParams()).to_dict()}
-    elif isinstance(classifier, SoftmaxClassifier):
+    elif isinstance(classifier, SoftmaxClassifier | MLPClassifier):
         classifier.save(out_dir / "classifier.npz")
-        clf_spec = {"kind": "softmax", "path": "classifier.npz"}
+        clf_spec = {"kind": classifier.kind, "path": "classifier.npz"}
     else:
         raise BundleError(f"write_bundle cannot serialise classifier kind {classifier.kind!r}")
     if "path" in clf_spec:

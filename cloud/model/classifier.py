@@ -8,6 +8,8 @@ A classifier maps :class:`~cloud.model.features.BatchFeatures` to an
   ``feature_names``, ``classes``, ``mean``, ``scale``, ``W`` (features x
   classes) and ``b`` -- the simplest trained artifact, loadable with numpy
   alone (no training code).
+- ``mlp``: :class:`~cloud.model.mlp.MLPClassifier`, one tanh hidden layer
+  over clipped standardised features (what ``pumpwatch train`` writes).
 
 Trained models of later issues add a kind with :func:`register_kind`; the
 server never imports training code.
@@ -26,6 +28,7 @@ from dsp.results import CONDITIONS
 
 from .errors import BundleError
 from .features import BatchFeatures, check_feature_names
+from .mlp import load_mlp
 from .physics import PhysicsClassifier, PhysicsParams
 
 F64 = NDArray[np.float64]
@@ -144,3 +147,4 @@ def _load_softmax(bundle_dir: Path, spec: Mapping[str, Any]) -> Classifier:
 
 register_kind("physics", _load_physics)
 register_kind("softmax", _load_softmax)
+register_kind("mlp", load_mlp)

@@ -25,6 +25,7 @@ from dsp.results import (
 )
 
 from .bundle import Bundle
+from .diagnostics import diagnose_bearing
 from .errors import ModelFailureError, RequestError, UnsupportedMediaTypeError
 from .features import BatchFeatures, extract
 from .physics import PhysicsClassifier, fleet_score
@@ -246,10 +247,14 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
             if v == v
             else Evidence("iso_zone", 0.0, "zone ?: the report has no finite velocity RMS")
         ]
+        lit = False
         for key, what in _ENV_NAMES.items():
             prom = env_cols[key][i]
             if prom == prom and prom >= env_thr:
                 ev.append(Evidence(key, round(prom, 2), f"{what} envelope line {prom:.1f}x floor"))
+                lit = True
+        if lit:  # only then: the harmonic/sideband families cost a look at the envelope
+            ev.extend(diagnose_bearing(r).evidence)
         if imb[i]:
             ev.append(Evidence("v1x", round(v1[i], 3), "1x dominates the velocity spectrum"))
         if mis[i]:

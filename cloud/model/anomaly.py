@@ -1,0 +1,155 @@
+"""Per-pump anomaly baselines with a threshold calibrated on held-out healthy data.
+
+Theory of operation. A pump's baseline is the location and spread of a
+feature vector over that pump's own healthy period: log band energies
+(acceleration RMS per report band), log broadband and order-line velocities
+(1x, 2x, 3x, blade pass), log kurtosis and crest, and log envelope-line
+prominences at the bearing defect frequencies. The score of a report is the
+RMS z-score over the features it carries (a diagonal Mahalanobis distance,
+divided by sqrt(#features): about 1 for a typical healthy report); the
+per-feature spread has a floor (``SCALE_FLOOR``, 0.02 decades ~ 5 %) so
+that a feature that happened to be steady in the healthy period cannot turn
+noise into alarms. The artifact is :class:`cloud.model.baseline.Baselines`
+(one small ``.npz`` inside the bundle, numpy only), so the model server
+serves it unchanged.
+
+Calibration. The healthy period is split in time: the first
+``1 - calibrate_share`` fits location and spread, the rest (never seen by
+the fit) is scored, and the threshold is that held-out score distribution's
+``1 - false_alarm_rate`` quantile times ``margin``, floored at
+``min_threshold``. With few held-out reports the quantile is close to their
+maximum, so the stated false-alarm rate is an upper bound estimate only when
+the held-out period holds at least ``1 / false_alarm_rate`` reports; the fit
+reports how many it had (``n_fit``) and :func:`calibration_report` says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+import dsp
+
+from .baseline import FLEET, SCALE_FLOOR, Baselines
+from .features import band_name, extract
+from .replay import STANDARD_BANDS
+
+F64 = NDArray[np.float64]
+
+BASELINE_FEATURES: tuple[str, ...] = (
+    "log:velocity_rms",
+    "log:rms",
+    "log:v1x",
+    "log:v2x",
+    "log:v3x",
+    "log:vbpf",
+    "log:crest",
+    "log:kurtosis",
+    *(f"log:{band_name(b)}" for b in STANDARD_BANDS),
+    "log:env_bpfo",
+    "log:env_bpfi",
+    "log:env_bsf",
+    "log:env_kurtosis",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineConfig:
+    features: tuple[str, ...] = BASELINE_FEATURES
+    false_alarm_rate: float = 0.005  # per report
+    calibrate_share: float = 1 / 3  # the last third of the healthy period, held out
+    margin: float = 1.2
+    min_threshold: float = 2.0  # RMS z-score
+    min_reports: int = 6
+
+
+def _scores(x: F64, mean: F64, scale: F64) -> F64:
+    z = (x - mean) / scale
+    z2 = z * z
+    count = np.sum(np.isfinite(z2), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.sqrt(np.nansum(z2, axis=1) / count)
+    return np.where(count > 0, s, np.nan)
+
+
+def _fit_one(x: F64, cfg: BaselineConfig) -> tuple[F64, F64, float]:
+    n = x.shape[0]
+    n_cal = round(n * cfg.calibrate_share)
+    n_cal = min(max(n_cal, 1), n - 2) if n >= 3 else 0
+    fit, cal = x[: n - n_cal], x[n - n_cal :]
+    with np.errstate(invalid="ignore"):
+        mean = np.nan_to_num(np.nanmean(fit, axis=0), nan=0.0)
+        sd = np.nanstd(fit, axis=0, ddof=1) if fit.shape[0] > 1 else np.full(x.shape[1], np.nan)
+    scale = np.fmax(np.nan_to_num(sd, nan=SCALE_FLOOR), SCALE_FLOOR)
+    ref = cal if n_cal else fit
+    s = _scores(ref, mean, scale)
+    s = s[np.isfinite(s)]
+    q = float(np.quantile(s, 1.0 - cfg.false_alarm_rate)) if s.size else 0.0
+    # Refit location and spread on the whole period: the threshold came from unseen data.
+    with np.errstate(invalid="ignore"):
+        mean = np.nan_to_num(np.nanmean(x, axis=0), nan=0.0)
+        sd = np.nanstd(x, axis=0, ddof=1) if n > 1 else np.full(x.shape[1], np.nan)
+    scale = np.fmax(np.nan_to_num(sd, nan=SCALE_FLOOR), SCALE_FLOOR)
+    return mean, scale, max(q * cfg.margin, cfg.min_threshold)
+
+
+def fit_pump_baselines(
+    reports: Sequence[dsp.Report],
+    cfg: BaselineConfig | None = None,
+    *,
+    fleet: bool = False,
+) -> Baselines:
+    """One baseline per pump over its reports in time order (``t0_ns``).
+
+    Pumps with fewer than ``cfg.min_reports`` reports are skipped. With
+    ``fleet=True`` a ``*`` row over all reports is added: a fleet-generic
+    baseline that results flag as ``baseline="fleet"``.
+    """
+    cfg = cfg or BaselineConfig()
+    if not 0 < cfg.false_alarm_rate < 1:
+        raise ValueError(f"false_alarm_rate must be in (0, 1), got {cfg.false_alarm_rate=}")
+    order = sorted(range(len(reports)), key=lambda i: (reports[i].pump, reports[i].t0_ns))
+    reps = [reports[i] for i in order]
+    x = extract(reps).matrix(cfg.features)
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(reps):
+        groups.setdefault(r.pump, []).append(i)
+    if fleet:
+        groups[FLEET] = list(range(len(reps)))
+    pumps: list[str] = []
+    rows: list[tuple[F64, F64, float, int]] = []
+    for pump, idx in groups.items():
+        if len(idx) < cfg.min_reports:
+            continue
+        m, s, t = _fit_one(x[idx], cfg)
+        pumps.append(pump)
+        rows.append((m, s, t, len(idx)))
+    k = len(cfg.features)
+    return Baselines(
+        feature_names=cfg.features,
+        pumps=tuple(pumps),
+        mean=np.array([r[0] for r in rows]).reshape(len(rows), k),
+        scale=np.array([r[1] for r in rows]).reshape(len(rows), k),
+        threshold=np.array([r[2] for r in rows], dtype=np.float64),
+        n_fit=np.array([r[3] for r in rows], dtype=np.int64),
+    )
+
+
+def score_reports(baselines: Baselines, reports: Sequence[dsp.Report]) -> tuple[F64, F64]:
+    """(score, threshold) per report, as the model server computes them."""
+    s = baselines.score(extract(reports))
+    return s.score, s.threshold
+
+
+def calibration_report(baselines: Baselines, cfg: BaselineConfig | None = None) -> str:
+    """A line per pump: reports used, threshold, and whether the FAR claim is supported."""
+    cfg = cfg or BaselineConfig()
+    need = int(np.ceil(1.0 / cfg.false_alarm_rate / cfg.calibrate_share))
+    lines = []
+    for p, n, t in zip(baselines.pumps, baselines.n_fit.tolist(), baselines.threshold, strict=True):
+        note = "" if n >= need else f" (fewer than {need} reports: threshold ~ held-out maximum)"
+        lines.append(f"{p}: {n} reports, threshold {t:.2f}{note}")
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""``pumpwatch train``: train the condition classifier on the simulator, write a bundle.
+
+Wiring only: simulation and fitting live in :mod:`cloud.model.training`.
+Writes ``OUT/bundle/`` (the bundle), ``OUT/model.tar.gz`` (what ``pumpwatch
+models register`` takes), ``OUT/metrics.json`` (held-out figures, also
+registered as the package's metrics) and ``OUT/training.json`` (confusion
+matrix, features, config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from cloud.model.baseline import Baselines
+from cloud.model.bundle import pack_bundle, write_bundle
+from cloud.model.errors import BundleError
+from cloud.model.training import TrainConfig, train, write_model
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("train", help="train the condition classifier on simulated pumps")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--pumps-per-class", type=int, default=TrainConfig.pumps_per_class)
+    p.add_argument("--test-pumps-per-class", type=int, default=TrainConfig.test_pumps_per_class)
+    p.add_argument("--seconds", type=int, default=TrainConfig.seconds,
+                   help="seconds simulated per pump (1 s reports, two sensor axes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-version", default=None,
+                   help="bundle model_version (default sim-{kind}-seed{seed})")
+    p.add_argument("--baselines", type=Path, default=None,
+                   help="baselines.npz (pumpwatch baseline fit) to ship in the same bundle")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+class _Bar:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+        self.stage = ""
+
+    def __call__(self, stage: str, i: int, n: int) -> None:
+        if self.quiet:
+            return
+        if stage != self.stage and self.stage and self.tty:
+            sys.stderr.write("\n")
+        self.stage = stage
+        width = 30
+        done = int(width * i / max(n, 1))
+        line = (f"{stage:18s} [{'#' * done}{'.' * (width - done)}] {i}/{n} "
+                f"{time.monotonic() - self.t0:5.0f}s")
+        if self.tty:
+            sys.stderr.write("\r" + line)
+            if i == n:
+                sys.stderr.write("\n")
+        elif i == n or i % max(1, n // 10) == 0:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(
+        pumps_per_class=args.pumps_per_class, test_pumps_per_class=args.test_pumps_per_class,
+        seconds=args.seconds, seed=args.seed,
+    )
+    version = args.model_version or f"sim-{cfg.kind}-seed{cfg.seed}"
+    baselines = None
+    if args.baselines is not None:
+        try:
+            baselines = Baselines.load(args.baselines)
+        except BundleError as exc:
+            print(f"pumpwatch train: {exc}", file=sys.stderr)
+            return 2
+    result = train(cfg, progress=_Bar(args.quiet))
+    tar = write_model(result, args.out, model_version=version)
+    if baselines is not None:  # same bundle, with the pumps' baselines beside the classifier
+        write_bundle(
+            args.out / "bundle", model_version=version, classifier=result.classifier,
+            baselines=baselines, description=f"{result.description}; baselines for "
+            f"{len(baselines.pumps)} pumps", metrics=result.metrics,
+        )
+        tar = pack_bundle(args.out / "bundle", args.out / "model.tar.gz")
+    print(json.dumps(result.metrics))
+    print(f"model {version}: {tar} (metrics in {args.out / 'metrics.json'})")
+    print(f"next: pumpwatch models register pumps {tar} --metrics {args.out / 'metrics.json'}")
+    return 0
