@@ -56,6 +56,7 @@ Scale = float | Sequence[float] | None
 _IMS_NAME = re.compile(r"(^ims)|(\d{4}\.\d{2}\.\d{2}\.\d{2}\.\d{2}\.\d{2})", re.IGNORECASE)
 _CWRU_RATE = re.compile(r"^(\d+)k_", re.IGNORECASE)
 _FS_COMMENT = re.compile(r"(?:\bfs|sample[_ ]?rate)\s*[=:]\s*([0-9.eE+]+)", re.IGNORECASE)
+_TIME_COLUMNS = ("t", "time", "time_s", "t_s", "seconds")
 _CWRU_SUFFIX = {"_DE_time": "DE", "_FE_time": "FE", "_BA_time": "BA"}
 # Geometry of the CWRU rig (SKF 6205-2RS JEM drive end, 6203-2RS JEM fan end) and the IMS
 # rig (Rexnord ZA-2115, 2000 rpm), as their documentation gives it.
@@ -382,8 +383,14 @@ def _read_text(p: Path, fs: float | None, *, ims: bool) -> Recording:
         names = names or tuple(f"ch{i + 1}" for i in range(8))
     else:
         layout = "csv"
+        if names and names[0].strip().lower() in _TIME_COLUMNS and ncol > 1:
+            # A leading time column (seconds) gives the rate when nothing else does.
+            dt = np.diff(x[0])
+            if rate is None and dt.size and np.all(dt > 0):
+                rate = 1.0 / float(np.median(dt))
+            x, names = x[1:], names[1:]
         rate = _need_fs(p, fs if fs is not None else rate, "no '# fs = ...' line in the file")
-        names = names or tuple(f"ch{i + 1}" for i in range(ncol))
+        names = names or tuple(f"ch{i + 1}" for i in range(x.shape[0]))
     return Recording(x, float(rate), names, meta=meta, layout=layout)
 
 

@@ -99,6 +99,14 @@ def test_csv_and_tsv_with_and_without_header(tmp_path: Path) -> None:
     assert rec.fs == 5000 and np.allclose(rec.samples[1], 2 * x[:, 1], atol=1e-5)
 
 
+def test_csv_with_time_column(tmp_path: Path) -> None:
+    t = np.arange(400) / 2000.0
+    p = tmp_path / "t.csv"
+    p.write_text("time,ax\n" + "\n".join(f"{a:.6f},{np.sin(a):.6f}" for a in t))
+    rec = read_recording(p)
+    assert rec.channels == ("ax",) and rec.fs == pytest.approx(2000.0)
+
+
 def test_npy_layouts(tmp_path: Path) -> None:
     p = tmp_path / "x.npy"
     np.save(p, np.arange(3000.0).reshape(1000, 3))  # (samples, channels)
