@@ -60,10 +60,12 @@ def edge_main(config_path: str) -> int:
     cfg = load_or_exit(config_path)
     if isinstance(cfg, int):
         return cfg
+    # a source with an end (duration_s) lets the agent exit once everything is acknowledged
+    finite = cfg.source.duration_s is not None
     if cfg.source.kind == "synthetic":
-        return run_agent(cfg, synthetic_source)
+        return run_agent(cfg, synthetic_source, exit_when_drained=finite)
     if cfg.source.kind == "simulated":
-        return run_agent(cfg, simulated_source)
+        return run_agent(cfg, simulated_source, exit_when_drained=finite)
     print(
         "pumpwatch edge: source.kind = 'replay' needs `pumpwatch replay FILE...`", file=sys.stderr
     )

@@ -264,3 +264,24 @@ def test_sigkilled_broker_loses_unsaved_messages_of_an_offline_consumer(
         f"{len(window)})"
     )
     assert lost <= window
+
+
+def test_simulated_source_with_a_fault(
+    tmp_path: Path, mosquitto: Mosquitto, collector_for: Callable[[str], Collector]
+) -> None:
+    from edge.sources import simulated_source
+
+    d = edge_config(
+        tmp_path, mosquitto.port, channels=2, source={"kind": "simulated", "duration_s": 3}
+    )
+    d["pumps"][0]["bearings"] = ["6308"]
+    d["pumps"][0]["simulate"] = {"faults": [{"kind": "outer_race", "severity": 0.8}]}
+    cfg = build(d)
+    col = collector_for(cfg.device)
+    agent = Agent(cfg, simulated_source(cfg), exit_when_drained=True)
+    with Running(agent) as run:
+        assert run.wait(30) == 0
+    reps = col.reports
+    assert len({r.identity for r in reps}) == 6
+    assert all(r.asset.bearings[0].designation == "6308" for r in reps)
+    assert all(r.features.env_bpfo is not None for r in reps)

@@ -145,3 +145,13 @@ def test_config_lists_every_problem_and_resolves_bearings(tmp_path: Path) -> Non
     text = e.value.report()
     assert "mqtt.inflight" in text and "status.interval_s" in text and "vanes" in text
     assert parse_size("1 GiB") == 1 << 30 and parse_size("512MB") == 512 * 10**6
+
+
+def test_example_config_is_valid() -> None:
+    from edge.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "edge" / "example.toml")
+    assert cfg.device == "gw-plant-a-01" and cfg.spool.max_bytes == 1 << 30
+    assert cfg.mqtt.max_message_bytes == 128 * 1024
+    assert [b.designation for b in cfg.pumps[0].asset.bearings] == ["6308", "6306"]
+    assert cfg.topic("reports") == "pumpwatch/devices/gw-plant-a-01/reports"
