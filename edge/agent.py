@@ -126,7 +126,7 @@ class Agent:
                 "site": cfg.site,
                 "state": "offline",
                 "reason": "connection lost",
-                "epoch": self.epoch,
+                "epoch": f"{self.epoch:016x}",
             }
         ).encode()
         will = Will(self.status_topic, will_payload)
@@ -258,8 +258,10 @@ class Agent:
             "site": self.cfg.site,
             "state": state,
             "ts": time.time(),
-            "epoch": self.epoch,
+            "epoch": f"{self.epoch:016x}",  # hex: JSON readers lose 64-bit integers
             "uptime_s": round(now - self.started, 1),
+            "channels": len(self._idx),
+            "dsp_load": round(self.compute_s / max(1e-9, now - self.started), 3),
             "reports": self.builder.seq,
             "reports_per_s": round(self.reports_per_s, 2),
             "acked_per_s": round(self.acked_per_s, 2),
