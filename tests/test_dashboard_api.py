@@ -301,9 +301,15 @@ async def test_openapi_describes_every_route_and_nothing_else(client: Client) ->
         assert name in doc["components"]["schemas"]
 
 
-async def test_write_methods_are_refused(client: Client) -> None:
+async def test_write_methods_and_unknown_routes_get_json_errors(client: Client) -> None:
     async with client.session.post(client.base + "/api/pumps", data=b"{}") as resp:
         assert resp.status == 405
+        assert "error" in await resp.json()
+    async with client.get("/api/nothing") as resp:
+        assert resp.status == 404
+        assert "error" in await resp.json()
+    async with client.get("/api/pumps/nope/history?since=2023-01-01") as resp:
+        await checked(resp, "/api/pumps/{pump}/history", 404)
 
 
 async def test_bearer_token(filled: Path) -> None:

@@ -180,6 +180,10 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
     except ParamError as exc:
         return error(400, exc.message, exc.parameter)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        return error(exc.status, exc.reason)  # unknown route, wrong method: JSON too
     except StoreError as exc:
         log.warning("store read failed for %s: %s", request.path, exc)
         return error(503, f"results store unavailable: {exc}")
@@ -224,10 +228,10 @@ async def get_history(request: web.Request) -> web.Response:
     channel = param_name(request, "channel")
     max_points = param_int(request, "max_points", settings.max_points_default, 10, 10_000)
     reader = request.app[READER]
+    last = await reader.last_t0(pump)
+    if last is None:
+        return error(404, f"no results for pump {pump!r}")
     if until is None:
-        last = await reader.last_t0(pump)
-        if last is None:
-            return error(404, f"no results for pump {pump!r}")
         until = max(last + 1, (since or 0) + 1)
     if since is None:
         since = until - int(settings.history_default_s * 1e9)

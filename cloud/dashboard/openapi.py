@@ -148,7 +148,8 @@ PATHS: dict[str, Schema] = {
         "operationId": "pumpSpectrum",
         "parameters": [_PUMP, _param("channel", "query", "channel (default: newest)", _CHANNEL)],
         "responses": {"200": _json("Spectrum", "latest archived report's spectra"),
-                      "404": _json("Error", "no archived report"), **_ERR},
+                      "404": _json("Error", "no archived report"),
+                      "500": _json("Error", "the archived report does not decode"), **_ERR},
     }},
     "/api/alarms": {"get": {
         "summary": "Alarm episodes, newest raised first",
