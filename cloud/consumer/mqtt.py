@@ -165,6 +165,12 @@ class MqttSource:
             self.config.host, self.config.port, self.config.client_id,
             flags.session_present, self._generation,
         )
+        if self._generation > 1 and not flags.session_present:
+            log.warning(
+                "broker has no session for %s on reconnect (expired, taken over, or a broker "
+                "without persistence): messages queued for it meanwhile are gone",
+                self.config.client_id,
+            )
         client.subscribe(self.config.subscription, options=SubscribeOptions(qos=1))
         self._loop.call_soon_threadsafe(self.connected.set)
 
