@@ -54,6 +54,15 @@ def test_agent_kill_9_and_restart_loses_no_spooled_report(
         time.sleep(rng.uniform(0.0, 1.0))
         first.send_signal(signal.SIGKILL)
         first.wait(10)
+        # the broker publishes the agent's will: retained status "offline, connection lost"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+            st.get("reason") == "connection lost" for st in col.status
+        ):
+            time.sleep(0.05)
+        assert any(
+            st["state"] == "offline" and st["reason"] == "connection lost" for st in col.status
+        )
         # what the dead agent left behind
         with Spool(tmp_path / "spool", max_bytes=1 << 30) as sp:
             left = {r.key for r in sp.peek(10**6)}
