@@ -169,6 +169,7 @@ class Consumer:
         self._idle = asyncio.Event()
         self._sem = asyncio.Semaphore(config.endpoint.max_concurrency)
         self._invocations: set[asyncio.Task[None]] = set()
+        self._committing = False
         self._handoff: Handoff[Delivery] | None = None
         self._mqtt: MqttSource | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -214,7 +215,8 @@ class Consumer:
                     self._dispatch(batch)
                 try:
                     async with asyncio.timeout(cfg.consumer.drain_timeout_s):
-                        while self._inflight or self._invocations or not self._jobs.empty():
+                        while (self._inflight or self._invocations or self._committing
+                               or not self._jobs.empty()):
                             self._idle.clear()
                             await self._idle.wait()
                 except TimeoutError:
@@ -421,7 +423,10 @@ class Consumer:
     async def _writer_loop(self) -> None:
         max_rows = self.config.store.commit_max_rows
         while True:
+            self._committing = False
+            self._idle.set()
             jobs = [await self._jobs.get()]
+            self._committing = True
             rows = len(jobs[0].commit)
             while rows < max_rows and not self._jobs.empty():
                 job = self._jobs.get_nowait()
