@@ -58,8 +58,8 @@ def _cores() -> tuple[int | None, int | None]:
     return cpus[0], cpus[1]
 
 
-def make_reports(count: int, seed: int = 1) -> list[dsp.Report]:
-    """``count`` reports over PUMPS pumps; a quarter with an outer-race fault."""
+def make_reports(count: int, seed: int = 1, fault_every: int = 4) -> list[dsp.Report]:
+    """``count`` reports over PUMPS pumps; every ``fault_every``-th with an outer-race fault."""
     cfg = dsp.ReportConfig()
     n = cfg.interval_samples
     rng = np.random.default_rng(seed)
@@ -78,7 +78,7 @@ def make_reports(count: int, seed: int = 1) -> list[dsp.Report]:
             x = 0.4 * np.sin(2 * np.pi * fr * t + rng.uniform(0, 6)) + 0.1 * np.sin(
                 2 * np.pi * 6 * fr * t
             )
-            if (start + j) % 4 == 3:
+            if fault_every and (start + j) % fault_every == fault_every - 1:
                 imp = np.zeros(n)
                 imp[(np.arange(0, 1.0, 1 / (3.5848 * fr)) * cfg.fs).astype(int)] = 20.0
                 x = x + np.convolve(imp, ring)[:n]
@@ -186,12 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--runs", type=int, default=1, help="median over this many runs")
+    p.add_argument(
+        "--fault-every", type=int, default=4,
+        help="every Nth report has an outer-race fault (0: none); faulty reports cost more "
+        "(envelope-family diagnosis)",
+    )
     args = p.parse_args(argv)
 
     server_cpu, client_cpu = _cores()
-    reports = make_reports(2 * 256)
+    reports = make_reports(2 * 256, fault_every=args.fault_every)
     with tempfile.TemporaryDirectory(prefix="pumpwatch-bench-") as tmp:
-        healthy = [r for r in reports if r.seq % 4 != 3]
+        k = args.fault_every
+        healthy = [r for r in reports if not k or r.seq % k != k - 1]
         bundle = write_bundle(
             Path(tmp) / "bundle", model_version="bench-physics-zscore",
             baselines=fit_baselines(healthy, min_reports=5),
@@ -242,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(cpu64, float)
     out["server_core_capacity_reports_per_s_64"] = round(64 / (cpu64 / 1e3)) if cpu64 else None
     out.update(
-        models="physics classifier + per-pump z-score baselines (16 pumps), no trained model",
+        models="physics classifier + per-pump z-score baselines (16 pumps) + envelope-family "
+        "bearing diagnosis of reports with a lit bearing line; no trained classifier",
+        fault_every=args.fault_every,
         concurrency=args.concurrency,
         seconds=args.seconds,
         runs=args.runs,
