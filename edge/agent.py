@@ -355,7 +355,12 @@ class Agent:
                 token = self.transport.publish(self.reports_topic, out.payload)
             except TransportError as exc:
                 with self._lock:
-                    self.publisher.send_failed(out, str(exc), now)
+                    if self.transport.connected:
+                        self.publisher.send_failed(out, str(exc), now)
+                    else:  # the link went down under us: not a failure of these reports
+                        self.publisher.requeue(out)
+                    for rest in outs[outs.index(out) + 1 :]:  # leased, never tried
+                        self.publisher.requeue(rest)
                 break
             with self._lock:
                 self.publisher.sent(out, token)

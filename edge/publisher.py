@@ -166,6 +166,10 @@ class Publisher:
         self.spool.release(out.keys)
         self._fail(reason, now, out)
 
+    def requeue(self, out: Outgoing) -> None:
+        """``out`` was not sent (the link just went down): back to the spool, no penalty."""
+        self.spool.release(out.keys)
+
     def on_ack(self, token: int, ok: bool, reason: str, now: float) -> None:
         out = self._inflight.pop(token, None)
         self.stats.inflight = len(self._inflight)
