@@ -149,6 +149,7 @@ def run_once(channels: int, seconds: float, log: logging.Logger) -> dict[str, An
         "ring_peak": agent.ring.stats.peak,
         "spool_peak_bytes": agent.spool.stats.peak_bytes,
         "inflight_peak": pub.inflight_peak,
+        "disconnects": agent.disconnects,
         "exit": code,
         "agent_core": agent_core,
         "broker_core": other,
