@@ -158,7 +158,7 @@
     meter.firstChild.style.width = `${Math.max(2, Math.min(100, rel * 50))}%`;
     const tr = t.querySelector(".time-row");
     tr.replaceChildren(el("span", "", "last report (UTC)"), el("b", "", timeText(newest, true)));
-    if (p.updatedMs) {
+    if (p.updatedMs && t.dataset.updatedMs !== String(p.updatedMs)) {  // flash on news only
       t.dataset.updatedMs = String(p.updatedMs);
       t.classList.add("flash");
       setTimeout(() => t.classList.remove("flash"), 600);
