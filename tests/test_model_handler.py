@@ -191,3 +191,23 @@ def test_non_finite_features_never_reach_the_wire(healthy: list[dsp.Report]) -> 
     assert res[0].iso_zone == "?" and res[0].condition == "unknown"
     assert np.isfinite(res[0].anomaly_score)
     assert res[1].condition == "healthy"
+
+
+def test_batch_bearing_diagnosis_equals_the_reference(mixed: list[dsp.Report]) -> None:
+    from cloud.model._diagnose_batch import diagnose_bearings
+    from cloud.model.diagnostics import diagnose_bearing
+
+    extra = synth_reports(4, pumps=["p5"], seed=51, outer=6.0, seq0=400)
+    no_bearing = msgspec.structs.replace(extra[0], asset=dsp.Asset(vanes=6))
+    no_speed = msgspec.structs.replace(extra[1], speed=dsp.Speed(0.0, "unknown"))
+    no_env = msgspec.structs.replace(extra[2], envelope=None)
+    reports = [*mixed, *extra, no_bearing, no_speed, no_env]
+    got = diagnose_bearings(reports)
+    want = [diagnose_bearing(r).evidence for r in reports]
+    assert got == want
+    assert sum(1 for e in want if e) >= 6  # the faulty ones do have family evidence
+    resp = score(builtin_bundle(), reports)
+    for res, ev in zip(resp.results, want, strict=True):
+        fam = [e for e in res.evidence if e.name.startswith("env_family:")]
+        lit = any(e.name in ("env_bpfo", "env_bpfi", "env_bsf") for e in res.evidence)
+        assert fam == (ev if lit else [])

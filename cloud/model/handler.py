@@ -24,8 +24,8 @@ from dsp.results import (
     Result,
 )
 
+from ._diagnose_batch import diagnose_bearings
 from .bundle import Bundle
-from .diagnostics import diagnose_bearing
 from .errors import ModelFailureError, RequestError, UnsupportedMediaTypeError
 from .features import BatchFeatures, extract
 from .physics import PhysicsClassifier, fleet_score
@@ -222,6 +222,15 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
     loose = (strengths["looseness"] >= 0.5).tolist()
     cav = (strengths["cavitation"] >= 0.5).tolist()
     env_thr = params.env_threshold
+    # Envelope-family diagnosis (cloud.model.diagnostics) only where a bearing line is lit,
+    # computed for those reports together (it reads their envelope spectra).
+    lit_rows = np.flatnonzero(
+        np.stack([np.fmax(f.column(k), 0) >= env_thr for k in _ENV_NAMES]).any(axis=0)
+        if n else np.zeros(0, dtype=bool)
+    ).tolist()
+    families: dict[int, list[Evidence]] = dict(
+        zip(lit_rows, diagnose_bearings([reports[i] for i in lit_rows]), strict=True)
+    )
 
     score_l = np.round(score_a, 4).tolist()
     thr_l = np.round(thr, 4).tolist()
@@ -247,14 +256,12 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
             if v == v
             else Evidence("iso_zone", 0.0, "zone ?: the report has no finite velocity RMS")
         ]
-        lit = False
         for key, what in _ENV_NAMES.items():
             prom = env_cols[key][i]
             if prom == prom and prom >= env_thr:
                 ev.append(Evidence(key, round(prom, 2), f"{what} envelope line {prom:.1f}x floor"))
-                lit = True
-        if lit:  # only then: the harmonic/sideband families cost a look at the envelope
-            ev.extend(diagnose_bearing(r).evidence)
+        if i in families:
+            ev.extend(families[i])
         if imb[i]:
             ev.append(Evidence("v1x", round(v1[i], 3), "1x dominates the velocity spectrum"))
         if mis[i]:
