@@ -6,8 +6,9 @@ default scale is :data:`G_TO_MS2`; everything else defaults to 1 (already
 m/s^2, or for integer WAV: m/s^2 at digital full scale).
 
 Sample rates: NPZ and WAV carry theirs; for CSV/TSV a ``# fs = 25600``
-comment line or a leading ``time`` column (seconds) may; CWRU .mat files take it from the mirror's ``12k_``/``48k_``
-file-name prefix; IMS text files are 20 kHz. An ``fs`` argument overrides all
+comment line or a leading ``time`` column (seconds) may; CWRU .mat files take
+it from the mirror's ``12k_``/``48k_`` file-name prefix; IMS text files are
+20 kHz. An ``fs`` argument overrides all
 of them, and is required where none of these applies (NPY, plain CSV, a .mat
 without prefix).
 

@@ -14,7 +14,7 @@ from ._pace import Pace, Pacer
 from .pump import PumpConfig
 from .recordings import Recording
 from .source import Block
-from .synth import PumpSynth, apply_sensor_chain
+from .synth import PumpSynth
 
 RENDER_AHEAD = 32768  # samples (1.28 s at 25.6 kHz) synthesized per call at least
 
@@ -92,8 +92,6 @@ class SimulatedSource:
         self.full_scale: tuple[float | None, ...] = tuple(
             fsc for syn in self._synths for fsc in syn.full_scale
         )
-        self._adc_step = np.concatenate([syn.adc_step for syn in self._synths])
-        self._adc_top = np.concatenate([syn.adc_top for syn in self._synths])
         self._pacer = Pacer(pace, clock=clock, sleep=sleep)
         self._next = 0
         self._buf = np.empty((len(self._channels), 0), dtype=np.float32)
@@ -153,9 +151,8 @@ class SimulatedSource:
             row = 0
             for syn in self._synths:
                 k = len(syn.cfg.sensors)
-                syn.render(start, m, fresh[row : row + k], sensor_chain=False)
+                syn.render(start, m, fresh[row : row + k])
                 row += k
-            apply_sensor_chain(fresh, self._adc_step, self._adc_top)
             keep = self._buf[:, i0 - self._buf_i0 :]
             self._buf = np.concatenate([keep, fresh], axis=1) if keep.shape[1] else fresh
             self._buf_i0 = i0

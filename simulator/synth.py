@@ -337,8 +337,7 @@ class PumpSynth:
         """Samples ``i0 .. i0+n-1`` of every channel (m/s^2) and the block's ground truth.
 
         ``out`` (channels, n) float32 receives the samples when given;
-        ``sensor_chain=False`` leaves clipping and quantization to the caller
-        (:func:`apply_sensor_chain` over a whole device at once is cheaper).
+        ``sensor_chain=False`` leaves clipping and quantization to the caller.
         """
         if i0 != self.next_index:
             raise ValueError(f"render must continue at sample {self.next_index}, got {i0=}")
@@ -346,10 +345,11 @@ class PumpSynth:
             out = np.empty((len(self.cfg.sensors), n), dtype=np.float32)
         for s in range(0, n, CHUNK):
             m = min(CHUNK, n - s)
-            self._render_chunk(i0 + s, m, out[:, s : s + m])
+            part = out[:, s : s + m]
+            self._render_chunk(i0 + s, m, part)
+            if sensor_chain:  # while the chunk is still in cache
+                apply_sensor_chain(part, self.adc_step, self.adc_top)
         self.next_index = i0 + n
-        if sensor_chain:
-            apply_sensor_chain(out, self.adc_step, self.adc_top)
         return out, self.truth(i0, n)
 
     def truth(self, i0: int, n: int) -> dict[str, Any]:
