@@ -39,7 +39,7 @@ import numpy as np
 
 import dsp
 from cloud.model.baseline import fit_baselines
-from cloud.model.bundle import write_bundle
+from cloud.model.bundle import load_bundle, write_bundle
 from dsp.results import InvocationRequest, InvocationResponse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--runs", type=int, default=1, help="median over this many runs")
     p.add_argument(
+        "--classifier-from", type=Path, default=None, metavar="BUNDLE",
+        help="serve the classifier of this bundle (dir or model.tar.gz, e.g. from "
+        "`pumpwatch train`) instead of the physics rules",
+    )
+    p.add_argument(
         "--fault-every", type=int, default=4,
         help="every Nth report has an outer-race fault (0: none); faulty reports cost more "
         "(envelope-family diagnosis)",
@@ -198,8 +203,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pumpwatch-bench-") as tmp:
         k = args.fault_every
         healthy = [r for r in reports if not k or r.seq % k != k - 1]
+        classifier = None
+        models = (
+            "physics classifier + per-pump z-score baselines (16 pumps) + envelope-family "
+            "bearing diagnosis of reports with a lit bearing line; no trained classifier"
+        )
+        if args.classifier_from:
+            trained = load_bundle(args.classifier_from, cache_dir=Path(tmp) / "x")
+            classifier = trained.classifier
+            models = models.replace(
+                "physics classifier", f"{trained.classifier.kind} classifier "
+                f"{trained.model_version} ({args.classifier_from})",
+            ).replace("; no trained classifier", "")
         bundle = write_bundle(
-            Path(tmp) / "bundle", model_version="bench-physics-zscore",
+            Path(tmp) / "bundle", model_version="bench-endpoint", classifier=classifier,
             baselines=fit_baselines(healthy, min_reports=5),
         )
         enc = msgspec.msgpack.Encoder()
@@ -248,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(cpu64, float)
     out["server_core_capacity_reports_per_s_64"] = round(64 / (cpu64 / 1e3)) if cpu64 else None
     out.update(
-        models="physics classifier + per-pump z-score baselines (16 pumps) + envelope-family "
-        "bearing diagnosis of reports with a lit bearing line; no trained classifier",
+        models=models,
         fault_every=args.fault_every,
         concurrency=args.concurrency,
         seconds=args.seconds,
