@@ -39,13 +39,13 @@ import dsp
 from simulator.source import Source
 
 from .config import EdgeConfig
-from .mqtt_paho import PahoTransport
 from .pipeline import COMPUTING, SPOOLED, ProgressMark, Record, ReportBuilder
 from .publisher import Publisher
 from .ring import Chunk, SampleRing
 from .sources import channel_index
 from .spool import Spool
 from .transport import Acked, Connected, Disconnected, Event, Transport, TransportError, Will
+from .transports import make_transport
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,10 @@ class Agent:
             dsp.Framer(size=rc.interval_samples, hop=rc.interval_samples) for _ in self._groups
         ]
         self.builder = ReportBuilder(cfg, self.epoch)
+        # warm up (FFT plans, caches) before samples arrive, so a live source's first
+        # interval does not find the ring full; results discarded, no seq used
+        k = min(n_ch, cfg.pipeline.chunk_channels)
+        self.builder.build_part(0, np.zeros((k, rc.interval_samples), np.float32), 0, seq0=0)
         self.publisher = Publisher(
             self.spool,
             cfg.device,
@@ -130,7 +134,7 @@ class Agent:
             }
         ).encode()
         will = Will(self.status_topic, will_payload)
-        self.transport: Transport = transport or PahoTransport(
+        self.transport: Transport = transport or make_transport(
             cfg.mqtt, client_id=cfg.client_id, will=will
         )
         self.publisher.transport_resends = self.transport.resends_inflight

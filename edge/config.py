@@ -41,6 +41,12 @@ _UNITS = {
 }
 
 AWS_MAX_MESSAGE = 128 * 1024
+# AWS IoT Core, per connection: publishes per second, unacknowledged QoS 1 messages;
+# a topic has at most 7 '/'; thing names are [A-Za-z0-9:_-]{1,128}
+AWS_MAX_PUBLISH_RATE = 100.0
+AWS_MAX_INFLIGHT = 100
+AWS_MAX_TOPIC_SLASHES = 7
+THING_NAME_RE = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
 
 
 class ConfigError(ValueError):
@@ -82,9 +88,9 @@ class TlsConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MqttConfig:
-    transport: Literal["paho"] = "paho"  # "awsiot" comes with mTLS (issue 5)
+    transport: Literal["paho", "awsiot"] = "paho"  # awsiot: AWS IoT Core (awsiotsdk, mTLS)
     host: str = "localhost"
-    port: int = 1883
+    port: int = 1883  # awsiot: 8883 unless given
     client_id: str = ""  # default: the device name
     username: str | None = None
     password: str | None = None
@@ -94,7 +100,7 @@ class MqttConfig:
     topic_prefix: str = "pumpwatch"
     max_message_bytes: int = AWS_MAX_MESSAGE
     publish_rate: float = 100.0  # publishes per second (AWS IoT: 100)
-    inflight: int = 20  # unacknowledged QoS 1 report messages (AWS IoT: 100)
+    inflight: int = 20  # unacknowledged QoS 1 report messages (awsiot default: 100)
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     failure_backoff_s: float = 5.0  # first pause after a PUBACK failure (doubles, max 300)
@@ -400,6 +406,37 @@ def _literal(*options: str) -> Callable[[Any], Any]:
     return conv
 
 
+def _awsiot_checks(
+    c: _Checker, mqtt: MqttConfig, given: Mapping[str, Any], device: str
+) -> MqttConfig:
+    """AWS IoT Core's defaults and limits (see docs/aws-iot.md)."""
+    if "port" not in given:
+        mqtt = dataclasses.replace(mqtt, port=8883)
+    if "inflight" not in given:
+        mqtt = dataclasses.replace(mqtt, inflight=AWS_MAX_INFLIGHT)
+    if mqtt.tls is None or not mqtt.tls.cert or not mqtt.tls.key:
+        c.fail("mqtt.transport 'awsiot' needs [mqtt.tls] cert and key (the device certificate)")
+    if mqtt.max_message_bytes > AWS_MAX_MESSAGE:
+        c.fail(
+            f"mqtt.max_message_bytes must be <= 128 KiB for awsiot, got {mqtt.max_message_bytes}"
+        )
+    if mqtt.publish_rate > AWS_MAX_PUBLISH_RATE:
+        c.fail(f"mqtt.publish_rate must be <= 100/s for awsiot, got {mqtt.publish_rate}")
+    if mqtt.inflight > AWS_MAX_INFLIGHT:
+        c.fail(f"mqtt.inflight must be <= 100 for awsiot, got {mqtt.inflight}")
+    if not THING_NAME_RE.match(device):
+        c.fail(f"device must be an AWS IoT thing name ([A-Za-z0-9:_-]) for awsiot, got {device!r}")
+    if mqtt.client_id and mqtt.client_id != device:
+        c.fail(f"mqtt.client_id must be the device (thing) name for awsiot, got {mqtt.client_id!r}")
+    slashes = mqtt.topic_prefix.count("/") + 3  # {prefix}/devices/{device}/reports
+    if slashes > AWS_MAX_TOPIC_SLASHES:
+        c.fail(
+            f"mqtt.topic_prefix {mqtt.topic_prefix!r} makes topics with {slashes} '/' "
+            f"(AWS IoT allows {AWS_MAX_TOPIC_SLASHES})"
+        )
+    return mqtt
+
+
 def config_from_dict(
     data: Mapping[str, Any], *, source: str = "config", base_dir: Path | None = None
 ) -> EdgeConfig:
@@ -466,9 +503,11 @@ def config_from_dict(
         MqttConfig,
         mqtt_d,
         "mqtt.",
-        {"transport": _literal("paho"), "max_message_bytes": parse_size},
+        {"transport": _literal("paho", "awsiot"), "max_message_bytes": parse_size},
     )
     mqtt = dataclasses.replace(mqtt, tls=tls)
+    if mqtt.transport == "awsiot":
+        mqtt = _awsiot_checks(c, mqtt, mqtt_d, str(device))
     if not 1 <= mqtt.port <= 65535:
         c.fail(f"mqtt.port must be in 1..65535, got {mqtt.port}")
     if mqtt.client_id and not NAME_RE.match(mqtt.client_id):

@@ -1,0 +1,199 @@
+"""The awsiotsdk (awscrt MQTT 5) transport: AWS IoT Core, or any broker, over mutual TLS.
+
+Theory of operation
+-------------------
+``mqtt5_client_builder.mtls_from_path`` builds an awscrt MQTT 5 client that
+authenticates with the device's X.509 certificate. The client id is the
+device name, which is the AWS IoT thing name: the IoT policy binds
+``iot:Connect`` to ``${iot:Connection.Thing.ThingName}``. SDK metrics (which the
+SDK otherwise puts into the MQTT username) are disabled.
+
+Durability is the spool's job, not the SDK's. The SDK's offline queue lives in
+memory only, so it is never used: :meth:`publish` refuses while the link is
+down (the reports stay spooled and the publisher sends them after the
+reconnect), and the client runs with ``FAIL_ALL_ON_DISCONNECT``, under which
+nothing queued survives a disconnect except what MQTT 5 itself requires
+(unacknowledged QoS 1 publishes, retransmitted on session resumption; the
+session is persistent: ``REJOIN_ALWAYS`` plus a session expiry). Like paho, the
+transport therefore resends in-flight messages itself (``resends_inflight``),
+and every publish's future completes exactly once: with the PUBACK (success or
+a failure reason such as 0x87 Not authorized) or with an error, both reported
+as :class:`~edge.transport.Acked`. Anything unacknowledged when the process
+dies is still in the spool and goes out again at the next start.
+
+The batching, rate limit and in-flight window are the publisher's, identical
+for both transports; the config defaults them to AWS IoT's limits (128 KB per
+message, 100 publishes/s, 100 in flight) when this transport is chosen.
+awscrt runs its own event-loop threads, so DSP never starves the keep-alive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from awscrt import mqtt5
+from awsiot import mqtt5_client_builder
+
+from .config import MqttConfig
+from .transport import Acked, Connected, Disconnected, Emit, TransportError, Will
+
+log = logging.getLogger(__name__)
+
+
+def puback_reason(code: object) -> tuple[bool, str]:
+    """``(ok, "Not authorized (0x87)")`` for an MQTT 5 PUBACK reason code."""
+    if code is None:
+        return True, "Success"
+    value = int(code)  # type: ignore[call-overload]
+    name = getattr(code, "name", None) or f"reason {value}"
+    text = name.replace("_", " ").capitalize()
+    return value < 0x80, f"{text} (0x{value:02x})"
+
+
+def _error_text(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    # AwsCrtError's str() is already "AWS_ERROR_NAME: message"
+    return str(exc) or getattr(exc, "name", None) or type(exc).__name__
+
+
+class AwsIotTransport:
+    """One awscrt MQTT 5 client for one device (client id = thing name)."""
+
+    resends_inflight = True
+
+    def __init__(self, cfg: MqttConfig, *, client_id: str, will: Will | None = None) -> None:
+        if cfg.tls is None or not cfg.tls.cert or not cfg.tls.key:
+            raise ValueError("the awsiot transport needs mqtt.tls.cert and mqtt.tls.key")
+        self.cfg = cfg
+        self.client_id = client_id
+        self._emit: Emit | None = None
+        self._connected = threading.Event()
+        self._stopped = threading.Event()
+        self._tokens = itertools.count(1)
+        kw: dict[str, Any] = {}
+        if cfg.tls.ca:
+            kw["ca_filepath"] = cfg.tls.ca  # else the system trust store (Amazon Root CA)
+        if cfg.username is not None:
+            kw["username"] = cfg.username
+            kw["password"] = (cfg.password or "").encode()
+        if will is not None:
+            kw["will"] = mqtt5.PublishPacket(
+                topic=will.topic,
+                payload=will.payload,
+                qos=mqtt5.QoS.AT_LEAST_ONCE,
+                retain=will.retain,
+            )
+        self._client = mqtt5_client_builder.mtls_from_path(
+            endpoint=cfg.host,
+            port=cfg.port,
+            cert_filepath=cfg.tls.cert,
+            pri_key_filepath=cfg.tls.key,
+            client_id=client_id,
+            keep_alive_interval_sec=cfg.keepalive_s,
+            session_expiry_interval_sec=cfg.session_expiry_s,
+            session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
+            offline_queue_behavior=mqtt5.ClientOperationQueueBehaviorType.FAIL_ALL_ON_DISCONNECT,
+            min_reconnect_delay_ms=max(1, round(cfg.reconnect_min_s * 1000)),
+            max_reconnect_delay_ms=max(1, round(cfg.reconnect_max_s * 1000)),
+            enable_metrics_collection=False,
+            on_lifecycle_connection_success=self._on_success,
+            on_lifecycle_connection_failure=self._on_failure,
+            on_lifecycle_disconnection=self._on_disconnection,
+            on_lifecycle_stopped=self._on_stopped,
+            **kw,
+        )
+
+    # -- awscrt callbacks (its event-loop thread) ------------------------------------------
+
+    def _on_success(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
+        present = bool(data.connack_packet and data.connack_packet.session_present)
+        log.info(
+            "mqtt(awsiot): connected to %s:%d as %s (session present: %s)",
+            self.cfg.host,
+            self.cfg.port,
+            self.client_id,
+            present,
+        )
+        self._connected.set()
+        if self._emit:
+            self._emit(Connected(present))
+
+    def _on_failure(self, data: mqtt5.LifecycleConnectFailureData) -> None:
+        why = _error_text(data.exception)
+        if data.connack_packet is not None and data.connack_packet.reason_code is not None:
+            _ok, code = puback_reason(data.connack_packet.reason_code)
+            why = f"connect refused: {code}"
+            log.error("mqtt(awsiot): broker refused the connection: %s", code)
+        if self._emit:
+            self._emit(Disconnected(why))
+
+    def _on_disconnection(self, data: mqtt5.LifecycleDisconnectData) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        why = _error_text(data.exception)
+        if data.disconnect_packet is not None and data.disconnect_packet.reason_code is not None:
+            why = f"server disconnect: {puback_reason(data.disconnect_packet.reason_code)[1]}"
+        if was:
+            log.warning("mqtt(awsiot): disconnected: %s", why)
+        if self._emit:
+            self._emit(Disconnected(why))
+
+    def _on_stopped(self, _data: mqtt5.LifecycleStoppedData) -> None:
+        self._connected.clear()
+        self._stopped.set()
+
+    def _completed(self, token: int, fut: Future[Any]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            ok, why = False, f"publish failed: {_error_text(exc)}"
+        else:
+            puback = getattr(fut.result(), "puback", None)
+            ok, why = puback_reason(getattr(puback, "reason_code", None))
+        if self._emit:
+            self._emit(Acked(token, ok, why))
+
+    # -- Transport ---------------------------------------------------------------------------
+
+    def start(self, emit: Emit) -> None:
+        self._emit = emit
+        self._stopped.clear()
+        self._client.start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _send(self, topic: str, payload: bytes, retain: bool) -> Future[Any]:
+        packet = mqtt5.PublishPacket(
+            topic=topic, payload=payload, qos=mqtt5.QoS.AT_LEAST_ONCE, retain=retain
+        )
+        try:
+            fut: Future[Any] = self._client.publish(packet)
+        except Exception as exc:  # awscrt validation errors arrive as plain exceptions
+            raise TransportError(f"publish refused by the client: {_error_text(exc)}") from exc
+        return fut
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        # never hand the SDK a message while offline: its queue is memory only
+        if not self._connected.is_set():
+            raise TransportError("not connected")
+        token = next(self._tokens)
+        fut = self._send(topic, payload, retain)
+        fut.add_done_callback(lambda f: self._completed(token, f))
+        return token
+
+    def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 2.0) -> None:
+        if final is not None and self._connected.is_set():
+            try:
+                self._send(final[0], final[1], True).result(timeout)
+            except Exception as exc:
+                log.warning("mqtt(awsiot): final status not delivered: %s", _error_text(exc))
+        self._client.stop()
+        if not self._stopped.wait(timeout):
+            log.warning("mqtt(awsiot): client did not stop within %.1f s", timeout)
+        self._connected.clear()

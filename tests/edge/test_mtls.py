@@ -1,0 +1,274 @@
+"""Mutual TLS and topic ACLs against a real Mosquitto configured by pumpwatch.mosquitto_conf,
+with certificates from cloud.pki, through both transports (paho and awsiotsdk)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud import pki
+from edge.agent import Agent
+from edge.mqtt_awsiot import AwsIotTransport
+from edge.mqtt_paho import PahoTransport
+from edge.sources import synthetic_source
+from edge.transport import Acked, Connected, Disconnected, Event
+from pumpwatch.mosquitto_conf import acl_text, tls_listener_conf
+
+from ..infra.mosquitto import Mosquitto, free_port, mosquitto_available
+from ._helpers import Collector, build, edge_config
+from .test_agent_broker import OUTAGE_S, Running
+
+pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
+
+TRANSPORTS = ["paho", "awsiot"]
+
+
+@pytest.fixture(scope="module")
+def pkidir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    pki.init_ca(d)
+    pki.issue(d, "client", "consumer")
+    return d
+
+
+@pytest.fixture
+def broker(tmp_path: Path, pkidir: Path) -> Iterator[Mosquitto]:
+    port = free_port()
+    acl = tmp_path / "acl"
+    acl.write_text(acl_text())
+    b = Mosquitto(
+        tmp_path / "mosquitto",
+        port=port,
+        plain_listener=False,
+        extra_conf=tls_listener_conf(port=port, host="127.0.0.1", pki_dir=pkidir, acl_path=acl),
+    )
+    b.start()
+    yield b
+    b.stop()
+
+
+def device_cert(pkidir: Path, name: str) -> dict[str, str]:
+    crt, key = pki.issued_path(pkidir, "device", name)
+    if not crt.exists():
+        pki.issue(pkidir, "device", name)
+    return {"ca": str(pkidir / "ca.crt"), "cert": str(crt), "key": str(key)}
+
+
+class TlsCollector(Collector):
+    """The report collector, connected as the `consumer` identity (reads reports only)."""
+
+    def __init__(self, broker: Mosquitto, device: str, pkidir: Path) -> None:
+        super().__init__(broker, device)
+        crt, key = pki.issued_path(pkidir, "client", "consumer")
+        self.client.tls_set(ca_certs=str(pkidir / "ca.crt"), certfile=str(crt), keyfile=str(key))
+
+    def _on_connect(self, c: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+        if not flags.session_present:
+            c.subscribe(f"pumpwatch/devices/{self.device}/reports", qos=1)
+        else:
+            self._subscribed.set()
+
+
+def agent_config(
+    tmp_path: Path,
+    broker: Mosquitto,
+    pkidir: Path,
+    transport: str,
+    *,
+    cert_of: str | None = None,
+    **kw: Any,
+) -> Any:
+    d = edge_config(tmp_path, broker.port, **kw)
+    d["mqtt"]["transport"] = transport
+    d["mqtt"]["tls"] = device_cert(pkidir, cert_of or d["device"])
+    return build(d)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_reports_arrive_intact_over_mtls(
+    tmp_path: Path, broker: Mosquitto, pkidir: Path, transport: str
+) -> None:
+    cfg = agent_config(tmp_path, broker, pkidir, transport, channels=3, source={"duration_s": 4})
+    assert cfg.mqtt.inflight == (100 if transport == "awsiot" else 20)
+    col = TlsCollector(broker, cfg.device, pkidir).start()
+    try:
+        agent = Agent(cfg, synthetic_source(cfg), exit_when_drained=True, overflow="block")
+        with Running(agent) as run:
+            assert run.wait(30) == 0
+            assert col.wait_for(12, 10)
+    finally:
+        col.stop()
+    assert sorted(set(col.identities())) == [(agent.epoch, s) for s in range(12)]
+    for r in col.reports:  # decoded: device, pump, spectra all there
+        assert r.device == cfg.device and r.pump == "p1"
+        assert r.spectrum.n == cfg.report.lines and len(r.spectrum.db()) == r.spectrum.n
+    assert agent.publisher.stats.failed_messages == 0
+    assert f"u'{cfg.device}'" in broker.log_tail(200)  # the broker took the CN as username
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_publishing_to_another_devices_topic_is_refused(
+    tmp_path: Path,
+    broker: Mosquitto,
+    pkidir: Path,
+    transport: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """gw-b's config holding gw-a's certificate: the broker answers PUBACK 0x87, the agent
+    logs the reason, keeps every report spooled and shows the error in its status."""
+    victim = f"gw-b-{uuid.uuid4().hex[:6]}"
+    cfg = agent_config(
+        tmp_path,
+        broker,
+        pkidir,
+        transport,
+        cert_of=f"gw-a-{uuid.uuid4().hex[:6]}",
+        device=victim,
+        channels=2,
+        source={"duration_s": 3},
+        mqtt_extra={"failure_backoff_s": 30.0},
+    )
+    col = TlsCollector(broker, victim, pkidir).start()
+    agent = Agent(cfg, synthetic_source(cfg), overflow="block")
+    try:
+        with caplog.at_level(logging.ERROR, logger="edge.publisher"), Running(agent):
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not (
+                agent.publisher.stats.failed_messages and agent._compute_done.is_set()
+            ):
+                time.sleep(0.1)
+            time.sleep(0.5)
+            st = agent.status()
+    finally:
+        col.stop()
+    assert "Not authorized (0x87)" in caplog.text
+    assert st["last_error"] and "0x87" in st["last_error"]
+    # each batch in flight is refused once, then the failure hold: no hot retry loop
+    assert 1 <= st["failed_messages"] <= 2
+    assert st["acked"] == 0 and st["spool"]["reports"] == 6
+    assert col.identities() == []
+
+
+def _paho_connect(broker: Mosquitto, tls: dict[str, str] | None) -> str:
+    """Try an MQTT 5 connect; returns 'connected' or what stopped it."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=uuid.uuid4().hex, protocol=mqtt.MQTTv5)
+    if tls is not None:
+        c.tls_set(ca_certs=tls["ca"], certfile=tls.get("cert"), keyfile=tls.get("key"))
+    done = threading.Event()
+    result: list[str] = []
+
+    def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        result.append("connected" if not rc.is_failure else f"refused {rc}")
+        done.set()
+
+    c.on_connect = on_connect
+    try:
+        c.connect(broker.host, broker.port, keepalive=5)
+        for _ in range(50):
+            c.loop(0.1)
+            if done.is_set():
+                break
+    except (OSError, ssl.SSLError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        c.disconnect()
+    return result[0] if result else "no CONNACK"
+
+
+def _awsiot_connects(cfg: Any, seconds: float = 3.0) -> list[Event]:
+    events: list[Event] = []
+    t = AwsIotTransport(cfg.mqtt, client_id=cfg.device)
+    t.start(events.append)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not any(isinstance(e, Connected) for e in events):
+        time.sleep(0.05)
+    t.stop()
+    return events
+
+
+def test_clients_without_a_valid_certificate_cannot_connect(
+    tmp_path: Path, broker: Mosquitto, pkidir: Path
+) -> None:
+    good = device_cert(pkidir, "gw-good")
+    assert _paho_connect(broker, good) == "connected"
+    # another CA's certificate, with our CA trusted for the server
+    other = tmp_path / "other-pki"
+    pki.init_ca(other, ca_name="someone else's CA")
+    ocrt, okey = pki.issued_path(other, "device", "gw-good")
+    pki.issue(other, "device", "gw-good")
+    forged = {"ca": good["ca"], "cert": str(ocrt), "key": str(okey)}
+    assert _paho_connect(broker, forged) != "connected"
+    # no client certificate at all
+    assert _paho_connect(broker, {"ca": good["ca"]}) != "connected"
+    # plain TCP MQTT on the TLS port
+    assert _paho_connect(broker, None) != "connected"
+    # the awsiot transport with the forged certificate never connects either
+    d = edge_config(tmp_path, broker.port, device="gw-good")
+    d["mqtt"] |= {"transport": "awsiot", "tls": forged}
+    events = _awsiot_connects(build(d))
+    assert events and not any(isinstance(e, Connected) for e in events)
+    assert all(isinstance(e, Disconnected) for e in events)
+    # ...while the genuine certificate does
+    d["mqtt"]["tls"] = good
+    assert any(isinstance(e, Connected) for e in _awsiot_connects(build(d)))
+    log = broker.log_tail(200)
+    assert "certificate" in log.lower() or "ssl" in log.lower()
+
+
+def test_awsiot_broker_restart_mid_stream_every_report_arrives(
+    tmp_path: Path, broker: Mosquitto, pkidir: Path
+) -> None:
+    """The SDK's in-memory queue is not relied on: publishes are refused while the link is
+    down and the spool sends them after the reconnect. Duplicates are allowed (identity)."""
+    cfg = agent_config(
+        tmp_path, broker, pkidir, "awsiot", channels=8, source={"pace": 4.0, "duration_s": 12}
+    )
+    col = TlsCollector(broker, cfg.device, pkidir).start()
+    broker.save()  # the collector's session is on disk before the restart
+    time.sleep(0.3)
+    agent = Agent(cfg, synthetic_source(cfg), exit_when_drained=True, overflow="block")
+    total = 12 * 8
+    try:
+        with Running(agent) as run:
+            assert col.wait_for(16, 10)
+            broker.stop(signal.SIGTERM)
+            time.sleep(OUTAGE_S)
+            broker.start()
+            assert run.wait(60) == 0, "agent did not drain after the outage"
+            col.wait_for(total, 10)
+    finally:
+        col.stop()
+    keys = col.identities()
+    assert set(keys) == {(agent.epoch, s) for s in range(total)}
+    assert agent.disconnects >= 1 and agent.connects >= 2
+    print(f"awsiot restart: {total} reports, {len(keys) - len(set(keys))} duplicates")
+
+
+def test_transport_choice_and_acked_reason_text() -> None:
+    from awscrt import mqtt5
+
+    from edge.mqtt_awsiot import puback_reason
+    from edge.transports import make_transport
+
+    assert puback_reason(mqtt5.PubackReasonCode.NOT_AUTHORIZED) == (
+        False,
+        "Not authorized (0x87)",
+    )
+    assert puback_reason(mqtt5.PubackReasonCode.SUCCESS)[0]
+    assert puback_reason(None) == (True, "Success")
+    cfg = build(edge_config(Path("/tmp"), 1883))
+    assert isinstance(make_transport(cfg.mqtt, client_id="x"), PahoTransport)
+    assert Acked(1, False, "x").ok is False
+    assert socket  # used by the broker helpers
