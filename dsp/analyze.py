@@ -226,8 +226,13 @@ def analyze(
     constant = mom["max"] == mom["min"]
 
     given = np.array([s.rpm if s.rpm else np.nan for s in specs])
-    lo = np.full(ch, cfg.rpm_range[0] / 60.0)
-    hi = np.full(ch, cfg.rpm_range[1] / 60.0)
+    # With a rated speed known, look for 1x between half of it (a variable-speed drive
+    # turned down) and 10 % above: a strong 2x or 3x line can no longer pose as 1x.
+    rated = np.array([s.asset.rated_rpm or np.nan for s in specs])
+    lo = np.fmax(cfg.rpm_range[0], 0.5 * rated) / 60.0
+    hi = np.fmin(cfg.rpm_range[1], 1.1 * rated) / 60.0
+    lo = np.where(np.isfinite(lo) & (lo < hi), lo, cfg.rpm_range[0] / 60.0)
+    hi = np.where(np.isfinite(hi) & (lo < hi), hi, cfg.rpm_range[1] / 60.0)
     est = line.peak_in(lo, hi)
     # A 1x line must stand clear of the local floor to be believed.
     uncertain = ~line.line_clear(est) | constant

@@ -132,3 +132,14 @@ def test_bad_config_names_every_problem() -> None:
         assert needle in msg
     with pytest.raises(ValueError, match="hop must be"):
         dsp.ReportConfig(hop=8192)
+
+
+def test_rated_speed_keeps_a_strong_harmonic_from_posing_as_1x() -> None:
+    fr = 2000 / 60
+    x = 0.5 * np.sin(2 * np.pi * fr * T) + 4.0 * np.sin(2 * np.pi * 1.5 * fr * T)
+    x += 0.05 * np.random.default_rng(4).standard_normal(T.size)
+    free = dsp.ChannelSpec(asset=dsp.Asset())
+    rated = dsp.ChannelSpec(asset=dsp.Asset(rated_rpm=2000.0))
+    a, b = dsp.analyze(x[None].repeat(2, 0).astype(np.float32), dsp.ReportConfig(), [free, rated])
+    assert a.speed.rpm == pytest.approx(3000, abs=5)  # the larger line wins without a hint
+    assert b.speed.rpm == pytest.approx(2000, abs=5) and b.speed.source == "estimated"
