@@ -1,0 +1,208 @@
+"""AWS IoT Core provisioning for one device: thing, certificate, least-privilege policy.
+
+Theory of operation
+-------------------
+One device (gateway) = one AWS IoT thing = one X.509 certificate. The policy
+(:func:`device_policy`, also committed as ``aws/iot-policy.json``) uses policy
+variables, so one policy serves the whole fleet: a certificate may connect
+only with client id = the name of the thing it is attached to, publish only
+``pumpwatch/devices/{that thing}/reports`` and ``.../status``, and retain only
+the status (retained status and the will need ``iot:RetainPublish``). It may
+not subscribe or receive at all. Region and account are wildcards because an
+IoT policy only ever applies inside the account that holds it.
+
+:func:`provision_device` does what docs/aws-iot.md shows with the AWS CLI:
+
+1. ``DescribeEndpoint(iot:Data-ATS)``: the account's MQTT endpoint;
+2. ``GetPolicy``, else ``CreatePolicy`` (an existing policy is left as is, with a
+   warning when its document differs);
+3. ``DescribeThing``, else ``CreateThing``; a thing that already has a
+   certificate is refused (one certificate per thing; rotate explicitly);
+4. ``CreateKeysAndCertificate(setAsActive)``: the key exists only in this
+   response, so it is written (0600) before anything else can fail;
+5. ``AttachPolicy`` to the certificate, ``AttachThingPrincipal``.
+
+If step 5 fails the new certificate is deactivated and deleted and its files
+removed, so a retry starts clean. AWS errors surface as :class:`ProvisionError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLICY_NAME = "pumpwatch-device"
+THING = "${iot:Connection.Thing.ThingName}"
+
+
+class ProvisionError(RuntimeError):
+    """Provisioning stopped; the message says at which step and why."""
+
+
+def device_policy(prefix: str = "pumpwatch") -> dict[str, Any]:
+    """The least-privilege device policy (identical to ``aws/iot-policy.json``)."""
+    topic = f"arn:aws:iot:*:*:topic/{prefix}/devices/{THING}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ConnectAsItsOwnThingOnly",
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": f"arn:aws:iot:*:*:client/{THING}",
+                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+            },
+            {
+                "Sid": "PublishOwnReportsAndStatus",
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": [f"{topic}/reports", f"{topic}/status"],
+            },
+            {
+                "Sid": "RetainOwnStatusAndWill",
+                "Effect": "Allow",
+                "Action": "iot:RetainPublish",
+                "Resource": f"{topic}/status",
+            },
+        ],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    thing: str
+    endpoint: str
+    certificate_arn: str
+    certificate_id: str
+    cert: Path
+    key: Path
+    policy_name: str
+    policy_created: bool
+    thing_created: bool
+
+    def edge_toml(self, ca: str = "/etc/pumpwatch/AmazonRootCA1.pem") -> str:
+        """The ``[mqtt]`` part of the device's edge config."""
+        return (
+            "[mqtt]\n"
+            'transport = "awsiot"\n'
+            f'host = "{self.endpoint}"\n'
+            "port = 8883\n\n"
+            "[mqtt.tls]\n"
+            f'ca = "{ca}"\n'
+            f'cert = "{self.cert}"\n'
+            f'key = "{self.key}"\n'
+        )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def provision_device(
+    iot: Any,
+    name: str,
+    out_dir: str | Path,
+    *,
+    policy_name: str = DEFAULT_POLICY_NAME,
+    prefix: str = "pumpwatch",
+) -> Provisioned:
+    """Provision thing ``name`` with a new certificate in ``out_dir/devices/``.
+
+    ``iot`` is a boto3 ``iot`` client (its region is the one provisioned)."""
+    step = "DescribeEndpoint"
+    try:
+        endpoint = str(iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"])
+
+        step = "GetPolicy"
+        wanted = device_policy(prefix)
+        policy_created = False
+        try:
+            have = iot.get_policy(policyName=policy_name)
+            if json.loads(have["policyDocument"]) != wanted:
+                log.warning(
+                    "policy %s exists with a different document; left unchanged (compare "
+                    "with aws/iot-policy.json)",
+                    policy_name,
+                )
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            step = "CreatePolicy"
+            iot.create_policy(policyName=policy_name, policyDocument=json.dumps(wanted))
+            policy_created = True
+
+        step = "DescribeThing"
+        thing_created = False
+        try:
+            iot.describe_thing(thingName=name)
+            step = "ListThingPrincipals"
+            principals = iot.list_thing_principals(thingName=name).get("principals", [])
+            if principals:
+                raise ProvisionError(
+                    f"thing {name!r} already has a certificate ({principals[0]}): one "
+                    "certificate per thing; detach and revoke it first to rotate"
+                )
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            step = "CreateThing"
+            iot.create_thing(thingName=name)
+            thing_created = True
+
+        step = "CreateKeysAndCertificate"
+        made = iot.create_keys_and_certificate(setAsActive=True)
+    except ClientError as exc:
+        raise ProvisionError(f"{step} failed: {exc}") from exc
+    except BotoCoreError as exc:
+        raise ProvisionError(f"{step} failed: {exc}") from exc
+
+    cert_arn, cert_id = str(made["certificateArn"]), str(made["certificateId"])
+    base = Path(out_dir) / "devices"
+    cert_path, key_path = base / f"{name}.crt", base / f"{name}.key"
+    _write_private(key_path, made["keyPair"]["PrivateKey"])
+    cert_path.write_text(made["certificatePem"])
+    os.chmod(cert_path, 0o644)
+    try:
+        step = "AttachPolicy"
+        iot.attach_policy(policyName=policy_name, target=cert_arn)
+        step = "AttachThingPrincipal"
+        iot.attach_thing_principal(thingName=name, principal=cert_arn)
+    except (ClientError, BotoCoreError) as exc:
+        log.error("%s failed: %s; deactivating and deleting certificate %s", step, exc, cert_id)
+        try:
+            if step == "AttachThingPrincipal":
+                iot.detach_policy(policyName=policy_name, target=cert_arn)
+            iot.update_certificate(certificateId=cert_id, newStatus="INACTIVE")
+            iot.delete_certificate(certificateId=cert_id)
+        except (ClientError, BotoCoreError) as cleanup:
+            log.error("cleanup of certificate %s failed: %s", cert_id, cleanup)
+        key_path.unlink(missing_ok=True)
+        cert_path.unlink(missing_ok=True)
+        raise ProvisionError(f"{step} failed: {exc}") from exc
+    return Provisioned(
+        thing=name,
+        endpoint=endpoint,
+        certificate_arn=cert_arn,
+        certificate_id=cert_id,
+        cert=cert_path,
+        key=key_path,
+        policy_name=policy_name,
+        policy_created=policy_created,
+        thing_created=thing_created,
+    )
