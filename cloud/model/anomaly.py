@@ -25,6 +25,7 @@ reports how many it had (``n_fit``) and :func:`calibration_report` says so.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,24 +76,29 @@ def _scores(x: F64, mean: F64, scale: F64) -> F64:
     return np.where(count > 0, s, np.nan)
 
 
+def _location_scale(x: F64) -> tuple[F64, F64]:
+    """Mean and spread per feature; a feature never seen in the period stays NaN (ignored)."""
+    seen = np.sum(np.isfinite(x), axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
+        mean = np.nanmean(x, axis=0)
+        sd = np.nanstd(x, axis=0, ddof=1)
+    mean = np.where(seen > 0, mean, np.nan)
+    scale = np.fmax(np.where(seen > 1, sd, SCALE_FLOOR), SCALE_FLOOR)
+    return mean, scale
+
+
 def _fit_one(x: F64, cfg: BaselineConfig) -> tuple[F64, F64, float]:
     n = x.shape[0]
     n_cal = round(n * cfg.calibrate_share)
     n_cal = min(max(n_cal, 1), n - 2) if n >= 3 else 0
     fit, cal = x[: n - n_cal], x[n - n_cal :]
-    with np.errstate(invalid="ignore"):
-        mean = np.nan_to_num(np.nanmean(fit, axis=0), nan=0.0)
-        sd = np.nanstd(fit, axis=0, ddof=1) if fit.shape[0] > 1 else np.full(x.shape[1], np.nan)
-    scale = np.fmax(np.nan_to_num(sd, nan=SCALE_FLOOR), SCALE_FLOOR)
-    ref = cal if n_cal else fit
-    s = _scores(ref, mean, scale)
+    mean, scale = _location_scale(fit)
+    s = _scores(cal if n_cal else fit, mean, scale)
     s = s[np.isfinite(s)]
     q = float(np.quantile(s, 1.0 - cfg.false_alarm_rate)) if s.size else 0.0
     # Refit location and spread on the whole period: the threshold came from unseen data.
-    with np.errstate(invalid="ignore"):
-        mean = np.nan_to_num(np.nanmean(x, axis=0), nan=0.0)
-        sd = np.nanstd(x, axis=0, ddof=1) if n > 1 else np.full(x.shape[1], np.nan)
-    scale = np.fmax(np.nan_to_num(sd, nan=SCALE_FLOOR), SCALE_FLOOR)
+    mean, scale = _location_scale(x)
     return mean, scale, max(q * cfg.margin, cfg.min_threshold)
 
 

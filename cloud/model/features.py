@@ -8,7 +8,7 @@ Feature names are the model side's vocabulary, shared by the physics model,
 baselines and trained classifiers (a bundle stores the names it was fitted
 on): the scalar report features (``velocity_rms``, ``env_bpfo``, ...),
 ``rpm``, ``band_rms[LO-HI]`` for a band in Hz, and any of them behind
-``log:`` for its base-10 logarithm (floored at 1e-9).
+``log:`` for its base-10 logarithm (floored at 1e-9; missing stays missing).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class BatchFeatures:
         if hit is not None:
             return hit
         if name.startswith("log:"):
-            out = np.log10(np.fmax(self.column(name[4:]), LOG_FLOOR))
+            # np.maximum, not np.fmax: a missing feature (NaN) stays missing under log:
+            out = np.log10(np.maximum(self.column(name[4:]), LOG_FLOOR))
         elif name in _COL:
             out = self.scalars[:, _COL[name]]
         elif name in self.bands:

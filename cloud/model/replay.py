@@ -81,7 +81,8 @@ def reports_from_signal(
     ``rpm`` is the running speed: one value, one per interval, or None to
     let dsp estimate it (as the edge does without a tachometer).
     """
-    a = np.asarray(x)
+    # float32, as every edge source delivers its blocks (simulator.Block.samples)
+    a = np.asarray(x, dtype=np.float32)
     if a.ndim != 1:
         raise ValueError(f"x must be 1-D samples, got shape {a.shape}")
     cfg = cfg or config_for(fs)

@@ -159,7 +159,7 @@ def pump_reports(
     for c, sensor in enumerate(cfg.sensors):
         if channels is not None and c not in channels:
             continue
-        x = block.samples[c].astype(np.float64) * gain
+        x = block.samples[c] * np.float32(gain)
         out += reports_from_signal(
             x, cfg.fs, asset=asset, rpm=rpm, pump=cfg.name, channel=sensor.name,
             cfg=config_for(cfg.fs), full_scale=None, seq0=len(out),
