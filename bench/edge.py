@@ -55,7 +55,13 @@ def cores() -> tuple[int, int | None]:
 
 
 def make_config(
-    tmp: Path, port: int, channels: int, seconds: float, *, tls: bool = False
+    tmp: Path,
+    port: int,
+    channels: int,
+    seconds: float,
+    *,
+    tls: dict[str, str] | None = None,
+    transport: str = "paho",
 ) -> EdgeConfig:
     per_pump = 8
     pumps = []
@@ -76,7 +82,12 @@ def make_config(
             "device": "bench-gw",
             "site": "bench",
             "source": {"kind": "synthetic", "pace": "fast", "duration_s": seconds},
-            "mqtt": {"host": "127.0.0.1", "port": port},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": port,
+                "transport": transport,
+                **({"tls": tls} if tls else {}),
+            },
             "spool": {"path": str(tmp / "spool")},
             "status": {"interval_s": 5.0},
             "pipeline": {"chunk_channels": 32},
@@ -104,11 +115,46 @@ def dsp_only(cfg: EdgeConfig, intervals: int = 8) -> float:
 CORES = cores()
 
 
-def run_once(channels: int, seconds: float, log: logging.Logger) -> dict[str, Any]:
+def tls_broker(tmp: Path) -> tuple[Mosquitto, dict[str, str]]:
+    """A Mosquitto with only the mTLS listener and ACL of the local stack, and the bench
+    device's certificate (--tls)."""
+    from cloud import pki
+    from pumpwatch.mosquitto_conf import acl_text, tls_listener_conf
+    from tests.infra.mosquitto import free_port
+
+    pki.init_ca(tmp / "pki")
+    crt, key = pki.issued_path(tmp / "pki", "device", "bench-gw")
+    pki.issue(tmp / "pki", "device", "bench-gw")
+    (tmp / "acl").write_text(acl_text())
+    port = free_port()
+    conf = tls_listener_conf(port=port, host="127.0.0.1", pki_dir=tmp / "pki", acl_path=tmp / "acl")
+    broker = Mosquitto(
+        tmp / "mosquitto",
+        port=port,
+        persistence=False,
+        max_inflight_messages=1000,
+        plain_listener=False,
+        extra_conf=conf,
+    )
+    return broker, {"ca": str(tmp / "pki" / "ca.crt"), "cert": str(crt), "key": str(key)}
+
+
+def run_once(
+    channels: int,
+    seconds: float,
+    log: logging.Logger,
+    *,
+    tls: bool = False,
+    transport: str = "paho",
+) -> dict[str, Any]:
     agent_core, other = CORES
     with tempfile.TemporaryDirectory(prefix="bench-edge-") as d:
         tmp = Path(d)
-        broker = Mosquitto(tmp / "mosquitto", persistence=False, max_inflight_messages=1000)
+        tls_files: dict[str, str] | None = None
+        if tls or transport == "awsiot":
+            broker, tls_files = tls_broker(tmp)
+        else:
+            broker = Mosquitto(tmp / "mosquitto", persistence=False, max_inflight_messages=1000)
         broker.start()
         try:
             if other is not None and broker.pid is not None:
@@ -116,7 +162,9 @@ def run_once(channels: int, seconds: float, log: logging.Logger) -> dict[str, An
             os.sched_setaffinity(0, {agent_core})  # threads started from now on inherit it
             if broker.pid is not None and other is not None:
                 os.sched_setaffinity(broker.pid, {other})
-            cfg = make_config(tmp, broker.port, channels, seconds)
+            cfg = make_config(
+                tmp, broker.port, channels, seconds, tls=tls_files, transport=transport
+            )
             dsp_rate = dsp_only(cfg)
             agent = Agent(
                 cfg,
@@ -160,12 +208,14 @@ def run_once(channels: int, seconds: float, log: logging.Logger) -> dict[str, An
         "exit": code,
         "agent_core": agent_core,
         "broker_core": other,
+        "tls": tls_files is not None,
+        "transport": transport,
     }
     log.info("run: %s", out)
     return out
 
 
-def run_child(channels: int, seconds: float) -> dict[str, Any]:
+def run_child(channels: int, seconds: float, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """One run in a fresh process, so its peak RSS is its own."""
     p = subprocess.run(
         [
@@ -178,6 +228,7 @@ def run_child(channels: int, seconds: float) -> dict[str, Any]:
             str(channels),
             "--seconds",
             str(seconds),
+            *extra,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -197,14 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs (fresh processes); median reported")
     ap.add_argument("--single", action="store_true", help="one run in this process")
     ap.add_argument("--json", action="store_true", help="last line: one JSON object")
+    ap.add_argument("--tls", action="store_true", help="mutual TLS + ACL broker (local stack)")
+    ap.add_argument("--transport", choices=["paho", "awsiot"], default="paho")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("bench.edge")
     if args.single:
-        r = run_once(args.channels, args.seconds, log)
+        r = run_once(args.channels, args.seconds, log, tls=args.tls, transport=args.transport)
         print(json.dumps(r))
         return 0 if r["published"] == r["acked"] and r["exit"] == 0 else 1
-    runs = [run_child(args.channels, args.seconds) for _ in range(args.repeat)]
+    extra = ("--transport", args.transport, *(("--tls",) if args.tls else ()))
+    runs = [run_child(args.channels, args.seconds, extra) for _ in range(args.repeat)]
     key = "realtime_channels_per_core"
     med = sorted(runs, key=lambda r: r[key])[len(runs) // 2]
     result = dict(med)
