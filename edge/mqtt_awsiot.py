@@ -128,7 +128,9 @@ class AwsIotTransport:
         if data.connack_packet is not None and data.connack_packet.reason_code is not None:
             _ok, code = puback_reason(data.connack_packet.reason_code)
             why = f"connect refused: {code}"
-            log.error("mqtt(awsiot): broker refused the connection: %s", code)
+        log.warning(
+            "mqtt(awsiot): connection to %s:%d failed: %s", self.cfg.host, self.cfg.port, why
+        )
         if self._emit:
             self._emit(Disconnected(why))
 
