@@ -14,7 +14,14 @@ import pytest
 import dsp
 from cloud.consumer import ConfigError, config_from_dict, load_config
 from cloud.model.baseline import Baselines
-from cloud.store import ArchivedReport, Commit, EvidenceRow, ResultRow, SQLiteStore
+from cloud.store import (
+    ArchivedReport,
+    Commit,
+    DeadLetter,
+    EvidenceRow,
+    ResultRow,
+    SQLiteStore,
+)
 from pumpwatch.cli import main
 from tests.infra.pipeline import encoded_reports, write_toml
 
@@ -43,7 +50,10 @@ def _fill(db: Path) -> None:
     async def go() -> None:
         s = SQLiteStore(str(db))
         await s.open()
-        await s.commit(Commit(results=results, archive=archive))
+        await s.commit(Commit(results=results, archive=archive, dead_letters=[
+            DeadLetter(key=b"k" * 16, part=-1, received_ns=now, topic="pumpwatch/devices/x/reports",
+                       kind="spoofed", reason="batch device 'y' differs", payload=b"\x90"),
+        ]))
         await s.close()
 
     asyncio.run(go())
@@ -77,6 +87,17 @@ def test_results_formats(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(out.out.strip().splitlines()) == 4  # header + 3
     assert "condition" in out.out
     assert "3 result(s)" in out.err
+
+
+def test_dead_letters_listing(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{db}"
+    assert main(["results", "--store", url, "--dead-letters", "--format", "json"]) == 0
+    (dl,) = json.loads(capsys.readouterr().out)
+    assert (dl["kind"], dl["part"], dl["bytes"]) == ("spoofed", -1, 1)
+    assert main(["results", "--store", url, "--dead-letters"]) == 0
+    out = capsys.readouterr()
+    assert "spoofed" in out.out
+    assert "1 dead letter(s)" in out.err
 
 
 def test_results_from_config_and_missing_store(

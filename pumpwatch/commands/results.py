@@ -1,4 +1,4 @@
-"""``pumpwatch results --pump ID``: query stored results (table, JSON or CSV)."""
+"""``pumpwatch results --pump ID``: query stored results or dead letters (table, JSON, CSV)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from cloud.store import ResultRow, StoreError, make_store
+from cloud.store import DeadLetter, ResultRow, StoreError, make_store
 
 from ._storeargs import add_store_args, iso_ns, ns_iso, store_url
 
@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--until", type=iso_ns, help="window start < this ISO 8601 time")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument(
+        "--dead-letters", action="store_true",
+        help="list dead letters instead (received >= --since; kind, reason, topic, identity)",
+    )
     add_store_args(p)
     p.set_defaults(func=run)
 
@@ -49,13 +53,15 @@ def _flat(r: ResultRow) -> dict[str, Any]:
     }
 
 
-async def _query(args: argparse.Namespace) -> list[ResultRow]:
+async def _query(args: argparse.Namespace) -> list[ResultRow] | list[DeadLetter]:
     url = store_url(args)
     options: dict[str, Any] = {"readonly": True} if "://" not in url or url.startswith(
         "sqlite") else {}
     store = make_store(url, **options)
     await store.open()
     try:
+        if args.dead_letters:
+            return await store.dead_letters(since_ns=args.since, limit=args.limit)
         return await store.results(
             pump=args.pump, device=args.device, since_ns=args.since, until_ns=args.until,
             limit=args.limit,
@@ -64,12 +70,51 @@ async def _query(args: argparse.Namespace) -> list[ResultRow]:
         await store.close()
 
 
+DL_COLUMNS = ("received", "kind", "topic", "part", "device", "epoch", "seq", "reason", "bytes")
+
+
+def _dead_flat(d: DeadLetter) -> dict[str, Any]:
+    return {
+        "received": ns_iso(d.received_ns), "kind": d.kind, "topic": d.topic, "part": d.part,
+        "device": d.device, "epoch": d.epoch, "seq": d.seq, "reason": d.reason,
+        "bytes": len(d.payload),
+    }
+
+
+def _print_dead(rows: list[DeadLetter], fmt: str) -> None:
+    flat = [_dead_flat(d) for d in rows]
+    if fmt == "json":
+        # payload bytes are left out; the store keeps them
+        sys.stdout.write(msgspec.json.encode(flat).decode() + "\n")
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(DL_COLUMNS)
+        for f in flat:
+            w.writerow(["" if f[c] is None else f[c] for c in DL_COLUMNS])
+    else:
+        _table([[("" if f[c] is None else str(f[c])) for c in DL_COLUMNS] for f in flat],
+               DL_COLUMNS)
+    print(f"{len(rows)} dead letter(s)", file=sys.stderr)
+
+
+def _table(rows: list[list[str]], header: tuple[str, ...]) -> None:
+    table = [list(header), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        line = "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        sys.stdout.write(line + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        rows = asyncio.run(_query(args))
+        found = asyncio.run(_query(args))
     except StoreError as exc:
         print(f"pumpwatch results: {exc}", file=sys.stderr)
         return 1
+    if args.dead_letters:
+        _print_dead([d for d in found if isinstance(d, DeadLetter)], args.format)
+        return 0
+    rows = [r for r in found if isinstance(r, ResultRow)]
     out = sys.stdout
     if args.format == "json":
         # Full rows (probabilities, evidence, timings) as one JSON array.
@@ -83,12 +128,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         shown = ("time", "device", "seq", "pump", "channel", "condition", "p",
                  "anomaly_score", "anomalous", "iso_zone", "velocity_rms", "model_version")
-        table = [[str(c) for c in shown]] + [
-            ["" if (v := _flat(r)[c]) is None else str(v) for c in shown] for r in rows
-        ]
-        widths = [max(len(row[i]) for row in table) for i in range(len(shown))]
-        for row in table:
-            out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-            out.write("\n")
+        _table([["" if (v := _flat(r)[c]) is None else str(v) for c in shown] for r in rows],
+               shown)
         print(f"{len(rows)} result(s)", file=sys.stderr)
     return 0
