@@ -203,19 +203,23 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="progress to stderr only")
     ap.add_argument("--quick", action="store_true", help="small simulator sets (about 1 min)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", type=Path, help="use this trained bundle (dir or model.tar.gz) "
-                    "instead of training one; sim figures then come from its metrics")
+    ap.add_argument("--model", type=Path, help="use this trained model (a `pumpwatch train "
+                    "--out` dir, bundle dir or model.tar.gz) instead of training one; the "
+                    "sim_macro_f1 figures then come from its metrics.json")
     args = ap.parse_args()
     _pin.pin_to_core(0)
     quiet = args.json
     t0 = time.perf_counter()
     result: dict[str, Any] = {}
     if args.model is not None:
-        bundle = load_bundle(args.model)
+        path = args.model
+        if path.is_dir() and (path / "model.tar.gz").is_file():  # a `pumpwatch train --out` dir
+            path = path / "model.tar.gz"
+        bundle = load_bundle(path)
         if not isinstance(bundle.classifier, MLPClassifier | SoftmaxClassifier):
             raise SystemExit(f"{args.model}: not a trained classifier")
         clf: MLPClassifier | SoftmaxClassifier = bundle.classifier
-        mpath = (args.model if args.model.is_dir() else args.model.parent) / "metrics.json"
+        mpath = path.parent / "metrics.json" if path.is_file() else path / "metrics.json"
         if mpath.exists():
             result.update(json.loads(mpath.read_text()))
     else:
