@@ -43,7 +43,7 @@ from .pipeline import COMPUTING, SPOOLED, ProgressMark, Record, ReportBuilder
 from .publisher import Publisher
 from .ring import Chunk, SampleRing
 from .sources import channel_index
-from .spool import Spool
+from .spool import Spool, SpoolError
 from .transport import Acked, Connected, Disconnected, Event, Transport, TransportError, Will
 from .transports import make_transport
 
@@ -145,6 +145,8 @@ class Agent:
         self._source_done = threading.Event()
         self._compute_done = threading.Event()
         self.errors: list[str] = []
+        self.errors_nonfatal: list[str] = []
+        self.lost_to_spool_errors = 0
         self.link_state = "connecting"
         self.connects = 0
         self.disconnects = 0
@@ -232,8 +234,15 @@ class Agent:
                 )
             self.compute_s += time.thread_time() - t
         for recs in per_window:
-            with self._lock:
-                self.spool.append(recs, stamp_ns=time.time_ns())
+            try:
+                with self._lock:
+                    self.spool.append(recs, stamp_ns=time.time_ns())
+            except SpoolError as exc:
+                # the disk refused (full, I/O error): these reports are lost, the agent
+                # carries on and says so (status last_error, lost_spool_errors)
+                self.lost_to_spool_errors += len(recs)
+                self.errors_nonfatal.append(str(exc))
+                log.error("%d reports lost: %s", len(recs), exc)
             self.builder.seq += n
             self.builder.intervals += 1
             self.intervals += 1
@@ -272,7 +281,10 @@ class Agent:
             "published": pub.reports,
             "acked": pub.acked_reports,
             "failed_messages": pub.failed_messages,
-            "last_error": pub.last_error or (self.errors[-1] if self.errors else None),
+            "last_error": pub.last_error
+            or (self.errors[-1] if self.errors else None)
+            or (self.errors_nonfatal[-1] if self.errors_nonfatal else None),
+            "lost_spool_errors": self.lost_to_spool_errors,
             "link": {
                 "state": self.link_state,
                 "since_s": round(now - self.link_since, 1),
@@ -341,7 +353,7 @@ class Agent:
             elif isinstance(ev, Connected):
                 self.connects += 1
                 self.link_state, self.link_since = "connected", now
-                self.publisher.on_connect(now)
+                self.publisher.on_connect(now, ev.max_packet, self.reports_topic)
                 self._publish_status()
             elif isinstance(ev, Disconnected):
                 if self.link_state == "connected":

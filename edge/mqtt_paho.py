@@ -75,7 +75,7 @@ class PahoTransport:
         _u: Any,
         flags: mqtt.ConnectFlags,
         rc: ReasonCode,
-        _p: Properties | None,
+        props: Properties | None,
     ) -> None:
         ok, why = _reason(rc)
         if not ok:
@@ -92,7 +92,8 @@ class PahoTransport:
         )
         self._connected.set()
         if self._emit:
-            self._emit(Connected(bool(flags.session_present)))
+            limit = getattr(props, "MaximumPacketSize", None) if props is not None else None
+            self._emit(Connected(bool(flags.session_present), limit))
 
     def _on_disconnect(
         self,

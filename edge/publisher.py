@@ -111,13 +111,24 @@ class Publisher:
         self._hold_until = 0.0
         self._failures = 0
         # a batch wraps raw reports verbatim: envelope + list header (<= 5 bytes)
-        self._room = self.max_message_bytes - len(dsp.encode_batch(self.device, [])) - 5
+        self._overhead = len(dsp.encode_batch(self.device, [])) + 5
+        self._configured_room = self.max_message_bytes - self._overhead
+        self._room = self._configured_room
         self.stats.inflight_capacity = self.inflight
 
     # -- link events ------------------------------------------------------------------
 
-    def on_connect(self, now: float) -> None:
+    def on_connect(self, now: float, max_packet: int | None = None, topic: str = "") -> None:
+        """The link is up; ``max_packet``: the broker's Maximum Packet Size, if announced
+        (a message over it would get the connection closed, again and again)."""
         self.connected = True
+        room = self._configured_room
+        if max_packet:
+            # PUBLISH fixed header (<= 5) + topic (2 + len) + packet id (2) + properties (<= 5)
+            room = min(room, max_packet - 14 - len(topic.encode()) - self._overhead)
+        if room != self._room:
+            log.info("report messages kept under %d bytes of reports", room)
+        self._room = max(1, room)
 
     def on_disconnect(self, now: float, reason: str) -> None:
         self.connected = False

@@ -346,11 +346,18 @@ class Spool:
             active = self._segments[-1]
         assert active.fd is not None and active.index is not None
         view = memoryview(blob)
-        while view:
-            written = os.write(active.fd, view)
-            view = view[written:]
-        if self.fsync:
-            os.fdatasync(active.fd)
+        try:
+            while view:
+                written = os.write(active.fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fdatasync(active.fd)
+        except OSError as exc:  # disk full, I/O error: leave no half record behind
+            with contextlib.suppress(OSError):
+                os.ftruncate(active.fd, active.size)
+            raise SpoolError(
+                f"cannot append {len(records)} records to {active.path}: {exc}"
+            ) from exc
         off = active.size
         idx = active.index
         for e, s, p in records:

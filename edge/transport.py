@@ -24,6 +24,9 @@ class TransportError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Connected:
     session_present: bool
+    #: the broker's Maximum Packet Size from CONNACK (bytes), if it announced one;
+    #: the publisher keeps report messages under it
+    max_packet: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,3 +285,23 @@ def test_simulated_source_with_a_fault(
     assert len({r.identity for r in reps}) == 6
     assert all(r.asset.bearings[0].designation == "6308" for r in reps)
     assert all(r.features.env_bpfo is not None for r in reps)
+
+
+def test_messages_stay_under_the_brokers_maximum_packet_size(
+    tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]
+) -> None:
+    """A broker announcing Maximum Packet Size in CONNACK would drop the connection on a
+    bigger message (again on every resend); the agent packs its batches under it."""
+    broker = mosquitto_factory(max_packet_size=6000).start()
+    d = edge_config(tmp_path, broker.port, channels=8, source={"duration_s": 3})
+    cfg = build(d)
+    col = Collector(broker, cfg.device).start()
+    agent = Agent(cfg, synthetic_source(cfg), exit_when_drained=True)
+    try:
+        with Running(agent) as run:
+            assert run.wait(30) == 0
+        assert col.wait_for(24, 5)
+    finally:
+        col.stop()
+    assert agent.disconnects == 0
+    assert col.messages >= 24 * 1300 // 6000

@@ -238,3 +238,31 @@ def test_spool_survives_kill_9_at_random_points(tmp_path: Path, kills: int) -> N
             durable.pop(k, None)
     assert total_appended > kills  # the writer really wrote between kills
     print(f"spool kill test: {kills} kills, {total_appended} appended, {torn} torn tails repaired")
+
+
+def test_failed_append_leaves_no_half_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full mid-write: SpoolError, the partial bytes are cut off, the spool goes on."""
+    import errno
+
+    import edge.spool as spool_mod
+
+    with Spool(tmp_path, max_bytes=1 << 20) as sp:
+        sp.append(_recs(1, range(3)))
+        real_write = os.write
+
+        def half_then_full(fd: int, data: object) -> int:
+            mv = memoryview(data)  # type: ignore[arg-type]
+            real_write(fd, mv[: len(mv) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(spool_mod.os, "write", half_then_full)
+        with pytest.raises(SpoolError, match="No space left"):
+            sp.append(_recs(1, range(3, 6)))
+        monkeypatch.setattr(spool_mod.os, "write", real_write)
+        sp.append(_recs(1, range(6, 8)))
+        assert [r.seq for r in sp.peek(100)] == [0, 1, 2, 6, 7]
+    with Spool(tmp_path, max_bytes=1 << 20) as sp:
+        assert [r.seq for r in sp.peek(100)] == [0, 1, 2, 6, 7]
+        assert sp.stats.corrupt_bytes == 0
