@@ -141,11 +141,11 @@ class Report(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
     v: int
     device: DeviceName
     epoch: Annotated[int, msgspec.Meta(ge=0)]  # random 64-bit, drawn per agent start
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
     site: Name
     pump: Name
     channel: Name
-    t0_ns: int
+    t0_ns: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
     duration_s: Annotated[float, msgspec.Meta(gt=0)]
     fs: Annotated[float, msgspec.Meta(gt=0)]
     nfft: Annotated[int, msgspec.Meta(ge=64)]
@@ -174,13 +174,28 @@ class ReportBatch(msgspec.Struct, frozen=True):
     reports: list[msgspec.Raw]
 
 
-class ReportDecodeError(ValueError):
-    """A payload that is not a valid report: carries the reason and what identity is known."""
+DecodeKind = Literal["malformed", "schema", "version"]
 
-    def __init__(self, reason: str, *, identity: tuple[str, int, int] | None = None) -> None:
+
+class ReportDecodeError(ValueError):
+    """A payload that is not a valid report: the reason, its kind, and what identity is known.
+
+    ``kind``: ``malformed`` (not msgpack, truncated, bad UTF-8), ``schema`` (valid
+    msgpack that breaks the schema: a wrong type, a missing field, a value out of
+    range) or ``version`` (a schema version this decoder does not know).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        identity: tuple[str, int, int] | None = None,
+        kind: DecodeKind = "malformed",
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.identity = identity
+        self.kind: DecodeKind = kind
 
 
 _report_encoder = msgspec.msgpack.Encoder()
@@ -202,17 +217,37 @@ def encode_report(report: Report) -> bytes:
     return _report_encoder.encode(report)
 
 
-def _check_version(v: object, what: str) -> None:
+# What msgspec raises on bad input: its own errors, and UnicodeDecodeError for
+# invalid UTF-8 inside a str field.
+_BAD_INPUT = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+def _check_version(
+    v: object, what: str, identity: tuple[str, int, int] | None = None
+) -> None:
     if v not in SUPPORTED_VERSIONS:
         raise ReportDecodeError(
-            f"unknown {what} schema version v={v!r} (supported: {sorted(SUPPORTED_VERSIONS)})"
+            f"unknown {what} schema version v={v!r} (supported: {sorted(SUPPORTED_VERSIONS)})",
+            identity=identity,
+            kind="version",
         )
+
+
+def _head_version(data: bytes) -> object:
+    try:
+        return _head_decoder.decode(data).v
+    except _BAD_INPUT:
+        return SCHEMA_VERSION
+
+
+def _kind(exc: Exception) -> DecodeKind:
+    return "schema" if isinstance(exc, msgspec.ValidationError) else "malformed"
 
 
 def _best_identity(data: bytes) -> tuple[str, int, int] | None:
     try:
         h = _head_decoder.decode(data)
-    except msgspec.DecodeError:
+    except _BAD_INPUT:
         return None
     if isinstance(h.device, str) and isinstance(h.epoch, int) and isinstance(h.seq, int):
         return (h.device, h.epoch, h.seq)
@@ -224,21 +259,13 @@ def decode_report(data: bytes | msgspec.Raw) -> Report:
     raw = bytes(data)
     try:
         report = _report_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except _BAD_INPUT as exc:
         ident = _best_identity(raw)
-        try:
-            v = _head_decoder.decode(raw).v
-        except msgspec.DecodeError:
-            v = SCHEMA_VERSION
-        if v not in SUPPORTED_VERSIONS:
-            _check_version(v, "report")
-        raise ReportDecodeError(f"invalid report: {exc}", identity=ident) from None
-    if report.v not in SUPPORTED_VERSIONS:
+        _check_version(_head_version(raw), "report", ident)
         raise ReportDecodeError(
-            f"unknown report schema version v={report.v} "
-            f"(supported: {sorted(SUPPORTED_VERSIONS)})",
-            identity=report.identity,
-        )
+            f"invalid report: {exc}", identity=ident, kind=_kind(exc)
+        ) from None
+    _check_version(report.v, "report", report.identity)
     return report
 
 
@@ -257,13 +284,9 @@ def decode_batch(data: bytes) -> ReportBatch:
     """Decode the batch envelope (not the reports inside: see :func:`decode_report`)."""
     try:
         batch = _batch_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        try:
-            v = _head_decoder.decode(data).v
-        except msgspec.DecodeError:
-            v = SCHEMA_VERSION
-        _check_version(v, "batch")
-        raise ReportDecodeError(f"invalid report batch: {exc}") from None
+    except _BAD_INPUT as exc:
+        _check_version(_head_version(data), "batch")
+        raise ReportDecodeError(f"invalid report batch: {exc}", kind=_kind(exc)) from None
     _check_version(batch.v, "batch")
     return batch
 

@@ -125,3 +125,27 @@ def test_json_form_names_every_field() -> None:
     assert d["device"] == "gw-01" and d["seq"] == 123456
     spec = d["spectrum"]
     assert isinstance(spec, dict) and len(spec["db"]) == 1600
+
+
+def test_decode_errors_say_what_kind_of_bad_they_are() -> None:
+    cfg = dsp.ReportConfig()
+    r = _report(cfg, demo_signal(cfg.fs, cfg.interval_samples, 2950.0, 1))
+    wire = dsp.encode_report(r)
+    with pytest.raises(dsp.ReportDecodeError) as e1:
+        dsp.decode_report(wire[:40])
+    assert e1.value.kind == "malformed"
+    fields = list(msgspec.msgpack.decode(wire))
+    fields[3] = 2**63  # seq beyond int64: rejected, not stored
+    with pytest.raises(dsp.ReportDecodeError) as e2:
+        dsp.decode_report(msgspec.msgpack.encode(fields))
+    assert e2.value.kind == "schema" and "$[3]" in e2.value.reason
+    with pytest.raises(dsp.ReportDecodeError) as e3:
+        dsp.decode_report(dsp.encode_report(msgspec.structs.replace(r, v=2)))
+    assert e3.value.kind == "version"
+    # Invalid UTF-8 in a string field is a malformed payload, not a crash.
+    bad_utf8 = wire.replace(b"gw-01", b"gw-\xff\xfe", 1)
+    with pytest.raises(dsp.ReportDecodeError):
+        dsp.decode_report(bad_utf8)
+    bad_batch = dsp.encode_batch("gw-01", []).replace(b"gw-01", b"gw-\xff\xfe", 1)
+    with pytest.raises(dsp.ReportDecodeError):
+        dsp.decode_batch(bad_batch)

@@ -57,10 +57,8 @@ def topic_device(topic: str, root: str) -> str:
 
 
 def _kind_of(exc: dsp.ReportDecodeError) -> str:
-    reason = exc.reason
-    if "truncated" in reason or "malformed" in reason:
-        return "malformed"
-    return "schema"
+    """Dead-letter kind: the codec's own ("version" files as a schema problem)."""
+    return "malformed" if exc.kind == "malformed" else "schema"
 
 
 def _decoder_failed(exc: Exception) -> RemoteError:
