@@ -310,6 +310,10 @@ def test_consumer_killed_with_sigkill_mid_stream_and_restarted(
             proc.start()
         stream.join(60)
         wait_for(lambda: len(stored(db)) >= n, 40, "all stored")
+        # The last restart may not be up yet when the rows are in (a loaded machine takes
+        # seconds to import): stop it only once it runs, so SIGTERM meets its handler.
+        wait_for(lambda: proc.log_path.read_text().count("mqtt connected") == 3, 30,
+                 "restarted consumer connected")
         time.sleep(0.5)  # any straggling duplicate would show up now
     finally:
         code = proc.stop()
