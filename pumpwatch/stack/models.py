@@ -1,0 +1,123 @@
+"""The stack's models: train once, register, approve, deploy; later add fitted baselines.
+
+Wiring only: training is ``pumpwatch train`` (run as a subprocess, its
+progress bar on this terminal), baselines are :func:`cloud.model.anomaly.fit_pump_baselines`
+over the consumer's report archive, bundles and the registry are
+:mod:`cloud.model`'s. The model server (``pumpwatch endpoint --registry``)
+hot-reloads whatever is deployed to the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .plan import ENDPOINT_NAME, MODEL_GROUP, StackOptions
+from .procs import StackError, child_env, pumpwatch_argv
+
+
+def trained_dir(opts: StackOptions) -> Path:
+    return opts.path("models", "trained")
+
+
+def ensure_trained(opts: StackOptions, *, quiet: bool = False) -> Path:
+    """``state/models/trained`` (``bundle/``, ``model.tar.gz``, metrics); trains if absent."""
+    out = trained_dir(opts)
+    if (out / "model.tar.gz").is_file() and (out / "bundle").is_dir():
+        return out
+    tmp = out.with_name("trained.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    argv = pumpwatch_argv("--log-level", "WARNING", "train", "--out", str(tmp),
+                          "--model-version", "stack-sim-mlp")
+    if opts.train_pumps_per_class is not None:
+        n = opts.train_pumps_per_class
+        argv += ["--pumps-per-class", str(n), "--test-pumps-per-class", str(max(2, n // 2)),
+                 "--seconds", "2"]
+    if quiet:
+        argv.append("--quiet")
+    print("training the condition classifier on simulated pumps (first start only; "
+          "about 2 minutes on 2 cores) ...", file=sys.stderr, flush=True)
+    log = opts.path("logs", "train.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        # progress bar on our stderr; the summary lines into the log
+        rc = subprocess.run(argv, stdout=fh, env=child_env(), check=False).returncode
+    if rc != 0:
+        raise StackError(f"pumpwatch train failed (exit {rc}); see {log}")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def deploy_trained(opts: StackOptions) -> str:
+    """Register, approve and deploy the trained classifier unless something is deployed already.
+
+    Returns the deployed model version (``group/version``).
+    """
+    from cloud.model.registry import LocalRegistry
+
+    reg = LocalRegistry(opts.path("registry"))
+    dep = reg.deployment(ENDPOINT_NAME)
+    if dep is not None:
+        return dep.model_version
+    out = trained_dir(opts)
+    metrics = {k: float(v) for k, v in json.loads((out / "metrics.json").read_text()).items()
+               if isinstance(v, int | float)}
+    pkg = reg.register(MODEL_GROUP, out / "model.tar.gz", metrics=metrics,
+                       customer_metadata={"stack": "classifier"},
+                       description="pumpwatch up: simulator-trained classifier")
+    reg.set_status(MODEL_GROUP, pkg.version, "Approved", "pumpwatch up: local stack")
+    return reg.deploy(MODEL_GROUP, ENDPOINT_NAME, pkg.version).model_version
+
+
+async def _archived(opts: StackOptions, pumps: list[str], since_ns: int,
+                    until_ns: int) -> list[object]:
+    import dsp
+    from cloud.store import make_store
+
+    store = make_store(opts.store_url, readonly=True)
+    await store.open()
+    try:
+        out: list[object] = []
+        for pump in pumps:
+            rows = await store.archived(pump=pump, since_ns=since_ns, until_ns=until_ns)
+            out += [dsp.decode_report(a.report) for a in rows]
+        return out
+    finally:
+        await store.close()
+
+
+def fit_and_deploy_baselines(opts: StackOptions, pumps: list[str], since_ns: int,
+                             until_ns: int) -> tuple[str, list[str]]:
+    """Fit per-pump baselines on the archived healthy period; deploy classifier + baselines.
+
+    Returns ``(model_version, pumps with a baseline)``.
+    """
+    from cloud.model.anomaly import fit_pump_baselines
+    from cloud.model.bundle import load_bundle, write_bundle
+    from cloud.model.registry import LocalRegistry
+
+    reports = asyncio.run(_archived(opts, pumps, since_ns, until_ns))
+    if not reports:
+        raise StackError("no archived reports in the healthy period: nothing to fit")
+    baselines = fit_pump_baselines(reports)  # type: ignore[arg-type]
+    trained = load_bundle(trained_dir(opts) / "bundle")
+    reg = LocalRegistry(opts.path("registry"))
+    with tempfile.TemporaryDirectory(dir=opts.path("models")) as tmp:
+        bundle = write_bundle(
+            Path(tmp) / "bundle", model_version="stack-sim-mlp+baselines",
+            classifier=trained.classifier, baselines=baselines,
+            description=f"classifier + baselines of {len(baselines.pumps)} pumps "
+            "(pumpwatch up, healthy period)",
+        )
+        pkg = reg.register(MODEL_GROUP, bundle, customer_metadata={
+            "stack": "baselines", "pumps": ",".join(baselines.pumps),
+        }, description="pumpwatch up: classifier + per-pump baselines")
+    reg.set_status(MODEL_GROUP, pkg.version, "Approved", "pumpwatch up: healthy period fit")
+    return (reg.deploy(MODEL_GROUP, ENDPOINT_NAME, pkg.version).model_version,
+            list(baselines.pumps))

@@ -1,0 +1,133 @@
+"""Demo scoring: delivery counts, latency, and fault detection against the injected schedule.
+
+Detection comes from the ``alarms`` table when the alarm writer (issue 9) has
+put rows there for this run. Until then it comes from a **stand-in** computed
+here from stored results only (``detection_source`` says which): a pump's
+window (one report interval, all its channels) is *flagged* when at least half
+of its channels are anomalous against the pump's own baseline (``baseline =
+"pump"``); the stand-in alarm is raised at the window where 3 of the last 5
+windows are flagged, and it names the most frequent non-healthy condition of
+those flagged windows' results. This is not the product's alarm logic (no
+clearing, no hysteresis, no ISO zone alarms) — only enough to score the demo.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .monitor import ResultRow
+from .plan import CONDITION_FAULT, PlannedPump
+
+STANDIN_LABEL = ("stand-in: computed from stored results by pumpwatch/stack/score.py "
+                 "(3 of 5 windows with >= half the channels anomalous vs the pump's baseline); "
+                 "the alarm writer (issue 9) has not written alarms")
+FLAG_WINDOWS = 5
+FLAG_NEEDED = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alarm:
+    pump: str
+    raised_ns: int  # end of the window that raised it
+    condition: str  # the class the alarm names ("unknown" when none)
+
+
+def standin_alarms(results: Iterable[ResultRow]) -> list[Alarm]:
+    """At most one stand-in alarm per pump: the first time 3 of 5 windows are flagged."""
+    by_pump: dict[str, dict[int, list[ResultRow]]] = {}
+    for r in results:
+        if r.baseline != "pump":
+            continue  # before the pump's baseline was deployed: fleet scores, not judged
+        by_pump.setdefault(r.pump, {}).setdefault(r.t0_ns, []).append(r)
+    alarms = []
+    for pump, windows in sorted(by_pump.items()):
+        recent: list[tuple[int, list[ResultRow]]] = []
+        for t0 in sorted(windows):
+            rows = windows[t0]
+            flagged = 2 * sum(r.anomalous for r in rows) >= len(rows) > 0
+            recent = [*recent, (t0, rows if flagged else [])][-FLAG_WINDOWS:]
+            if sum(1 for _, rs in recent if rs) >= FLAG_NEEDED:
+                votes = Counter(r.condition for _, rs in recent for r in rs
+                                if r.condition not in ("healthy", "unknown"))
+                cond = votes.most_common(1)[0][0] if votes else "unknown"
+                alarms.append(Alarm(pump=pump, raised_ns=t0 + rows[0].duration_ns,
+                                    condition=cond))
+                break
+    return alarms
+
+
+def alarms_from_table(rows: Sequence[dict[str, object]]) -> list[Alarm]:
+    """Alarms written by the alarm writer; the class is whichever condition its text names."""
+    out = []
+    for a in rows:
+        text = f"{a.get('kind')} {a.get('reason')} {a.get('evidence')}"
+        named = [c for c in CONDITION_FAULT if c in text]
+        out.append(Alarm(pump=str(a["pump"]), raised_ns=int(a["raised_ns"]),  # type: ignore[call-overload]
+                         condition=named[0] if named else str(a.get("kind"))))
+    return out
+
+
+def percentile_ms(latencies_ns: Sequence[int], q: float) -> float | None:
+    if not latencies_ns:
+        return None
+    return round(float(np.percentile(np.asarray(latencies_ns, dtype=np.float64), q)) / 1e6, 1)
+
+
+def score(
+    *,
+    fleet: Sequence[PlannedPump],
+    source_start_ns: dict[str, int],
+    alarms: Sequence[Alarm],
+    horizon_ns: int,
+) -> dict[str, object]:
+    """Per-pump verdicts and the fault totals.
+
+    ``source_start_ns``: each device's stream ``t = 0`` (wall clock, ns), so a
+    fault's onset is ``start + onset_s``. ``horizon_ns``: the end of the run;
+    a fault whose onset lies beyond it was not injected.
+    """
+    alarms = sorted(alarms, key=lambda a: a.raised_ns)
+    pumps: dict[str, dict[str, object]] = {}
+    injected = detected = classified = false_alarms = 0
+    for p in fleet:
+        start = source_start_ns.get(p.device)
+        fault = p.fault
+        entry: dict[str, object] = {"device": p.device, "fault": fault.kind if fault else None}
+        if fault is not None and start is not None:
+            onset = start + round(fault.onset_s * 1e9)
+            entry["onset_s"] = fault.onset_s
+            if onset < horizon_ns:
+                injected += 1
+                pre = [a for a in alarms if a.pump == p.id and a.raised_ns < onset]
+                post = [a for a in alarms if a.pump == p.id and a.raised_ns >= onset]
+                false_alarms += len(pre)
+                if post:
+                    detected += 1
+                    hit = post[0]
+                    ok = CONDITION_FAULT.get(hit.condition) == fault.kind
+                    classified += ok
+                    entry.update(detected=True, detection_delay_s=round((hit.raised_ns - onset)
+                                                                        / 1e9, 1),
+                                 alarm_condition=hit.condition, classified=ok)
+                else:
+                    entry.update(detected=False, detection_delay_s=None)
+            else:
+                entry["injected"] = False
+        elif fault is None:
+            n = sum(1 for a in alarms if a.pump == p.id)
+            false_alarms += n
+            entry["false_alarms"] = n
+        pumps[p.id] = entry
+    return {
+        "faults_injected": injected,
+        "faults_detected": detected,
+        "faults_classified": classified,
+        "false_alarms": false_alarms,
+        "detection_delay_s": {k: v.get("detection_delay_s") for k, v in pumps.items()
+                              if v.get("fault") and "detected" in v},
+        "pumps": pumps,
+    }
