@@ -90,7 +90,7 @@ def make_config(
             },
             "spool": {"path": str(tmp / "spool")},
             "status": {"interval_s": 5.0},
-            "pipeline": {"chunk_channels": 32},
+            "pipeline": {"chunk_channels": 16},
             "pumps": pumps,
         },
         source="bench",
@@ -99,7 +99,7 @@ def make_config(
 
 def dsp_only(cfg: EdgeConfig, intervals: int = 8) -> float:
     """Channels per second through analyze + make_report + encode alone (64 channels:
-    per-channel cost is the same in chunks of 32, and it keeps the peak RSS down)."""
+    per-channel cost is the same in chunks of 16, and it keeps the peak RSS down)."""
     cfg = make_config(Path(cfg.spool.path), cfg.mqtt.port, 64, 1.0)
     src = synthetic_source(cfg, period_s=0.25)
     reps = -(-cfg.report.interval_samples // src._buf.shape[1])

@@ -136,7 +136,7 @@ class PipelineConfig:
     # "block" the source (replays, faster-than-real-time); "auto": drop only when paced
     # in real time
     overflow: Literal["auto", "block", "drop"] = "auto"
-    chunk_channels: int = 32  # channels per dsp.analyze call (bounds memory)
+    chunk_channels: int = 16  # channels per dsp.analyze call (bounds memory)
 
 
 @dataclass(frozen=True, kw_only=True)
