@@ -14,12 +14,22 @@ down (the reports stay spooled and the publisher sends them after the
 reconnect), and the client runs with ``FAIL_ALL_ON_DISCONNECT``, under which
 nothing queued survives a disconnect except what MQTT 5 itself requires
 (unacknowledged QoS 1 publishes, retransmitted on session resumption; the
-session is persistent: ``REJOIN_ALWAYS`` plus a session expiry). Like paho, the
-transport therefore resends in-flight messages itself (``resends_inflight``),
-and every publish's future completes exactly once: with the PUBACK (success or
-a failure reason such as 0x87 Not authorized) or with an error, both reported
-as :class:`~edge.transport.Acked`. Anything unacknowledged when the process
-dies is still in the spool and goes out again at the next start.
+session is persistent: ``REJOIN_ALWAYS`` plus a session expiry).
+
+What happens to those in-flight publishes depends on the broker: with the
+session resumed the SDK resends them; without it (a broker that lost its
+state) the SDK fails them with ``OPERATION_FAILED_DUE_TO_OFFLINE_QUEUE_POLICY``.
+The agent must not wait on the first nor punish the second, so this transport
+declares ``resends_inflight = False``: on every disconnect the agent releases
+its in-flight batches to the spool and publishes them again after the
+reconnect; the old publishes' late outcomes are ignored (a disconnect-caused
+failure is not reported at all, a late PUBACK settles nothing). The price is
+at most one in-flight window of duplicates after a reconnect with a resumed
+session; duplicates carry their report identity and the consumer dedupes.
+Every other outcome is reported as :class:`~edge.transport.Acked`: a PUBACK
+(success, or a failure reason such as 0x87 Not authorized) or an error.
+Anything unacknowledged when the process dies is still in the spool and goes
+out again at the next start.
 
 The batching, rate limit and in-flight window are the publisher's, identical
 for both transports; the config defaults them to AWS IoT's limits (128 KB per
@@ -43,6 +53,16 @@ from .transport import Acked, Connected, Disconnected, Emit, TransportError, Wil
 
 log = logging.getLogger(__name__)
 
+#: publish errors caused by the link going down (or our own stop), not by the message:
+#: the agent has already released these reports to the spool on ``Disconnected``
+_LINK_ERRORS = frozenset(
+    {
+        "AWS_ERROR_MQTT5_OPERATION_FAILED_DUE_TO_OFFLINE_QUEUE_POLICY",
+        "AWS_ERROR_MQTT5_USER_REQUESTED_STOP",
+        "AWS_ERROR_MQTT5_CLIENT_TERMINATED",
+    }
+)
+
 
 def puback_reason(code: object) -> tuple[bool, str]:
     """``(ok, "Not authorized (0x87)")`` for an MQTT 5 PUBACK reason code."""
@@ -64,7 +84,7 @@ def _error_text(exc: BaseException | None) -> str:
 class AwsIotTransport:
     """One awscrt MQTT 5 client for one device (client id = thing name)."""
 
-    resends_inflight = True
+    resends_inflight = False  # see the module docstring
 
     def __init__(self, cfg: MqttConfig, *, client_id: str, will: Will | None = None) -> None:
         if cfg.tls is None or not cfg.tls.cert or not cfg.tls.key:
@@ -120,8 +140,10 @@ class AwsIotTransport:
             present,
         )
         self._connected.set()
+        settings = data.negotiated_settings
+        limit = getattr(settings, "maximum_packet_size_to_server", None) if settings else None
         if self._emit:
-            self._emit(Connected(present))
+            self._emit(Connected(present, int(limit) if limit else None))
 
     def _on_failure(self, data: mqtt5.LifecycleConnectFailureData) -> None:
         why = _error_text(data.exception)
@@ -152,6 +174,9 @@ class AwsIotTransport:
     def _completed(self, token: int, fut: Future[Any]) -> None:
         exc = fut.exception()
         if exc is not None:
+            if getattr(exc, "name", None) in _LINK_ERRORS:
+                log.debug("mqtt(awsiot): message %d dropped by the link: %s", token, exc)
+                return
             ok, why = False, f"publish failed: {_error_text(exc)}"
         else:
             puback = getattr(fut.result(), "puback", None)

@@ -227,11 +227,18 @@ def test_clients_without_a_valid_certificate_cannot_connect(
     assert "certificate" in log.lower() or "ssl" in log.lower()
 
 
+@pytest.mark.parametrize("mode", ["sigterm", "frozen-sigkill", "frozen-sigkill-session-lost"])
 def test_awsiot_broker_restart_mid_stream_every_report_arrives(
-    tmp_path: Path, broker: Mosquitto, pkidir: Path
+    tmp_path: Path, broker: Mosquitto, pkidir: Path, mode: str
 ) -> None:
     """The SDK's in-memory queue is not relied on: publishes are refused while the link is
-    down and the spool sends them after the reconnect. Duplicates are allowed (identity)."""
+    down and the spool sends them after the reconnect. Duplicates are allowed (identity).
+
+    ``frozen-*``: the broker is SIGSTOPped until messages are in flight (published, no
+    PUBACK), then SIGKILLed: with its session restored from the last autosave the SDK
+    resends them (and so does the agent, from the spool: duplicates); with the session
+    lost (``-session-lost``: persistence file removed) the SDK fails them, which must cost
+    no failure hold and lose nothing."""
     cfg = agent_config(
         tmp_path, broker, pkidir, "awsiot", channels=8, source={"pace": 4.0, "duration_s": 12}
     )
@@ -240,20 +247,56 @@ def test_awsiot_broker_restart_mid_stream_every_report_arrives(
     time.sleep(0.3)
     agent = Agent(cfg, synthetic_source(cfg), exit_when_drained=True, overflow="block")
     total = 12 * 8
+    expected = {(agent.epoch, s) for s in range(total)}
+    inflight_at_kill = 0
+    seen: list[tuple[int, int]] = []  # what a replaced collector had received
     try:
         with Running(agent) as run:
             assert col.wait_for(16, 10)
-            broker.stop(signal.SIGTERM)
+            if mode == "sigterm":
+                broker.stop(signal.SIGTERM)
+            else:
+                assert broker.proc is not None
+                broker.proc.send_signal(signal.SIGSTOP)
+                deadline = time.monotonic() + 5
+                while agent.publisher.inflight_messages == 0 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                inflight_at_kill = agent.publisher.inflight_messages
+                t_kill = time.monotonic()
+                broker.stop(signal.SIGKILL)
+                if mode.endswith("session-lost"):
+                    for f in broker.data_dir.iterdir():
+                        f.unlink()
             time.sleep(OUTAGE_S)
             broker.start()
+            if mode.endswith("session-lost"):  # the collector lost its session too
+                col.stop()
+                seen += col.identities()
+                col = TlsCollector(broker, cfg.device, pkidir).start()
             assert run.wait(60) == 0, "agent did not drain after the outage"
-            col.wait_for(total, 10)
+            # a collector whose session the broker lost misses what came before it re-subscribed
+            col.wait_for(total, 1 if mode.endswith("session-lost") else 10)
     finally:
         col.stop()
-    keys = col.identities()
-    assert set(keys) == {(agent.epoch, s) for s in range(total)}
+    keys = seen + col.identities()
+    print(
+        f"awsiot {mode}: {total} reports, {inflight_at_kill} messages in flight at the kill, "
+        f"{len(keys) - len(set(keys))} duplicates, {len(expected - set(keys))} not seen by "
+        "the collector"
+    )
     assert agent.disconnects >= 1 and agent.connects >= 2
-    print(f"awsiot restart: {total} reports, {len(keys) - len(set(keys))} duplicates")
+    assert agent.publisher.stats.failed_messages == 0, "a lost link is not a failed publish"
+    assert agent.spool.stats.records == 0
+    # the broker acknowledged every report (the agent's spool acks)
+    assert {k for _t, k in run.acked} == expected
+    if mode == "sigterm":
+        assert set(keys) == expected
+    else:
+        assert inflight_at_kill > 0, "the kill did not catch messages in flight"
+        if mode == "frozen-sigkill":
+            # a SIGKILLed broker may lose only what it acknowledged before the kill
+            acked_before = {k for t, k in run.acked if t <= t_kill}
+            assert expected - set(keys) <= acked_before
 
 
 def test_transport_choice_and_acked_reason_text() -> None:
