@@ -315,3 +315,75 @@ def test_transport_choice_and_acked_reason_text() -> None:
     assert isinstance(make_transport(cfg.mqtt, client_id="x"), PahoTransport)
     assert Acked(1, False, "x").ok is False
     assert socket  # used by the broker helpers
+
+
+class _Client:
+    """A bare paho MQTT 5 client with one identity's certificate, recording what it gets."""
+
+    def __init__(self, broker: Mosquitto, pkidir: Path, kind: str, name: str) -> None:
+        crt, key = pki.issued_path(pkidir, kind, name)  # type: ignore[arg-type]
+        if not crt.exists():
+            pki.issue(pkidir, kind, name)  # type: ignore[arg-type]
+        self.got: list[tuple[str, bytes]] = []
+        self.acks: dict[int, int] = {}
+        self.subacks: list[int] = []
+        self.ready = threading.Event()
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=uuid.uuid4().hex, protocol=mqtt.MQTTv5
+        )
+        c.tls_set(ca_certs=str(pkidir / "ca.crt"), certfile=str(crt), keyfile=str(key))
+        c.on_connect = lambda *_a: self.ready.set()
+        c.on_message = lambda _c, _u, m: self.got.append((m.topic, m.payload))
+        c.on_publish = lambda _c, _u, mid, rc, _p: self.acks.__setitem__(mid, rc.value)
+        c.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.extend(r.value for r in rcs)
+        c.connect(broker.host, broker.port)
+        c.loop_start()
+        assert self.ready.wait(5)
+        self.c = c
+
+    def pub(self, topic: str, payload: bytes = b"x", retain: bool = False) -> int:
+        """PUBACK reason code of a QoS 1 publish."""
+        info = self.c.publish(topic, payload, qos=1, retain=retain)
+        deadline = time.monotonic() + 5
+        while info.mid not in self.acks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.acks[info.mid]
+
+    def sub(self, topic: str) -> None:
+        n = len(self.subacks)
+        self.c.subscribe(topic, qos=1)
+        deadline = time.monotonic() + 5
+        while len(self.subacks) == n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def test_acl_roles_consumer_and_dashboard(broker: Mosquitto, pkidir: Path) -> None:
+    """Consumer: reads reports (also via $share), writes results, nothing else.
+    Dashboard: reads results and device status. Devices: write only their own tree."""
+    dev = _Client(broker, pkidir, "device", "gw-acl")
+    con = _Client(broker, pkidir, "client", "consumer")
+    dash = _Client(broker, pkidir, "client", "dashboard")
+    try:
+        con.sub("$share/cloud/pumpwatch/devices/+/reports")
+        dash.sub("pumpwatch/sites/#")
+        dash.sub("pumpwatch/devices/+/status")
+        assert dev.pub("pumpwatch/devices/gw-acl/reports", b"r1") < 0x80
+        assert dev.pub("pumpwatch/devices/gw-acl/status", b"s1", retain=True) < 0x80
+        assert dev.pub("pumpwatch/devices/gw-other/reports") == 0x87
+        assert dev.pub("pumpwatch/sites/lab/pumps/p1/condition") == 0x87  # only the cloud
+        assert con.pub("pumpwatch/sites/lab/pumps/p1/condition", b"c1", retain=True) < 0x80
+        assert con.pub("pumpwatch/devices/gw-acl/reports") == 0x87  # cannot forge reports
+        assert dash.pub("pumpwatch/sites/lab/pumps/p1/alarms") == 0x87  # read-only
+        time.sleep(0.3)
+        assert ("pumpwatch/devices/gw-acl/reports", b"r1") in con.got
+        assert not any(t.endswith("/status") for t, _ in con.got)
+        assert ("pumpwatch/sites/lab/pumps/p1/condition", b"c1") in dash.got
+        assert ("pumpwatch/devices/gw-acl/status", b"s1") in dash.got
+        assert not any(t.endswith("/reports") for t, _ in dash.got)
+    finally:
+        for c in (dev, con, dash):
+            c.close()
