@@ -406,6 +406,25 @@ def _literal(*options: str) -> Callable[[Any], Any]:
     return conv
 
 
+def _tls_files(c: _Checker, tls: TlsConfig, base_dir: Path | None) -> TlsConfig:
+    """Resolve relative certificate paths against the config's folder; each must exist
+    (else the transport would fail deep inside its TLS library at start)."""
+    got: dict[str, str | None] = {}
+    for name in ("ca", "cert", "key"):
+        v = getattr(tls, name)
+        if v:
+            p = Path(v)
+            if base_dir is not None and not p.is_absolute():
+                p = base_dir / p
+            if not p.is_file():
+                c.fail(f"mqtt.tls.{name}: no such file {str(p)!r}")
+            v = str(p)
+        got[name] = v
+    if bool(got["cert"]) != bool(got["key"]):
+        c.fail("mqtt.tls: give both cert and key (mutual TLS) or neither")
+    return TlsConfig(**got)
+
+
 def _awsiot_checks(
     c: _Checker, mqtt: MqttConfig, given: Mapping[str, Any], device: str
 ) -> MqttConfig:
@@ -505,6 +524,8 @@ def config_from_dict(
         "mqtt.",
         {"transport": _literal("paho", "awsiot"), "max_message_bytes": parse_size},
     )
+    if tls is not None:
+        tls = _tls_files(c, tls, base_dir)
     mqtt = dataclasses.replace(mqtt, tls=tls)
     if mqtt.transport == "awsiot":
         mqtt = _awsiot_checks(c, mqtt, mqtt_d, str(device))
