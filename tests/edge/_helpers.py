@@ -107,6 +107,7 @@ class Collector:
         self.reports: list[dsp.Report] = []  # in arrival order, duplicates included
         self.status: list[dict[str, Any]] = []
         self.messages = 0
+        self.arrivals: list[float] = []  # monotonic time of each report message
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         c = mqtt.Client(
@@ -142,6 +143,7 @@ class Collector:
             batch = dsp.decode_batch(msg.payload)
             assert batch.device == self.device
             self.messages += 1
+            self.arrivals.append(time.monotonic())
             self.reports += [dsp.decode_report(r) for r in batch.reports]
 
     def identities(self) -> list[tuple[int, int]]:

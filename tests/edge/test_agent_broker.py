@@ -305,3 +305,43 @@ def test_messages_stay_under_the_brokers_maximum_packet_size(
         col.stop()
     assert agent.disconnects == 0
     assert col.messages >= 24 * 1300 // 6000
+
+
+def test_drain_after_outage_respects_rate_and_window(
+    tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]
+) -> None:
+    """A backlog goes out at publish_rate messages/s with at most `inflight` unacknowledged,
+    not as one burst (AWS IoT would throttle or drop the connection)."""
+    rate, window = 8.0, 2
+    broker = mosquitto_factory().start()
+    d = edge_config(
+        tmp_path,
+        broker.port,
+        channels=4,
+        source={"duration_s": 10},
+        mqtt_extra={"publish_rate": rate, "inflight": window, "max_message_bytes": 8192},
+    )
+    cfg = build(d)
+    col = Collector(broker, cfg.device).start()  # its persistent session outlives the outage
+    broker.stop()  # down while the backlog builds
+    agent = Agent(cfg, synthetic_source(cfg), exit_when_drained=True)
+    try:
+        with Running(agent) as run:
+            deadline = time.monotonic() + 20
+            while not agent._compute_done.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert agent.spool.stats.records == 40
+            broker.start()
+            assert run.wait(30) == 0
+            col.wait_for(40, 5)
+    finally:
+        col.stop()
+    n = col.messages
+    assert n >= 40 * 1300 // 8192
+    span = col.arrivals[-1] - col.arrivals[0]
+    burst = max(1.0, rate / 10)
+    assert span >= (n - burst - 1) / rate * 0.8, (
+        f"{n} messages in {span:.2f} s: faster than {rate}/s"
+    )
+    assert agent.publisher.stats.inflight_peak <= window
+    assert len(set(col.identities())) == 40
