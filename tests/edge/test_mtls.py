@@ -387,3 +387,22 @@ def test_acl_roles_consumer_and_dashboard(broker: Mosquitto, pkidir: Path) -> No
     finally:
         for c in (dev, con, dash):
             c.close()
+
+
+def test_awsiot_sends_no_sdk_metrics_username(tmp_path: Path, pkidir: Path) -> None:
+    """With enable_metrics_collection=False the SDK leaves the MQTT username empty (it would
+    otherwise send "?SDK=Python&Version=..."). Seen on a broker that keeps the username."""
+    port = free_port()
+    conf = tls_listener_conf(port=port, host="127.0.0.1", pki_dir=pkidir, acl_path=tmp_path / "a")
+    conf = conf.replace("use_identity_as_username true", "use_identity_as_username false")
+    conf = conf.replace("allow_anonymous false", "allow_anonymous true")
+    conf = "\n".join(line for line in conf.splitlines() if not line.startswith("acl_file"))
+    b = Mosquitto(tmp_path / "m", port=port, plain_listener=False, extra_conf=conf).start()
+    try:
+        d = edge_config(tmp_path, port, device="gw-metrics")
+        d["mqtt"] |= {"transport": "awsiot", "tls": device_cert(pkidir, "gw-metrics")}
+        assert any(isinstance(e, Connected) for e in _awsiot_connects(build(d)))
+        line = next(x for x in b.log_tail(50).splitlines() if "as gw-metrics" in x)
+    finally:
+        b.stop()
+    assert "SDK" not in line and ", u'" not in line, line
