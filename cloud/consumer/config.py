@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .alarms import AlarmConfig
 from .batcher import INVOKE_MAX_BYTES, Target
 from .errors import ConfigError
 
@@ -45,6 +46,8 @@ class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     tls: TlsConfig | None = None
     reconnect_min_s: Pos = 1.0
     reconnect_max_s: Pos = 30.0
+    # Publish {root}/sites/{site}/pumps/{pump}/condition (retained) and .../alarms.
+    publish_results: bool = True
 
     @property
     def subscription(self) -> str:
@@ -64,8 +67,15 @@ class EndpointConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     content_type: Literal["application/x-msgpack", "application/json"] = (
         "application/x-msgpack"
     )
+    # Our one retry layer (botocore's own retries are off, see endpoint.py): a batch is
+    # retried with jittered exponential backoff from retry_initial_s up to retry_max_s.
     retry_initial_s: Pos = 0.2
     retry_max_s: Pos = 10.0
+    # Circuit breaker (breaker.py): consecutive failures that open it; how long it stays
+    # open before one probe (doubling per failed probe up to breaker_open_max_s).
+    breaker_failures: PosInt = 5
+    breaker_open_s: Pos = 1.0
+    breaker_open_max_s: Pos = 30.0
 
 
 class BatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -109,8 +119,14 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     routes: list[Route] = []
     store: StoreConfig = StoreConfig()
     consumer: ConsumerSection = ConsumerSection()
+    alarms: AlarmConfig = AlarmConfig()
 
     def __post_init__(self) -> None:
+        if self.endpoint.breaker_open_max_s < self.endpoint.breaker_open_s:
+            raise ConfigError(
+                f"endpoint.breaker_open_max_s={self.endpoint.breaker_open_max_s} < "
+                f"breaker_open_s={self.endpoint.breaker_open_s}"
+            )
         if self.batch.max_bytes < self.mqtt.max_payload + 1024:
             raise ConfigError(
                 f"batch.max_bytes={self.batch.max_bytes} must exceed mqtt.max_payload="
@@ -147,7 +163,9 @@ def config_from_dict(data: dict[str, Any]) -> ConsumerConfig:
         data["routes"] = data.pop("route")
     try:
         return msgspec.convert(data, ConsumerConfig)
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"invalid consumer config: {exc}") from None
 
 

@@ -65,6 +65,8 @@ class MqttStats:
     delivered: int = 0
     acked: int = 0
     stale_acks_skipped: int = 0
+    published: int = 0
+    publish_skipped: int = 0
 
 
 class MqttSource:
@@ -144,6 +146,25 @@ class MqttSource:
                 return False
             self._client.ack(delivery.mid, delivery.qos)
             self.stats.acked += 1
+        return True
+
+    # -- result topics ---------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """QoS 1 publish (queued by paho, not awaited); False if not connected or refused.
+
+        Result topics are derived data: the store is the record, so a publish lost
+        in a disconnect is not retried (the next result for the pump republishes
+        its retained state).
+        """
+        if not self.stats.connected:
+            self.stats.publish_skipped += 1
+            return False
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.stats.publish_skipped += 1
+            return False
+        self.stats.published += 1
         return True
 
     # -- paho callbacks (network thread) ---------------------------------------------------------

@@ -11,14 +11,18 @@ Named tasks under one :class:`asyncio.TaskGroup` (owned by :meth:`Consumer.run`)
     sans-IO :class:`~.batcher.Batcher`.
 ``batch-timer``
     emits batches whose ``max_delay`` ran out.
-``invoke`` (one task per batch, at most ``max_concurrency`` calling)
-    calls the endpoint. Unavailable: retried with jittered exponential
-    backoff, forever (the backlog waits unacknowledged at the broker).
-    Rejected (ModelError): the batch is bisected until the poison report
-    is alone; it is dead-lettered with the model's message.
+``invoke`` (one task per batch; the :class:`~.breaker.CircuitBreaker` decides how
+    many call at once) calls the endpoint. Unavailable (throttled, not ready,
+    5xx, timeout, connection): retried with jittered exponential backoff,
+    forever, while the breaker opens after repeated failures, probes, and
+    ramps concurrency back up (the backlog waits unacknowledged at the
+    broker). Rejected (ModelError): the batch is bisected until the poison
+    report is alone; it is dead-lettered with the model's message.
 ``writer``
-    commits results + archive rows + dead letters of everything that is
-    ready, in one transaction, then resolves tickets and sends acks.
+    feeds the results to the :class:`~.alarms.AlarmTracker`, commits results +
+    archive rows + dead letters + alarm writes of everything that is ready,
+    in one transaction, publishes the result topics (:mod:`.topics`), then
+    resolves tickets and sends acks.
 
 The ack rule: each delivery has a :class:`Ticket` counting its outstanding
 parts (one per report in flight, one for its dead letters together). A
@@ -46,6 +50,7 @@ from typing import Any, Protocol
 import msgspec
 
 from cloud.store import (
+    AlarmRow,
     ArchivedReport,
     Commit,
     DeadLetter,
@@ -58,9 +63,12 @@ from cloud.store import (
 )
 from dsp.results import InvocationResponse, Result
 
+from . import topics
 from ._queue import Handoff
 from ._validate import Accepted, message_key, parse_message
+from .alarms import AlarmTracker
 from .batcher import Batch, Batcher, Target
+from .breaker import CircuitBreaker
 from .config import ConsumerConfig
 from .endpoint import EndpointClient
 from .errors import EndpointConfigError, EndpointRejectedError, EndpointUnavailableError
@@ -139,6 +147,9 @@ class Counters:
     results_inserted: int = 0
     store_retries: int = 0
     acks: int = 0
+    alarm_writes: int = 0
+    condition_published: int = 0
+    alarms_published: int = 0
 
 
 class Consumer:
@@ -167,7 +178,14 @@ class Consumer:
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._sem = asyncio.Semaphore(config.endpoint.max_concurrency)
+        e = config.endpoint
+        self.breaker = CircuitBreaker(
+            max_concurrency=e.max_concurrency, failure_threshold=e.breaker_failures,
+            open_s=e.breaker_open_s, open_max_s=e.breaker_open_max_s,
+        )
+        self._slot_freed = asyncio.Event()
+        self.alarms = AlarmTracker(config.alarms)
+        self._pump_states = topics.PumpStates()
         self._invocations: set[asyncio.Task[None]] = set()
         self._committing = False
         self._handoff: Handoff[Delivery] | None = None
@@ -186,6 +204,8 @@ class Consumer:
         async with contextlib.AsyncExitStack() as stack:
             await self.store.open()
             stack.push_async_callback(self.store.close)
+            if cfg.alarms.enabled:
+                self.alarms.restore(await self.store.alarms(state="raised"))
             await stack.enter_async_context(self._invoker)
             self._handoff = Handoff(cfg.consumer.queue_size, loop)
             self._mqtt = MqttSource(cfg.mqtt, self._handoff)
@@ -337,16 +357,48 @@ class Consumer:
         self._invocations.discard(task)
         self._idle.set()
 
+    async def _acquire_slot(self) -> None:
+        """Wait until the breaker lets one more call start (see :mod:`.breaker`)."""
+        loop = asyncio.get_running_loop()
+        while not self.breaker.try_start(loop.time()):
+            self._slot_freed.clear()
+            hint = self.breaker.wait_hint(loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(hint if hint is not None else 1.0):
+                    await self._slot_freed.wait()
+
+    def _release_slot(self, ok: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        before = self.breaker.state
+        if ok:
+            self.breaker.success(now)
+        else:
+            self.breaker.failure(now, jitter=random.uniform(0.5, 1.5))
+        after = self.breaker.state
+        if before != after:
+            level = logging.WARNING if after == "open" else logging.INFO
+            log.log(level, "endpoint circuit breaker %s -> %s (concurrency limit %d)",
+                    before, after, self.breaker.limit)
+        self._slot_freed.set()
+
     async def _invoke(self, target: Target, works: list[Work]) -> None:
         ecfg = self.config.endpoint
         delay = ecfg.retry_initial_s
         while True:
             try:
-                async with self._sem:
+                await self._acquire_slot()
+                ok = False
+                try:
                     self.counters.invocations += 1
                     self.counters.invoked_reports += len(works)
                     response = await self._invoker.invoke(target, [w.accepted.raw for w in works])
-                self._check_identities(target, works, response.results)
+                    self._check_identities(target, works, response.results)
+                    ok = True
+                except EndpointRejectedError:
+                    ok = True  # the endpoint answered: up, as far as the breaker goes
+                    raise
+                finally:
+                    self._release_slot(ok)
             except EndpointRejectedError as exc:
                 if len(works) == 1:
                     self._model_dead_letter(target, works[0], str(exc))
@@ -432,10 +484,12 @@ class Consumer:
                 job = self._jobs.get_nowait()
                 jobs.append(job)
                 rows += len(job.commit)
+            results = [r for j in jobs for r in j.commit.results]
             merged = Commit(
-                results=[r for j in jobs for r in j.commit.results],
+                results=results,
                 archive=[a for j in jobs for a in j.commit.archive],
                 dead_letters=[d for j in jobs for d in j.commit.dead_letters],
+                alarms=self.alarms.observe(results),
             )
             delay = 0.1
             while True:
@@ -450,6 +504,8 @@ class Consumer:
                     delay = min(delay * 2, 10.0)
             self.counters.commits += 1
             self.counters.results_inserted += outcome.results_inserted
+            self.counters.alarm_writes += len(outcome.alarms)
+            self._publish(merged.results, outcome.alarms, outcome.stored_ns)
             for r in merged.results:
                 if r.published_ns is not None:
                     self.latency_ms.append((outcome.stored_ns - r.published_ns) / 1e6)
@@ -466,6 +522,26 @@ class Consumer:
                 self._recent.popitem(last=False)
             self._ack_ready()
             self._idle.set()
+
+    def _publish(
+        self, results: list[ResultRow], alarms: list[AlarmRow], stored_ns: int
+    ) -> None:
+        """Result topics after the commit, before the acks (see :mod:`.topics`)."""
+        mq = self._mqtt
+        if mq is None or not self.config.mqtt.publish_results:
+            return
+        root = self.config.mqtt.topic_root
+        for site, pump in self._pump_states.update(results, stored_ns):
+            if topics.topic_safe(site) and topics.topic_safe(pump) and mq.publish(
+                topics.condition_topic(root, site, pump),
+                self._pump_states.message(site, pump), retain=True,
+            ):
+                self.counters.condition_published += 1
+        for a in alarms:
+            if topics.topic_safe(a.site) and topics.topic_safe(a.pump) and mq.publish(
+                topics.alarms_topic(root, a.site, a.pump), topics.alarm_message(a)
+            ):
+                self.counters.alarms_published += 1
 
     def _ack_ready(self) -> None:
         mq = self._mqtt
@@ -523,6 +599,12 @@ class Consumer:
             "batcher_open_items": len(self.batcher),
             "batches_by_reason": dict(self.batcher.stats.by_reason),
             "invocations_running": len(self._invocations),
+            "breaker": {
+                "state": self.breaker.state, "limit": self.breaker.limit,
+                "running": self.breaker.running,
+                **dataclasses.asdict(self.breaker.stats),
+            },
+            "alarms": {"channels": len(self.alarms), **dataclasses.asdict(self.alarms.stats)},
             "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "n": len(lat)},
             "cpu_s": round(time.process_time(), 3),
         }

@@ -11,6 +11,8 @@ from typing import Any
 from .base import SchemaError, Store, StoreError
 from .records import (
     DEAD_LETTER_KINDS,
+    AlarmRow,
+    AlarmState,
     ArchivedReport,
     Commit,
     CommitOutcome,
@@ -37,6 +39,8 @@ def make_store(url: str, **options: Any) -> Store:
 
 __all__ = [
     "DEAD_LETTER_KINDS",
+    "AlarmRow",
+    "AlarmState",
     "ArchivedReport",
     "Commit",
     "CommitOutcome",

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from .records import (
+    AlarmRow,
     ArchivedReport,
     Commit,
     CommitOutcome,
@@ -79,6 +80,12 @@ class Store(Protocol):
         self, *, since_ns: int | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
         """Dead letters by arrival time, oldest first."""
+
+    async def alarms(
+        self, *, state: str | None = None, since_updated_ns: int | None = None,
+        limit: int | None = None,
+    ) -> list[AlarmRow]:
+        """Alarm episodes by last write (``updated_ns``), oldest first; ``state`` filters."""
 
     async def prune(self, *, before_ns: int) -> PruneOutcome:
         """Delete every row *received* before ``before_ns`` (by arrival, not window time,

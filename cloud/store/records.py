@@ -115,15 +115,42 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     id: int | None = None  # assigned by the store
 
 
+AlarmState = Literal["raised", "cleared"]
+
+
+class AlarmRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One alarm episode of one pump channel, as the dashboard reads it.
+
+    Same shape as :class:`cloud.dashboard.alarms.AlarmRow` (the contract):
+    ``id`` stable per episode (upserted), ``updated_ns`` the time of the last
+    write (0: the store stamps it, strictly above every earlier write), times
+    in ns since the Unix epoch (UTC); ``raised_ns``/``cleared_ns`` are the
+    window times of the raising and clearing windows.
+    """
+
+    id: str
+    site: str
+    pump: str
+    kind: str  # "anomaly", "iso_zone"
+    state: AlarmState
+    raised_ns: int
+    reason: str
+    evidence: list[EvidenceRow] = []
+    channel: str | None = None
+    cleared_ns: int | None = None
+    updated_ns: int = 0
+
+
 class Commit(msgspec.Struct, kw_only=True):
     """One transaction's worth of writes. All or nothing; every part idempotent."""
 
     results: list[ResultRow] = []
     archive: list[ArchivedReport] = []
     dead_letters: list[DeadLetter] = []
+    alarms: list[AlarmRow] = []  # upserted on id, in list order
 
     def __len__(self) -> int:
-        return len(self.results) + len(self.archive) + len(self.dead_letters)
+        return len(self.results) + len(self.archive) + len(self.dead_letters) + len(self.alarms)
 
 
 class CommitOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,6 +160,7 @@ class CommitOutcome(msgspec.Struct, frozen=True, kw_only=True):
     archived: int
     dead_lettered: int
     stored_ns: int
+    alarms: list[AlarmRow] = []  # as written, updated_ns stamped
 
 
 class PruneOutcome(msgspec.Struct, frozen=True, kw_only=True):

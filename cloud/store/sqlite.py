@@ -35,6 +35,7 @@ import msgspec
 
 from .base import SchemaError, StoreError
 from .records import (
+    AlarmRow,
     ArchivedReport,
     Commit,
     CommitOutcome,
@@ -122,6 +123,26 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX dead_letters_received ON dead_letters (received_ns);
     """,
+    # 2: alarm episodes (the dashboard's contract, cloud/dashboard/alarms.py; IF NOT EXISTS
+    # because the dashboard's reference writer may have created it), results by commit time
+    """
+    CREATE TABLE IF NOT EXISTS alarms (
+        id TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        pump TEXT NOT NULL,
+        channel TEXT,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('raised', 'cleared')),
+        raised_ns INTEGER NOT NULL,
+        cleared_ns INTEGER,
+        updated_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        evidence TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS alarms_updated ON alarms (updated_ns);
+    CREATE INDEX IF NOT EXISTS alarms_pump ON alarms (pump, raised_ns);
+    CREATE INDEX IF NOT EXISTS results_stored ON results (stored_ns);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -141,6 +162,15 @@ _INSERT_ARCHIVE = (
 _INSERT_DEAD = (
     "INSERT INTO dead_letters (key, part, received_ns, topic, kind, reason, device, epoch, seq, "
     "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key, part) DO NOTHING"
+)
+
+ALARM_COLUMNS = (
+    "id, site, pump, channel, kind, state, raised_ns, cleared_ns, updated_ns, reason, evidence"
+)
+_UPSERT_ALARM = (
+    f"INSERT INTO alarms ({ALARM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608
+    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, cleared_ns = excluded.cleared_ns, "
+    "updated_ns = excluded.updated_ns, reason = excluded.reason, evidence = excluded.evidence"
 )
 
 _json_encode = msgspec.json.Encoder().encode
@@ -358,13 +388,25 @@ class SQLiteStore:
                 ],
             )
             n_dead = conn.total_changes - before
+            alarms = _stamp_alarms(conn, commit.alarms, now)
+            conn.executemany(
+                _UPSERT_ALARM,
+                [
+                    (
+                        a.id, a.site, a.pump, a.channel, a.kind, a.state, a.raised_ns,
+                        a.cleared_ns, a.updated_ns, a.reason, _json_encode(a.evidence),
+                    )
+                    for a in alarms
+                ],
+            )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return CommitOutcome(
-            results_inserted=n_results, archived=n_archive, dead_lettered=n_dead, stored_ns=now
+            results_inserted=n_results, archived=n_archive, dead_lettered=n_dead, stored_ns=now,
+            alarms=alarms,
         )
 
     async def prune(self, *, before_ns: int) -> PruneOutcome:
@@ -376,6 +418,9 @@ class SQLiteStore:
                 d = conn.execute(
                     "DELETE FROM dead_letters WHERE received_ns < ?", (before_ns,)
                 ).rowcount
+                conn.execute(
+                    "DELETE FROM alarms WHERE state = 'cleared' AND updated_ns < ?", (before_ns,)
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -486,6 +531,28 @@ class SQLiteStore:
 
         return await self._run(run, read=True)
 
+    async def alarms(
+        self, *, state: str | None = None, since_updated_ns: int | None = None,
+        limit: int | None = None,
+    ) -> list[AlarmRow]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(state)
+        if since_updated_ns is not None:
+            clauses.append("updated_ns > ?")
+            params.append(since_updated_ns)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        sql = f"SELECT {ALARM_COLUMNS} FROM alarms{where} ORDER BY updated_ns"  # noqa: S608
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        def run(conn: sqlite3.Connection) -> list[AlarmRow]:
+            return [_alarm_row(row) for row in conn.execute(sql, params)]
+
+        return await self._run(run, read=True)
+
     async def counts(self) -> StoreCounts:
         def run(conn: sqlite3.Connection) -> StoreCounts:
             (r,) = conn.execute("SELECT count(*) FROM results").fetchone()
@@ -530,4 +597,23 @@ def _result_row(row: tuple[Any, ...]) -> ResultRow:
         velocity_rms=_real(velocity_rms), rpm=rpm, evidence=_evidence_decode(evidence),
         model_version=model_version, target=target, published_ns=published_ns,
         received_ns=received_ns, stored_ns=stored_ns,
+    )
+
+
+def _stamp_alarms(conn: sqlite3.Connection, alarms: list[AlarmRow], now: int) -> list[AlarmRow]:
+    """Give every alarm write its own ``updated_ns``, strictly above the table's maximum."""
+    if not alarms:
+        return []
+    (top,) = conn.execute("SELECT coalesce(max(updated_ns), 0) FROM alarms").fetchone()
+    base = max(now, top + 1)
+    return [msgspec.structs.replace(a, updated_ns=base + i) for i, a in enumerate(alarms)]
+
+
+def _alarm_row(row: tuple[Any, ...]) -> AlarmRow:
+    aid, site, pump, channel, kind, state, raised, cleared, updated, reason, evidence = row
+    return AlarmRow(
+        id=aid, site=site, pump=pump, channel=channel, kind=kind,
+        state="cleared" if state == "cleared" else "raised", raised_ns=raised,
+        cleared_ns=cleared, updated_ns=updated, reason=reason,
+        evidence=_evidence_decode(evidence),
     )

@@ -1,0 +1,254 @@
+"""Alarm state per pump channel: hysteresis on anomalous windows, ISO 20816 zone alarms.
+
+Theory of operation
+-------------------
+Sans-IO: :meth:`AlarmTracker.observe` takes result rows (any order, any
+chunking) and returns the alarm rows to upsert; the consumer's writer puts
+them in the same transaction as the results that caused them and publishes
+them after the commit. Times are window times (``t0_ns`` of the report), so a
+replay faster than real time raises and clears at the same windows as live.
+
+Per ``(site, pump, channel)``:
+
+``anomaly``
+    the last ``window_n`` windows' ``anomalous`` flags are kept; when at least
+    ``raise_k`` of them are anomalous an episode is raised. It clears after
+    ``clear_m`` consecutive clean windows (the history then starts afresh).
+    ``raise_k`` of ``window_n`` keeps one noisy window from raising;
+    ``clear_m`` keeps a flapping pump from raising and clearing every minute.
+``iso_zone``
+    raised when a window's ISO 20816 zone reaches ``zone_alarm_at`` (default
+    C: "unsatisfactory for long-term operation"); every further zone change
+    while raised (C -> D, D -> C) is written to the episode and published; it
+    clears after ``zone_clear_m`` consecutive windows below ``zone_alarm_at``.
+    The zone comes from the edge (the asset's limits travel in the report);
+    ``zone_limits`` in the config overrides the limits per site/pump and
+    recomputes the zone from the window's velocity RMS (mm/s).
+
+Episode ids are ``"{pump}:{channel}:{kind}:{raised_ns}"`` with the raising
+window's time, so recomputing the same windows yields the same id (an upsert,
+not a second episode). A consumer restarting reloads the open episodes
+(:meth:`restore`) so it can clear them; the k-of-n history starts empty.
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import msgspec
+
+from cloud.store import AlarmRow, EvidenceRow, ResultRow
+
+ZONES = ("A", "B", "C", "D")
+Zone = Literal["A", "B", "C", "D"]
+PosInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ZoneLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """ISO 20816 zone boundaries A/B, B/C, C/D (mm/s) for pumps matching the patterns."""
+
+    site: str = "*"
+    pump: str = "*"
+    limits: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        a, b, c = self.limits
+        if not 0 < a < b < c:
+            raise ValueError(f"zone limits must be 0 < A/B < B/C < C/D, got {self.limits=}")
+
+    def matches(self, site: str, pump: str) -> bool:
+        return fnmatch.fnmatchcase(site, self.site) and fnmatch.fnmatchcase(pump, self.pump)
+
+
+class AlarmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[alarms]``: hysteresis and zone alarms (see the module docstring)."""
+
+    enabled: bool = True
+    raise_k: PosInt = 3
+    window_n: PosInt = 5
+    clear_m: PosInt = 5
+    zone_alarm_at: Zone | None = "C"  # None: no zone alarms
+    zone_clear_m: PosInt = 5
+    zone_limits: list[ZoneLimits] = []
+
+    def __post_init__(self) -> None:
+        if self.raise_k > self.window_n:
+            raise ValueError(f"alarms.raise_k={self.raise_k} > alarms.window_n={self.window_n}")
+
+
+def zone_of(velocity_mm_s: float, limits: tuple[float, float, float]) -> str:
+    """ISO 20816 zone of a broadband velocity RMS; '?' when not a number."""
+    if velocity_mm_s != velocity_mm_s:  # NaN
+        return "?"
+    for zone, limit in zip(ZONES, limits, strict=False):
+        if velocity_mm_s < limit:
+            return zone
+    return "D"
+
+
+@dataclass(slots=True)
+class _Channel:
+    history: collections.deque[bool]
+    clean: int = 0
+    anomaly: AlarmRow | None = None
+    zone: str = "?"
+    zone_clean: int = 0
+    zone_alarm: AlarmRow | None = None
+
+
+@dataclass(slots=True)
+class AlarmStats:
+    raised: int = 0
+    cleared: int = 0
+    updated: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class AlarmTracker:
+    """Alarm state machines for every pump channel seen (see the module docstring)."""
+
+    def __init__(self, config: AlarmConfig) -> None:
+        self.config = config
+        self.stats = AlarmStats()
+        self._channels: dict[tuple[str, str, str], _Channel] = {}
+        self._limits: dict[tuple[str, str], tuple[float, float, float] | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def _channel(self, site: str, pump: str, channel: str) -> _Channel:
+        key = (site, pump, channel)
+        ch = self._channels.get(key)
+        if ch is None:
+            ch = self._channels[key] = _Channel(collections.deque(maxlen=self.config.window_n))
+        return ch
+
+    def _zone_limits(self, site: str, pump: str) -> tuple[float, float, float] | None:
+        key = (site, pump)
+        if key not in self._limits:
+            self._limits[key] = next(
+                (z.limits for z in self.config.zone_limits if z.matches(site, pump)), None
+            )
+        return self._limits[key]
+
+    def restore(self, open_alarms: Iterable[AlarmRow]) -> None:
+        """Adopt episodes still raised in the store (after a restart), to clear them later."""
+        for a in open_alarms:
+            if a.state != "raised" or a.channel is None:
+                continue
+            ch = self._channel(a.site, a.pump, a.channel)
+            if a.kind == "anomaly":
+                ch.anomaly = a
+            elif a.kind == "iso_zone":
+                ch.zone_alarm = a
+                ch.zone = str(self.config.zone_alarm_at or "?")
+
+    def observe(self, rows: Sequence[ResultRow]) -> list[AlarmRow]:
+        """Feed result rows; the alarm rows to upsert (raised, updated or cleared), in order."""
+        if not self.config.enabled:
+            return []
+        out: list[AlarmRow] = []
+        for r in sorted(rows, key=lambda r: (r.site, r.pump, r.channel, r.t0_ns)):
+            ch = self._channel(r.site, r.pump, r.channel)
+            a = self._anomaly(ch, r)
+            if a is not None:
+                out.append(a)
+            if self.config.zone_alarm_at is not None:
+                z = self._zone(ch, r)
+                if z is not None:
+                    out.append(z)
+        for a in out:
+            self.stats.by_kind[a.kind] = self.stats.by_kind.get(a.kind, 0) + 1
+        return out
+
+    # -- state machines ----------------------------------------------------------------------
+
+    def _anomaly(self, ch: _Channel, r: ResultRow) -> AlarmRow | None:
+        cfg = self.config
+        ch.history.append(r.anomalous)
+        if ch.anomaly is None:
+            hits = sum(ch.history)
+            if hits < cfg.raise_k:
+                return None
+            ch.clean = 0
+            ch.anomaly = AlarmRow(
+                id=f"{r.pump}:{r.channel}:anomaly:{r.t0_ns}", site=r.site, pump=r.pump,
+                channel=r.channel, kind="anomaly", state="raised", raised_ns=r.t0_ns,
+                reason=(
+                    f"{hits} of the last {len(ch.history)} windows anomalous (score "
+                    f"{r.anomaly_score:.3g} vs threshold {r.anomaly_threshold:.3g}, "
+                    f"{r.baseline} baseline; condition {r.condition})"
+                ),
+                evidence=[
+                    EvidenceRow("anomaly_score", r.anomaly_score, f"threshold "
+                                f"{r.anomaly_threshold:.3g}"),
+                    *r.evidence,
+                ],
+            )
+            self.stats.raised += 1
+            return ch.anomaly
+        if r.anomalous:
+            ch.clean = 0
+            return None
+        ch.clean += 1
+        if ch.clean < cfg.clear_m:
+            return None
+        episode, ch.anomaly = ch.anomaly, None
+        ch.history.clear()
+        ch.clean = 0
+        self.stats.cleared += 1
+        return msgspec.structs.replace(
+            episode, state="cleared", cleared_ns=r.t0_ns, updated_ns=0,
+            reason=f"{episode.reason}; cleared after {cfg.clear_m} clean windows",
+        )
+
+    def _zone(self, ch: _Channel, r: ResultRow) -> AlarmRow | None:
+        cfg = self.config
+        assert cfg.zone_alarm_at is not None
+        limits = self._zone_limits(r.site, r.pump)
+        zone = zone_of(r.velocity_rms, limits) if limits is not None else r.iso_zone
+        if zone not in ZONES:
+            return None
+        previous, ch.zone = ch.zone, zone
+        at = ZONES.index(cfg.zone_alarm_at)
+        limit_note = f"limits {limits} mm/s (consumer config)" if limits else "asset limits"
+        evidence = [EvidenceRow("velocity_rms", r.velocity_rms, f"mm/s, zone {zone}, "
+                                f"{limit_note}")]
+        if ZONES.index(zone) >= at:
+            ch.zone_clean = 0
+            if ch.zone_alarm is None:
+                ch.zone_alarm = AlarmRow(
+                    id=f"{r.pump}:{r.channel}:iso_zone:{r.t0_ns}", site=r.site, pump=r.pump,
+                    channel=r.channel, kind="iso_zone", state="raised", raised_ns=r.t0_ns,
+                    reason=(f"ISO 20816 zone {previous} -> {zone} "
+                            f"(velocity RMS {r.velocity_rms:.2f} mm/s)"),
+                    evidence=evidence,
+                )
+                self.stats.raised += 1
+                return ch.zone_alarm
+            if zone != previous and previous in ZONES:
+                ch.zone_alarm = msgspec.structs.replace(
+                    ch.zone_alarm, updated_ns=0, evidence=evidence,
+                    reason=(f"ISO 20816 zone {previous} -> {zone} "
+                            f"(velocity RMS {r.velocity_rms:.2f} mm/s)"),
+                )
+                self.stats.updated += 1
+                return ch.zone_alarm
+            return None
+        if ch.zone_alarm is None:
+            return None
+        ch.zone_clean += 1
+        if ch.zone_clean < cfg.zone_clear_m:
+            return None
+        episode, ch.zone_alarm = ch.zone_alarm, None
+        ch.zone_clean = 0
+        self.stats.cleared += 1
+        return msgspec.structs.replace(
+            episode, state="cleared", cleared_ns=r.t0_ns, updated_ns=0, evidence=evidence,
+            reason=(f"{episode.reason}; back in zone {zone} for {cfg.zone_clear_m} windows "
+                    f"(velocity RMS {r.velocity_rms:.2f} mm/s)"),
+        )

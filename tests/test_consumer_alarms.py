@@ -1,0 +1,127 @@
+"""Alarm hysteresis and zone alarms (sans-IO), their SQLite storage, and the result topics."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from cloud.consumer.alarms import AlarmConfig, AlarmTracker, ZoneLimits, zone_of
+from cloud.consumer.topics import PumpStates, alarm_message
+from cloud.dashboard.alarms import ALARM_COLUMNS, alarm_from_row
+from cloud.store import AlarmRow, Commit, ResultRow, SQLiteStore
+
+
+def row(t: int, *, anomalous: bool = False, zone: str = "A", vel: float = 1.0,
+        pump: str = "P1", channel: str = "x") -> ResultRow:
+    return ResultRow(
+        device="d", epoch=1, seq=t, site="s", pump=pump, channel=channel, t0_ns=t * 10**9,
+        condition="normal", probabilities={"normal": 1.0}, anomaly_score=2.0 if anomalous
+        else 0.5, anomaly_threshold=1.0, anomalous=anomalous, baseline="pump", iso_zone=zone,
+        velocity_rms=vel, rpm=None, evidence=[], model_version="m", target="t",
+        published_ns=None, received_ns=0,
+    )
+
+
+def flags(pattern: str, **kw: object) -> list[ResultRow]:
+    return [row(i, anomalous=c == "1", **kw) for i, c in enumerate(pattern)]  # type: ignore[arg-type]
+
+
+def test_k_of_n_raises_and_m_clean_clears() -> None:
+    tr = AlarmTracker(AlarmConfig(raise_k=3, window_n=5, clear_m=4, zone_alarm_at=None))
+    # 2 of 5 never raises; the third anomalous window within 5 does.
+    out = tr.observe(flags("1001000100" "10101" "0001" "1" "0000"))
+    assert [(a.state, a.raised_ns // 10**9) for a in out] == [
+        ("raised", 14), ("cleared", 14)]
+    assert out[1].cleared_ns == 23 * 10**9  # four clean windows after the last anomalous (19)
+    assert out[0].id == "P1:x:anomaly:14000000000" == out[1].id
+
+
+def test_chunking_and_order_do_not_change_alarms() -> None:
+    cfg = AlarmConfig(raise_k=2, window_n=3, clear_m=3)
+    rng = random.Random(4)
+    pattern = "".join(rng.choice("0001") for _ in range(300))
+    rows = flags(pattern)
+    whole = AlarmTracker(cfg).observe(rows)
+    tr = AlarmTracker(cfg)
+    split: list[AlarmRow] = []
+    i = 0
+    while i < len(rows):
+        n = rng.randint(1, 7)
+        chunk = rows[i : i + n]
+        rng.shuffle(chunk)  # within one commit the order is arbitrary
+        split += tr.observe(chunk)
+        i += n
+    assert whole == split and len(whole) > 4
+
+
+def test_zone_alarm_changes_and_asset_limits_override() -> None:
+    tr = AlarmTracker(AlarmConfig(zone_alarm_at="C", zone_clear_m=2))
+    zones = "ABCCDDCBBB"
+    out = tr.observe([row(i, zone=z) for i, z in enumerate(zones)])
+    assert [(a.state, a.reason.split(" (")[0]) for a in out] == [
+        ("raised", "ISO 20816 zone B -> C"), ("raised", "ISO 20816 zone C -> D"),
+        ("raised", "ISO 20816 zone D -> C"), ("cleared", "ISO 20816 zone D -> C")]
+    assert len({a.id for a in out}) == 1
+    # Consumer-side limits per pump recompute the zone from velocity RMS.
+    cfg = AlarmConfig(zone_limits=[ZoneLimits(pump="P9", limits=(2.3, 4.5, 7.1))])
+    tr = AlarmTracker(cfg)
+    assert tr.observe([row(0, zone="C", vel=3.0, pump="P9")]) == []  # B under group 1 limits
+    assert tr.observe([row(1, zone="C", vel=3.0, pump="P1")])[0].kind == "iso_zone"
+    assert zone_of(7.2, (2.3, 4.5, 7.1)) == "D" and zone_of(float("nan"), (1, 2, 3)) == "?"
+
+
+def test_restore_clears_an_episode_raised_before_a_restart() -> None:
+    cfg = AlarmConfig(raise_k=1, window_n=1, clear_m=2, zone_alarm_at=None)
+    raised = AlarmTracker(cfg).observe(flags("1"))
+    tr = AlarmTracker(cfg)
+    tr.restore(raised)
+    out = tr.observe([row(5), row(6)])
+    assert [(a.id, a.state) for a in out] == [(raised[0].id, "cleared")]
+
+
+def test_sqlite_store_writes_the_dashboard_contract(tmp_path: Path) -> None:
+    async def go() -> list[AlarmRow]:
+        store = SQLiteStore(f"sqlite:///{tmp_path / 'a.db'}")
+        await store.open()
+        try:
+            tr = AlarmTracker(AlarmConfig(raise_k=1, window_n=1, clear_m=1, zone_alarm_at=None))
+            a1 = tr.observe(flags("1"))
+            o1 = await store.commit(Commit(alarms=a1))
+            a2 = tr.observe(flags("10"))
+            o2 = await store.commit(Commit(alarms=a2))
+            assert o2.alarms[-1].updated_ns > o1.alarms[0].updated_ns
+            return await store.alarms()
+        finally:
+            await store.close()
+
+    alarms = asyncio.run(go())
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "a.db")
+    rows = [alarm_from_row(r) for r in con.execute(f"SELECT {ALARM_COLUMNS} FROM alarms")]  # noqa: S608
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    con.close()
+    assert "results_stored" in indexes
+    assert [a.state for a in alarms] == ["cleared"] and len(rows) == 1
+    assert rows[0].id == alarms[0].id and rows[0].state == "cleared"
+    assert rows[0].evidence[0].name == "anomaly_score"
+
+
+def test_condition_state_keeps_the_newest_window_per_channel() -> None:
+    ps = PumpStates()
+    assert ps.update([row(5), row(3, channel="y")], stored_ns=1) == [("s", "P1")]
+    ps.update([row(4)], stored_ns=2)  # late: ignored
+    msg = msgspec.json.decode(ps.message("s", "P1"))
+    assert msg["v"] == 1 and msg["channels"]["x"]["seq"] == 5 and msg["channels"]["y"]["seq"] == 3
+    a = AlarmTracker(AlarmConfig(raise_k=1, window_n=1)).observe(flags("1"))[0]
+    assert msgspec.json.decode(alarm_message(a))["alarm"]["id"] == a.id
+
+
+@pytest.mark.parametrize("bad", [{"raise_k": 6, "window_n": 5}])
+def test_alarm_config_validation(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="raise_k"):
+        msgspec.convert(bad, AlarmConfig)
