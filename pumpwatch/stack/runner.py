@@ -131,7 +131,8 @@ class Stack:
 
     # -- start -------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def preflight(self) -> None:
+        """Fail fast, before any training: ports in use, no broker binary."""
         o = self.opts
         check_ports({
             "broker": (o.broker_port, "--broker-port"),
@@ -141,6 +142,10 @@ class Stack:
         if not os.access(MOSQUITTO, os.X_OK):
             raise StackError(f"mosquitto not found at {MOSQUITTO}: install it "
                              "(apt-get install mosquitto) or set PUMPWATCH_MOSQUITTO")
+
+    def start(self) -> None:
+        o = self.opts
+        self.preflight()  # again: training may have taken minutes
         self.run_start_ns = time.time_ns()
         self._say("starting broker (mTLS) ...")
         b = self.sup.start("broker", [MOSQUITTO, "-c", str(o.path("broker", "mosquitto.conf"))])
@@ -317,6 +322,7 @@ class Stack:
     def run_up(self, *, refresh_s: float = 1.0) -> int:
         self._install_signals()
         try:
+            self.preflight()
             self.prepare()
             self.prepare_models(quiet=False)
             self.start()
@@ -333,7 +339,7 @@ class Stack:
         except KeyboardInterrupt:
             return 0
         except StackError as exc:
-            self._say(f"pumpwatch up: {exc}")
+            print(f"pumpwatch up: {exc}", file=sys.stderr, flush=True)
             return 1
         finally:
             self.shutdown()
@@ -342,6 +348,7 @@ class Stack:
         self._install_signals()
         duration = self.opts.duration_s or 60.0
         try:
+            self.preflight()
             self.prepare()
             self.prepare_models(quiet=True)
             self.start()
@@ -378,7 +385,7 @@ class Stack:
         except KeyboardInterrupt:
             return 1
         except StackError as exc:
-            self._say(f"pumpwatch demo: {exc}")
+            print(f"pumpwatch demo: {exc}", file=sys.stderr, flush=True)
             return 1
         finally:
             self.shutdown()

@@ -1,0 +1,235 @@
+"""``pumpwatch up`` / ``pumpwatch demo``: the local stack as real processes.
+
+The classifier is trained once per module, small (about 10 s), and copied into
+each test's state directory (the stack trains only when that is absent). The
+end-to-end tests run the real thing: Mosquitto with mTLS, the model server,
+the consumer, the dashboard and simulated edge agents, 2 pumps x 3 axes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config as load_edge_config
+from pumpwatch.stack.monitor import ResultRow
+from pumpwatch.stack.plan import StackOptions, devices, edge_config, plan_fleet
+from pumpwatch.stack.score import score, standin_alarms
+
+from .infra.mosquitto import free_port, mosquitto_available
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_broker = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
+
+
+# --- plan, configs, scoring (no processes) ----------------------------------------------------
+
+def test_fleet_schedule_keeps_some_pumps_healthy_and_staggers_faults() -> None:
+    opts = StackOptions(pumps=8, healthy_s=60, fault_delay_s=10, onset_spacing_s=30)
+    fleet = plan_fleet(opts)
+    assert [p.id for p in fleet] == [f"p0{i}" for i in range(1, 9)]
+    healthy = [p.id for p in fleet if p.fault is None]
+    assert healthy == ["p02", "p06"]
+    onsets = [p.fault.onset_s for p in fleet if p.fault is not None]
+    assert onsets == [70.0, 100.0, 130.0, 160.0, 190.0, 220.0]
+    assert len({p.fault.kind for p in fleet if p.fault is not None}) == 6
+    assert {p.device for p in fleet} == {"gw-01", "gw-02", "gw-03", "gw-04"}
+    assert all(len(p.config.sensors) == 3 for p in fleet)
+
+
+def test_prepare_writes_certificates_and_configs_the_components_accept(tmp_path: Path) -> None:
+    from cloud.consumer import load_config as load_cloud_config
+    from pumpwatch.stack import Stack
+
+    opts = StackOptions(state=tmp_path, pumps=3, pumps_per_agent=2, broker_port=18883,
+                        duration_s=30.0)
+    Stack(opts).prepare()
+    cfg = load_cloud_config(tmp_path / "cloud.toml")
+    assert cfg.mqtt.port == 18883 and cfg.mqtt.tls is not None
+    assert cfg.store.url == opts.store_url
+    for dev, pumps in devices(plan_fleet(opts)).items():
+        path = tmp_path / "edge" / dev / "edge.toml"
+        assert path.read_text() == edge_config(opts, dev, pumps)
+        ecfg = load_edge_config(path)
+        assert ecfg.device == dev and ecfg.source.duration_s == 30.0
+        assert [p.id for p in ecfg.pumps] == [p.id for p in pumps]
+        assert all(len(p.channels) == 3 for p in ecfg.pumps)
+        assert (tmp_path / "pki" / "devices" / f"{dev}.key").stat().st_mode & 0o077 == 0
+    conf = (tmp_path / "broker" / "mosquitto.conf").read_text()
+    assert "require_certificate true" in conf and "listener 18883 127.0.0.1" in conf
+    ca = (tmp_path / "pki" / "ca.crt").read_bytes()
+    Stack(opts).prepare()  # a second start reuses the CA
+    assert (tmp_path / "pki" / "ca.crt").read_bytes() == ca
+
+
+def _rows(pump: str, t0s: range, anomalous: bool, cond: str, baseline: str = "pump") -> list[
+        ResultRow]:
+    return [ResultRow(device="gw-01", pump=pump, channel=ch, t0_ns=t * 10**9, condition=cond,
+                      anomalous=anomalous, baseline=baseline, stored_ns=t * 10**9 + 10**9)
+            for t in t0s for ch in ("x", "y", "z")]
+
+
+def test_standin_needs_three_of_five_flagged_windows_against_the_pumps_baseline() -> None:
+    rows = (_rows("p01", range(0, 10), False, "healthy")
+            + _rows("p01", range(10, 12), True, "bearing_outer")  # 2 windows: no alarm yet
+            + _rows("p01", range(12, 13), False, "healthy")
+            + _rows("p01", range(13, 14), True, "bearing_outer")  # third of five: alarm
+            + _rows("p02", range(0, 14), True, "imbalance", baseline="fleet"))  # not judged
+    alarms = standin_alarms(rows)
+    assert [(a.pump, a.raised_ns, a.condition) for a in alarms] == [
+        ("p01", 14 * 10**9, "bearing_outer")]
+
+
+def test_score_counts_detection_classification_and_false_alarms() -> None:
+    opts = StackOptions(pumps=2, healthy_s=10, fault_delay_s=0, onset_spacing_s=1)
+    fleet = plan_fleet(opts)  # p01: outer_race at 10 s; p02 healthy
+    rows = (_rows("p01", range(0, 10), False, "healthy")
+            + _rows("p01", range(10, 20), True, "bearing_outer")
+            + _rows("p02", range(0, 20), False, "healthy"))
+    verdict = score(fleet=fleet, source_start_ns={"gw-01": 0}, alarms=standin_alarms(rows),
+                    horizon_ns=20 * 10**9)
+    assert verdict["faults_injected"] == verdict["faults_detected"] == 1
+    assert verdict["faults_classified"] == 1 and verdict["false_alarms"] == 0
+    assert verdict["detection_delay_s"] == {"p01": 3.0}
+    early = _rows("p02", range(0, 5), True, "cavitation")
+    verdict = score(fleet=fleet, source_start_ns={"gw-01": 0},
+                    alarms=standin_alarms(rows + early), horizon_ns=20 * 10**9)
+    assert verdict["false_alarms"] == 1
+
+
+# --- the real stack -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("stack-model") / "trained"
+    subprocess.run(
+        [sys.executable, "-m", "pumpwatch", "train", "--out", str(out), "--pumps-per-class",
+         "4", "--test-pumps-per-class", "2", "--seconds", "2", "--quiet",
+         "--model-version", "stack-test"],
+        check=True, capture_output=True, cwd=ROOT, timeout=300,
+    )
+    return out
+
+
+def _state(tmp_path: Path, trained: Path) -> Path:
+    state = tmp_path / "state"
+    shutil.copytree(trained, state / "models" / "trained")
+    return state
+
+
+def _ports() -> list[str]:
+    return ["--broker-port", str(free_port()), "--dashboard-port", str(free_port()),
+            "--endpoint-port", str(free_port())]
+
+
+def _leftovers(marker: str) -> list[str]:
+    """Command lines of live processes mentioning ``marker`` (the test's state dir)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if marker in cmd and ") Z " not in stat:
+            out.append(f"{pid}: {cmd}")
+    return out
+
+
+@needs_broker
+def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, trained: Path) -> None:
+    state = _state(tmp_path, trained)
+    summary = tmp_path / "out.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "pumpwatch", "demo", "--pumps", "2", "--duration", "25",
+         "--state", str(state), "--summary", str(summary), *_ports()],
+        capture_output=True, text=True, cwd=ROOT, timeout=240,
+    )
+    assert summary.exists(), r.stdout + r.stderr
+    s = json.loads(summary.read_text())
+    print(json.dumps(s))
+    # 25 s x 2 pumps x 3 axes, every one stored
+    assert s["published"] >= 140 and s["stored"] == s["published"] and s["lost"] == 0
+    assert s["faults_injected"] == 1 and s["faults_detected"] == 1, s["pumps"]
+    assert s["false_alarms"] == 0
+    assert s["p50_ms"] is not None and s["p99_ms"] >= s["p50_ms"]
+    assert s["detection_source"].startswith(("stand-in", "alarms table"))
+    assert set(s["detection_delay_s"]) == {"p01"}
+    assert r.returncode in (0, 3), r.stderr
+    assert not _leftovers(str(state))
+    # state is reused: certificates, trained model, registry, store
+    assert (state / "pki" / "devices" / "gw-01.crt").exists()
+    assert (state / "pumpwatch.db").exists()
+
+
+def _wait_for(pred: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@needs_broker
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_runs_until_a_signal_then_leaves_no_process(
+        tmp_path: Path, trained: Path, sig: signal.Signals) -> None:
+    state = _state(tmp_path, trained)
+    ports = _ports()
+    dash = int(ports[3])
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pumpwatch", "up", "--pumps", "2", "--state", str(state),
+             "--healthy-s", "8", *ports],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+        )
+    try:
+        # running: the status display shows stored results and the dashboard serves the fleet
+        assert _wait_for(lambda: "stored" in log.read_text() and any(
+            ln.startswith("consumer") and " stored 0 " not in ln
+            for ln in log.read_text().splitlines()), 90), log.read_text()[-3000:]
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/pumps", timeout=5) as resp:
+            pumps = json.loads(resp.read())["pumps"]
+        assert {p["pump"] for p in pumps} <= {"p01", "p02"} and pumps
+        text = log.read_text()
+        assert f"http://127.0.0.1:{dash}/" in text and "reports/s" in text
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "stopped;" in log.read_text()
+    assert not _leftovers(str(state)), _leftovers(str(state))
+
+
+@needs_broker
+def test_a_port_in_use_is_a_clear_error_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "pumpwatch", "up", "--state", str(tmp_path / "state"),
+             "--broker-port", str(free_port()), "--dashboard-port", str(busy),
+             "--endpoint-port", str(free_port())],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )
+    assert r.returncode == 1
+    assert f"port {busy} (dashboard) is already in use" in r.stderr
+    assert "--dashboard-port" in r.stderr
+    assert not (tmp_path / "state" / "models").exists()  # failed before training
