@@ -79,11 +79,11 @@ def _rows(pump: str, t0s: range, anomalous: bool, cond: str, baseline: str = "pu
 
 
 def test_standin_needs_three_of_five_flagged_windows_against_the_pumps_baseline() -> None:
-    rows = (_rows("p01", range(0, 10), False, "healthy")
+    rows = (_rows("p01", range(10), False, "healthy")
             + _rows("p01", range(10, 12), True, "bearing_outer")  # 2 windows: no alarm yet
             + _rows("p01", range(12, 13), False, "healthy")
             + _rows("p01", range(13, 14), True, "bearing_outer")  # third of five: alarm
-            + _rows("p02", range(0, 14), True, "imbalance", baseline="fleet"))  # not judged
+            + _rows("p02", range(14), True, "imbalance", baseline="fleet"))  # not judged
     alarms = standin_alarms(rows)
     assert [(a.pump, a.raised_ns, a.condition) for a in alarms] == [
         ("p01", 14 * 10**9, "bearing_outer")]
@@ -92,15 +92,15 @@ def test_standin_needs_three_of_five_flagged_windows_against_the_pumps_baseline(
 def test_score_counts_detection_classification_and_false_alarms() -> None:
     opts = StackOptions(pumps=2, healthy_s=10, fault_delay_s=0, onset_spacing_s=1)
     fleet = plan_fleet(opts)  # p01: outer_race at 10 s; p02 healthy
-    rows = (_rows("p01", range(0, 10), False, "healthy")
+    rows = (_rows("p01", range(10), False, "healthy")
             + _rows("p01", range(10, 20), True, "bearing_outer")
-            + _rows("p02", range(0, 20), False, "healthy"))
+            + _rows("p02", range(20), False, "healthy"))
     verdict = score(fleet=fleet, source_start_ns={"gw-01": 0}, alarms=standin_alarms(rows),
                     horizon_ns=20 * 10**9)
     assert verdict["faults_injected"] == verdict["faults_detected"] == 1
     assert verdict["faults_classified"] == 1 and verdict["false_alarms"] == 0
     assert verdict["detection_delay_s"] == {"p01": 3.0}
-    early = _rows("p02", range(0, 5), True, "cavitation")
+    early = _rows("p02", range(5), True, "cavitation")
     verdict = score(fleet=fleet, source_start_ns={"gw-01": 0},
                     alarms=standin_alarms(rows + early), horizon_ns=20 * 10**9)
     assert verdict["false_alarms"] == 1
