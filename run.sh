@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh dev
-exec .venv/bin/pumpwatch selftest "$@"
+exec .venv/bin/pumpwatch up "$@"
