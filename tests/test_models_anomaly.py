@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 import dsp
-from cloud.model.anomaly import BaselineConfig, fit_pump_baselines, score_reports
+from cloud.model.anomaly import (
+    BASELINE_FEATURES,
+    BaselineConfig,
+    fit_pump_baselines,
+    score_reports,
+    shrunk_whitener,
+)
 from cloud.model.baseline import FLEET, Baselines
 from cloud.model.bundle import load_bundle, write_bundle
 from cloud.model.evaluation import auroc
@@ -122,3 +128,42 @@ def test_scores_are_finite_for_every_report(aset: AnomalySet) -> None:
     s, t = score_reports(b, aset.faulty[3] + aset.healthy[3])
     assert np.all(np.isfinite(s)) and np.all(np.isfinite(t))
     assert isinstance(aset.fit[3][0], dsp.Report)
+
+
+def test_mahalanobis_counts_correlated_features_once(tmp_path: Path) -> None:
+    rng = np.random.default_rng(SEED)
+    common = rng.normal(size=(400, 1))
+    x = np.hstack([common + 0.1 * rng.normal(size=(400, 1)) for _ in range(3)])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    w, lam = shrunk_whitener(x, mean, scale)
+    assert 0.0 <= lam < 0.2, f"400 reports of 3 features need little shrinkage, got {lam}"
+    along = np.array([[2.0, 2.0, 2.0]]) * scale + mean  # all three move together: one cause
+    against = np.array([[2.0, -2.0, 2.0]]) * scale + mean  # breaks the healthy correlation
+    d = [float(np.linalg.norm(w @ ((v - mean) / scale)[0])) for v in (along, against)]
+    assert d[0] < 2.5 < 10.0 < d[1], d
+    few = x[:4]
+    assert shrunk_whitener(few, few.mean(axis=0), few.std(axis=0) + 1e-3)[1] > 0.3
+
+    # the artifact keeps the whitening; merging with a plain baseline keeps both exact
+    aset = simulate_anomaly(1, seed=SEED, fit_s=9, test_s=1)
+    b = fit_pump_baselines(aset.fit[0])
+    k = len(BASELINE_FEATURES)
+    assert b.whiten is not None and b.whiten.shape == (1, k, k)
+    b.save(tmp_path / "b.npz")
+    back = Baselines.load(tmp_path / "b.npz")
+    assert back.whiten is not None
+    np.testing.assert_array_equal(back.whiten, b.whiten)
+    plain = fit_pump_baselines(
+        [msgspec.structs.replace(r, pump="plain") for r in aset.fit[0]],
+        BaselineConfig(correlation=False),
+    )
+    assert plain.whiten is None
+    both = b.merged(plain)
+    s1, _ = score_reports(b, aset.healthy[0])
+    s2, _ = score_reports(both, aset.healthy[0])
+    np.testing.assert_allclose(s1, s2)
+    s3, _ = score_reports(plain, [msgspec.structs.replace(r, pump="plain")
+                                  for r in aset.healthy[0]])
+    s4, _ = score_reports(both, [msgspec.structs.replace(r, pump="plain")
+                                 for r in aset.healthy[0]])
+    np.testing.assert_allclose(s3, s4)

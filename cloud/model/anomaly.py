@@ -4,14 +4,18 @@ Theory of operation. A pump's baseline is the location and spread of a
 feature vector over that pump's own healthy period: log band energies
 (acceleration RMS per report band), log broadband and order-line velocities
 (1x, 2x, 3x, blade pass), log kurtosis and crest, and log envelope-line
-prominences at the bearing defect frequencies. The score of a report is the
-RMS z-score over the features it carries (a diagonal Mahalanobis distance,
-divided by sqrt(#features): about 1 for a typical healthy report); the
-per-feature spread has a floor (``SCALE_FLOOR``, 0.02 decades ~ 5 %) so
-that a feature that happened to be steady in the healthy period cannot turn
-noise into alarms. The artifact is :class:`cloud.model.baseline.Baselines`
-(one small ``.npz`` inside the bundle, numpy only), so the model server
-serves it unchanged.
+prominences at the bearing defect frequencies. The score of a report is its
+Mahalanobis distance from the baseline, divided by sqrt(#features) (about 1
+for a typical healthy report): ``z`` = per-feature deviation over spread,
+then whitened by the pump's feature *correlation*, shrunk towards the
+identity with the Ledoit-Wolf rule (a healthy period of a few dozen reports
+cannot estimate 16x16 correlations; with very few reports the shrinkage
+goes to 1 and the score is the plain RMS z-score). The per-feature spread
+has a floor (``SCALE_FLOOR``, 0.02 decades ~ 5 %) so that a feature that
+happened to be steady in the healthy period cannot turn noise into alarms.
+The artifact is :class:`cloud.model.baseline.Baselines` (one small ``.npz``
+inside the bundle, numpy only, with the whitening matrix), which the model
+server scores the same way.
 
 Calibration. The healthy period is split in time: the first
 ``1 - calibrate_share`` fits location and spread, the rest (never seen by
@@ -65,15 +69,49 @@ class BaselineConfig:
     margin: float = 1.2
     min_threshold: float = 2.0  # RMS z-score
     min_reports: int = 6
+    correlation: bool = True  # Mahalanobis with shrunk correlation; False: RMS z-score
 
 
-def _scores(x: F64, mean: F64, scale: F64) -> F64:
+def _scores(x: F64, mean: F64, scale: F64, whiten: F64 | None = None) -> F64:
+    """What :meth:`Baselines.score` computes, for one pump's rows."""
     z = (x - mean) / scale
-    z2 = z * z
-    count = np.sum(np.isfinite(z2), axis=1)
+    count = np.sum(np.isfinite(z), axis=1)
+    u = z if whiten is None else np.nan_to_num(z, nan=0.0) @ whiten.T
     with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.sqrt(np.nansum(z2, axis=1) / count)
+        s = np.sqrt(np.nansum(u * u, axis=1) / count)
     return np.where(count > 0, s, np.nan)
+
+
+def shrunk_whitener(x: F64, mean: F64, scale: F64) -> tuple[F64, float]:
+    """``L^-1`` of the Ledoit-Wolf-shrunk correlation of ``z`` (identity off the valid features).
+
+    Returns the ``(F, F)`` whitening matrix and the shrinkage used (1 = none
+    of the sample correlation kept).
+    """
+    f = x.shape[1]
+    out = np.eye(f)
+    valid = np.isfinite(mean)
+    z = ((x - mean) / scale)[:, valid]
+    z = z[np.all(np.isfinite(z), axis=1)]
+    n, k = z.shape
+    if n < 3 or k < 2:
+        return out, 1.0
+    zc = z - z.mean(axis=0)
+    sd = zc.std(axis=0)
+    y = zc / np.where(sd > 0, sd, 1.0)
+    sample = y.T @ y / n
+    eye = np.eye(k)
+    d2 = float(np.sum((sample - eye) ** 2))
+    b2 = (float(np.sum(np.sum(y * y, axis=1) ** 2)) - n * float(np.sum(sample**2))) / n**2
+    lam = 1.0 if d2 <= 0 else float(np.clip(b2 / d2, 0.0, 1.0))
+    corr = (1.0 - lam) * sample + lam * eye
+    try:
+        chol = np.linalg.cholesky(corr)
+    except np.linalg.LinAlgError:
+        return out, 1.0
+    inv = np.linalg.solve(chol, eye)
+    out[np.ix_(valid, valid)] = inv
+    return out, lam
 
 
 def _location_scale(x: F64) -> tuple[F64, F64]:
@@ -88,18 +126,20 @@ def _location_scale(x: F64) -> tuple[F64, F64]:
     return mean, scale
 
 
-def _fit_one(x: F64, cfg: BaselineConfig) -> tuple[F64, F64, float]:
+def _fit_one(x: F64, cfg: BaselineConfig) -> tuple[F64, F64, float, F64]:
     n = x.shape[0]
     n_cal = round(n * cfg.calibrate_share)
     n_cal = min(max(n_cal, 1), n - 2) if n >= 3 else 0
     fit, cal = x[: n - n_cal], x[n - n_cal :]
     mean, scale = _location_scale(fit)
-    s = _scores(cal if n_cal else fit, mean, scale)
+    w = shrunk_whitener(fit, mean, scale)[0] if cfg.correlation else None
+    s = _scores(cal if n_cal else fit, mean, scale, w)
     s = s[np.isfinite(s)]
     q = float(np.quantile(s, 1.0 - cfg.false_alarm_rate)) if s.size else 0.0
-    # Refit location and spread on the whole period: the threshold came from unseen data.
+    # Refit on the whole period: the threshold came from data the fit had not seen.
     mean, scale = _location_scale(x)
-    return mean, scale, max(q * cfg.margin, cfg.min_threshold)
+    w_all = shrunk_whitener(x, mean, scale)[0] if cfg.correlation else np.eye(x.shape[1])
+    return mean, scale, max(q * cfg.margin, cfg.min_threshold), w_all
 
 
 def fit_pump_baselines(
@@ -127,12 +167,14 @@ def fit_pump_baselines(
         groups[FLEET] = list(range(len(reps)))
     pumps: list[str] = []
     rows: list[tuple[F64, F64, float, int]] = []
+    whiten: list[F64] = []
     for pump, idx in groups.items():
         if len(idx) < cfg.min_reports:
             continue
-        m, s, t = _fit_one(x[idx], cfg)
+        m, s, t, w = _fit_one(x[idx], cfg)
         pumps.append(pump)
         rows.append((m, s, t, len(idx)))
+        whiten.append(w)
     k = len(cfg.features)
     return Baselines(
         feature_names=cfg.features,
@@ -141,6 +183,7 @@ def fit_pump_baselines(
         scale=np.array([r[1] for r in rows]).reshape(len(rows), k),
         threshold=np.array([r[2] for r in rows], dtype=np.float64),
         n_fit=np.array([r[3] for r in rows], dtype=np.int64),
+        whiten=np.array(whiten).reshape(len(rows), k, k) if cfg.correlation else None,
     )
 
 

@@ -10,8 +10,15 @@ reports' own scores times ``margin`` (in-sample; a held-out calibration is
 the models issue's job). A row named ``*`` is a fleet baseline, used for
 pumps without their own (results then say ``baseline="fleet"``).
 
+With ``whiten`` (optional, fitted by :mod:`cloud.model.anomaly`), the score
+is a Mahalanobis distance instead: ``sqrt(|L^-1 z|^2 / k)`` where ``L L^T`` is
+the pump's shrunk correlation matrix of ``z``, so features that move together
+(band energies and broadband RMS under a load change) count once, not once
+each. Without it (or for a row whose ``whiten`` is the identity), the RMS
+z-score above.
+
 Artifact: one ``.npz`` (``pumps``, ``feature_names``, ``mean``, ``scale``,
-``threshold``, ``n_fit``) -- small, numpy-only, no pickle.
+``threshold``, ``n_fit``, optionally ``whiten``) -- small, numpy-only, no pickle.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class Baselines:
     scale: F64  # (P, F)
     threshold: F64  # (P,)
     n_fit: NDArray[np.int64]  # (P,)
+    whiten: F64 | None = None  # (P, F, F): inverse Cholesky factor of the shrunk correlation
     index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -75,12 +83,17 @@ class Baselines:
         ):
             if arr.shape != shape:
                 raise BundleError(f"baselines {name} has shape {arr.shape}, expected {shape}")
+        if self.whiten is not None and self.whiten.shape != (p, f, f):
+            raise BundleError(
+                f"baselines whiten has shape {self.whiten.shape}, expected {(p, f, f)}"
+            )
         object.__setattr__(self, "index", {pump: i for i, pump in enumerate(self.pumps)})
 
     @property
     def nbytes(self) -> int:
         names = sum(len(p) + 50 for p in self.pumps)
-        return int(self.mean.nbytes + self.scale.nbytes + self.threshold.nbytes) + names
+        w = 0 if self.whiten is None else self.whiten.nbytes
+        return int(self.mean.nbytes + self.scale.nbytes + self.threshold.nbytes + w) + names
 
     def has(self, pump: str) -> bool:
         return pump in self.index
@@ -102,6 +115,9 @@ class Baselines:
             thr = np.where(have, self.threshold[safe], np.nan)
         z2 = z * z
         count = np.sum(np.isfinite(z2), axis=1)
+        if self.whiten is not None and len(self.pumps):
+            u = np.einsum("nij,nj->ni", self.whiten[safe], np.nan_to_num(z, nan=0.0))
+            z2 = u * u
         with np.errstate(invalid="ignore", divide="ignore"):
             s = np.sqrt(np.nansum(z2, axis=1) / count)
         s = np.where(have & (count > 0), s, np.nan)
@@ -112,16 +128,18 @@ class Baselines:
         return BaselineScores(s, thr, own, top.astype(np.int64), top_z)
 
     def save(self, path: Path) -> None:
+        arrays: dict[str, np.ndarray] = {
+            "feature_names": np.array(self.feature_names, dtype=str),
+            "pumps": np.array(self.pumps, dtype=str),
+            "mean": self.mean,
+            "scale": self.scale,
+            "threshold": self.threshold,
+            "n_fit": self.n_fit,
+        }
+        if self.whiten is not None:
+            arrays["whiten"] = self.whiten
         with path.open("wb") as fh:
-            np.savez(
-                fh,
-                feature_names=np.array(self.feature_names, dtype=str),
-                pumps=np.array(self.pumps, dtype=str),
-                mean=self.mean,
-                scale=self.scale,
-                threshold=self.threshold,
-                n_fit=self.n_fit,
-            )
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> Baselines:
@@ -134,6 +152,7 @@ class Baselines:
                     scale=z["scale"].astype(np.float64).reshape(len(z["pumps"]), -1),
                     threshold=z["threshold"].astype(np.float64),
                     n_fit=z["n_fit"].astype(np.int64),
+                    whiten=z["whiten"].astype(np.float64) if "whiten" in z.files else None,
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise BundleError(f"cannot load baselines {path}: {exc}") from None
@@ -143,6 +162,9 @@ class Baselines:
         if other.feature_names != self.feature_names:
             raise BundleError("cannot merge baselines over different features")
         keep = [i for i, p in enumerate(self.pumps) if p not in other.index]
+        whiten = None
+        if self.whiten is not None or other.whiten is not None:
+            whiten = np.concatenate([self._whiten_or_eye()[keep], other._whiten_or_eye()])
         return Baselines(
             feature_names=self.feature_names,
             pumps=tuple(self.pumps[i] for i in keep) + other.pumps,
@@ -150,7 +172,14 @@ class Baselines:
             scale=np.concatenate([self.scale[keep], other.scale]),
             threshold=np.concatenate([self.threshold[keep], other.threshold]),
             n_fit=np.concatenate([self.n_fit[keep], other.n_fit]),
+            whiten=whiten,
         )
+
+    def _whiten_or_eye(self) -> F64:
+        if self.whiten is not None:
+            return self.whiten
+        return np.broadcast_to(np.eye(len(self.feature_names)),
+                               (len(self.pumps), *(len(self.feature_names),) * 2)).copy()
 
 
 def _fit_rows(
