@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -10,6 +11,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from cloud.model.bundle import load_bundle
 from cloud.model.registry import LocalRegistry
 from cloud.model.server import ModelServer, ServerConfig
 from cloud.model.train_sim import CLASSES, pump_reports, random_pump
@@ -48,6 +50,15 @@ def test_trained_classifier_and_pump_baseline_served_through_the_registry(
     assert main(["train", "--out", str(tmp_path / "m"), "--pumps-per-class", "1",
                  "--test-pumps-per-class", "1", "--seconds", "1", "--seed", str(SEED),
                  "--baselines", str(tmp_path / "bl" / "baselines.npz"), "--quiet"]) == 0
+    # a site bundle composed from the trained classifier and pumps' baselines
+    assert main(["models", "bundle", "--out", str(tmp_path / "site"), "--model-version", "site-1",
+                 "--classifier-from", str(tmp_path / "m" / "model.tar.gz"),
+                 "--baselines", str(tmp_path / "bl" / "baselines.npz")]) == 0
+    site = load_bundle(tmp_path / "site")
+    assert site.classifier.kind == "mlp" and site.baselines is not None
+    assert site.baselines.pumps == ("P1",)
+    assert "sim_macro_f1" in json.loads((tmp_path / "site" / "bundle.json").read_text())["metrics"]
+
     reg = tmp_path / "registry"
     base = ["models", "--registry", str(reg)]
     assert main([*base, "register", "pumps", str(tmp_path / "m" / "model.tar.gz"),

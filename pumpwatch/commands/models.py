@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
-from cloud.model.baseline import fit_baselines
-from cloud.model.bundle import write_bundle
+from cloud.model.anomaly import BaselineConfig, fit_pump_baselines
+from cloud.model.baseline import Baselines
+from cloud.model.bundle import load_bundle, read_manifest, write_bundle
 from cloud.model.errors import BundleError, RegistryError, RequestError
 from cloud.model.handler import JSON, MSGPACK, decode_request
 from cloud.model.registry import (
@@ -67,9 +69,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--endpoint", default="pumpwatch")
     d.set_defaults(func=_deploy)
 
-    b = ms.add_parser("bundle", help="build a bundle directory (physics + fitted baselines)")
+    b = ms.add_parser("bundle", help="build a bundle directory (classifier + per-pump baselines)")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--model-version", required=True)
+    b.add_argument("--classifier-from", type=Path, default=None, metavar="BUNDLE",
+                   help="take the classifier of this bundle (e.g. pumpwatch train's "
+                   "model.tar.gz); default: the physics rules")
+    b.add_argument("--baselines", type=Path, nargs="*", default=[], metavar="NPZ",
+                   help="baselines.npz files (pumpwatch baseline fit) to merge in")
     b.add_argument("--baselines-from", type=Path, nargs="*", default=[],
                    help="InvocationRequest files (.msgpack or .json) of healthy reports")
     b.add_argument("--fleet", action="store_true", help="also fit a fleet baseline ('*')")
@@ -200,6 +207,17 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_manifest_metrics(path: Path) -> dict[str, float]:
+    """The metrics a bundle (dir or model.tar.gz) was registered with, if it says."""
+    if path.is_dir():
+        return dict(read_manifest(path).get("metrics") or {})
+    with tarfile.open(path, "r:*") as tar:
+        member = tar.extractfile("bundle.json")
+        if member is None:
+            return {}
+        return dict(json.loads(member.read()).get("metrics") or {})
+
+
 @_guard
 def _bundle(args: argparse.Namespace) -> int:
     reports = []
@@ -208,10 +226,21 @@ def _bundle(args: argparse.Namespace) -> int:
         reports.extend(decode_request(path.read_bytes(), ctype))
     baselines = None
     if reports:
-        baselines = fit_baselines(reports, min_reports=args.min_reports, fleet=args.fleet)
+        baselines = fit_pump_baselines(
+            reports, BaselineConfig(min_reports=args.min_reports), fleet=args.fleet
+        )
+    for path in args.baselines:
+        more = Baselines.load(path)
+        baselines = more if baselines is None else baselines.merged(more)
+    classifier = None
+    metrics: dict[str, float] = {}
+    if args.classifier_from is not None:
+        source = load_bundle(args.classifier_from)
+        classifier = source.classifier
+        metrics = read_manifest_metrics(args.classifier_from)
     out = write_bundle(
-        args.out, model_version=args.model_version, baselines=baselines,
-        description=args.description,
+        args.out, model_version=args.model_version, classifier=classifier, baselines=baselines,
+        description=args.description, metrics=metrics,
     )
     pumps = ", ".join(baselines.pumps) if baselines is not None else "none"
     print(f"bundle {args.model_version} in {out} (baselines: {pumps})")
