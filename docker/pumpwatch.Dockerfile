@@ -1,0 +1,27 @@
+# pumpwatch: one image for the pipeline's roles in docker-compose.yml (edge agent,
+# consumer, dashboard, certificate/model initialisation). The model server runs the
+# SageMaker inference container instead (model-server.Dockerfile).
+#
+#   docker build -f docker/pumpwatch.Dockerfile -t pumpwatch .
+#   docker run --rm pumpwatch pumpwatch --help
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    OMP_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1
+
+WORKDIR /opt/pumpwatch
+COPY pyproject.toml README.md /opt/pumpwatch/
+COPY dsp/ /opt/pumpwatch/dsp/
+COPY simulator/ /opt/pumpwatch/simulator/
+COPY edge/ /opt/pumpwatch/edge/
+COPY cloud/ /opt/pumpwatch/cloud/
+COPY pumpwatch/ /opt/pumpwatch/pumpwatch/
+RUN pip install --no-cache-dir '/opt/pumpwatch[all]' && pumpwatch --version
+COPY docker/stack-init.sh /usr/local/bin/pumpwatch-stack-init
+RUN chmod 0755 /usr/local/bin/pumpwatch-stack-init
+
+# state (certificates, models, store, spool) lives in a volume mounted here
+VOLUME ["/state"]
+CMD ["pumpwatch", "--help"]
