@@ -1,7 +1,9 @@
-"""Results store: one interface (:class:`Store`), SQLite now, PostgreSQL next.
+"""Results store: one interface (:class:`Store`), SQLite (embedded) and PostgreSQL (shared).
 
-:func:`open_store` picks the implementation from the URL scheme:
-``sqlite:///PATH`` (or a bare path) -> :class:`SQLiteStore`.
+:func:`make_store` picks the implementation from the URL scheme:
+``sqlite:///PATH`` (or a bare path) -> :class:`SQLiteStore`;
+``postgresql://user@host:port/db`` (or ``postgres://``) -> :class:`PostgresStore`
+(imported on first use, so SQLite-only installs need no PostgreSQL driver).
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ def make_store(url: str, **options: Any) -> Store:
     if scheme == "sqlite":
         return SQLiteStore(url, **options)
     if scheme in ("postgres", "postgresql"):
-        raise StoreError(f"PostgreSQL store not available yet ({url=}); use sqlite:///PATH")
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"PostgreSQL store needs asyncpg (pip install 'pumpwatch[cloud]'): {exc}"
+            ) from None
+        return PostgresStore(url, **options)
     raise StoreError(f"unknown store URL scheme {scheme!r} in {url=}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from .mosquitto import Mosquitto, mosquitto_available
+from .postgres import PostgresServer, postgres_available
 
 MOSQUITTO_MISSING = (
     "mosquitto not installed: run `bash scripts/system-deps.sh` as root "
@@ -55,3 +57,21 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
 def unique_topic() -> str:
     """A topic prefix no other test uses: ``test/<random>``."""
     return f"test/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server per session; skips where impossible (fails under CI)."""
+    reason = postgres_available()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " -- PostgreSQL must be available under CI")
+        pytest.skip(reason)
+    with PostgresServer() as pg:
+        yield pg
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's server."""
+    return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
