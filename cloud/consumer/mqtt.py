@@ -72,8 +72,11 @@ class MqttStats:
 class MqttSource:
     """Owns one paho client. ``start`` connects (in the background); ``stop`` disconnects."""
 
-    def __init__(self, config: MqttConfig, handoff: Handoff[Delivery]) -> None:
+    def __init__(
+        self, config: MqttConfig, handoff: Handoff[Delivery], *, subscribe: bool = True
+    ) -> None:
         self.config = config
+        self._subscribe = subscribe
         self._handoff = handoff
         self.stats = MqttStats()
         self._generation = 0
@@ -121,12 +124,17 @@ class MqttSource:
         )
         self._client.loop_start()
 
-    def stop(self) -> None:
-        """Disconnect (the session and unacked messages stay at the broker) and join."""
+    def stop(self, *, expire_session: bool = False) -> None:
+        """Disconnect and join. The session and unacked messages stay at the broker, unless
+        ``expire_session`` (Session Expiry 0 in the DISCONNECT: the member is gone for good)."""
         self._stopping = True
         self._handoff.close()
         try:
-            self._client.disconnect()
+            props = None
+            if expire_session:
+                props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = 0
+            self._client.disconnect(properties=props)
         finally:
             self._client.loop_stop()
 
@@ -192,7 +200,11 @@ class MqttSource:
                 "without persistence): messages queued for it meanwhile are gone",
                 self.config.client_id,
             )
-        client.subscribe(self.config.subscription, options=SubscribeOptions(qos=1))
+        if self._subscribe:
+            client.subscribe(self.config.subscription, options=SubscribeOptions(qos=1))
+        else:
+            # Retiring: the session's queued messages still arrive; no new ones are assigned.
+            client.unsubscribe(self.config.subscription)
         self._loop.call_soon_threadsafe(self.connected.set)
 
     def _on_subscribe(

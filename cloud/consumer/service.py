@@ -197,8 +197,16 @@ class Consumer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set, then drain in-flight work and disconnect."""
+    async def run(self, stop: asyncio.Event, *, retire: bool = False,
+                  retire_idle_s: float = 2.0) -> None:
+        """Consume until ``stop`` is set, then drain in-flight work and disconnect.
+
+        ``retire``: take over this client id's session *without* subscribing (the
+        broker stops assigning new shared messages to it), process what its session
+        still holds, and once nothing arrived for ``retire_idle_s`` and all is acked,
+        disconnect with Session Expiry 0 so the broker forgets the member. This is how
+        an operator removes a consumer for good (see docs/consumer.md, scale-out).
+        """
         cfg = self.config
         loop = asyncio.get_running_loop()
         async with contextlib.AsyncExitStack() as stack:
@@ -208,7 +216,7 @@ class Consumer:
                 self.alarms.restore(await self.store.alarms(state="raised"))
             await stack.enter_async_context(self._invoker)
             self._handoff = Handoff(cfg.consumer.queue_size, loop)
-            self._mqtt = MqttSource(cfg.mqtt, self._handoff)
+            self._mqtt = MqttSource(cfg.mqtt, self._handoff, subscribe=not retire)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 writer = tg.create_task(self._writer_loop(), name="writer")
@@ -224,7 +232,10 @@ class Consumer:
                     if cfg.endpoint.endpoint_url else "", self.store.url,
                 )
                 self._mqtt.start()
-                stack.callback(self._mqtt.stop)
+                stack.callback(self._stop_mqtt, retire)
+                if retire:
+                    chores.append(tg.create_task(self._retire_watch(stop, retire_idle_s),
+                                                 name="retire"))
                 self.started.set()
                 await stop.wait()
                 log.info("stopping: draining in-flight work")
@@ -248,6 +259,29 @@ class Consumer:
                     t.cancel()
             self._tg = None
         log.info("final stats %s", msgspec.json.encode(self.stats()).decode())
+
+    def _stop_mqtt(self, retire: bool) -> None:
+        assert self._mqtt is not None
+        drained = not self._order and not self._inflight
+        if retire and not drained:
+            log.error("retire: %d messages still unacknowledged; keeping the session (run "
+                      "--retire again)", len(self._order))
+        self._mqtt.stop(expire_session=retire and drained)
+
+    async def _retire_watch(self, stop: asyncio.Event, idle_s: float) -> None:
+        assert self._mqtt is not None
+        await self._mqtt.connected.wait()
+        last, quiet_since = -1, time.monotonic()
+        while True:
+            await asyncio.sleep(0.1)
+            delivered = self._mqtt.stats.delivered
+            if delivered != last or self._order or self._inflight:
+                last, quiet_since = delivered, time.monotonic()
+            elif time.monotonic() - quiet_since >= idle_s:
+                log.info("retire: session drained (%d messages processed); leaving the group",
+                         delivered)
+                stop.set()
+                return
 
     # -- ingest ------------------------------------------------------------------------------
 

@@ -26,15 +26,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--print-config", action="store_true", help="print the effective config as JSON and exit"
     )
+    p.add_argument(
+        "--retire", action="store_true",
+        help="retire this consumer (its mqtt.client_id) from the shared subscription for good: "
+        "process what the broker still holds for its session, then end the session",
+    )
     p.set_defaults(func=run)
 
 
-async def _serve(config: ConsumerConfig) -> None:
+async def _serve(config: ConsumerConfig, *, retire: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await Consumer(config).run(stop)
+    await Consumer(config).run(stop, retire=retire)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(msgspec.json.encode(config).decode())
         return 0
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, retire=args.retire))
     except StoreError as exc:
         log.error("results store failed: %s", exc)
         return 1

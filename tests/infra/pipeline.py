@@ -152,13 +152,15 @@ def consumer_config(
     *,
     broker_port: int,
     endpoint_url: str,
-    db: Path,
+    db: Path | str,
     topic_root: str,
     client_id: str = "consumer-test",
     group: str = "g1",
     **sections: dict[str, Any],
 ) -> dict[str, Any]:
-    """A consumer config dict for a local broker, model server and SQLite file."""
+    """A consumer config dict for a local broker, model server and store (a SQLite file's
+    path, or a store URL such as ``postgresql://...``)."""
+    store_url = db if isinstance(db, str) else f"sqlite:///{db}"
     cfg: dict[str, Any] = {
         "mqtt": {
             "host": "127.0.0.1", "port": broker_port, "client_id": client_id, "group": group,
@@ -168,7 +170,7 @@ def consumer_config(
         "endpoint": {"endpoint_url": endpoint_url, "timeout_s": 20.0, "retry_initial_s": 0.1,
                      "retry_max_s": 1.0},
         "batch": {"max_size": 64, "max_delay_ms": 20},
-        "store": {"url": f"sqlite:///{db}", "synchronous": "normal"},
+        "store": {"url": store_url, "synchronous": "normal"},
         "consumer": {"stats_interval_s": 0, "drain_timeout_s": 5.0},
     }
     for name, values in sections.items():
@@ -204,9 +206,10 @@ def _toml_value(v: object) -> str:
 class ConsumerProcess:
     """``pumpwatch cloud --config FILE`` as a subprocess (log to ``log_path``)."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, log_path: Path, *, extra: Sequence[str] = ()) -> None:
         self.config_path = config_path
         self.log_path = log_path
+        self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConsumerProcess:
@@ -214,7 +217,7 @@ class ConsumerProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pumpwatch", "--log-level", "INFO", "cloud",
-                 "--config", str(self.config_path)],
+                 "--config", str(self.config_path), *self.extra],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         return self
