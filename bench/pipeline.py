@@ -1,6 +1,13 @@
 """Pipeline benchmark: publishers -> Mosquitto -> consumer -> model server -> SQLite.
 
     python -m bench.pipeline [--json] [--runs 3] [--reports 20000] [--latency-seconds 10]
+    python -m bench.pipeline --json --store postgresql --consumers 2 --chaos
+
+With ``--chaos``, ``--consumers`` > 1 or a ``--store`` other than ``sqlite``
+the benchmark is the chaos run described in :mod:`bench._chaos` (faults
+injected through a proxy, a consumer killed and restarted; targets lost == 0,
+duplicates_stored == 0, dead_lettered == poison_injected, reports_per_s >= 500
+over the whole run). Otherwise:
 
 Everything is real and local: a Mosquitto broker (persistence on, as in the
 tests), the model server (``python -m cloud.model.server``, built-in physics
@@ -221,8 +228,18 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--reports", type=int, default=20_000, help="reports in the saturation phase")
     ap.add_argument("--latency-seconds", type=float, default=8.0)
+    ap.add_argument("--store", default="sqlite",
+                    help="sqlite | postgresql (a throwaway server) | postgresql://URL")
+    ap.add_argument("--consumers", type=int, default=1, help="consumer processes (chaos run)")
+    ap.add_argument("--chaos", action="store_true", help="inject endpoint faults, kill and "
+                    "restart a consumer")
+    ap.add_argument("--poison", type=int, default=3, help="poison reports (chaos run)")
+    ap.add_argument("--outage-s", type=float, default=1.5, help="503 outage length (chaos run)")
     args = ap.parse_args()
     quiet = args.json
+    if args.chaos or args.consumers > 1 or args.store != "sqlite":
+        _chaos_main(args, quiet)
+        return
     with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
         work = Path(tmp)
         broker = Mosquitto(work / "mosquitto", max_inflight_messages=1000,
@@ -251,6 +268,47 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "targets": {"reports_per_s": ">=2000", "invocations_per_report": "<=0.03125",
                     "p99_ms": "<=250", "lost": 0, "duplicates_stored": 0},
+    }
+    print(json.dumps(result))
+
+
+def _chaos_main(args: argparse.Namespace, quiet: bool) -> None:
+    from bench._chaos import chaos_run
+
+    runs_n = args.runs if "--runs" in sys.argv else 1
+    runs = []
+    for r in range(runs_n):
+        with tempfile.TemporaryDirectory(prefix="pw-chaos-") as tmp:
+            say(f"chaos run {r}: {args.consumers} consumers, store {args.store}, "
+                f"{args.reports} reports, chaos={args.chaos}", quiet)
+            out = chaos_run(work=Path(tmp), store=args.store, consumers=args.consumers,
+                            n_reports=args.reports, n_poison=args.poison,
+                            outage_s=args.outage_s, chaos=args.chaos,
+                            say=lambda m: say("  " + m, quiet))
+            say(f"  {out['reports_per_s']} reports/s, lost {out['lost']}, duplicates "
+                f"{out['duplicates_stored']}, dead-lettered {out['dead_lettered']}/"
+                f"{out['poison_injected']}, max backlog {out['max_backlog']}", quiet)
+            runs.append(out)
+    result = {
+        "benchmark": "pipeline-chaos" if args.chaos else "pipeline-scaleout",
+        "reports_per_s": statistics.median(r["reports_per_s"] for r in runs),
+        "lost": sum(r["lost"] for r in runs),
+        "duplicates_stored": sum(r["duplicates_stored"] for r in runs),
+        "poison_injected": sum(r["poison_injected"] for r in runs),
+        "dead_lettered": sum(r["dead_lettered"] for r in runs),
+        "max_backlog": max(r["max_backlog"] for r in runs),
+        "runs": runs_n,
+        "runs_reports_per_s": [r["reports_per_s"] for r in runs],
+        "consumers": args.consumers,
+        "store": runs[0]["store"],
+        "chaos": args.chaos,
+        "reports": runs[0]["reports"],
+        "outage_s": args.outage_s,
+        "events": runs[-1]["events"],
+        "proxy": runs[-1]["proxy"],
+        "cpus": os.cpu_count(),
+        "targets": {"reports_per_s": ">=500", "lost": 0, "duplicates_stored": 0,
+                    "dead_lettered": "== poison_injected"},
     }
     print(json.dumps(result))
 
