@@ -17,7 +17,8 @@ cannot hold) become the training mean, i.e. "no information".
 Fitting: L-BFGS on the class-balanced mean cross-entropy plus an L2 penalty
 on the weights (full batch: a few thousand reports, seconds). The hidden
 size (16) was chosen among 16/32/64 on the simulator's held-out split; the
-clip (4) was fixed beforehand; nothing is chosen on real recordings.
+clip (4) was set before any real-data run; nothing is chosen on real
+recordings (docs/models.md says what was looked at).
 Metrics come from a held-out simulator split with unseen seeds, speeds and
 resonances (:mod:`cloud.model.train_sim`).
 """
