@@ -51,3 +51,13 @@ def test_failures_halve_concurrency_and_open_interval_is_capped() -> None:
         assert b.try_start(now)
         b.failure(now)
         assert b.open_until - now <= 2.0
+
+
+async def test_botocore_makes_exactly_one_attempt() -> None:
+    """Our retry layer is the only one (docs/consumer.md, "Endpoint faults")."""
+    from cloud.consumer.config import EndpointConfig
+    from cloud.consumer.endpoint import EndpointClient
+
+    async with EndpointClient(EndpointConfig(endpoint_url="http://127.0.0.1:9")) as ec:
+        retries = ec._client.meta.config.retries
+    assert retries["total_max_attempts"] == 1 and retries["mode"] == "standard"

@@ -7,9 +7,15 @@ re-encoding: a ``list[msgspec.Raw]`` encodes its items inline, so the body is
 
 Retries: botocore's own retries are switched off (``total_max_attempts=1``)
 so that exactly one layer retries -- the consumer's dispatcher, which knows
-whether a batch is worth retrying (see :mod:`.errors`). A read timeout means
-the model may have run; re-running it is harmless because results are
-idempotent on the report identity.
+whether a batch is worth retrying (see :mod:`.errors`) and feeds the circuit
+breaker (:mod:`.breaker`). Deliberately: botocore's ``standard`` mode does not
+retry HTTP 429 (SageMaker's ModelNotReadyException) while it does retry
+others, so stacking it under ours would multiply some attempts and miss
+others; and a retried read timeout runs the model again on the same batch
+(the first call may still be running), which only the layer that also holds
+the breaker should decide. Re-running is harmless for correctness because
+results are idempotent on the report identity. See docs/consumer.md,
+"Endpoint faults".
 
 This module is the one boundary where botocore's exceptions become
 :class:`EndpointUnavailableError` / :class:`EndpointRejectedError`.
@@ -49,6 +55,8 @@ _json_response_decoder = msgspec.json.Decoder(InvocationResponse)
 # The container failed on this input: bisect. ValidationError: configuration (unknown
 # endpoint / target model) or a request refused as a whole: retry, loudly. Else: retry.
 REJECTED_CODES = frozenset({"ModelError"})
+# One attempt per call: the consumer's own layer retries (see the module docstring).
+BOTOCORE_RETRIES: dict[str, Any] = {"total_max_attempts": 1, "mode": "standard"}
 CONFIG_CODES = frozenset({"ValidationError", "ValidationException"})
 
 
@@ -73,7 +81,7 @@ class EndpointClient:
             "config": AioConfig(
                 connect_timeout=cfg.connect_timeout_s,
                 read_timeout=cfg.timeout_s,
-                retries={"total_max_attempts": 1, "mode": "standard"},
+                retries=BOTOCORE_RETRIES,
                 max_pool_connections=max(10, cfg.max_concurrency * 2),
             ),
         }
