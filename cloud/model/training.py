@@ -260,11 +260,19 @@ def train(
     pred_u = predict(clf, te.reports, unsure_below=unsure)
     train_pred = predict(clf, tr.reports)
     f1 = per_class_f1(te.labels, pred, CLASSES)
+    by_source: dict[str, float] = {}
+    for src in ("given", "estimated"):
+        idx = [i for i, r in enumerate(te.reports) if r.speed.source == src]
+        if idx:
+            by_source[f"sim_macro_f1_{src}_speed"] = round(
+                macro_f1([te.labels[i] for i in idx], [pred[i] for i in idx], CLASSES), 4
+            )
     metrics = {
         "sim_macro_f1": round(macro_f1(te.labels, pred, CLASSES), 4),
         "sim_macro_f1_with_unknown": round(macro_f1(te.labels, pred_u, CLASSES), 4),
         "sim_unknown_share": round(float(np.mean([p == "unknown" for p in pred_u])), 4),
         "sim_train_macro_f1": round(macro_f1(tr.labels, train_pred, CLASSES), 4),
+        **by_source,
         "n_train_reports": float(len(tr.reports)),
         "n_test_reports": float(len(te.reports)),
         **{f"sim_f1_{c}": round(float(v), 4) for c, v in zip(CLASSES, f1, strict=True)},
