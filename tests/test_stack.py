@@ -23,7 +23,7 @@ import pytest
 from edge.config import load_config as load_edge_config
 from pumpwatch.stack.monitor import ResultRow
 from pumpwatch.stack.plan import StackOptions, devices, edge_config, plan_fleet
-from pumpwatch.stack.score import score, standin_alarms
+from pumpwatch.stack.score import alarms_from_table, score, standin_alarms
 
 from .infra.mosquitto import free_port, mosquitto_available
 
@@ -104,6 +104,31 @@ def test_score_counts_detection_classification_and_false_alarms() -> None:
     verdict = score(fleet=fleet, source_start_ns={"gw-01": 0},
                     alarms=standin_alarms(rows + early), horizon_ns=20 * 10**9)
     assert verdict["false_alarms"] == 1
+
+
+def test_alarm_writer_episodes_are_read_with_the_class_their_reason_names() -> None:
+    rows = [
+        {"pump": "p01", "kind": "anomaly", "raised_ns": 12 * 10**9, "evidence": "[]",
+         "reason": "3 of the last 5 windows anomalous (score 2.3 vs threshold 2, pump "
+                   "baseline; condition healthy)"},
+        {"pump": "p01", "kind": "anomaly", "raised_ns": 14 * 10**9, "evidence": "[]",
+         "reason": "3 of the last 5 windows anomalous (...; condition bearing_outer)"},
+        {"pump": "p02", "kind": "iso_zone", "raised_ns": 15 * 10**9, "evidence": "[]",
+         "reason": "ISO 20816 zone B -> C (velocity RMS 2.86 mm/s)"},
+    ]
+    alarms = alarms_from_table(rows)
+    assert [(a.pump, a.kind, a.condition, a.raised_ns) for a in alarms] == [
+        ("p01", "anomaly", "healthy", 13 * 10**9),  # end of the raising window
+        ("p01", "anomaly", "bearing_outer", 15 * 10**9),
+        ("p02", "iso_zone", "unknown", 16 * 10**9),
+    ]
+    fleet = plan_fleet(StackOptions(pumps=2, healthy_s=10, fault_delay_s=0))
+    verdict = score(fleet=fleet, source_start_ns={"gw-01": 0}, alarms=alarms,
+                    horizon_ns=20 * 10**9)
+    # detected by the first episode, classified by a later one naming the class
+    assert verdict["faults_detected"] == verdict["faults_classified"] == 1
+    assert verdict["detection_delay_s"] == {"p01": 3.0}
+    assert verdict["false_alarms"] == 1  # p02 is healthy
 
 
 # --- the real stack -----------------------------------------------------------------------------

@@ -160,9 +160,10 @@ class StoreView:
                           stored_ns=int(r[7])) for r in rows]
 
     def recent_results(self, since_ns: int) -> list[ResultRow]:
+        """Results stored since ``since_ns`` (indexed on ``stored_ns``), in window order."""
         rows = self._query(
             "SELECT device, pump, channel, t0_ns, condition, anomalous, baseline, stored_ns "
-            "FROM results WHERE t0_ns >= ? ORDER BY t0_ns", (since_ns,))
+            "FROM results WHERE stored_ns >= ? ORDER BY t0_ns", (since_ns,))
         return [ResultRow(device=r[0], pump=r[1], channel=r[2], t0_ns=int(r[3]),
                           condition=r[4], anomalous=bool(r[5]), baseline=r[6],
                           stored_ns=int(r[7])) for r in rows]

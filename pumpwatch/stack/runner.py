@@ -23,6 +23,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -228,9 +229,10 @@ class Stack:
     def alarms(self) -> tuple[list[Alarm], str]:
         """(alarms of this run, where they come from)."""
         rows = self.view.alarms(self.run_start_ns)
-        if rows:
+        if rows or self.view.alarms_table_exists():
             return alarms_from_table(rows), "alarms table"
-        recent = self.view.recent_results(self.run_start_ns)
+        # the last minute is plenty for 3-of-5 windows; raised stand-in alarms are kept
+        recent = self.view.recent_results(max(self.run_start_ns, time.time_ns() - 60 * 10**9))
         mine = [r for r in recent if self.epochs.get(r.device) is not None]
         for a in standin_alarms(mine):
             self._alarms.setdefault(a.pump, a)
@@ -274,16 +276,26 @@ class Stack:
                 f"spool {spool}  link {link}  dsp {s.get('dsp_load', 0):.2f}")
         lines.append(f"backlog: {backlog_edge} at the edge, {backlog_cloud} at broker/consumer")
         label = "alarms" if source == "alarms table" else "alarms (stand-in, see docs/stack.md)"
-        if alarms:
-            lines.append(f"{label}: " + ", ".join(
-                f"{a.pump} {a.condition} @ "
-                f"{time.strftime('%H:%M:%S', time.localtime(a.raised_ns / 1e9))}"
-                for a in sorted(alarms, key=lambda a: a.pump)))
-        else:
-            lines.append(f"{label}: none")
+        lines.append(f"{label}: {self._alarm_text(alarms) or 'none'}")
         if self.baseline_error:
             lines.append(self.baseline_error)
         return "\n".join(lines)
+
+    @staticmethod
+    def _alarm_text(alarms: list[Alarm]) -> str:
+        """Per pump: episodes by kind, the classes they name, the first one's time."""
+        by: dict[str, list[Alarm]] = {}
+        for a in sorted(alarms, key=lambda a: a.raised_ns):
+            by.setdefault(a.pump, []).append(a)
+        parts = []
+        for pump, items in sorted(by.items()):
+            kinds = collections.Counter(a.kind for a in items)
+            named = sorted({a.condition for a in items} - {"healthy", "unknown"})
+            when = time.strftime("%H:%M:%S", time.localtime(items[0].raised_ns / 1e9))
+            parts.append(f"{pump} " + " ".join(f"{k}x{n}" if n > 1 else k
+                                               for k, n in kinds.items())
+                         + (f" [{'/'.join(named)}]" if named else "") + f" since {when}")
+        return "; ".join(parts)
 
     def _show(self) -> None:
         text = self.render()
@@ -423,7 +435,7 @@ class Stack:
             latencies += [r.stored_ns - (r.t0_ns + r.duration_ns) for r in rows]
         self._update_source_starts()
         table = self.view.alarms(self.run_start_ns)
-        if table:
+        if table or self.view.alarms_table_exists():
             alarms, source = alarms_from_table(table), "alarms table (cloud alarm writer)"
         else:
             alarms, source = standin_alarms(results), STANDIN_LABEL

@@ -1,7 +1,11 @@
 """Demo scoring: delivery counts, latency, and fault detection against the injected schedule.
 
-Detection comes from the ``alarms`` table when the alarm writer (issue 9) has
-put rows there for this run. Until then it comes from a **stand-in** computed
+Detection comes from the ``alarms`` table when the alarm writer (issue 9,
+``cloud/consumer/alarms.py``) has put rows there for this run: a fault is
+detected by the pump's first alarm episode (any channel, any kind) at or
+after onset, and classified when one of its alarms after onset names the
+injected class (``condition X`` in the reason). Without alarm rows it comes
+from a **stand-in** computed
 here from stored results only (``detection_source`` says which): a pump's
 window (one report interval, all its channels) is *flagged* when at least half
 of its channels are anomalous against the pump's own baseline (``baseline =
@@ -13,6 +17,7 @@ clearing, no hysteresis, no ISO zone alarms) — only enough to score the demo.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +39,7 @@ class Alarm:
     pump: str
     raised_ns: int  # end of the window that raised it
     condition: str  # the class the alarm names ("unknown" when none)
+    kind: str = "stand-in"
 
 
 def standin_alarms(results: Iterable[ResultRow]) -> list[Alarm]:
@@ -60,14 +66,24 @@ def standin_alarms(results: Iterable[ResultRow]) -> list[Alarm]:
     return alarms
 
 
-def alarms_from_table(rows: Sequence[dict[str, object]]) -> list[Alarm]:
-    """Alarms written by the alarm writer; the class is whichever condition its text names."""
+_CONDITION = re.compile(r"\bcondition (\w+)")
+
+
+def alarms_from_table(rows: Sequence[dict[str, object]],
+                      interval_ns: int = 1_000_000_000) -> list[Alarm]:
+    """Alarm episodes of the consumer's alarm writer (``cloud/consumer/alarms.py``).
+
+    One per pump channel and kind; ``raised_ns`` there is the raising window's
+    start, so the end of that window is ``raised_ns + interval``. The class an
+    episode names is the ``condition X`` in its reason (the raising result's
+    condition); ISO zone episodes name none (``"unknown"``).
+    """
     out = []
     for a in rows:
-        text = f"{a.get('kind')} {a.get('reason')} {a.get('evidence')}"
-        named = [c for c in CONDITION_FAULT if c in text]
-        out.append(Alarm(pump=str(a["pump"]), raised_ns=int(a["raised_ns"]),  # type: ignore[call-overload]
-                         condition=named[0] if named else str(a.get("kind"))))
+        m = _CONDITION.search(str(a.get("reason") or ""))
+        out.append(Alarm(pump=str(a["pump"]),
+                         raised_ns=int(a["raised_ns"]) + interval_ns,  # type: ignore[call-overload]
+                         condition=m.group(1) if m else "unknown", kind=str(a.get("kind"))))
     return out
 
 
@@ -108,8 +124,13 @@ def score(
                 if post:
                     detected += 1
                     hit = post[0]
-                    ok = CONDITION_FAULT.get(hit.condition) == fault.kind
+                    # classified: an alarm of this pump after onset names the injected class
+                    named = [a for a in post if CONDITION_FAULT.get(a.condition) == fault.kind]
+                    ok = bool(named)
                     classified += ok
+                    if named:
+                        entry["classified_by"] = f"{named[0].kind} alarm at +" \
+                            f"{(named[0].raised_ns - onset) / 1e9:.1f} s"
                     entry.update(detected=True, detection_delay_s=round((hit.raised_ns - onset)
                                                                         / 1e9, 1),
                                  alarm_condition=hit.condition, classified=ok)
