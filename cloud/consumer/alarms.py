@@ -27,15 +27,24 @@ Per ``(site, pump, channel)``:
 
 Episode ids are ``"{pump}:{channel}:{kind}:{raised_ns}"`` with the raising
 window's time, so recomputing the same windows yields the same id (an upsert,
-not a second episode). A consumer restarting reloads the open episodes
-(:meth:`restore`) so it can clear them; the k-of-n history starts empty.
+not a second episode).
+
+Where the state lives: :meth:`AlarmTracker.evaluate` is called by the store
+*inside* the commit transaction with the channels' saved states (the
+``alarm_state`` table, JSON), the result rows that transaction newly inserted
+(a redelivered window is never counted twice), and returns the new states and
+the alarm writes. The store locks the state rows (PostgreSQL: ``FOR UPDATE``
+in key order), so several consumers sharing a subscription -- each seeing
+only some of a pump's windows -- still run one state machine per channel,
+and a restarted consumer continues where the last commit left off. Windows
+are counted in commit order (by window time within a commit).
 """
 
 from __future__ import annotations
 
 import collections
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -100,6 +109,25 @@ class _Channel:
     zone_alarm: AlarmRow | None = None
 
 
+ChannelKey = tuple[str, str, str]  # (site, pump, channel)
+
+
+class SavedChannel(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    """One channel's alarm state as the store keeps it (JSON; fields only appended)."""
+
+    v: int = 1
+    history: list[bool] = []
+    clean: int = 0
+    anomaly: AlarmRow | None = None
+    zone: str = "?"
+    zone_clean: int = 0
+    zone_alarm: AlarmRow | None = None
+
+
+_save = msgspec.json.Encoder().encode
+_load = msgspec.json.Decoder(SavedChannel).decode
+
+
 @dataclass(slots=True)
 class AlarmStats:
     raised: int = 0
@@ -134,6 +162,37 @@ class AlarmTracker:
                 (z.limits for z in self.config.zone_limits if z.matches(site, pump)), None
             )
         return self._limits[key]
+
+    def evaluate(
+        self, rows: Sequence[ResultRow], states: Mapping[ChannelKey, str | None]
+    ) -> tuple[dict[ChannelKey, str], list[AlarmRow]]:
+        """The store's hook (see the module docstring): saved states in, new states and
+        alarm writes out. A missing or unreadable state starts the channel afresh."""
+        n = self.config.window_n
+        for key, text in states.items():
+            saved = None
+            if text:
+                try:
+                    saved = _load(text)
+                except msgspec.DecodeError:
+                    saved = None
+            if saved is None:
+                self._channels[key] = _Channel(collections.deque(maxlen=n))
+                continue
+            self._channels[key] = _Channel(
+                collections.deque(saved.history[-n:], maxlen=n), clean=saved.clean,
+                anomaly=saved.anomaly, zone=saved.zone, zone_clean=saved.zone_clean,
+                zone_alarm=saved.zone_alarm,
+            )
+        alarms = self.observe(rows)
+        out: dict[ChannelKey, str] = {}
+        for key in {(r.site, r.pump, r.channel) for r in rows}:
+            ch = self._channels[key]
+            out[key] = _save(SavedChannel(
+                history=list(ch.history), clean=ch.clean, anomaly=ch.anomaly, zone=ch.zone,
+                zone_clean=ch.zone_clean, zone_alarm=ch.zone_alarm,
+            )).decode()
+        return out, alarms
 
     def restore(self, open_alarms: Iterable[AlarmRow]) -> None:
         """Adopt episodes still raised in the store (after a restart), to clear them later."""

@@ -19,10 +19,12 @@ Named tasks under one :class:`asyncio.TaskGroup` (owned by :meth:`Consumer.run`)
     broker). Rejected (ModelError): the batch is bisected until the poison
     report is alone; it is dead-lettered with the model's message.
 ``writer``
-    feeds the results to the :class:`~.alarms.AlarmTracker`, commits results +
-    archive rows + dead letters + alarm writes of everything that is ready,
-    in one transaction, publishes the result topics (:mod:`.topics`), then
-    resolves tickets and sends acks.
+    commits results + archive rows + dead letters of everything that is
+    ready in one transaction, in which the store also runs the
+    :class:`~.alarms.AlarmTracker` over the newly inserted results (state
+    and alarm writes in the same transaction, shared by every consumer of
+    the store); then publishes the result topics (:mod:`.topics`), resolves
+    tickets and sends acks.
 
 The ack rule: each delivery has a :class:`Ticket` counting its outstanding
 parts (one per report in flight, one for its dead letters together). A
@@ -42,7 +44,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
@@ -52,6 +54,7 @@ import msgspec
 from cloud.store import (
     AlarmRow,
     ArchivedReport,
+    ChannelKey,
     Commit,
     DeadLetter,
     EvidenceRow,
@@ -148,6 +151,7 @@ class Counters:
     store_retries: int = 0
     acks: int = 0
     alarm_writes: int = 0
+    alarm_errors: int = 0
     condition_published: int = 0
     alarms_published: int = 0
 
@@ -212,8 +216,6 @@ class Consumer:
         async with contextlib.AsyncExitStack() as stack:
             await self.store.open()
             stack.push_async_callback(self.store.close)
-            if cfg.alarms.enabled:
-                self.alarms.restore(await self.store.alarms(state="raised"))
             await stack.enter_async_context(self._invoker)
             self._handoff = Handoff(cfg.consumer.queue_size, loop)
             self._mqtt = MqttSource(cfg.mqtt, self._handoff, subscribe=not retire)
@@ -518,17 +520,16 @@ class Consumer:
                 job = self._jobs.get_nowait()
                 jobs.append(job)
                 rows += len(job.commit)
-            results = [r for j in jobs for r in j.commit.results]
             merged = Commit(
-                results=results,
+                results=[r for j in jobs for r in j.commit.results],
                 archive=[a for j in jobs for a in j.commit.archive],
                 dead_letters=[d for j in jobs for d in j.commit.dead_letters],
-                alarms=self.alarms.observe(results),
             )
+            evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
             delay = 0.1
             while True:
                 try:
-                    outcome = await self.store.commit(merged)
+                    outcome = await self.store.commit(merged, alarms=evaluate)
                     break
                 except StoreError as exc:
                     self.counters.store_retries += 1
@@ -556,6 +557,19 @@ class Consumer:
                 self._recent.popitem(last=False)
             self._ack_ready()
             self._idle.set()
+
+    def _evaluate_alarms(
+        self, rows: Sequence[ResultRow], states: Mapping[ChannelKey, str | None]
+    ) -> tuple[dict[ChannelKey, str], list[AlarmRow]]:
+        """The store's alarm hook; a bug here must never block commits (it would stall
+        every ack), so it is logged and the commit goes ahead without alarms."""
+        try:
+            return self.alarms.evaluate(rows, states)
+        except Exception:
+            self.counters.alarm_errors += 1
+            log.exception("alarm evaluation failed for %d results; committing without alarms",
+                          len(rows))
+            return {}, []
 
     def _publish(
         self, results: list[ResultRow], alarms: list[AlarmRow], stored_ns: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import SchemaError, Store, StoreError
+from .base import AlarmEvaluator, ChannelKey, SchemaError, Store, StoreError
 from .records import (
     DEAD_LETTER_KINDS,
     AlarmRow,
@@ -47,9 +47,11 @@ def make_store(url: str, **options: Any) -> Store:
 
 __all__ = [
     "DEAD_LETTER_KINDS",
+    "AlarmEvaluator",
     "AlarmRow",
     "AlarmState",
     "ArchivedReport",
+    "ChannelKey",
     "Commit",
     "CommitOutcome",
     "DeadLetter",

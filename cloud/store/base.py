@@ -13,7 +13,7 @@ private thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from .records import (
@@ -27,6 +27,22 @@ from .records import (
     ResultRow,
     StoreCounts,
 )
+
+ChannelKey = tuple[str, str, str]  # (site, pump, channel)
+
+
+class AlarmEvaluator(Protocol):
+    """Alarm state machines run inside a commit (``cloud.consumer.alarms.AlarmTracker.evaluate``).
+
+    Called with the result rows the transaction newly inserted and the saved
+    state (JSON, or None) of every channel among them; returns the new states
+    and the alarm rows to upsert. The store holds the state rows locked for the
+    call, so concurrent consumers evaluate one channel one commit at a time.
+    """
+
+    def __call__(
+        self, rows: Sequence[ResultRow], states: Mapping[ChannelKey, str | None]
+    ) -> tuple[dict[ChannelKey, str], list[AlarmRow]]: ...
 
 
 class StoreError(Exception):
@@ -52,8 +68,12 @@ class Store(Protocol):
     async def known(self, identities: Sequence[Identity]) -> set[Identity]:
         """Those of ``identities`` that already have a result row."""
 
-    async def commit(self, commit: Commit) -> CommitOutcome:
-        """Write results, archive rows and dead letters in one durable transaction."""
+    async def commit(
+        self, commit: Commit, *, alarms: AlarmEvaluator | None = None
+    ) -> CommitOutcome:
+        """Write results, archive rows, dead letters and alarms in one durable transaction;
+        with ``alarms``, also run it over the newly inserted results (see
+        :class:`AlarmEvaluator`) and write its states and alarm rows in the same one."""
 
     async def results(
         self,

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-from .base import SchemaError, StoreError
+from .base import AlarmEvaluator, ChannelKey, SchemaError, StoreError
 from .records import (
     AlarmRow,
     ArchivedReport,
@@ -142,6 +142,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX alarms_updated ON alarms (updated_ns);
     CREATE INDEX alarms_pump ON alarms (pump, raised_ns);
     CREATE INDEX results_stored ON results (stored_ns);
+    """,
+    # 3: alarm state machines per channel (cloud/consumer/alarms.py), shared by consumers
+    """
+    CREATE TABLE alarm_state (
+        site TEXT NOT NULL,
+        pump TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_ns BIGINT NOT NULL,
+        PRIMARY KEY (site, pump, channel)
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -276,7 +287,9 @@ class PostgresStore:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def commit(self, commit: Commit) -> CommitOutcome:
+    async def commit(
+        self, commit: Commit, *, alarms: AlarmEvaluator | None = None
+    ) -> CommitOutcome:
         now = time.time_ns()
         results = _columns([
             (
@@ -301,30 +314,40 @@ class PostgresStore:
 
         async def run(conn: asyncpg.Connection) -> CommitOutcome:
             n_results = n_archive = n_dead = 0
-            alarms: list[AlarmRow] = []
+            stamped: list[AlarmRow] = []
+            fresh: list[ResultRow] = []
             async with conn.transaction():
-                if commit.results:
+                if commit.results and alarms is not None:
+                    got = await conn.fetch(_INSERT_RESULTS + " RETURNING device, epoch, seq",
+                                           *results)
+                    n_results = len(got)
+                    inserted = {(d, from_i64(e), s) for d, e, s in got}
+                    fresh = [r for r in commit.results if r.identity in inserted]
+                elif commit.results:
                     n_results = _count(await conn.execute(_INSERT_RESULTS, *results))
                 if commit.archive:
                     n_archive = _count(await conn.execute(_INSERT_ARCHIVE, *archive))
                 if commit.dead_letters:
                     n_dead = _count(await conn.execute(_INSERT_DEAD, *dead))
-                if commit.alarms:
+                written = list(commit.alarms)
+                if alarms is not None and fresh:
+                    written += await _evaluate_alarms(conn, alarms, fresh, now)
+                if written:
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _ALARM_LOCK)
                     top = await conn.fetchval("SELECT coalesce(max(updated_ns), 0) FROM alarms")
                     base = max(now, int(top) + 1)
-                    alarms = [msgspec.structs.replace(a, updated_ns=base + i)
-                              for i, a in enumerate(commit.alarms)]
+                    stamped = [msgspec.structs.replace(a, updated_ns=base + i)
+                               for i, a in enumerate(written)]
                     # One upsert may touch a row once: the last write per id wins (an
                     # episode raised and cleared within one commit is stored cleared).
-                    last = {a.id: a for a in alarms}
+                    last = {a.id: a for a in stamped}
                     await conn.execute(_UPSERT_ALARMS, *_columns([
                         (a.id, a.site, a.pump, a.channel, a.kind, a.state, a.raised_ns,
                          a.cleared_ns, a.updated_ns, a.reason, _json_encode(a.evidence).decode())
                         for a in last.values()
                     ], 11))
             return CommitOutcome(results_inserted=n_results, archived=n_archive,
-                                 dead_lettered=n_dead, stored_ns=now, alarms=alarms)
+                                 dead_lettered=n_dead, stored_ns=now, alarms=stamped)
 
         return await self._run(run)
 
@@ -467,6 +490,38 @@ class PostgresStore:
             return StoreCounts(results=row[0], archive=row[1], dead_letters=row[2])
 
         return await self._run(run)
+
+
+async def _evaluate_alarms(
+    conn: asyncpg.Connection, evaluate: AlarmEvaluator, rows: list[ResultRow], now: int
+) -> list[AlarmRow]:
+    """Lock the channels' state rows (created empty if new; always in key order, so two
+    consumers never deadlock), run the state machines, write the new states."""
+    keys = sorted({(r.site, r.pump, r.channel) for r in rows})
+    sites, pumps, channels = _columns(keys, 3)
+    await conn.execute(
+        "INSERT INTO alarm_state (site, pump, channel, state, updated_ns) "
+        "SELECT site, pump, channel, '', $4 FROM unnest($1::text[], $2::text[], $3::text[]) "
+        "AS k(site, pump, channel) ORDER BY site, pump, channel "
+        "ON CONFLICT (site, pump, channel) DO NOTHING", sites, pumps, channels, now,
+    )
+    got = await conn.fetch(
+        "SELECT a.site, a.pump, a.channel, a.state FROM alarm_state a JOIN unnest($1::text[], "
+        "$2::text[], $3::text[]) AS k(site, pump, channel) USING (site, pump, channel) "
+        "ORDER BY a.site, a.pump, a.channel FOR UPDATE OF a", sites, pumps, channels,
+    )
+    states: dict[ChannelKey, str | None] = {(s, p, c): st or None for s, p, c, st in got}
+    new_states, alarms = evaluate(rows, states)
+    if new_states:
+        ks = sorted(new_states)
+        s_, p_, c_ = _columns(ks, 3)
+        await conn.execute(
+            "UPDATE alarm_state a SET state = k.state, updated_ns = $5 FROM unnest($1::text[], "
+            "$2::text[], $3::text[], $4::text[]) AS k(site, pump, channel, state) "
+            "WHERE a.site = k.site AND a.pump = k.pump AND a.channel = k.channel",
+            s_, p_, c_, [new_states[k] for k in ks], now,
+        )
+    return alarms
 
 
 def _window_filter(

@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from .base import SchemaError, StoreError
+from .base import AlarmEvaluator, ChannelKey, SchemaError, StoreError
 from .records import (
     AlarmRow,
     ArchivedReport,
@@ -142,6 +142,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS alarms_updated ON alarms (updated_ns);
     CREATE INDEX IF NOT EXISTS alarms_pump ON alarms (pump, raised_ns);
     CREATE INDEX IF NOT EXISTS results_stored ON results (stored_ns);
+    """,
+    # 3: alarm state machines per channel (cloud/consumer/alarms.py), shared by consumers
+    """
+    CREATE TABLE alarm_state (
+        site TEXT NOT NULL,
+        pump TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        PRIMARY KEY (site, pump, channel)
+    ) WITHOUT ROWID;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -342,13 +353,22 @@ class SQLiteStore:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def commit(self, commit: Commit) -> CommitOutcome:
-        return await self._run(lambda conn: self._commit_sync(conn, commit))
+    async def commit(
+        self, commit: Commit, *, alarms: AlarmEvaluator | None = None
+    ) -> CommitOutcome:
+        return await self._run(lambda conn: self._commit_sync(conn, commit, alarms))
 
-    def _commit_sync(self, conn: sqlite3.Connection, commit: Commit) -> CommitOutcome:
+    def _commit_sync(
+        self, conn: sqlite3.Connection, commit: Commit, evaluate: AlarmEvaluator | None
+    ) -> CommitOutcome:
         now = time.time_ns()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            fresh = commit.results
+            if evaluate is not None and commit.results:
+                # Inside the write transaction: exactly the rows this commit inserts.
+                had = _existing(conn, [r.identity for r in commit.results])
+                fresh = [r for r in commit.results if r.identity not in had]
             before = conn.total_changes
             conn.executemany(
                 _INSERT_RESULT,
@@ -388,7 +408,10 @@ class SQLiteStore:
                 ],
             )
             n_dead = conn.total_changes - before
-            alarms = _stamp_alarms(conn, commit.alarms, now)
+            written = list(commit.alarms)
+            if evaluate is not None and fresh:
+                written += _evaluate_alarms(conn, evaluate, fresh, now)
+            alarms = _stamp_alarms(conn, written, now)
             conn.executemany(
                 _UPSERT_ALARM,
                 [
@@ -598,6 +621,47 @@ def _result_row(row: tuple[Any, ...]) -> ResultRow:
         model_version=model_version, target=target, published_ns=published_ns,
         received_ns=received_ns, stored_ns=stored_ns,
     )
+
+
+def _existing(conn: sqlite3.Connection, identities: Sequence[Identity]) -> set[Identity]:
+    found: set[Identity] = set()
+    for i in range(0, len(identities), 300):
+        chunk = identities[i : i + 300]
+        params: list[Any] = []
+        for dev, epoch, seq in chunk:
+            params += (dev, to_i64(epoch), seq)
+        marks = ", ".join(["(?, ?, ?)"] * len(chunk))
+        rows = conn.execute(
+            f"SELECT device, epoch, seq FROM results "  # noqa: S608 -- placeholders only
+            f"WHERE (device, epoch, seq) IN (VALUES {marks})",
+            params,
+        )
+        found.update((d, from_i64(e), s) for d, e, s in rows)
+    return found
+
+
+def _evaluate_alarms(
+    conn: sqlite3.Connection, evaluate: AlarmEvaluator, rows: list[ResultRow], now: int
+) -> list[AlarmRow]:
+    keys = sorted({(r.site, r.pump, r.channel) for r in rows})
+    states: dict[ChannelKey, str | None] = dict.fromkeys(keys)
+    for i in range(0, len(keys), 300):
+        chunk = keys[i : i + 300]
+        marks = ", ".join(["(?, ?, ?)"] * len(chunk))
+        for site, pump, channel, state in conn.execute(
+            f"SELECT site, pump, channel, state FROM alarm_state "  # noqa: S608
+            f"WHERE (site, pump, channel) IN (VALUES {marks})",
+            [v for k in chunk for v in k],
+        ):
+            states[(site, pump, channel)] = state
+    new_states, alarms = evaluate(rows, states)
+    conn.executemany(
+        "INSERT INTO alarm_state (site, pump, channel, state, updated_ns) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (site, pump, channel) DO UPDATE SET state = excluded.state, "
+        "updated_ns = excluded.updated_ns",
+        [(*k, v, now) for k, v in sorted(new_states.items())],
+    )
+    return alarms
 
 
 def _stamp_alarms(conn: sqlite3.Connection, alarms: list[AlarmRow], now: int) -> list[AlarmRow]:
