@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,11 @@ def test_prepare_writes_certificates_and_configs_the_components_accept(tmp_path:
     ca = (tmp_path / "pki" / "ca.crt").read_bytes()
     Stack(opts).prepare()  # a second start reuses the CA
     assert (tmp_path / "pki" / "ca.crt").read_bytes() == ca
+    # the awsiotsdk transport (as against AWS IoT Core) accepts the same agents' configs
+    aws = replace(opts, edge_transport="awsiot")
+    Stack(aws).prepare()
+    ecfg = load_edge_config(tmp_path / "edge" / "gw-01" / "edge.toml")
+    assert ecfg.mqtt.transport == "awsiot" and ecfg.mqtt.port == 18883
 
 
 def _rows(pump: str, t0s: range, anomalous: bool, cond: str, baseline: str = "pump") -> list[

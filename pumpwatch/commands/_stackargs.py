@@ -25,6 +25,9 @@ def add_stack_args(p: argparse.ArgumentParser) -> None:
                    help="state directory: certificates, models, store, spools, logs "
                    "(default $PUMPWATCH_STATE or ./state; a second start reuses it)")
     p.add_argument("--seed", type=int, default=d.seed, help="simulated fleet seed")
+    p.add_argument("--edge-transport", choices=["paho", "awsiot"], default=d.edge_transport,
+                   help="the agents' MQTT library: paho, or awsiotsdk as against AWS IoT Core "
+                   "(default paho)")
     p.add_argument("--train-pumps-per-class", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -35,5 +38,6 @@ def options_from_args(args: argparse.Namespace, **changes: object) -> StackOptio
         state=args.state or default_state(), pumps=args.pumps, axes=args.axes,
         pumps_per_agent=args.pumps_per_agent, dashboard_port=args.dashboard_port,
         broker_port=args.broker_port, endpoint_port=args.endpoint_port, seed=args.seed,
-        train_pumps_per_class=args.train_pumps_per_class, **changes,  # type: ignore[arg-type]
+        train_pumps_per_class=args.train_pumps_per_class,
+        edge_transport=args.edge_transport, **changes,  # type: ignore[arg-type]
     )

@@ -32,7 +32,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from simulator.pump import FaultConfig, PumpConfig, fleet_configs
 
@@ -85,6 +85,7 @@ class StackOptions:
     severity: float = 0.9
     duration_s: float | None = None  # demo: the sources stop after this much stream time
     train_pumps_per_class: int | None = None  # smaller training for tests (None: default)
+    edge_transport: Literal["paho", "awsiot"] = "paho"  # awsiot: awsiotsdk, as for AWS IoT Core
 
     def __post_init__(self) -> None:
         problems = []
@@ -226,7 +227,7 @@ def edge_config(opts: StackOptions, device: str, pumps: list[PlannedPump]) -> st
         "duration_s": opts.duration_s,
     })
     text += toml_table("mqtt", {
-        "transport": "paho", "host": "localhost", "port": opts.broker_port,
+        "transport": opts.edge_transport, "host": "localhost", "port": opts.broker_port,
         "reconnect_max_s": 5.0,
     })
     text += toml_table("mqtt.tls", {

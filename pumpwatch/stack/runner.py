@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -58,6 +59,7 @@ from .procs import (
 )
 from .score import STANDIN_LABEL, Alarm, alarms_from_table, percentile_ms, score, standin_alarms
 
+_SPOOLED = re.compile(r"stopping: \d+ intervals computed, (\d+) reports spooled this run")
 MOSQUITTO = os.environ.get("PUMPWATCH_MOSQUITTO") or shutil.which("mosquitto") or \
     "/usr/sbin/mosquitto"
 
@@ -408,6 +410,25 @@ class Stack:
         return (f"[{elapsed:5.0f} s] {self.phase}: stored {c['stored']}, dead letters "
                 f"{c['dead_letters']}, alarms {len(alarms)}")
 
+    def _published(self, st: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """Reports each agent computed and published this run (its stream epoch).
+
+        From the agent's final status (``reports``, published on a clean stop);
+        when the broker kept the will instead (the awsiot transport's stop can
+        end in it), from the agent's own last log line ``stopping: N intervals
+        computed, M reports spooled this run``.
+        """
+        out: dict[str, int] = {}
+        for dev in self.by_device:
+            s = st.get(dev, {})
+            if s.get("state") == "offline" and "reports" in s:
+                out[dev] = int(s["reports"])
+                continue
+            found = _SPOOLED.findall(self.sup.get(f"edge {dev}").log_tail(40))
+            if found:
+                out[dev] = int(found[-1])
+        return out
+
     def _drain_and_score(self, *, timeout_s: float) -> dict[str, Any]:
         """Wait (bounded) until every published report is stored or dead-lettered; score."""
         st = self._statuses()
@@ -415,8 +436,7 @@ class Stack:
         published: dict[str, int] = {}
         while True:
             st = self._statuses()
-            published = {d: int(s.get("reports") or 0) for d, s in st.items()
-                         if s.get("state") == "offline"}
+            published = self._published(st)
             done = {d: sum(self.view.epoch_counts(d, self.epochs[d])) for d in published}
             if (len(published) == len(self.by_device)
                     and all(done[d] >= published[d] for d in published)) \
