@@ -165,8 +165,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         broker = Mosquitto(tmp / "mosquitto", max_inflight_messages=1000).start()
         stack.callback(broker.stop)
         server = stack.enter_context(ModelServerProcess())
+        # The consumer's own alarms are off here: these tests raise alarms themselves,
+        # through the reference writer, and expect the fleet without any before that.
         cfg = consumer_config(broker_port=broker.port, endpoint_url=server.url, db=db,
-                              topic_root=root, client_id="dash-consumer")
+                              topic_root=root, client_id="dash-consumer",
+                              alarms={"enabled": False})
         consumer = ConsumerProcess(write_toml(tmp / "cloud.toml", cfg), tmp / "consumer.log")
         consumer.start()
         stack.callback(consumer.stop)
