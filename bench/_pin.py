@@ -17,3 +17,10 @@ def pin_to_core(core: int = 0) -> int | None:
     except (AttributeError, OSError):
         return None
     return cpu
+
+
+def tune_memory() -> bool:
+    """The edge agent's malloc tuning (``edge.memory``), for benchmarks of its DSP loop."""
+    from edge.memory import keep_large_blocks
+
+    return keep_large_blocks()

@@ -14,6 +14,7 @@ from simulator.source import Source
 
 from .agent import Agent
 from .config import ConfigError, EdgeConfig, load_config
+from .memory import keep_large_blocks
 from .sources import simulated_source, synthetic_source
 from .spool import SpoolError
 
@@ -47,6 +48,7 @@ def run_agent(
     exit_when_drained: bool = False,
     overflow: str | None = None,
 ) -> int:
+    keep_large_blocks()
     try:
         source = make_source(cfg)
         agent = Agent(cfg, source, exit_when_drained=exit_when_drained, overflow=overflow)
