@@ -248,9 +248,13 @@ class Stack:
         backlog_edge = sum(int((s.get("spool") or {}).get("reports") or 0) for s in st.values())
         backlog_cloud = max(0, acked - counts["stored"] - counts["dead_letters"])
         alarms, source = self.alarms()
+        phase = self.phase
+        if phase == "healthy period" and len(self.source_start_ns) == len(self.by_device):
+            due = min(self.source_start_ns.values()) / 1e9 + o.healthy_s + 3 - time.time()
+            phase += f" (baselines fitted in {max(0, due):.0f} s)"
         lines = [
             f"pumpwatch up   dashboard {o.dashboard_url}   state {o.state_dir}   "
-            f"phase: {self.phase}",
+            f"phase: {phase}",
             f"{'component':18s} {'health':8s} detail",
         ]
 
@@ -277,11 +281,20 @@ class Stack:
                 f"{','.join(p.id for p in pumps)}  {s.get('reports_per_s', 0):5.1f} reports/s  "
                 f"spool {spool}  link {link}  dsp {s.get('dsp_load', 0):.2f}")
         lines.append(f"backlog: {backlog_edge} at the edge, {backlog_cloud} at broker/consumer")
+        lines.append(self._schedule_text())
         label = "alarms" if source == "alarms table" else "alarms (stand-in, see docs/stack.md)"
         lines.append(f"{label}: {self._alarm_text(alarms) or 'none'}")
         if self.baseline_error:
             lines.append(self.baseline_error)
         return "\n".join(lines)
+
+    def _schedule_text(self) -> str:
+        """The injected faults: onset in stream seconds from each agent's start."""
+        faulted = [f"{p.id} {p.fault.kind} +{p.fault.onset_s:.0f}s" for p in self.fleet
+                   if p.fault is not None]
+        healthy = [p.id for p in self.fleet if p.fault is None]
+        return (f"faults (ramp {self.opts.ramp_s:.0f} s): {', '.join(faulted) or 'none'}"
+                + (f"; healthy: {', '.join(healthy)}" if healthy else ""))
 
     @staticmethod
     def _alarm_text(alarms: list[Alarm]) -> str:
