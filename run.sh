@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh dev
+bash scripts/system-deps.sh run
 exec .venv/bin/pumpwatch up "$@"

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests talk to (real brokers, databases, browsers).
-# As root it uses apt-get; otherwise it names what is missing and how to get it.
+# Installs the Debian packages pumpwatch talks to: `system-deps.sh run` what the local
+# stack needs (the broker), `system-deps.sh test` (default) also what the tests need
+# (PostgreSQL, a browser). As root it uses apt-get; otherwise it names what is
+# missing and how to get it.
 set -euo pipefail
+role=${1:-test}
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)  # browser tests (Playwright drives it)
-# PostgreSQL store tests start a throwaway server (initdb/pg_ctl, as the postgres user)
-command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+if [ "$role" = test ]; then
+    command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)  # browser tests (Playwright drives it)
+    # PostgreSQL store tests start a throwaway server (initdb/pg_ctl, as the postgres user)
+    command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian packages: ${need[*]}"
