@@ -25,26 +25,9 @@ from typing import Literal
 import msgspec
 
 from cloud.store import EvidenceRow
+from cloud.store.sqlite import ALARMS_DDL as ALARMS_DDL  # one schema, owned by the store
 
 AlarmState = Literal["raised", "cleared"]
-
-ALARMS_DDL = """
-CREATE TABLE IF NOT EXISTS alarms (
-    id TEXT PRIMARY KEY,
-    site TEXT NOT NULL,
-    pump TEXT NOT NULL,
-    channel TEXT,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('raised', 'cleared')),
-    raised_ns INTEGER NOT NULL,
-    cleared_ns INTEGER,
-    updated_ns INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    evidence TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alarms_updated ON alarms (updated_ns);
-CREATE INDEX IF NOT EXISTS alarms_pump ON alarms (pump, raised_ns)
-"""
 
 ALARM_COLUMNS = (
     "id, site, pump, channel, kind, state, raised_ns, cleared_ns, updated_ns, reason, evidence"

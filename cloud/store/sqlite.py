@@ -63,6 +63,26 @@ def from_i64(value: int) -> int:
     return value + _U64 if value < 0 else value
 
 
+# The alarm episodes table: the contract the dashboard reads (cloud/dashboard/alarms.py),
+# also created by its reference writer, hence IF NOT EXISTS.
+ALARMS_DDL = """
+    CREATE TABLE IF NOT EXISTS alarms (
+        id TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        pump TEXT NOT NULL,
+        channel TEXT,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('raised', 'cleared')),
+        raised_ns INTEGER NOT NULL,
+        cleared_ns INTEGER,
+        updated_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        evidence TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS alarms_updated ON alarms (updated_ns);
+    CREATE INDEX IF NOT EXISTS alarms_pump ON alarms (pump, raised_ns);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: results, archive, dead letters
     """
@@ -125,22 +145,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: alarm episodes (the dashboard's contract, cloud/dashboard/alarms.py; IF NOT EXISTS
     # because the dashboard's reference writer may have created it), results by commit time
-    """
-    CREATE TABLE IF NOT EXISTS alarms (
-        id TEXT PRIMARY KEY,
-        site TEXT NOT NULL,
-        pump TEXT NOT NULL,
-        channel TEXT,
-        kind TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('raised', 'cleared')),
-        raised_ns INTEGER NOT NULL,
-        cleared_ns INTEGER,
-        updated_ns INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        evidence TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS alarms_updated ON alarms (updated_ns);
-    CREATE INDEX IF NOT EXISTS alarms_pump ON alarms (pump, raised_ns);
+    ALARMS_DDL
+    + """
     CREATE INDEX IF NOT EXISTS results_stored ON results (stored_ns);
     """,
     # 3: alarm state machines per channel (cloud/consumer/alarms.py), shared by consumers
