@@ -467,21 +467,7 @@ class SQLiteStore:
         wanted = list(identities)
 
         def run(conn: sqlite3.Connection) -> set[Identity]:
-            found: set[Identity] = set()
-            # Row-value IN lists, chunked below SQLite's variable limit.
-            for i in range(0, len(wanted), 300):
-                chunk = wanted[i : i + 300]
-                params: list[Any] = []
-                for dev, epoch, seq in chunk:
-                    params += (dev, to_i64(epoch), seq)
-                marks = ", ".join(["(?, ?, ?)"] * len(chunk))
-                rows = conn.execute(
-                    f"SELECT device, epoch, seq FROM results "  # noqa: S608 -- placeholders only
-                    f"WHERE (device, epoch, seq) IN (VALUES {marks})",
-                    params,
-                )
-                found.update((d, from_i64(e), s) for d, e, s in rows)
-            return found
+            return _existing(conn, wanted)
 
         return await self._run(run, read=True)
 
@@ -630,6 +616,8 @@ def _result_row(row: tuple[Any, ...]) -> ResultRow:
 
 
 def _existing(conn: sqlite3.Connection, identities: Sequence[Identity]) -> set[Identity]:
+    """Which of ``identities`` have a result: row-value IN lists, chunked below SQLite's
+    variable limit."""
     found: set[Identity] = set()
     for i in range(0, len(identities), 300):
         chunk = identities[i : i + 300]
