@@ -220,7 +220,11 @@ class AwsIotTransport:
                 self._send(final[0], final[1], True).result(timeout)
             except Exception as exc:
                 log.warning("mqtt(awsiot): final status not delivered: %s", _error_text(exc))
-        self._client.stop()
+        # An explicit normal DISCONNECT: without a packet the SDK just drops the socket, and
+        # the broker then publishes the will ("connection lost") over the "shutdown" status.
+        self._client.stop(
+            mqtt5.DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION)
+        )
         if not self._stopped.wait(timeout):
             log.warning("mqtt(awsiot): client did not stop within %.1f s", timeout)
         self._connected.clear()

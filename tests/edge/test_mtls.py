@@ -406,3 +406,51 @@ def test_awsiot_sends_no_sdk_metrics_username(tmp_path: Path, pkidir: Path) -> N
     finally:
         b.stop()
     assert "SDK" not in line and ", u'" not in line, line
+
+
+def _retained_status(broker: Mosquitto, pkidir: Path, device: str) -> dict[str, Any]:
+    """The retained status of ``device``, read as the `dashboard` identity."""
+    import json
+
+    crt, key = pki.issued_path(pkidir, "client", "dashboard")
+    if not crt.exists():
+        pki.issue(pkidir, "client", "dashboard")
+    got: list[bytes] = []
+    done = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{uuid.uuid4().hex[:8]}",
+                    protocol=mqtt.MQTTv5)
+    c.tls_set(ca_certs=str(pkidir / "ca.crt"), certfile=str(crt), keyfile=str(key))
+
+    def on_connect(cl: mqtt.Client, *_a: Any) -> None:
+        cl.subscribe(f"pumpwatch/devices/{device}/status", qos=1)
+
+    def on_message(_cl: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:
+            got.append(msg.payload)
+            done.set()
+
+    c.on_connect = on_connect
+    c.on_message = on_message
+    c.connect("localhost", broker.port)
+    c.loop_start()
+    try:
+        assert done.wait(10), "no retained status"
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    status: dict[str, Any] = json.loads(got[0])
+    return status
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_clean_stop_leaves_shutdown_not_the_will(
+    tmp_path: Path, broker: Mosquitto, pkidir: Path, transport: str
+) -> None:
+    cfg = agent_config(tmp_path, broker, pkidir, transport, channels=1, source={"duration_s": 2})
+    agent = Agent(cfg, synthetic_source(cfg), exit_when_drained=True, overflow="block")
+    with Running(agent) as run:
+        assert run.wait(30) == 0
+    time.sleep(0.5)  # a will would be published right after the connection drops
+    status = _retained_status(broker, pkidir, cfg.device)
+    assert status["state"] == "offline"
+    assert status["reason"] == "shutdown", status
