@@ -81,6 +81,7 @@ def test_reports_arrive_intact_and_in_sequence(
     agent = Agent(cfg, synthetic_source(cfg), exit_when_drained=True, overflow="block")
     with Running(agent) as run:
         assert run.wait(30) == 0
+    col.wait_for(24, 10)  # delivery to the subscriber may trail the agent's last PUBACK
     keys = col.identities()
     assert keys == [(agent.epoch, s) for s in range(24)]  # 6 intervals x 4 channels, in order
     r = col.reports[5]
@@ -188,6 +189,7 @@ def test_bad_samples_give_flagged_reports(
     agent = Agent(cfg, src, exit_when_drained=True, overflow="block")
     with Running(agent) as run:
         assert run.wait(30) == 0
+    col.wait_for(15, 10)  # delivery to the subscriber may trail the agent's last PUBACK
     assert len(set(col.identities())) == 15
     by_channel = {r.channel: r.quality for r in col.reports if r.seq >= 5}
     assert "nonfinite" in by_channel["c0"].names() and by_channel["c0"].nonfinite > 0
@@ -281,6 +283,8 @@ def test_simulated_source_with_a_fault(
     agent = Agent(cfg, simulated_source(cfg), exit_when_drained=True)
     with Running(agent) as run:
         assert run.wait(30) == 0
+    # The agent exits on its last PUBACK; delivery to the subscriber may trail it.
+    assert col.wait_for(6, 10)
     reps = col.reports
     assert len({r.identity for r in reps}) == 6
     assert all(r.asset.bearings[0].designation == "6308" for r in reps)
