@@ -55,11 +55,17 @@ from .sqlite import (
     _alarm_row,
     _json_encode,
     _result_row,
+    _window_filter,
     from_i64,
     to_i64,
 )
 
 T = TypeVar("T")
+
+def _dollar(n: int) -> str:
+    """PostgreSQL's n-th query parameter."""
+    return f"${n}"
+
 
 _MIGRATION_LOCK = 0x70756D70  # "pump"
 _ALARM_LOCK = 0x616C726D  # "alrm"
@@ -392,7 +398,9 @@ class PostgresStore:
         until_ns: int | None = None,
         limit: int | None = None,
     ) -> list[ResultRow]:
-        where, params = _window_filter(pump=pump, device=device, since=since_ns, until=until_ns)
+        where, params = _window_filter(
+            pump=pump, device=device, since=since_ns, until=until_ns, placeholder=_dollar
+        )
         sql = f"SELECT {_RESULT_COLUMNS} FROM results{where} ORDER BY t0_ns, device, epoch, seq"  # noqa: S608
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -410,7 +418,9 @@ class PostgresStore:
         until_ns: int | None = None,
         limit: int | None = None,
     ) -> list[ArchivedReport]:
-        where, params = _window_filter(pump=pump, device=None, since=since_ns, until=until_ns)
+        where, params = _window_filter(
+            pump=pump, device=None, since=since_ns, until=until_ns, placeholder=_dollar
+        )
         sql = (
             "SELECT device, epoch, seq, site, pump, channel, t0_ns, received_ns, report "  # noqa: S608
             f"FROM archive{where} ORDER BY t0_ns, device, epoch, seq"
@@ -524,14 +534,3 @@ async def _evaluate_alarms(
     return alarms
 
 
-def _window_filter(
-    *, pump: str | None, device: str | None, since: int | None, until: int | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, op, value in (("pump", "=", pump), ("device", "=", device),
-                              ("t0_ns", ">=", since), ("t0_ns", "<", until)):
-        if value is not None:
-            params.append(value)
-            clauses.append(f"{column} {op} ${len(params)}")
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

@@ -579,22 +579,29 @@ class SQLiteStore:
 
 
 def _window_filter(
-    *, pump: str | None, device: str | None, since: int | None, until: int | None
+    *,
+    pump: str | None,
+    device: str | None,
+    since: int | None,
+    until: int | None,
+    placeholder: Callable[[int], str] = lambda _n: "?",
 ) -> tuple[str, list[Any]]:
+    """``WHERE`` clause and parameters for a pump/device/window-time query.
+
+    ``placeholder(n)`` renders the n-th parameter (1-based): ``?`` for SQLite,
+    ``$n`` for PostgreSQL, which shares this function.
+    """
     clauses: list[str] = []
     params: list[Any] = []
-    if pump is not None:
-        clauses.append("pump = ?")
-        params.append(pump)
-    if device is not None:
-        clauses.append("device = ?")
-        params.append(device)
-    if since is not None:
-        clauses.append("t0_ns >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("t0_ns < ?")
-        params.append(until)
+    for column, op, value in (
+        ("pump", "=", pump),
+        ("device", "=", device),
+        ("t0_ns", ">=", since),
+        ("t0_ns", "<", until),
+    ):
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{column} {op} {placeholder(len(params))}")
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
