@@ -2,7 +2,7 @@
 
     python -m bench.endpoint [--json] [--seconds 3] [--concurrency 2] [--runs 1]
 
-The server (``python -m cloud.model.server``) runs as its own process pinned
+The server (``python -m models.serving.server``) runs as its own process pinned
 to one core; this process (the aiobotocore ``sagemaker-runtime`` client,
 ``invoke_endpoint`` with ``endpoint_url``) is pinned to another. Math
 libraries use one thread. For each batch size (1, 16, 64, 256 reports of
@@ -38,8 +38,8 @@ import msgspec
 import numpy as np
 
 import dsp
-from cloud.model.baseline import fit_baselines
-from cloud.model.bundle import load_bundle, write_bundle
+from models.serving.baseline import fit_baselines
+from models.serving.bundle import load_bundle, write_bundle
 from dsp.results import InvocationRequest, InvocationResponse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def make_reports(count: int, seed: int = 1, fault_every: int = 4) -> list[dsp.Re
 
 
 def start_server(model_dir: Path, cpu: int | None) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "cloud.model.server", "--host", "127.0.0.1", "--port", "0",
+    cmd = [sys.executable, "-m", "models.serving.server", "--host", "127.0.0.1", "--port", "0",
            "--model-dir", str(model_dir), "--log-level", "WARNING"]
 
     def pin() -> None:

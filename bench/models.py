@@ -41,16 +41,16 @@ import numpy as np
 import scipy.signal
 
 import dsp
-from cloud.model.anomaly import fit_pump_baselines, score_reports
-from cloud.model.bundle import load_bundle
-from cloud.model.classifier import SoftmaxClassifier
-from cloud.model.mlp import MLPClassifier
-from cloud.model.diagnostics import diagnose_bearing, fixed_band_diagnosis
-from cloud.model.evaluation import auroc
-from cloud.model.recordings import read_recording
-from cloud.model.replay import bearing_asset, config_for, reports_from_signal
-from cloud.model.train_sim import simulate_anomaly
-from cloud.model.training import TrainConfig, predict, train
+from models.training.anomaly import fit_pump_baselines, score_reports
+from models.serving.bundle import load_bundle
+from models.serving.classifier import SoftmaxClassifier
+from models.serving.mlp import MLPClassifier
+from models.serving.diagnostics import diagnose_bearing, fixed_band_diagnosis
+from models.training.evaluation import auroc
+from models.training.recordings import read_recording
+from models.training.replay import bearing_asset, config_for, reports_from_signal
+from models.training.train_sim import simulate_anomaly
+from models.training.training import TrainConfig, predict, train
 
 ROOT = Path(__file__).resolve().parent.parent
 CWRU_BEARING = ("6205", 9, 7.94, 39.04)  # SKF 6205-2RS JEM (drive end)

@@ -10,7 +10,7 @@ duplicates_stored == 0, dead_lettered == poison_injected, reports_per_s >= 500
 over the whole run). Otherwise:
 
 Everything is real and local: a Mosquitto broker (persistence on, as in the
-tests), the model server (``python -m cloud.model.server``, built-in physics
+tests), the model server (``python -m models.serving.server``, built-in physics
 bundle), the consumer as its own process (``pumpwatch cloud --config``, SQLite
 with ``synchronous=FULL``), and a paho QoS 1 publisher in this process sending
 pre-encoded reports (1 s, 25.6 kHz, 1600 lines; 8 reports per MQTT message,

@@ -6,8 +6,9 @@
 # SageMaker starts it as `docker run IMAGE serve`, mounts the model package's
 # model.tar.gz (extracted) at /opt/ml/model and sends GET /ping and
 # POST /invocations to port 8080. Only the inference code is copied in: dsp/
-# (the report schema and its codec) and cloud/model/ (handler, server,
-# bundles); no training code, no pipeline code. See docs/endpoint.md.
+# (the report schema and its codec), models/serving/ (handler, server,
+# bundles, physics evidence) and models/registry/ (the server's --registry
+# option); no training code, no pipeline code. See docs/endpoint.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,10 +22,11 @@ COPY docker/model-server-requirements.txt /opt/pumpwatch/requirements.txt
 RUN pip install --no-cache-dir -r /opt/pumpwatch/requirements.txt
 
 COPY dsp/ /opt/pumpwatch/dsp/
-COPY cloud/__init__.py /opt/pumpwatch/cloud/__init__.py
-COPY cloud/model/ /opt/pumpwatch/cloud/model/
+COPY models/__init__.py /opt/pumpwatch/models/__init__.py
+COPY models/serving/ /opt/pumpwatch/models/serving/
+COPY models/registry/ /opt/pumpwatch/models/registry/
 COPY docker/serve /usr/local/bin/serve
-RUN chmod 0755 /usr/local/bin/serve && python -c "import cloud.model.server"
+RUN chmod 0755 /usr/local/bin/serve && python -c "import models.serving.server"
 
 EXPOSE 8080
 CMD ["serve"]

@@ -17,6 +17,7 @@ COPY dsp/ /opt/pumpwatch/dsp/
 COPY simulator/ /opt/pumpwatch/simulator/
 COPY edge/ /opt/pumpwatch/edge/
 COPY cloud/ /opt/pumpwatch/cloud/
+COPY models/ /opt/pumpwatch/models/
 COPY pumpwatch/ /opt/pumpwatch/pumpwatch/
 RUN pip install --no-cache-dir '/opt/pumpwatch[all]' && pumpwatch --version
 COPY docker/stack-init.sh /usr/local/bin/pumpwatch-stack-init

@@ -13,7 +13,6 @@ import pytest
 
 import dsp
 from cloud.consumer import ConfigError, config_from_dict, load_config
-from cloud.model.baseline import Baselines
 from cloud.store import (
     ArchivedReport,
     Commit,
@@ -22,6 +21,7 @@ from cloud.store import (
     ResultRow,
     SQLiteStore,
 )
+from models.serving.baseline import Baselines
 from pumpwatch.cli import main
 from tests.infra.pipeline import encoded_reports, write_toml
 

@@ -1,7 +1,7 @@
 """The model-server Dockerfile cannot be built here: check it, its files and its entrypoint.
 
 - every COPY source exists, and together they hold the whole import closure of
-  ``cloud.model.server`` (so the image can start);
+  ``models.serving.server`` (so the image can start);
 - the closure's third-party imports are all in the image's requirements file;
 - the ``serve`` script (SageMaker's entrypoint) really starts the server from
   SM_MODEL_DIR on SAGEMAKER_BIND_TO_PORT and stops cleanly on SIGTERM.
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from cloud.model.bundle import write_bundle
+from models.serving.bundle import write_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "docker" / "model-server.Dockerfile"
 REQS = ROOT / "docker" / "model-server-requirements.txt"
-OURS = ("dsp", "cloud", "simulator", "edge", "pumpwatch")
+OURS = ("dsp", "cloud", "models", "simulator", "edge", "pumpwatch")
 DIST_OF = {"numpy": "numpy", "scipy": "scipy", "msgspec": "msgspec", "zstandard": "zstandard",
            "aiohttp": "aiohttp"}
 
@@ -114,7 +114,7 @@ def test_copied_files_exist_and_cover_the_server_import_closure() -> None:
     sources = [ROOT / c[0] for c in copies]
     for s in sources:
         assert s.exists(), f"Dockerfile copies {s.relative_to(ROOT)}, which does not exist"
-    files, _ = import_closure("cloud.model.server")
+    files, _ = import_closure("models.serving.server")
     assert files
     missing = [
         f.relative_to(ROOT) for f in files
@@ -124,7 +124,7 @@ def test_copied_files_exist_and_cover_the_server_import_closure() -> None:
 
 
 def test_requirements_cover_third_party_imports() -> None:
-    _, third = import_closure("cloud.model.server")
+    _, third = import_closure("models.serving.server")
     reqs = {
         line.split(">")[0].split("=")[0].split("<")[0].strip().lower()
         for line in REQS.read_text().splitlines() if line.strip() and not line.startswith("#")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import dsp
-from cloud.model.baseline import DEFAULT_FEATURES, FLEET, fit_baselines
-from cloud.model.bundle import builtin_bundle, load_bundle, write_bundle
-from cloud.model.classifier import SoftmaxClassifier
-from cloud.model.errors import BundleError, ChecksumMismatchError, RequestError
-from cloud.model.handler import JSON, MSGPACK, decode_request, invoke, score
 from dsp.results import CONDITIONS, InvocationResponse
+from models.serving.baseline import DEFAULT_FEATURES, FLEET, fit_baselines
+from models.serving.bundle import builtin_bundle, load_bundle, write_bundle
+from models.serving.classifier import SoftmaxClassifier
+from models.serving.errors import BundleError, ChecksumMismatchError, RequestError
+from models.serving.handler import JSON, MSGPACK, decode_request, invoke, score
 from tests.infra.model_server import request_body, synth_reports
 
 
@@ -194,8 +194,8 @@ def test_non_finite_features_never_reach_the_wire(healthy: list[dsp.Report]) -> 
 
 
 def test_batch_bearing_diagnosis_equals_the_reference(mixed: list[dsp.Report]) -> None:
-    from cloud.model._diagnose_batch import diagnose_bearings
-    from cloud.model.diagnostics import diagnose_bearing
+    from models.serving._diagnose_batch import diagnose_bearings
+    from models.serving.diagnostics import diagnose_bearing
 
     extra = synth_reports(4, pumps=["p5"], seed=51, outer=6.0, seq0=400)
     no_bearing = msgspec.structs.replace(extra[0], asset=dsp.Asset(vanes=6))

@@ -11,11 +11,11 @@ import boto3
 import msgspec
 import pytest
 
-from cloud.model.baseline import fit_baselines
-from cloud.model.bundle import BUILTIN_VERSION, pack_bundle, write_bundle
-from cloud.model.errors import ChecksumMismatchError, RegistryError
-from cloud.model.registry import LocalRegistry
 from dsp.results import InvocationResponse
+from models.registry.local import LocalRegistry
+from models.serving.baseline import fit_baselines
+from models.serving.bundle import BUILTIN_VERSION, pack_bundle, write_bundle
+from models.serving.errors import ChecksumMismatchError, RegistryError
 from pumpwatch.cli import main as cli
 from tests.infra.model_server import ModelServerProcess, boto_kwargs, request_body, synth_reports
 

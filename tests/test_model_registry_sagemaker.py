@@ -14,9 +14,9 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from cloud.model.bundle import write_bundle
-from cloud.model.errors import RegistryError
-from cloud.model.registry_sagemaker import METRIC_PREFIX, SHA_KEY, SageMakerRegistry
+from models.registry.sagemaker import METRIC_PREFIX, SHA_KEY, SageMakerRegistry
+from models.serving.bundle import write_bundle
+from models.serving.errors import RegistryError
 
 ACCOUNT = "123456789012"
 GROUP_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package-group/pumps"

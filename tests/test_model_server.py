@@ -11,9 +11,9 @@ import msgspec
 import pytest
 from aiobotocore.session import get_session
 
-from cloud.model.baseline import fit_baselines
-from cloud.model.bundle import BUILTIN_VERSION, pack_bundle, write_bundle
 from dsp.results import InvocationResponse
+from models.serving.baseline import fit_baselines
+from models.serving.bundle import BUILTIN_VERSION, pack_bundle, write_bundle
 from tests.infra.model_server import (
     ModelServerProcess,
     boto_kwargs,

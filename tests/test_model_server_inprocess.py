@@ -10,11 +10,11 @@ import msgspec
 import pytest
 
 import dsp
-from cloud.model.baseline import fit_baselines
-from cloud.model.bundle import pack_bundle, write_bundle
-from cloud.model.registry import LocalRegistry
-from cloud.model.server import ModelServer, ServerConfig
 from dsp.results import InvocationResponse
+from models.registry.local import LocalRegistry
+from models.serving.baseline import fit_baselines
+from models.serving.bundle import pack_bundle, write_bundle
+from models.serving.server import ModelServer, ServerConfig
 from tests.infra.model_server import request_body, synth_reports
 
 MSGPACK = {"Content-Type": "application/x-msgpack"}
@@ -159,7 +159,7 @@ async def test_model_failure_while_scoring_is_model_error(
 ) -> None:
     import json
 
-    from cloud.model.classifier import register_kind
+    from models.serving.classifier import register_kind
 
     register_kind("test-exploding", lambda d, spec: _Exploding())
     bundle = write_bundle(tmp_path / "models" / "boom", model_version="boom-1")

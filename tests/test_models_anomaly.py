@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 
 import dsp
-from cloud.model.anomaly import (
+from models.serving.baseline import FLEET, Baselines
+from models.serving.bundle import load_bundle, write_bundle
+from models.serving.handler import score
+from models.training.anomaly import (
     BASELINE_FEATURES,
     BaselineConfig,
     fit_pump_baselines,
     score_reports,
     shrunk_whitener,
 )
-from cloud.model.baseline import FLEET, Baselines
-from cloud.model.bundle import load_bundle, write_bundle
-from cloud.model.evaluation import auroc
-from cloud.model.handler import score
-from cloud.model.recordings import read_recording
-from cloud.model.train_sim import AnomalySet, pump_reports, random_pump, simulate_anomaly
+from models.training.evaluation import auroc
+from models.training.recordings import read_recording
+from models.training.train_sim import AnomalySet, pump_reports, random_pump, simulate_anomaly
 from pumpwatch.cli import main
 
 SEED = 5

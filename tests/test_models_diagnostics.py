@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import dsp
-from cloud.model.bundle import builtin_bundle
-from cloud.model.diagnostics import diagnose_bearing, fixed_band_diagnosis
-from cloud.model.evaluation import auroc, confusion, macro_f1
-from cloud.model.handler import score
+from models.serving.bundle import builtin_bundle
+from models.serving.diagnostics import diagnose_bearing, fixed_band_diagnosis
+from models.serving.handler import score
+from models.training.evaluation import auroc, confusion, macro_f1
 from simulator import FaultConfig, PumpConfig, SensorConfig, SpeedProfile, lookup_bearing
 from simulator.pump import PumpBearing
 
@@ -19,7 +19,7 @@ KINDS = {"outer_race": "bearing_outer", "inner_race": "bearing_inner", "ball": "
 
 
 def _reports(kind: str | None, rpm: float, severity: float = 0.7) -> list[dsp.Report]:
-    from cloud.model.train_sim import pump_reports
+    from models.training.train_sim import pump_reports
 
     cfg = PumpConfig(
         name=f"d-{kind}", speed=SpeedProfile(rpm=rpm),

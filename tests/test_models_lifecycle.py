@@ -11,11 +11,11 @@ import msgspec
 import numpy as np
 import pytest
 
-from cloud.model.bundle import load_bundle
-from cloud.model.registry import LocalRegistry
-from cloud.model.server import ModelServer, ServerConfig
-from cloud.model.train_sim import CLASSES, pump_reports, random_pump
 from dsp.results import InvocationResponse
+from models.registry.local import LocalRegistry
+from models.serving.bundle import load_bundle
+from models.serving.server import ModelServer, ServerConfig
+from models.training.train_sim import CLASSES, pump_reports, random_pump
 from pumpwatch.cli import main
 from simulator import FaultConfig, SimulatedSource
 from tests.infra.model_server import request_body

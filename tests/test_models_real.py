@@ -16,11 +16,11 @@ import pytest
 import scipy.signal
 
 import dsp
-from cloud.model.anomaly import fit_pump_baselines, score_reports
-from cloud.model.diagnostics import diagnose_bearing, fixed_band_diagnosis
-from cloud.model.evaluation import auroc
-from cloud.model.recordings import read_recording
-from cloud.model.replay import bearing_asset, config_for, reports_from_signal
+from models.serving.diagnostics import diagnose_bearing, fixed_band_diagnosis
+from models.training.anomaly import fit_pump_baselines, score_reports
+from models.training.evaluation import auroc
+from models.training.recordings import read_recording
+from models.training.replay import bearing_asset, config_for, reports_from_signal
 
 GEOMETRY = (9, 7.94, 39.04)  # SKF 6205-2RS JEM, drive end
 FS = 12000.0

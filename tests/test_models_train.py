@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import dsp
-from cloud.model.bundle import load_bundle
-from cloud.model.features import extract
-from cloud.model.mlp import MLPClassifier
-from cloud.model.train_sim import CLASSES, LabelledReports, simulate
-from cloud.model.training import (
+from models.serving.bundle import load_bundle
+from models.serving.features import extract
+from models.serving.mlp import MLPClassifier
+from models.training.train_sim import CLASSES, LabelledReports, simulate
+from models.training.training import (
     FEATURES,
     TrainConfig,
     TrainResult,
@@ -98,7 +98,7 @@ def test_artifact_loads_and_serves_without_training_code(
     tar = write_model(result, tmp_path / "out", model_version="t-1")
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == {"sim_macro_f1": 0.5}
     req = tmp_path / "req.msgpack"
-    from cloud.model.handler import MSGPACK
+    from models.serving.handler import MSGPACK
     from tests.infra.model_server import request_body
 
     req.write_bytes(request_body(test_set.reports[:8]))
@@ -107,14 +107,14 @@ def test_artifact_loads_and_serves_without_training_code(
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 top = name.split(".")[0]
-                if top in ("simulator", "sklearn") or name.startswith("cloud.model.train"):
+                if top in ("simulator", "sklearn") or name.startswith("models.serving.train"):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         from pathlib import Path
         import msgspec
-        from cloud.model.bundle import load_bundle
-        from cloud.model.handler import invoke
-        assert "simulator" not in sys.modules and "cloud.model.training" not in sys.modules
+        from models.serving.bundle import load_bundle
+        from models.serving.handler import invoke
+        assert "simulator" not in sys.modules and "models.training.training" not in sys.modules
         from dsp.results import InvocationResponse
         b = load_bundle(Path({str(tar)!r}))
         body, _ = invoke(b, Path({str(req)!r}).read_bytes(), {MSGPACK!r}, {MSGPACK!r})

@@ -4,9 +4,9 @@ Sources are pluggable: ``--store URL`` (the consumer's report archive, with
 ``--pump``, ``--since``, ``--until``) and ``--from FILE...`` (recordings of one
 pump's healthy period, replayed through the edge's dsp); each adds its option
 and a loader to :data:`SOURCES`, and exactly one source must be given.
-Wiring only: reading is the store's and :mod:`cloud.model.recordings`' job,
+Wiring only: reading is the store's and :mod:`models.training.recordings`' job,
 fitting (threshold calibrated on the held-out end of the healthy period) is
-:mod:`cloud.model.anomaly`'s.
+:mod:`models.training.anomaly`'s.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 import msgspec
 
 import dsp
-from cloud.model.anomaly import BaselineConfig, calibration_report, fit_pump_baselines
-from cloud.model.recordings import RecordingError, read_recording
-from cloud.model.replay import bearing_asset, reports_from_signal
 from cloud.store import StoreError, make_store
+from models.training.anomaly import BaselineConfig, calibration_report, fit_pump_baselines
+from models.training.recordings import RecordingError, read_recording
+from models.training.replay import bearing_asset, reports_from_signal
 
 from ._storeargs import iso_ns, ns_iso
 

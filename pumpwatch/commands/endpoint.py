@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from cloud.model.registry import default_registry_path
-from cloud.model.server import add_arguments, config_from_args, serve
+from models.registry.local import default_registry_path
+from models.serving.server import add_arguments, config_from_args, serve
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,18 +8,18 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from cloud.model.anomaly import BaselineConfig, fit_pump_baselines
-from cloud.model.baseline import Baselines
-from cloud.model.bundle import load_bundle, read_manifest, write_bundle
-from cloud.model.errors import BundleError, RegistryError, RequestError
-from cloud.model.handler import JSON, MSGPACK, decode_request
-from cloud.model.registry import (
+from models.registry.local import (
     APPROVAL_STATUSES,
     LocalRegistry,
     ModelPackage,
     ModelRegistry,
     default_registry_path,
 )
+from models.serving.baseline import Baselines
+from models.serving.bundle import load_bundle, read_manifest, write_bundle
+from models.serving.errors import BundleError, RegistryError, RequestError
+from models.serving.handler import JSON, MSGPACK, decode_request
+from models.training.anomaly import BaselineConfig, fit_pump_baselines
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,7 +90,7 @@ def _registry(args: argparse.Namespace) -> ModelRegistry:
         return LocalRegistry(args.registry or default_registry_path())
     import boto3
 
-    from cloud.model.registry_sagemaker import SageMakerRegistry
+    from models.registry.sagemaker import SageMakerRegistry
 
     if not args.s3_prefix or not args.image:
         raise RegistryError("--sagemaker needs --s3-prefix and --image")

@@ -1,6 +1,6 @@
 """``pumpwatch train``: train the condition classifier on the simulator, write a bundle.
 
-Wiring only: simulation and fitting live in :mod:`cloud.model.training`.
+Wiring only: simulation and fitting live in :mod:`models.training.training`.
 Writes ``OUT/bundle/`` (the bundle), ``OUT/model.tar.gz`` (what ``pumpwatch
 models register`` takes), ``OUT/metrics.json`` (held-out figures, also
 registered as the package's metrics) and ``OUT/training.json`` (confusion
@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from cloud.model.baseline import Baselines
-from cloud.model.bundle import pack_bundle, write_bundle
-from cloud.model.errors import BundleError
-from cloud.model.training import TrainConfig, train, write_model
+from models.serving.baseline import Baselines
+from models.serving.bundle import pack_bundle, write_bundle
+from models.serving.errors import BundleError
+from models.training.training import TrainConfig, train, write_model
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,9 +1,9 @@
 """The stack's models: train once, register, approve, deploy; later add fitted baselines.
 
 Wiring only: training is ``pumpwatch train`` (run as a subprocess, its
-progress bar on this terminal), baselines are :func:`cloud.model.anomaly.fit_pump_baselines`
+progress bar on this terminal), baselines are :func:`models.training.anomaly.fit_pump_baselines`
 over the consumer's report archive, bundles and the registry are
-:mod:`cloud.model`'s. The model server (``pumpwatch endpoint --registry``)
+:mod:`models.serving`'s. The model server (``pumpwatch endpoint --registry``)
 hot-reloads whatever is deployed to the endpoint.
 """
 
@@ -59,7 +59,7 @@ def deploy_trained(opts: StackOptions) -> str:
 
     Returns the deployed model version (``group/version``).
     """
-    from cloud.model.registry import LocalRegistry
+    from models.registry.local import LocalRegistry
 
     reg = LocalRegistry(opts.path("registry"))
     dep = reg.deployment(ENDPOINT_NAME)
@@ -98,9 +98,9 @@ def fit_and_deploy_baselines(opts: StackOptions, pumps: list[str], since_ns: int
 
     Returns ``(model_version, pumps with a baseline)``.
     """
-    from cloud.model.anomaly import fit_pump_baselines
-    from cloud.model.bundle import load_bundle, write_bundle
-    from cloud.model.registry import LocalRegistry
+    from models.registry.local import LocalRegistry
+    from models.serving.bundle import load_bundle, write_bundle
+    from models.training.anomaly import fit_pump_baselines
 
     reports = asyncio.run(_archived(opts, pumps, since_ns, until_ns))
     if not reports:

@@ -47,7 +47,7 @@ FAULT_ORDER: tuple[str, ...] = (
     "ball",
 )
 
-#: Classifier condition -> simulator fault kind (cloud/model/train_sim.py's CLASS_FAULTS).
+#: Classifier condition -> simulator fault kind (models/training/train_sim.py's CLASS_FAULTS).
 CONDITION_FAULT: dict[str, str] = {
     "imbalance": "imbalance",
     "misalignment": "misalignment",

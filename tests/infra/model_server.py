@@ -121,7 +121,7 @@ def boto_kwargs(url: str) -> dict[str, Any]:
 
 
 class ModelServerProcess:
-    """``python -m cloud.model.server`` on a free port; stopped (SIGTERM) on exit."""
+    """``python -m models.serving.server`` on a free port; stopped (SIGTERM) on exit."""
 
     def __init__(
         self,
@@ -134,7 +134,7 @@ class ModelServerProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
-        cmd = [sys.executable, "-m", "cloud.model.server", "--port", "0", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "models.serving.server", "--port", "0", "--host", "127.0.0.1",
                "--name", name]
         if model_dir is not None:
             cmd += ["--model-dir", str(model_dir)]

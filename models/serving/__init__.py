@@ -1,8 +1,9 @@
-"""The model side of the cloud: inference handler, SageMaker-compatible server, registry.
+"""The SageMaker inference container: server, handler, bundles, physics evidence.
 
-Kept apart from the pipeline side (consumer, batcher, store): the two meet
-only at the endpoint contract (:mod:`dsp.results`) and the report schema.
-Inference code needs numpy, msgspec and aiohttp only.
+Everything a served bundle needs to load and score, and nothing of training:
+this package imports :mod:`dsp` and the third-party inference stack (numpy,
+scipy, msgspec, zstandard, aiohttp) only. The pipeline reaches it through the
+endpoint contract (:mod:`dsp.results`) and the report schema, never by import.
 """
 
 from .bundle import BUILTIN_VERSION, Bundle, builtin_bundle, load_bundle, pack_bundle, write_bundle
@@ -18,19 +19,14 @@ from .errors import (
     UnknownEndpointError,
     UnknownTargetModelError,
 )
-from .registry import Deployment, LocalRegistry, ModelPackage, ModelRegistry
 
 __all__ = [
     "BUILTIN_VERSION",
     "Bundle",
     "BundleError",
     "ChecksumMismatchError",
-    "Deployment",
-    "LocalRegistry",
     "ModelFailureError",
     "ModelNotReadyError",
-    "ModelPackage",
-    "ModelRegistry",
     "ModelServerError",
     "PayloadTooLargeError",
     "RegistryError",

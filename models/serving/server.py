@@ -18,7 +18,7 @@ memory budget; ``X-Amzn-SageMaker-Custom-Attributes`` is echoed back;
 responses carry ``X-Amzn-Invoked-Production-Variant`` and
 ``X-Pumpwatch-Model-Version``. Errors carry ``x-amzn-ErrorType`` and a JSON
 ``{"message": ...}`` so botocore raises its own exception classes (see
-:mod:`cloud.model.errors`).
+:mod:`models.serving.errors`).
 
 Theory of operation for hot reload: the default bundle is one reference.
 A deploy (registry deployment record changed; polled, or SIGHUP) loads the
@@ -47,6 +47,8 @@ from types import TracebackType
 
 from aiohttp import web
 
+from models.registry.local import Deployment, LocalRegistry
+
 from .bundle import MANIFEST, Bundle, builtin_bundle, load_bundle
 from .errors import (
     BundleError,
@@ -60,7 +62,6 @@ from .errors import (
     UnknownTargetModelError,
 )
 from .handler import invoke
-from .registry import Deployment, LocalRegistry
 
 log = logging.getLogger("pumpwatch.model.server")
 
@@ -564,7 +565,7 @@ async def serve(cfg: ServerConfig, *, announce: Callable[[str], None] | None = N
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m cloud.model.server", description="pumpwatch model server"
+        prog="python -m models.serving.server", description="pumpwatch model server"
     )
     add_arguments(p)
     p.add_argument("--log-level", default="INFO")

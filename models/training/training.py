@@ -1,7 +1,7 @@
 """Train the condition classifier on simulated reports; write a servable bundle.
 
 Theory of operation. The classifier is a small neural network (the bundle's
-``mlp`` kind, :mod:`cloud.model.mlp`: one tanh hidden layer of 16 units,
+``mlp`` kind, :mod:`models.serving.mlp`: one tanh hidden layer of 16 units,
 loads with numpy alone, no training code) -- or, with ``kind="softmax"``,
 multinomial logistic regression -- over physics features the edge already
 computes, mostly *logarithms*, so that differences are ratios: log v2x -
@@ -20,7 +20,7 @@ size (16) was chosen among 16/32/64 on the simulator's held-out split; the
 clip (4) was set before any real-data run; nothing is chosen on real
 recordings (docs/models.md says what was looked at).
 Metrics come from a held-out simulator split with unseen seeds, speeds and
-resonances (:mod:`cloud.model.train_sim`).
+resonances (:mod:`models.training.train_sim`).
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ import scipy.optimize
 from numpy.typing import NDArray
 
 import dsp
+from models.serving.bundle import pack_bundle, write_bundle
+from models.serving.classifier import SoftmaxClassifier
+from models.serving.features import extract
+from models.serving.mlp import MLPClassifier
+from models.serving.physics import PhysicsParams
 
-from .bundle import pack_bundle, write_bundle
-from .classifier import SoftmaxClassifier
 from .evaluation import confusion, macro_f1, per_class_f1
-from .features import extract
-from .mlp import MLPClassifier
-from .physics import PhysicsParams
 from .replay import STANDARD_BANDS
 from .train_sim import CLASSES, Progress, simulate
 

@@ -1,7 +1,7 @@
 """The inference handler: request bytes in, response bytes out, sans-IO.
 
 One call scores a whole batch: decode once with a typed msgspec decoder,
-gather features into columns (:func:`cloud.model.features.extract`), run the
+gather features into columns (:func:`models.serving.features.extract`), run the
 classifier and the anomaly model with numpy across the batch, then build one
 :class:`dsp.results.Result` per report in request order. The HTTP server is a
 thin adapter around :func:`invoke`.
@@ -222,7 +222,7 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
     loose = (strengths["looseness"] >= 0.5).tolist()
     cav = (strengths["cavitation"] >= 0.5).tolist()
     env_thr = params.env_threshold
-    # Envelope-family diagnosis (cloud.model.diagnostics) only where a bearing line is lit,
+    # Envelope-family diagnosis (models.serving.diagnostics) only where a bearing line is lit,
     # computed for those reports together (it reads their envelope spectra).
     lit_rows = np.flatnonzero(
         np.stack([np.fmax(f.column(k), 0) >= env_thr for k in _ENV_NAMES]).any(axis=0)

@@ -1,14 +1,14 @@
 """Condition classifiers a bundle can carry, looked up by ``kind``.
 
-A classifier maps :class:`~cloud.model.features.BatchFeatures` to an
+A classifier maps :class:`~models.serving.features.BatchFeatures` to an
 ``(n, len(classes))`` probability matrix. Kinds:
 
-- ``physics``: :class:`~cloud.model.physics.PhysicsClassifier` (rules, no file).
+- ``physics``: :class:`~models.serving.physics.PhysicsClassifier` (rules, no file).
 - ``softmax``: multinomial logistic regression stored as ``.npz`` with
   ``feature_names``, ``classes``, ``mean``, ``scale``, ``W`` (features x
   classes) and ``b`` -- the simplest trained artifact, loadable with numpy
   alone (no training code).
-- ``mlp``: :class:`~cloud.model.mlp.MLPClassifier`, one tanh hidden layer
+- ``mlp``: :class:`~models.serving.mlp.MLPClassifier`, one tanh hidden layer
   over clipped standardised features (what ``pumpwatch train`` writes).
 
 Trained models of later issues add a kind with :func:`register_kind`; the

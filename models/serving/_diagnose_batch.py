@@ -1,4 +1,4 @@
-"""Batch form of :func:`cloud.model.diagnostics.diagnose_bearing`, for the serving path.
+"""Batch form of :func:`models.serving.diagnostics.diagnose_bearing`, for the serving path.
 
 ``diagnose_bearing`` is the reference (one report at a time, readable); this
 module gives the same evidence for many reports with numpy across the batch:

@@ -16,7 +16,7 @@ its SHA-256, checked again whenever the artifact is loaded.
 A *deployment* points an endpoint name at one approved package; a running
 server polls its deployment (and reloads on SIGHUP) and swaps bundles
 without dropping requests. :class:`ModelRegistry` is the interface; the
-SageMaker-backed implementation is in :mod:`cloud.model.registry_sagemaker`.
+SageMaker-backed implementation is in :mod:`models.registry.sagemaker`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from .bundle import MANIFEST, Bundle, load_bundle, pack_bundle, read_manifest, sha256_file
-from .errors import ChecksumMismatchError, RegistryError
+from models.serving.bundle import (
+    MANIFEST,
+    Bundle,
+    load_bundle,
+    pack_bundle,
+    read_manifest,
+    sha256_file,
+)
+from models.serving.errors import ChecksumMismatchError, RegistryError
 
 ApprovalStatus = Literal["PendingManualApproval", "Approved", "Rejected"]
 APPROVAL_STATUSES: tuple[str, ...] = ("PendingManualApproval", "Approved", "Rejected")

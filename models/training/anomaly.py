@@ -13,7 +13,7 @@ cannot estimate 16x16 correlations; with very few reports the shrinkage
 goes to 1 and the score is the plain RMS z-score). The per-feature spread
 has a floor (``SCALE_FLOOR``, 0.02 decades ~ 5 %) so that a feature that
 happened to be steady in the healthy period cannot turn noise into alarms.
-The artifact is :class:`cloud.model.baseline.Baselines` (one small ``.npz``
+The artifact is :class:`models.serving.baseline.Baselines` (one small ``.npz``
 inside the bundle, numpy only, with the whitening matrix), which the model
 server scores the same way.
 
@@ -37,9 +37,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 import dsp
+from models.serving.baseline import FLEET, SCALE_FLOOR, Baselines
+from models.serving.features import band_name, extract
 
-from .baseline import FLEET, SCALE_FLOOR, Baselines
-from .features import band_name, extract
 from .replay import STANDARD_BANDS
 
 F64 = NDArray[np.float64]

@@ -6,7 +6,7 @@ cannot push a logit without bound: it is treated as "very high" or "very
 low", never as "infinitely"), missing -> 0 (the training mean), one tanh
 hidden layer, softmax. The artifact is one ``.npz`` (``feature_names``,
 ``classes``, ``mean``, ``scale``, ``clip``, ``W1``, ``b1``, ``W2``, ``b2``),
-no pickle; fitting lives in :mod:`cloud.model.training`.
+no pickle; fitting lives in :mod:`models.training.training`.
 """
 
 from __future__ import annotations

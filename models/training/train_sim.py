@@ -3,7 +3,7 @@
 Theory of operation. Each *sample pump* is a random :class:`simulator.PumpConfig`
 (speed, vanes, bearing, two or three structural resonances, noise floor) with
 at most one fault of a known class, rendered for a few seconds and turned into
-1 s reports by the edge's own dsp (:mod:`cloud.model.replay`). Nuisances
+1 s reports by the edge's own dsp (:mod:`models.training.replay`). Nuisances
 vary on purpose, so the classifier has to learn patterns, not levels:
 
 - speed 600-3600 rpm with slow drift; the report's speed is either the

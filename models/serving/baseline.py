@@ -10,7 +10,7 @@ reports' own scores times ``margin`` (in-sample; a held-out calibration is
 the models issue's job). A row named ``*`` is a fleet baseline, used for
 pumps without their own (results then say ``baseline="fleet"``).
 
-With ``whiten`` (optional, fitted by :mod:`cloud.model.anomaly`), the score
+With ``whiten`` (optional, fitted by :mod:`models.training.anomaly`), the score
 is a Mahalanobis distance instead: ``sqrt(|L^-1 z|^2 / k)`` where ``L L^T`` is
 the pump's shrunk correlation matrix of ``z``, so features that move together
 (band energies and broadband RMS under a load change) count once, not once

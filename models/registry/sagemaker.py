@@ -1,4 +1,4 @@
-"""The :class:`~cloud.model.registry.ModelRegistry` interface over the SageMaker Model Registry.
+"""The :class:`~models.registry.local.ModelRegistry` interface over the SageMaker Model Registry.
 
 Mapping (boto3 ``sagemaker`` and ``s3`` clients, passed in):
 
@@ -33,10 +33,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .bundle import bundle_bytes, read_manifest
-from .errors import RegistryError
-from .handler import JSON, MSGPACK
-from .registry import ApprovalStatus, Deployment, ModelPackage, check_group_name
+from models.serving.bundle import bundle_bytes, read_manifest
+from models.serving.errors import RegistryError
+from models.serving.handler import JSON, MSGPACK
+
+from .local import ApprovalStatus, Deployment, ModelPackage, check_group_name
 
 SHA_KEY = "pumpwatch:sha256"
 METRIC_PREFIX = "pumpwatch:metric:"

@@ -14,7 +14,7 @@ artifact form) holding ``bundle.json``::
 
 Every file named in ``files`` is checked against its SHA-256 on load. A
 bundle loads with numpy alone; classifier kinds are looked up in
-:mod:`cloud.model.classifier` (later models register new kinds there).
+:mod:`models.serving.classifier` (later models register new kinds there).
 """
 
 from __future__ import annotations
