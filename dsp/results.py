@@ -9,6 +9,7 @@ A request is ``{"v": 1, "reports": [Report, ...]}``; the response carries one
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 import msgspec
@@ -16,28 +17,49 @@ import msgspec
 from .report import Report
 
 RESULT_SCHEMA_VERSION = 1
-CONDITIONS: tuple[str, ...] = (
-    "healthy",
-    "imbalance",
-    "misalignment",
-    "looseness",
-    "bearing_outer",
-    "bearing_inner",
-    "bearing_ball",
-    "cavitation",
-    "unknown",
-)
-Condition = Literal[
-    "healthy",
-    "imbalance",
-    "misalignment",
-    "looseness",
-    "bearing_outer",
-    "bearing_inner",
-    "bearing_ball",
-    "cavitation",
-    "unknown",
-]
+
+#: Classes every served bundle can return whatever its model: the serving layer
+#: adds them to each bundle's manifest. ``unknown``: no class can be named with
+#: confidence; ``sensor_fault``: the input is unusable (dead, clipped, non-finite).
+UNKNOWN = "unknown"
+SENSOR_FAULT = "sensor_fault"
+HEALTHY = "healthy"
+
+
+class ClassInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One condition class a bundle can return, as its manifest declares it.
+
+    ``severity`` is a hint for dashboards and alarms, an open string owned by the
+    model side (the built-in bundles use ``none``, ``info``, ``warning``,
+    ``critical``); ``action`` is the recommended maintenance action.
+    """
+
+    name: str
+    display_name: str
+    description: str = ""
+    severity: str = "info"
+    action: str = ""
+
+
+class Manifest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a served bundle declares through the contract: its classes and extra fields.
+
+    ``fields`` names the optional result fields the bundle emits beyond
+    :class:`Result`'s (name -> description). ``digest`` identifies this content
+    (see :func:`manifest_digest`); a response carries it so a caller can cache
+    the manifest and fetch it again only when it changes.
+    """
+
+    model_version: str
+    classes: list[ClassInfo]
+    fields: dict[str, str] = {}
+    digest: str = ""
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    """A short, stable digest of a manifest's content (its ``digest`` field excluded)."""
+    body = msgspec.json.encode(msgspec.structs.replace(manifest, digest=""), order="sorted")
+    return hashlib.sha256(body).hexdigest()[:16]
 
 
 class InvocationRequest(msgspec.Struct, frozen=True):
@@ -62,7 +84,7 @@ class Result(msgspec.Struct, frozen=True, omit_defaults=True):
     pump: str
     channel: str
     t0_ns: int
-    condition: Condition
+    condition: str  # open: the bundle's manifest declares the classes
     probabilities: dict[str, float]
     anomaly_score: float
     anomaly_threshold: float
@@ -79,7 +101,11 @@ class Result(msgspec.Struct, frozen=True, omit_defaults=True):
         return (self.device, self.epoch, self.seq)
 
 
-class InvocationResponse(msgspec.Struct, frozen=True):
+class InvocationResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     v: int
     model_version: str
     results: list[Result]
+    #: identifies the bundle's :class:`Manifest`; the full manifest is included when
+    #: the request's CustomAttributes ask for it (``manifest=1``).
+    manifest_digest: str | None = None
+    manifest: Manifest | None = None

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import dsp
-from dsp.results import CONDITIONS, InvocationResponse
+from dsp.results import InvocationResponse
 from models.serving.baseline import DEFAULT_FEATURES, FLEET, fit_baselines
 from models.serving.bundle import builtin_bundle, load_bundle, write_bundle
+from models.serving.classes import CONDITIONS
 from models.serving.classifier import SoftmaxClassifier
 from models.serving.errors import BundleError, ChecksumMismatchError, RequestError
 from models.serving.handler import JSON, MSGPACK, decode_request, invoke, score

@@ -24,8 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from dsp.results import CONDITIONS
-
+from .classes import CONDITIONS
 from .errors import BundleError
 from .features import BatchFeatures, check_feature_names
 from .mlp import load_mlp

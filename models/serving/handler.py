@@ -289,7 +289,7 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
                 pump=r.pump,
                 channel=r.channel,
                 t0_ns=r.t0_ns,
-                condition=label,  # type: ignore[arg-type]
+                condition=label,
                 probabilities=dict(zip(classes, proba_l[i], strict=True)),
                 anomaly_score=score_l[i],
                 anomaly_threshold=thr_l[i],

@@ -20,7 +20,7 @@ engineering rule of thumb, so a result can always say why:
 - ``healthy`` and ``unknown`` share what no fault pattern explains: healthy
   below B/C, unknown above it (severe vibration without a recognised pattern).
 
-Scores are normalised into class probabilities over :data:`dsp.results.CONDITIONS`.
+Scores are normalised into class probabilities over :data:`models.serving.classes.CONDITIONS`.
 This is a stand-in for the trained classifier, and results say so in their
 model version (``physics``) -- it is not calibrated probability.
 
@@ -37,8 +37,7 @@ from typing import cast
 import numpy as np
 from numpy.typing import NDArray
 
-from dsp.results import CONDITIONS
-
+from .classes import CONDITIONS
 from .features import BatchFeatures
 
 F64 = NDArray[np.float64]
