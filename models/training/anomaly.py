@@ -8,7 +8,8 @@ prominences at the bearing defect frequencies. The score of a report is its
 Mahalanobis distance from the baseline, divided by sqrt(#features) (about 1
 for a typical healthy report): ``z`` = per-feature deviation over spread,
 then whitened by the pump's feature *correlation*, shrunk towards the
-identity with the Ledoit-Wolf rule (a healthy period of a few dozen reports
+identity with the Ledoit-Wolf rule (scikit-learn's ``ledoit_wolf`` on the
+unit-variance deviations; a healthy period of a few dozen reports
 cannot estimate 16x16 correlations; with very few reports the shrinkage
 goes to 1 and the score is the plain RMS z-score). The per-feature spread
 has a floor (``SCALE_FLOOR``, 0.02 decades ~ 5 %) so that a feature that
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from sklearn.covariance import ledoit_wolf
 
 import dsp
 from models.serving.baseline import FLEET, SCALE_FLOOR, Baselines
@@ -85,33 +87,32 @@ def _scores(x: F64, mean: F64, scale: F64, whiten: F64 | None = None) -> F64:
 def shrunk_whitener(x: F64, mean: F64, scale: F64) -> tuple[F64, float]:
     """``L^-1`` of the Ledoit-Wolf-shrunk correlation of ``z`` (identity off the valid features).
 
-    Returns the ``(F, F)`` whitening matrix and the shrinkage used (1 = none
-    of the sample correlation kept).
+    The correlation is scikit-learn's :func:`~sklearn.covariance.ledoit_wolf`
+    of ``z`` rescaled to unit variance per feature, so its shrinkage target
+    ``trace / F`` is the identity. Features without spread in ``x`` (or never
+    seen) carry no correlation and keep an identity row. Returns the
+    ``(F, F)`` whitening matrix and the shrinkage used (1 = none of the sample
+    correlation kept).
     """
     f = x.shape[1]
     out = np.eye(f)
-    valid = np.isfinite(mean)
-    z = ((x - mean) / scale)[:, valid]
-    z = z[np.all(np.isfinite(z), axis=1)]
-    n, k = z.shape
+    z = (x - mean) / scale
+    rows = np.all(np.isfinite(z[:, np.isfinite(mean)]), axis=1)
+    z = z[rows]
+    sd = z.std(axis=0) if z.shape[0] else np.zeros(f)
+    valid = np.isfinite(mean) & np.isfinite(sd) & (sd > 0)
+    n, k = z.shape[0], int(valid.sum())
     if n < 3 or k < 2:
         return out, 1.0
-    zc = z - z.mean(axis=0)
-    sd = zc.std(axis=0)
-    y = zc / np.where(sd > 0, sd, 1.0)
-    sample = y.T @ y / n
-    eye = np.eye(k)
-    d2 = float(np.sum((sample - eye) ** 2))
-    b2 = (float(np.sum(np.sum(y * y, axis=1) ** 2)) - n * float(np.sum(sample**2))) / n**2
-    lam = 1.0 if d2 <= 0 else float(np.clip(b2 / d2, 0.0, 1.0))
-    corr = (1.0 - lam) * sample + lam * eye
+    y = z[:, valid] - z[:, valid].mean(axis=0)
+    y /= sd[valid]
+    corr, lam = ledoit_wolf(y, assume_centered=True)
     try:
         chol = np.linalg.cholesky(corr)
     except np.linalg.LinAlgError:
         return out, 1.0
-    inv = np.linalg.solve(chol, eye)
-    out[np.ix_(valid, valid)] = inv
-    return out, lam
+    out[np.ix_(valid, valid)] = np.linalg.solve(chol, np.eye(k))
+    return out, float(lam)
 
 
 def _location_scale(x: F64) -> tuple[F64, F64]:

@@ -1,4 +1,10 @@
-"""Model metrics in numpy: macro-F1, confusion matrix, AUROC (no scikit-learn needed)."""
+"""Model metrics through scikit-learn: macro-F1, confusion matrix, AUROC.
+
+Thin wrappers that fix the conventions the figures rely on: a prediction
+outside ``classes`` (e.g. ``"unknown"``) is a miss for its true class, a
+class with no reports and no predictions scores F1 = 1, and a NaN anomaly
+score ranks below every real one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
 F64 = NDArray[np.float64]
 
@@ -14,25 +21,21 @@ def confusion(
     truth: Sequence[str], pred: Sequence[str], classes: Sequence[str]
 ) -> NDArray[np.int64]:
     """Counts ``[true class, predicted class]``; predictions outside ``classes`` are dropped."""
-    idx = {c: i for i, c in enumerate(classes)}
-    m = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    for t, p in zip(truth, pred, strict=True):
-        if t in idx and p in idx:
-            m[idx[t], idx[p]] += 1
-    return m
+    if len(truth) != len(pred):
+        raise ValueError(f"{len(truth)} labels but {len(pred)} predictions")
+    if not truth:
+        return np.zeros((len(classes), len(classes)), dtype=np.int64)
+    m = confusion_matrix(list(truth), list(pred), labels=list(classes))
+    return np.asarray(m, dtype=np.int64)
 
 
 def per_class_f1(truth: Sequence[str], pred: Sequence[str], classes: Sequence[str]) -> F64:
     """F1 per class; a prediction outside ``classes`` (e.g. "unknown") counts as a miss."""
-    t = np.asarray(truth)
-    p = np.asarray(pred)
-    out = np.zeros(len(classes))
-    for i, c in enumerate(classes):
-        tp = float(np.sum((t == c) & (p == c)))
-        fp = float(np.sum((t != c) & (p == c)))
-        fn = float(np.sum((t == c) & (p != c)))
-        out[i] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-    return out
+    if not truth:
+        return np.ones(len(classes))
+    f1 = f1_score(list(truth), list(pred), labels=list(classes), average=None,
+                  zero_division=1.0)
+    return np.asarray(f1, dtype=np.float64)
 
 
 def macro_f1(truth: Sequence[str], pred: Sequence[str], classes: Sequence[str]) -> float:
@@ -42,25 +45,19 @@ def macro_f1(truth: Sequence[str], pred: Sequence[str], classes: Sequence[str]) 
 def auroc(negatives: Sequence[float] | F64, positives: Sequence[float] | F64) -> float:
     """Area under the ROC curve: P(score of a positive > score of a negative), ties count 1/2.
 
-    Mann-Whitney U over average ranks; NaN scores rank lowest (a missing
-    score never helps).
+    NaN scores rank lowest (a missing score never helps): they are replaced
+    by a value below every real score before ``roc_auc_score``.
     """
-    neg = np.nan_to_num(np.asarray(negatives, dtype=np.float64), nan=-np.inf)
-    pos = np.nan_to_num(np.asarray(positives, dtype=np.float64), nan=-np.inf)
+    neg = np.asarray(negatives, dtype=np.float64).ravel()
+    pos = np.asarray(positives, dtype=np.float64).ravel()
     if neg.size == 0 or pos.size == 0:
         raise ValueError(
             f"AUROC needs both classes, got {neg.size} negatives, {pos.size} positives"
         )
-    allv = np.concatenate([neg, pos])
-    order = np.argsort(allv, kind="mergesort")
-    ranks = np.empty(allv.size)
-    sorted_v = allv[order]
-    i = 0
-    while i < allv.size:  # average ranks over ties
-        j = i
-        while j + 1 < allv.size and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    u = ranks[neg.size :].sum() - pos.size * (pos.size + 1) / 2.0
-    return float(u / (neg.size * pos.size))
+    scores = np.concatenate([neg, pos])
+    real = scores[np.isfinite(scores)]
+    low = float(real.min()) - 1.0 if real.size else 0.0
+    scores = np.where(np.isnan(scores), low, scores)
+    scores = np.clip(scores, low, float(real.max()) + 1.0 if real.size else 1.0)  # +-inf
+    y = np.concatenate([np.zeros(neg.size), np.ones(pos.size)])
+    return float(roc_auc_score(y, scores))

@@ -14,8 +14,11 @@ to +-4 standard deviations (a machine unlike any simulated one saturates a
 feature instead of extrapolating); missing ones (a band the sample rate
 cannot hold) become the training mean, i.e. "no information".
 
-Fitting: L-BFGS on the class-balanced mean cross-entropy plus an L2 penalty
-on the weights (full batch: a few thousand reports, seconds). The hidden
+Fitting: scikit-learn (:mod:`models.training.estimators`: ``StandardScaler``,
+then ``MLPClassifier`` or ``LogisticRegression``, L-BFGS) on the
+class-balanced mean cross-entropy plus an L2 penalty on the weights (full
+batch: a few thousand reports, seconds); the fitted weights are exported into
+the numpy artifacts the server loads, so serving never needs scikit-learn. The hidden
 size (16) was chosen among 16/32/64 on the simulator's held-out split; the
 clip (4) was set before any real-data run; nothing is chosen on real
 recordings (docs/models.md says what was looked at).
@@ -33,7 +36,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import scipy.optimize
 from numpy.typing import NDArray
 
 import dsp
@@ -43,6 +45,7 @@ from models.serving.features import extract
 from models.serving.mlp import MLPClassifier
 from models.serving.physics import PhysicsParams
 
+from .estimators import export_mlp, export_softmax, fit_mlp_pipeline, fit_softmax_pipeline
 from .evaluation import confusion, macro_f1, per_class_f1
 from .replay import STANDARD_BANDS
 from .train_sim import CLASSES, Progress, simulate
@@ -108,42 +111,9 @@ def fit_softmax(
     classes: tuple[str, ...] = CLASSES,
     l2: float = 1e-3,
 ) -> SoftmaxClassifier:
-    """Multinomial logistic regression, class-balanced, L2-penalised (L-BFGS)."""
-    idx = {c: i for i, c in enumerate(classes)}
-    y = np.array([idx[c] for c in labels])
-    n, f = x.shape
-    k = len(classes)
-    mean = np.nanmean(x, axis=0)
-    mean = np.nan_to_num(mean, nan=0.0)
-    scale = np.nanstd(x, axis=0)
-    scale = np.where(np.isfinite(scale) & (scale > 1e-9), scale, 1.0)
-    z = np.nan_to_num((x - mean) / scale, nan=0.0)
-    counts = np.bincount(y, minlength=k).astype(np.float64)
-    w = (n / (k * np.maximum(counts, 1.0)))[y]
-    onehot = np.zeros((n, k))
-    onehot[np.arange(n), y] = 1.0
-
-    def loss(theta: F64) -> tuple[float, F64]:
-        W = theta[: f * k].reshape(f, k)
-        b = theta[f * k :]
-        logits = z @ W + b
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        p = e / e.sum(axis=1, keepdims=True)
-        ll = -np.sum(w * np.log(np.maximum(p[np.arange(n), y], 1e-300))) / n
-        g = (p - onehot) * (w / n)[:, None]
-        gW = z.T @ g + l2 * W
-        gb = g.sum(axis=0)
-        return ll + 0.5 * l2 * float(np.sum(W * W)), np.concatenate([gW.ravel(), gb])
-
-    res = scipy.optimize.minimize(
-        loss, np.zeros(f * k + k), jac=True, method="L-BFGS-B", options={"maxiter": 2000}
-    )
-    theta = res.x
-    return SoftmaxClassifier(
-        feature_names=feature_names, classes=classes, mean=mean, scale=scale,
-        W=theta[: f * k].reshape(f, k).copy(), b=theta[f * k :].copy(),
-    )
+    """Multinomial logistic regression, class-balanced, L2-penalised (scikit-learn, exported)."""
+    pipe = fit_softmax_pipeline(x, labels, classes=classes, l2=l2)
+    return export_softmax(pipe, feature_names=feature_names, classes=classes)
 
 
 def fit_mlp(
@@ -157,55 +127,10 @@ def fit_mlp(
     clip: float = 4.0,
     seed: int = 0,
 ) -> MLPClassifier:
-    """One tanh hidden layer, softmax output; class-balanced cross-entropy + L2 (L-BFGS)."""
-    idx = {c: i for i, c in enumerate(classes)}
-    y = np.array([idx[c] for c in labels])
-    n, f = x.shape
-    k, h = len(classes), hidden
-    mean = np.nan_to_num(np.nanmean(x, axis=0), nan=0.0)
-    scale = np.nanstd(x, axis=0)
-    scale = np.where(np.isfinite(scale) & (scale > 1e-9), scale, 1.0)
-    z = np.clip(np.nan_to_num((x - mean) / scale, nan=0.0), -clip, clip)
-    counts = np.bincount(y, minlength=k).astype(np.float64)
-    w = (n / (k * np.maximum(counts, 1.0)))[y]
-    onehot = np.zeros((n, k))
-    onehot[np.arange(n), y] = 1.0
-    rng = np.random.default_rng(seed)
-    a1, a2 = f * h, f * h + h
-    a3 = a2 + h * k
-
-    def unpack(th: F64) -> tuple[F64, F64, F64, F64]:
-        return th[:a1].reshape(f, h), th[a1:a2], th[a2:a3].reshape(h, k), th[a3:]
-
-    def loss(th: F64) -> tuple[float, F64]:
-        W1, b1, W2, b2 = unpack(th)
-        hid = np.tanh(z @ W1 + b1)
-        logits = hid @ W2 + b2
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        p = e / e.sum(axis=1, keepdims=True)
-        ll = -np.sum(w * np.log(np.maximum(p[np.arange(n), y], 1e-300))) / n
-        reg = 0.5 * l2 * (float(np.sum(W1 * W1)) + float(np.sum(W2 * W2)))
-        g = (p - onehot) * (w / n)[:, None]
-        gh = (g @ W2.T) * (1.0 - hid * hid)
-        grad = np.concatenate([
-            (z.T @ gh + l2 * W1).ravel(), gh.sum(axis=0), (hid.T @ g + l2 * W2).ravel(),
-            g.sum(axis=0),
-        ])
-        return ll + reg, grad
-
-    th0 = np.concatenate([
-        rng.normal(0.0, 1.0 / np.sqrt(f), f * h), np.zeros(h),
-        rng.normal(0.0, 1.0 / np.sqrt(h), h * k), np.zeros(k),
-    ])
-    res = scipy.optimize.minimize(
-        loss, th0, jac=True, method="L-BFGS-B", options={"maxiter": 3000}
-    )
-    W1, b1, W2, b2 = (a.copy() for a in unpack(res.x))
-    return MLPClassifier(
-        feature_names=feature_names, classes=classes, mean=mean, scale=scale, clip=clip,
-        W1=W1, b1=b1, W2=W2, b2=b2,
-    )
+    """One tanh hidden layer, softmax output; class-balanced cross-entropy + L2 (scikit-learn)."""
+    pipe = fit_mlp_pipeline(x, labels, classes=classes, hidden=hidden, l2=l2, clip=clip,
+                            seed=seed)
+    return export_mlp(pipe, feature_names=feature_names, classes=classes)
 
 
 def fit(cfg: TrainConfig, reports: Sequence[dsp.Report], labels: Sequence[str]) -> Classifier:
