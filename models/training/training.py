@@ -18,7 +18,9 @@ Fitting: scikit-learn (:mod:`models.training.estimators`: ``StandardScaler``,
 then ``MLPClassifier`` or ``LogisticRegression``, L-BFGS) on the
 class-balanced mean cross-entropy plus an L2 penalty on the weights (full
 batch: a few thousand reports, seconds); the fitted weights are exported into
-the numpy artifacts the server loads, so serving never needs scikit-learn. The hidden
+the numpy artifacts the server loads, so serving never needs scikit-learn.
+The bundle also carries the training features' statistics
+(:mod:`models.training.statistics`, Model Monitor layout). The hidden
 size (16) was chosen among 16/32/64 on the simulator's held-out split; the
 clip (4) was set before any real-data run; nothing is chosen on real
 recordings (docs/models.md says what was looked at).
@@ -39,15 +41,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 import dsp
+from models.serving.baseline import Baselines
 from models.serving.bundle import pack_bundle, write_bundle
 from models.serving.classifier import SoftmaxClassifier
 from models.serving.features import extract
 from models.serving.mlp import MLPClassifier
 from models.serving.physics import PhysicsParams
+from models.serving.statistics import attach_statistics
 
 from .estimators import export_mlp, export_softmax, fit_mlp_pipeline, fit_softmax_pipeline
 from .evaluation import confusion, macro_f1, per_class_f1
 from .replay import STANDARD_BANDS
+from .statistics import training_statistics, write_statistics
 from .train_sim import CLASSES, Progress, simulate
 
 F64 = NDArray[np.float64]
@@ -92,6 +97,7 @@ class TrainResult:
     classifier: Classifier
     metrics: dict[str, float]
     report: dict[str, Any] = field(default_factory=dict)
+    statistics: dict[str, Any] | None = None  # statistics.json of the training features
 
     @property
     def description(self) -> str:
@@ -180,6 +186,8 @@ def train(
     )
     t_sim = time.perf_counter() - t0
     clf = fit(cfg, tr.reports, tr.labels)
+    stats = training_statistics(_matrix(tr.reports, cfg.features), cfg.features, tr.labels,
+                                clf.classes)
     pred = predict(clf, te.reports)
     unsure = PhysicsParams().unsure_below
     pred_u = predict(clf, te.reports, unsure_below=unsure)
@@ -212,16 +220,29 @@ def train(
         "seconds_simulating": round(t_sim, 1),
         "seconds_total": round(time.perf_counter() - t0, 1),
     }
-    return TrainResult(clf, metrics, report)
+    return TrainResult(clf, metrics, report, stats)
 
 
-def write_model(result: TrainResult, out_dir: Path, *, model_version: str) -> Path:
-    """``out_dir/bundle/`` (the bundle), ``out_dir/model.tar.gz`` and ``out_dir/metrics.json``."""
+def write_model(
+    result: TrainResult, out_dir: Path, *, model_version: str, baselines: Baselines | None = None
+) -> Path:
+    """``out_dir/bundle/`` (the bundle), ``out_dir/model.tar.gz`` and ``out_dir/metrics.json``.
+
+    The bundle holds the classifier, ``baselines`` when given, and the
+    training statistics (``statistics.json`` / ``constraints.json``, listed
+    in ``bundle.json``) when the result has them.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    description = result.description
+    if baselines is not None:
+        description += f"; baselines for {len(baselines.pumps)} pumps"
     bundle_dir = write_bundle(
         out_dir / "bundle", model_version=model_version, classifier=result.classifier,
-        description=result.description, metrics=result.metrics,
+        baselines=baselines, description=description, metrics=result.metrics,
     )
+    if result.statistics is not None:
+        write_statistics(bundle_dir, result.statistics)
+        attach_statistics(bundle_dir)
     tar = pack_bundle(bundle_dir, out_dir / "model.tar.gz")
     (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
     (out_dir / "training.json").write_text(json.dumps(result.report, indent=2) + "\n")

@@ -4,7 +4,8 @@ Wiring only: simulation and fitting live in :mod:`models.training.training`.
 Writes ``OUT/bundle/`` (the bundle), ``OUT/model.tar.gz`` (what ``pumpwatch
 models register`` takes), ``OUT/metrics.json`` (held-out figures, also
 registered as the package's metrics) and ``OUT/training.json`` (confusion
-matrix, features, config).
+matrix, features, config). The bundle carries the training data's
+statistics (``statistics.json``, ``constraints.json``; Model Monitor layout).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import time
 from pathlib import Path
 
 from models.serving.baseline import Baselines
-from models.serving.bundle import pack_bundle, write_bundle
 from models.serving.errors import BundleError
 from models.training.training import TrainConfig, train, write_model
 
@@ -79,14 +79,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"pumpwatch train: {exc}", file=sys.stderr)
             return 2
     result = train(cfg, progress=_Bar(args.quiet))
-    tar = write_model(result, args.out, model_version=version)
-    if baselines is not None:  # same bundle, with the pumps' baselines beside the classifier
-        write_bundle(
-            args.out / "bundle", model_version=version, classifier=result.classifier,
-            baselines=baselines, description=f"{result.description}; baselines for "
-            f"{len(baselines.pumps)} pumps", metrics=result.metrics,
-        )
-        tar = pack_bundle(args.out / "bundle", args.out / "model.tar.gz")
+    tar = write_model(result, args.out, model_version=version, baselines=baselines)
     print(json.dumps(result.metrics))
     print(f"model {version}: {tar} (metrics in {args.out / 'metrics.json'})")
     print(f"next: pumpwatch models register pumps {tar} --metrics {args.out / 'metrics.json'}")
