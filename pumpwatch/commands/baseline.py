@@ -207,6 +207,10 @@ def run_fit(args: argparse.Namespace) -> int:
     if given == ["store"] and not args.pump:
         print("pumpwatch baseline fit: --store needs --pump ID", file=sys.stderr)
         return 2
+    if given == ["store"] and args.config:
+        print("pumpwatch baseline fit: --config (the edge config) goes with --from",
+              file=sys.stderr)
+        return 2
     if given == ["from_files"] and len(args.pump) != 1:
         print("pumpwatch baseline fit: --from needs exactly one --pump ID", file=sys.stderr)
         return 2
