@@ -47,7 +47,7 @@ from models.serving.classifier import SoftmaxClassifier
 from models.serving.mlp import MLPClassifier
 from models.serving.diagnostics import diagnose_bearing, fixed_band_diagnosis
 from models.training.evaluation import auroc
-from models.training.recordings import read_recording
+from simulator.recordings import IMS_FS, read_recording
 from models.training.replay import bearing_asset, config_for, reports_from_signal
 from models.training.train_sim import simulate_anomaly
 from models.training.training import TrainConfig, predict, train
@@ -105,10 +105,8 @@ def cwru(real: Path, clf: MLPClassifier | SoftmaxClassifier) -> dict[str, Any]:
     orders = dsp.bearing_orders(*CWRU_BEARING[1:])
     fs = 12000.0
     cfg = config_for(fs)
-    normal = read_recording(d / "normal_0_97.mat")
-    if normal.fs != 48000.0:
-        raise SystemExit(f"expected the 48 kHz normal recording, got fs={normal.fs}")
-    x = scipy.signal.resample_poly(normal.x, 1, 4)  # 48 -> 12 kHz, anti-aliased
+    normal = read_recording(d / "normal_0_97.mat", fs=48000.0)  # 48 kHz: PROVENANCE.md
+    x = scipy.signal.resample_poly(normal.samples[0], 1, 4)  # 48 -> 12 kHz, anti-aliased
     half = x.size // 2
     kw: dict[str, Any] = {
         "asset": asset, "rpm": normal.rpm, "pump": "cwru-de", "cfg": cfg, "hop_s": 0.25
@@ -124,14 +122,15 @@ def cwru(real: Path, clf: MLPClassifier | SoftmaxClassifier) -> dict[str, Any]:
         rec = read_recording(f)
         label = "inner_race" if "_IR" in f.name else "outer_race" if "_OR" in f.name else "ball"
         cls = CLASS_OF[label]
-        reps = reports_from_signal(rec.x, rec.fs, asset=asset, rpm=rec.rpm, pump="cwru-de", cfg=cfg)
+        x = rec.samples[0]  # DE
+        reps = reports_from_signal(x, rec.fs, asset=asset, rpm=rec.rpm, pump="cwru-de", cfg=cfg)
         pos, _ = score_reports(base, reps)
         key = f.stem.replace("12k_Drive_End_", "")
         aurocs[key] = round(auroc(neg, pos), 4)
         diag = [diagnose_bearing(r).label for r in reps]
         n = cfg.interval_samples
         fixed = [
-            fixed_band_diagnosis(rec.x[i * n : (i + 1) * n], rec.fs, rpm=float(rec.rpm or 0),
+            fixed_band_diagnosis(x[i * n : (i + 1) * n], rec.fs, rpm=float(rec.rpm or 0),
                                  orders=orders)
             for i in range(len(reps))
         ]
@@ -176,15 +175,15 @@ def ims(real: Path, clf: MLPClassifier | SoftmaxClassifier) -> dict[str, Any]:
     files = sorted((real / "ims").glob("ims_test1_*.tsv"))
     if len(files) < 5:
         return {}
-    fs = 20480.0  # 20,480 points per 1 s snapshot
+    fs = IMS_FS  # as the IMS documentation states (20 kHz; 20,480 points per snapshot)
     asset = bearing_asset(*IMS_BEARING[:4], IMS_BEARING[4], rated_rpm=2000.0, kind="IMS rig")
     cfg = config_for(fs, interval_s=0.25)
-    data = [np.loadtxt(f) for f in files]
+    data = [read_recording(f, fs=fs).samples for f in files]  # (8, n) m/s^2
     alarms = total = 0
-    for ch in range(data[0].shape[1]):
+    for ch in range(data[0].shape[0]):
         kw: dict[str, Any] = {"asset": asset, "rpm": 2000.0, "pump": f"ims-ch{ch + 1}",
                               "cfg": cfg}
-        per_file = [reports_from_signal(a[:, ch] * 9.80665, fs, **kw) for a in data]
+        per_file = [reports_from_signal(a[ch], fs, **kw) for a in data]
         reps = [  # one time axis across snapshots (5 min apart)
             msgspec.structs.replace(r, t0_ns=r.t0_ns + k * 300_000_000_000)
             for k, file_reps in enumerate(per_file) for r in file_reps
@@ -198,8 +197,8 @@ def ims(real: Path, clf: MLPClassifier | SoftmaxClassifier) -> dict[str, Any]:
         total += s.size
     # The classifier on a healthy machine it never saw: one 1 s report per snapshot and channel.
     cfg1 = config_for(fs)
-    reps = [r for a in data for ch in range(a.shape[1])
-            for r in reports_from_signal(a[:, ch] * 9.80665, fs, asset=asset, rpm=2000.0,
+    reps = [r for a in data for ch in range(a.shape[0])
+            for r in reports_from_signal(a[ch], fs, asset=asset, rpm=2000.0,
                                          pump="ims", cfg=cfg1)]
     labels = predict(clf, reps)
     return {

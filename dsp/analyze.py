@@ -9,6 +9,7 @@ up (non-finite -> 0) and flagged in the report's quality.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -131,6 +132,21 @@ class ReportConfig:
     @property
     def interval_samples(self) -> int:
         return round(self.interval_s * self.fs)
+
+    def at_rate(self, fs: float) -> ReportConfig:
+        """This config for samples at ``fs`` Hz, as the edge replays a recording: same
+        nfft, interval and window; bands, velocity band, envelope band and ``env_fmax``
+        cut to what ``fs`` can carry. Raises ValueError (naming the values) if none fits."""
+        nyq = fs / 2
+        return dataclasses.replace(
+            self,
+            fs=fs,
+            lines=min(self.lines, self.nfft // 2 + 1),
+            bands=tuple(b for b in self.bands if b[1] <= nyq) or ((10.0, nyq * 0.9),),
+            velocity_band=(self.velocity_band[0], min(self.velocity_band[1], nyq * 0.9)),
+            env_fmax=min(self.env_fmax, nyq * 0.5),
+            env_band=None if self.env_band is None or self.env_band[1] > nyq else self.env_band,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -101,17 +101,8 @@ def replay_config(
     )
     pump = dataclasses.replace(pump, channels=chans, rpm=rpm if rpm else pump.rpm)
     rc = cfg.report
-    nyq = fs / 2
     try:
-        report = dataclasses.replace(
-            rc,
-            fs=fs,
-            lines=min(rc.lines, rc.nfft // 2 + 1),
-            bands=tuple(b for b in rc.bands if b[1] <= nyq) or ((10.0, nyq * 0.9),),
-            velocity_band=(rc.velocity_band[0], min(rc.velocity_band[1], nyq * 0.9)),
-            env_fmax=min(rc.env_fmax, nyq * 0.5),
-            env_band=None if rc.env_band is None or rc.env_band[1] > nyq else rc.env_band,
-        )
+        report = rc.at_rate(fs)
     except ValueError as exc:
         problems.append(f"report config at the recording's {fs:g} Hz: {exc}")
         report = rc

@@ -8,9 +8,12 @@ m/s^2, or for integer WAV: m/s^2 at digital full scale).
 Sample rates: NPZ and WAV carry theirs; for CSV/TSV a ``# fs = 25600``
 comment line or a leading ``time`` column (seconds) may; CWRU .mat files take
 it from the mirror's ``12k_``/``48k_`` file-name prefix; IMS text files are
-20 kHz. An ``fs`` argument overrides all
-of them, and is required where none of these applies (NPY, plain CSV, a .mat
-without prefix).
+:data:`IMS_FS` (20 kHz, as documented upstream). An ``fs`` argument overrides
+all of them, and is required where none of these applies (NPY, plain CSV, a
+.mat without prefix such as CWRU's 48 kHz ``normal_*`` files).
+
+Channels: :meth:`Recording.channel_index` is the one channel selection every
+command uses (a name, a ``.mat`` variable suffix or a 0-based column index).
 
 A bad file raises :class:`RecordingError` naming the file and the problem
 (unknown extension, truncated, missing variables, zero length, non-finite
@@ -38,6 +41,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "G_TO_MS2",
+    "IMS_FS",
     "READ_EXTENSIONS",
     "Recording",
     "RecordingError",
@@ -49,7 +53,16 @@ __all__ = [
 
 G_TO_MS2 = 9.80665
 READ_EXTENSIONS = (".wav", ".csv", ".tsv", ".txt", ".npy", ".npz", ".mat")
-IMS_FS = 20000.0
+#: The IMS bearing rig's sample rate, decided once from the upstream documentation: the
+#: readme of the IMS "Bearing Data Set" (NASA Ames Prognostics Data Repository; J. Lee,
+#: H. Qiu, G. Yu, J. Lin, Rexnord Technical Services; described in Qiu et al. 2006,
+#: "Wavelet filter-based weak signature detection method and its application on rolling
+#: element bearing prognostics", J. Sound Vib. 289) says "Each file consists of 20,480
+#: points with the sampling rate set at 20 kHz". So 20,000 Hz: a snapshot is 1.024 s.
+#: 20,480 Hz (points per "1-second" snapshot) is used by some analyses; it is not fitted
+#: here from fault-line positions in the shared files (those are for measuring only).
+#: Every IMS reader and benchmark uses this constant; ``--fs`` overrides it per command.
+IMS_FS = 20_000.0
 
 Layout = Literal["npz", "npy", "wav", "csv", "cwru", "ims"]
 Scale = float | Sequence[float] | None
@@ -93,17 +106,35 @@ class Recording:
     def duration_s(self) -> float:
         return self.n_samples / self.fs
 
-    def channel_index(self, name: str) -> int:
-        if name in self.channels:
-            return self.channels.index(name)
+    def channel_index(self, name: str | int) -> int:
+        """The one channel selection every command uses (``--channel``), tried in order:
+
+        a channel name (exact, then case-insensitive); a ``.mat`` variable name
+        or suffix (``X097_FE_time``, ``_FE_time``, ``FE_time``); a 0-based
+        column index (``2`` or ``"2"``).
+        """
+        key = str(name)
+        if key in self.channels:
+            return self.channels.index(key)
         lowered = [c.lower() for c in self.channels]
-        if name.lower() in lowered:
-            return lowered.index(name.lower())
+        if key.lower() in lowered:
+            return lowered.index(key.lower())
+        variables = self.meta.get("variables")
+        if isinstance(variables, dict) and key:
+            hits = [c for c, var in variables.items() if str(var).endswith(key)]
+            if len(hits) == 1 and hits[0] in self.channels:
+                return self.channels.index(hits[0])
+        if key.isdigit() and int(key) < len(self.channels):
+            return int(key)
         raise RecordingError(
-            self.path or "<recording>", f"no channel {name!r}; channels are {list(self.channels)}"
+            self.path or "<recording>",
+            f"no channel {key!r}; channels are {list(self.channels)} (or a 0-based column "
+            f"index 0..{len(self.channels) - 1}"
+            + (f", or a .mat variable suffix of {sorted(variables.values())}" if variables else "")
+            + ")",
         )
 
-    def select(self, names: Sequence[str]) -> Recording:
+    def select(self, names: Sequence[str | int]) -> Recording:
         idx = [self.channel_index(n) for n in names]
         return replace(
             self, samples=self.samples[idx], channels=tuple(self.channels[i] for i in idx)
@@ -118,9 +149,10 @@ def read_recording(
     *,
     fs: float | None = None,
     scale: Scale = None,
-    channels: Sequence[str] | None = None,
+    channels: Sequence[str | int] | None = None,
 ) -> Recording:
-    """Read any supported recording; ``fs`` overrides the file's rate, ``scale`` its units."""
+    """Read any supported recording; ``fs`` overrides the file's rate, ``scale`` its units,
+    ``channels`` keeps only those (each as :meth:`Recording.channel_index` selects it)."""
     p = Path(path)
     if fs is not None and not (np.isfinite(fs) and fs > 0):
         raise RecordingError(p, f"sample rate must be > 0 Hz, got fs={fs}")
@@ -156,7 +188,9 @@ def read_recording(
     return _finish(rec, p, scale, channels)
 
 
-def _finish(rec: Recording, p: Path, scale: Scale, channels: Sequence[str] | None) -> Recording:
+def _finish(
+    rec: Recording, p: Path, scale: Scale, channels: Sequence[str | int] | None
+) -> Recording:
     x = rec.samples
     if x.size == 0:
         raise RecordingError(p, f"zero length: the recording has no samples (shape {x.shape})")

@@ -20,9 +20,9 @@ from models.training.anomaly import (
     shrunk_whitener,
 )
 from models.training.evaluation import auroc
-from models.training.recordings import read_recording
 from models.training.train_sim import AnomalySet, pump_reports, random_pump, simulate_anomaly
 from pumpwatch.cli import main
+from simulator.recordings import read_recording
 
 SEED = 5
 
@@ -99,7 +99,7 @@ def test_baseline_fit_from_recordings(tmp_path: Path, suffix: str) -> None:
         else:
             np.savetxt(f, part[:, None], delimiter=",", fmt="%.6g")
         files.append(str(f))
-    assert read_recording(files[0], fs=cfg.fs).x.size == x.size // 2
+    assert read_recording(files[0], fs=cfg.fs).n_samples == x.size // 2
     b = cfg.bearings[0].geometry
     out = tmp_path / "out"
     code = main(["baseline", "fit", "--pump", "P-7", "--from", *files, "--fs", str(cfg.fs),
@@ -108,7 +108,8 @@ def test_baseline_fit_from_recordings(tmp_path: Path, suffix: str) -> None:
     assert code == 0
     base = Baselines.load(out / "baselines.npz")
     assert base.pumps == ("P-7",)
-    assert int(base.n_fit[0]) == 14  # 2 files x 7 half-overlapping 1 s reports
+    # one 8 s stream (the second file follows the first), half-overlapping 1 s reports
+    assert int(base.n_fit[0]) == 15
     # no source, two sources, --from without exactly one pump: usage errors
     assert main(["baseline", "fit", "--out", str(out)]) == 2
     assert main(["baseline", "fit", "--from", files[0], "--out", str(out)]) == 2

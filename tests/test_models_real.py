@@ -19,11 +19,12 @@ import dsp
 from models.serving.diagnostics import diagnose_bearing, fixed_band_diagnosis
 from models.training.anomaly import fit_pump_baselines, score_reports
 from models.training.evaluation import auroc
-from models.training.recordings import read_recording
 from models.training.replay import bearing_asset, config_for, reports_from_signal
+from simulator.recordings import RecordingError, read_recording
 
 GEOMETRY = (9, 7.94, 39.04)  # SKF 6205-2RS JEM, drive end
 FS = 12000.0
+NORMAL_FS = 48000.0  # PROVENANCE.md caveat 1: normal_0_97 was sampled at 48 kHz
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +42,11 @@ def _kw(asset: dsp.Asset, rpm: float | None, **more: Any) -> dict[str, Any]:
 
 
 def test_normal_recording_is_48k_and_decimates(cwru: Path) -> None:
-    rec = read_recording(cwru / "normal_0_97.mat")
-    assert rec.fs == 48000.0 and rec.rpm == 1796.0
-    x = scipy.signal.resample_poly(rec.x, 1, 4)
+    with pytest.raises(RecordingError, match="--fs"):  # no rate in its name: the reader asks
+        read_recording(cwru / "normal_0_97.mat")
+    rec = read_recording(cwru / "normal_0_97.mat", fs=NORMAL_FS)
+    assert rec.rpm == 1796.0 and rec.n_samples == 243938 and rec.channels[0] == "DE"
+    x = scipy.signal.resample_poly(rec.samples[0], 1, 4)
     kurt = float(np.mean((x - x.mean()) ** 4) / np.var(x) ** 2)
     assert 2.5 < kurt < 3.1  # PROVENANCE.md: 2.78 after decimation
 
@@ -51,8 +54,8 @@ def test_normal_recording_is_48k_and_decimates(cwru: Path) -> None:
 def test_baseline_from_first_half_of_normal_separates_every_fault_file(
     cwru: Path, asset: dsp.Asset
 ) -> None:
-    rec = read_recording(cwru / "normal_0_97.mat")
-    x = scipy.signal.resample_poly(rec.x, 1, 4)
+    rec = read_recording(cwru / "normal_0_97.mat", fs=NORMAL_FS)
+    x = scipy.signal.resample_poly(rec.samples[0], 1, 4)
     half = x.size // 2
     base = fit_pump_baselines(reports_from_signal(x[:half], FS, **_kw(asset, rec.rpm,
                                                                       hop_s=0.25)))
@@ -63,7 +66,8 @@ def test_baseline_from_first_half_of_normal_separates_every_fault_file(
     assert len(files) == 6
     for f in files:
         r = read_recording(f)
-        pos, _ = score_reports(base, reports_from_signal(r.x, r.fs, **_kw(asset, r.rpm)))
+        de = r.samples[0]
+        pos, _ = score_reports(base, reports_from_signal(de, r.fs, **_kw(asset, r.rpm)))
         assert auroc(neg, pos) >= 0.99, f.name
 
 
@@ -76,11 +80,12 @@ def test_physics_diagnosis_inner_vs_outer_beats_fixed_band(
         want = "bearing_inner" if "_IR" in f.name else "bearing_outer"
         r = read_recording(f)
         assert r.rpm is not None
-        reps = reports_from_signal(r.x, r.fs, **_kw(asset, r.rpm))
+        de = r.samples[0]  # the drive end, first channel
+        reps = reports_from_signal(de, r.fs, **_kw(asset, r.rpm))
         ok += sum(diagnose_bearing(rep).label == want for rep in reps)
         m = int(r.fs)
         fixed += sum(
-            fixed_band_diagnosis(r.x[i * m : (i + 1) * m], r.fs, rpm=r.rpm, orders=orders) == want
+            fixed_band_diagnosis(de[i * m : (i + 1) * m], r.fs, rpm=r.rpm, orders=orders) == want
             for i in range(len(reps))
         )
         n += len(reps)

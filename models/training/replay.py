@@ -1,9 +1,12 @@
 """Turn raw samples into reports with the edge's own dsp (no training/serving skew).
 
-Training (simulator), baselines from recordings (``pumpwatch baseline fit
---from``) and the real-data benchmark all go through :func:`reports_from_signal`,
-which calls exactly what the edge agent calls: :func:`dsp.analyze` and
-:func:`dsp.make_report` on consecutive report intervals.
+Training (simulator) and the real-data benchmark go through
+:func:`reports_from_signal`, which calls exactly what the edge agent calls:
+:func:`dsp.analyze` and :func:`dsp.make_report` on consecutive report
+intervals, with :func:`config_for`'s report settings per sample rate.
+``pumpwatch baseline fit --from`` does not use it: a baseline for a real pump
+must score that pump's reports, so that command builds them with the edge's
+own report config and code (``pumpwatch/commands/baseline.py``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(about 1 = no line).",
     )
     p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--channel", help="channel name (default: the first)")
+    p.add_argument(
+        "--channel",
+        help="channel name, 0-based column index or .mat variable suffix (default: the first)",
+    )
     p.add_argument("--fs", type=float, help="sample rate, Hz (when the file has none)")
     p.add_argument(
         "--scale",
@@ -67,11 +70,9 @@ def file_bearing(rec: Recording, channel: str) -> BearingGeometry | None:
 
 
 def report_config(fs: float, interval_s: float) -> dsp.ReportConfig:
-    """The default report config, with bands cut to what this sample rate can carry."""
-    base = dsp.ReportConfig()
-    nyq = fs / 2
-    bands = tuple((lo, min(hi, nyq)) for lo, hi in base.bands if lo < min(hi, nyq))
-    return dsp.ReportConfig(fs=fs, interval_s=interval_s, bands=bands)
+    """The edge's default report config at this sample rate, as ``pumpwatch replay`` and
+    ``baseline fit --from`` build reports (:meth:`dsp.ReportConfig.at_rate`)."""
+    return dsp.ReportConfig(interval_s=interval_s).at_rate(fs)
 
 
 def analyze_recording(
@@ -168,8 +169,8 @@ def _median(vals: list[float | None]) -> float | None:
 def run(args: argparse.Namespace) -> int:
     try:
         rec = read_recording(args.file, fs=args.fs, scale=args.scale)
-        channel = args.channel or rec.channels[0]
-        rec.channel_index(channel)
+        # the reader's channel selection: a name, a 0-based column or a .mat variable suffix
+        channel = rec.channels[rec.channel_index(args.channel or 0)]
         bearing = lookup_bearing(args.bearing) if args.bearing else file_bearing(rec, channel)
         rpm = args.rpm if args.rpm is not None else rec.rpm
         if rpm is None and isinstance(rec.meta.get("nominal_rpm"), int | float):
