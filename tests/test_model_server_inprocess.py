@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 import dsp
-from dsp.results import InvocationResponse
+from dsp.results import InvocationResponse, Manifest
 from models.registry.local import LocalRegistry
 from models.serving.baseline import fit_baselines
 from models.serving.bundle import pack_bundle, write_bundle
@@ -139,6 +139,9 @@ async def test_multi_model_container_api(model_dir: Path, reports: list[dsp.Repo
                           headers=MSGPACK) as r:
             resp = msgspec.msgpack.decode(await r.read(), type=InvocationResponse)
             assert resp.model_version == "site-a" and len(resp.results) == 2
+        async with s.get(url + "/models/site-a/manifest") as r:
+            manifest = msgspec.json.decode(await r.read(), type=Manifest)
+        assert manifest.model_version == "site-a" and manifest.digest == resp.manifest_digest
         async with s.delete(url + "/models/site-a") as r:
             assert r.status == 200
         async with s.post(url + "/models/site-a/invoke", data=request_body(reports[:1]),

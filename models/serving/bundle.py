@@ -71,7 +71,7 @@ class Bundle:
     source: str = "builtin"
     description: str = ""
     #: class name -> ClassInfo fields the bundle declares (display_name, ...)
-    class_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    class_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
 
     @cached_property
     def manifest(self) -> Manifest:

@@ -120,6 +120,7 @@ class BundleStore:
         self.registry = LocalRegistry(cfg.registry) if cfg.registry else None
         self.default: Bundle | None = None
         self.deployed: Deployment | None = None
+        self.attempted: Deployment | None = None  # the deployment the default load tried
         self._cache: OrderedDict[str, Bundle] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Bundle]] = {}
         self.mme: dict[str, tuple[str, Bundle]] = {}  # multi-model API: name -> (url, bundle)
@@ -176,6 +177,7 @@ class BundleStore:
         md = self.cfg.model_dir
         if self.registry is not None:
             dep = self.registry.deployment(self.cfg.name)
+            self.attempted = dep
             if dep is not None:
                 try:
                     pkg = self.registry.describe(dep.group, dep.version)
@@ -430,10 +432,8 @@ class ModelServer:
         try:
             bundle, dep = await loop.run_in_executor(None, self.store.load_default_sync)
         except Exception as exc:  # a configured model that does not load is an error
-            reg = self.store.registry
-            with contextlib.suppress(Exception):
-                d = reg.deployment(self.cfg.name) if reg is not None else None
-                self._failed_dep = (d.group, d.version) if d is not None else None
+            d = self.store.attempted
+            self._failed_dep = (d.group, d.version) if d is not None else None
             self.load_error = f"cannot load the model: {exc}"
             log.error("%s", self.load_error)
             self.failed.set()
@@ -483,6 +483,7 @@ class ModelServer:
             old = self.store.default.model_version if self.store.default else "nothing"
             self.store.default, self.store.deployed = bundle, dep
             self.load_error = None
+            self.failed.clear()
             self.ready.set()
             log.info("hot reload: %s -> %s", old, bundle.model_version)
 
