@@ -215,6 +215,10 @@ def test_centroid_kind_adds_a_class_and_a_result_field(
         dist = [r["centroid_distance"] for r in raw["results"]]
         assert all(isinstance(x, float) and 0 < x < 5 for x in dist), dist
         assert raw["manifest_digest"] == m.digest
+    whole = _json(invoke(bundle, request_body(held_out), MSGPACK, JSON)[0])["results"]
+    single = [_json(invoke(bundle, request_body([r]), MSGPACK, JSON)[0])["results"][0]
+              for r in held_out]
+    assert single == whole  # batching never changes the answer, extra fields included
     # a caller decoding typed still can (unknown fields are ignored), and bundles that
     # declare no fields emit none
     typed = msgspec.json.decode(invoke(bundle, request_body(held_out), MSGPACK, JSON)[0],
