@@ -10,10 +10,11 @@ import msgspec
 import pytest
 
 import dsp
-from dsp.results import InvocationResponse
+from dsp.results import InvocationResponse, Manifest
 from models.registry.local import LocalRegistry
 from models.serving.baseline import fit_baselines
 from models.serving.bundle import pack_bundle, write_bundle
+from models.serving.errors import BundleError
 from models.serving.server import ModelServer, ServerConfig
 from tests.infra.model_server import request_body, synth_reports
 
@@ -138,6 +139,9 @@ async def test_multi_model_container_api(model_dir: Path, reports: list[dsp.Repo
                           headers=MSGPACK) as r:
             resp = msgspec.msgpack.decode(await r.read(), type=InvocationResponse)
             assert resp.model_version == "site-a" and len(resp.results) == 2
+        async with s.get(url + "/models/site-a/manifest") as r:
+            manifest = msgspec.json.decode(await r.read(), type=Manifest)
+        assert manifest.model_version == "site-a" and manifest.digest == resp.manifest_digest
         async with s.delete(url + "/models/site-a") as r:
             assert r.status == 200
         async with s.post(url + "/models/site-a/invoke", data=request_body(reports[:1]),
@@ -165,6 +169,7 @@ async def test_model_failure_while_scoring_is_model_error(
     bundle = write_bundle(tmp_path / "models" / "boom", model_version="boom-1")
     manifest = json.loads((bundle / "bundle.json").read_text())
     manifest["classifier"] = {"kind": "test-exploding"}
+    manifest["classes"] = [{"name": c} for c in _Exploding.classes]
     (bundle / "bundle.json").write_text(json.dumps(manifest))
     async with ModelServer(_cfg(model_dir=tmp_path / "models")) as srv, \
             aiohttp.ClientSession() as s:
@@ -179,7 +184,7 @@ async def test_model_failure_while_scoring_is_model_error(
             assert body["OriginalStatusCode"] == 500
 
 
-async def test_bad_deployment_falls_back_then_a_good_deploy_reloads(
+async def test_bad_deployment_is_unhealthy_with_the_reason_then_a_good_deploy_reloads(
     tmp_path: Path, model_dir: Path, reports: list[dsp.Report]
 ) -> None:
     reg = LocalRegistry(tmp_path / "reg")
@@ -189,12 +194,19 @@ async def test_bad_deployment_falls_back_then_a_good_deploy_reloads(
     reg.deploy("g", "pumpwatch", version=1)
     art = reg.artifact_path(reg.describe("g", 1))
     art.write_bytes(art.read_bytes() + b"tampered")
-    async with ModelServer(_cfg(registry=reg.root, reload_poll_s=0.05)) as srv:
+    async with ModelServer(_cfg(registry=reg.root, reload_poll_s=0.05)) as srv, \
+            aiohttp.ClientSession() as s:
         async with asyncio.timeout(10):
-            await srv.wait_ready()
-        assert srv.store.default is not None
-        assert srv.store.default.model_version == "builtin-physics-1"  # healthy, says why in log
+            with pytest.raises(BundleError, match=r"g/1.*SHA-256 mismatch"):
+                await srv.wait_ready()
+        assert srv.store.default is None  # never the built-in bundle in its place
+        async with s.get(f"http://127.0.0.1:{srv.port}/ping") as r:
+            assert r.status == 503
+            ping = await r.json()
+        assert ping["status"] == "failed" and str(art) in ping["message"]
         reg.deploy("g", "pumpwatch", version=2)
         async with asyncio.timeout(10):
-            while srv.store.default.model_version != "g/2":  # noqa: ASYNC110 -- polls the server
-                await asyncio.sleep(0.02)
+            await srv.ready.wait()
+        assert srv.store.default is not None and srv.store.default.model_version == "g/2"
+        async with s.get(f"http://127.0.0.1:{srv.port}/ping") as r:
+            assert r.status == 200

@@ -6,15 +6,29 @@ artifact form) holding ``bundle.json``::
     {"format": "pumpwatch-bundle", "format_version": 1,
      "model_version": "site-a-7",              # reported in every result
      "classifier": {"kind": "physics", "params": {...}}
-                 | {"kind": "softmax" | "mlp", "path": "classifier.npz"},
+                 | {"kind": "softmax" | "mlp", "path": "classifier.npz"}
+                 | {"kind": <any registered kind>, ...what its save() wrote...},
+     "classes": [{"name": "healthy", "display_name": "Healthy", "description": "...",
+                  "severity": "none", "action": "..."}, ...],
      "baselines": {"path": "baselines.npz"} | null,
      "physics": {...PhysicsParams overrides...},
      "files": {"classifier.npz": "<sha256>", "baselines.npz": "<sha256>"},
      "description": "...", "metrics": {...}}
 
 Every file named in ``files`` is checked against its SHA-256 on load. A
-bundle loads with numpy alone; classifier kinds are looked up in
-:mod:`models.serving.classifier` (later models register new kinds there).
+bundle loads with numpy alone. The classifier is written by its own
+``save()`` and read by its kind's loader (:mod:`models.serving.classifier`,
+kinds in :mod:`models.serving.kinds`). Keys this module does not know are
+kept, not rejected (training adds its own, e.g. ``statistics``).
+
+``classes`` declares every class the classifier returns, in its output
+order; only ``name`` is required, the other keys override the built-in
+catalogue (:mod:`models.serving.classes`). A bundle written before classes
+were declared has none: it gets its classifier's classes with the
+catalogue's texts. On load the bundle's :class:`dsp.results.Manifest` is
+built from them (plus ``unknown`` and ``sensor_fault``, which every bundle
+can return) and the result fields the classifier emits (its
+``result_fields``), and travels through the endpoint contract.
 """
 
 from __future__ import annotations
@@ -27,14 +41,19 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from dsp.results import Manifest, Result, manifest_digest
+
 from .baseline import Baselines
-from .classifier import Classifier, SoftmaxClassifier, load_classifier
+from .classes import ALWAYS, manifest_classes
+from .classifier import Classifier, EmitsFields, load_classifier
 from .errors import BundleError, ChecksumMismatchError
-from .mlp import MLPClassifier
 from .physics import PhysicsClassifier, PhysicsParams
 
 FORMAT = "pumpwatch-bundle"
@@ -51,6 +70,20 @@ class Bundle:
     physics: PhysicsParams
     source: str = "builtin"
     description: str = ""
+    #: class name -> ClassInfo fields the bundle declares (display_name, ...)
+    class_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        """What this bundle declares through the contract (built once, digest included)."""
+        clf = self.classifier
+        fields = dict(clf.result_fields) if isinstance(clf, EmitsFields) else {}
+        m = Manifest(
+            model_version=self.model_version,
+            classes=manifest_classes(clf.classes, self.class_overrides),
+            fields=fields,
+        )
+        return msgspec.structs.replace(m, digest=manifest_digest(m))
 
     @property
     def nbytes(self) -> int:
@@ -63,7 +96,7 @@ class Bundle:
     def with_version(self, model_version: str) -> Bundle:
         return Bundle(
             model_version, self.classifier, self.baselines, self.physics, self.source,
-            self.description,
+            self.description, self.class_overrides,
         )
 
 
@@ -86,6 +119,54 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+_CLASS_KEYS = ("display_name", "description", "severity", "action")
+_RESULT_FIELDS = frozenset(Result.__struct_fields__)
+
+
+def check_classes(
+    where: str, classifier: Classifier, declared: Mapping[str, Mapping[str, str]] | None
+) -> None:
+    """A bundle's declared classes must be its classifier's (plus ``unknown``/``sensor_fault``)."""
+    if declared is None:
+        return
+    missing = [c for c in classifier.classes if c not in declared]
+    if missing:
+        raise BundleError(f"{where}: the {classifier.kind} classifier returns classes "
+                          f"{missing} that the bundle's classes do not declare")
+    extra = [c for c in declared if c not in classifier.classes and c not in ALWAYS]
+    if extra:
+        raise BundleError(f"{where}: classes {extra} are declared but the {classifier.kind} "
+                          f"classifier never returns them (it returns {list(classifier.classes)})")
+    for name, info in declared.items():
+        bad = {k: v for k, v in info.items() if k not in _CLASS_KEYS or not isinstance(v, str)}
+        if bad:
+            raise BundleError(f"{where}: class {name!r}: {bad} are not string overrides of "
+                              f"{_CLASS_KEYS}")
+    if isinstance(classifier, EmitsFields):
+        clash = sorted(set(classifier.result_fields) & _RESULT_FIELDS)
+        if clash:
+            raise BundleError(f"{where}: the {classifier.kind} classifier's result fields "
+                              f"{clash} would overwrite fields every result has")
+
+
+def _declared_classes(where: str, entry: object) -> dict[str, dict[str, str]] | None:
+    """``bundle.json``'s ``classes`` (a list of ``{"name", ...}`` or names) by name."""
+    if entry is None:
+        return None
+    if not isinstance(entry, list):
+        raise BundleError(f"{where}: classes must be a list of {{name, display_name, ...}}")
+    out: dict[str, dict[str, str]] = {}
+    for item in entry:
+        obj = {"name": item} if isinstance(item, str) else item
+        name = obj.get("name") if isinstance(obj, dict) else None
+        if not isinstance(name, str) or not name:
+            raise BundleError(f"{where}: every class needs a non-empty name, got {item!r}")
+        if name in out:
+            raise BundleError(f"{where}: class {name!r} is declared twice")
+        out[name] = {k: v for k, v in obj.items() if k != "name"}
+    return out
+
+
 def write_bundle(
     out_dir: Path,
     *,
@@ -95,19 +176,26 @@ def write_bundle(
     physics: PhysicsParams | None = None,
     description: str = "",
     metrics: Mapping[str, float] | None = None,
+    classes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Path:
-    """Write a bundle directory; returns the directory. Files get their SHA-256 in the manifest."""
+    """Write a bundle directory; returns the directory. Files get their SHA-256 in the manifest.
+
+    The classifier writes itself (its ``save()``); without one the bundle is
+    physics-only. ``classes`` overrides what the manifest says of a class
+    (``display_name``, ``description``, ``severity``, ``action``); every class
+    the classifier returns is written, with the catalogue's texts by default.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    clf = classifier if classifier is not None else PhysicsClassifier(physics or PhysicsParams())
+    overrides = {str(k): dict(v) for k, v in (classes or {}).items()}
+    declared = {c: overrides.get(c, {}) for c in clf.classes}
+    declared.update({c: v for c, v in overrides.items() if c in ALWAYS})
+    check_classes(str(out_dir), clf, {**overrides, **declared})
     files: dict[str, str] = {}
-    clf_spec: dict[str, Any]
-    if classifier is None or isinstance(classifier, PhysicsClassifier):
-        params = classifier.params if isinstance(classifier, PhysicsClassifier) else physics
-        clf_spec = {"kind": "physics", "params": (params or PhysicsParams()).to_dict()}
-    elif isinstance(classifier, SoftmaxClassifier | MLPClassifier):
-        classifier.save(out_dir / "classifier.npz")
-        clf_spec = {"kind": classifier.kind, "path": "classifier.npz"}
-    else:
-        raise BundleError(f"write_bundle cannot serialise classifier kind {classifier.kind!r}")
+    clf_spec = clf.save(out_dir)
+    if not isinstance(clf_spec, dict) or clf_spec.get("kind") != clf.kind:
+        raise BundleError(f"{type(clf).__name__}.save() must return the bundle.json entry "
+                          f"{{'kind': {clf.kind!r}, ...}}, got {clf_spec!r}")
     if "path" in clf_spec:
         files[clf_spec["path"]] = sha256_file(out_dir / clf_spec["path"])
     base_spec = None
@@ -115,11 +203,13 @@ def write_bundle(
         baselines.save(out_dir / "baselines.npz")
         base_spec = {"path": "baselines.npz"}
         files["baselines.npz"] = sha256_file(out_dir / "baselines.npz")
+    infos = manifest_classes(clf.classes, declared)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_version": model_version,
         "classifier": clf_spec,
+        "classes": [msgspec.to_builtins(c) for c in infos if c.name in declared],
         "baselines": base_spec,
         "physics": (physics or PhysicsParams()).to_dict(),
         "files": files,
@@ -213,6 +303,8 @@ def load_bundle(path: Path, *, cache_dir: Path | None = None, version: str | Non
         raise BundleError(f"{bundle_dir}: bad physics params: {exc}") from None
     clf_spec = manifest.get("classifier") or {"kind": "physics"}
     classifier = load_classifier(bundle_dir, clf_spec)
+    declared = _declared_classes(str(bundle_dir / MANIFEST), manifest.get("classes"))
+    check_classes(str(bundle_dir / MANIFEST), classifier, declared)
     baselines = None
     if manifest.get("baselines"):
         baselines = Baselines.load(bundle_dir / str(manifest["baselines"]["path"]))
@@ -223,6 +315,7 @@ def load_bundle(path: Path, *, cache_dir: Path | None = None, version: str | Non
         physics=physics,
         source=str(path),
         description=str(manifest.get("description", "")),
+        class_overrides=declared or {},
     )
 
 

@@ -1,34 +1,38 @@
-"""Condition classifiers a bundle can carry, looked up by ``kind``.
+"""The classifier protocol and the registry of classifier kinds a bundle can name.
 
 A classifier maps :class:`~models.serving.features.BatchFeatures` to an
-``(n, len(classes))`` probability matrix. Kinds:
+``(n, len(classes))`` probability matrix and writes itself into a bundle
+directory (:meth:`Classifier.save` returns the ``classifier`` entry of
+``bundle.json``). A bundle names its classifier's ``kind``; loading looks
+the kind up here and calls its loader with the bundle directory and that
+entry.
 
-- ``physics``: :class:`~models.serving.physics.PhysicsClassifier` (rules, no file).
-- ``softmax``: multinomial logistic regression stored as ``.npz`` with
-  ``feature_names``, ``classes``, ``mean``, ``scale``, ``W`` (features x
-  classes) and ``b`` -- the simplest trained artifact, loadable with numpy
-  alone (no training code).
-- ``mlp``: :class:`~models.serving.mlp.MLPClassifier`, one tanh hidden layer
-  over clipped standardised features (what ``pumpwatch train`` writes).
+Kinds are modules of the :mod:`models.serving.kinds` package, found by
+listing the package (``pkgutil``): each module defines ``KIND`` (the name
+bundles use) and ``load(bundle_dir, spec)``. Adding a kind is adding a
+module there, with no edit to this file, :mod:`~models.serving.bundle` or
+the handler. :func:`register_kind` registers a loader from anywhere else
+(a plugin, a test). The server never imports training code.
 
-Trained models of later issues add a kind with :func:`register_kind`; the
-server never imports training code.
+A classifier may also emit per-report outputs beyond the class
+probabilities (:class:`EmitsFields`): the bundle's manifest declares them
+and the handler puts them into each result as top-level fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .classes import CONDITIONS
 from .errors import BundleError
-from .features import BatchFeatures, check_feature_names
-from .mlp import load_mlp
-from .physics import PhysicsClassifier, PhysicsParams
+from .features import BatchFeatures
+from .kinds.softmax import SoftmaxClassifier
 
 F64 = NDArray[np.float64]
 
@@ -42,9 +46,32 @@ class Classifier(Protocol):
 
     def predict_proba(self, f: BatchFeatures) -> F64: ...
 
+    def save(self, bundle_dir: Path) -> dict[str, Any]:
+        """Write the classifier's files into ``bundle_dir``; return its ``bundle.json`` entry.
+
+        The entry holds ``kind`` and whatever the kind's loader needs; a file the
+        kind wrote is named by ``path`` (relative), and the bundle checksums it.
+        """
+        ...
+
+
+@runtime_checkable
+class EmitsFields(Protocol):
+    """A classifier with per-report outputs beyond the class probabilities."""
+
+    @property
+    def result_fields(self) -> Mapping[str, str]:
+        """Extra result field name -> description (declared in the bundle's manifest)."""
+        ...
+
+    def extra_outputs(self, f: BatchFeatures, proba: F64) -> Mapping[str, Sequence[Any]]:
+        """For each of :attr:`result_fields`, one JSON-able value per report, in order."""
+        ...
+
 
 Loader = Callable[[Path, Mapping[str, Any]], Classifier]
 _KINDS: dict[str, Loader] = {}
+_discovered: list[str] = []
 
 
 def register_kind(kind: str, loader: Loader) -> None:
@@ -52,98 +79,48 @@ def register_kind(kind: str, loader: Loader) -> None:
     _KINDS[kind] = loader
 
 
+def _discover() -> dict[str, Loader]:
+    """The kinds of :mod:`models.serving.kinds` (imported once), plus registered ones."""
+    if not _discovered:
+        from . import kinds as package
+
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            if info.name.startswith("_"):
+                continue
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            kind, load = getattr(module, "KIND", None), getattr(module, "load", None)
+            if not isinstance(kind, str) or not callable(load):
+                raise TypeError(
+                    f"{module.__name__} is not a classifier kind: it must define KIND (str) "
+                    "and load(bundle_dir, spec)"
+                )
+            _KINDS.setdefault(kind, load)  # an explicit register_kind() wins
+            _discovered.append(module.__name__)
+    return _KINDS
+
+
 def kinds() -> list[str]:
-    return sorted(_KINDS)
+    return sorted(_discover())
 
 
 def load_classifier(bundle_dir: Path, spec: Mapping[str, Any]) -> Classifier:
     kind = spec.get("kind")
-    loader = _KINDS.get(str(kind))
+    loader = _discover().get(str(kind))
     if loader is None:
         raise BundleError(f"unknown classifier kind {kind!r} (known: {kinds()})")
     clf = loader(bundle_dir, spec)
-    unknown = [c for c in clf.classes if c not in CONDITIONS]
-    if unknown:
-        raise BundleError(f"classifier classes {unknown} are not conditions {CONDITIONS}")
+    if not clf.classes or len(set(clf.classes)) != len(clf.classes):
+        raise BundleError(f"classifier kind {kind!r}: classes must be distinct and non-empty, "
+                          f"got {list(clf.classes)}")
     return clf
 
 
-def _load_physics(bundle_dir: Path, spec: Mapping[str, Any]) -> Classifier:
-    try:
-        params = PhysicsParams(**dict(spec.get("params", {})))
-    except TypeError as exc:
-        raise BundleError(f"bad physics params: {exc}") from None
-    return PhysicsClassifier(params)
-
-
-class SoftmaxClassifier:
-    """Multinomial logistic regression over named features (NaN -> feature mean)."""
-
-    kind = "softmax"
-
-    def __init__(
-        self,
-        *,
-        feature_names: tuple[str, ...],
-        classes: tuple[str, ...],
-        mean: F64,
-        scale: F64,
-        W: F64,
-        b: F64,
-    ) -> None:
-        check_feature_names(feature_names)
-        f, c = len(feature_names), len(classes)
-        if mean.shape != (f,) or scale.shape != (f,) or W.shape != (f, c) or b.shape != (c,):
-            raise BundleError(
-                f"softmax shapes disagree: {f} features, {c} classes, mean {mean.shape}, "
-                f"scale {scale.shape}, W {W.shape}, b {b.shape}"
-            )
-        self.feature_names = feature_names
-        self.classes = classes
-        self.mean, self.scale, self.W, self.b = mean, scale, W, b
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.mean.nbytes + self.scale.nbytes + self.W.nbytes + self.b.nbytes)
-
-    def predict_proba(self, f: BatchFeatures) -> F64:
-        z = (f.matrix(self.feature_names) - self.mean) / self.scale
-        z = np.nan_to_num(z, nan=0.0)
-        logits = z @ self.W + self.b
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        out: F64 = e / e.sum(axis=1, keepdims=True)
-        return out
-
-    def save(self, path: Path) -> None:
-        with path.open("wb") as fh:
-            np.savez(
-                fh,
-                feature_names=np.array(self.feature_names),
-                classes=np.array(self.classes),
-                mean=self.mean,
-                scale=self.scale,
-                W=self.W,
-                b=self.b,
-            )
-
-
-def _load_softmax(bundle_dir: Path, spec: Mapping[str, Any]) -> Classifier:
-    path = bundle_dir / str(spec.get("path", "classifier.npz"))
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return SoftmaxClassifier(
-                feature_names=tuple(str(s) for s in z["feature_names"]),
-                classes=tuple(str(s) for s in z["classes"]),
-                mean=z["mean"].astype(np.float64),
-                scale=z["scale"].astype(np.float64),
-                W=z["W"].astype(np.float64),
-                b=z["b"].astype(np.float64),
-            )
-    except (OSError, KeyError, ValueError) as exc:
-        raise BundleError(f"cannot load softmax classifier {path}: {exc}") from None
-
-
-register_kind("physics", _load_physics)
-register_kind("softmax", _load_softmax)
-register_kind("mlp", load_mlp)
+__all__ = [
+    "Classifier",
+    "EmitsFields",
+    "Loader",
+    "SoftmaxClassifier",
+    "kinds",
+    "load_classifier",
+    "register_kind",
+]

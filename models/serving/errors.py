@@ -85,3 +85,10 @@ class ChecksumMismatchError(BundleError):
         self.path = path
         self.expected = expected
         self.actual = actual
+
+
+class ConfigError(Exception):
+    """The server's model configuration cannot work (a path that is no bundle, a bad registry).
+
+    Raised before the server listens; the message names the path and the reason.
+    """

@@ -5,12 +5,20 @@ gather features into columns (:func:`models.serving.features.extract`), run the
 classifier and the anomaly model with numpy across the batch, then build one
 :class:`dsp.results.Result` per report in request order. The HTTP server is a
 thin adapter around :func:`invoke`.
+
+Every response carries the bundle's ``manifest_digest``; the full manifest
+only when the request's CustomAttributes ask for it (``manifest=1``). A
+bundle whose classifier emits extra result fields (its manifest's
+``fields``) gets them as top-level keys of each result object: those
+responses are encoded from plain dicts, the others straight from the
+structs (the common path stays as fast as before).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -26,6 +34,7 @@ from dsp.results import (
 
 from ._diagnose_batch import diagnose_bearings
 from .bundle import Bundle
+from .classifier import EmitsFields
 from .errors import ModelFailureError, RequestError, UnsupportedMediaTypeError
 from .features import BatchFeatures, extract
 from .physics import PhysicsClassifier, fleet_score
@@ -135,8 +144,37 @@ def decode_request(body: bytes, content_type: str | None) -> list[Report]:
     return req.reports
 
 
-def encode_response(response: InvocationResponse, accept: str) -> bytes:
-    return _mp_encoder.encode(response) if accept == MSGPACK else _json_encoder.encode(response)
+def encode_response(
+    response: InvocationResponse, accept: str,
+    extras: Sequence[Mapping[str, Any]] | None = None,
+) -> bytes:
+    """Wire bytes; ``extras`` (one mapping per result) become top-level result fields."""
+    body: InvocationResponse | dict[str, Any] = response
+    if extras is not None:
+        plain: dict[str, Any] = msgspec.to_builtins(response)
+        for res, more in zip(plain["results"], extras, strict=True):
+            res.update(more)
+        body = plain
+    return _mp_encoder.encode(body) if accept == MSGPACK else _json_encoder.encode(body)
+
+
+def custom_attributes(header: str | None) -> dict[str, str]:
+    """SageMaker CustomAttributes as ``key=value`` pairs (``,`` or ``;`` separated).
+
+    An item without ``=`` is a key with an empty value; keys are case-sensitive,
+    surrounding whitespace is dropped. Unknown keys are kept (and ignored).
+    """
+    out: dict[str, str] = {}
+    for item in re.split(r"[,;]", header or ""):
+        key, _, value = item.partition("=")
+        if key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+def wants_manifest(header: str | None) -> bool:
+    """Whether CustomAttributes ask for the full manifest (``manifest=1``)."""
+    return custom_attributes(header).get("manifest", "").lower() in ("1", "true", "yes")
 
 
 def _zones(vel: np.ndarray, limits: np.ndarray) -> list[str]:
@@ -149,22 +187,57 @@ def _quality_note(flags: int) -> str:
 
 
 def score(bundle: Bundle, reports: Sequence[Report]) -> InvocationResponse:
-    """Score a batch with ``bundle``; one result per report, in order."""
+    """Score a batch with ``bundle``; one result per report, in order (no extra fields)."""
+    return score_with_fields(bundle, reports)[0]
+
+
+Extras = list[dict[str, Any]]
+
+
+def score_with_fields(
+    bundle: Bundle, reports: Sequence[Report], *, with_manifest: bool = False
+) -> tuple[InvocationResponse, Extras | None]:
+    """Score a batch; also the bundle's extra result fields per result (None if it has none)."""
     version = bundle.model_version
+    manifest = bundle.manifest
     if not reports:
-        return InvocationResponse(RESULT_SCHEMA_VERSION, version, [])
+        return InvocationResponse(
+            RESULT_SCHEMA_VERSION, version, [], manifest_digest=manifest.digest,
+            manifest=manifest if with_manifest else None,
+        ), ([] if manifest.fields else None)
     try:
         f = extract(reports)
-        return _score(bundle, reports, f)
+        response, extras = _score(bundle, reports, f)
     except RequestError:
         raise
     except Exception as exc:
         raise ModelFailureError(
             f"model {version} failed on a batch of {len(reports)}: {exc!r}"
         ) from exc
+    if with_manifest:
+        response = msgspec.structs.replace(response, manifest=manifest)
+    return response, extras
 
 
-def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> InvocationResponse:
+def _extras(bundle: Bundle, f: BatchFeatures, proba: np.ndarray) -> Extras | None:
+    """Per result, the extra fields the bundle's manifest declares (None: it declares none)."""
+    names = bundle.manifest.fields
+    clf = bundle.classifier
+    if not names or not isinstance(clf, EmitsFields):
+        return None
+    out = clf.extra_outputs(f, proba)
+    missing = [k for k in names if k not in out]
+    bad = {k: len(out[k]) for k in names if k in out and len(out[k]) != f.n}
+    if missing or bad:
+        raise ValueError(f"classifier {clf.kind} extra outputs: missing {missing}, "
+                         f"wrong lengths {bad} (expected {f.n})")
+    cols = [(k, list(out[k])) for k in names]
+    return [{k: col[i] for k, col in cols} for i in range(f.n)]
+
+
+def _score(
+    bundle: Bundle, reports: Sequence[Report], f: BatchFeatures
+) -> tuple[InvocationResponse, Extras | None]:
     n = f.n
     params = bundle.physics
     clf = bundle.classifier
@@ -181,6 +254,7 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
         else:
             fallback[:] = 1.0 / len(clf.classes)
         proba[bad_rows] = fallback
+    extras = _extras(bundle, f, proba)
     top = proba.argmax(axis=1)
     top_p = proba[np.arange(n), top]
     labels = [clf.classes[i] for i in top.tolist()]
@@ -302,18 +376,28 @@ def _score(bundle: Bundle, reports: Sequence[Report], f: BatchFeatures) -> Invoc
                 rpm=r.speed.rpm or None,
             )
         )
-    return InvocationResponse(RESULT_SCHEMA_VERSION, bundle.model_version, results)
+    return InvocationResponse(
+        RESULT_SCHEMA_VERSION, bundle.model_version, results,
+        manifest_digest=bundle.manifest.digest,
+    ), extras
 
 
 def invoke(
-    bundle: Bundle, body: bytes, content_type: str | None, accept: str | None
+    bundle: Bundle, body: bytes, content_type: str | None, accept: str | None,
+    custom_attributes: str | None = None,
 ) -> tuple[bytes, str]:
-    """Whole request -> (response bytes, response content type)."""
+    """Whole request -> (response bytes, response content type).
+
+    ``custom_attributes`` is the request's CustomAttributes header: ``manifest=1``
+    includes the bundle's full manifest in the response.
+    """
     req_mt = media_type(content_type, default=MSGPACK)
     out_mt = media_type(accept, default=req_mt or MSGPACK)
     if out_mt is None:
         raise UnsupportedMediaTypeError(f"unsupported Accept {accept!r}: use {MSGPACK} or {JSON}")
     reports = decode_request(body, content_type)
-    response = score(bundle, reports)
-    return encode_response(response, out_mt), out_mt
+    response, extras = score_with_fields(
+        bundle, reports, with_manifest=wants_manifest(custom_attributes)
+    )
+    return encode_response(response, out_mt, extras), out_mt
 

@@ -6,7 +6,8 @@ cannot push a logit without bound: it is treated as "very high" or "very
 low", never as "infinitely"), missing -> 0 (the training mean), one tanh
 hidden layer, softmax. The artifact is one ``.npz`` (``feature_names``,
 ``classes``, ``mean``, ``scale``, ``clip``, ``W1``, ``b1``, ``W2``, ``b2``),
-no pickle; fitting lives in :mod:`models.training.training`.
+no pickle; fitting lives in :mod:`models.training.training`. Registered as a
+bundle kind by :mod:`models.serving.kinds.mlp`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .errors import BundleError
 from .features import BatchFeatures, check_feature_names
 
 F64 = NDArray[np.float64]
+FILE = "classifier.npz"
 
 
 class MLPClassifier:
@@ -75,17 +77,18 @@ class MLPClassifier:
     def predict_proba(self, f: BatchFeatures) -> F64:
         return self.proba_from_matrix(f.matrix(self.feature_names))
 
-    def save(self, path: Path) -> None:
-        with path.open("wb") as fh:
+    def save(self, bundle_dir: Path) -> dict[str, Any]:
+        with (bundle_dir / FILE).open("wb") as fh:
             np.savez(
                 fh, feature_names=np.array(self.feature_names), classes=np.array(self.classes),
                 mean=self.mean, scale=self.scale, clip=np.array(self.clip), W1=self.W1,
                 b1=self.b1, W2=self.W2, b2=self.b2,
             )
+        return {"kind": self.kind, "path": FILE}
 
 
 def load_mlp(bundle_dir: Path, spec: Mapping[str, Any]) -> MLPClassifier:
-    path = bundle_dir / str(spec.get("path", "classifier.npz"))
+    path = bundle_dir / str(spec.get("path", FILE))
     try:
         with np.load(path, allow_pickle=False) as z:
             return MLPClassifier(

@@ -32,7 +32,8 @@ strongest bearing-line prominence / ``env_alarm``, kurtosis / ``kurtosis_alarm``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -107,6 +108,10 @@ class PhysicsClassifier:
 
     def __init__(self, params: PhysicsParams | None = None) -> None:
         self.params = params or PhysicsParams()
+
+    def save(self, bundle_dir: Path) -> dict[str, Any]:
+        """No file: the rules' parameters go into ``bundle.json`` itself."""
+        return {"kind": self.kind, "params": self.params.to_dict()}
 
     def strengths(self, f: BatchFeatures) -> dict[str, F64]:
         """Per-pattern strengths in [0, 1] (also used as evidence); memoised per batch."""

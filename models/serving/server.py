@@ -2,19 +2,28 @@
 
 Routes:
 
-- ``GET /ping`` -- 200 once the default bundle is loaded, 503 before.
+- ``GET /ping`` -- 200 once the default bundle is loaded, 503 before (and 503 with
+  the reason if it could not be loaded: the process then exits 2).
 - ``POST /invocations`` -- the container contract (what SageMaker calls).
 - ``POST /endpoints/{name}/invocations`` -- the SageMaker Runtime path, so
   boto3/aiobotocore ``invoke_endpoint`` with ``endpoint_url`` reach this
   server unchanged; only the endpoint name it was started with is served.
+- ``GET /manifest`` (``?target=NAME`` for a target model) and
+  ``GET /endpoints/{name}/manifest`` -- the served bundle's manifest (its classes
+  and extra result fields) as JSON, for humans; callers of ``/invocations`` get it
+  by asking with CustomAttributes ``manifest=1``.
 - ``GET /stats`` -- what is loaded (default and cached target bundles), counters.
-- ``GET|POST /models``, ``GET|DELETE /models/{name}``, ``POST /models/{name}/invoke``
+- ``GET|POST /models``, ``GET|DELETE /models/{name}``, ``POST /models/{name}/invoke``,
+  ``GET /models/{name}/manifest``
   -- the SageMaker multi-model container API (the platform loads and unloads
   bundles by name; ``507`` when the memory budget is exhausted).
 
 Headers: ``X-Amzn-SageMaker-Target-Model`` selects a bundle (resolved under
 ``--model-dir``, or ``group/version`` in ``--registry``), cached LRU under a
-memory budget; ``X-Amzn-SageMaker-Custom-Attributes`` is echoed back;
+memory budget; ``X-Amzn-SageMaker-Custom-Attributes`` is echoed back (and
+``manifest=1`` in it adds the bundle's manifest to the response; every response
+carries the bundle's ``manifest_digest``; each bundle, default or target, has
+its own manifest);
 responses carry ``X-Amzn-Invoked-Production-Variant`` and
 ``X-Pumpwatch-Model-Version``. Errors carry ``x-amzn-ErrorType`` and a JSON
 ``{"message": ...}`` so botocore raises its own exception classes (see
@@ -27,6 +36,16 @@ swaps the reference. A request scores with the bundle it picked up at its
 start, so no request is dropped or half-served, and every result names the
 version that produced it. SIGTERM stops accepting, lets in-flight requests
 finish (up to ``shutdown_timeout``) and exits 0.
+
+What is served by default: the registry's deployment for ``--name``, else the
+bundle in ``--model-dir`` (its ``bundle.json`` or ``model.tar.gz``), else the
+built-in physics-only bundle, which is logged at WARNING with why. A model
+configuration that cannot work is an error naming the path and the reason,
+never a silent fallback: a ``--model-dir`` that is missing, a file or empty, or
+an unreadable registry, stops the server before it listens (exit 2); a
+configured bundle that fails to load makes ``/ping`` answer 503 with the reason
+and the process exit 2. A later deployment that fails to load keeps the
+bundle being served (and says so at ERROR).
 """
 
 from __future__ import annotations
@@ -45,6 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import msgspec
 from aiohttp import web
 
 from models.registry.local import Deployment, LocalRegistry
@@ -52,6 +72,7 @@ from models.registry.local import Deployment, LocalRegistry
 from .bundle import MANIFEST, Bundle, builtin_bundle, load_bundle
 from .errors import (
     BundleError,
+    ConfigError,
     ModelFailureError,
     ModelNotReadyError,
     ModelServerError,
@@ -99,6 +120,7 @@ class BundleStore:
         self.registry = LocalRegistry(cfg.registry) if cfg.registry else None
         self.default: Bundle | None = None
         self.deployed: Deployment | None = None
+        self.attempted: Deployment | None = None  # the deployment the default load tried
         self._cache: OrderedDict[str, Bundle] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Bundle]] = {}
         self.mme: dict[str, tuple[str, Bundle]] = {}  # multi-model API: name -> (url, bundle)
@@ -122,24 +144,73 @@ class BundleStore:
         if self.cfg.load_delay_s:
             time.sleep(self.cfg.load_delay_s)
 
+    def check_config(self) -> None:
+        """Raise :class:`ConfigError` for a model configuration that cannot work (cheap checks)."""
+        md = self.cfg.model_dir
+        if md is not None:
+            if not md.exists():
+                raise ConfigError(f"--model-dir {md}: no such directory")
+            if not md.is_dir():
+                hint = f" (here: {md.parent})" if md.name.endswith((".tar.gz", ".json")) else ""
+                raise ConfigError(
+                    f"--model-dir {md}: is a file, not a directory; pass the directory that "
+                    f"holds {MANIFEST} or model.tar.gz{hint}"
+                )
+            if not any(md.iterdir()):
+                raise ConfigError(
+                    f"--model-dir {md}: empty directory (no {MANIFEST}, no model.tar.gz, "
+                    "no target bundles)"
+                )
+        reg = self.cfg.registry
+        if reg is not None:
+            if reg.exists() and not reg.is_dir():
+                raise ConfigError(f"--registry {reg}: not a directory")
+            assert self.registry is not None
+            try:
+                self.registry.deployment(self.cfg.name)
+            except RegistryError as exc:
+                raise ConfigError(f"--registry {reg}: {exc}") from None
+
     def load_default_sync(self) -> tuple[Bundle, Deployment | None]:
-        """What this server serves without a target model."""
+        """What this server serves without a target model; errors name the path and reason."""
         self._delay()
         md = self.cfg.model_dir
         if self.registry is not None:
             dep = self.registry.deployment(self.cfg.name)
+            self.attempted = dep
             if dep is not None:
-                pkg = self.registry.describe(dep.group, dep.version)
-                return self.registry.load(pkg), dep
+                try:
+                    pkg = self.registry.describe(dep.group, dep.version)
+                    return self.registry.load(pkg), dep
+                except (BundleError, RegistryError, OSError) as exc:
+                    raise BundleError(
+                        f"registry {self.cfg.registry}: endpoint {self.cfg.name} is deployed "
+                        f"to {dep.model_version}, which does not load: {exc}"
+                    ) from exc
         if md is not None:
             # On SageMaker, deploy sets the registry's group/version here (CreateModel env).
             version = os.environ.get("PUMPWATCH_MODEL_VERSION") or None
-            if (md / MANIFEST).is_file():
-                return load_bundle(md, version=version), None
-            if (md / "model.tar.gz").is_file():
-                tar = md / "model.tar.gz"
-                return load_bundle(tar, cache_dir=self.extract_dir, version=version), None
+            try:
+                if (md / MANIFEST).is_file():
+                    return load_bundle(md, version=version), None
+                if (md / "model.tar.gz").is_file():
+                    tar = md / "model.tar.gz"
+                    return load_bundle(tar, cache_dir=self.extract_dir, version=version), None
+            except (BundleError, OSError) as exc:
+                raise BundleError(f"--model-dir {md}: the bundle does not load: {exc}") from exc
         return builtin_bundle(), None
+
+    def why_builtin(self) -> str:
+        """Why the built-in bundle is the default (for the WARNING that says it is)."""
+        md, reg = self.cfg.model_dir, self.cfg.registry
+        if md is not None:
+            return (f"--model-dir {md} holds no {MANIFEST} or model.tar.gz (only target "
+                    "bundles): requests without a target model get the built-in physics bundle")
+        if reg is not None:
+            return (f"registry {reg} has no deployment for endpoint {self.cfg.name!r} yet: "
+                    "serving the built-in physics bundle until one is deployed")
+        return "no model configured (no --model-dir, no --registry): serving the built-in " \
+               "physics bundle"
 
     def _resolve(self, target: str) -> Callable[[], Bundle]:
         """A loader for ``target``, or :class:`UnknownTargetModelError` right away."""
@@ -224,6 +295,7 @@ class BundleStore:
     def describe(self) -> dict[str, object]:
         return {
             "default": self.default.model_version if self.default else None,
+            "manifest_digest": self.default.manifest.digest if self.default else None,
             "deployment": None if self.deployed is None else {
                 "group": self.deployed.group, "version": self.deployed.version,
             },
@@ -240,6 +312,12 @@ def _bundle_path(url: Path) -> Path:
     if url.is_dir() and not (url / MANIFEST).is_file() and (url / "model.tar.gz").is_file():
         return url / "model.tar.gz"
     return url
+
+
+def _manifest_response(bundle: Bundle) -> web.Response:
+    return web.Response(body=msgspec.json.encode(bundle.manifest),
+                        content_type="application/json",
+                        headers={H_VERSION: bundle.model_version})
 
 
 def _error(exc: ModelServerError) -> web.Response:
@@ -263,6 +341,10 @@ class ModelServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_now = asyncio.Event()
         self.ready = asyncio.Event()
+        #: set when the configured default bundle could not be loaded (see ``load_error``)
+        self.failed = asyncio.Event()
+        self.load_error: str | None = None
+        self._failed_dep: tuple[str, int] | None = None
         self._closing = False
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -272,15 +354,20 @@ class ModelServer:
         app.router.add_post("/invocations", self._invocations)
         app.router.add_post("/endpoints/{name}/invocations", self._runtime_invocations)
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/manifest", self._manifest)
+        app.router.add_get("/endpoints/{name}/manifest", self._runtime_manifest)
         # SageMaker multi-model container API (the platform loads/unloads bundles).
         app.router.add_get("/models", self._mme_list)
         app.router.add_post("/models", self._mme_load)
         app.router.add_get("/models/{model}", self._mme_describe)
         app.router.add_delete("/models/{model}", self._mme_unload)
         app.router.add_post("/models/{model}/invoke", self._mme_invoke)
+        app.router.add_get("/models/{model}/manifest", self._mme_manifest)
         return app
 
     async def start(self) -> None:
+        """Listen and start loading the default bundle; :class:`ConfigError` before listening."""
+        self.store.check_config()
         self._runner = web.AppRunner(
             self.app(), access_log=None, shutdown_timeout=self.cfg.shutdown_timeout_s
         )
@@ -322,8 +409,19 @@ class ModelServer:
         await self.close()
 
     async def wait_ready(self) -> None:
-        """Until the default bundle is loaded (wrap in ``asyncio.timeout`` to bound it)."""
-        await self.ready.wait()
+        """Until the default bundle is loaded (wrap in ``asyncio.timeout`` to bound it).
+
+        Raises :class:`BundleError` with the reason if it could not be loaded.
+        """
+        ready = asyncio.ensure_future(self.ready.wait())
+        failed = asyncio.ensure_future(self.failed.wait())
+        try:
+            await asyncio.wait({ready, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            failed.cancel()
+        if not self.ready.is_set():
+            raise BundleError(self.load_error or "the default bundle did not load")
 
     def reload(self) -> None:
         """Check the registry deployment now (SIGHUP)."""
@@ -333,11 +431,17 @@ class ModelServer:
         loop = asyncio.get_running_loop()
         try:
             bundle, dep = await loop.run_in_executor(None, self.store.load_default_sync)
-        except Exception as exc:  # never stay unhealthy: fall back and say why
-            log.error("cannot load the default bundle (%r); serving the built-in one", exc)
-            bundle, dep = builtin_bundle(), None
+        except Exception as exc:  # a configured model that does not load is an error
+            d = self.store.attempted
+            self._failed_dep = (d.group, d.version) if d is not None else None
+            self.load_error = f"cannot load the model: {exc}"
+            log.error("%s", self.load_error)
+            self.failed.set()
+            return
         self.store.default, self.store.deployed = bundle, dep
         self.ready.set()
+        if dep is None and bundle.source == "builtin":
+            log.warning("%s", self.store.why_builtin())
         log.info("serving %s (%s)", bundle.model_version, bundle.description or bundle.source)
 
     async def _watch_deployment(self) -> None:
@@ -346,15 +450,17 @@ class ModelServer:
         loop = asyncio.get_running_loop()
         # A registered artifact is immutable: a deployment that failed to load is not
         # retried (nor logged again) until it changes or SIGHUP forces a retry.
-        failed: tuple[str, int] | None = None
+        failed = self._failed_dep
         while True:
             forced = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reload_now.wait(), self.cfg.reload_poll_s)
                 forced = True
             self._reload_now.clear()
-            if self.store.default is None:
-                continue
+            if self.store.default is None and not self.failed.is_set():
+                continue  # still loading
+            if self._failed_dep is not None:
+                failed, self._failed_dep = self._failed_dep, None
             dep: Deployment | None = None
             try:
                 dep = await loop.run_in_executor(None, reg.deployment, self.cfg.name)
@@ -369,12 +475,16 @@ class ModelServer:
                 bundle = await loop.run_in_executor(None, reg.load, pkg)
             except Exception as exc:  # the watcher outlives any one bad deployment
                 failed = (dep.group, dep.version) if dep is not None else None
-                log.error("deployment for %s not loaded, keeping %s: %r", self.cfg.name,
-                          self.store.default.model_version, exc)
+                keeping = self.store.default.model_version if self.store.default else "nothing"
+                log.error("deployment for %s not loaded, keeping %s: %s", self.cfg.name,
+                          keeping, exc)
                 continue
             failed = None
-            old = self.store.default.model_version
+            old = self.store.default.model_version if self.store.default else "nothing"
             self.store.default, self.store.deployed = bundle, dep
+            self.load_error = None
+            self.failed.clear()
+            self.ready.set()
             log.info("hot reload: %s -> %s", old, bundle.model_version)
 
     # --- handlers -----------------------------------------------------------------------
@@ -397,6 +507,9 @@ class ModelServer:
             return _error(ModelFailureError(f"internal error: {exc!r}"))
 
     async def _ping(self, request: web.Request) -> web.Response:
+        if self.store.default is None and self.load_error is not None:
+            return web.json_response({"status": "failed", "message": self.load_error},
+                                     status=503)
         if self.store.default is None or self._closing:
             return web.json_response({"status": "loading"}, status=503)
         return web.json_response(
@@ -405,6 +518,17 @@ class ModelServer:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({**self.store.describe(), "requests": self.requests})
+
+    async def _manifest(self, request: web.Request) -> web.Response:
+        """The manifest of the default bundle, or of ``?target=`` (a target model)."""
+        target = request.query.get("target") or request.headers.get(H_TARGET)
+        return _manifest_response(await self.store.get(target))
+
+    async def _runtime_manifest(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name != self.cfg.name:
+            raise UnknownEndpointError(name, self.cfg.name)
+        return await self._manifest(request)
 
     # --- SageMaker multi-model container API ---------------------------------------------
     async def _mme_list(self, request: web.Request) -> web.Response:
@@ -459,6 +583,12 @@ class ModelServer:
             return web.json_response({"message": f"model {name!r} is not loaded"}, status=404)
         return await self._invocations(request, bundle=entry[1])
 
+    async def _mme_manifest(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        if name not in self.store.mme:
+            return web.json_response({"message": f"model {name!r} is not loaded"}, status=404)
+        return _manifest_response(self.store.mme[name][1])
+
     async def _runtime_invocations(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name != self.cfg.name:
@@ -496,7 +626,8 @@ class ModelServer:
         if bundle is None:
             bundle = await self.store.get(request.headers.get(H_TARGET))
         out, ctype = invoke(
-            bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept")
+            bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept"),
+            custom,
         )
         headers = {H_VARIANT: self.cfg.variant, H_VERSION: bundle.model_version}
         if custom is not None:
@@ -545,9 +676,17 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 async def serve(cfg: ServerConfig, *, announce: Callable[[str], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP re-checks the deployment. Returns the exit code."""
+    """Run until SIGTERM/SIGINT; SIGHUP re-checks the deployment. Returns the exit code.
+
+    2 if the model configuration cannot work or the configured bundle does not load
+    (one line on stderr names the path and the reason).
+    """
     server = ModelServer(cfg)
-    await server.start()
+    try:
+        await server.start()
+    except ConfigError as exc:
+        print(f"model server: {exc}", file=sys.stderr, flush=True)
+        return 2
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "") else cfg.host  # noqa: S104
     (announce or print)(f"listening on http://{host}:{server.port}")
     stop = asyncio.Event()
@@ -555,10 +694,16 @@ async def serve(cfg: ServerConfig, *, announce: Callable[[str], None] | None = N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(server.failed.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            return 2  # the load error is logged (one line naming the path and reason)
         log.info("stopping: finishing in-flight requests")
     finally:
+        stopped.cancel()
+        failed.cancel()
         await server.close()
     return 0
 

@@ -233,14 +233,15 @@ def _bundle(args: argparse.Namespace) -> int:
         more = Baselines.load(path)
         baselines = more if baselines is None else baselines.merged(more)
     classifier = None
+    classes = None
     metrics: dict[str, float] = {}
     if args.classifier_from is not None:
         source = load_bundle(args.classifier_from)
-        classifier = source.classifier
+        classifier, classes = source.classifier, source.class_overrides
         metrics = read_manifest_metrics(args.classifier_from)
     out = write_bundle(
         args.out, model_version=args.model_version, classifier=classifier, baselines=baselines,
-        description=args.description, metrics=metrics,
+        description=args.description, metrics=metrics, classes=classes,
     )
     pumps = ", ".join(baselines.pumps) if baselines is not None else "none"
     print(f"bundle {args.model_version} in {out} (baselines: {pumps})")

@@ -132,8 +132,10 @@ class ModelServerProcess:
         extra: Sequence[str] = (),
         cpu: int | None = None,
         env: dict[str, str] | None = None,
+        log_path: Path | None = None,
     ) -> None:
         self.name = name
+        self.log_path = log_path  # the server's stderr (its log) goes here when given
         cmd = [sys.executable, "-m", "models.serving.server", "--port", "0", "--host", "127.0.0.1",
                "--name", name]
         if model_dir is not None:
@@ -153,9 +155,14 @@ class ModelServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
-        self.proc = subprocess.Popen(
-            self.cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, text=True,
-        )
+        log = self.log_path.open("w") if self.log_path is not None else None
+        try:
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=log, text=True,
+            )
+        finally:
+            if log is not None:
+                log.close()
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # "listening on http://HOST:PORT"
         if "listening on" not in line:
@@ -175,6 +182,11 @@ class ModelServerProcess:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"model server at {self.url} not healthy after {timeout}s")
+
+    def run_to_exit(self, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run the server expecting it to exit by itself (a configuration it refuses)."""
+        return subprocess.run(self.cmd, cwd=ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None:
