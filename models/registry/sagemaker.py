@@ -1,6 +1,7 @@
 """The :class:`~models.registry.local.ModelRegistry` interface over the SageMaker Model Registry.
 
-Mapping (boto3 ``sagemaker`` and ``s3`` clients, passed in):
+Mapping (boto3 ``sagemaker`` and ``s3`` clients, passed in, or made by
+:meth:`SageMakerRegistry.connect`):
 
 - ``create_group`` -> DescribeModelPackageGroup, CreateModelPackageGroup if absent.
 - ``register`` -> PutObject of ``model.tar.gz`` to
@@ -25,13 +26,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from models.serving.bundle import bundle_bytes, read_manifest
 from models.serving.errors import RegistryError
@@ -51,8 +51,32 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return m.group(1), m.group(2).strip("/")
 
 
+NEEDS_EXTRA = "the SageMaker registry needs boto3: pip install 'pumpwatch[models]'"
+
+
+def _sdk(module: str) -> Any:
+    """An AWS SDK module, imported when a registry is made; missing, an error naming the extra."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(f"{NEEDS_EXTRA} ({exc})", name=exc.name) from exc
+
+
 class SageMakerRegistry:
     """SageMaker Model Registry backend (clients injected: boto3 or Stubber-wrapped)."""
+
+    @classmethod
+    def connect(
+        cls, *, region: str | None = None, s3_prefix: str, image_uri: str,
+        role_arn: str | None = None,
+    ) -> SageMakerRegistry:
+        """A registry over new boto3 ``sagemaker`` and ``s3`` clients (the SDK's credentials)."""
+        boto3 = _sdk("boto3")
+        return cls(
+            boto3.client("sagemaker", region_name=region),
+            boto3.client("s3", region_name=region),
+            s3_prefix=s3_prefix, image_uri=image_uri, role_arn=role_arn,
+        )
 
     def __init__(
         self,
@@ -65,6 +89,7 @@ class SageMakerRegistry:
         instance_type: str = "ml.m5.large",
         metrics_s3_uri: str | None = None,
     ) -> None:
+        self._client_error = _sdk("botocore.exceptions").ClientError
         self.sm = sagemaker
         self.s3 = s3
         self.bucket, self.prefix = _split_s3(s3_prefix)
@@ -79,7 +104,7 @@ class SageMakerRegistry:
         check_group_name(group)
         try:
             r = self.sm.describe_model_package_group(ModelPackageGroupName=group)
-        except ClientError as exc:
+        except self._client_error as exc:
             if exc.response["Error"]["Code"] not in ("ValidationException", "ResourceNotFound"):
                 raise
             r = self.sm.create_model_package_group(
@@ -91,7 +116,7 @@ class SageMakerRegistry:
         if group not in self._group_arns:
             try:
                 r = self.sm.describe_model_package_group(ModelPackageGroupName=group)
-            except ClientError as exc:
+            except self._client_error as exc:
                 raise RegistryError(f"no model package group {group!r}: {exc}") from None
             self._group_arns[group] = r["ModelPackageGroupArn"]
         return self._group_arns[group]
@@ -216,7 +241,7 @@ class SageMakerRegistry:
     def describe(self, group: str, version: int) -> ModelPackage:
         try:
             d = self.sm.describe_model_package(ModelPackageName=self.package_arn(group, version))
-        except ClientError as exc:
+        except self._client_error as exc:
             raise RegistryError(f"no version {version} in group {group!r}: {exc}") from None
         return self._from_description(d)
 
@@ -274,7 +299,7 @@ class SageMakerRegistry:
         )
         try:
             self.sm.describe_endpoint(EndpointName=endpoint)
-        except ClientError as exc:
+        except self._client_error as exc:
             if exc.response["Error"]["Code"] != "ValidationException":
                 raise
             self.sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=name)

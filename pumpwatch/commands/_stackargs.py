@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pumpwatch.stack.plan import StackOptions
+from ._roles import Role
+
+if TYPE_CHECKING:
+    from pumpwatch.stack.plan import StackOptions
+
+# The local stack runs every role: broker clients, consumer, model server, training.
+STACK_ROLE = Role("all", ("paho", "aiobotocore", "aiohttp", "cryptography", "sklearn"))
 
 
 def add_stack_args(p: argparse.ArgumentParser) -> None:
+    from pumpwatch.stack.plan import StackOptions
+
     d = StackOptions()
     p.add_argument("--pumps", type=int, default=d.pumps,
                    help=f"simulated pumps (default {d.pumps})")
@@ -32,6 +41,7 @@ def add_stack_args(p: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace, **changes: object) -> StackOptions:
+    from pumpwatch.stack.plan import StackOptions
     from pumpwatch.stack.runner import default_state
 
     return StackOptions(

@@ -10,6 +10,9 @@ import re
 import sys
 from typing import Any
 
+from ._roles import Role
+
+ROLE = Role("cloud", ("boto3",))
 THING_RE = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
 
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._roles import Role
+
+ROLE = Role("cloud", ("cryptography",))
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
-import msgspec
+from ._roles import Role
 
-from cloud.consumer import ConfigError, Consumer, ConsumerConfig, load_config
-from cloud.store import StoreError
+if TYPE_CHECKING:
+    from cloud.consumer import ConsumerConfig
+
+ROLE = Role("cloud", ("aiobotocore", "aiohttp", "paho"))
 
 log = logging.getLogger("pumpwatch.cloud")
 
@@ -35,6 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def _serve(config: ConsumerConfig, *, retire: bool = False) -> None:
+    from cloud.consumer import Consumer
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -43,6 +48,11 @@ async def _serve(config: ConsumerConfig, *, retire: bool = False) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from cloud.consumer import ConfigError, load_config
+    from cloud.store import StoreError
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:

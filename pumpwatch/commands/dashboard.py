@@ -10,7 +10,10 @@ import signal
 import sys
 from pathlib import Path
 
+from ._roles import Role
 from ._storeargs import add_store_args, store_url
+
+ROLE = Role("cloud", ("aiohttp",))
 
 TOKEN_ENV = "PUMPWATCH_DASHBOARD_TOKEN"  # noqa: S105 -- the variable's name, not a secret
 

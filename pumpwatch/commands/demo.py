@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._stackargs import add_stack_args, options_from_args
+from ._stackargs import STACK_ROLE, add_stack_args, options_from_args
+
+ROLE = STACK_ROLE
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from models.registry.local import default_registry_path
-from models.serving.server import add_arguments, config_from_args, serve
+from ._roles import Role
+
+ROLE = Role("models", ("aiohttp",))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,11 +20,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "physics-only bundle when nothing is deployed yet."
         ),
     )
+    # The server's own arguments. Its module imports aiohttp: without the role the
+    # import fails here, after the command is listed, and pumpwatch.cli reports the extra.
+    from models.serving.server import add_arguments
+
     add_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from models.registry.local import default_registry_path
+    from models.serving.server import config_from_args, serve
+
     if args.model_dir is None and args.registry is None:
         args.registry = default_registry_path()
     return asyncio.run(serve(config_from_args(args), announce=lambda s: print(s, flush=True)))

@@ -6,23 +6,20 @@ import argparse
 import json
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from models.registry.local import (
-    APPROVAL_STATUSES,
-    LocalRegistry,
-    ModelPackage,
-    ModelRegistry,
-    default_registry_path,
-)
-from models.serving.baseline import Baselines
-from models.serving.bundle import load_bundle, read_manifest, write_bundle
-from models.serving.errors import BundleError, RegistryError, RequestError
-from models.serving.handler import JSON, MSGPACK, decode_request
-from models.training.anomaly import BaselineConfig, fit_pump_baselines
+from ._roles import Role
+
+if TYPE_CHECKING:
+    from models.registry.local import ModelPackage, ModelRegistry
+
+# A local registry needs only the core; --sagemaker's boto3 is reported when it is imported.
+ROLE = Role("models")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from models.registry.local import APPROVAL_STATUSES
+
     p = sub.add_parser("models", help="register, approve and deploy model bundles")
     p.add_argument(
         "--registry", type=Path, default=None,
@@ -86,18 +83,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
+    from models.registry.local import LocalRegistry, default_registry_path
+    from models.serving.errors import RegistryError
+
     if not args.sagemaker:
         return LocalRegistry(args.registry or default_registry_path())
-    import boto3
-
     from models.registry.sagemaker import SageMakerRegistry
 
     if not args.s3_prefix or not args.image:
         raise RegistryError("--sagemaker needs --s3-prefix and --image")
-    return SageMakerRegistry(
-        boto3.client("sagemaker", region_name=args.region),
-        boto3.client("s3", region_name=args.region),
-        s3_prefix=args.s3_prefix, image_uri=args.image, role_arn=args.role,
+    return SageMakerRegistry.connect(
+        region=args.region, s3_prefix=args.s3_prefix, image_uri=args.image, role_arn=args.role,
     )
 
 
@@ -117,6 +113,8 @@ def _show(args: argparse.Namespace, pkg: ModelPackage) -> None:
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
+    from models.serving.errors import RegistryError
+
     out: dict[str, str] = {}
     for item in items:
         k, sep, v = item.partition("=")
@@ -128,6 +126,8 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 def _guard(fn: Any) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
+        from models.serving.errors import BundleError, RegistryError, RequestError
+
         try:
             return int(fn(args))
         except (RegistryError, BundleError, RequestError, OSError, ValueError) as exc:
@@ -154,6 +154,9 @@ def _register(args: argparse.Namespace) -> int:
 
 @_guard
 def _list(args: argparse.Namespace) -> int:
+    from models.registry.local import LocalRegistry
+    from models.serving.errors import RegistryError
+
     reg = _registry(args)
     if args.group is None:
         if not isinstance(reg, LocalRegistry):
@@ -209,6 +212,8 @@ def _deploy(args: argparse.Namespace) -> int:
 
 def read_manifest_metrics(path: Path) -> dict[str, float]:
     """The metrics a bundle (dir or model.tar.gz) was registered with, if it says."""
+    from models.serving.bundle import read_manifest
+
     if path.is_dir():
         return dict(read_manifest(path).get("metrics") or {})
     with tarfile.open(path, "r:*") as tar:
@@ -220,6 +225,11 @@ def read_manifest_metrics(path: Path) -> dict[str, float]:
 
 @_guard
 def _bundle(args: argparse.Namespace) -> int:
+    from models.serving.baseline import Baselines
+    from models.serving.bundle import load_bundle, write_bundle
+    from models.serving.handler import JSON, MSGPACK, decode_request
+    from models.training.anomaly import BaselineConfig, fit_pump_baselines
+
     reports = []
     for path in args.baselines_from:
         ctype = JSON if path.suffix == ".json" else MSGPACK

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ._roles import Role
+
+ROLE = Role("edge", ("paho",))
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(

@@ -6,13 +6,18 @@ import argparse
 import asyncio
 import csv
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from cloud.store import DeadLetter, ResultRow, StoreError, make_store
-
+from ._roles import Role
 from ._storeargs import add_store_args, iso_ns, ns_iso, store_url
+
+if TYPE_CHECKING:
+    from cloud.store import DeadLetter, ResultRow
+
+# The SQLite store needs nothing more; PostgreSQL's asyncpg is reported when it is imported.
+ROLE = Role("cloud")
 
 COLUMNS = (
     "time", "device", "epoch", "seq", "site", "pump", "channel", "condition", "p",
@@ -54,6 +59,8 @@ def _flat(r: ResultRow) -> dict[str, Any]:
 
 
 async def _query(args: argparse.Namespace) -> list[ResultRow] | list[DeadLetter]:
+    from cloud.store import make_store
+
     url = store_url(args)
     options: dict[str, Any] = {"readonly": True} if "://" not in url or url.startswith(
         "sqlite") else {}
@@ -106,6 +113,8 @@ def _table(rows: list[list[str]], header: tuple[str, ...]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cloud.store import DeadLetter, ResultRow, StoreError
+
     try:
         found = asyncio.run(_query(args))
     except StoreError as exc:

@@ -16,13 +16,16 @@ import sys
 import time
 from pathlib import Path
 
-from models.serving.baseline import Baselines
-from models.serving.errors import BundleError
-from models.training.training import TrainConfig, train, write_model
+from ._roles import Role
+
+ROLE = Role("models", ("sklearn",))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train the condition classifier on simulated pumps")
+    # For the defaults; after add_parser, so the command is listed without the models extra.
+    from models.training.training import TrainConfig
+
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--pumps-per-class", type=int, default=TrainConfig.pumps_per_class)
     p.add_argument("--test-pumps-per-class", type=int, default=TrainConfig.test_pumps_per_class)
@@ -66,6 +69,10 @@ class _Bar:
 
 
 def run(args: argparse.Namespace) -> int:
+    from models.serving.baseline import Baselines
+    from models.serving.errors import BundleError
+    from models.training.training import TrainConfig, train, write_model
+
     cfg = TrainConfig(
         pumps_per_class=args.pumps_per_class, test_pumps_per_class=args.test_pumps_per_class,
         seconds=args.seconds, seed=args.seed,
