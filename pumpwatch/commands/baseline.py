@@ -23,12 +23,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._roles import Role
 from ._storeargs import iso_ns, ns_iso
 
 if TYPE_CHECKING:
     import dsp
     from edge.config import EdgeConfig
     from simulator.recordings import Recording
+
+# Fitting (Ledoit-Wolf shrinkage) is scikit-learn's; --store also needs the cloud extra.
+ROLE = Role("models", ("sklearn",))
 
 G_TO_MS2 = 9.80665  # --unit g: the scale simulator.recordings.G_TO_MS2
 
