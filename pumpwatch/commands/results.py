@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from cloud.store import DeadLetter, ResultRow, StoreError, make_store
+from cloud.store import DeadLetter, ResultRow, StoreError, make_store, merge_extra
 
 from ._storeargs import add_store_args, iso_ns, ns_iso, store_url
 
@@ -117,8 +117,11 @@ def run(args: argparse.Namespace) -> int:
     rows = [r for r in found if isinstance(r, ResultRow)]
     out = sys.stdout
     if args.format == "json":
-        # Full rows (probabilities, evidence, timings) as one JSON array.
-        out.write(msgspec.json.encode(rows).decode() + "\n")
+        # Full rows (probabilities, evidence, timings) as one JSON array, each with the
+        # model's own result fields merged in (named in extra_fields).
+        full = [merge_extra({k: v for k, v in msgspec.structs.asdict(r).items()
+                             if k != "extra"}, r.extra) for r in rows]
+        out.write(msgspec.json.encode(full).decode() + "\n")
     elif args.format == "csv":
         w = csv.writer(out)
         w.writerow(COLUMNS)
