@@ -2,11 +2,13 @@
 
 The endpoint contract is open on the model's side: a bundle may return classes
 and optional result fields that did not exist when this consumer was built
-(``dsp.results`` only ever appends optional fields). So each result is decoded
-twice from its raw bytes: into the typed :class:`dsp.results.Result` the
-pipeline works with, and into a map of its top-level fields, of which those
-``Result`` does not declare are kept as ``extra`` (JSON-ready) for the store.
-The manifest, when the response carries one, is kept whole the same way.
+(``dsp.results`` only ever appends optional fields). So the body is decoded
+twice: into the typed :class:`dsp.results.InvocationResponse` the pipeline
+works with, and with each result as a map of its fields' encoded bytes
+(``msgspec.Raw``), of which those ``Result`` does not declare are decoded and
+kept as ``extra`` (JSON values) for the store. The manifest, when the response
+carries one, is kept whole the same way. (Measured: about 3.5x the typed
+decode alone, a few microseconds per result.)
 
 A body that does not decode -- not an InvocationResponse, a result missing a
 required field, a condition that is not a class name -- is the model's fault,
@@ -23,7 +25,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from dsp.results import InvocationResponse, Manifest, Result
+from dsp.results import InvocationResponse, Result
 
 Encoding = Literal["msgpack", "json"]
 
@@ -35,13 +37,10 @@ class ResponseError(ValueError):
     """The response body is not a usable InvocationResponse; the message says why."""
 
 
-class _RawResponse(msgspec.Struct, frozen=True):
-    """InvocationResponse with its results and manifest left as their encoded bytes."""
+class _Fields(msgspec.Struct, frozen=True):
+    """The same body with each result as its fields' encoded bytes (decoded on demand)."""
 
-    v: int
-    model_version: str
-    results: list[msgspec.Raw]
-    manifest_digest: str | None = None
+    results: list[dict[str, msgspec.Raw]]
     manifest: msgspec.Raw = msgspec.Raw()  # empty: absent (msgspec has no Raw | None)
 
 
@@ -64,11 +63,9 @@ class Scored:
 class _Decoders:
     def __init__(self, enc: Encoding) -> None:
         mod = msgspec.msgpack if enc == "msgpack" else msgspec.json
-        self.envelope = mod.Decoder(_RawResponse)
-        self.result = mod.Decoder(Result)
-        self.fields = mod.Decoder(dict[str, msgspec.Raw])
+        self.typed = mod.Decoder(InvocationResponse)
+        self.fields = mod.Decoder(_Fields)
         self.any = mod.Decoder()
-        self.manifest = mod.Decoder(Manifest)
 
 
 _DECODERS: dict[Encoding, _Decoders] = {"msgpack": _Decoders("msgpack"), "json": _Decoders("json")}
@@ -88,33 +85,23 @@ def decode_response(data: bytes, encoding: Encoding) -> Scored:
     """Decode a response body; :class:`ResponseError` names what is wrong with it."""
     d = _DECODERS[encoding]
     try:
-        env = d.envelope.decode(data)
+        response = d.typed.decode(data)  # one pass for everything typed (the fast path)
+        raw = d.fields.decode(data)  # keys only; values stay encoded
     except msgspec.DecodeError as exc:
         raise ResponseError(f"response is not an InvocationResponse: {exc}") from None
-    results: list[Result] = []
     extras: list[dict[str, Any]] = []
-    for i, raw in enumerate(env.results):
+    for i, (r, fields) in enumerate(zip(response.results, raw.results, strict=True)):
+        _check_condition(i, r.condition)
+        extra = {k: v for k, v in fields.items() if k not in RESULT_FIELDS}
         try:
-            r = d.result.decode(raw)
-            unknown = {k: v for k, v in d.fields.decode(raw).items() if k not in RESULT_FIELDS}
-            extra = {k: d.any.decode(v) for k, v in unknown.items()}
+            extra = {k: d.any.decode(v) for k, v in extra.items()}
             if extra:
                 _json_encode(extra)  # must be storable as JSON (no msgpack ext types)
         except (msgspec.DecodeError, TypeError) as exc:
-            raise ResponseError(f"results[{i}] is not a Result: {exc}") from None
-        _check_condition(i, r.condition)
-        results.append(r)
+            raise ResponseError(f"results[{i}]: extra fields are not JSON values: {exc}") \
+                from None
         extras.append(extra)
-    manifest: Manifest | None = None
     manifest_json: bytes | None = None
-    if len(env.manifest) and bytes(env.manifest) not in _NULLS:
-        try:
-            manifest = d.manifest.decode(env.manifest)
-            manifest_json = _json_encode(d.any.decode(env.manifest))
-        except (msgspec.DecodeError, TypeError) as exc:
-            raise ResponseError(f"response manifest is not a Manifest: {exc}") from None
-    response = InvocationResponse(
-        v=env.v, model_version=env.model_version, results=results,
-        manifest_digest=env.manifest_digest, manifest=manifest,
-    )
+    if response.manifest is not None:
+        manifest_json = _json_encode(d.any.decode(raw.manifest))  # every field, known or not
     return Scored(response, extras, manifest_json)
