@@ -355,10 +355,8 @@
     const sp = state.spectrum;
     const freqs = (d) => d.db.map((_, k) => d.f0 + k * d.df);
     const marks = (kinds) => (sp ? sp.markers.filter((m) => kinds.includes(m.kind)).map((m) => ({ x: m.hz, label: m.name, color: MARK[m.kind] })) : []);
-    if (sp) {
-      $("spectrum-meta").textContent = `(${sp.channel}, ${timeText(sp.t_ms)}, ${num(sp.rpm, 0)} rpm ${sp.speed_source})`;
-      $("envelope-meta").textContent = sp.envelope_band ? `(demodulated ${num(sp.envelope_band[0], 0)}–${num(sp.envelope_band[1], 0)} Hz)` : "";
-    }
+    $("spectrum-meta").textContent = sp ? `(${sp.channel}, ${timeText(sp.t_ms)}, ${num(sp.rpm, 0)} rpm ${sp.speed_source})` : "";
+    $("envelope-meta").textContent = sp && sp.envelope_band ? `(demodulated ${num(sp.envelope_band[0], 0)}–${num(sp.envelope_band[1], 0)} Hz)` : "";
     const s = sp && sp.spectrum;
     Charts.draw($("chart-spectrum"), {
       x: { type: "log", min: s ? Math.max(s.df, 1) : 1, max: s ? s.f0 + s.df * (s.n - 1) : 10, label: "Hz" }, y: {},
