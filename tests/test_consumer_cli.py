@@ -41,6 +41,7 @@ def _fill(db: Path) -> None:
             anomalous=False, baseline="fleet", iso_zone="A", velocity_rms=1.0, rpm=2950.0,
             evidence=[EvidenceRow("x", 1.0)], model_version="m1", target="ep",
             published_ns=now - 5_000_000, received_ns=now,
+            extra={"centroid_distance": 0.5} if r.seq == 0 else {},
         ))
         archive.append(ArchivedReport(
             device=r.device, epoch=r.epoch, seq=r.seq, site=r.site, pump=r.pump,
@@ -73,6 +74,9 @@ def test_results_formats(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(rows) == 20
     assert {r["pump"] for r in rows} == {"pA"}
     assert rows[0]["evidence"] == [{"name": "x", "value": 1.0, "note": ""}]
+    # a model's own result fields, merged into its row
+    assert rows[0]["centroid_distance"] == 0.5 and rows[0]["extra_fields"] == ["centroid_distance"]
+    assert rows[1]["extra_fields"] == [] and "extra" not in rows[0]
 
     since = "2025-11-24T16:00:10Z"
     assert main(["results", "--store", url, "--pump", "pB", "--since", since,

@@ -24,6 +24,7 @@ from cloud.consumer import (
     EndpointConfigError,
     EndpointRejectedError,
     EndpointUnavailableError,
+    Scored,
     Target,
     config_from_dict,
     request_body,
@@ -53,7 +54,7 @@ def test_request_body_is_the_invocation_request_without_re_encoding() -> None:
 async def test_error_mapping_against_the_real_server(model_server: ModelServerProcess) -> None:
     ok = encoded_reports("d", 1, range(4))
     async with EndpointClient(EndpointConfig(endpoint_url=model_server.url)) as client:
-        resp = await client.invoke(Target("pumpwatch"), ok)
+        resp = (await client.invoke(Target("pumpwatch"), ok)).response
         assert [r.identity for r in resp.results] == [("d", 1, i) for i in range(4)]
         with pytest.raises(EndpointConfigError, match="not found"):
             await client.invoke(Target("no-such-endpoint"), ok)
@@ -81,7 +82,9 @@ class ScriptedInvoker:
     ) -> None:
         return None
 
-    async def invoke(self, target: Target, raw_reports: Sequence[bytes]) -> InvocationResponse:
+    async def invoke(
+        self, target: Target, raw_reports: Sequence[bytes], *, manifest: bool = False
+    ) -> Scored:
         self.calls.append(len(raw_reports))
         if self.outages > 0:
             self.outages -= 1
@@ -90,14 +93,14 @@ class ScriptedInvoker:
         bad = [r.seq for r in reports if r.seq in self.poison]
         if bad:
             raise EndpointRejectedError(f"{target}: ModelError: cannot score seq {bad}")
-        return InvocationResponse(v=1, model_version="scripted", results=[
+        return Scored(InvocationResponse(v=1, model_version="scripted", results=[
             Result(v=1, device=r.device, epoch=r.epoch, seq=r.seq, site=r.site, pump=r.pump,
                    channel=r.channel, t0_ns=r.t0_ns, condition="healthy",
                    probabilities={"healthy": 1.0}, anomaly_score=0.0, anomaly_threshold=1.0,
                    anomalous=False, baseline="fleet", iso_zone=r.features.iso_zone,
                    velocity_rms=r.features.velocity_rms, model_version="scripted")
             for r in reports
-        ])
+        ]))
 
 
 async def test_outage_is_retried_and_a_poison_report_is_bisected_out(

@@ -29,7 +29,15 @@ from cloud.dashboard import (
     write_alarms_sqlite,
 )
 from cloud.dashboard.app import QUERY_PARAMS
-from cloud.store import ArchivedReport, Commit, EvidenceRow, ResultRow, SQLiteStore
+from cloud.store import (
+    ArchivedReport,
+    Commit,
+    EvidenceRow,
+    ManifestRow,
+    ResultRow,
+    SQLiteStore,
+)
+from dsp.results import ClassInfo, Manifest, manifest_digest
 from tests.infra.model_server import synth_reports
 
 T0 = 1_700_000_000_000_000_000
@@ -425,3 +433,54 @@ def test_cli_refuses_stores_it_cannot_read(capsys: pytest.CaptureFixture[str]) -
 
     assert main(["dashboard", "--store", "postgresql://db.example/results"]) == 2
     assert "SQLite stores only" in capsys.readouterr().err
+
+
+def manifest_row(version: str, classes: list[ClassInfo], fields: dict[str, str]) -> ManifestRow:
+    man = Manifest(model_version=version, classes=classes, fields=fields)
+    digest = manifest_digest(man)
+    return ManifestRow(digest=digest, model_version=version,
+                       manifest=msgspec.json.encode(msgspec.structs.replace(
+                           man, digest=digest)).decode())
+
+
+async def test_classes_and_extra_fields_of_the_open_contract(db: Path) -> None:
+    """A class no code here names, and a result field no code here types, come back by
+    the stored manifests: classes with display names, fields merged into each result."""
+    old = manifest_row("m1", [ClassInfo("healthy", "Healthy", severity="none")], {})
+    new = manifest_row("m2", [
+        ClassInfo("healthy", "Normal operation", severity="none"),
+        ClassInfo("dry_running", "Dry running", "No liquid at the impeller.", "critical",
+                  "Stop the pump; check suction."),
+    ], {"centroid_distance": "distance to the nearest class centroid"})
+    store = SQLiteStore(f"sqlite:///{db}", synchronous="normal")
+    await store.open()
+    try:
+        await store.commit(Commit(manifests=[old]))
+        reps = reports(("p9",), 2, epoch=9)
+        await store.commit(Commit(
+            results=[result_for(r, condition="dry_running", model_version="m2",
+                                probabilities={"dry_running": 0.8, "healthy": 0.2},
+                                extra={"centroid_distance": 0.5 + r.seq,
+                                       "model_version": "never replaces the typed field"},
+                                manifest_digest=new.digest) for r in reps],
+            archive=[archive_for(r) for r in reps], manifests=[new],
+        ))
+    finally:
+        await store.close()
+    async with served(db) as c:
+        async with c.get("/api/classes") as resp:
+            body = await checked(resp, "/api/classes")
+        async with c.get("/api/pumps") as resp:
+            pumps = await checked(resp, "/api/pumps")
+    by_name = {k["name"]: k for k in body["classes"]}
+    assert by_name["dry_running"]["display_name"] == "Dry running"
+    assert by_name["dry_running"]["severity"] == "critical"
+    assert by_name["dry_running"]["action"] == "Stop the pump; check suction."
+    assert by_name["healthy"]["display_name"] == "Normal operation"  # the newer manifest
+    assert body["fields"] == {"centroid_distance": "distance to the nearest class centroid"}
+    assert [m["digest"] for m in body["manifests"]] == [old.digest, new.digest]
+    (pump,) = pumps["pumps"]
+    assert pump["condition"] == "dry_running"
+    latest = pump["channels"][0]
+    assert latest["centroid_distance"] == 1.5 and latest["extra_fields"] == ["centroid_distance"]
+    assert latest["model_version"] == "m2" and latest["manifest_digest"] == new.digest

@@ -77,6 +77,7 @@ def test_trained_classifier_and_pump_baseline_served_through_the_registry(
     resp = asyncio.run(_invoke(reg, request_body([*ok, *bad, stranger])))
     assert resp.model_version == "pumps/1"
     res = resp.results
+    assert {x.model_version for x in res} == {"pumps/1"}  # every result names the deployment
     assert all(set(x.probabilities) == set(CLASSES) for x in res)
     assert [x.baseline for x in res] == ["pump"] * 4 + ["fleet"]
     assert not any(x.anomalous for x in res[:2]), [x.anomaly_score for x in res[:2]]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from cloud.consumer.alarms import AlarmConfig, AlarmTracker
 from cloud.store import Commit, Store, StoreError, make_store
-from cloud.store.postgres import PostgresStore
+from cloud.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore
 from tests.test_consumer_alarms import flags
 from tests.test_store_sqlite import (
     archived,
@@ -22,6 +23,9 @@ from tests.test_store_sqlite import (
 )
 from tests.test_store_sqlite import (
     test_dead_letters_keyed_per_part as test_dead_letters_keyed_per_part,
+)
+from tests.test_store_sqlite import (
+    test_extra_fields_and_manifests_round_trip as test_extra_fields_and_manifests_round_trip,
 )
 from tests.test_store_sqlite import (
     test_known_handles_many_identities as test_known_handles_many_identities,
@@ -41,6 +45,7 @@ from tests.test_store_sqlite import (
 
 __all__ = [
     "test_commit_is_idempotent_on_identity", "test_dead_letters_keyed_per_part",
+    "test_extra_fields_and_manifests_round_trip",
     "test_known_handles_many_identities", "test_non_finite_output", "test_prune_by_arrival_time",
     "test_queries_by_pump_and_window", "test_unsigned_64_bit_epochs_round_trip",
 ]
@@ -110,3 +115,35 @@ async def test_unreachable_server_is_a_store_error() -> None:
     s = make_store("postgresql://postgres@127.0.0.1:1/none", connect_timeout_s=2)
     with pytest.raises(StoreError, match="cannot open postgresql store"):
         await s.open()
+
+
+async def test_a_version_3_database_migrates_keeping_its_rows(postgres_url: str) -> None:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("CREATE TABLE pumpwatch_schema (version INTEGER)")
+        for v, migration in enumerate(MIGRATIONS[:3], start=1):
+            await conn.execute(migration)
+            await conn.execute("INSERT INTO pumpwatch_schema (version) VALUES ($1)", v)
+        await conn.execute(
+            "INSERT INTO results (device, epoch, seq, site, pump, channel, t0_ns, condition, "
+            "probabilities, anomaly_score, anomaly_threshold, anomalous, baseline, iso_zone, "
+            "velocity_rms, rpm, evidence, model_version, target, published_ns, received_ns, "
+            "stored_ns) VALUES ('d1', 1, 0, 's', 'p1', 'x', 0, 'healthy', '{}', 0.1, 1.0, "
+            "false, 'fleet', 'A', 1.0, NULL, '[]', 'm1', 'ep', NULL, 1, 1)"
+        )
+    finally:
+        await conn.close()
+    s = make_store(postgres_url)
+    await s.open()
+    try:
+        (old,) = await s.results()
+        assert old.extra == {} and old.manifest_digest is None
+        assert await s.manifests() == []
+    finally:
+        await s.close()
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        assert await conn.fetchval("SELECT max(version) FROM pumpwatch_schema") == \
+            SCHEMA_VERSION == 4
+    finally:
+        await conn.close()

@@ -16,6 +16,7 @@ from cloud.store import (
     Commit,
     DeadLetter,
     EvidenceRow,
+    ManifestRow,
     ResultRow,
     SchemaError,
     SQLiteStore,
@@ -23,7 +24,7 @@ from cloud.store import (
     StoreError,
     make_store,
 )
-from cloud.store.sqlite import SCHEMA_VERSION, path_from_url
+from cloud.store.sqlite import MIGRATIONS, SCHEMA_VERSION, path_from_url
 
 BIG_EPOCH = (1 << 64) - 3  # above the signed 64-bit range
 
@@ -205,3 +206,52 @@ async def test_non_finite_model_output_is_stored_not_a_livelock(store: SQLiteSto
     assert got.anomaly_threshold == float("inf")
     assert math.isnan(got.probabilities["healthy"])
     assert math.isnan(got.evidence[0].value)
+
+
+async def test_extra_fields_and_manifests_round_trip(store: SQLiteStore) -> None:
+    """The open contract: a model's own result fields and its manifest, kept whole."""
+    extra = {"centroid_distance": 0.25, "cluster": {"id": 3, "tags": ["a", "b"]},
+             "note": "quote ' and \" and \\u0000", "missing": None}
+    with_extra = msgspec.structs.replace(result(seq=1, condition="dry_running"), extra=extra,
+                                         manifest_digest="abc123")
+    m = ManifestRow(digest="abc123", model_version="m2",
+                    manifest='{"model_version":"m2","classes":[],"fields":{"x":"y"}}')
+    out = await store.commit(Commit(results=[result(seq=0), with_extra], manifests=[m]))
+    assert out.results_inserted == 2
+    # the same digest again (another consumer, a restart): stored once, first wins
+    await store.commit(Commit(manifests=[msgspec.structs.replace(m, manifest="{}"), m]))
+    plain, got = await store.results()
+    assert plain.extra == {} and plain.manifest_digest is None
+    assert got.condition == "dry_running"
+    assert got.extra == extra and got.manifest_digest == "abc123"
+    (stored,) = await store.manifests()
+    assert (stored.digest, stored.model_version, stored.manifest) == (
+        m.digest, m.model_version, m.manifest)
+    assert stored.stored_ns > 0
+
+
+async def test_a_version_3_store_migrates_keeping_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "v3.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    for migration in MIGRATIONS[:3]:
+        con.executescript(migration)
+    con.execute("PRAGMA user_version=3")
+    con.execute(
+        "INSERT INTO results (device, epoch, seq, site, pump, channel, t0_ns, condition, "
+        "probabilities, anomaly_score, anomaly_threshold, anomalous, baseline, iso_zone, "
+        "velocity_rms, rpm, evidence, model_version, target, published_ns, received_ns, "
+        "stored_ns) VALUES ('d1', 1, 0, 's', 'p1', 'x', 0, 'healthy', '{}', 0.1, 1.0, 0, "
+        "'fleet', 'A', 1.0, NULL, '[]', 'm1', 'ep', NULL, 1, 1)"
+    )
+    con.close()
+    s = SQLiteStore(str(db))
+    await s.open()
+    try:
+        (old,) = await s.results()
+        assert old.extra == {} and old.manifest_digest is None
+        assert await s.manifests() == []
+    finally:
+        await s.close()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    con.close()

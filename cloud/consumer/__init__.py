@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._queue import Handoff, QueueStats
+from ._response import ResponseError, Scored, decode_response
 from ._validate import Accepted, Parsed, message_key, parse_message, topic_device
 from .batcher import Batch, Batcher, BatcherStats, Target
 from .config import (
@@ -52,10 +53,13 @@ __all__ = [
     "Parsed",
     "QueueStats",
     "RemoteError",
+    "ResponseError",
     "Route",
+    "Scored",
     "StoreConfig",
     "Target",
     "config_from_dict",
+    "decode_response",
     "load_config",
     "message_key",
     "parse_message",

@@ -18,7 +18,14 @@ results are idempotent on the report identity. See docs/consumer.md,
 "Endpoint faults".
 
 This module is the one boundary where botocore's exceptions become
-:class:`EndpointUnavailableError` / :class:`EndpointRejectedError`.
+:class:`EndpointUnavailableError` / :class:`EndpointRejectedError`. A response
+that does not decode (see :mod:`._response`) or has the wrong number of results
+is the model failing on its input, deterministically: rejected, so the batch is
+bisected and the report at fault dead-lettered rather than retried forever.
+
+``manifest=True`` sends ``CustomAttributes: manifest=1``, asking the bundle to
+include its full manifest in the response (the consumer asks when it sees a
+manifest digest it has not stored; see :mod:`.service`).
 """
 
 from __future__ import annotations
@@ -34,8 +41,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dsp.results import InvocationResponse
-
+from ._response import ResponseError, Scored, decode_response
 from .batcher import Target
 from .config import EndpointConfig
 from .errors import EndpointConfigError, EndpointRejectedError, EndpointUnavailableError
@@ -49,8 +55,7 @@ class _RawRequest(msgspec.Struct, frozen=True):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_response_decoder = msgspec.msgpack.Decoder(InvocationResponse)
-_json_response_decoder = msgspec.json.Decoder(InvocationResponse)
+MANIFEST_ATTRIBUTE = "manifest=1"
 
 # The container failed on this input: bisect. ValidationError: configuration (unknown
 # endpoint / target model) or a request refused as a whole: retry, loudly. Else: retry.
@@ -105,8 +110,11 @@ class EndpointClient:
         if stack is not None:
             await stack.aclose()
 
-    async def invoke(self, target: Target, raw_reports: Sequence[bytes]) -> InvocationResponse:
-        """Score reports; one result per report, in order, or an EndpointError."""
+    async def invoke(
+        self, target: Target, raw_reports: Sequence[bytes], *, manifest: bool = False
+    ) -> Scored:
+        """Score reports; one result per report, in order, or an EndpointError.
+        ``manifest``: ask for the bundle's manifest in the response."""
         if self._client is None:
             raise RuntimeError("EndpointClient used outside `async with`")
         cfg = self.config
@@ -119,6 +127,8 @@ class EndpointClient:
         }
         if target.model:
             params["TargetModel"] = target.model
+        if manifest:
+            params["CustomAttributes"] = MANIFEST_ATTRIBUTE
         try:
             async with asyncio.timeout(cfg.timeout_s + cfg.connect_timeout_s + 5):
                 resp = await self._client.invoke_endpoint(**params)
@@ -136,16 +146,12 @@ class EndpointClient:
         except (BotoCoreError, TimeoutError, OSError) as exc:
             raise EndpointUnavailableError(f"{target}: {type(exc).__name__}: {exc}") from None
         try:
-            if cfg.content_type == "application/json":
-                response = _json_response_decoder.decode(data)
-            else:
-                response = _response_decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise EndpointUnavailableError(
-                f"{target}: response is not an InvocationResponse: {exc}"
-            ) from None
-        if len(response.results) != len(raw_reports):
-            raise EndpointUnavailableError(
-                f"{target}: {len(response.results)} results for {len(raw_reports)} reports"
+            scored = decode_response(
+                data, "json" if cfg.content_type == "application/json" else "msgpack"
             )
-        return response
+        except ResponseError as exc:
+            raise EndpointRejectedError(f"{target}: {exc}") from None
+        n = len(scored.response.results)
+        if n != len(raw_reports):
+            raise EndpointRejectedError(f"{target}: {n} results for {len(raw_reports)} reports")
+        return scored

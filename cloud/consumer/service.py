@@ -18,6 +18,12 @@ Named tasks under one :class:`asyncio.TaskGroup` (owned by :meth:`Consumer.run`)
     ramps concurrency back up (the backlog waits unacknowledged at the
     broker). Rejected (ModelError): the batch is bisected until the poison
     report is alone; it is dead-lettered with the model's message.
+    Each response's results are kept whole: the fields ``Result`` does not
+    type go to the row's ``extra`` (see :mod:`._response`). Manifests are
+    cached by digest: a target's first call, and the next call after a
+    response names a digest the consumer has not stored, ask for the manifest
+    (``CustomAttributes: manifest=1``); it is committed with that response's
+    results (table ``manifests``), so every stored digest resolves.
 ``writer``
     commits results + archive rows + dead letters of everything that is
     ready in one transaction, in which the store also runs the
@@ -59,15 +65,17 @@ from cloud.store import (
     DeadLetter,
     EvidenceRow,
     Identity,
+    ManifestRow,
     ResultRow,
     Store,
     StoreError,
     make_store,
 )
-from dsp.results import InvocationResponse, Result
+from dsp.results import Result
 
 from . import topics
 from ._queue import Handoff
+from ._response import Scored
 from ._validate import Accepted, message_key, parse_message
 from .alarms import AlarmTracker
 from .batcher import Batch, Batcher, Target
@@ -93,8 +101,8 @@ class Invoker(Protocol):
     ) -> None: ...
 
     async def invoke(
-        self, target: Target, raw_reports: Sequence[bytes]
-    ) -> InvocationResponse: ...
+        self, target: Target, raw_reports: Sequence[bytes], *, manifest: bool = False
+    ) -> Scored: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -154,6 +162,8 @@ class Counters:
     alarm_errors: int = 0
     condition_published: int = 0
     alarms_published: int = 0
+    manifest_requests: int = 0
+    manifests_stored: int = 0
 
 
 class Consumer:
@@ -196,6 +206,8 @@ class Consumer:
         self._mqtt: MqttSource | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._routes: dict[tuple[str, str], Target] = {}
+        self._manifests: set[str] = set()  # digests stored (or on their way into a commit)
+        self._want_manifest: dict[Target, bool] = {}  # absent: never called yet
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=100_000)
         self.started = asyncio.Event()
 
@@ -216,6 +228,7 @@ class Consumer:
         async with contextlib.AsyncExitStack() as stack:
             await self.store.open()
             stack.push_async_callback(self.store.close)
+            self._manifests = {m.digest for m in await self.store.manifests()}
             await stack.enter_async_context(self._invoker)
             self._handoff = Handoff(cfg.consumer.queue_size, loop)
             self._mqtt = MqttSource(cfg.mqtt, self._handoff, subscribe=not retire)
@@ -427,8 +440,12 @@ class Consumer:
                 try:
                     self.counters.invocations += 1
                     self.counters.invoked_reports += len(works)
-                    response = await self._invoker.invoke(target, [w.accepted.raw for w in works])
-                    self._check_identities(target, works, response.results)
+                    ask = self._want_manifest.get(target, True)
+                    self.counters.manifest_requests += ask
+                    scored = await self._invoker.invoke(
+                        target, [w.accepted.raw for w in works], manifest=ask
+                    )
+                    self._check_identities(target, works, scored.response.results)
                     ok = True
                 except EndpointRejectedError:
                     ok = True  # the endpoint answered: up, as far as the breaker goes
@@ -453,7 +470,7 @@ class Consumer:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, ecfg.retry_max_s)
                 continue
-            self._jobs.put_nowait(self._result_job(target, works, response))
+            self._jobs.put_nowait(self._result_job(target, works, scored))
             return
 
     @staticmethod
@@ -465,11 +482,31 @@ class Consumer:
                     f"{w.identity}: responses out of order"
                 )
 
-    def _result_job(self, target: Target, works: list[Work], resp: InvocationResponse) -> Job:
+    def _new_manifests(self, target: Target, scored: Scored) -> list[ManifestRow]:
+        """The response's manifest if it is new; whether to ask for one next time."""
+        resp = scored.response
+        digest = resp.manifest_digest
+        out: list[ManifestRow] = []
+        if digest and digest not in self._manifests and scored.manifest_json is not None:
+            assert resp.manifest is not None
+            self._manifests.add(digest)
+            self.counters.manifests_stored += 1
+            log.info("%s: manifest %s of model %s (%d classes, fields %s)", target, digest,
+                     resp.manifest.model_version, len(resp.manifest.classes),
+                     sorted(resp.manifest.fields) or "none")
+            out.append(ManifestRow(digest=digest, model_version=resp.manifest.model_version,
+                                   manifest=scored.manifest_json.decode()))
+        # No digest at all: an endpoint without manifests; asking again would not help.
+        self._want_manifest[target] = bool(digest) and digest not in self._manifests
+        return out
+
+    def _result_job(self, target: Target, works: list[Work], scored: Scored) -> Job:
         tname = str(target)
+        resp = scored.response
+        manifests = self._new_manifests(target, scored)
         results: list[ResultRow] = []
         archive: list[ArchivedReport] = []
-        for w, r in zip(works, resp.results, strict=True):
+        for i, (w, r) in enumerate(zip(works, resp.results, strict=True)):
             rep = w.accepted.report
             results.append(
                 ResultRow(
@@ -482,6 +519,7 @@ class Consumer:
                     evidence=[EvidenceRow(e.name, e.value, e.note) for e in r.evidence],
                     model_version=r.model_version or resp.model_version, target=tname,
                     published_ns=w.published_ns, received_ns=w.received_ns,
+                    extra=scored.extra_fields(i), manifest_digest=resp.manifest_digest,
                 )
             )
             archive.append(
@@ -491,7 +529,7 @@ class Consumer:
                     received_ns=w.received_ns, report=w.accepted.raw,
                 )
             )
-        return Job(Commit(results=results, archive=archive), works=works)
+        return Job(Commit(results=results, archive=archive, manifests=manifests), works=works)
 
     def _model_dead_letter(self, target: Target, work: Work, reason: str) -> None:
         self.counters.model_dead_letters += 1
@@ -524,6 +562,7 @@ class Consumer:
                 results=[r for j in jobs for r in j.commit.results],
                 archive=[a for j in jobs for a in j.commit.archive],
                 dead_letters=[d for j in jobs for d in j.commit.dead_letters],
+                manifests=[m for j in jobs for m in j.commit.manifests],
             )
             evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
             delay = 0.1

@@ -30,7 +30,14 @@ from cloud.store import StoreError
 from .openapi import openapi_document
 from .queries import SQLiteReader, open_reader
 from .stream import CursorError, StreamHub, event_stream, parse_cursor
-from .views import alarm_json, history_json, pump_json, spectrum_json, zone_limits
+from .views import (
+    alarm_json,
+    classes_json,
+    history_json,
+    pump_json,
+    spectrum_json,
+    zone_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ QUERY_PARAMS: dict[str, frozenset[str]] = {
     "/api/pumps/{pump}/history": frozenset({"since", "until", "channel", "max_points"}),
     "/api/pumps/{pump}/spectrum": frozenset({"channel"}),
     "/api/alarms": frozenset({"pump", "state", "limit"}),
+    "/api/classes": frozenset(),
     "/api/openapi.json": frozenset(),
     "/api/stream": frozenset({"last_event_id"}),
 }
@@ -274,6 +282,11 @@ async def get_alarms(request: web.Request) -> web.Response:
     return json_response({"alarms": [alarm_json(a) for a in alarms]})
 
 
+async def get_classes(request: web.Request) -> web.Response:
+    check_params(request, "/api/classes")
+    return json_response(classes_json(await request.app[READER].manifests()))
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     check_params(request, "/api/openapi.json")
     return json_response(openapi_document())
@@ -348,6 +361,7 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app.router.add_get("/api/pumps/{pump}/history", get_history)
     app.router.add_get("/api/pumps/{pump}/spectrum", get_spectrum)
     app.router.add_get("/api/alarms", get_alarms)
+    app.router.add_get("/api/classes", get_classes)
     app.router.add_get("/api/openapi.json", get_openapi)
     app.router.add_get("/api/stream", get_stream)
     return app

@@ -7,12 +7,13 @@ from typing import Any
 Schema = dict[str, Any]
 
 
-def _obj(props: dict[str, Schema], optional: tuple[str, ...] = ()) -> Schema:
+def _obj(props: dict[str, Schema], optional: tuple[str, ...] = (), *,
+         open_: bool = False) -> Schema:
     return {
         "type": "object",
         "properties": props,
         "required": [k for k in props if k not in optional],
-        "additionalProperties": False,
+        "additionalProperties": open_,
     }
 
 
@@ -47,6 +48,25 @@ SCHEMAS: dict[str, Schema] = {
         "anomaly_score": NUM_NULL, "anomaly_threshold": NUM_NULL, "anomalous": BOOL,
         "baseline": STR, "iso_zone": ZONE, "velocity_rms": NUM_NULL, "rpm": NUM_NULL,
         "evidence": _array(_ref("Evidence")), "model_version": STR,
+        "manifest_digest": {**STR_NULL, "description": "the producing bundle's manifest "
+                            "(see /api/classes), if the endpoint named it"},
+        "extra_fields": {**_array(STR), "description": "names of the model's own result "
+                         "fields (declared in its manifest's `fields`), merged into this "
+                         "object"},
+    }, open_=True),
+    "ClassInfo": _obj({
+        "name": STR, "display_name": STR, "description": STR,
+        "severity": {**STR, "description": "hint: none, info, warning, critical, ..."},
+        "action": {**STR, "description": "recommended maintenance action"},
+        "model_version": {**STR, "description": "the model whose manifest declared it"},
+    }),
+    "ManifestInfo": _obj({"digest": STR, "model_version": STR, "stored_ms": MS,
+                          "valid": BOOL}),
+    "Classes": _obj({
+        "classes": _array(_ref("ClassInfo")),
+        "fields": {"type": "object", "additionalProperties": STR,
+                   "description": "extra result field name -> description"},
+        "manifests": _array(_ref("ManifestInfo")),
     }),
     "PumpSummary": _obj({
         "pump": STR, "site": STR, "channel": {**STR, "description": "the worst channel"},
@@ -162,6 +182,12 @@ PATHS: dict[str, Schema] = {
                    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200}),
         ],
         "responses": {"200": _json("Alarms", "alarms"), **_ERR},
+    }},
+    "/api/classes": {"get": {
+        "summary": "The condition classes and extra result fields the stored bundle "
+                   "manifests declare (newest manifest wins per name)",
+        "operationId": "listClasses",
+        "responses": {"200": _json("Classes", "classes"), **_ERR},
     }},
     "/api/openapi.json": {"get": {
         "summary": "This document", "operationId": "openapi",

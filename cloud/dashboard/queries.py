@@ -41,8 +41,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from cloud.store import ArchivedReport, ResultRow, StoreError
-from cloud.store.sqlite import _RESULT_COLUMNS, _result_row, from_i64, path_from_url
+from cloud.store import ArchivedReport, ManifestRow, ResultRow, StoreError
+from cloud.store.sqlite import (
+    _RESULT_COLUMNS,
+    MANIFEST_SELECT,
+    _manifest_row,
+    _result_row,
+    from_i64,
+    path_from_url,
+)
 
 from .alarms import ALARM_COLUMNS, AlarmRow, alarm_from_row
 
@@ -320,6 +327,12 @@ class SQLiteReader:
             )
 
         return await self._run(run)
+
+    async def manifests(self) -> list[ManifestRow]:
+        """Every stored bundle manifest, oldest first."""
+        return await self._run(
+            lambda conn: [_manifest_row(r) for r in conn.execute(MANIFEST_SELECT)]
+        )
 
     # -- alarms -------------------------------------------------------------------------------
 

@@ -12,8 +12,11 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 import dsp
-from cloud.store import ArchivedReport, ResultRow
+from cloud.store import ArchivedReport, ManifestRow, ResultRow, merge_extra
+from dsp.results import Manifest
 
 from .alarms import AlarmRow
 from .queries import ZONE_RANK, History
@@ -37,6 +40,14 @@ def num(x: float | None, digits: int = 4) -> float | None:
 
 
 def result_json(r: ResultRow) -> Json:
+    """A result; the model's untyped fields (``extra``) merged in, named in ``extra_fields``.
+
+    An extra field never replaces one of the fields below (the typed one is kept).
+    """
+    return merge_extra(_typed_result_json(r), r.extra)
+
+
+def _typed_result_json(r: ResultRow) -> Json:
     return {
         "device": r.device, "epoch": str(r.epoch), "seq": r.seq, "site": r.site,
         "pump": r.pump, "channel": r.channel, "time": iso(r.t0_ns), "t_ms": ms(r.t0_ns),
@@ -46,8 +57,36 @@ def result_json(r: ResultRow) -> Json:
         "anomalous": r.anomalous, "baseline": r.baseline, "iso_zone": r.iso_zone,
         "velocity_rms": num(r.velocity_rms), "rpm": num(r.rpm, 2),
         "evidence": [{"name": e.name, "value": num(e.value), "note": e.note} for e in r.evidence],
-        "model_version": r.model_version,
+        "model_version": r.model_version, "manifest_digest": r.manifest_digest,
     }
+
+
+_manifest_json = msgspec.json.Decoder(Manifest).decode
+
+
+def classes_json(manifests: list[ManifestRow]) -> Json:
+    """The classes and extra fields the stored manifests declare (oldest first in, so the
+    newest manifest's entry for a class or field wins), and the manifests themselves.
+    A stored manifest that does not decode is listed with ``valid: false`` and skipped."""
+    classes: dict[str, Json] = {}
+    fields: dict[str, str] = {}
+    listed: list[Json] = []
+    for m in manifests:
+        try:
+            man = _manifest_json(m.manifest)
+        except msgspec.DecodeError:
+            listed.append({"digest": m.digest, "model_version": m.model_version,
+                           "stored_ms": ms(m.stored_ns), "valid": False})
+            continue
+        for c in man.classes:
+            classes[c.name] = {"name": c.name, "display_name": c.display_name,
+                               "description": c.description, "severity": c.severity,
+                               "action": c.action, "model_version": m.model_version}
+        fields.update(man.fields)
+        listed.append({"digest": m.digest, "model_version": m.model_version,
+                       "stored_ms": ms(m.stored_ns), "valid": True})
+    return {"classes": sorted(classes.values(), key=lambda c: c["name"]), "fields": fields,
+            "manifests": listed}
 
 
 def severity(r: ResultRow) -> tuple[int, bool, float]:

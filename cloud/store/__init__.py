@@ -22,9 +22,11 @@ from .records import (
     DeadLetterKind,
     EvidenceRow,
     Identity,
+    ManifestRow,
     PruneOutcome,
     ResultRow,
     StoreCounts,
+    merge_extra,
 )
 from .sqlite import SQLiteStore
 
@@ -58,6 +60,7 @@ __all__ = [
     "DeadLetterKind",
     "EvidenceRow",
     "Identity",
+    "ManifestRow",
     "PruneOutcome",
     "ResultRow",
     "SQLiteStore",
@@ -66,4 +69,5 @@ __all__ = [
     "StoreCounts",
     "StoreError",
     "make_store",
+    "merge_extra",
 ]

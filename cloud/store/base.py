@@ -23,6 +23,7 @@ from .records import (
     CommitOutcome,
     DeadLetter,
     Identity,
+    ManifestRow,
     PruneOutcome,
     ResultRow,
     StoreCounts,
@@ -106,6 +107,9 @@ class Store(Protocol):
         limit: int | None = None,
     ) -> list[AlarmRow]:
         """Alarm episodes by last write (``updated_ns``), oldest first; ``state`` filters."""
+
+    async def manifests(self) -> list[ManifestRow]:
+        """Every stored bundle manifest, oldest first."""
 
     async def prune(self, *, before_ns: int) -> PruneOutcome:
         """Delete every row *received* before ``before_ns`` (by arrival, not window time,

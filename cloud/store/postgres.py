@@ -45,6 +45,7 @@ from .records import (
     CommitOutcome,
     DeadLetter,
     Identity,
+    ManifestRow,
     PruneOutcome,
     ResultRow,
     StoreCounts,
@@ -52,8 +53,11 @@ from .records import (
 from .sqlite import (
     _RESULT_COLUMNS,
     ALARM_COLUMNS,
+    MANIFEST_SELECT,
+    MANIFESTS_DDL,
     _alarm_row,
     _json_encode,
+    _manifest_row,
     _result_row,
     _window_filter,
     from_i64,
@@ -160,13 +164,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (site, pump, channel)
     );
     """,
+    # 4: result fields this code does not type, manifests by digest (as SQLite's migration 4)
+    MANIFESTS_DDL,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RESULT_TYPES = (
     "text", "bigint", "bigint", "text", "text", "text", "bigint", "text", "text",
     "float8", "float8", "bool", "text", "text", "float8", "float8", "text", "text", "text",
-    "bigint", "bigint", "bigint",
+    "bigint", "bigint", "bigint", "text", "text",
 )
 _INSERT_RESULTS = (
     f"INSERT INTO results ({_RESULT_COLUMNS}) SELECT * FROM unnest("  # noqa: S608
@@ -184,6 +190,10 @@ _INSERT_DEAD = (
     "payload) SELECT * FROM unnest($1::bytea[], $2::int[], $3::bigint[], $4::text[], "
     "$5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bytea[]) "
     "ON CONFLICT (key, part) DO NOTHING"
+)
+_INSERT_MANIFESTS = (
+    "INSERT INTO manifests (digest, model_version, manifest, stored_ns) SELECT * FROM "
+    "unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) ON CONFLICT (digest) DO NOTHING"
 )
 _UPSERT_ALARMS = (
     f"INSERT INTO alarms ({ALARM_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], "  # noqa: S608
@@ -303,10 +313,14 @@ class PostgresStore:
                 r.condition, _json_encode(r.probabilities).decode(), r.anomaly_score,
                 r.anomaly_threshold, r.anomalous, r.baseline, r.iso_zone, r.velocity_rms,
                 r.rpm, _json_encode(r.evidence).decode(), r.model_version, r.target,
-                r.published_ns, r.received_ns, now,
+                r.published_ns, r.received_ns, now, _json_encode(r.extra).decode(),
+                r.manifest_digest,
             )
             for r in commit.results
-        ], 22)
+        ], 24)
+        manifests = _columns(
+            [(m.digest, m.model_version, m.manifest, now) for m in commit.manifests], 4
+        )
         archive = _columns([
             (a.device, to_i64(a.epoch), a.seq, a.site, a.pump, a.channel, a.t0_ns,
              a.received_ns, a.report)
@@ -335,6 +349,8 @@ class PostgresStore:
                     n_archive = _count(await conn.execute(_INSERT_ARCHIVE, *archive))
                 if commit.dead_letters:
                     n_dead = _count(await conn.execute(_INSERT_DEAD, *dead))
+                if commit.manifests:
+                    await conn.execute(_INSERT_MANIFESTS, *manifests)
                 written = list(commit.alarms)
                 if alarms is not None and fresh:
                     written += await _evaluate_alarms(conn, alarms, fresh, now)
@@ -487,6 +503,12 @@ class PostgresStore:
 
         async def run(conn: asyncpg.Connection) -> list[AlarmRow]:
             return [_alarm_row(tuple(r)) for r in await conn.fetch(sql, *params)]
+
+        return await self._run(run)
+
+    async def manifests(self) -> list[ManifestRow]:
+        async def run(conn: asyncpg.Connection) -> list[ManifestRow]:
+            return [_manifest_row(tuple(r)) for r in await conn.fetch(MANIFEST_SELECT)]
 
         return await self._run(run)
 

@@ -9,7 +9,7 @@ has to do to store it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -45,7 +45,10 @@ class ResultRow(msgspec.Struct, frozen=True, kw_only=True):
 
     ``published_ns`` is the publisher's clock (MQTT user property, if sent),
     ``received_ns`` the consumer's on arrival, ``stored_ns`` the commit time
-    (filled in by the store; 0 until then).
+    (filled in by the store; 0 until then). ``extra``: the result's fields this
+    code does not type (a model's optional outputs, kept as JSON values);
+    ``manifest_digest``: the manifest of the bundle that produced it (see
+    :class:`ManifestRow`), if the endpoint said.
     """
 
     device: str
@@ -70,10 +73,31 @@ class ResultRow(msgspec.Struct, frozen=True, kw_only=True):
     published_ns: int | None
     received_ns: int
     stored_ns: int = 0
+    extra: dict[str, Any] = {}
+    manifest_digest: str | None = None
 
     @property
     def identity(self) -> Identity:
         return (self.device, self.epoch, self.seq)
+
+
+def merge_extra(typed: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """A result object for output: ``typed`` with the model's ``extra`` fields merged in
+    (an extra never replaces a typed field) and their names listed in ``extra_fields``."""
+    merged = [k for k in extra if k not in typed and k != "extra_fields"]
+    return {**typed, **{k: extra[k] for k in merged}, "extra_fields": merged}
+
+
+class ManifestRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A bundle's manifest (``dsp.results.Manifest`` as JSON, every field kept), by digest.
+
+    Written once per digest (first wins); ``stored_ns`` filled in by the store.
+    """
+
+    digest: str
+    model_version: str
+    manifest: str  # JSON text
+    stored_ns: int = 0
 
 
 class ArchivedReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,9 +172,11 @@ class Commit(msgspec.Struct, kw_only=True):
     archive: list[ArchivedReport] = []
     dead_letters: list[DeadLetter] = []
     alarms: list[AlarmRow] = []  # upserted on id, in list order
+    manifests: list[ManifestRow] = []  # inserted once per digest
 
     def __len__(self) -> int:
-        return len(self.results) + len(self.archive) + len(self.dead_letters) + len(self.alarms)
+        return (len(self.results) + len(self.archive) + len(self.dead_letters)
+                + len(self.alarms) + len(self.manifests))
 
 
 class CommitOutcome(msgspec.Struct, frozen=True, kw_only=True):

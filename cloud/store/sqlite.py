@@ -42,6 +42,7 @@ from .records import (
     DeadLetter,
     EvidenceRow,
     Identity,
+    ManifestRow,
     PruneOutcome,
     ResultRow,
     StoreCounts,
@@ -81,6 +82,18 @@ ALARMS_DDL = """
     );
     CREATE INDEX IF NOT EXISTS alarms_updated ON alarms (updated_ns);
     CREATE INDEX IF NOT EXISTS alarms_pump ON alarms (pump, raised_ns);
+"""
+
+# Migration 4, the same text for both stores (SQLite's INTEGER is PostgreSQL's BIGINT here).
+MANIFESTS_DDL = """
+    ALTER TABLE results ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE results ADD COLUMN manifest_digest TEXT;
+    CREATE TABLE manifests (
+        digest TEXT PRIMARY KEY,
+        model_version TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        stored_ns BIGINT NOT NULL
+    );
 """
 
 MIGRATIONS: tuple[str, ...] = (
@@ -160,16 +173,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (site, pump, channel)
     ) WITHOUT ROWID;
     """,
+    # 4: the open contract: result fields this code does not type (JSON object), the
+    # bundle manifest each result came with, and the manifests by digest
+    MANIFESTS_DDL,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RESULT_COLUMNS = (
     "device, epoch, seq, site, pump, channel, t0_ns, condition, probabilities, "
     "anomaly_score, anomaly_threshold, anomalous, baseline, iso_zone, velocity_rms, rpm, "
-    "evidence, model_version, target, published_ns, received_ns, stored_ns"
+    "evidence, model_version, target, published_ns, received_ns, stored_ns, extra, "
+    "manifest_digest"
 )
 _INSERT_RESULT = (
-    f"INSERT INTO results ({_RESULT_COLUMNS}) VALUES ({', '.join('?' * 22)}) "  # noqa: S608
+    f"INSERT INTO results ({_RESULT_COLUMNS}) VALUES ({', '.join('?' * 24)}) "  # noqa: S608
     "ON CONFLICT (device, epoch, seq) DO NOTHING"
 )
 _INSERT_ARCHIVE = (
@@ -183,6 +200,12 @@ _INSERT_DEAD = (
 
 ALARM_COLUMNS = (
     "id, site, pump, channel, kind, state, raised_ns, cleared_ns, updated_ns, reason, evidence"
+)
+MANIFEST_SELECT = "SELECT digest, model_version, manifest, stored_ns FROM manifests " \
+    "ORDER BY stored_ns, digest"
+_INSERT_MANIFEST = (
+    "INSERT INTO manifests (digest, model_version, manifest, stored_ns) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (digest) DO NOTHING"
 )
 _UPSERT_ALARM = (
     f"INSERT INTO alarms ({ALARM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608
@@ -201,6 +224,7 @@ class _EvidenceIn(msgspec.Struct, frozen=True):
 
 
 _probs_json = msgspec.json.Decoder(dict[str, float | None]).decode
+_extra_json = msgspec.json.Decoder(dict[str, Any]).decode
 _evidence_json = msgspec.json.Decoder(list[_EvidenceIn]).decode
 
 
@@ -384,12 +408,17 @@ class SQLiteStore:
                         r.condition, _json_encode(r.probabilities), r.anomaly_score,
                         r.anomaly_threshold, int(r.anomalous), r.baseline, r.iso_zone,
                         r.velocity_rms, r.rpm, _json_encode(r.evidence), r.model_version,
-                        r.target, r.published_ns, r.received_ns, now,
+                        r.target, r.published_ns, r.received_ns, now, _json_encode(r.extra),
+                        r.manifest_digest,
                     )
                     for r in commit.results
                 ],
             )
             n_results = conn.total_changes - before
+            conn.executemany(
+                _INSERT_MANIFEST,
+                [(m.digest, m.model_version, m.manifest, now) for m in commit.manifests],
+            )
             before = conn.total_changes
             conn.executemany(
                 _INSERT_ARCHIVE,
@@ -568,6 +597,12 @@ class SQLiteStore:
 
         return await self._run(run, read=True)
 
+    async def manifests(self) -> list[ManifestRow]:
+        def run(conn: sqlite3.Connection) -> list[ManifestRow]:
+            return [_manifest_row(row) for row in conn.execute(MANIFEST_SELECT)]
+
+        return await self._run(run, read=True)
+
     async def counts(self) -> StoreCounts:
         def run(conn: sqlite3.Connection) -> StoreCounts:
             (r,) = conn.execute("SELECT count(*) FROM results").fetchone()
@@ -609,7 +644,8 @@ def _result_row(row: tuple[Any, ...]) -> ResultRow:
     (
         device, epoch, seq, site, pump, channel, t0_ns, condition, probabilities,
         anomaly_score, anomaly_threshold, anomalous, baseline, iso_zone, velocity_rms, rpm,
-        evidence, model_version, target, published_ns, received_ns, stored_ns,
+        evidence, model_version, target, published_ns, received_ns, stored_ns, extra,
+        manifest_digest,
     ) = row
     return ResultRow(
         device=device, epoch=from_i64(epoch), seq=seq, site=site, pump=pump, channel=channel,
@@ -618,8 +654,15 @@ def _result_row(row: tuple[Any, ...]) -> ResultRow:
         anomalous=bool(anomalous), baseline=baseline, iso_zone=iso_zone,
         velocity_rms=_real(velocity_rms), rpm=rpm, evidence=_evidence_decode(evidence),
         model_version=model_version, target=target, published_ns=published_ns,
-        received_ns=received_ns, stored_ns=stored_ns,
+        received_ns=received_ns, stored_ns=stored_ns, extra=_extra_json(extra),
+        manifest_digest=manifest_digest,
     )
+
+
+def _manifest_row(row: tuple[Any, ...]) -> ManifestRow:
+    digest, model_version, manifest, stored_ns = row
+    return ManifestRow(digest=digest, model_version=model_version, manifest=manifest,
+                       stored_ns=stored_ns)
 
 
 def _existing(conn: sqlite3.Connection, identities: Sequence[Identity]) -> set[Identity]:

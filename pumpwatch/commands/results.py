@@ -113,7 +113,7 @@ def _table(rows: list[list[str]], header: tuple[str, ...]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.store import DeadLetter, ResultRow, StoreError
+    from cloud.store import DeadLetter, ResultRow, StoreError, merge_extra
 
     try:
         found = asyncio.run(_query(args))
@@ -126,8 +126,11 @@ def run(args: argparse.Namespace) -> int:
     rows = [r for r in found if isinstance(r, ResultRow)]
     out = sys.stdout
     if args.format == "json":
-        # Full rows (probabilities, evidence, timings) as one JSON array.
-        out.write(msgspec.json.encode(rows).decode() + "\n")
+        # Full rows (probabilities, evidence, timings) as one JSON array, each with the
+        # model's own result fields merged in (named in extra_fields).
+        full = [merge_extra({k: v for k, v in msgspec.structs.asdict(r).items()
+                             if k != "extra"}, r.extra) for r in rows]
+        out.write(msgspec.json.encode(full).decode() + "\n")
     elif args.format == "csv":
         w = csv.writer(out)
         w.writerow(COLUMNS)

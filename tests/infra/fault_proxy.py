@@ -8,6 +8,8 @@
         proxy.fault("slow", seconds=1.0, delay_s=3.0)  # answers after the client's timeout
         proxy.fault("reset", seconds=1.0)       # connection reset, no response
         proxy.poison(("dev", epoch, seq))       # ModelError for any batch holding it
+        proxy.rewrite(fn)   # fn(response object, request headers) -> response object,
+                            # applied to every 200 msgpack response body from upstream
 
 Everything else is forwarded to the upstream server unchanged (the request
 body, the SageMaker headers, the response). Faults are time-boxed, so a test
@@ -23,8 +25,9 @@ import contextlib
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 import msgspec
@@ -32,6 +35,7 @@ from aiohttp import web
 
 Fault = Literal["503", "429", "not_ready", "slow", "reset"]
 Identity = tuple[str, int, int]
+Rewrite = Callable[[dict[str, Any], Mapping[str, str]], dict[str, Any]]
 
 
 class _Ident(msgspec.Struct, array_like=True):
@@ -64,6 +68,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._faults: list[tuple[Fault, float, float]] = []  # (kind, until monotonic, delay)
         self._poison: set[Identity] = set()
+        self._rewrite: Rewrite | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -90,6 +95,11 @@ class FaultProxy:
         """Answer ModelError (424) for any batch containing one of these reports."""
         with self._lock:
             self._poison.update(identities)
+
+    def rewrite(self, fn: Rewrite | None) -> None:
+        """Rewrite every successful msgpack response (decoded) with ``fn``; None: stop."""
+        with self._lock:
+            self._rewrite = fn
 
     def _active(self) -> tuple[Fault, float] | None:
         now = time.monotonic()
@@ -155,6 +165,13 @@ class FaultProxy:
                 data = await up.read()
                 self.stats["forwarded"] += 1
                 out_headers = {k: v for k, v in up.headers.items() if k.lower() not in _HOP}
+                with self._lock:
+                    rewrite = self._rewrite
+                if (rewrite is not None and up.status == 200
+                        and up.content_type == "application/x-msgpack"):
+                    data = msgspec.msgpack.encode(
+                        rewrite(msgspec.msgpack.decode(data), request.headers))
+                    self.stats["rewritten"] += 1
                 return web.Response(body=data, status=up.status, headers=out_headers)
         except aiohttp.ClientError as exc:
             # The upstream is down (e.g. the model server was killed): what a load

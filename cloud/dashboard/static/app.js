@@ -22,6 +22,10 @@
     dirty: new Set(),
     frame: 0,
     spectrumTimer: 0,
+    classes: new Map(),    // class name -> { display_name, description, severity, action } (manifests)
+    fields: {},            // extra result field name -> description (manifests)
+    classesAsked: 0,
+    classesTimer: 0,
   };
 
   // ---- API -------------------------------------------------------------------------------
@@ -83,6 +87,33 @@
     for (const a of state.alarms.values()) if (a.pump === pump && a.state === "raised") n++;
     return n;
   }
+  // A class by its manifest's display name; a class no stored manifest declares by its raw name.
+  function className(name) {
+    const c = state.classes.get(name);
+    return c ? c.display_name : name.replace(/_/g, " ");
+  }
+  async function loadClasses() {
+    state.classesAsked = Date.now();
+    const body = await api("/api/classes");
+    state.classes = new Map(body.classes.map((c) => [c.name, c]));
+    state.fields = body.fields;
+  }
+  // A class no loaded manifest declares: its manifest is stored with the result, so ask
+  // again (at most every 2 s) and redraw.
+  function noteClass(name) {
+    if (state.classes.has(name) || state.classesTimer) return;
+    const wait = Math.max(0, 2000 - (Date.now() - state.classesAsked));
+    state.classesTimer = setTimeout(() => {
+      state.classesTimer = 0;
+      loadClasses().then(() => { for (const p of state.pumps.keys()) state.dirty.add(p); schedule(); },
+        showError);
+    }, wait);
+  }
+  function fieldText(v) {
+    if (typeof v === "number") return num(v, 3);
+    if (typeof v === "string") return v;
+    return JSON.stringify(v);
+  }
   function zoneClass(z) { return `zone zone-${z === "?" || !z ? "Q" : z}`; }
 
   // ---- state updates ---------------------------------------------------------------------
@@ -91,6 +122,7 @@
     if (state.seen.has(key)) return false;
     if (state.seen.size > 100000) state.seen.clear();
     state.seen.add(key);
+    noteClass(r.condition);
     let p = state.pumps.get(r.pump);
     if (!p) { p = { pump: r.pump, site: r.site, channels: new Map(), updatedMs: 0 }; state.pumps.set(r.pump, p); }
     const cur = p.channels.get(r.channel);
@@ -145,7 +177,7 @@
     t.dataset.condition = r.condition;
     t.querySelector(".site").textContent = p.site + (n ? "" : "");
     const cond = t.querySelector(".cond");
-    cond.textContent = `${r.condition.replace(/_/g, " ")} ${pct(r.probabilities[r.condition])}`;
+    cond.textContent = `${className(r.condition)} ${pct(r.probabilities[r.condition])}`;
     if (n) { const f = el("span", "alarm-flag", `  ▲ ${n} alarm${n > 1 ? "s" : ""}`); cond.append(f); }
     const zr = t.querySelector(".zone-row");
     zr.replaceChildren(el("span", "", "ISO zone"), el("b"));
@@ -243,7 +275,14 @@
     const z = $("pump-zone");
     z.className = `badge ${zoneClass(r.iso_zone)}`;
     z.textContent = `zone ${r.iso_zone} · ${num(r.velocity_rms)} mm/s`;
-    $("pump-condition").textContent = `${r.condition.replace(/_/g, " ")} ${pct(r.probabilities[r.condition])}`;
+    const pc = $("pump-condition");
+    pc.textContent = `${className(r.condition)} ${pct(r.probabilities[r.condition])}`;
+    pc.dataset.condition = r.condition;
+    const info = state.classes.get(r.condition);
+    pc.title = info ? info.description : "";
+    const act = $("pump-action");
+    act.textContent = info && info.action ? `${info.severity}: ${info.action}` : "";
+    act.hidden = !act.textContent;
     $("pump-alarm").hidden = activeAlarms(state.view.pump) === 0;
     $("pump-updated").textContent = `last report ${timeText(r.t_ms)}`;
     // probabilities
@@ -251,7 +290,7 @@
     const probs = Object.entries(r.probabilities).sort((a, b) => (b[1] || 0) - (a[1] || 0));
     const cells = [];
     probs.forEach(([name, v], i) => {
-      const label = el("span", i === 0 ? "first" : "", name.replace(/_/g, " "));
+      const label = el("span", i === 0 ? "first" : "", className(name));
       const bar = el("div", "bar");
       const fill = el("span");
       fill.style.width = `${Math.max(0, Math.min(100, (v || 0) * 100))}%`;
@@ -270,6 +309,17 @@
       return tr;
     }));
     if (!r.evidence.length) { const tr = el("tr"); tr.append(el("td", "muted", "none")); ev.append(tr); }
+    // the model's own result fields (declared in its manifest), whatever they are
+    const names = r.extra_fields || [];
+    $("extra-title").hidden = names.length === 0;
+    $("extra-fields").replaceChildren(...names.map((name) => {
+      const tr = el("tr");
+      tr.dataset.field = name;
+      const label = el("td", "", name);
+      label.title = state.fields[name] || "";
+      tr.append(label, el("td", "v", fieldText(r[name])), el("td", "muted", state.fields[name] || ""));
+      return tr;
+    }));
   }
 
   function drawTrends() {
@@ -305,10 +355,8 @@
     const sp = state.spectrum;
     const freqs = (d) => d.db.map((_, k) => d.f0 + k * d.df);
     const marks = (kinds) => (sp ? sp.markers.filter((m) => kinds.includes(m.kind)).map((m) => ({ x: m.hz, label: m.name, color: MARK[m.kind] })) : []);
-    if (sp) {
-      $("spectrum-meta").textContent = `(${sp.channel}, ${timeText(sp.t_ms)}, ${num(sp.rpm, 0)} rpm ${sp.speed_source})`;
-      $("envelope-meta").textContent = sp.envelope_band ? `(demodulated ${num(sp.envelope_band[0], 0)}–${num(sp.envelope_band[1], 0)} Hz)` : "";
-    }
+    $("spectrum-meta").textContent = sp ? `(${sp.channel}, ${timeText(sp.t_ms)}, ${num(sp.rpm, 0)} rpm ${sp.speed_source})` : "";
+    $("envelope-meta").textContent = sp && sp.envelope_band ? `(demodulated ${num(sp.envelope_band[0], 0)}–${num(sp.envelope_band[1], 0)} Hz)` : "";
     const s = sp && sp.spectrum;
     Charts.draw($("chart-spectrum"), {
       x: { type: "log", min: s ? Math.max(s.df, 1) : 1, max: s ? s.f0 + s.df * (s.n - 1) : 10, label: "Hz" }, y: {},
@@ -420,6 +468,7 @@
   async function loadAll() {
     const [fleet, raised, recent] = await Promise.all([
       api("/api/pumps"), api("/api/alarms?state=raised&limit=1000"), api("/api/alarms?limit=200"),
+      loadClasses(),
     ]);
     for (const a of raised.alarms.concat(recent.alarms)) applyAlarm(a);
     for (const p of fleet.pumps) for (const r of p.channels) applyResult(r, false);
