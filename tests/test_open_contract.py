@@ -25,16 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 import pytest
 
 import dsp
 from cloud.store import Commit, EvidenceRow, ManifestRow, ResultRow, SQLiteStore
 from dsp.results import ClassInfo, Manifest, manifest_digest
 from models.registry.local import LocalRegistry
-from models.serving.bundle import write_bundle
-from models.serving.classifier import SoftmaxClassifier
-from models.serving.features import SCALARS
+from models.training.centroid import centroid_bundle
 from tests.infra.model_server import ModelServerProcess, synth_reports
 from tests.infra.mosquitto import Mosquitto, mosquitto_available
 from tests.infra.pipeline import ConsumerProcess, Publisher, chunks, consumer_config, write_toml
@@ -45,23 +42,26 @@ GROUP = "dry"
 PUMP = "P-201"
 N_REPORTS = 6
 NEW_CLASS = "dry_running"
+DRY_GAIN = 0.15  # the streamed pump barely vibrates: the model calls it dry running
 __all__ = ["browser"]
 
 
 def build_bundle(out: Path) -> Path:
-    """A bundle whose classifier adds ``dry_running`` (and says so for every window).
+    """A bundle of the ``centroid`` kind that adds ``dry_running`` and a result field.
 
-    TODO(merge with serve): build it with serve's new registered model kind, the one
-    that returns ``dry_running`` and declares an extra result field in its manifest's
-    ``fields``; this softmax stand-in declares the class but emits no extra field.
+    Trained on simulated reports: normal ones ``healthy``, quiet ones (a pump that
+    barely vibrates, gain 0.15) ``dry_running``; the kind declares its extra
+    result field (``centroid_distance``) in the manifest's ``fields``.
     """
-    classes = ("healthy", NEW_CLASS, "unknown")
-    clf = SoftmaxClassifier(
-        feature_names=(SCALARS[0],), classes=classes, mean=np.zeros(1), scale=np.ones(1),
-        W=np.zeros((1, len(classes))), b=np.array([0.0, 6.0, 0.0]),
-    )
-    return write_bundle(out, model_version="dry-running-1", classifier=clf,
-                        description="test bundle: a class the pipeline has never seen")
+    healthy = synth_reports(16, pumps=("t1", "t2"), seed=51)
+    dry = synth_reports(16, pumps=("t1", "t2"), seed=52, gain=DRY_GAIN, seq0=100)
+    return centroid_bundle(out, healthy + dry, ["healthy"] * 16 + [NEW_CLASS] * 16,
+                           model_version="dry-running-1",
+                           classes={NEW_CLASS: {"display_name": "Dry running",
+                                                "description": "The pump runs without liquid.",
+                                                "severity": "critical",
+                                                "action": "Stop the pump; check the suction."}},
+                           description="test bundle: a class the pipeline has never seen")
 
 
 @dataclass
@@ -118,7 +118,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         reports = [msgspec.structs.replace(r, t0_ns=now - (N_REPORTS - i) * 1_000_000_000)
                    for i, r in enumerate(synth_reports(N_REPORTS, pumps=(PUMP,), seed=3,
                                                        device="gw-9", site="plant-b",
-                                                       epoch=77))]
+                                                       epoch=77, gain=DRY_GAIN))]
         with Publisher("127.0.0.1", broker.port, "pub-open") as pub:
             pub.publish_all(f"{root}/devices/gw-9/reports", [
                 dsp.encode_batch("gw-9", c) for c in chunks([dsp.encode_report(r)
@@ -169,9 +169,6 @@ def test_the_new_class_is_stored_served_and_shown(page: Any, pipeline: Pipeline)
     assert page.get_attribute("#probabilities", "data-condition") == NEW_CLASS
 
 
-@pytest.mark.xfail(strict=True, reason="the model server on this branch sends no manifest and "
-                   "no bundle kind emits an extra field yet (serve's work): remove this marker "
-                   "once build_bundle uses serve's new kind")
 def test_the_manifest_names_the_class_and_its_extra_field_reaches_the_page(
     page: Any, pipeline: Pipeline
 ) -> None:
