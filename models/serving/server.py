@@ -8,6 +8,8 @@ Routes:
   boto3/aiobotocore ``invoke_endpoint`` with ``endpoint_url`` reach this
   server unchanged; only the endpoint name it was started with is served.
 - ``GET /stats`` -- what is loaded (default and cached target bundles), counters.
+- ``GET /metrics`` -- the same and request/latency/error series for Prometheus
+  (:mod:`models.serving.metrics`, docs/metrics.md).
 - ``GET|POST /models``, ``GET|DELETE /models/{name}``, ``POST /models/{name}/invoke``
   -- the SageMaker multi-model container API (the platform loads and unloads
   bundles by name; ``507`` when the memory budget is exhausted).
@@ -62,6 +64,7 @@ from .errors import (
     UnknownTargetModelError,
 )
 from .handler import invoke
+from .metrics import ServerMetrics
 
 log = logging.getLogger("pumpwatch.model.server")
 
@@ -257,6 +260,7 @@ class ModelServer:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.store = BundleStore(cfg)
+        self.metrics = ServerMetrics(self.store)
         self.port = 0
         self.requests = 0
         self._runner: web.AppRunner | None = None
@@ -267,11 +271,14 @@ class ModelServer:
 
     # --- lifecycle ----------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.max_body, middlewares=[self._errors])
+        app = web.Application(
+            client_max_size=self.cfg.max_body, middlewares=[self.metrics.middleware, self._errors]
+        )
         app.router.add_get("/ping", self._ping)
         app.router.add_post("/invocations", self._invocations)
         app.router.add_post("/endpoints/{name}/invocations", self._runtime_invocations)
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/metrics", self.metrics.handle)
         # SageMaker multi-model container API (the platform loads/unloads bundles).
         app.router.add_get("/models", self._mme_list)
         app.router.add_post("/models", self._mme_load)
@@ -338,7 +345,8 @@ class ModelServer:
             bundle, dep = builtin_bundle(), None
         self.store.default, self.store.deployed = bundle, dep
         self.ready.set()
-        log.info("serving %s (%s)", bundle.model_version, bundle.description or bundle.source)
+        log.info("serving %s (%s)", bundle.model_version, bundle.description or bundle.source,
+                 extra={"model_version": bundle.model_version})
 
     async def _watch_deployment(self) -> None:
         reg = self.store.registry
@@ -375,7 +383,8 @@ class ModelServer:
             failed = None
             old = self.store.default.model_version
             self.store.default, self.store.deployed = bundle, dep
-            log.info("hot reload: %s -> %s", old, bundle.model_version)
+            log.info("hot reload: %s -> %s", old, bundle.model_version,
+                     extra={"model_version": bundle.model_version})
 
     # --- handlers -----------------------------------------------------------------------
     @web.middleware
@@ -498,6 +507,7 @@ class ModelServer:
         out, ctype = invoke(
             bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept")
         )
+        self.metrics.scored(bundle.model_version, body, request.headers.get("Content-Type"))
         headers = {H_VARIANT: self.cfg.variant, H_VERSION: bundle.model_version}
         if custom is not None:
             headers[H_CUSTOM] = custom

@@ -16,7 +16,7 @@ class Scrape:
     families: dict[str, str]
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-    def value(self, name: str, **labels: str) -> float:
+    def value(self, name: str, /, **labels: str) -> float:
         """The sample ``name{labels}``; a missing one fails with the names there are."""
         key = (name, tuple(sorted(labels.items())))
         if key not in self.samples:
