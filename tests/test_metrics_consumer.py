@@ -13,7 +13,7 @@ import dsp
 from tests.infra.model_server import ModelServerProcess
 from tests.infra.mosquitto import Mosquitto
 from tests.infra.pipeline import Publisher, chunks, consumer_config, encoded_reports
-from tests.infra.scrape import scrape
+from tests.infra.scrape import assert_documented, scrape
 from tests.test_consumer_pipeline import await_rows, running_consumer, wait_for
 
 
@@ -77,6 +77,8 @@ async def test_consumer_metrics_count_what_happened(
     # every stored result was stamped by the publisher: one latency observation each
     assert s.value("pumpwatch_consumer_result_latency_seconds_count") == n
     assert s.value("process_cpu_seconds_total") > 0
+    assert_documented(s, "pumpwatch_consumer_")
+    assert_documented(s, "process_")
 
 
 def test_metrics_listener_is_off_by_default() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from tests.infra.scrape import Scrape, parse
+from tests.infra.scrape import Scrape, assert_documented, parse
 from tests.test_dashboard_api import Client, commit, reports, served
 
 
@@ -54,3 +54,4 @@ async def test_dashboard_metrics_count_requests_and_stream_events(tmp_path: Path
     assert s.value("pumpwatch_dashboard_stream_polls_total") > 0
     assert s.value("pumpwatch_dashboard_stream_subscribers") == 0
     assert s.value("pumpwatch_dashboard_stream_poll_errors_total") == 0
+    assert_documented(s, "pumpwatch_dashboard_")

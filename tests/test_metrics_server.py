@@ -10,7 +10,7 @@ import pytest
 
 from models.serving.bundle import BUILTIN_VERSION
 from tests.infra.model_server import ModelServerProcess, request_body, synth_reports
-from tests.infra.scrape import scrape
+from tests.infra.scrape import assert_documented, scrape
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,4 @@ def test_server_metrics_count_requests_reports_and_errors(server: ModelServerPro
     assert s.value("pumpwatch_server_bundle_loaded", role="default", bundle="",
                    model_version=BUILTIN_VERSION) == 1
     assert s.value("pumpwatch_server_cache_budget_bytes") == 256 * 1024 * 1024
+    assert_documented(s, "pumpwatch_server_")

@@ -22,7 +22,7 @@ from edge.config import ConfigError
 from edge.sources import synthetic_source
 
 from ..infra.mosquitto import Mosquitto
-from ..infra.scrape import scrape
+from ..infra.scrape import assert_documented, scrape
 from ._helpers import Collector, build, edge_config, write_toml
 from .test_agent_broker import Running
 
@@ -61,6 +61,7 @@ def test_agent_metrics_follow_the_status(tmp_path: Path, mosquitto: Mosquitto) -
         per_report = s.value("pumpwatch_edge_dsp_seconds_per_report")
         assert per_report == pytest.approx(s.value("pumpwatch_edge_dsp_seconds_total") / 10)
         assert 0 < per_report < 1.0
+        assert_documented(s, "pumpwatch_edge_")
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(url.replace("/metrics", "/other"), timeout=5)  # noqa: S310
         assert err.value.code == 404

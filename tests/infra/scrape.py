@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,6 +29,35 @@ class Scrape:
     @property
     def sample_names(self) -> set[str]:
         return {name for name, _ in self.samples}
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+_ROW = re.compile(r"^\| `([a-z_:][a-z0-9_:]*)` \| (counter|gauge|histogram) \|")
+
+
+def documented() -> dict[str, str]:
+    """Every series docs/metrics.md lists in its tables: name (as scraped) -> type."""
+    out: dict[str, str] = {}
+    for line in DOCS.read_text().splitlines():
+        m = _ROW.match(line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def assert_documented(s: Scrape, prefix: str) -> None:
+    """The service's ``prefix`` series are exactly those docs/metrics.md lists."""
+    exposed = {
+        (name + "_total" if kind == "counter" else name): kind
+        for name, kind in s.families.items()
+        if name.startswith(prefix) and not name.endswith("_created")  # the client's stamps
+    }
+    docs = {k: v for k, v in documented().items() if k.startswith(prefix)}
+    assert exposed == docs, (
+        f"undocumented: {sorted(exposed.keys() - docs.keys())}; "
+        f"documented, not exposed: {sorted(docs.keys() - exposed.keys())}; "
+        f"types differ: {sorted(k for k in exposed.keys() & docs.keys() if exposed[k] != docs[k])}"
+    )
 
 
 def parse(text: str) -> Scrape:
