@@ -3,10 +3,10 @@
 ``json`` writes one JSON object per line (what journald, CloudWatch Logs and
 Loki ingest without a parser): ``time`` (RFC 3339, UTC, milliseconds),
 ``level``, ``logger``, ``message``, then the structured fields a log call
-carries through ``extra=`` (:data:`FIELDS`: device, pump, epoch, seq,
-model_version, ...) and ``exc_info`` / ``stack_info`` text when present.
-Any other ``extra=`` key whose value JSON can hold is kept too. Standard
-library only: the edge-only install uses it.
+carries through ``extra=`` (the pipeline uses device, site, pump, epoch as
+hex, seq, model_version, target, kind, topic; docs/metrics.md) and
+``exc_info`` / ``stack_info`` text when present. A value JSON cannot hold is
+written as its ``repr``. Standard library only: the edge-only install uses it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from typing import Any, Literal, TextIO
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-#: The structured fields the pipeline's log calls carry (documented in docs/metrics.md).
-FIELDS = ("device", "site", "pump", "channel", "epoch", "seq", "model_version", "target", "kind")
 
 # Attributes every LogRecord has: whatever else a record carries came from ``extra=``.
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -66,4 +63,4 @@ def configure(level: str, fmt: LogFormat = "text", *, stream: TextIO | None = No
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-__all__ = ["FIELDS", "LOG_FORMATS", "JsonFormatter", "LogFormat", "configure"]
+__all__ = ["LOG_FORMATS", "JsonFormatter", "LogFormat", "configure"]

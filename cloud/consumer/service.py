@@ -333,7 +333,7 @@ class Consumer:
                     for dl in parsed.dead:
                         self._count_dead_letter(dl.kind)
                         log.info("dead letter (%s) from %s: %s", dl.kind, d.topic, dl.reason,
-                                 extra=_dead_letter_fields(dl))
+                                 extra=_dead_letter_fields(dl, d.topic))
                 candidates += [(a, ticket, d) for a in parsed.accepted]
             fresh = [a.identity for a, _, _ in candidates if a.identity not in self._inflight]
             known = await self._known(fresh)
@@ -703,9 +703,11 @@ class Consumer:
         return out
 
 
-def _dead_letter_fields(dl: DeadLetter) -> dict[str, object]:
-    """Structured log fields of a dead letter (see pumpwatch.logfmt)."""
-    out: dict[str, object] = {"kind": dl.kind, "device": dl.device}
+def _dead_letter_fields(dl: DeadLetter, topic: str) -> dict[str, object]:
+    """Structured log fields of a dead letter (see pumpwatch.logfmt): what is known of it."""
+    out: dict[str, object] = {"kind": dl.kind, "topic": topic}
+    if dl.device is not None:
+        out["device"] = dl.device
     if dl.epoch is not None:
         out["epoch"] = f"{dl.epoch:016x}"
     if dl.seq is not None:
