@@ -157,7 +157,12 @@ class Agent:
         self._rate_mark = (time.monotonic(), 0, 0)
         self.reports_per_s = 0.0
         self.acked_per_s = 0.0
-        self.metrics: MetricsServer | None = None  # /metrics listener while running
+        sc = cfg.status
+        # bound now, so a port in use fails the start (exit 2) like a bad spool; served in run()
+        self.metrics: MetricsServer | None = (
+            None if sc.metrics_port is None
+            else MetricsServer(sc.metrics_host, sc.metrics_port, self.metrics_text)
+        )
         log.info(
             "agent %s (site %s): epoch %x, %d channels of %d pumps at %.0f Hz, %s s reports, "
             "spool %s",
@@ -396,9 +401,7 @@ class Agent:
     def run(self, stop: threading.Event | None = None) -> int:
         """Run until ``stop`` is set; returns an exit code (0, or 1 after a fatal error)."""
         stop = stop or threading.Event()
-        sc = self.cfg.status
-        if sc.metrics_port is not None:
-            self.metrics = MetricsServer(sc.metrics_host, sc.metrics_port, self.metrics_text)
+        if self.metrics is not None:
             self.metrics.start()
         self.transport.start(self._emit)
         threads = [

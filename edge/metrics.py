@@ -157,9 +157,10 @@ class MetricsServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()  # waits for serve_forever to return
+            self._thread.join(5.0)
         self._server.server_close()
-        self._thread.join(5.0)
 
 
 __all__ = ["CONTENT_TYPE", "Exposition", "MetricsServer", "render"]

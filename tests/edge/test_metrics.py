@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -106,3 +107,20 @@ def test_json_logs_one_object_per_line_with_fields(tmp_path: Path, mosquitto: Mo
     bye = [r for r in records if "disconnected" in r["message"]]
     assert bye and all(r["level"] == "INFO" for r in bye)
     assert not [r for r in records if r["level"] in ("WARNING", "ERROR", "CRITICAL")]
+
+
+def test_a_metrics_port_in_use_fails_the_start_with_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        d = edge_config(tmp_path, 1883)
+        d["status"]["metrics_port"] = busy.getsockname()[1]
+        cfg_path = write_toml(tmp_path / "edge.toml", d)
+        p = subprocess.run(
+            [sys.executable, "-m", "pumpwatch", "edge", "--config", str(cfg_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    assert p.returncode == 2, p.stderr
+    assert f"metrics listener cannot bind 127.0.0.1:{d['status']['metrics_port']}" in p.stderr
+    assert "Traceback" not in p.stderr
