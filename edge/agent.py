@@ -39,6 +39,7 @@ import dsp
 from simulator.source import Source
 
 from .config import EdgeConfig
+from .metrics import MetricsServer, render
 from .pipeline import COMPUTING, SPOOLED, ProgressMark, Record, ReportBuilder
 from .publisher import Publisher
 from .ring import Chunk, SampleRing
@@ -156,6 +157,12 @@ class Agent:
         self._rate_mark = (time.monotonic(), 0, 0)
         self.reports_per_s = 0.0
         self.acked_per_s = 0.0
+        sc = cfg.status
+        # bound now, so a port in use fails the start (exit 2) like a bad spool; served in run()
+        self.metrics: MetricsServer | None = (
+            None if sc.metrics_port is None
+            else MetricsServer(sc.metrics_host, sc.metrics_port, self.metrics_text)
+        )
         log.info(
             "agent %s (site %s): epoch %x, %d channels of %d pumps at %.0f Hz, %s s reports, "
             "spool %s",
@@ -167,6 +174,7 @@ class Agent:
             rc.fs,
             rc.interval_s,
             cfg.spool.path,
+            extra={"device": cfg.device, "site": cfg.site, "epoch": f"{self.epoch:016x}"},
         )
 
     # -- threads -------------------------------------------------------------------------
@@ -242,7 +250,10 @@ class Agent:
                 # carries on and says so (status last_error, lost_spool_errors)
                 self.lost_to_spool_errors += len(recs)
                 self.errors_nonfatal.append(str(exc))
-                log.error("%d reports lost: %s", len(recs), exc)
+                log.error("%d reports lost: %s", len(recs), exc, extra={
+                    "device": self.cfg.device, "epoch": f"{self.epoch:016x}",
+                    "seq": recs[0][1] if recs else None,
+                })
             self.builder.seq += n
             self.builder.intervals += 1
             self.intervals += 1
@@ -327,6 +338,12 @@ class Agent:
             ).encode()
         return json.dumps(self.status(state, **extra), separators=(",", ":")).encode()
 
+    def metrics_text(self) -> str:
+        """The status as Prometheus text (what ``/metrics`` serves; see edge/metrics.py)."""
+        with self._lock:
+            status = self.status()
+        return render(status, dsp_seconds=self.compute_s)
+
     def _publish_status(self) -> None:
         now = time.monotonic()
         t0, app0, ack0 = self._rate_mark
@@ -384,6 +401,8 @@ class Agent:
     def run(self, stop: threading.Event | None = None) -> int:
         """Run until ``stop`` is set; returns an exit code (0, or 1 after a fatal error)."""
         stop = stop or threading.Event()
+        if self.metrics is not None:
+            self.metrics.start()
         self.transport.start(self._emit)
         threads = [
             threading.Thread(target=self._acquire, name="acquire", daemon=True),
@@ -455,6 +474,8 @@ class Agent:
             self.transport.stop(final=(self.status_topic, final))
         except Exception:
             log.exception("transport stop failed")
+        if self.metrics is not None:
+            self.metrics.stop()
         with self._lock:
             self.spool.close()
         self.mark.close()

@@ -117,6 +117,9 @@ class SpoolConfig:
 @dataclass(frozen=True, kw_only=True)
 class StatusConfig:
     interval_s: float = 10.0
+    # Prometheus /metrics (edge/metrics.py): off unless a port is given; 0 = any free port
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"  # loopback: expose it to a network on purpose only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +240,14 @@ class _Checker:
                 continue
             kw[f.name] = v
         return cls(**kw)
+
+
+def _port_or_none(v: object) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535:
+        raise ValueError(f"must be a port number 0-65535 (0: any free port), got {v!r}")
+    return v
 
 
 def _positive(c: _Checker, value: float, name: str) -> None:
@@ -560,7 +571,9 @@ def config_from_dict(
         c.fail(f"spool.segment_bytes must be >= 16 KiB, got {spool.segment_bytes}")
     if base_dir is not None and not Path(spool.path).is_absolute():
         spool = dataclasses.replace(spool, path=str(base_dir / spool.path))
-    status = c.build(StatusConfig, c.table(data, "status", ""), "status.")
+    status = c.build(
+        StatusConfig, c.table(data, "status", ""), "status.", {"metrics_port": _port_or_none}
+    )
     _positive(c, status.interval_s, "status.interval_s")
     src = c.build(
         SourceConfig,

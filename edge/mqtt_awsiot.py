@@ -94,6 +94,7 @@ class AwsIotTransport:
         self._emit: Emit | None = None
         self._connected = threading.Event()
         self._stopped = threading.Event()
+        self._stopping = False  # our own clean disconnect: logged at INFO, not WARNING
         self._tokens = itertools.count(1)
         kw: dict[str, Any] = {}
         if cfg.tls.ca:
@@ -163,7 +164,8 @@ class AwsIotTransport:
         if data.disconnect_packet is not None and data.disconnect_packet.reason_code is not None:
             why = f"server disconnect: {puback_reason(data.disconnect_packet.reason_code)[1]}"
         if was:
-            log.warning("mqtt(awsiot): disconnected: %s", why)
+            log.log(logging.INFO if self._stopping else logging.WARNING,
+                    "mqtt(awsiot): disconnected: %s", why)
         if self._emit:
             self._emit(Disconnected(why))
 
@@ -222,6 +224,7 @@ class AwsIotTransport:
                 log.warning("mqtt(awsiot): final status not delivered: %s", _error_text(exc))
         # An explicit normal DISCONNECT: without a packet the SDK just drops the socket, and
         # the broker then publishes the will ("connection lost") over the "shutdown" status.
+        self._stopping = True
         self._client.stop(
             mqtt5.DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION)
         )

@@ -38,6 +38,7 @@ class PahoTransport:
         self.client_id = client_id
         self._emit: Emit | None = None
         self._connected = threading.Event()
+        self._stopping = False  # our own clean disconnect: logged at INFO, not WARNING
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -107,7 +108,8 @@ class PahoTransport:
         self._connected.clear()
         _ok, why = _reason(rc)
         if was:
-            log.warning("mqtt: disconnected: %s", why)
+            log.log(logging.INFO if self._stopping else logging.WARNING,
+                    "mqtt: disconnected: %s", why)
         if self._emit:
             self._emit(Disconnected(why))
 
@@ -157,6 +159,7 @@ class PahoTransport:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError) as exc:
                 log.warning("mqtt: final status not delivered: %s", exc)
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()

@@ -52,7 +52,7 @@ def run_agent(
     try:
         source = make_source(cfg)
         agent = Agent(cfg, source, exit_when_drained=exit_when_drained, overflow=overflow)
-    except (SpoolError, KeyError, ValueError) as exc:
+    except (SpoolError, KeyError, ValueError, OSError) as exc:  # OSError: metrics port
         print(f"pumpwatch edge: cannot start: {exc}", file=sys.stderr)
         return 2
     return agent.run(_stop_on_signals())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -26,6 +25,8 @@ from typing import Any, cast
 
 from . import __version__, commands
 from .commands._roles import ALL, Role, extra_for, missing_dependency, missing_extra_line
+from .logfmt import LOG_FORMATS
+from .logfmt import configure as configure_logging
 
 MISSING_EXTRA = 2
 _ROLE_DEST = "_pumpwatch_role"  # the chosen command's extra, for errors raised while it runs
@@ -94,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument(
+        "--log-format", default="text", choices=list(LOG_FORMATS),
+        help="json: one JSON object per line (journald, CloudWatch); default text",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
@@ -104,9 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

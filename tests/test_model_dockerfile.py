@@ -28,7 +28,7 @@ DOCKERFILE = ROOT / "docker" / "model-server.Dockerfile"
 REQS = ROOT / "docker" / "model-server-requirements.txt"
 OURS = ("dsp", "cloud", "models", "simulator", "edge", "pumpwatch")
 DIST_OF = {"numpy": "numpy", "scipy": "scipy", "msgspec": "msgspec", "zstandard": "zstandard",
-           "aiohttp": "aiohttp"}
+           "aiohttp": "aiohttp", "prometheus_client": "prometheus-client"}
 
 
 def instructions() -> list[tuple[str, str]]:

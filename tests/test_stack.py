@@ -183,7 +183,8 @@ def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, trained: Path) -> No
     state = _state(tmp_path, trained)
     summary = tmp_path / "out.json"
     r = subprocess.run(
-        [sys.executable, "-m", "pumpwatch", "demo", "--pumps", "2", "--duration", "25",
+        [sys.executable, "-m", "pumpwatch", "--log-format", "json", "demo", "--pumps", "2",
+         "--duration", "25",
          "--state", str(state), "--summary", str(summary), *_ports()],
         capture_output=True, text=True, cwd=ROOT, timeout=240,
     )
@@ -202,6 +203,15 @@ def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, trained: Path) -> No
     # state is reused: certificates, trained model, registry, store
     assert (state / "pki" / "devices" / "gw-01.crt").exists()
     assert (state / "pumpwatch.db").exists()
+    # --log-format reached the components: their logs are JSON lines (after the
+    # supervisor's "--- time argv" header and what a component prints on stdout)
+    for name in ("consumer", "edge gw-01", "endpoint", "dashboard"):
+        lines = (state / "logs" / f"{name}.log").read_text().splitlines()
+        records = [json.loads(ln) for ln in lines if ln.startswith("{")]
+        assert records or name == "dashboard", f"{name}: no JSON log lines"  # it logs little
+        assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+        assert all(ln.startswith(("{", "--- ", "listening on ", "pumpwatch dashboard listening"))
+                   for ln in lines), f"{name}: a log line that is not JSON"
 
 
 def _wait_for(pred: object, timeout: float) -> bool:

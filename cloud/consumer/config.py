@@ -112,6 +112,13 @@ class ConsumerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     drain_timeout_s: Pos = 10.0  # on shutdown: finish in-flight work for this long
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Prometheus ``/metrics`` listener (docs/metrics.md); off unless ``port`` is set."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None  # 0: any free port
+
+
 class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     mqtt: MqttConfig = MqttConfig()
     endpoint: EndpointConfig = EndpointConfig()
@@ -120,6 +127,7 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     store: StoreConfig = StoreConfig()
     consumer: ConsumerSection = ConsumerSection()
     alarms: AlarmConfig = AlarmConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def __post_init__(self) -> None:
         if self.endpoint.breaker_open_max_s < self.endpoint.breaker_open_s:

@@ -57,6 +57,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from cloud.metrics import MetricsListener
 from cloud.store import (
     AlarmRow,
     ArchivedReport,
@@ -83,6 +84,7 @@ from .breaker import CircuitBreaker
 from .config import ConsumerConfig
 from .endpoint import EndpointClient
 from .errors import EndpointConfigError, EndpointRejectedError, EndpointUnavailableError
+from .metrics import ConsumerMetrics
 from .mqtt import Delivery, MqttSource
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,7 @@ class Counters:
     alarms_published: int = 0
     manifest_requests: int = 0
     manifests_stored: int = 0
+    dead_letters_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class Consumer:
@@ -209,6 +212,8 @@ class Consumer:
         self._manifests: set[str] = set()  # digests stored (or on their way into a commit)
         self._want_manifest: dict[Target, bool] = {}  # absent: never called yet
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=100_000)
+        self.metrics = ConsumerMetrics(self)
+        self.metrics_port: int | None = None  # bound port of the /metrics listener, if any
         self.started = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -230,6 +235,12 @@ class Consumer:
             stack.push_async_callback(self.store.close)
             self._manifests = {m.digest for m in await self.store.manifests()}
             await stack.enter_async_context(self._invoker)
+            if cfg.metrics.port is not None:
+                listener = await stack.enter_async_context(
+                    MetricsListener(self.metrics.registry, cfg.metrics.host, cfg.metrics.port)
+                )
+                self.metrics_port = listener.port
+                log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, listener.port)
             self._handoff = Handoff(cfg.consumer.queue_size, loop)
             self._mqtt = MqttSource(cfg.mqtt, self._handoff, subscribe=not retire)
             async with asyncio.TaskGroup() as tg:
@@ -333,7 +344,9 @@ class Consumer:
                         Job(Commit(dead_letters=parsed.dead), tickets=[ticket])
                     )
                     for dl in parsed.dead:
-                        log.info("dead letter (%s) from %s: %s", dl.kind, d.topic, dl.reason)
+                        self._count_dead_letter(dl.kind)
+                        log.info("dead letter (%s) from %s: %s", dl.kind, d.topic, dl.reason,
+                                 extra=_dead_letter_fields(dl, d.topic))
                 candidates += [(a, ticket, d) for a in parsed.accepted]
             fresh = [a.identity for a, _, _ in candidates if a.identity not in self._inflight]
             known = await self._known(fresh)
@@ -364,6 +377,10 @@ class Consumer:
                 ticket.sealed = True
             self._wake.set()
             self._ack_ready()
+
+    def _count_dead_letter(self, kind: str) -> None:
+        by_kind = self.counters.dead_letters_by_kind
+        by_kind[kind] = by_kind.get(kind, 0) + 1
 
     async def _known(self, identities: list[Identity]) -> set[Identity]:
         delay = 0.1
@@ -437,6 +454,8 @@ class Consumer:
             try:
                 await self._acquire_slot()
                 ok = False
+                outcome = "unavailable"
+                t0 = time.perf_counter()
                 try:
                     self.counters.invocations += 1
                     self.counters.invoked_reports += len(works)
@@ -446,12 +465,15 @@ class Consumer:
                         target, [w.accepted.raw for w in works], manifest=ask
                     )
                     self._check_identities(target, works, scored.response.results)
-                    ok = True
+                    ok, outcome = True, "ok"
                 except EndpointRejectedError:
-                    ok = True  # the endpoint answered: up, as far as the breaker goes
+                    ok, outcome = True, "rejected"  # the endpoint answered: up, for the breaker
                     raise
                 finally:
                     self._release_slot(ok)
+                    self.metrics.endpoint_seconds.labels(str(target), outcome).observe(
+                        time.perf_counter() - t0
+                    )
             except EndpointRejectedError as exc:
                 if len(works) == 1:
                     self._model_dead_letter(target, works[0], str(exc))
@@ -534,9 +556,13 @@ class Consumer:
     def _model_dead_letter(self, target: Target, work: Work, reason: str) -> None:
         self.counters.model_dead_letters += 1
         self.counters.dead_letters += 1
+        self._count_dead_letter("model")
         d = work.waiters[0].delivery
         ident = work.identity
-        log.warning("dead letter (model) %s: %s", ident, reason)
+        log.warning("dead letter (model) %s: %s", ident, reason, extra={
+            "kind": "model", "device": ident[0], "epoch": f"{ident[1]:016x}", "seq": ident[2],
+            "pump": work.accepted.report.pump, "target": str(target),
+        })
         dl = DeadLetter(
             key=message_key(f"model:{target}", work.accepted.raw), part=0,
             received_ns=work.received_ns, topic=d.topic, kind="model", reason=reason,
@@ -567,8 +593,10 @@ class Consumer:
             evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
             delay = 0.1
             while True:
+                t0 = time.perf_counter()
                 try:
                     outcome = await self.store.commit(merged, alarms=evaluate)
+                    self.metrics.commit_seconds.observe(time.perf_counter() - t0)
                     break
                 except StoreError as exc:
                     self.counters.store_retries += 1
@@ -583,6 +611,9 @@ class Consumer:
             for r in merged.results:
                 if r.published_ns is not None:
                     self.latency_ms.append((outcome.stored_ns - r.published_ns) / 1e6)
+                    self.metrics.result_latency_seconds.observe(
+                        max(0.0, (outcome.stored_ns - r.published_ns) / 1e9)
+                    )
             for job in jobs:
                 for w in job.works:
                     ident = w.identity
@@ -704,7 +735,20 @@ class Consumer:
         if self._mqtt is not None:
             m = self._mqtt.stats
             out["mqtt"] = {
-                "connected": m.connected, "connects": m.connects, "delivered": m.delivered,
+                "connected": m.connected, "connects": m.connects,
+                "disconnects": m.disconnects, "delivered": m.delivered,
                 "acked": m.acked, "stale_acks_skipped": m.stale_acks_skipped,
             }
         return out
+
+
+def _dead_letter_fields(dl: DeadLetter, topic: str) -> dict[str, object]:
+    """Structured log fields of a dead letter (see pumpwatch.logfmt): what is known of it."""
+    out: dict[str, object] = {"kind": dl.kind, "topic": topic}
+    if dl.device is not None:
+        out["device"] = dl.device
+    if dl.epoch is not None:
+        out["epoch"] = f"{dl.epoch:016x}"
+    if dl.seq is not None:
+        out["seq"] = dl.seq
+    return out

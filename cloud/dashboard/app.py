@@ -25,8 +25,10 @@ import msgspec
 from aiohttp import web
 
 import dsp
+from cloud.metrics import metrics_handler
 from cloud.store import StoreError
 
+from .metrics import DashboardMetrics
 from .openapi import openapi_document
 from .queries import SQLiteReader, open_reader
 from .stream import CursorError, StreamHub, event_stream, parse_cursor
@@ -328,7 +330,8 @@ async def get_index(request: web.Request) -> web.FileResponse:
 
 
 def create_app(settings: DashboardSettings) -> web.Application:
-    app = web.Application(middlewares=[errors_and_auth])
+    metrics = DashboardMetrics(lambda: app.get(HUB))
+    app = web.Application(middlewares=[metrics.middleware, errors_and_auth])
     app[SETTINGS] = settings
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -364,6 +367,7 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app.router.add_get("/api/classes", get_classes)
     app.router.add_get("/api/openapi.json", get_openapi)
     app.router.add_get("/api/stream", get_stream)
+    app.router.add_get("/metrics", metrics_handler(metrics.registry))  # docs/metrics.md
     return app
 
 

@@ -13,6 +13,8 @@ Routes:
   and extra result fields) as JSON, for humans; callers of ``/invocations`` get it
   by asking with CustomAttributes ``manifest=1``.
 - ``GET /stats`` -- what is loaded (default and cached target bundles), counters.
+- ``GET /metrics`` -- the same and request/latency/error series for Prometheus
+  (:mod:`models.serving.metrics`, docs/metrics.md).
 - ``GET|POST /models``, ``GET|DELETE /models/{name}``, ``POST /models/{name}/invoke``,
   ``GET /models/{name}/manifest``
   -- the SageMaker multi-model container API (the platform loads and unloads
@@ -83,6 +85,7 @@ from .errors import (
     UnknownTargetModelError,
 )
 from .handler import invoke
+from .metrics import ServerMetrics
 
 log = logging.getLogger("pumpwatch.model.server")
 
@@ -335,6 +338,7 @@ class ModelServer:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.store = BundleStore(cfg)
+        self.metrics = ServerMetrics(self.store)
         self.port = 0
         self.requests = 0
         self._runner: web.AppRunner | None = None
@@ -349,13 +353,16 @@ class ModelServer:
 
     # --- lifecycle ----------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.max_body, middlewares=[self._errors])
+        app = web.Application(
+            client_max_size=self.cfg.max_body, middlewares=[self.metrics.middleware, self._errors]
+        )
         app.router.add_get("/ping", self._ping)
         app.router.add_post("/invocations", self._invocations)
         app.router.add_post("/endpoints/{name}/invocations", self._runtime_invocations)
         app.router.add_get("/stats", self._stats)
         app.router.add_get("/manifest", self._manifest)
         app.router.add_get("/endpoints/{name}/manifest", self._runtime_manifest)
+        app.router.add_get("/metrics", self.metrics.handle)
         # SageMaker multi-model container API (the platform loads/unloads bundles).
         app.router.add_get("/models", self._mme_list)
         app.router.add_post("/models", self._mme_load)
@@ -442,7 +449,8 @@ class ModelServer:
         self.ready.set()
         if dep is None and bundle.source == "builtin":
             log.warning("%s", self.store.why_builtin())
-        log.info("serving %s (%s)", bundle.model_version, bundle.description or bundle.source)
+        log.info("serving %s (%s)", bundle.model_version, bundle.description or bundle.source,
+                 extra={"model_version": bundle.model_version})
 
     async def _watch_deployment(self) -> None:
         reg = self.store.registry
@@ -485,7 +493,8 @@ class ModelServer:
             self.load_error = None
             self.failed.clear()
             self.ready.set()
-            log.info("hot reload: %s -> %s", old, bundle.model_version)
+            log.info("hot reload: %s -> %s", old, bundle.model_version,
+                     extra={"model_version": bundle.model_version})
 
     # --- handlers -----------------------------------------------------------------------
     @web.middleware
@@ -629,6 +638,7 @@ class ModelServer:
             bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept"),
             custom,
         )
+        self.metrics.scored(bundle.model_version, body, request.headers.get("Content-Type"))
         headers = {H_VARIANT: self.cfg.variant, H_VERSION: bundle.model_version}
         if custom is not None:
             headers[H_CUSTOM] = custom

@@ -49,5 +49,6 @@ def options_from_args(args: argparse.Namespace, **changes: object) -> StackOptio
         pumps_per_agent=args.pumps_per_agent, dashboard_port=args.dashboard_port,
         broker_port=args.broker_port, endpoint_port=args.endpoint_port, seed=args.seed,
         train_pumps_per_class=args.train_pumps_per_class,
-        edge_transport=args.edge_transport, **changes,  # type: ignore[arg-type]
+        edge_transport=args.edge_transport,
+        log_format=args.log_format, **changes,  # type: ignore[arg-type]
     )

@@ -86,6 +86,7 @@ class StackOptions:
     duration_s: float | None = None  # demo: the sources stop after this much stream time
     train_pumps_per_class: int | None = None  # smaller training for tests (None: default)
     edge_transport: Literal["paho", "awsiot"] = "paho"  # awsiot: awsiotsdk, as for AWS IoT Core
+    log_format: Literal["text", "json"] = "text"  # passed to every component (--log-format)
 
     def __post_init__(self) -> None:
         problems = []

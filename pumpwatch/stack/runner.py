@@ -150,24 +150,26 @@ class Stack:
         o = self.opts
         self.preflight()  # again: training may have taken minutes
         self.run_start_ns = time.time_ns()
+        logs = ("--log-format", o.log_format)  # every component logs as the stack was asked
         self._say("starting broker (mTLS) ...")
         b = self.sup.start("broker", [MOSQUITTO, "-c", str(o.path("broker", "mosquitto.conf"))])
         wait_ready(b, lambda: tcp_open(o.broker_port), timeout_s=15, what="listening")
         self._say("starting model server ...")
         e = self.sup.start("endpoint", pumpwatch_argv(
-            "endpoint", "--registry", str(o.path("registry")), "--port", str(o.endpoint_port),
-            "--host", "127.0.0.1", "--name", ENDPOINT_NAME), stop_timeout_s=15)
+            *logs, "endpoint", "--registry", str(o.path("registry")),
+            "--port", str(o.endpoint_port), "--host", "127.0.0.1", "--name", ENDPOINT_NAME),
+            stop_timeout_s=15)
         wait_ready(e, lambda: http_ok(f"{o.endpoint_url}/ping"), timeout_s=60,
                    what="answering /ping")
         self._say("starting consumer ...")
-        c = self.sup.start("consumer", pumpwatch_argv("cloud", "--config",
+        c = self.sup.start("consumer", pumpwatch_argv(*logs, "cloud", "--config",
                                                       str(o.path("cloud.toml"))),
                            stop_timeout_s=20)
         wait_ready(c, lambda: "mqtt connected" in c.log_tail(40), timeout_s=60,
                    what="connected to the broker")
         self._say("starting dashboard ...")
         d = self.sup.start("dashboard", pumpwatch_argv(
-            "dashboard", "--store", o.store_url, "--port", str(o.dashboard_port)))
+            *logs, "dashboard", "--store", o.store_url, "--port", str(o.dashboard_port)))
         wait_ready(d, lambda: tcp_open(o.dashboard_port), timeout_s=60, what="listening")
         self.feed = StatusFeed(o)
         self.feed.start()
@@ -175,7 +177,8 @@ class Stack:
                   f"x {o.axes} axes ...")
         for dev in self.by_device:
             self.sup.start(f"edge {dev}", pumpwatch_argv(
-                "edge", "--config", str(o.path("edge", dev, "edge.toml"))), stop_timeout_s=15)
+                *logs, "edge", "--config", str(o.path("edge", dev, "edge.toml"))),
+                stop_timeout_s=15)
         self.phase = "healthy period"
 
     # -- while running -----------------------------------------------------------------------

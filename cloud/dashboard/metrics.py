@@ -1,0 +1,88 @@
+"""The dashboard's Prometheus series (``GET /metrics``; see docs/metrics.md).
+
+HTTP requests and their latency are recorded by :meth:`DashboardMetrics.middleware`
+(the live stream's requests are counted but not timed: a stream lasts as long as
+its client); the stream hub's own :class:`~.stream.HubStats` and its subscriber
+count are read at scrape time. ``/metrics`` is outside ``/api/`` and so outside
+the bearer token, as Prometheus scrapes expect; bind the dashboard to a network
+the monitoring can reach and nothing else can.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from cloud.metrics import DURATION_BUCKETS, counter, gauge, new_registry
+
+from .stream import StreamHub
+
+P = "pumpwatch_dashboard_"
+STREAM_ROUTE = "/api/stream"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class DashboardMetrics:
+    """One dashboard's registry; ``hub`` returns the running stream hub (or None)."""
+
+    def __init__(self, hub: Callable[[], StreamHub | None]) -> None:
+        self.registry = new_registry()
+        self.requests = Counter(
+            P + "requests", "HTTP requests, by route and status code", ["route", "code"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            P + "request_seconds", "Time to answer a request, by route (not the live stream)",
+            ["route"], buckets=DURATION_BUCKETS, registry=self.registry,
+        )
+        self.registry.register(_HubCollector(hub))
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        t0 = time.perf_counter()
+        code = 500
+        try:
+            response = await handler(request)
+            code = response.status
+            return response
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        finally:
+            self.requests.labels(route, str(code)).inc()
+            if route != STREAM_ROUTE:
+                self.seconds.labels(route).observe(time.perf_counter() - t0)
+
+
+class _HubCollector(Collector):
+    def __init__(self, hub: Callable[[], StreamHub | None]) -> None:
+        self._hub = hub
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # the hub exists only once the app runs: nothing to collect early
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self._hub()
+        if hub is None:
+            return
+        s = hub.stats
+        yield gauge(P + "stream_subscribers", "Open live-stream (SSE) connections",
+                    hub.subscribers)
+        yield counter(P + "stream_polls", "Store polls by the stream hub", s.polls)
+        yield counter(P + "stream_results_sent", "Result events fanned out (once per event)",
+                      s.results_sent)
+        yield counter(P + "stream_alarms_sent", "Alarm events fanned out", s.alarms_sent)
+        yield counter(P + "stream_subscribers_dropped",
+                      "Subscribers dropped for falling behind (they reconnect and resume)",
+                      s.subscribers_dropped)
+        yield counter(P + "stream_poll_errors", "Store polls that failed", s.errors)
+
+
+__all__ = ["DashboardMetrics"]
