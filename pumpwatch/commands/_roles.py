@@ -38,6 +38,7 @@ PROVIDED_BY: dict[str, tuple[str, ...]] = {
     "boto3": ("cloud", "models"),
     "aiohttp": ("cloud", "models"),
     "sklearn": ("models",),
+    "prometheus_client": ("cloud", "models"),
 }
 
 
