@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from simulator.source import Source
@@ -75,10 +75,22 @@ def edge_main(config_path: str) -> int:
 
 
 def replay_config(
-    cfg: EdgeConfig, pump_id: str, rec_channels: tuple[str, ...], fs: float, rpm: float | None
+    cfg: EdgeConfig,
+    pump_id: str,
+    rec_channels: tuple[str, ...],
+    fs: float,
+    rpm: float | None,
+    *,
+    onto: Sequence[str | None] | None = None,
 ) -> EdgeConfig:
-    """The agent config for a replay: only ``pump_id``, its channels mapped in order onto
-    the recording's, the report config at the recording's rate, its own spool."""
+    """The agent config for a replay: only ``pump_id``, the report config at the
+    recording's rate, its own spool; the recording's channels mapped onto the pump's.
+
+    Without ``onto`` the pump's channels take the recording's in order. With it
+    (``replay --channel SEL=PUMP_CHANNEL``), recording channel ``i`` feeds the pump
+    channel named ``onto[i]`` (None: the pump's ``i``-th channel), which keeps its
+    full scale; every report carries the pump's asset (its bearings).
+    """
     problems: list[str] = []
     pumps = [p for p in cfg.pumps if p.id == pump_id]
     if not pumps:
@@ -87,18 +99,40 @@ def replay_config(
             source=cfg.path or "config",
         )
     pump = pumps[0]
-    n = min(len(pump.channels), len(rec_channels))
-    if len(rec_channels) < len(pump.channels):
-        log.warning(
-            "the recording has %d channel(s), pump %s has %d: replaying the first %d",
-            len(rec_channels),
-            pump_id,
-            len(pump.channels),
-            n,
+    if onto is None:
+        n = min(len(pump.channels), len(rec_channels))
+        if len(rec_channels) < len(pump.channels):
+            log.warning(
+                "the recording has %d channel(s), pump %s has %d: replaying the first %d",
+                len(rec_channels),
+                pump_id,
+                len(pump.channels),
+                n,
+            )
+        chans = tuple(
+            dataclasses.replace(ch, source=rec_channels[i])
+            for i, ch in enumerate(pump.channels[:n])
         )
-    chans = tuple(
-        dataclasses.replace(ch, source=rec_channels[i]) for i, ch in enumerate(pump.channels[:n])
-    )
+    else:
+        by_name = {ch.name: ch for ch in pump.channels}
+        picked = []
+        for i, (rec_ch, name) in enumerate(zip(rec_channels, onto, strict=True)):
+            if name is None:
+                if i >= len(pump.channels):
+                    problems.append(f"--channel {rec_ch!r}: pump {pump_id} has only "
+                                    f"{len(pump.channels)} channel(s); name one with =CHANNEL")
+                    continue
+                name = pump.channels[i].name
+            if name not in by_name:
+                problems.append(f"--channel ...={name}: pump {pump_id} has no channel {name!r} "
+                                f"(channels: {list(by_name)})")
+                continue
+            picked.append(dataclasses.replace(by_name[name], source=rec_ch))
+        names = [ch.name for ch in picked]
+        if len(set(names)) != len(names):
+            problems.append(f"--channel: two recording channels map onto one pump channel "
+                            f"({names})")
+        chans = tuple(picked)
     pump = dataclasses.replace(pump, channels=chans, rpm=rpm if rpm else pump.rpm)
     rc = cfg.report
     try:
@@ -123,9 +157,14 @@ def replay_main(
     rpm: float | None = None,
     speed: float | None = None,
     loop: bool = False,
+    channels: Sequence[tuple[str, str | None]] | None = None,
 ) -> int:
     """Replay recordings through the same agent (own epoch); exits when every report
-    was acknowledged (or on SIGTERM/SIGINT; what is unsent stays in the replay spool)."""
+    was acknowledged (or on SIGTERM/SIGINT; what is unsent stays in the replay spool).
+
+    ``channels``: ``(recording channel selection, pump channel or None)`` pairs
+    (``--channel SEL[=PUMP_CHANNEL]``); default: every channel, in order.
+    """
     from simulator.recordings import RecordingError
     from simulator.replay import ReplaySource
 
@@ -134,9 +173,11 @@ def replay_main(
         return cfg0
     try:
         src = ReplaySource(
-            files, pace=speed, loop=loop, fs=fs, scale=scale, block_size=cfg0.source.block_size
+            files, pace=speed, loop=loop, fs=fs, scale=scale, block_size=cfg0.source.block_size,
+            channels=None if not channels else [sel for sel, _ in channels],
         )
-        cfg = replay_config(cfg0, pump, src.channels, src.fs, rpm)
+        onto = None if not channels else [name for _, name in channels]
+        cfg = replay_config(cfg0, pump, src.channels, src.fs, rpm, onto=onto)
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ later, or when a command module (or its registration) imports it up front.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import pkgutil
 import sys
@@ -86,6 +87,30 @@ def _register(sub: argparse._SubParsersAction[_CommandParser], name: str) -> Non
             p.set_defaults(**{_ROLE_DEST: role.extra})
 
 
+def _inherit_options(parser: argparse.ArgumentParser) -> None:
+    """Let a command's options follow its action too: ``models list pumps --json``.
+
+    Each option of a parser with actions (``models``, ``certs``, ...) is added
+    to every action's parser (recursively), with a suppressed default, so it is
+    accepted before or after the action and one given before is not reset by
+    the action's parser. An action's own option of the same name wins.
+    """
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return
+    skip = (argparse._HelpAction, argparse._VersionAction)
+    shared = [a for a in parser._actions if a.option_strings and not isinstance(a, skip)]
+    for child in {id(c): c for s in subs for c in s.choices.values()}.values():
+        taken = set(child._option_string_actions)
+        for action in shared:
+            if taken.isdisjoint(action.option_strings):
+                inherited = copy.copy(action)
+                inherited.default = argparse.SUPPRESS
+                inherited.required = False
+                child._add_action(inherited)
+        _inherit_options(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _CommandParser(
         prog="pumpwatch",
@@ -103,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             _register(sub, info.name)
+    for command in sub.choices.values():
+        _inherit_options(command)
     return parser
 
 
@@ -113,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
+        # one line, not a traceback; 130 = 128 + SIGINT, as a shell reports it
+        print(f"{parser.prog} {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     except ModuleNotFoundError as exc:
         # A role dependency imported while the command runs (boto3 for --sagemaker, ...).

@@ -69,7 +69,8 @@ def db(tmp_path: Path) -> Path:
 
 def test_results_formats(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{db}"
-    assert main(["results", "--store", url, "--pump", "pA", "--format", "json"]) == 0
+    assert main(["results", "--store", url, "--pump", "pA", "--format", "json",
+                 "--oldest-first"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 20
     assert {r["pump"] for r in rows} == {"pA"}
@@ -82,8 +83,8 @@ def test_results_formats(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["results", "--store", url, "--pump", "pB", "--since", since,
                  "--until", "2025-11-24T16:00:20", "--format", "csv"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [int(r["seq"]) for r in table] == [11, 13, 15, 17, 19]
-    assert table[0]["time"] == "2025-11-24T16:00:11.000Z"
+    assert [int(r["seq"]) for r in table] == [19, 17, 15, 13, 11]  # newest first
+    assert table[-1]["time"] == "2025-11-24T16:00:11.000Z"
     assert float(table[0]["latency_ms"]) > 0
 
     assert main(["results", "--store", url, "--pump", "pA", "--limit", "3"]) == 0
@@ -91,6 +92,27 @@ def test_results_formats(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(out.out.strip().splitlines()) == 4  # header + 3
     assert "condition" in out.out
     assert "3 result(s)" in out.err
+
+
+def test_results_default_to_the_stacks_store_newest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # right after ./run.sh: the stack's state/pumpwatch.db, found with no --store
+    monkeypatch.delenv("PUMPWATCH_STORE", raising=False)
+    monkeypatch.delenv("PUMPWATCH_STATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "state").mkdir()
+    _fill(tmp_path / "state" / "pumpwatch.db")
+    assert main(["results", "--pump", "pA", "--limit", "3", "--format", "json"]) == 0
+    assert [r["seq"] for r in json.loads(capsys.readouterr().out)] == [38, 36, 34]
+    assert main(["results", "--pump", "pA", "--limit", "2", "--oldest-first",
+                 "--format", "json"]) == 0
+    assert [r["seq"] for r in json.loads(capsys.readouterr().out)] == [0, 2]
+    # $PUMPWATCH_STATE moves it, as it moves the stack's state directory
+    (tmp_path / "state").rename(tmp_path / "elsewhere")
+    monkeypatch.setenv("PUMPWATCH_STATE", str(tmp_path / "elsewhere"))
+    assert main(["results", "--limit", "1", "--format", "json"]) == 0
+    assert [r["seq"] for r in json.loads(capsys.readouterr().out)] == [39]
 
 
 def test_dead_letters_listing(db: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -205,7 +205,7 @@ def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, trained: Path) -> No
     assert (state / "pumpwatch.db").exists()
     # --log-format reached the components: their logs are JSON lines (after the
     # supervisor's "--- time argv" header and what a component prints on stdout)
-    for name in ("consumer", "edge gw-01", "endpoint", "dashboard"):
+    for name in ("consumer", "edge-gw-01", "endpoint", "dashboard"):
         lines = (state / "logs" / f"{name}.log").read_text().splitlines()
         records = [json.loads(ln) for ln in lines if ln.startswith("{")]
         assert records or name == "dashboard", f"{name}: no JSON log lines"  # it logs little
@@ -248,13 +248,53 @@ def test_up_runs_until_a_signal_then_leaves_no_process(
         assert {p["pump"] for p in pumps} <= {"p01", "p02"} and pumps
         text = log.read_text()
         assert f"http://127.0.0.1:{dash}/" in text and "reports/s" in text
+        assert (state / "logs" / "edge-gw-01.log").is_file()  # no spaces in log names
+        # a second stack on the same state is refused, naming the running one
+        other = [str(free_port()) for _ in range(3)]
+        second = subprocess.run(
+            [sys.executable, "-m", "pumpwatch", "up", "--state", str(state),
+             "--broker-port", other[0], "--dashboard-port", other[1],
+             "--endpoint-port", other[2]],
+            capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert f"pid {proc.pid}" in second.stderr and f"dashboard {dash}" in second.stderr
+        assert proc.poll() is None  # and the first one is unharmed
         proc.send_signal(sig)
-        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        want = 130 if sig == signal.SIGINT else 0
+        assert proc.wait(timeout=60) == want, log.read_text()[-3000:]
+        if sig == signal.SIGINT:
+            said = [ln for ln in log.read_text().splitlines() if "interrupted" in ln]
+            assert len(said) == 1 and said[0].startswith("pumpwatch up: interrupted (Ctrl-C)")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert "stopped;" in log.read_text()
+    assert not _leftovers(str(state)), _leftovers(str(state))
+
+
+@needs_broker
+def test_ctrl_c_during_first_training_exits_130_saying_so(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pumpwatch", "up", "--pumps", "2", "--state", str(state),
+             *_ports()],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    try:
+        assert _wait_for(lambda: "training the condition classifier" in log.read_text(), 60), \
+            log.read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    said = [ln for ln in log.read_text().splitlines() if "interrupted" in ln]
+    assert said == ["pumpwatch up: interrupted (Ctrl-C) while training the classifier "
+                    "(nothing deployed; the next start trains again); stopping"], said
+    assert not (state / "models" / "trained" / "training.json").exists()
     assert not _leftovers(str(state)), _leftovers(str(state))
 
 

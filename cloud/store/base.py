@@ -84,8 +84,10 @@ class Store(Protocol):
         since_ns: int | None = None,
         until_ns: int | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[ResultRow]:
-        """Result rows by window time (``since_ns <= t0_ns < until_ns``), oldest first."""
+        """Result rows by window time (``since_ns <= t0_ns < until_ns``), oldest first
+        (``newest_first``: newest first, so ``limit`` keeps the latest rows)."""
 
     async def archived(
         self,

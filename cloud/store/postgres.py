@@ -220,6 +220,9 @@ def _count(status: str) -> int:
         return 0
 
 
+_OLDEST = "t0_ns, device, epoch, seq"
+_NEWEST = "t0_ns DESC, device DESC, epoch DESC, seq DESC"
+
 class PostgresStore:
     """:class:`~cloud.store.base.Store` over PostgreSQL (see module docstring).
 
@@ -413,11 +416,13 @@ class PostgresStore:
         since_ns: int | None = None,
         until_ns: int | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[ResultRow]:
         where, params = _window_filter(
             pump=pump, device=device, since=since_ns, until=until_ns, placeholder=_dollar
         )
-        sql = f"SELECT {_RESULT_COLUMNS} FROM results{where} ORDER BY t0_ns, device, epoch, seq"  # noqa: S608
+        sql = f"SELECT {_RESULT_COLUMNS} FROM results{where} ORDER BY "  # noqa: S608
+        sql += _NEWEST if newest_first else _OLDEST
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
 

@@ -217,6 +217,9 @@ _json_encode = msgspec.json.Encoder().encode
 _NAN = float("nan")
 
 
+_OLDEST = "t0_ns, device, epoch, seq"
+_NEWEST = "t0_ns DESC, device DESC, epoch DESC, seq DESC"
+
 class _EvidenceIn(msgspec.Struct, frozen=True):
     name: str
     value: float | None  # JSON has no NaN: msgspec writes it as null
@@ -508,9 +511,11 @@ class SQLiteStore:
         since_ns: int | None = None,
         until_ns: int | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[ResultRow]:
         where, params = _window_filter(pump=pump, device=device, since=since_ns, until=until_ns)
-        sql = f"SELECT {_RESULT_COLUMNS} FROM results{where} ORDER BY t0_ns, device, epoch, seq"  # noqa: S608
+        sql = f"SELECT {_RESULT_COLUMNS} FROM results{where} ORDER BY "  # noqa: S608
+        sql += _NEWEST if newest_first else _OLDEST
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
 

@@ -5,14 +5,25 @@ from __future__ import annotations
 import argparse
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
-DEFAULT_STORE = "sqlite:///pumpwatch.db"
+
+def default_store_url() -> str:
+    """``$PUMPWATCH_STORE``, else the local stack's store.
+
+    ``pumpwatch up`` writes ``state/pumpwatch.db``; it is found by the rule
+    ``pumpwatch models`` finds ``state/registry`` by: ``$PUMPWATCH_STATE``, else ``./state``.
+    """
+    if env := os.environ.get("PUMPWATCH_STORE"):
+        return env
+    return f"sqlite:///{Path(os.environ.get('PUMPWATCH_STATE', 'state')) / 'pumpwatch.db'}"
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument(
-        "--store", help=f"results store URL (default: $PUMPWATCH_STORE or {DEFAULT_STORE})"
+        "--store", help="results store URL (default: $PUMPWATCH_STORE, else the local "
+        "stack's sqlite:///state/pumpwatch.db, state being $PUMPWATCH_STATE or ./state)"
     )
     g.add_argument("--config", help="take the store URL from this consumer config (TOML)")
 
@@ -24,7 +35,7 @@ def store_url(args: argparse.Namespace) -> str:
         from cloud.consumer import load_config
 
         return load_config(args.config).store.url
-    return os.environ.get("PUMPWATCH_STORE", DEFAULT_STORE)
+    return default_store_url()
 
 
 def iso_ns(text: str) -> int:

@@ -31,7 +31,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "as the agent computes",
     )
     p.add_argument("--loop", action="store_true", help="play the files again and again")
+    p.add_argument(
+        "--channel", action="append", type=channel_map, default=None,
+        metavar="SEL[=PUMP_CHANNEL]",
+        help="replay this recording channel (a name, 0-based column index or .mat variable "
+        "suffix such as FE_time, as `baseline fit --channel` takes it) as the pump's channel "
+        "PUMP_CHANNEL (default: the pump's channels in order); repeatable. Without it every "
+        "recording channel is replayed, mapped in order",
+    )
     p.set_defaults(func=run)
+
+
+def channel_map(text: str) -> tuple[str, str | None]:
+    """``FE_time=y`` -> ``("FE_time", "y")``; ``2`` -> ``("2", None)``."""
+    sel, sep, name = text.partition("=")
+    if not sel or (sep and not name):
+        raise argparse.ArgumentTypeError(f"expected SEL or SEL=PUMP_CHANNEL, got {text!r}")
+    return sel, name or None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,4 +62,5 @@ def run(args: argparse.Namespace) -> int:
         rpm=args.rpm,
         speed=args.speed,
         loop=args.loop,
+        channels=args.channel,
     )

@@ -32,7 +32,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", help="only this device")
     p.add_argument("--since", type=iso_ns, help="window start >= this ISO 8601 time")
     p.add_argument("--until", type=iso_ns, help="window start < this ISO 8601 time")
-    p.add_argument("--limit", type=int, default=None, help="at most this many rows")
+    p.add_argument("--limit", type=int, default=None,
+                   help="at most this many rows (the newest, unless --oldest-first)")
+    p.add_argument("--oldest-first", action="store_true",
+                   help="oldest row first (default: newest first)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument(
         "--dead-letters", action="store_true",
@@ -71,7 +74,7 @@ async def _query(args: argparse.Namespace) -> list[ResultRow] | list[DeadLetter]
             return await store.dead_letters(since_ns=args.since, limit=args.limit)
         return await store.results(
             pump=args.pump, device=args.device, since_ns=args.since, until_ns=args.until,
-            limit=args.limit,
+            limit=args.limit, newest_first=not args.oldest_first,
         )
     finally:
         await store.close()

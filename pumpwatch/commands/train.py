@@ -40,27 +40,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def eta_text(elapsed_s: float, i: int, n: int) -> str:
+    """``ETA 1m05s`` from the stage's mean time per step so far (``ETA --`` before step 1)."""
+    if i <= 0 or n <= 0:
+        return "ETA --"
+    left = round(elapsed_s / i * max(0, n - i))
+    return f"ETA {left // 60}m{left % 60:02d}s" if left >= 60 else f"ETA {left}s"
+
+
 class _Bar:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal).
+
+    Shows the total elapsed time and the stage's ETA (its mean time per step so far).
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.t0 = time.monotonic()
+        self.stage_t0 = self.t0
         self.stage = ""
 
     def __call__(self, stage: str, i: int, n: int) -> None:
         if self.quiet:
             return
-        if stage != self.stage and self.stage and self.tty:
-            sys.stderr.write("\n")
+        now = time.monotonic()
+        if stage != self.stage:
+            if self.stage and self.tty:
+                sys.stderr.write("\n")
+            self.stage_t0 = now
         self.stage = stage
         width = 30
         done = int(width * i / max(n, 1))
+        eta = "done" if i >= n else eta_text(now - self.stage_t0, i, n)
         line = (f"{stage:18s} [{'#' * done}{'.' * (width - done)}] {i}/{n} "
-                f"{time.monotonic() - self.t0:5.0f}s")
+                f"{now - self.t0:5.0f}s  {eta}")
         if self.tty:
-            sys.stderr.write("\r" + line)
+            sys.stderr.write("\r" + line + "\x1b[K")
             if i == n:
                 sys.stderr.write("\n")
         elif i == n or i % max(1, n // 10) == 0:

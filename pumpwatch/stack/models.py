@@ -26,13 +26,18 @@ def trained_dir(opts: StackOptions) -> Path:
 
 
 def ensure_trained(opts: StackOptions, *, quiet: bool = False) -> Path:
-    """``state/models/trained`` (``bundle/``, ``model.tar.gz``, metrics); trains if absent."""
+    """``state/models/trained`` (``bundle/``, ``model.tar.gz``, metrics); trains if absent.
+
+    ``pumpwatch train`` writes straight into the final directory (so the paths
+    its summary lines in ``train.log`` name stay true) and ``training.json``
+    last: a directory without it is an interrupted training and is redone.
+    """
     out = trained_dir(opts)
-    if (out / "model.tar.gz").is_file() and (out / "bundle").is_dir():
+    if all((out / name).exists() for name in ("model.tar.gz", "bundle", "training.json")):
         return out
-    tmp = out.with_name("trained.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    argv = pumpwatch_argv("--log-level", "WARNING", "train", "--out", str(tmp),
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out.with_name("trained.partial"), ignore_errors=True)  # older stacks' leftover
+    argv = pumpwatch_argv("--log-level", "WARNING", "train", "--out", str(out),
                           "--model-version", "stack-sim-mlp")
     if opts.train_pumps_per_class is not None:
         n = opts.train_pumps_per_class
@@ -45,12 +50,12 @@ def ensure_trained(opts: StackOptions, *, quiet: bool = False) -> Path:
     log = opts.path("logs", "train.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:
-        # progress bar on our stderr; the summary lines into the log
-        rc = subprocess.run(argv, stdout=fh, env=child_env(), check=False).returncode
+        # Progress bar on our stderr; the summary lines into the log. Its own session,
+        # so Ctrl-C reaches only the stack, which stops it and says what was interrupted.
+        rc = subprocess.run(argv, stdout=fh, env=child_env(), check=False,
+                            start_new_session=True).returncode
     if rc != 0:
         raise StackError(f"pumpwatch train failed (exit {rc}); see {log}")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return out
 
 

@@ -86,6 +86,11 @@ class Component:
         return "\n".join(text[-lines:])
 
 
+def log_name(component: str) -> str:
+    """``edge gw-01`` -> ``edge-gw-01.log``: no spaces in file names (shell-friendly)."""
+    return "-".join(component.split()) + ".log"
+
+
 @dataclass
 class Supervisor:
     """Owns the components' processes; :meth:`stop_all` leaves none behind."""
@@ -95,7 +100,7 @@ class Supervisor:
 
     def start(self, name: str, argv: Sequence[str], *, stop_timeout_s: float = 10.0) -> Component:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        comp = Component(name=name, argv=list(argv), log=self.log_dir / f"{name}.log",
+        comp = Component(name=name, argv=list(argv), log=self.log_dir / log_name(name),
                          stop_timeout_s=stop_timeout_s)
         with comp.log.open("ab") as out:
             out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())

@@ -37,6 +37,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from . import models
+from .lock import StateLock, StateLockedError
 from .monitor import StatusFeed, StoreView
 from .plan import (
     CONSUMER_ID,
@@ -89,6 +90,7 @@ class Stack:
         self.epochs: dict[str, int] = {}
         self._alarms: dict[str, Alarm] = {}
         self._in_shutdown = False
+        self.lock = StateLock(opts.state_dir)
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -318,7 +320,8 @@ class Stack:
     def _show(self) -> None:
         text = self.render()
         if self.live:
-            self.out.write("\x1b[H\x1b[2J" + text + "\n\nCtrl-C stops everything.\n")
+            width = shutil.get_terminal_size((120, 40)).columns
+            self.out.write(redraw(text + "\n\nCtrl-C stops everything.", width))
         else:
             self.out.write(text + "\n\n")
         self.out.flush()
@@ -349,7 +352,29 @@ class Stack:
 
     # -- modes -------------------------------------------------------------------------------
 
+    def _lock(self, prog: str) -> int | None:
+        """Take the state directory's lock; on refusal print why and return exit code 2."""
+        o = self.opts
+        try:
+            self.lock.acquire({"broker": o.broker_port, "dashboard": o.dashboard_port,
+                               "model server": o.endpoint_port})
+        except StateLockedError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr, flush=True)
+            return 2
+        return None
+
+    def _interrupted(self, prog: str) -> int:
+        """Ctrl-C: one line saying what was interrupted; exit code 130 (128 + SIGINT)."""
+        what = {"training": "while training the classifier (nothing deployed; the next "
+                "start trains again)",
+                "starting": "while starting the components"}.get(
+                    self.phase, f"during '{self.phase}'")
+        print(f"{prog}: interrupted (Ctrl-C) {what}; stopping", file=sys.stderr, flush=True)
+        return 130
+
     def run_up(self, *, refresh_s: float = 1.0) -> int:
+        if (refused := self._lock("pumpwatch up")) is not None:
+            return refused
         self._install_signals()
         try:
             self.preflight()
@@ -365,16 +390,21 @@ class Stack:
                     self._show()
                     last_print = now
                 self.stop_event.wait(refresh_s)
-            return 0 if self.stop_reason in ("SIGINT", "SIGTERM") else 1
+            if self.stop_reason == "SIGINT":
+                return self._interrupted("pumpwatch up")
+            return 0 if self.stop_reason == "SIGTERM" else 1
         except KeyboardInterrupt:
-            return 0
+            return self._interrupted("pumpwatch up")
         except StackError as exc:
             print(f"pumpwatch up: {exc}", file=sys.stderr, flush=True)
             return 1
         finally:
             self.shutdown()
+            self.lock.release()
 
     def run_demo(self, summary: Path | None) -> int:
+        if (refused := self._lock("pumpwatch demo")) is not None:
+            return refused
         self._install_signals()
         duration = self.opts.duration_s or 60.0
         try:
@@ -399,6 +429,8 @@ class Stack:
                     self._say(self._demo_line(time.monotonic() - t_start))
                 self.stop_event.wait(0.5)
             if self.stop_event.is_set():
+                if self.stop_reason == "SIGINT":
+                    return self._interrupted("pumpwatch demo")
                 self._say(f"demo interrupted ({self.stop_reason}); no summary written")
                 return 1
             self.sup.stop_many(edges)  # already exited; records their exit
@@ -413,12 +445,13 @@ class Stack:
                   and result["false_alarms"] == 0)
             return 0 if ok else 3
         except KeyboardInterrupt:
-            return 1
+            return self._interrupted("pumpwatch demo")
         except StackError as exc:
             print(f"pumpwatch demo: {exc}", file=sys.stderr, flush=True)
             return 1
         finally:
             self.shutdown()
+            self.lock.release()
 
     def _demo_line(self, elapsed: float) -> str:
         c = self.view.counts(self.run_start_ns)
@@ -498,6 +531,22 @@ class Stack:
             "healthy_s": self.opts.healthy_s,
             **verdict,
         }
+
+
+def redraw(text: str, width: int) -> str:
+    """The escape sequences that repaint ``text`` in place, each line cut to ``width``.
+
+    Cursor home, then every line overwritten and the rest of it erased
+    (``ESC[K``), then everything below erased (``ESC[J``): no full-screen
+    clear, so nothing flickers, and no line wraps, so the status keeps its shape
+    in a narrow terminal (a cut line ends in ``~``).
+    """
+    rows = []
+    for line in text.splitlines():
+        if len(line) > width:
+            line = line[: max(0, width - 1)] + "~"
+        rows.append(line + "\x1b[K")
+    return "\x1b[H" + "\n".join(rows) + "\n\x1b[J"
 
 
 def demo_options(opts: StackOptions, duration_s: float) -> StackOptions:
