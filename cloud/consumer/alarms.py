@@ -86,7 +86,7 @@ class AlarmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     def __post_init__(self) -> None:
         if self.raise_k > self.window_n:
-            raise ValueError(f"alarms.raise_k={self.raise_k} > alarms.window_n={self.window_n}")
+            raise ValueError(f"raise_k={self.raise_k} must be <= window_n={self.window_n}")
 
 
 def zone_of(velocity_mm_s: float, limits: tuple[float, float, float]) -> str:

@@ -2,7 +2,10 @@
 
 Every section and key is optional except what names the broker, endpoint and
 store you actually use; unknown keys are errors (a typo must not silently fall
-back to a default). See ``docs/consumer.md`` for the reference.
+back to a default). Checked by :mod:`dsp.config` section by section, so every
+mistake in a file is reported in one run, semantic ones included (an unknown
+store scheme, a batch smaller than a message). See ``docs/consumer.md`` for the
+reference.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from dsp.config import MqttSection, TlsSection, load
+
 from .alarms import AlarmConfig
 from .batcher import INVOKE_MAX_BYTES, Target
 from .errors import ConfigError
@@ -22,32 +27,29 @@ Pos = Annotated[float, msgspec.Meta(gt=0)]
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
-class TlsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    ca: str
-    cert: str | None = None
-    key: str | None = None
+TlsConfig = TlsSection  # one definition for the edge and the consumer (dsp.config)
+STORE_SCHEMES = ("sqlite", "postgres", "postgresql")  # cloud.store.make_store's
 
 
-class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    host: str = "localhost"
-    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
+class MqttConfig(MqttSection, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # host, port, username, password, tls, keepalive_s, session_expiry_s and
+    # reconnect_min_s/_max_s are the shared [mqtt] section's (dsp.config.MqttSection).
     # Stable per consumer instance: it names the persistent session at the broker.
     client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "pumpwatch-consumer"
     group: Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^/+#]+$")] = "pumpwatch"
     topic_root: Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^+#]+$")] = "pumpwatch"
-    session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)] = 7 * 86400
-    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
     # Unacknowledged messages the broker may have in flight to us (MQTT 5 Receive Maximum).
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
     max_payload: PosInt = 128 * 1024  # AWS IoT Core's limit
     published_property: str = "published_ns"  # MQTT user property carrying publish time (ns)
-    username: str | None = None
-    password: str | None = None
-    tls: TlsConfig | None = None
-    reconnect_min_s: Pos = 1.0
-    reconnect_max_s: Pos = 30.0
     # Publish {root}/sites/{site}/pumps/{pump}/condition (retained) and .../alarms.
     publish_results: bool = True
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.tls is not None and not self.tls.ca:
+            out.append("tls.ca is required (the CA that signed the broker's certificate)")
+        return out
 
     @property
     def subscription(self) -> str:
@@ -103,6 +105,13 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     prune_interval_s: Pos = 3600.0
     commit_max_rows: Annotated[int, msgspec.Meta(ge=1)] = 4096
 
+    def problems(self) -> list[str]:
+        scheme = self.url.split("://", 1)[0] if "://" in self.url else "sqlite"
+        if scheme not in STORE_SCHEMES:
+            return [f"url has an unknown scheme {scheme!r} ({self.url!r}; known: "
+                    f"{', '.join(STORE_SCHEMES)}, and a bare path is SQLite)"]
+        return []
+
 
 class ConsumerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     # Messages handed from the MQTT thread, not yet parsed. Must hold a full
@@ -130,26 +139,23 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     metrics: MetricsConfig = MetricsConfig()
 
     def __post_init__(self) -> None:
+        if found := self.problems():
+            raise ConfigError(found)
+
+    def problems(self) -> list[str]:
+        """Checks across sections (each section's own run when it is converted)."""
+        out: list[str] = []
         if self.endpoint.breaker_open_max_s < self.endpoint.breaker_open_s:
-            raise ConfigError(
-                f"endpoint.breaker_open_max_s={self.endpoint.breaker_open_max_s} < "
-                f"breaker_open_s={self.endpoint.breaker_open_s}"
-            )
+            out.append(f"[endpoint] breaker_open_max_s={self.endpoint.breaker_open_max_s} must "
+                       f"be >= breaker_open_s={self.endpoint.breaker_open_s}")
         if self.batch.max_bytes < self.mqtt.max_payload + 1024:
-            raise ConfigError(
-                f"batch.max_bytes={self.batch.max_bytes} must exceed mqtt.max_payload="
-                f"{self.mqtt.max_payload} (+1 KiB) so any accepted report fits a batch"
-            )
+            out.append(f"[batch] max_bytes={self.batch.max_bytes} must exceed [mqtt] "
+                       f"max_payload={self.mqtt.max_payload} (+1 KiB) so any accepted report "
+                       "fits a batch")
         if self.consumer.queue_size < self.mqtt.receive_maximum:
-            raise ConfigError(
-                f"consumer.queue_size={self.consumer.queue_size} must hold a full receive "
-                f"window (mqtt.receive_maximum={self.mqtt.receive_maximum})"
-            )
-        if self.mqtt.reconnect_max_s < self.mqtt.reconnect_min_s:
-            raise ConfigError(
-                f"mqtt.reconnect_max_s={self.mqtt.reconnect_max_s} < "
-                f"reconnect_min_s={self.mqtt.reconnect_min_s}"
-            )
+            out.append(f"[consumer] queue_size={self.consumer.queue_size} must hold a full "
+                       f"receive window ([mqtt] receive_maximum={self.mqtt.receive_maximum})")
+        return out
 
     def route(self, site: str, pump: str) -> Target:
         """The target for a pump: the first matching route, else the endpoint defaults."""
@@ -162,19 +168,21 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         return Target(self.endpoint.name, self.endpoint.target_model)
 
 
-def config_from_dict(data: dict[str, Any]) -> ConsumerConfig:
+def config_from_dict(data: dict[str, Any], *, source: str = "consumer config") -> ConsumerConfig:
+    """Check and build; :class:`ConfigError` lists every problem (with its TOML path)."""
     # TOML spells the list of routes [[route]]; accept both spellings.
     data = dict(data)
     if "route" in data:
         if "routes" in data:
-            raise ConfigError("give routes as [[route]] or routes = [...], not both")
+            raise ConfigError("give routes as [[route]] or routes = [...], not both",
+                              source=source)
         data["routes"] = data.pop("route")
     try:
-        return msgspec.convert(data, ConsumerConfig)
-    except (msgspec.ValidationError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"invalid consumer config: {exc}") from None
+        return load(data, ConsumerConfig, source=source)
+    except ConfigError as exc:  # raised by ConsumerConfig's own checks
+        raise ConfigError(exc.problems, source=source) from None
+    except ValueError as exc:  # dsp.config.ConfigProblems
+        raise ConfigError(getattr(exc, "problems", [str(exc)]), source=source) from None
 
 
 def load_config(path: str | Path) -> ConsumerConfig:
@@ -182,7 +190,7 @@ def load_config(path: str | Path) -> ConsumerConfig:
     try:
         data = tomllib.loads(p.read_text())
     except OSError as exc:
-        raise ConfigError(f"cannot read config {p}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {p} is not valid TOML: {exc}") from None
-    return config_from_dict(data)
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=str(p)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(p)) from None
+    return config_from_dict(data, source=str(p))

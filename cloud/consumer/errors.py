@@ -18,6 +18,7 @@ boundary each: :mod:`._validate`, :mod:`.endpoint`, :mod:`cloud.store.sqlite`.
 from __future__ import annotations
 
 from cloud.store import Identity, StoreError
+from dsp.config import ConfigProblems
 
 
 class ConsumerError(Exception):
@@ -58,8 +59,12 @@ class EndpointConfigError(EndpointUnavailableError):
     retryable = True
 
 
-class ConfigError(ConsumerError, ValueError):
-    """The configuration is invalid; the message names the setting and the value."""
+class ConfigError(ConsumerError, ConfigProblems):
+    """The configuration is invalid: ``problems`` names every setting and value at fault."""
+
+    def __init__(self, problems: str | list[str], *, source: str = "consumer config") -> None:
+        ConfigProblems.__init__(self, [problems] if isinstance(problems, str) else problems,
+                                source=source)
 
 
 __all__ = [

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        log.error("%s", exc)
+        log.error("%s", exc.report())  # every problem, one message; nothing started
         return 2
     if args.print_config:
         print(msgspec.json.encode(config).decode())

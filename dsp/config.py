@@ -1,0 +1,298 @@
+"""Config files as typed msgspec Structs, every mistake in a file reported at once.
+
+:func:`convert` turns a parsed TOML document into a Struct section by section:
+it walks the Struct's fields (and those of nested Structs, lists and tables of
+Structs, and dataclasses such as :class:`dsp.ReportConfig`), converts each
+value on its own, and collects every problem with its TOML path instead of
+stopping at the first (``[pumps.p01.bearings.0] n_balls must be >= 3, got
+1``). A section whose fields all convert is built, and its own ``problems()``
+method, if it has one, runs the semantic checks that span fields (``hop`` >
+``nfft``, ``segment_bytes`` > ``max_bytes``): they return a list of problems
+rather than raising. The caller adds checks across sections the same way.
+
+Why here: the edge, the cloud consumer and the simulator's pump files all
+use it; ``dsp`` is the one package each of them may import, and this is pure
+data conversion (no I/O, clocks or logging), as ``dsp`` must be. The shared
+sections (TLS, the MQTT connection) are defined once here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+
+import msgspec
+
+T = TypeVar("T")
+Path = tuple[str, ...]
+
+
+class ConfigProblems(ValueError):
+    """An invalid config: ``problems`` lists every problem, each with its TOML path."""
+
+    def __init__(self, problems: list[str], *, source: str = "config") -> None:
+        self.problems = list(problems)
+        self.source = source
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
+
+    def report(self) -> str:
+        """One message: every problem on its own line, each prefixed by the file."""
+        n = len(self.problems)
+        head = f"{self.source}: {n} problem{'s' if n != 1 else ''}"
+        return "\n".join([head, *(f"{self.source}: {p}" for p in self.problems)])
+
+
+# --- byte sizes ("512 MiB") -------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 10**6,
+          "MIB": 1024**2, "G": 10**9, "GB": 10**9, "GIB": 1024**3, "T": 10**12,
+          "TB": 10**12, "TIB": 1024**4}
+
+
+class ByteSize(int):
+    """A size in bytes, written as an integer or a string such as ``"512 MiB"``, ``"4MB"``."""
+
+
+def parse_size(value: object) -> int:
+    """``1073741824``, ``"1 GiB"``, ``"512MB"`` -> bytes (ValueError otherwise)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m and m.group(2).upper() in _UNITS:
+            return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    raise ValueError(f"must be a size (bytes, or e.g. '512 MiB'), got {value!r}")
+
+
+def dec_hook(type_: type, obj: object) -> object:
+    if type_ is ByteSize:
+        return ByteSize(parse_size(obj))
+    raise NotImplementedError(f"no conversion to {type_}")
+
+
+def schema_hook(type_: type) -> dict[str, Any]:
+    if type_ is ByteSize:
+        return {"anyOf": [{"type": "integer", "minimum": 0},
+                          {"type": "string", "pattern": _SIZE_RE.pattern}],
+                "description": "bytes, or a size such as '512 MiB'"}
+    raise NotImplementedError(f"no schema for {type_}")
+
+
+def json_schema(cls: type) -> dict[str, Any]:
+    """The JSON Schema of config Struct ``cls`` (for editors; sizes as integer or string)."""
+    return msgspec.json.schema(cls, schema_hook=schema_hook)
+
+
+# --- the walk -----------------------------------------------------------------------------------
+
+_BAD = object()  # a value that did not convert (its problems are recorded)
+
+
+def where(path: Path, key: str | None = None) -> str:
+    """``[pumps.p01.bearings.0] n_balls``; a top-level key alone; a section alone."""
+    section = f"[{'.'.join(path)}]" if path else ""
+    if key is None:
+        return section or "(top level)"
+    return f"{section} {key}" if section else key
+
+
+def _strip(tp: Any) -> Any:
+    """``Annotated[X, ...]`` -> ``X``."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _is_section(tp: Any) -> bool:
+    tp = _strip(tp)
+    return isinstance(tp, type) and (issubclass(tp, msgspec.Struct)
+                                     or dataclasses.is_dataclass(tp))
+
+
+def _union_args(tp: Any) -> tuple[Any, ...]:
+    tp = _strip(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        return get_args(tp)
+    return (tp,)
+
+
+def _explain(exc: msgspec.ValidationError, value: object) -> str:
+    """msgspec's ``Expected `int` >= 3`` -> ``must be >= 3, got 1``."""
+    msg = str(exc)
+    at = ""
+    if " - at `$" in msg:
+        msg, _, at = msg.partition(" - at `$")
+        at = at.rstrip("`")
+    if not msg.startswith("Expected "):
+        text = msg
+    else:
+        expected = msg.removeprefix("Expected ")
+        expected = re.sub(r", got `[^`]*`$", "", expected)
+        m = re.match(r"^`([^`]+)` (.+)$", expected)
+        expected = m.group(2) if m else expected.replace("`", "")
+        expected = expected.replace("null", "none").replace("matching regex", "matching")
+        text = f"must be {expected}, got {value!r}"
+    return f"{text} (at {at})" if at else text
+
+
+class _Walk:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def value(self, raw: object, tp: Any, path: Path, key: str) -> object:
+        here = (*path, key)
+        options = _union_args(tp)
+        sections = [o for o in options if _is_section(o)]
+        if sections and isinstance(raw, Mapping):
+            return self.section(raw, _strip(sections[0]), here)
+        origin = get_origin(_strip(tp))
+        if origin in (list, tuple) and isinstance(raw, list):
+            (item, *rest) = get_args(_strip(tp)) or (Any,)
+            if _needs_walk(item) and (origin is list or rest == [Ellipsis]):
+                out = []
+                bad = False
+                for i, elem in enumerate(raw):
+                    name = elem.get("id") if isinstance(elem, Mapping) else None
+                    label = name if isinstance(name, str) and name else str(i)
+                    got = self.value(elem, item, here, label)
+                    bad |= got is _BAD
+                    out.append(got)
+                if bad:
+                    return _BAD
+                return out if origin is list else tuple(out)
+        if origin is dict and isinstance(raw, Mapping):
+            _k, item = get_args(_strip(tp))
+            if _needs_walk(item):
+                d: dict[str, object] = {}
+                for k, v in raw.items():
+                    d[k] = self.value(v, item, here, str(k))
+                return _BAD if any(v is _BAD for v in d.values()) else d
+        if sections and len(options) == 1:
+            self.problems.append(f"{where(path, key)} must be a table, got {raw!r}")
+            return _BAD
+        return self.scalar(raw, tp, path, key)
+
+    def scalar(self, raw: object, tp: Any, path: Path, key: str) -> object:
+        try:
+            return msgspec.convert(raw, tp, dec_hook=dec_hook)
+        except msgspec.ValidationError as exc:
+            self.problems.append(f"{where(path, key)} {_explain(exc, raw)}")
+            return _BAD
+
+    def section(self, raw: Mapping[str, Any], cls: type, path: Path) -> object:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        if issubclass(cls, msgspec.Struct):
+            names = list(cls.__struct_fields__)
+            info = {f.name: f for f in msgspec.structs.fields(cls)}
+            required = {n for n in names if info[n].required}
+        else:
+            fields = {f.name: f for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                      if f.init}
+            names = list(fields)
+            required = {n for n, f in fields.items()
+                        if f.default is dataclasses.MISSING
+                        and f.default_factory is dataclasses.MISSING}
+        unknown = [k for k in raw if k not in names]
+        for k in unknown:
+            self.problems.append(f"{where(path, str(k))}: unknown key (known: {', '.join(names)})")
+        values: dict[str, object] = {}
+        for name in names:
+            if name not in raw:
+                if name in required:
+                    self.problems.append(f"{where(path, name)} is required")
+                    values[name] = _BAD
+                continue
+            values[name] = self.value(raw[name], hints[name], path, name)
+        if unknown or any(v is _BAD for v in values.values()):
+            return _BAD
+        try:
+            obj = cls(**values)
+        except ConfigProblems as exc:
+            self.problems += [f"{where(path)} {p}" if path else p for p in exc.problems]
+            return _BAD
+        except (ValueError, TypeError) as exc:
+            self.problems.append(f"{where(path)} {exc}")
+            return _BAD
+        check: Callable[[], list[str]] | None = getattr(obj, "problems", None)
+        if callable(check):
+            found = check()
+            self.problems += [f"{where(path)} {p}" if path else p for p in found]
+            if found:
+                return _BAD
+        return obj
+
+
+def _needs_walk(tp: Any) -> bool:
+    """Whether values of ``tp`` contain sections (so they are walked, not converted whole)."""
+    return any(_is_section(o) or (get_origin(_strip(o)) in (list, tuple, dict)
+               and any(_needs_walk(a) for a in get_args(_strip(o)) if a is not Ellipsis))
+               for o in _union_args(tp))
+
+
+def convert(data: Mapping[str, Any], cls: type[T], *,
+            checks: Callable[[T], list[str]] | None = None) -> tuple[T | None, list[str]]:
+    """``(config, [])``, or ``(None, every problem)``: ``data`` (parsed TOML) as ``cls``.
+
+    ``checks`` runs on a config whose sections all converted: problems across
+    sections, each already naming its path.
+    """
+    walk = _Walk()
+    obj = walk.section(data, cls, ())
+    if obj is _BAD:
+        return None, walk.problems
+    config = typing.cast(T, obj)
+    found = checks(config) if checks is not None else []
+    return (None, found) if found else (config, [])
+
+
+def load(data: Mapping[str, Any], cls: type[T], *, source: str,
+         checks: Callable[[T], list[str]] | None = None) -> T:
+    """:func:`convert`, raising :class:`ConfigProblems` (naming ``source``) on any problem."""
+    config, problems = convert(data, cls, checks=checks)  # type: ignore[arg-type]
+    if config is None:
+        raise ConfigProblems(problems, source=source)
+    return config
+
+
+# --- shared sections --------------------------------------------------------------------------
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PositiveS = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class TlsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[mqtt.tls]``: PEM files; ``cert`` and ``key`` together are the client's identity."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def problems(self) -> list[str]:
+        if bool(self.cert) != bool(self.key):
+            return ["give both cert and key (mutual TLS) or neither"]
+        return []
+
+
+class MqttSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[mqtt]``: the broker connection both the edge agent and the consumer make."""
+
+    host: str = "localhost"
+    port: Port = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: TlsSection | None = None
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)] = 7 * 86400
+    reconnect_min_s: PositiveS = 1.0
+    reconnect_max_s: PositiveS = 30.0
+
+    def problems(self) -> list[str]:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            return [f"reconnect_max_s={self.reconnect_max_s} must be >= "
+                    f"reconnect_min_s={self.reconnect_min_s}"]
+        return []
