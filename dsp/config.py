@@ -31,7 +31,7 @@ T = TypeVar("T")
 Path = tuple[str, ...]
 
 
-class ConfigProblems(ValueError):
+class InvalidConfigError(ValueError):
     """An invalid config: ``problems`` lists every problem, each with its TOML path."""
 
     def __init__(self, problems: list[str], *, source: str = "config") -> None:
@@ -212,7 +212,7 @@ class _Walk:
             return _BAD
         try:
             obj = cls(**values)
-        except ConfigProblems as exc:
+        except InvalidConfigError as exc:
             self.problems += [f"{where(path)} {p}" if path else p for p in exc.problems]
             return _BAD
         except (ValueError, TypeError) as exc:
@@ -252,10 +252,10 @@ def convert(data: Mapping[str, Any], cls: type[T], *,
 
 def load(data: Mapping[str, Any], cls: type[T], *, source: str,
          checks: Callable[[T], list[str]] | None = None) -> T:
-    """:func:`convert`, raising :class:`ConfigProblems` (naming ``source``) on any problem."""
+    """:func:`convert`, raising :class:`InvalidConfigError` (naming ``source``) on any problem."""
     config, problems = convert(data, cls, checks=checks)  # type: ignore[arg-type]
     if config is None:
-        raise ConfigProblems(problems, source=source)
+        raise InvalidConfigError(problems, source=source)
     return config
 
 

@@ -181,7 +181,7 @@ def config_from_dict(data: dict[str, Any], *, source: str = "consumer config") -
         return load(data, ConsumerConfig, source=source)
     except ConfigError as exc:  # raised by ConsumerConfig's own checks
         raise ConfigError(exc.problems, source=source) from None
-    except ValueError as exc:  # dsp.config.ConfigProblems
+    except ValueError as exc:  # dsp.config.InvalidConfigError
         raise ConfigError(getattr(exc, "problems", [str(exc)]), source=source) from None
 
 

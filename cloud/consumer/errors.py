@@ -18,7 +18,7 @@ boundary each: :mod:`._validate`, :mod:`.endpoint`, :mod:`cloud.store.sqlite`.
 from __future__ import annotations
 
 from cloud.store import Identity, StoreError
-from dsp.config import ConfigProblems
+from dsp.config import InvalidConfigError
 
 
 class ConsumerError(Exception):
@@ -59,11 +59,11 @@ class EndpointConfigError(EndpointUnavailableError):
     retryable = True
 
 
-class ConfigError(ConsumerError, ConfigProblems):
+class ConfigError(ConsumerError, InvalidConfigError):
     """The configuration is invalid: ``problems`` names every setting and value at fault."""
 
     def __init__(self, problems: str | list[str], *, source: str = "consumer config") -> None:
-        ConfigProblems.__init__(self, [problems] if isinstance(problems, str) else problems,
+        InvalidConfigError.__init__(self, [problems] if isinstance(problems, str) else problems,
                                 source=source)
 
 
