@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from . import quantize
 from ._validate import check_band, check_fs, check_hop, check_nfft
+from .config import InvalidConfigError
 from .envelope import envelope_spectrum, line_prominence
 from .features import ISO_ZONE_LIMITS, LineSpectrum, iso_zone, moments, psd_band_rms
 from .report import (
@@ -41,6 +42,13 @@ MAX_REPORT_BYTES = 5120  # one AWS IoT metering step
 # Quantized lines cost at most a byte each (incompressible worst case); the rest
 # of a report (names at their maximum length, features, asset) stays under ~1 kB.
 MAX_WIRE_LINES = 4000
+
+
+class ReportConfigError(InvalidConfigError):
+    """An invalid :class:`ReportConfig`: ``problems`` lists each; the message all of them."""
+
+    def __str__(self) -> str:
+        return "invalid report config: " + "; ".join(self.problems)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +80,7 @@ class ReportConfig:
     def __post_init__(self) -> None:
         problems = self.problems()
         if problems:
-            raise ValueError("invalid report config: " + "; ".join(problems))
+            raise ReportConfigError(problems, source="report config")
 
     def problems(self) -> list[str]:
         """Every problem with this config, each naming the value."""
@@ -86,7 +94,7 @@ class ReportConfig:
 
         check(check_fs, self.fs)
         check(check_nfft, self.nfft)
-        if not out:
+        if isinstance(self.nfft, int) and self.nfft >= 1:  # hop is judged against any nfft
             check(check_hop, self.hop, self.nfft)
         if self.window not in WINDOWS:
             out.append(f"window must be one of {WINDOWS}, got window={self.window!r}")

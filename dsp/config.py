@@ -8,7 +8,10 @@ stopping at the first (``[pumps.p01.bearings.0] n_balls must be >= 3, got
 1``). A section whose fields all convert is built, and its own ``problems()``
 method, if it has one, runs the semantic checks that span fields (``hop`` >
 ``nfft``, ``segment_bytes`` > ``max_bytes``): they return a list of problems
-rather than raising. The caller adds checks across sections the same way.
+rather than raising. A section with ``__config_shorthand__ = "field"`` may be
+written as a bare string, meaning ``{field = "..."}`` (a bearing by its
+designation, a channel by its name). Checks across sections get the sections that converted
+(:func:`convert`'s ``checks``), so one section's mistake hides no other.
 
 Why here: the edge, the cloud consumer and the simulator's pump files all
 use it; ``dsp`` is the one package each of them may import, and this is pure
@@ -143,6 +146,10 @@ def _explain(exc: msgspec.ValidationError, value: object) -> str:
 class _Walk:
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.top: dict[str, object] = {}  # the top-level fields that converted
+        # top-level sections that converted but failed their own problems(): still
+        # well-typed, so the checks across sections may look at them
+        self.typed: dict[str, object] = {}
 
     def value(self, raw: object, tp: Any, path: Path, key: str) -> object:
         here = (*path, key)
@@ -150,6 +157,10 @@ class _Walk:
         sections = [o for o in options if _is_section(o)]
         if sections and isinstance(raw, Mapping):
             return self.section(raw, _strip(sections[0]), here)
+        short = getattr(_strip(sections[0]), "__config_shorthand__", None) if sections else None
+        if isinstance(raw, str) and short:
+            # the section written as a string: {shorthand field: string}, checked as a table
+            return self.section({short: raw}, _strip(sections[0]), here)
         origin = get_origin(_strip(tp))
         if origin in (list, tuple) and isinstance(raw, list):
             (item, *rest) = get_args(_strip(tp)) or (Any,)
@@ -162,6 +173,9 @@ class _Walk:
                     got = self.value(elem, item, here, label)
                     bad |= got is _BAD
                     out.append(got)
+                if (short := _length_problem(tp, len(raw))) is not None:
+                    self.problems.append(f"{where(path, key)} {short}")
+                    return _BAD
                 if bad:
                     return _BAD
                 return out if origin is list else tuple(out)
@@ -208,6 +222,11 @@ class _Walk:
                     values[name] = _BAD
                 continue
             values[name] = self.value(raw[name], hints[name], path, name)
+        if not path:
+            self.top = {k: v for k, v in values.items() if v is not _BAD} | self.typed
+            for name in names:  # and the defaults of those not given
+                if name not in raw and name not in required:
+                    self.top[name] = _default(cls, name)
         if unknown or any(v is _BAD for v in values.values()):
             return _BAD
         try:
@@ -223,8 +242,36 @@ class _Walk:
             found = check()
             self.problems += [f"{where(path)} {p}" if path else p for p in found]
             if found:
+                if len(path) == 1:
+                    self.typed[path[0]] = obj
                 return _BAD
         return obj
+
+
+def _length_problem(tp: Any, n: int) -> str | None:
+    """The ``min_length`` / ``max_length`` of an ``Annotated`` list that ``n`` items break."""
+    while get_origin(tp) is Annotated:
+        tp, *metas = get_args(tp)
+        for m in metas:
+            if isinstance(m, msgspec.Meta):
+                if m.min_length is not None and n < m.min_length:
+                    return f"needs at least {m.min_length} item(s), got {n}"
+                if m.max_length is not None and n > m.max_length:
+                    return f"takes at most {m.max_length} item(s), got {n}"
+    return None
+
+
+def _default(cls: type, name: str) -> object:
+    """The default of field ``name`` of Struct or dataclass ``cls``."""
+    if issubclass(cls, msgspec.Struct):
+        info = next(f for f in msgspec.structs.fields(cls) if f.name == name)
+        if info.default_factory is not msgspec.NODEFAULT:
+            return info.default_factory()
+        return info.default
+    dc = next(f for f in dataclasses.fields(cls) if f.name == name)  # type: ignore[arg-type]
+    if dc.default_factory is not dataclasses.MISSING:
+        return dc.default_factory()
+    return dc.default
 
 
 def _needs_walk(tp: Any) -> bool:
@@ -234,26 +281,31 @@ def _needs_walk(tp: Any) -> bool:
                for o in _union_args(tp))
 
 
+Checks = Callable[[Mapping[str, Any]], list[str]]
+
+
 def convert(data: Mapping[str, Any], cls: type[T], *,
-            checks: Callable[[T], list[str]] | None = None) -> tuple[T | None, list[str]]:
+            checks: Checks | None = None) -> tuple[T | None, list[str]]:
     """``(config, [])``, or ``(None, every problem)``: ``data`` (parsed TOML) as ``cls``.
 
-    ``checks`` runs on a config whose sections all converted: problems across
-    sections, each already naming its path.
+    ``checks`` are the problems across sections: it gets the top-level fields
+    that converted (name -> value; one that did not is absent), so a check runs
+    whenever the sections it needs are valid, whatever else is wrong, and
+    returns its problems, each naming its path.
     """
     walk = _Walk()
     obj = walk.section(data, cls, ())
-    if obj is _BAD:
-        return None, walk.problems
-    config = typing.cast(T, obj)
-    found = checks(config) if checks is not None else []
-    return (None, found) if found else (config, [])
+    found = checks(walk.top) if checks is not None else []
+    problems = walk.problems + [p for p in found if p not in walk.problems]
+    if obj is _BAD or problems:
+        return None, problems
+    return typing.cast(T, obj), []
 
 
 def load(data: Mapping[str, Any], cls: type[T], *, source: str,
-         checks: Callable[[T], list[str]] | None = None) -> T:
+         checks: Checks | None = None) -> T:
     """:func:`convert`, raising :class:`InvalidConfigError` (naming ``source``) on any problem."""
-    config, problems = convert(data, cls, checks=checks)  # type: ignore[arg-type]
+    config, problems = convert(data, cls, checks=checks)
     if config is None:
         raise InvalidConfigError(problems, source=source)
     return config

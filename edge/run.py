@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+import msgspec
+
 from simulator.source import Source
 
 from .agent import Agent
@@ -142,8 +144,8 @@ def replay_config(
         report = rc
     if problems:
         raise ConfigError(problems, source=cfg.path or "config")
-    spool = dataclasses.replace(cfg.spool, path=cfg.spool.path.rstrip("/") + "-replay")
-    source = dataclasses.replace(cfg.source, kind="replay")
+    spool = msgspec.structs.replace(cfg.spool, path=cfg.spool.path.rstrip("/") + "-replay")
+    source = msgspec.structs.replace(cfg.source, kind="replay")
     return dataclasses.replace(cfg, pumps=(pump,), report=report, spool=spool, source=source)
 
 

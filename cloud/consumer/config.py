@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -139,23 +140,8 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     metrics: MetricsConfig = MetricsConfig()
 
     def __post_init__(self) -> None:
-        if found := self.problems():
+        if found := cross_checks({f: getattr(self, f) for f in self.__struct_fields__}):
             raise ConfigError(found)
-
-    def problems(self) -> list[str]:
-        """Checks across sections (each section's own run when it is converted)."""
-        out: list[str] = []
-        if self.endpoint.breaker_open_max_s < self.endpoint.breaker_open_s:
-            out.append(f"[endpoint] breaker_open_max_s={self.endpoint.breaker_open_max_s} must "
-                       f"be >= breaker_open_s={self.endpoint.breaker_open_s}")
-        if self.batch.max_bytes < self.mqtt.max_payload + 1024:
-            out.append(f"[batch] max_bytes={self.batch.max_bytes} must exceed [mqtt] "
-                       f"max_payload={self.mqtt.max_payload} (+1 KiB) so any accepted report "
-                       "fits a batch")
-        if self.consumer.queue_size < self.mqtt.receive_maximum:
-            out.append(f"[consumer] queue_size={self.consumer.queue_size} must hold a full "
-                       f"receive window ([mqtt] receive_maximum={self.mqtt.receive_maximum})")
-        return out
 
     def route(self, site: str, pump: str) -> Target:
         """The target for a pump: the first matching route, else the endpoint defaults."""
@@ -168,6 +154,27 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         return Target(self.endpoint.name, self.endpoint.target_model)
 
 
+def cross_checks(ok: Mapping[str, Any]) -> list[str]:
+    """Problems across sections, each checked when the sections it needs are valid."""
+    out: list[str] = []
+    mqtt, batch, endpoint, consumer = (ok.get(k) for k in ("mqtt", "batch", "endpoint",
+                                                           "consumer"))
+    if isinstance(endpoint, EndpointConfig) and \
+            endpoint.breaker_open_max_s < endpoint.breaker_open_s:
+        out.append(f"[endpoint] breaker_open_max_s={endpoint.breaker_open_max_s} must "
+                   f"be >= breaker_open_s={endpoint.breaker_open_s}")
+    if isinstance(mqtt, MqttConfig) and isinstance(batch, BatchConfig) and \
+            batch.max_bytes < mqtt.max_payload + 1024:
+        out.append(f"[batch] max_bytes={batch.max_bytes} must exceed [mqtt] "
+                   f"max_payload={mqtt.max_payload} (+1 KiB) so any accepted report "
+                   "fits a batch")
+    if isinstance(mqtt, MqttConfig) and isinstance(consumer, ConsumerSection) and \
+            consumer.queue_size < mqtt.receive_maximum:
+        out.append(f"[consumer] queue_size={consumer.queue_size} must hold a full "
+                   f"receive window ([mqtt] receive_maximum={mqtt.receive_maximum})")
+    return out
+
+
 def config_from_dict(data: dict[str, Any], *, source: str = "consumer config") -> ConsumerConfig:
     """Check and build; :class:`ConfigError` lists every problem (with its TOML path)."""
     # TOML spells the list of routes [[route]]; accept both spellings.
@@ -178,7 +185,7 @@ def config_from_dict(data: dict[str, Any], *, source: str = "consumer config") -
                               source=source)
         data["routes"] = data.pop("route")
     try:
-        return load(data, ConsumerConfig, source=source)
+        return load(data, ConsumerConfig, source=source, checks=cross_checks)
     except ConfigError as exc:  # raised by ConsumerConfig's own checks
         raise ConfigError(exc.problems, source=source) from None
     except ValueError as exc:  # dsp.config.InvalidConfigError

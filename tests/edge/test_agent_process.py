@@ -127,14 +127,16 @@ def test_invalid_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
     )
     assert p.returncode == 2, p.stderr
     err = p.stderr
+    src = f"{cfg_path}: "
     for needle in (
-        "device must be",
-        "nfft must be a power of two",
-        "mqtt.port",
-        "spool.max_bytes",
-        "nonesuch",
-        "at least one channel",
-        "surprise",
+        "device must be 1-128 characters",
+        "[report] nfft must be a power of two",
+        "[report] lines",
+        "[mqtt] port must be >= 1, got 0",
+        "[spool] max_bytes must be a size",
+        "[pumps.p1.bearings.0] unknown bearing designation 'nonesuch'",
+        "[pumps.p1] channels needs at least 1 item(s), got 0",
+        "surprise: unknown key",
     ):
-        assert needle in err, f"{needle!r} not in:\n{err}"
-    assert err.count("\n  - ") >= 7
+        assert src + needle in err, f"{needle!r} not in:\n{err}"
+    assert err.count(src) >= 8

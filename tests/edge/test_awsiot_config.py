@@ -64,6 +64,6 @@ def test_tls_files_must_exist_and_come_in_pairs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         build(d)
     assert err.value.problems == [
-        f"mqtt.tls.ca: no such file {str(tmp_path / 'nope.crt')!r}",
-        "mqtt.tls: give both cert and key (mutual TLS) or neither",
+        f"[mqtt.tls] ca: no such file {str(tmp_path / 'nope.crt')!r}",
+        "[mqtt.tls] give both cert and key (mutual TLS) or neither",
     ]

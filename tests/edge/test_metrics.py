@@ -75,7 +75,7 @@ def test_metrics_port_is_off_by_default_and_checked(tmp_path: Path) -> None:
     assert build(edge_config(tmp_path, 1883)).status.metrics_port is None
     d = edge_config(tmp_path, 1883)
     d["status"]["metrics_port"] = 70000
-    with pytest.raises(ConfigError, match=r"status\.metrics_port must be a port number"):
+    with pytest.raises(ConfigError, match=r"\[status\] metrics_port must be <= 65535, got 70000"):
         build(d)
 
 

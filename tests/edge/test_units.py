@@ -143,7 +143,9 @@ def test_config_lists_every_problem_and_resolves_bearings(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as e:
         config_from_dict(d)
     text = e.value.report()
-    assert "mqtt.inflight" in text and "status.interval_s" in text and "vanes" in text
+    assert "[mqtt] inflight must be >= 1, got 0" in text
+    assert "[status] interval_s must be > 0.0, got -1" in text
+    assert "[pumps.p1] vanes must be <= 64, got 500" in text
     assert parse_size("1 GiB") == 1 << 30 and parse_size("512MB") == 512 * 10**6
 
 
