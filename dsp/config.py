@@ -26,7 +26,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
@@ -118,9 +118,9 @@ def _is_section(tp: Any) -> bool:
 
 
 def _union_args(tp: Any) -> tuple[Any, ...]:
-    tp = _strip(tp)
-    if get_origin(tp) in (Union, types.UnionType):
-        return get_args(tp)
+    """The members of a union (each as written, ``Annotated`` kept), or ``(tp,)``."""
+    if get_origin(_strip(tp)) in (Union, types.UnionType):
+        return get_args(_strip(tp))
     return (tp,)
 
 
@@ -161,9 +161,14 @@ class _Walk:
         if isinstance(raw, str) and short:
             # the section written as a string: {shorthand field: string}, checked as a table
             return self.section({short: raw}, _strip(sections[0]), here)
-        origin = get_origin(_strip(tp))
+        # the union member a list or table value is for (``list[X] | None``, ...)
+        kind = (list, tuple) if isinstance(raw, list) else (dict,) if isinstance(
+            raw, Mapping) else ()
+        chosen = next((o for o in options if get_origin(_strip(o)) in kind), None)
+        member = _strip(chosen)
+        origin = get_origin(member) if chosen is not None else None
         if origin in (list, tuple) and isinstance(raw, list):
-            (item, *rest) = get_args(_strip(tp)) or (Any,)
+            (item, *rest) = get_args(member) or (Any,)
             if _needs_walk(item) and (origin is list or rest == [Ellipsis]):
                 out = []
                 bad = False
@@ -173,14 +178,14 @@ class _Walk:
                     got = self.value(elem, item, here, label)
                     bad |= got is _BAD
                     out.append(got)
-                if (short := _length_problem(tp, len(raw))) is not None:
+                if (short := _length_problem(chosen, len(raw))) is not None:
                     self.problems.append(f"{where(path, key)} {short}")
                     return _BAD
                 if bad:
                     return _BAD
                 return out if origin is list else tuple(out)
         if origin is dict and isinstance(raw, Mapping):
-            _k, item = get_args(_strip(tp))
+            _k, item = get_args(member)
             if _needs_walk(item):
                 d: dict[str, object] = {}
                 for k, v in raw.items():
@@ -195,7 +200,12 @@ class _Walk:
         try:
             return msgspec.convert(raw, tp, dec_hook=dec_hook)
         except msgspec.ValidationError as exc:
-            self.problems.append(f"{where(path, key)} {_explain(exc, raw)}")
+            choices = [a for o in _union_args(tp) if get_origin(_strip(o)) is Literal
+                       for a in get_args(_strip(o))]
+            text = (f"must be one of {', '.join(map(repr, choices))}, got {raw!r}"
+                    if choices and str(exc).startswith("Invalid enum value")
+                    else _explain(exc, raw))
+            self.problems.append(f"{where(path, key)} {text}")
             return _BAD
 
     def section(self, raw: Mapping[str, Any], cls: type, path: Path) -> object:

@@ -47,16 +47,18 @@ Units: rpm, Hz, seconds, mm, m/s^2. Severity 1 is a machine due for repair
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
+import msgspec
 import numpy as np
 from numpy.typing import NDArray
+
+from dsp.config import InvalidConfigError, convert
 
 from .bearings import BearingGeometry, lookup_bearing
 
@@ -82,8 +84,16 @@ Progression = Literal["linear", "exponential"]
 G = 9.80665  # m/s^2 per g
 
 
-class PumpConfigError(ValueError):
-    """A pump configuration that cannot be used; the message names the file and the key."""
+class PumpConfigError(InvalidConfigError):
+    """A pump configuration that cannot be used; ``problems`` names each key at fault and the
+    message names the file too.
+
+    Also raised with one message (``PumpConfigError("fs must be ...")``) by the
+    configuration classes' own checks.
+    """
+
+    def __init__(self, problems: str | list[str], *, source: str = "pump config") -> None:
+        super().__init__([problems] if isinstance(problems, str) else problems, source=source)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -399,104 +409,104 @@ class PumpConfig:
 
 # --- loading -----------------------------------------------------------------------------
 
-_TOP_KEYS = {
-    "name",
-    "fs",
-    "speed",
-    "rpm",
-    "vanes",
-    "bearings",
-    "sensors",
-    "resonances",
-    "noise_floor",
-    "iso_group",
-    "foundation",
-    "kind",
-    "faults",
-}
+
+class BearingFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A pump file's bearing: a designation (built-in table) or its geometry (mm, degrees)."""
+
+    __config_shorthand__: ClassVar[str] = "designation"  # "6205" = {designation = "6205"}
+
+    designation: str | None = None
+    n_balls: int | None = None
+    ball_d_mm: float | None = None
+    pitch_d_mm: float | None = None
+    contact_deg: float = 0.0
+    location: str = "DE"
+
+    def problems(self) -> list[str]:
+        try:
+            self.bearing()
+        except KeyError as exc:  # UnknownBearingError
+            return [str(exc)]
+        except ValueError as exc:
+            return [str(exc)]
+        return []
+
+    def bearing(self) -> PumpBearing:
+        if self.n_balls is not None:
+            if self.ball_d_mm is None or self.pitch_d_mm is None:
+                raise ValueError("n_balls needs ball_d_mm and pitch_d_mm")
+            return PumpBearing(BearingGeometry(self.designation, self.n_balls, self.ball_d_mm,
+                                               self.pitch_d_mm, self.contact_deg), self.location)
+        if self.designation is None:
+            raise ValueError("give a designation or n_balls, ball_d_mm, pitch_d_mm")
+        return PumpBearing(lookup_bearing(self.designation), self.location)
+
+
+class PumpFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A pump file (``pumpwatch simulate --pump``, an edge pump's ``simulate``) as written.
+
+    Absent keys take :class:`PumpConfig`'s defaults; ``rpm`` is a constant
+    speed, the shorthand of a ``[speed]`` table.
+    """
+
+    name: str = "pump1"
+    fs: float = 25600.0
+    speed: SpeedProfile | None = None
+    rpm: float | None = None
+    vanes: int = 6
+    bearings: list[str | BearingFile] | None = None
+    sensors: list[SensorConfig] | None = None
+    resonances: list[Resonance] | None = None
+    noise_floor: float = 0.02
+    iso_group: Literal[1, 2] = 2
+    foundation: Literal["rigid", "flexible"] = "rigid"
+    kind: str = "centrifugal pump"
+    faults: list[FaultConfig] = []
+
+    def problems(self) -> list[str]:
+        """The checks across keys, as :class:`PumpConfig` makes them (first found)."""
+        if self.rpm is not None and self.speed is not None:
+            return ["give either rpm or [speed], not both"]
+        try:
+            self.pump()
+        except (PumpConfigError, ValueError) as exc:
+            return [str(exc)]
+        return []
+
+    def pump(self) -> PumpConfig:
+        kw: dict[str, Any] = {k: getattr(self, k) for k in (
+            "name", "fs", "vanes", "noise_floor", "iso_group", "foundation", "kind")}
+        kw["fs"] = float(self.fs)
+        if self.speed is not None:
+            kw["speed"] = self.speed
+        if self.rpm is not None:
+            kw["speed"] = SpeedProfile(rpm=float(self.rpm))
+        if self.bearings is not None:
+            kw["bearings"] = tuple((BearingFile(designation=b) if isinstance(b, str) else b)
+                                   .bearing() for b in self.bearings)
+        if self.sensors is not None:
+            kw["sensors"] = tuple(self.sensors)
+        if self.resonances is not None:
+            kw["resonances"] = tuple(self.resonances)
+        kw["faults"] = tuple(self.faults)
+        return PumpConfig(**kw)
 
 
 def _check_keys(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(d) - allowed)
     if unknown:
-        raise PumpConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(allowed)}")
-
-
-def _fields(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-_BEARING_KEYS = {"designation", "n_balls", "ball_d_mm", "pitch_d_mm", "contact_deg", "location"}
-
-
-def _bearing_from(d: Mapping[str, Any] | str, where: str) -> PumpBearing:
-    if isinstance(d, str):
-        return PumpBearing(lookup_bearing(d))
-    _check_keys(d, _BEARING_KEYS, where)
-    loc = str(d.get("location", "DE"))
-    if "n_balls" in d:
-        try:
-            geo = BearingGeometry(
-                d.get("designation"),
-                int(d["n_balls"]),
-                float(d["ball_d_mm"]),
-                float(d["pitch_d_mm"]),
-                float(d.get("contact_deg", 0.0)),
-            )
-        except KeyError as exc:
-            raise PumpConfigError(f"{where}: missing {exc.args[0]!r}") from None
-        return PumpBearing(geo, loc)
-    if "designation" not in d:
-        raise PumpConfigError(f"{where}: give a designation or n_balls, ball_d_mm, pitch_d_mm")
-    return PumpBearing(lookup_bearing(str(d["designation"])), loc)
+        raise PumpConfigError(f"unknown key(s) {unknown}; known: {sorted(allowed)}",
+                              source=where)
 
 
 def pump_config_from_dict(d: Mapping[str, Any], *, where: str = "pump config") -> PumpConfig:
-    """Build a :class:`PumpConfig` from parsed TOML/JSON; errors name ``where`` and the key."""
-    try:
-        _check_keys(d, _TOP_KEYS, where)
-        scalars = ("name", "fs", "vanes", "noise_floor", "iso_group", "foundation", "kind")
-        kw: dict[str, Any] = {k: d[k] for k in scalars if k in d}
-        if "fs" in kw:
-            kw["fs"] = float(kw["fs"])
-        if "speed" in d:
-            sp = d["speed"]
-            _check_keys(sp, _fields(SpeedProfile), f"{where} [speed]")
-            kw["speed"] = SpeedProfile(**sp)
-        if "rpm" in d:
-            if "speed" in d:
-                raise PumpConfigError(f"{where}: give either rpm or [speed], not both")
-            kw["speed"] = SpeedProfile(rpm=float(d["rpm"]))
-        if "bearings" in d:
-            kw["bearings"] = tuple(
-                _bearing_from(b, f"{where} bearings[{i}]") for i, b in enumerate(d["bearings"])
-            )
-        if "sensors" in d:
-            sensors = []
-            for i, s in enumerate(d["sensors"]):
-                _check_keys(s, _fields(SensorConfig), f"{where} sensors[{i}]")
-                sensors.append(SensorConfig(**s))
-            kw["sensors"] = tuple(sensors)
-        if "resonances" in d and d["resonances"] is not None:
-            res = []
-            for i, r in enumerate(d["resonances"]):
-                _check_keys(r, _fields(Resonance), f"{where} resonances[{i}]")
-                res.append(Resonance(**r))
-            kw["resonances"] = tuple(res)
-        if "faults" in d:
-            faults = []
-            for i, f in enumerate(d["faults"]):
-                _check_keys(f, _fields(FaultConfig), f"{where} faults[{i}]")
-                faults.append(FaultConfig(**f))
-            kw["faults"] = tuple(faults)
-        return PumpConfig(**kw)
-    except PumpConfigError as exc:
-        msg = str(exc)
-        raise PumpConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-    except KeyError as exc:  # UnknownBearingError
-        raise PumpConfigError(f"{where}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise PumpConfigError(f"{where}: {exc}") from None
+    """Build a :class:`PumpConfig` from parsed TOML/JSON; :class:`PumpConfigError` lists every
+    problem, each naming ``where`` and its TOML path (checked section by section by
+    :mod:`dsp.config`)."""
+    file, problems = convert(d, PumpFile)
+    if file is None:
+        raise PumpConfigError(problems, source=where)
+    return file.pump()
 
 
 def load_pump_config(path: str | Path) -> PumpConfig:
@@ -505,9 +515,10 @@ def load_pump_config(path: str | Path) -> PumpConfig:
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise PumpConfigError(f"{p}: cannot read pump config: {exc.strerror or exc}") from None
+        raise PumpConfigError(f"cannot read pump config: {exc.strerror or exc}",
+                              source=str(p)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PumpConfigError(f"{p}: not valid TOML: {exc}") from None
+        raise PumpConfigError(f"not valid TOML: {exc}", source=str(p)) from None
     return pump_config_from_dict(data, where=str(p))
 
 
@@ -629,9 +640,10 @@ def load_fleet_config(path: str | Path) -> list[PumpConfig]:
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise PumpConfigError(f"{p}: cannot read fleet config: {exc.strerror or exc}") from None
+        raise PumpConfigError(f"cannot read fleet config: {exc.strerror or exc}",
+                              source=str(p)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PumpConfigError(f"{p}: not valid TOML: {exc}") from None
+        raise PumpConfigError(f"not valid TOML: {exc}", source=str(p)) from None
     _check_keys(data, {"fleet", "pump"}, str(p))
     pumps = [
         pump_config_from_dict(d, where=f"{p} pump[{i}]") for i, d in enumerate(data.get("pump", []))
@@ -643,12 +655,12 @@ def load_fleet_config(path: str | Path) -> list[PumpConfig]:
         try:
             generated = fleet_configs(int(n), **f)
         except TypeError as exc:
-            raise PumpConfigError(f"{p} [fleet]: {exc}") from None
+            raise PumpConfigError(f"[fleet] {exc}", source=str(p)) from None
         taken = {q.name for q in pumps}
         pumps += [q for q in generated if q.name not in taken]
     if not pumps:
-        raise PumpConfigError(f"{p}: no pumps (give [fleet] or [[pump]] tables)")
+        raise PumpConfigError("no pumps (give [fleet] or [[pump]] tables)", source=str(p))
     names = [q.name for q in pumps]
     if len(set(names)) != len(names):
-        raise PumpConfigError(f"{p}: pump names must be unique, got {names}")
+        raise PumpConfigError(f"pump names must be unique, got {names}", source=str(p))
     return pumps
