@@ -57,10 +57,6 @@ _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 1
           "TB": 10**12, "TIB": 1024**4}
 
 
-class ByteSize(int):
-    """A size in bytes, written as an integer or a string such as ``"512 MiB"``, ``"4MB"``."""
-
-
 def parse_size(value: object) -> int:
     """``1073741824``, ``"1 GiB"``, ``"512MB"`` -> bytes (ValueError otherwise)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -72,23 +68,38 @@ def parse_size(value: object) -> int:
     raise ValueError(f"must be a size (bytes, or e.g. '512 MiB'), got {value!r}")
 
 
-def dec_hook(type_: type, obj: object) -> object:
-    if type_ is ByteSize:
-        return ByteSize(parse_size(obj))
-    raise NotImplementedError(f"no conversion to {type_}")
+_SIZE_FLAG = "pumpwatch_size"
+#: Bytes, written as an integer or a string such as ``"512 MiB"`` (converted by :func:`convert`).
+ByteSize = Annotated[int, msgspec.Meta(
+    ge=0, extra={_SIZE_FLAG: True},
+    extra_json_schema={"x-size": True})]
 
 
-def schema_hook(type_: type) -> dict[str, Any]:
-    if type_ is ByteSize:
-        return {"anyOf": [{"type": "integer", "minimum": 0},
-                          {"type": "string", "pattern": _SIZE_RE.pattern}],
-                "description": "bytes, or a size such as '512 MiB'"}
-    raise NotImplementedError(f"no schema for {type_}")
+def _is_size(tp: Any) -> bool:
+    while get_origin(tp) is Annotated:
+        tp, *metas = get_args(tp)
+        if any(isinstance(m, msgspec.Meta) and (m.extra or {}).get(_SIZE_FLAG) for m in metas):
+            return True
+    return False
 
 
 def json_schema(cls: type) -> dict[str, Any]:
     """The JSON Schema of config Struct ``cls`` (for editors; sizes as integer or string)."""
-    return msgspec.json.schema(cls, schema_hook=schema_hook)
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.pop("x-size", False):
+                keep = {k: v for k, v in node.items() if k in ("default", "title")}
+                return {**keep, "description": "bytes, or a size such as '512 MiB'",
+                        "anyOf": [{"type": "integer", "minimum": 0},
+                                  {"type": "string", "pattern": _SIZE_RE.pattern}]}
+            return {k: fix(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    out: dict[str, Any] = fix(msgspec.json.schema(cls))
+    return out
 
 
 # --- the walk -----------------------------------------------------------------------------------
@@ -197,8 +208,14 @@ class _Walk:
         return self.scalar(raw, tp, path, key)
 
     def scalar(self, raw: object, tp: Any, path: Path, key: str) -> object:
+        if isinstance(raw, str) and _is_size(tp):
+            try:
+                raw = parse_size(raw)
+            except ValueError as exc:
+                self.problems.append(f"{where(path, key)} {exc}")
+                return _BAD
         try:
-            return msgspec.convert(raw, tp, dec_hook=dec_hook)
+            return msgspec.convert(raw, tp)
         except msgspec.ValidationError as exc:
             choices = [a for o in _union_args(tp) if get_origin(_strip(o)) is Literal
                        for a in get_args(_strip(o))]

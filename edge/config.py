@@ -77,7 +77,7 @@ class MqttConfig(MqttSection, frozen=True, kw_only=True, forbid_unknown_fields=T
     client_id: Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9_.:-]{1,128})?$")] = ""
     topic_prefix: Annotated[str, msgspec.Meta(
         pattern=r"^[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*$")] = "pumpwatch"
-    max_message_bytes: ByteSize = ByteSize(AWS_MAX_MESSAGE)
+    max_message_bytes: ByteSize = AWS_MAX_MESSAGE
     publish_rate: PositiveS = 100.0  # publishes per second (AWS IoT: 100)
     # unacknowledged QoS 1 report messages (awsiot default: 100)
     inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 20
@@ -88,7 +88,7 @@ class MqttConfig(MqttSection, frozen=True, kw_only=True, forbid_unknown_fields=T
         out = super().problems()
         if not 8 * 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
             out.append(f"max_message_bytes must be in 8 KiB..256 MiB, got "
-                       f"{int(self.max_message_bytes)}")
+                       f"{self.max_message_bytes}")
         if self.transport == "awsiot":
             out += self._awsiot_problems()
         return out
@@ -101,7 +101,7 @@ class MqttConfig(MqttSection, frozen=True, kw_only=True, forbid_unknown_fields=T
                        "certificate)")
         if self.max_message_bytes > AWS_MAX_MESSAGE:
             out.append(f"max_message_bytes must be <= 128 KiB for awsiot, got "
-                       f"{int(self.max_message_bytes)}")
+                       f"{self.max_message_bytes}")
         if self.publish_rate > AWS_MAX_PUBLISH_RATE:
             out.append(f"publish_rate must be <= 100/s for awsiot, got {self.publish_rate}")
         if self.inflight > AWS_MAX_INFLIGHT:
@@ -115,20 +115,20 @@ class MqttConfig(MqttSection, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     path: str = "/var/lib/pumpwatch/spool"  # relative: to the config file's folder
-    max_bytes: ByteSize = ByteSize(1024**3)
-    segment_bytes: ByteSize = ByteSize(4 * 1024**2)  # at most max_bytes / 4
+    max_bytes: ByteSize = 1024**3
+    segment_bytes: ByteSize = 4 * 1024**2  # at most max_bytes / 4
     fsync: bool = True
 
     def problems(self) -> list[str]:
         out = []
         if self.max_bytes < 64 * 1024:
-            out.append(f"max_bytes must be >= 64 KiB, got {int(self.max_bytes)}")
+            out.append(f"max_bytes must be >= 64 KiB, got {self.max_bytes}")
         if self.segment_bytes < 16 * 1024:
-            out.append(f"segment_bytes must be >= 16 KiB, got {int(self.segment_bytes)}")
+            out.append(f"segment_bytes must be >= 16 KiB, got {self.segment_bytes}")
         elif self.segment_bytes > self.max_bytes // 4:
             # the spool drops whole segments: at least four must fit
-            out.append(f"segment_bytes={int(self.segment_bytes)} must be <= max_bytes / 4 "
-                       f"({int(self.max_bytes) // 4})")
+            out.append(f"segment_bytes={self.segment_bytes} must be <= max_bytes / 4 "
+                       f"({self.max_bytes // 4})")
         return out
 
 
