@@ -80,17 +80,33 @@ FAULTS = ("bearing_inner", "bearing_outer", "bearing_ball")
 
 @dataclass(frozen=True)
 class Stream:
-    """One recording played as one pump's channel, and what its label should be."""
+    """Recordings of one pump's channel, and what their label should be.
+
+    Each recording is a separate acquisition (a file), replayed on its own as one
+    ``pumpwatch replay FILE`` run does: an IMS snapshot is 1.024 s recorded 5 min
+    after the previous one, so no report spans two of them.
+    """
 
     name: str  # key in ``per_file``
     truth: str  # the class the label should name (``sensor_fault`` for variants)
-    recording: Recording  # one channel, m/s^2
+    recordings: tuple[Recording, ...]  # one channel each, m/s^2, one sample rate
     pump: str
     asset: dsp.Asset
     rpm: float | None = None  # given speed (``replay --rpm``); a speed the file states wins
     full_scale: float | None = FULL_SCALE
     kind: str = "real"  # "real", "impacts" or a sensor-fault variant name
     fixed_band: bool = False  # also run the textbook fixed-band method on its windows
+
+    @property
+    def fs(self) -> float:
+        return self.recordings[0].fs
+
+    def samples(self) -> list[F32]:
+        return [np.asarray(r.samples[0], dtype=np.float32) for r in self.recordings]
+
+    def with_samples(self, xs: Sequence[F32], **changes: Any) -> Stream:
+        recs = tuple(one_channel(r, 0, x) for r, x in zip(self.recordings, xs, strict=True))
+        return replace(self, recordings=recs, **changes)
 
 
 @dataclass
@@ -172,11 +188,11 @@ def nonfinite(x: F32, fs: float) -> F32:
     return y
 
 
-def clip_at_share(x: F32, share: float) -> tuple[F32, float]:
-    """``x`` saturated at the full scale where ``share`` of its samples reach it."""
-    fs_level = float(np.quantile(np.abs(x.astype(np.float64)), 1.0 - share))
-    level = np.float32(fs_level)
-    return np.clip(x, -level, level), float(level)
+def clip_at_share(xs: Sequence[F32], share: float) -> tuple[list[F32], float]:
+    """``xs`` saturated at the full scale where ``share`` of all their samples reach it."""
+    a = np.abs(np.concatenate(xs).astype(np.float64))
+    level = np.float32(np.quantile(a, 1.0 - share))
+    return [np.clip(x, -level, level) for x in xs], float(level)
 
 
 #: Clipping variants: the share of samples at full scale (the full scale is lowered to
@@ -199,26 +215,23 @@ VARIANTS: tuple[str, ...] = (*SAMPLE_VARIANTS, *CLIP_VARIANTS)
 
 def make_variants(s: Stream) -> list[Stream]:
     """The sensor-fault variants of one stream, each with truth ``sensor_fault``."""
-    x = np.asarray(s.recording.samples[0], dtype=np.float32)
-    fs = s.recording.fs
+    xs = s.samples()
     out: list[Stream] = []
     for name, fn in SAMPLE_VARIANTS.items():
-        out.append(replace(s, name=f"{s.name}:{name}", truth=SENSOR_FAULT, kind=name,
-                           fixed_band=False, recording=one_channel(s.recording, 0, fn(x, fs))))
+        out.append(s.with_samples([fn(x, s.fs) for x in xs], name=f"{s.name}:{name}",
+                                  truth=SENSOR_FAULT, kind=name, fixed_band=False))
     for name, share in CLIP_VARIANTS.items():
-        y, level = clip_at_share(x, share)
-        out.append(replace(s, name=f"{s.name}:{name}", truth=SENSOR_FAULT, kind=name,
-                           fixed_band=False, full_scale=level,
-                           recording=one_channel(s.recording, 0, y)))
+        ys, level = clip_at_share(xs, share)
+        out.append(s.with_samples(ys, name=f"{s.name}:{name}", truth=SENSOR_FAULT, kind=name,
+                                  fixed_band=False, full_scale=level))
     return out
 
 
 def clip_impacts(s: Stream) -> Stream:
     """The same fault with its highest impacts clipped (:data:`IMPACTS_SHARE`): still a fault."""
-    y, level = clip_at_share(np.asarray(s.recording.samples[0], dtype=np.float32),
-                             IMPACTS_SHARE)
-    return replace(s, name=f"{s.name}:clipped_impacts", kind="impacts", fixed_band=False,
-                   full_scale=level, recording=one_channel(s.recording, 0, y))
+    ys, level = clip_at_share(s.samples(), IMPACTS_SHARE)
+    return s.with_samples(ys, name=f"{s.name}:clipped_impacts", kind="impacts",
+                          fixed_band=False, full_scale=level)
 
 
 # --- the endpoint ------------------------------------------------------------------------
@@ -312,7 +325,7 @@ class Measured:
     def row(self) -> dict[str, Any]:
         s, n = self.stream, len(self.labels)
         out: dict[str, Any] = {
-            "truth": s.truth, "kind": s.kind, "fs": s.recording.fs, "pump": s.pump,
+            "truth": s.truth, "kind": s.kind, "fs": s.fs, "pump": s.pump,
             "full_scale": s.full_scale, "reports": n,
             "endpoint": _share(sum(c == s.truth for c in self.labels), n),
             "endpoint_labels": _counts(self.labels),
@@ -336,17 +349,21 @@ def measure_stream(
     orders: dict[str, float] | None = None,
 ) -> Measured:
     """Replay one stream, label its reports through the endpoint (and the references)."""
-    rep = replay_reports([s.recording], pump=s.pump, asset=s.asset, rpm=s.rpm,
-                         full_scale=s.full_scale, device=f"bench-{s.kind}",
-                         keep_windows=s.fixed_band)
+    rep = Replayed([])
+    for rec in s.recordings:  # each acquisition on its own, as one replay run
+        one = replay_reports([rec], pump=s.pump, asset=s.asset, rpm=s.rpm,
+                             full_scale=s.full_scale, device=f"bench-{s.kind}",
+                             keep_windows=s.fixed_band)
+        rep.reports += one.reports
+        rep.windows += one.windows
     if not rep.reports:
-        raise ValueError(f"{s.name}: {s.recording.duration_s:.2f} s holds no report interval")
+        raise ValueError(f"{s.name}: no recording holds a whole report interval")
     results = endpoint.invoke(rep.reports)
     m = Measured(s, [str(r["condition"]) for r in results], [decided_by(r) for r in results],
                  sum(bool(r.get("anomalous")) for r in results))
     if s.fixed_band and orders is not None:
         m.fixed = [
-            fixed_band_diagnosis(w, s.recording.fs, rpm=float(r.speed.rpm), orders=orders)
+            fixed_band_diagnosis(w, s.fs, rpm=float(r.speed.rpm), orders=orders)
             for w, r in zip(rep.windows, rep.reports, strict=True)
         ]
     if classify is not None and s.kind == "real":

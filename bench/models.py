@@ -3,24 +3,47 @@
     python -m bench.models [--json] [--quick] [--seed 0] [--model DIR]
 
 Simulator (held-out split: unseen seeds, speeds and resonances):
-  sim_macro_f1       condition classifier, macro-F1 over the 8 classes
+  sim_macro_f1       condition classifier, macro-F1 over the manifest's classes
+                     (from the training metrics)
+  sim_ece            expected calibration error of its top-class probability on
+                     that split (15 bins; the training metrics' own when they carry
+                     it, else computed here on the re-simulated split)
   sim_anomaly_auroc  per-pump baselines (fitted on each pump's healthy
                      period), healthy vs faulted windows of the same pumps
-Real recordings (../shared/data/real or $PUMPWATCH_REAL_DATA), replayed as
-1 s reports through the same dsp as the edge; used for measuring only --
-nothing here is fitted or tuned on them except the CWRU baseline, which is
-fitted on the first half of the normal recording exactly as the task states:
+What the user sees (bench/labels.py, bench/real_streams.py): every CWRU file of
+the manifest (12 and 48 kHz, each at its own rate) and the 8 IMS channels,
+replayed exactly as ``pumpwatch replay`` builds reports with the edge's default
+report config, labelled by the real model server process (msgpack POST
+/invocations) over the benchmark's trained bundle (statistics included, plus
+each machine's baseline from its own healthy or early data):
+  per_file                       truth, endpoint label counts, decided_by counts,
+                                 fixed-band and classifier labels, anomalous count
+  cwru_endpoint_accuracy_ir_or / _ball / _inner / _outer, cwru_endpoint_unknown_share
+  cwru_fixed_band_accuracy (+ _ir_or, _ball, _inner, _outer): textbook fixed band
+                                 (2-5.4 kHz), strongest of BPFO/BPFI/2xBSF, same windows
+  cwru_classifier_accuracy (+ _ball): the classifier alone on the same reports
+  cwru_normal_healthy_share, ims_endpoint_healthy_share
+  sensor_fault_recall            dead, partially dead, clipped, partially clipped and
+                                 non-finite variants of the real files
+  sensor_fault_false_rate        sensor_fault on any other report, including real
+                                 faults whose few highest impacts clip
+                                 (clipped_impacts_accuracy: still diagnosed)
+  endpoint_decided_by            results per deciding rule (none given: "classifier")
+Older figures (bench report settings, 48 kHz normal decimated to 12 kHz), kept for
+comparison with earlier runs:
   cwru_anomaly_auroc_min    baseline from the first half of normal_0_97
                             (48 kHz, decimated to 12 kHz), second half vs
                             every 12 kHz drive-end fault file, minimum AUROC
   cwru_diagnosis_accuracy   physics diagnosis (envelope families, SKF 6205
-                            geometry, recorded rpm) on the inner/outer files
-  cwru_fixed_band_accuracy  plain fixed-band (2-5.4 kHz) envelope, same windows
-  cwru_classifier_accuracy  the simulator-trained classifier on the inner/outer files
+                            geometry, recorded rpm) on the 12 kHz inner/outer files
+  cwru_fixed_band_accuracy_12k / cwru_classifier_accuracy_12k  the same windows
   ims_false_alarm_rate      a healthy second machine (IMS test 1, 8 channels):
                             baseline per channel on the first 3 snapshots,
                             share of windows of the last 2 over threshold
   ims_classifier_healthy_share  the classifier on that machine (40 reports)
+Real recordings (../shared/data/real or $PUMPWATCH_REAL_DATA) are for measuring
+only: nothing is fitted or tuned on them except each machine's anomaly baseline,
+on its own healthy (CWRU normal) or early (IMS first snapshots) data.
 The last line printed is one JSON object.
 """
 

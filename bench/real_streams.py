@@ -4,12 +4,14 @@ Which files: every CWRU row of ``manifest.csv`` whose file exists (inner race,
 outer race, ball, normal; 12 kHz and 48 kHz, each at its own rate: the
 manifest's ``fs_hz``, which the reader needs for ``normal_*``), drive-end
 channel; and the IMS test-1 snapshots (20 kHz, ``simulator.recordings.IMS_FS``),
-one stream per channel with the snapshots played in sequence, as
-``pumpwatch replay ims/*.tsv`` plays them.
+one stream per channel, each snapshot (1.024 s, recorded 5 min after the
+previous one) replayed on its own as ``pumpwatch replay FILE`` does: one
+report per snapshot and channel.
 
 Baselines (the only fitting, each on the machine's own healthy or early data,
 as the benchmark did before; through the same replay path, overlapped as
-``pumpwatch baseline fit --hop 0.25``): ``cwru-de-48k`` on the first half of
+``pumpwatch baseline fit --hop 0.25``, which plays several files as one
+stream): ``cwru-de-48k`` on the first half of
 ``normal_0_97`` at 48 kHz; ``cwru-de-12k`` on the first half of that
 recording resampled to 12 kHz (``baseline fit --resample 12000``: the rig has
 no normal recording at 12 kHz); ``ims-chN`` on the first 3 snapshots of
@@ -66,7 +68,7 @@ def cwru_streams(real: Path) -> list[Stream]:
             continue
         rec = read_recording(path, fs=float(r["fs_hz"]))
         truth = TRUTH[r["label"]]
-        out.append(Stream(name=r["file"], truth=truth, recording=one_channel(rec, 0),
+        out.append(Stream(name=r["file"], truth=truth, recordings=(one_channel(rec, 0),),
                           pump=cwru_pump(rec.fs), asset=asset, fixed_band=truth != "healthy"))
     return out
 
@@ -79,16 +81,10 @@ def _ims_channels(real: Path) -> list[list[Recording]]:
     return [[one_channel(r, ch) for r in recs] for ch in range(recs[0].samples.shape[0])]
 
 
-def _joined(recs: list[Recording]) -> Recording:
-    """Snapshots played one after the other (what ReplaySource does with several files)."""
-    x = np.concatenate([r.samples[0] for r in recs])
-    return replace(recs[0], samples=x[np.newaxis].astype(np.float32), path=None)
-
-
 def ims_streams(real: Path) -> list[Stream]:
     asset = ims_asset()
     return [
-        Stream(name=f"ims/test1:ch{ch + 1}", truth="healthy", recording=_joined(recs),
+        Stream(name=f"ims/test1:ch{ch + 1}", truth="healthy", recordings=tuple(recs),
                pump=f"ims-ch{ch + 1}", asset=asset, rpm=IMS_RPM)
         for ch, recs in enumerate(_ims_channels(real))
     ]

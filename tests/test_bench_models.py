@@ -56,7 +56,7 @@ def _rec(fs: float, *, outer: float = 0.0, inner: float = 0.0, seed: int = SEED)
 
 
 def _stream(name: str, truth: str, rec: Recording) -> Stream:
-    return Stream(name=f"cwru/{name}", truth=truth, recording=rec, pump=f"p{rec.fs:g}",
+    return Stream(name=f"cwru/{name}", truth=truth, recordings=(rec,), pump=f"p{rec.fs:g}",
                   asset=cwru_asset(), fixed_band=truth != "healthy")
 
 
@@ -103,11 +103,11 @@ def test_reports_are_the_ones_replay_builds_at_the_files_own_rate(tmp_path: Path
 
 def test_variants_carry_what_they_state(streams: list[Stream]) -> None:
     s = streams[0]
-    n = s.recording.n_samples
+    n = s.recordings[0].n_samples
     by_kind = {v.kind: v for v in make_variants(s)}
     assert set(by_kind) == set(VARIANTS)
     assert {v.truth for v in by_kind.values()} == {"sensor_fault"}
-    x = {k: v.recording.samples[0] for k, v in by_kind.items()}
+    x = {k: v.recordings[0].samples[0] for k, v in by_kind.items()}
     assert np.ptp(x["dead"]) == 0
     stuck = np.mean(np.diff(x["partially_dead"]) == 0)
     assert 0.35 < stuck < 0.45
@@ -118,15 +118,15 @@ def test_variants_carry_what_they_state(streams: list[Stream]) -> None:
         assert np.mean(np.abs(x[kind]) >= level) == pytest.approx(share, rel=0.05)
     imp = clip_impacts(s)
     assert imp.truth == s.truth and imp.kind == "impacts" and imp.full_scale is not None
-    clipped = np.sum(np.abs(imp.recording.samples[0]) >= imp.full_scale)
+    clipped = np.sum(np.abs(imp.recordings[0].samples[0]) >= imp.full_scale)
     assert 0 < clipped <= 2 * IMPACTS_SHARE * n + 1
     # the edge flags each as built: constant, non-finite in every report, clipped counts
     def reports(v: Stream) -> list[dsp.Report]:
-        return replay_reports([v.recording], pump="p", asset=v.asset,
+        return replay_reports(list(v.recordings), pump="p", asset=v.asset,
                               full_scale=v.full_scale).reports
     assert all("constant" in r.quality.names() for r in reports(by_kind["dead"]))
     assert all(r.quality.nonfinite > 0 for r in reports(by_kind["nonfinite"]))
-    per_report = s.recording.fs  # 1 s reports
+    per_report = s.fs  # 1 s reports
     assert all(r.quality.clipped > 0.2 * per_report for r in reports(by_kind["clipped"]))
     assert all(r.quality.clipped < 0.01 * per_report for r in reports(imp))
 
@@ -137,7 +137,12 @@ def test_endpoint_labels_through_the_real_server(
     orders = dsp.bearing_orders(*CWRU_BEARING[1:])
     clf = load_bundle(bundle_dir).classifier
     assert isinstance(clf, MLPClassifier | SoftmaxClassifier)
-    everything = [*streams, clip_impacts(streams[0]), *make_variants(streams[0])]
+    # two separate 1.5 s acquisitions: one report each (played as one stream: three)
+    snaps = tuple(Recording(samples=synth_signal(20000.0, 30000, RPM, seed=SEED + k)[None],
+                            fs=20000.0, channels=("ch1",)) for k in (3, 4))
+    two = Stream(name="ims/two", truth="healthy", recordings=snaps, pump="p20000",
+                 asset=cwru_asset(), rpm=RPM)
+    everything = [*streams, clip_impacts(streams[0]), *make_variants(streams[0]), two]
     measured: list[Measured] = []
     with Endpoint(bundle_dir) as ep:
         for s in everything:
@@ -147,7 +152,10 @@ def test_endpoint_labels_through_the_real_server(
     rows = out["per_file"]
     assert list(rows) == [s.name for s in everything]
     n = sum(r["reports"] for r in rows.values())
-    assert out["endpoint_reports"] == n == SECONDS * len(everything)
+    assert rows["ims/two"]["reports"] == 2
+    assert out["endpoint_reports"] == n == SECONDS * (len(everything) - 1) + 2
+    healthy_two = rows["ims/two"]["endpoint_labels"].get("healthy", 0)
+    assert out["ims_endpoint_healthy_share"] == round(healthy_two / 2, 4)
     assert sum(out["endpoint_decided_by"].values()) == n
     for m in measured:  # results that do not say which rule decided count as the classifier
         assert len(m.decided) == len(m.labels) == rows[m.stream.name]["reports"]
