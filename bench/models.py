@@ -66,7 +66,7 @@ import scipy.signal
 
 import dsp
 from models.training.anomaly import fit_pump_baselines, score_reports
-from models.serving.bundle import extract_archive, load_bundle
+from models.serving.bundle import extract_archive, load_bundle, read_manifest
 from models.serving.classifier import SoftmaxClassifier
 from models.serving.mlp import MLPClassifier
 from models.serving.diagnostics import diagnose_bearing, fixed_band_diagnosis
@@ -298,6 +298,8 @@ def load_trained(path: Path, scratch: Path) -> tuple[TrainResult, TrainConfig]:
     report: dict[str, Any] = {}
     if out_dir is not None and (out_dir / "metrics.json").is_file():
         metrics = json.loads((out_dir / "metrics.json").read_text())
+    else:  # a bundle alone: the metrics its manifest carries
+        metrics = dict(read_manifest(bundle_dir).get("metrics") or {})
     if out_dir is not None and (out_dir / "training.json").is_file():
         report = json.loads((out_dir / "training.json").read_text())
     stats = None
