@@ -8,6 +8,10 @@ Simulator (held-out split: unseen seeds, speeds and resonances):
   sim_ece            expected calibration error of its top-class probability on
                      that split (15 bins; the training metrics' own when they carry
                      it, else computed here on the re-simulated split)
+  sim_endpoint_macro_f1  the same split through the real model server: the label
+                     a user sees, anything outside the classes (unknown,
+                     sensor_fault) counted wrong; sim_endpoint_unknown_share,
+                     sim_endpoint_decided_by
   sim_anomaly_auroc  per-pump baselines (fitted on each pump's healthy
                      period), healthy vs faulted windows of the same pumps
 What the user sees (bench/labels.py, bench/real_streams.py): every CWRU file of
@@ -52,6 +56,7 @@ from __future__ import annotations
 from . import _pin  # first: pins BLAS/FFT threads before numpy loads
 
 import argparse
+from collections import Counter
 import json
 import os
 import sys
@@ -65,22 +70,23 @@ import numpy as np
 import scipy.signal
 
 import dsp
+from dsp.results import UNKNOWN
 from models.training.anomaly import fit_pump_baselines, score_reports
 from models.serving.bundle import extract_archive, load_bundle, read_manifest
 from models.serving.classifier import SoftmaxClassifier
 from models.serving.mlp import MLPClassifier
 from models.serving.diagnostics import diagnose_bearing, fixed_band_diagnosis
-from models.training.evaluation import auroc
+from models.training.evaluation import auroc, macro_f1
 from models.serving.features import extract
 from models.serving.statistics import STATISTICS_FILE
 from simulator.recordings import IMS_FS, read_recording
 from models.training.replay import bearing_asset, config_for, reports_from_signal
-from models.training.train_sim import simulate, simulate_anomaly
+from models.training.train_sim import LabelledReports, simulate, simulate_anomaly
 from models.training.training import (
     Classifier, TrainConfig, TrainResult, predict, train, write_model,
 )
 
-from .labels import FAULTS, Endpoint, clip_impacts, make_variants, measure_stream
+from .labels import FAULTS, Endpoint, clip_impacts, decided_by, make_variants, measure_stream
 from .labels import summarize
 from .real_streams import CWRU_BEARING, IMS_BEARING, cwru_streams, fit_baselines, ims_streams
 
@@ -253,30 +259,44 @@ def expected_calibration_error(
     return float(ece)
 
 
-def sim_calibration(clf: Classifier, tc: TrainConfig) -> dict[str, float]:
-    """``sim_ece`` on the held-out split (re-simulated: training keeps no held-out reports)."""
-    te = simulate(tc.test_pumps_per_class, seed=tc.seed, split="test", seconds=tc.seconds)
-    p = clf.predict_proba(extract(te.reports))
-    return {"sim_ece": round(expected_calibration_error(p, te.labels, clf.classes), 4)}
+def sim_calibration(clf: Classifier, held_out: LabelledReports) -> dict[str, float]:
+    """``sim_ece`` of the classifier on the held-out split."""
+    p = clf.predict_proba(extract(held_out.reports))
+    return {"sim_ece": round(expected_calibration_error(p, held_out.labels, clf.classes), 4)}
 
 
-def endpoint_figures(real: Path, tr: TrainResult, out_dir: Path, quiet: bool) -> dict[str, Any]:
-    """The labels the real model server returns for the real files replayed as the edge does."""
-    _log("endpoint: baselines from each machine's healthy data ...", quiet)
-    baselines = fit_baselines(real)
+def endpoint_figures(
+    real: Path | None, tr: TrainResult, held_out: LabelledReports, out_dir: Path, quiet: bool
+) -> dict[str, Any]:
+    """The labels the real model server returns: for the simulator's held-out split, and
+    for the real files replayed as the edge does (when they are there)."""
+    baselines = None
+    if real is not None:
+        _log("endpoint: baselines from each machine's healthy data ...", quiet)
+        baselines = fit_baselines(real)
     write_model(tr, out_dir, model_version="bench-models", baselines=baselines)
-    streams = [*cwru_streams(real), *ims_streams(real)]
-    variants = [v for s in streams if s.name.startswith("cwru") or s.name.endswith(":ch1")
-                for v in make_variants(s)]
-    impacts = [clip_impacts(s) for s in streams if s.truth in FAULTS]
-    orders = dsp.bearing_orders(*CWRU_BEARING[1:])
-    measured = []
+    out: dict[str, Any] = {}
     with Endpoint(out_dir / "bundle") as ep:
+        _log("endpoint: simulator held-out split ...", quiet)
+        results = ep.invoke(held_out.reports)
+        labels = [str(r["condition"]) for r in results]
+        classes = tr.classifier.classes  # the manifest's machine classes; others are misses
+        out["sim_endpoint_macro_f1"] = round(macro_f1(held_out.labels, labels, classes), 4)
+        out["sim_endpoint_unknown_share"] = round(labels.count(UNKNOWN) / len(labels), 4)
+        out["sim_endpoint_decided_by"] = dict(sorted(Counter(map(decided_by, results)).items()))
+        if real is None:
+            return out
+        streams = [*cwru_streams(real), *ims_streams(real)]
+        variants = [v for s in streams if s.name.startswith("cwru") or s.name.endswith(":ch1")
+                    for v in make_variants(s)]
+        impacts = [clip_impacts(s) for s in streams if s.truth in FAULTS]
+        orders = dsp.bearing_orders(*CWRU_BEARING[1:])
+        measured = []
         for s in [*streams, *impacts, *variants]:
             _log(f"endpoint: {s.name}", quiet)
             measured.append(measure_stream(ep, s, classify=lambda r: predict(tr.classifier, r),
                                            orders=orders))
-    return summarize(measured)
+    return {**out, **summarize(measured)}
 
 
 def load_trained(path: Path, scratch: Path) -> tuple[TrainResult, TrainConfig]:
@@ -335,9 +355,10 @@ def main() -> None:
         tr = train(tc)
     clf = tr.classifier
     result.update(tr.metrics)
+    _log("simulator held-out split (for calibration and the endpoint) ...", quiet)
+    held_out = simulate(tc.test_pumps_per_class, seed=tc.seed, split="test", seconds=tc.seconds)
     if "sim_ece" not in result:  # training metrics carry it once the trainer computes it
-        _log("simulator held-out calibration ...", quiet)
-        result.update(sim_calibration(clf, tc))
+        result.update(sim_calibration(clf, held_out))
     _log("simulator anomaly ...", quiet)
     result.update(sim_anomaly(16 if args.quick else 48, args.seed))
     real = real_dir()
@@ -351,7 +372,7 @@ def main() -> None:
         result.update(cwru(real, clf))
         _log("IMS ...", quiet)
         result.update(ims(real, clf))
-        result.update(endpoint_figures(real, tr, Path(tmp.name) / "model", quiet))
+    result.update(endpoint_figures(real, tr, held_out, Path(tmp.name) / "model", quiet))
     tmp.cleanup()
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["seed"] = args.seed

@@ -33,12 +33,14 @@ from bench.labels import (
     replay_reports,
     summarize,
 )
+from bench.models import endpoint_figures, expected_calibration_error
 from bench.real_streams import CWRU_BEARING, cwru_asset
 from models.serving.bundle import load_bundle
 from models.serving.classifier import SoftmaxClassifier
 from models.serving.mlp import MLPClassifier
 from models.training.anomaly import fit_pump_baselines
-from models.training.training import TrainConfig, predict, train, write_model
+from models.training.train_sim import simulate
+from models.training.training import TrainConfig, TrainResult, predict, train, write_model
 from pumpwatch.commands.baseline import recording_reports
 from simulator.recordings import Recording
 
@@ -69,11 +71,19 @@ def streams() -> list[Stream]:
     ]
 
 
+TINY = TrainConfig(pumps_per_class=2, test_pumps_per_class=1, seconds=1, seed=SEED)
+
+
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained() -> TrainResult:
+    return train(TINY)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory, trained: TrainResult) -> Path:
     """A tiny trained bundle (statistics included) with each test pump's baseline."""
     out = tmp_path_factory.mktemp("bench-bundle")
-    tr = train(TrainConfig(pumps_per_class=2, test_pumps_per_class=1, seconds=1, seed=SEED))
+    tr = trained
     reports = [r for fs in (12000.0, 48000.0)
                for r in replay_reports([_rec(fs, seed=SEED + 7)], pump=f"p{fs:g}",
                                        asset=cwru_asset(), hop_s=0.25).reports]
@@ -179,3 +189,25 @@ def test_endpoint_labels_through_the_real_server(
     assert labels <= {*clf.classes, "unknown", "sensor_fault"}
     assert set(out["endpoint_decided_by"]) <= {DEFAULT_DECIDER, "quality", "physics", "ood"}
 
+
+
+def test_expected_calibration_error() -> None:
+    classes = ("a", "b")
+    sure_right = np.array([[1.0, 0.0]] * 4)
+    assert expected_calibration_error(sure_right, ["a"] * 4, classes) == 0.0
+    assert expected_calibration_error(sure_right, ["b"] * 4, classes) == 1.0
+    # 0.75 confident and right 3 times in 4: calibrated
+    p = np.array([[0.75, 0.25]] * 4)
+    assert expected_calibration_error(p, ["a", "a", "a", "b"], classes) == pytest.approx(0.0)
+    assert expected_calibration_error(p, ["a", "b", "b", "b"], classes) == pytest.approx(0.5)
+
+
+def test_simulator_split_through_the_endpoint(trained: TrainResult, tmp_path: Path) -> None:
+    held_out = simulate(TINY.test_pumps_per_class, seed=TINY.seed, split="test",
+                        seconds=TINY.seconds)
+    out = endpoint_figures(None, trained, held_out, tmp_path / "model", True)
+    assert (tmp_path / "model" / "bundle" / "statistics.json").is_file()
+    assert sum(out["sim_endpoint_decided_by"].values()) == len(held_out.reports)
+    assert 0.0 <= out["sim_endpoint_unknown_share"] <= 1.0
+    assert 0.0 < out["sim_endpoint_macro_f1"] <= 1.0
+    assert "cwru_endpoint_accuracy_ir_or" not in out  # no real files given
