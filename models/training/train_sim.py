@@ -171,7 +171,7 @@ def random_pump(
     ``machine`` (default: drawn; cavitation only on pumps) is the machine type.
     """
     # calibration: either parity, so the temperature sees seen and unseen speeds/resonances
-    parity = {"train": 0, "test": 1}.get(split, int(rng.integers(2)))
+    parity = 0 if split == "train" else 1 if split == "test" else int(rng.integers(2))
     kind = CLASS_FAULTS[cls]
     if machine is None:
         machine = "pump" if kind == "cavitation" else MACHINES[
