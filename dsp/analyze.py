@@ -36,6 +36,10 @@ from .report import (
 )
 from .spectra import WINDOWS, WindowName, rfft_freqs, segment_count, welch_from_frames
 
+#: Relative search window for bearing-defect lines: real lines sit 1-3 % off the catalog
+#: orders (rolling-element slip, a textbook fact), on top of a given speed's own error.
+DEFECT_LINE_TOL = 0.03
+
 F64 = NDArray[np.float64]
 MAX_REPORT_BYTES = 5120  # one AWS IoT metering step
 # Quantized lines cost at most a byte each (incompressible worst case); the rest
@@ -280,9 +284,11 @@ def analyze(
         )
         for key in ("bpfo", "bpfi", "bsf", "ftf"):
             o = np.array([od[key] if od else np.nan for od in orders])
-            prom[key] = line_prominence(env.freqs, env.spectrum, o * fr)
+            prom[key] = line_prominence(env.freqs, env.spectrum, o * fr, tol=DEFECT_LINE_TOL)
         o2 = np.array([2 * od["bsf"] if od else np.nan for od in orders])
-        prom["bsf"] = np.fmax(prom["bsf"], line_prominence(env.freqs, env.spectrum, o2 * fr))
+        prom["bsf"] = np.fmax(
+            prom["bsf"], line_prominence(env.freqs, env.spectrum, o2 * fr, tol=DEFECT_LINE_TOL)
+        )
 
     # --- per-channel structs ---------------------------------------------------------
     spec_codes, spec_off = quantize.quantize_db(quantize.to_db(psd[:, : cfg.lines]), cfg.step_db)

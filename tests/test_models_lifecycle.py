@@ -39,7 +39,7 @@ def test_trained_classifier_and_pump_baseline_served_through_the_registry(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rng = np.random.default_rng(SEED)
-    cfg, _ = random_pump(rng, "healthy", split="test", name="P1")
+    cfg, _ = random_pump(rng, "healthy", split="test", name="P1", machine="pump")
     x = SimulatedSource(cfg, seed=SEED).read(round(cfg.fs) * 10).samples[0]
     healthy = tmp_path / "p1-healthy.npy"
     np.save(healthy, x)
