@@ -36,11 +36,16 @@ framer delivers intervals, so chunking cannot change the answer):
    of M samples scatters by about 2/sqrt(M), below 0.07 for the >= 1000-sample
    bands of a 1 s report, so the absolute margin is several times the scatter
    of a score). After ``confirm`` consecutive challenged searches (default 3)
-   the band switches to the best-scoring candidate. A candidate whose SK
-   jumps by at least 2 ``margin`` over the band in use (a fault appearing in
-   another band) is therefore adopted within ``search_every + confirm - 1``
-   reports (10 by default), and within ``confirm + 1`` when the band in use
-   itself changed (rule 3's last trigger).
+   the band switches to the best-scoring candidate. Stated bounds (tested):
+
+   * a candidate that *lights up elsewhere* (its SK rises above its old score
+     by more than ``(margin + gap) / alpha``, ``gap`` being how far its score
+     was below the band in use's, i.e. 4-5 margins) is adopted within
+     ``search_every + confirm - 1`` reports (10 by default), however the
+     change falls in the schedule; a weaker one needs further searches;
+   * when the *band in use* changes (rule 3's last trigger), every report
+     searches until the averages cross: a swap of equal SK between the band
+     in use and another completes within ``confirm + 2`` reports (5).
 
 The state is plain data: the caller keeps one per channel and passes it to
 the next report's :func:`dsp.envelope_spectrum` (or :func:`dsp.analyze`);
