@@ -5,6 +5,9 @@ channel grouping, and a restart searches afresh."""
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,14 @@ from edge.agent import Agent
 from edge.config import EdgeConfig
 from edge.pipeline import ReportBuilder
 from edge.sources import simulated_source
-from simulator.simulated import SimulatedSource
+from simulator import FaultConfig, PumpConfig
+from simulator.recordings import write_npz
+from simulator.simulated import SimulatedSource, simulate_recording
 
 from ..infra.mosquitto import Mosquitto
-from ._helpers import Collector, build, edge_config
+from ._helpers import Collector, build, edge_config, write_toml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SECONDS = 16
 
@@ -121,3 +128,25 @@ def test_the_agents_reports_carry_one_band_on_a_steady_machine(
     for ch in ("c0", "c1"):
         bands = [r.envelope_band for r in reps if r.channel == ch]
         assert len(bands) == SECONDS and len(set(bands)) == 1, f"{ch}: {bands}"
+
+
+def test_replay_reports_carry_one_band(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    pump = PumpConfig.default(faults=(FaultConfig(kind="outer_race", severity=0.45),))
+    rec = write_npz(tmp_path / "rec.npz", simulate_recording(pump, 12.0, seed=0))
+    d = edge_config(tmp_path, mosquitto.port, channels=2)
+    cfg = write_toml(tmp_path / "edge.toml", d)
+    col = Collector(mosquitto, d["device"]).start()
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "pumpwatch", "replay", str(rec), "--pump", "p1",
+             "--config", str(cfg)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert p.returncode == 0, p.stderr
+        assert col.wait_for(24, 10)
+    finally:
+        col.stop()
+    for ch in ("c0", "c1"):
+        bands = [r.envelope_band for r in col.reports if r.channel == ch]
+        assert len(bands) >= 12 and len(set(bands)) == 1, f"{ch}: {bands}"
