@@ -173,7 +173,8 @@ def _search(
 
     Each band's complex envelope is critically sampled (one point per bin), the
     cheapest form that still shows impacts; the taper's ramps are left out. One
-    band at a time: batching a whole tree level is no faster and holds ~10x the memory.
+    band at a time: batching a whole tree level measured no faster here and holds
+    several times the memory.
     """
     out = np.empty((spec.shape[0], len(cands)))
     for j, (k0, k1) in enumerate(cands):
