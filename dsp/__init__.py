@@ -4,6 +4,7 @@ No I/O, no clocks, no logging: arrays in, arrays or structs out.
 """
 
 from .analyze import ChannelResult, ChannelSpec, ReportConfig, analyze, make_report
+from .bandtrack import BandState, BandTracking
 from .envelope import EnvelopeResult, envelope_spectrum, line_prominence
 from .features import (
     ISO_ZONE_LIMITS,
@@ -42,6 +43,8 @@ __all__ = [
     "QUALITY_NAMES",
     "SCHEMA_VERSION",
     "Asset",
+    "BandState",
+    "BandTracking",
     "Bearing",
     "ChannelResult",
     "ChannelSpec",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ from numpy.typing import NDArray
 
 from . import quantize
 from ._validate import check_band, check_fs, check_hop, check_nfft
+from .bandtrack import BandState
 from .config import InvalidConfigError
 from .envelope import envelope_spectrum, line_prominence
 from .features import ISO_ZONE_LIMITS, LineSpectrum, iso_zone, moments, psd_band_rms
@@ -36,6 +38,10 @@ from .report import (
     Speed,
 )
 from .spectra import WINDOWS, WindowName, rfft_freqs, segment_count, welch_from_frames
+
+#: Relative search window for bearing-defect lines: real lines sit 1-3 % off the catalog
+#: orders (rolling-element slip, a textbook fact), on top of a given speed's own error.
+DEFECT_LINE_TOL = 0.03
 
 F64 = NDArray[np.float64]
 MAX_REPORT_BYTES = 5120  # one AWS IoT metering step
@@ -71,7 +77,7 @@ class ReportConfig:
     )
     rpm_range: tuple[float, float] = (300.0, 4000.0)
     envelope: bool = True
-    env_band: tuple[float, float] | None = None  # None: chosen per record (spectral kurtosis)
+    env_band: tuple[float, float] | None = None  # None: chosen by spectral kurtosis, tracked
     env_remove_lines: bool = True
     env_fmax: float = 500.0
     env_lines: int = 250
@@ -176,6 +182,9 @@ class ChannelResult:
     envelope_band: tuple[float, float] | None
     quality: Quality
     n_avg: int
+    # the envelope band tracker's state after this report: pass it with the next
+    # report of the same stream (None: no envelope, or a band fixed by the config)
+    band_state: BandState | None = None
 
 
 def _orders(asset: Asset) -> dict[str, float] | None:
@@ -207,8 +216,15 @@ def analyze(
     specs: list[ChannelSpec],
     *,
     after_restart: bool = False,
+    band_state: Sequence[BandState | None] | None = None,
 ) -> list[ChannelResult]:
-    """Analyze one report interval ``x`` of shape ``(channels, interval_samples)``."""
+    """Analyze one report interval ``x`` of shape ``(channels, interval_samples)``.
+
+    ``band_state``: each channel's :attr:`ChannelResult.band_state` from the
+    previous report of its stream, so the envelope band is kept across reports
+    (:mod:`dsp.bandtrack`); ``None`` (or ``after_restart``, which drops it)
+    starts afresh with a full band search.
+    """
     a = np.asarray(x)
     if a.ndim != 2 or a.shape[0] != len(specs):
         raise ValueError(f"x must be (channels={len(specs)}, samples), got shape {a.shape}")
@@ -284,13 +300,16 @@ def analyze(
     prom: dict[str, F64] = {}
     if cfg.envelope:
         env = envelope_spectrum(
-            a, fs, band=cfg.env_band, fmax=cfg.env_fmax, remove_lines=cfg.env_remove_lines
+            a, fs, band=cfg.env_band, fmax=cfg.env_fmax, remove_lines=cfg.env_remove_lines,
+            state=None if after_restart else band_state,
         )
         for key in ("bpfo", "bpfi", "bsf", "ftf"):
             o = np.array([od[key] if od else np.nan for od in orders])
-            prom[key] = line_prominence(env.freqs, env.spectrum, o * fr)
+            prom[key] = line_prominence(env.freqs, env.spectrum, o * fr, tol=DEFECT_LINE_TOL)
         o2 = np.array([2 * od["bsf"] if od else np.nan for od in orders])
-        prom["bsf"] = np.fmax(prom["bsf"], line_prominence(env.freqs, env.spectrum, o2 * fr))
+        prom["bsf"] = np.fmax(
+            prom["bsf"], line_prominence(env.freqs, env.spectrum, o2 * fr, tol=DEFECT_LINE_TOL)
+        )
 
     # --- per-channel structs ---------------------------------------------------------
     spec_codes, spec_off = quantize.quantize_db(quantize.to_db(psd[:, : cfg.lines]), cfg.step_db)
@@ -356,6 +375,7 @@ def analyze(
                 envelope_band=band,
                 quality=Quality(flags=flags, nonfinite=int(bad_counts[c]), clipped=int(clipped[c])),
                 n_avg=n_avg,
+                band_state=env.state[c] if env is not None and env.state is not None else None,
             )
         )
     return out

@@ -112,6 +112,7 @@ class Agent:
         # interval does not find the ring full; results discarded, no seq used
         k = min(n_ch, cfg.pipeline.chunk_channels)
         self.builder.build_part(0, np.zeros((k, rc.interval_samples), np.float32), 0, seq0=0)
+        self.builder.reset_tracking()  # the zeros' envelope band is no evidence
         self.publisher = Publisher(
             self.spool,
             cfg.device,

@@ -28,7 +28,13 @@ Record = tuple[int, int, bytes]  # (epoch, seq, encoded report)
 
 
 class ReportBuilder:
-    """Turns one report interval of every channel into encoded reports with fresh seqs."""
+    """Turns one report interval of every channel into encoded reports with fresh seqs.
+
+    Keeps each channel's envelope band tracker state (:class:`dsp.BandState`)
+    from one interval to the next, so a steady machine keeps one demodulation
+    band; a window marked ``after_restart`` (stream start, gap, rate change)
+    starts the tracking afresh.
+    """
 
     def __init__(self, cfg: EdgeConfig, epoch: int, *, first_seq: int = 0) -> None:
         self.cfg = cfg
@@ -41,6 +47,11 @@ class ReportBuilder:
             for p, ch in cfg.channels
         ]
         self.intervals = 0
+        self.band_states: list[dsp.BandState | None] = [None] * len(self.specs)
+
+    def reset_tracking(self) -> None:
+        """Forget every channel's envelope band (the next interval searches afresh)."""
+        self.band_states = [None] * len(self.specs)
 
     @property
     def n_channels(self) -> int:
@@ -93,7 +104,11 @@ class ReportBuilder:
             ]
         rc = self.cfg.report
         out: list[Record] = []
-        results = dsp.analyze(x, rc, specs, after_restart=after_restart)
+        hi = lo + x.shape[0]
+        results = dsp.analyze(
+            x, rc, specs, after_restart=after_restart, band_state=self.band_states[lo:hi]
+        )
+        self.band_states[lo:hi] = [r.band_state for r in results]
         for i, (res, spec) in enumerate(zip(results, specs, strict=True)):
             pump, channel = self.names[lo + i]
             seq = seq0 + lo + i

@@ -7,6 +7,7 @@ Depends on nothing else of ours (not dsp, not edge): the edge agent reads a
 from .bearings import BEARINGS, BearingGeometry, UnknownBearingError, lookup_bearing
 from .pump import (
     FAULT_KINDS,
+    MOUNTS,
     FaultConfig,
     PumpBearing,
     PumpConfig,
@@ -25,6 +26,7 @@ from .source import Block, Source
 __all__ = [
     "BEARINGS",
     "FAULT_KINDS",
+    "MOUNTS",
     "BearingGeometry",
     "Block",
     "FaultConfig",

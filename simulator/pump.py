@@ -5,8 +5,10 @@ needs no file at all)::
 
     name = "p1"
     fs = 25600              # Hz
-    vanes = 6
+    vanes = 6               # 0: no impeller (a motor or test rig: no blade pass)
     noise_floor = 0.02      # m/s^2 RMS, sensor and broadband floor
+    shaft_level = 1.0       # healthy shaft-line levels relative to a typical pump
+    structure_rms = 1.5     # m/s^2 RMS of the broadband structural (resonance) response
     rpm = 2950              # shorthand for [speed] mode = "constant"
 
     [speed]                 # or a full speed profile
@@ -19,6 +21,7 @@ needs no file at all)::
     [[bearings]]            # first bearing: the one the report's asset names
     designation = "6308"    # or n_balls, ball_d_mm, pitch_d_mm, contact_deg
     location = "DE"
+    slip_pct = 0.0          # rolling-element slip: defect lines this % off catalog
 
     [[sensors]]             # one channel each, named "<sensor name>"
     name = "de_h"
@@ -27,6 +30,9 @@ needs no file at all)::
     sensitivity_mv_per_g = 100.0
     full_scale_v = 5.0      # +-5 V at 100 mV/g = +-50 g before clipping
     adc_bits = 16           # 0: ideal sensor chain (no quantization, no clipping)
+    mount = "ideal"         # "ideal" | "stud" | "adhesive" | "magnet" | "probe"
+    # mount_hz = 8000.0     # mounted resonance (default: the mount's nominal) ...
+    # mount_q = 10.0        # ... and its quality factor
 
     [[resonances]]          # omitted: drawn per pump from the seed
     freq_hz = 3100.0
@@ -40,6 +46,10 @@ needs no file at all)::
     ramp_s = 0.0            # 0: a step at onset
     progression = "linear"  # "linear" | "exponential" growth over the ramp
     bearing = 0             # bearing faults: which bearing
+    position_deg = 0.0      # outer race: defect angle from the load-zone centre (omitted:
+                            # a constant impact size, no load-zone model)
+    cage_depth = 0.6        # ball: impact modulation depth at cage rate (FTF)
+    race_ratio = 0.6        # ball: inner-race strike size relative to the outer-race one
 
 Units: rpm, Hz, seconds, mm, m/s^2. Severity 1 is a machine due for repair
 (ISO zone D for the synchronous faults; impacts that clip a +-50 g sensor).
@@ -79,9 +89,20 @@ FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 BEARING_FAULTS: frozenset[str] = frozenset({"outer_race", "inner_race", "ball", "cage"})
 SpeedMode = Literal["constant", "ramp", "drift"]
 Axis = Literal["horizontal", "vertical", "axial"]
+Mount = Literal["ideal", "stud", "adhesive", "magnet", "probe"]
 Progression = Literal["linear", "exponential"]
 
 G = 9.80665  # m/s^2 per g
+
+#: Nominal mounted resonance (Hz) and its quality factor per accelerometer mounting: above
+#: it the sensor rolls off at 40 dB/decade, at it the response peaks by about Q (a stud on a
+#: flat spot rings near 28 kHz; a flat magnet near 8 kHz; a hand-held probe near 1.5 kHz).
+MOUNTS: dict[str, tuple[float, float]] = {
+    "stud": (28000.0, 25.0),
+    "adhesive": (20000.0, 15.0),
+    "magnet": (8000.0, 10.0),
+    "probe": (1500.0, 5.0),
+}
 
 
 class PumpConfigError(InvalidConfigError):
@@ -204,10 +225,21 @@ class SensorConfig:
     sensitivity_mv_per_g: float = 100.0
     full_scale_v: float = 5.0
     adc_bits: int = 16  # 0: ideal chain (no quantization, no clipping)
+    mount: Mount = "ideal"  # "ideal": flat response at every frequency
+    mount_hz: float | None = None  # None: the mount's nominal resonance (MOUNTS)
+    mount_q: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
             raise PumpConfigError("sensor name must not be empty")
+        if self.mount not in get_args(Mount):
+            raise PumpConfigError(
+                f"sensor {self.name!r}: mount must be one of {get_args(Mount)}, got {self.mount!r}"
+            )
+        for key in ("mount_hz", "mount_q"):
+            v = getattr(self, key)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise PumpConfigError(f"sensor {self.name!r}: {key} must be > 0, got {v}")
         if self.axis not in get_args(Axis):
             raise PumpConfigError(
                 f"sensor {self.name!r}: axis must be one of {get_args(Axis)}, got {self.axis!r}"
@@ -221,6 +253,13 @@ class SensorConfig:
             raise PumpConfigError(
                 f"sensor {self.name!r}: adc_bits must be 0 or 8..32, got {self.adc_bits}"
             )
+
+    def mount_resonance(self) -> tuple[float, float] | None:
+        """(Hz, Q) of the mounted resonance; None for an ideal (flat) sensor."""
+        if self.mount == "ideal":
+            return None
+        hz, q = MOUNTS[self.mount]
+        return (self.mount_hz or hz, self.mount_q or q)
 
     @property
     def full_scale_ms2(self) -> float | None:
@@ -256,8 +295,18 @@ class FaultConfig:
     ramp_s: float = 0.0
     progression: Progression = "linear"
     bearing: int = 0
+    position_deg: float | None = None  # outer race: angle from the load-zone centre
+    cage_depth: float = 0.6  # ball: impact modulation depth at cage rate
+    race_ratio: float = 0.6  # ball: inner-race strike size / outer-race strike size
 
     def __post_init__(self) -> None:
+        if not (0 <= self.cage_depth <= 1 and 0 <= self.race_ratio <= 1):
+            raise PumpConfigError(
+                f"fault {self.kind}: cage_depth and race_ratio must be in 0..1, got "
+                f"{self.cage_depth}, {self.race_ratio}"
+            )
+        if self.position_deg is not None and not math.isfinite(self.position_deg):
+            raise PumpConfigError(f"fault {self.kind}: position_deg must be finite")
         if self.kind not in FAULT_KINDS:
             raise PumpConfigError(f"fault kind must be one of {FAULT_KINDS}, got {self.kind!r}")
         if not 0 <= self.severity <= 1:
@@ -299,6 +348,15 @@ class FaultConfig:
 class PumpBearing:
     geometry: BearingGeometry
     location: str = "DE"
+    slip_pct: float = 0.0  # rolling-element slip: real lines sit this % off the catalog orders
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.slip_pct < 10:
+            raise PumpConfigError(f"bearing slip_pct must be in [0, 10), got {self.slip_pct}")
+
+    def defect_orders(self) -> dict[str, float]:
+        """The running bearing's defect orders (catalog kinematics with its slip)."""
+        return self.geometry.defect_orders(self.slip_pct / 100.0)
 
 
 def _default_sensors() -> tuple[SensorConfig, ...]:
@@ -324,6 +382,8 @@ class PumpConfig:
     sensors: tuple[SensorConfig, ...] = field(default_factory=_default_sensors)
     resonances: tuple[Resonance, ...] | None = None  # None: drawn per pump from the seed
     noise_floor: float = 0.02
+    shaft_level: float = 1.0  # healthy shaft lines (1x, 2x, 3x, blade pass) relative to nominal
+    structure_rms: float = 1.5  # m/s^2 RMS, broadband structural response per channel
     iso_group: Literal[1, 2] = 2
     foundation: Literal["rigid", "flexible"] = "rigid"
     kind: str = "centrifugal pump"
@@ -334,8 +394,17 @@ class PumpConfig:
             raise PumpConfigError("pump name must not be empty")
         if not (math.isfinite(self.fs) and 1000 <= self.fs <= 1_000_000):
             raise PumpConfigError(f"fs must be in 1 kHz..1 MHz, got fs={self.fs}")
-        if not 1 <= self.vanes <= 64:
-            raise PumpConfigError(f"vanes must be in 1..64, got vanes={self.vanes}")
+        if not 0 <= self.vanes <= 64:
+            raise PumpConfigError(f"vanes must be in 0..64, got vanes={self.vanes}")
+        if self.vanes == 0 and any(f.kind in ("flow", "cavitation") for f in self.faults):
+            raise PumpConfigError(
+                f"pump {self.name!r} has no impeller (vanes = 0): no flow or cavitation faults"
+            )
+        if not (self.shaft_level >= 0 and self.structure_rms >= 0):
+            raise PumpConfigError(
+                f"shaft_level and structure_rms must be >= 0, got {self.shaft_level}, "
+                f"{self.structure_rms}"
+            )
         if not self.sensors:
             raise PumpConfigError(f"pump {self.name!r} needs at least one sensor")
         names = [s.name for s in self.sensors]
@@ -374,7 +443,8 @@ class PumpConfig:
         """Defect frequencies (Hz) of a bearing at ``rpm`` (default: the configured speed)."""
         if not self.bearings:
             return {}
-        return self.bearings[bearing].geometry.defect_frequencies_hz(rpm or self.speed.rpm)
+        b = self.bearings[bearing]
+        return b.geometry.defect_frequencies_hz(rpm or self.speed.rpm, b.slip_pct / 100.0)
 
     def asset_descriptor(self) -> dict[str, Any]:
         """The report's asset: keyword arguments for ``dsp.Asset`` (bearings as dicts)."""
@@ -390,7 +460,7 @@ class PumpConfig:
                 }
                 for b in self.bearings
             ],
-            "vanes": self.vanes,
+            "vanes": self.vanes or None,
             "iso_group": self.iso_group,
             "foundation": self.foundation,
             "rated_rpm": self.speed.rpm,
@@ -400,7 +470,10 @@ class PumpConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form; :func:`pump_config_from_dict` reads it back."""
         d = asdict(self)
-        d["bearings"] = [{**asdict(b.geometry), "location": b.location} for b in self.bearings]
+        d["bearings"] = [
+            {**asdict(b.geometry), "location": b.location, "slip_pct": b.slip_pct}
+            for b in self.bearings
+        ]
         d["sensors"] = [asdict(s) for s in self.sensors]
         d["faults"] = [asdict(f) for f in self.faults]
         d["resonances"] = None if self.resonances is None else [asdict(r) for r in self.resonances]
@@ -421,6 +494,7 @@ class BearingFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     pitch_d_mm: float | None = None
     contact_deg: float = 0.0
     location: str = "DE"
+    slip_pct: float = 0.0  # rolling-element slip, % off the catalog orders
 
     def problems(self) -> list[str]:
         try:
@@ -436,10 +510,11 @@ class BearingFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             if self.ball_d_mm is None or self.pitch_d_mm is None:
                 raise ValueError("n_balls needs ball_d_mm and pitch_d_mm")
             return PumpBearing(BearingGeometry(self.designation, self.n_balls, self.ball_d_mm,
-                                               self.pitch_d_mm, self.contact_deg), self.location)
+                                               self.pitch_d_mm, self.contact_deg), self.location,
+                               self.slip_pct)
         if self.designation is None:
             raise ValueError("give a designation or n_balls, ball_d_mm, pitch_d_mm")
-        return PumpBearing(lookup_bearing(self.designation), self.location)
+        return PumpBearing(lookup_bearing(self.designation), self.location, self.slip_pct)
 
 
 class PumpFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -458,6 +533,8 @@ class PumpFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sensors: list[SensorConfig] | None = None
     resonances: list[Resonance] | None = None
     noise_floor: float = 0.02
+    shaft_level: float = 1.0
+    structure_rms: float = 1.5
     iso_group: Literal[1, 2] = 2
     foundation: Literal["rigid", "flexible"] = "rigid"
     kind: str = "centrifugal pump"
@@ -475,7 +552,8 @@ class PumpFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def pump(self) -> PumpConfig:
         kw: dict[str, Any] = {k: getattr(self, k) for k in (
-            "name", "fs", "vanes", "noise_floor", "iso_group", "foundation", "kind")}
+            "name", "fs", "vanes", "noise_floor", "shaft_level", "structure_rms", "iso_group",
+            "foundation", "kind")}
         kw["fs"] = float(self.fs)
         if self.speed is not None:
             kw["speed"] = self.speed

@@ -16,29 +16,54 @@ A pump's acceleration at each sensor is the sum of
   Amplitudes are velocity RMS per order (mm/s), severity 1 putting a radial
   sensor in ISO zone D; they scale linearly with severity, per sample while
   a fault grows and through one cached combined table while it is steady.
+  The healthy lines scale with the machine's ``shaft_level`` (a small motor
+  or test rig runs at a few tenths of a mm/s); a machine without an impeller
+  (``vanes = 0``) has no blade pass.
 * **structural resonances excited by broadband forcing** (flow turbulence,
-  friction), plus the sensor's white noise floor. Stationary, so each channel
-  holds two periodic noise *banks* of co-prime lengths (2^16 and 3^10 samples)
-  coloured by the pump's resonances through an FFT; sample ``i`` is the sum of
+  friction; ``structure_rms`` m/s^2 per channel), plus the sensor's white
+  noise floor. A quiet machine whose modes sit at a few kHz thus puts most of
+  its acceleration energy there at a low velocity level, as small rigs do.
+  Stationary, so each channel holds two periodic noise *banks* of co-prime
+  lengths (2^16 and 3^10 samples) coloured by the pump's resonances through
+  an FFT; sample ``i`` is the sum of
   ``bank_a[i mod La]`` and ``bank_b[i mod Lb]``, which repeats only after
   La*Lb samples (42 h at 25.6 kHz) and depends on nothing but ``i``.
 * **bearing defects**: periodic impacts whenever the defect phase
   (defect order x shaft revolutions) crosses an integer, each delayed by a
-  small random slip (about 1 % of the period) and with a random size; inner
-  race impacts are amplitude-modulated at shaft rate (the defect rotates
-  through the load zone), rolling-element impacts at cage rate, alternating
-  between the races (so both BSF and 2xBSF show). Impact size grows as
+  small random jitter (about 1 % of the period) and with a random size. The
+  defect orders are the running bearing's (:meth:`PumpBearing.defect_orders`:
+  catalog kinematics with the bearing's slip, so lines sit ``slip_pct`` off
+  the catalog). Inner race impacts are amplitude-modulated at shaft rate
+  (the defect rotates through the load zone). An outer-race defect is
+  stationary: with ``position_deg`` given, its impact size follows the static
+  load distribution at that angle (Stribeck's, load zone +-90 degrees) plus a
+  rotating (unbalance) load share that modulates at 1x -- a defect in the
+  load zone rings steadily, one outside it weakly and 1x-modulated; without
+  ``position_deg`` the size is constant. Rolling-element impacts are
+  modulated at cage rate with depth ``cage_depth`` (the ball carries the
+  defect in and out of the load zone: FTF sidebands) and alternate between
+  the races, the inner-race strike ``race_ratio`` of the outer one (so 2xBSF
+  shows, and BSF the more the two strikes differ: near 1 the spin line is
+  weak). Impact size grows as
   ``s * 100**(s - 1)`` with severity ``s`` (damage grows exponentially). The
   impulse train rings every structural mode: two-pole resonators with zeros
   at DC, run in parallel as one filter (shared denominator, one ``lfilter``
   with carried state, then a short FIR per channel for its coupling).
   Resonance frequencies, damping and the coupling into each sensor differ
   between pumps.
-* **cavitation**: high-frequency random noise under a log-normal burst
-  envelope (random bursts), from banks like the above.
+* **cavitation**: high-frequency random noise (above 2.5 kHz) under a
+  log-normal burst envelope (random bursts) that is also pulsed at blade
+  pass (bubbles collapse as each vane passes the cutwater: impulsive,
+  blade-pass-modulated), from banks like the above. Its level rises with the
+  operating point: ``1 + 2 x`` the flow fault's severity (running further off
+  the best efficiency point lowers the suction margin).
 
-Then the sensor chain: clip at the full-scale range and quantize to the ADC's
-bits (``adc_bits = 0``: ideal). Output is float32 m/s^2.
+Then the sensor: its mounting's transfer function (a resonant two-pole
+low-pass at the mounted resonance, ``SensorConfig.mount``: flat below, a
+peak of about Q at it, -40 dB/decade above; left out when the resonance is
+above 0.45 fs or the mount is ideal), then the chain: clip at the
+full-scale range and quantize to the ADC's bits (``adc_bits = 0``: ideal).
+Output is float32 m/s^2.
 
 Determinism: everything random derives from ``(seed, pump index)``. Noise and
 shaft lines depend only on the absolute sample index; impacts draw their
@@ -101,8 +126,12 @@ _AXIAL = {"healthy": 0.5, "imbalance": 0.25, "misalignment": 1.5, "looseness": 0
 # Peak ringing acceleration (m/s^2) of one impact at severity 1 with unit coupling.
 _IMPACT_PEAK = {"outer_race": 550.0, "inner_race": 550.0, "ball": 400.0, "cage": 250.0}
 _SLIP = 0.01  # impact delay spread, fraction of the defect period
-_STRUCT_RMS = 1.5  # broadband structural response, m/s^2 RMS per channel
 _CAVITATION_RMS = 6.0  # m/s^2 RMS at severity 1 inside bursts (on average)
+_CAV_FLOW_GAIN = 2.0  # cavitation level x (1 + gain * operating-point severity)
+_CAV_PULSE = 4.0  # sharpness of the blade-pass pulse: exp(k (cos - 1))
+_CAV_PULSE_SHARE = 0.5  # share of the cavitation envelope pulsed at blade pass
+_LOAD_ZONE = 0.5  # Stribeck load-distribution factor epsilon: load zone +-90 degrees
+_ROTATING_LOAD = 0.25  # share of the bearing load that rotates with the shaft (unbalance)
 
 
 def _impact_scale(severity: F64) -> F64:
@@ -116,7 +145,7 @@ def _impact_scale(severity: F64) -> F64:
 
 
 def _defect_order(cfg: PumpConfig, f: FaultConfig) -> float:
-    o = cfg.bearings[f.bearing].geometry.defect_orders()
+    o = cfg.bearings[f.bearing].defect_orders()
     return {
         "outer_race": o["bpfo"],
         "inner_race": o["bpfi"],
@@ -134,6 +163,35 @@ def draw_resonances(rng: np.random.Generator, fs: float) -> tuple[Resonance, ...
         Resonance(float(f), float(rng.uniform(0.03, 0.08)), float(g))
         for f, g in zip(freqs, [1.0, *rng.uniform(0.4, 0.9, k - 1)], strict=True)
     )
+
+
+def load_zone_factor(position_deg: float) -> float:
+    """Static load on a rolling element at ``position_deg`` from the load-zone centre (0..1).
+
+    Stribeck's distribution for a radially loaded ball bearing with zero
+    clearance: ``(1 - (1 - cos psi) / (2 eps)) ** 1.5`` inside the load zone
+    (``eps = 0.5``: +-90 degrees), 0 outside it.
+    """
+    u = 1.0 - (1.0 - math.cos(math.radians(position_deg))) / (2 * _LOAD_ZONE)
+    return float(max(u, 0.0) ** 1.5)
+
+
+def mount_filter(fs: float, hz: float, q: float) -> tuple[F64, F64] | None:
+    """Biquad ``(b, a)`` of a sensor's mounted resonance: a resonant two-pole low-pass.
+
+    Unit gain at DC, about ``q`` at ``hz``, -40 dB/decade above (the bilinear
+    transform, pre-warped at ``hz``); None when ``hz`` is above 0.45 fs (the
+    mounting then shapes nothing the record holds but a gentle rise near
+    Nyquist, which is left out).
+    """
+    if hz >= 0.45 * fs:
+        return None
+    w0 = 2 * math.pi * hz / fs
+    alpha = math.sin(w0) / (2 * q)
+    c = math.cos(w0)
+    b = np.array([(1 - c) / 2, 1 - c, (1 - c) / 2])
+    a = np.array([1 + alpha, -2 * c, 1 - alpha])
+    return b / a[0], a / a[0]
 
 
 def _resonance_response(f: F64, r: Resonance) -> NDArray[np.complex128]:
@@ -195,8 +253,9 @@ class PumpSynth:
 
         bpf = float(cfg.vanes)
         healthy = dict(_HEALTHY)
-        for k, v in _HEALTHY_BPF.items():
+        for k, v in _HEALTHY_BPF.items() if cfg.vanes else ():
             healthy[k * bpf] = healthy.get(k * bpf, 0.0) + v
+        healthy = {k: v * cfg.shaft_level for k, v in healthy.items()}
         self.healthy_table = table(healthy, "healthy")
         self.sync_faults: list[tuple[FaultConfig, F32]] = []
         for f in cfg.faults:
@@ -218,7 +277,7 @@ class PumpSynth:
         self.bank_b = np.empty((nch, BANK_B + CHUNK), dtype=np.float32)
         for c in range(nch):
             for bank, n in ((self.bank_a, BANK_A), (self.bank_b, BANK_B)):
-                x = _STRUCT_RMS * _bank(r_bank, n, shaped(n, c))
+                x = cfg.structure_rms * _bank(r_bank, n, shaped(n, c))
                 x += cfg.noise_floor * _bank(r_bank, n, None)
                 x *= 1 / math.sqrt(2)  # two banks add
                 bank[c, :n] = x
@@ -243,7 +302,7 @@ class PumpSynth:
                     )
                 )
         self._ftf_orders = [
-            cfg.bearings[imp.fault.bearing].geometry.defect_orders()["ftf"] for imp in self.impacts
+            cfg.bearings[imp.fault.bearing].defect_orders()["ftf"] for imp in self.impacts
         ]
         self.load_phase = float(r_imp.uniform(0, 2 * np.pi))
         self.res_ba = []
@@ -295,9 +354,22 @@ class PumpSynth:
                 envb[:n], envb[n:] = g, g[:CHUNK]
             self.cav_env = (env_a, env_b)
             self.cav_off = r_cav.integers(0, BANK_A * BANK_B, nch + 1)
+            # blade-pass pulse exp(k (cos - 1)), normalised to mean 1 over a vane passage
+            self.cav_pulse_mean = float(np.exp(-_CAV_PULSE) * np.i0(_CAV_PULSE))
+            self.cav_flow = [f for f in cfg.faults if f.kind == "flow"]
+
+        # --- sensor mounting: a resonant low-pass per channel, state carried ------------------
+        self.mounts: list[tuple[int, F64, F64]] = []
+        self.mount_state: list[F64] = []
+        for c, sensor in enumerate(cfg.sensors):
+            res = sensor.mount_resonance()
+            ba = mount_filter(fs, *res) if res is not None else None
+            if ba is not None:
+                self.mounts.append((c, *ba))
+                self.mount_state.append(np.zeros(2))
 
         self._resonances_hz = tuple(r.freq_hz for r in self.resonances)
-        self._orders0 = cfg.bearings[0].geometry.defect_orders() if cfg.bearings else {}
+        self._orders0 = cfg.bearings[0].defect_orders() if cfg.bearings else {}
         # The frequency (as an order of shaft speed) where each fault shows first.
         self._fault_orders: dict[str, float] = {}
         for f in cfg.faults:
@@ -412,9 +484,12 @@ class PumpSynth:
             row += self.bank_b[c, b0[c] : b0[c] + n]
 
         if self.cavitation:
-            self._add_cavitation(out, i0, n, t)
+            self._add_cavitation(out, i0, n, t, rev[1:])
         if self.impacts:
             self._add_impacts(out, i0, n, rev)
+        for k, (c, b, a) in enumerate(self.mounts):
+            y, self.mount_state[k] = scipy.signal.lfilter(b, a, out[c], zi=self.mount_state[k])
+            out[c] = y
 
     def _sev(self, f: FaultConfig, t: F64, i0: int, n: int) -> F32 | float | None:
         """Severity over the chunk: a scalar when constant, None when zero."""
@@ -423,7 +498,7 @@ class PumpSynth:
             return float(s0) if s0 > 0 else None
         return f.severity_at((i0 + np.arange(n)) / self.cfg.fs).astype(np.float32)
 
-    def _add_cavitation(self, out: F32, i0: int, n: int, t: F64) -> None:
+    def _add_cavitation(self, out: F32, i0: int, n: int, t: F64, rev: F64) -> None:
         sev: F32 | float | None = None
         for f in self.cavitation:
             s = self._sev(f, t, i0, n)
@@ -435,7 +510,14 @@ class PumpSynth:
         k = self.cav_off[-1]
         g = ea[(i0 + k) % BANK_A :][:n] + eb[(i0 + k) % BANK_B :][:n]
         # log-normal bursts, unit mean square: E[exp(2 s g)] = exp(2 s^2) for unit normal g
-        env = np.exp(0.5 * g - 0.25) * (np.float32(_CAVITATION_RMS) * sev)
+        op = max((f.severity_scalar(float(t.mean())) for f in self.cav_flow), default=0.0)
+        level = np.float32(_CAVITATION_RMS * (1.0 + _CAV_FLOW_GAIN * op))
+        env = np.exp(0.5 * g - 0.25) * (level * sev)
+        # collapses as each vane passes: a pulse train at blade pass (mean 1)
+        vane = np.cos((2 * np.pi * self.cfg.vanes) * np.mod(rev, 1.0)).astype(np.float32)
+        pulse = np.exp(np.float32(_CAV_PULSE) * (vane - np.float32(1.0)))
+        env *= np.float32(1 - _CAV_PULSE_SHARE) + np.float32(
+            _CAV_PULSE_SHARE / self.cav_pulse_mean) * pulse
         for c in range(out.shape[0]):
             o = self.cav_off[c]
             x = self.cav_a[c, (i0 + o) % BANK_A :][:n] + self.cav_b[c, (i0 + o) % BANK_B :][:n]
@@ -463,10 +545,18 @@ class PumpSynth:
                 kind = imp.fault.kind
                 if kind == "inner_race":
                     amp *= 0.3 + 0.7 * 0.5 * (1 + np.cos(2 * np.pi * rev_k + self.load_phase))
+                elif kind == "outer_race" and imp.fault.position_deg is not None:
+                    # stationary defect: static load at its angle + the rotating load at 1x
+                    static = load_zone_factor(imp.fault.position_deg)
+                    rot = 0.5 * (1 + np.cos(2 * np.pi * rev_k + self.load_phase))
+                    amp *= (1 - _ROTATING_LOAD) * static + _ROTATING_LOAD * rot
                 elif kind == "ball":
                     ftf = self._ftf_orders[i]
-                    amp *= 0.4 + 0.6 * 0.5 * (1 + np.cos(2 * np.pi * ftf * rev_k + self.load_phase))
-                    amp *= np.where(ks % 2 == 0, 1.0, 0.6)  # outer / inner race strike
+                    d = imp.fault.cage_depth
+                    amp *= (1 - d) + d * 0.5 * (
+                        1 + np.cos(2 * np.pi * ftf * rev_k + self.load_phase))
+                    # outer / inner race strike
+                    amp *= np.where(ks % 2 == 0, 1.0, imp.fault.race_ratio)
                 # ceil: a crossing between the previous block's last sample and this one's
                 # first lands on the first, however the stream is split.
                 j = np.ceil(p + delay).astype(np.int64)

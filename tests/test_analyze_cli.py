@@ -114,3 +114,16 @@ def test_analyze_csv_in_g_with_scale_and_fs(
     assert len(rows) == 2
     assert all(r["iso_zone"] == "D" for r in rows)  # 1x imbalance at 0.8: ~8 mm/s
     assert rows[0]["env_bpfo"] is None  # no bearing named: no envelope lines
+
+
+def test_analyze_keeps_one_envelope_band_across_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a weak outer-race defect on seed 0: chosen per record, the band hops between reports
+    out = tmp_path / "rec.npz"
+    argv = ["simulate", "--fault", "outer_race", "--severity", "0.45", "--seed", "0"]
+    assert main([*argv, "--seconds", "12", "--out", str(out)]) == 0
+    capsys.readouterr()
+    rows = analyze_json(capsys, str(out))
+    assert len(rows) == 12
+    assert len({tuple(r["env_band_hz"]) for r in rows}) == 1, [r["env_band_hz"] for r in rows]

@@ -15,6 +15,7 @@ from dsp.results import InvocationResponse
 from models.registry.local import LocalRegistry
 from models.serving.bundle import load_bundle
 from models.serving.server import ModelServer, ServerConfig
+from models.serving.statistics import load_statistics
 from models.training.train_sim import CLASSES, pump_reports, random_pump
 from pumpwatch.cli import main
 from simulator import FaultConfig, SimulatedSource
@@ -38,7 +39,7 @@ def test_trained_classifier_and_pump_baseline_served_through_the_registry(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rng = np.random.default_rng(SEED)
-    cfg, _ = random_pump(rng, "healthy", split="test", name="P1")
+    cfg, _ = random_pump(rng, "healthy", split="test", name="P1", machine="pump")
     x = SimulatedSource(cfg, seed=SEED).read(round(cfg.fs) * 10).samples[0]
     healthy = tmp_path / "p1-healthy.npy"
     np.save(healthy, x)
@@ -58,6 +59,9 @@ def test_trained_classifier_and_pump_baseline_served_through_the_registry(
     assert site.classifier.kind == "mlp" and site.baselines is not None
     assert site.baselines.pumps == ("P1",)
     assert "sim_macro_f1" in json.loads((tmp_path / "site" / "bundle.json").read_text())["metrics"]
+    # the classifier's training statistics come along with it (OOD gate, drift baseline)
+    stats = load_statistics(tmp_path / "site")
+    assert stats is not None and stats == load_statistics(tmp_path / "m" / "bundle")
 
     reg = tmp_path / "registry"
     base = ["models", "--registry", str(reg)]

@@ -6,7 +6,8 @@ artifact form) holding ``bundle.json``::
     {"format": "pumpwatch-bundle", "format_version": 1,
      "model_version": "site-a-7",              # reported in every result
      "classifier": {"kind": "physics", "params": {...}}
-                 | {"kind": "softmax" | "mlp", "path": "classifier.npz"}
+                 | {"kind": "softmax" | "mlp", "path": "classifier.npz",
+                    "temperature": 0.9}               # calibration; absent: 1
                  | {"kind": <any registered kind>, ...what its save() wrote...},
      "classes": [{"name": "healthy", "display_name": "Healthy", "description": "...",
                   "severity": "none", "action": "..."}, ...],

@@ -4,10 +4,16 @@ Inference only (numpy): standardise the named features, clip them to
 ``+-clip`` standard deviations (a report unlike anything seen in training
 cannot push a logit without bound: it is treated as "very high" or "very
 low", never as "infinitely"), missing -> 0 (the training mean), one tanh
-hidden layer, softmax. The artifact is one ``.npz`` (``feature_names``,
-``classes``, ``mean``, ``scale``, ``clip``, ``W1``, ``b1``, ``W2``, ``b2``),
-no pickle; fitting lives in :mod:`models.training.training`. Registered as a
-bundle kind by :mod:`models.serving.kinds.mlp`.
+hidden layer, softmax of the logits divided by the calibration
+``temperature`` (post-hoc temperature scaling, fitted on a held-out
+simulated split by :mod:`models.training.calibration`; it changes how sure
+the model says it is, never its top class). The artifact is one ``.npz``
+(``feature_names``, ``classes``, ``mean``, ``scale``, ``clip``, ``W1``,
+``b1``, ``W2``, ``b2``), no pickle; the temperature is the ``temperature``
+key of the bundle's ``classifier`` entry (absent: 1, so bundles written
+before calibration serve exactly as before). Fitting lives in
+:mod:`models.training.training`. Registered as a bundle kind by
+:mod:`models.serving.kinds.mlp`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,27 @@ F64 = NDArray[np.float64]
 FILE = "classifier.npz"
 
 
+def check_temperature(t: float) -> float:
+    """A calibration temperature: finite and > 0 (:class:`BundleError` otherwise)."""
+    if not (isinstance(t, int | float) and not isinstance(t, bool) and np.isfinite(t) and t > 0):
+        raise BundleError(f"classifier temperature must be a finite number > 0, got {t!r}")
+    return float(t)
+
+
+def spec_temperature(spec: Mapping[str, Any]) -> float:
+    """The ``temperature`` of a bundle's ``classifier`` entry (1 when absent)."""
+    return check_temperature(spec.get("temperature", 1.0))
+
+
+def softmax(logits: F64, temperature: float = 1.0) -> F64:
+    """Row-wise softmax of ``logits / temperature``."""
+    z = logits / temperature if temperature != 1.0 else logits.copy()
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: F64 = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
 class MLPClassifier:
     kind = "mlp"
 
@@ -41,6 +68,7 @@ class MLPClassifier:
         b1: F64,
         W2: F64,
         b2: F64,
+        temperature: float = 1.0,
     ) -> None:
         check_feature_names(feature_names)
         f, c, h = len(feature_names), len(classes), b1.shape[0]
@@ -55,6 +83,15 @@ class MLPClassifier:
         self.classes = classes
         self.mean, self.scale, self.clip = mean, scale, float(clip)
         self.W1, self.b1, self.W2, self.b2 = W1, b1, W2, b2
+        self.temperature = check_temperature(temperature)
+
+    def with_temperature(self, temperature: float) -> MLPClassifier:
+        """The same network with another calibration temperature."""
+        return MLPClassifier(
+            feature_names=self.feature_names, classes=self.classes, mean=self.mean,
+            scale=self.scale, clip=self.clip, W1=self.W1, b1=self.b1, W2=self.W2, b2=self.b2,
+            temperature=temperature,
+        )
 
     @property
     def nbytes(self) -> int:
@@ -66,13 +103,14 @@ class MLPClassifier:
         return np.clip(np.nan_to_num(z, nan=0.0, posinf=self.clip, neginf=-self.clip),
                        -self.clip, self.clip)
 
-    def proba_from_matrix(self, x: F64) -> F64:
+    def logits_from_matrix(self, x: F64) -> F64:
+        """Uncalibrated logits (before the temperature)."""
         hidden = np.tanh(self.standardize(x) @ self.W1 + self.b1)
-        logits = hidden @ self.W2 + self.b2
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        out: F64 = e / e.sum(axis=1, keepdims=True)
+        out: F64 = hidden @ self.W2 + self.b2
         return out
+
+    def proba_from_matrix(self, x: F64) -> F64:
+        return softmax(self.logits_from_matrix(x), self.temperature)
 
     def predict_proba(self, f: BatchFeatures) -> F64:
         return self.proba_from_matrix(f.matrix(self.feature_names))
@@ -84,11 +122,15 @@ class MLPClassifier:
                 mean=self.mean, scale=self.scale, clip=np.array(self.clip), W1=self.W1,
                 b1=self.b1, W2=self.W2, b2=self.b2,
             )
-        return {"kind": self.kind, "path": FILE}
+        spec: dict[str, Any] = {"kind": self.kind, "path": FILE}
+        if self.temperature != 1.0:
+            spec["temperature"] = self.temperature
+        return spec
 
 
 def load_mlp(bundle_dir: Path, spec: Mapping[str, Any]) -> MLPClassifier:
     path = bundle_dir / str(spec.get("path", FILE))
+    temperature = spec_temperature(spec)
     try:
         with np.load(path, allow_pickle=False) as z:
             return MLPClassifier(
@@ -97,7 +139,7 @@ def load_mlp(bundle_dir: Path, spec: Mapping[str, Any]) -> MLPClassifier:
                 mean=z["mean"].astype(np.float64), scale=z["scale"].astype(np.float64),
                 clip=float(z["clip"]), W1=z["W1"].astype(np.float64),
                 b1=z["b1"].astype(np.float64), W2=z["W2"].astype(np.float64),
-                b2=z["b2"].astype(np.float64),
+                b2=z["b2"].astype(np.float64), temperature=temperature,
             )
     except (OSError, KeyError, ValueError) as exc:
         raise BundleError(f"cannot load mlp classifier {path}: {exc}") from None

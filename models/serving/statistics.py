@@ -12,6 +12,7 @@ drift monitoring; a bundle without them (older bundles) gives ``None``.
 from __future__ import annotations
 
 import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,35 @@ def attach_statistics(bundle_dir: Path) -> None:
     manifest["files"] = files
     manifest["statistics"] = {"statistics": STATISTICS_FILE, "constraints": CONSTRAINTS_FILE}
     (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def carry_statistics(source: Path, bundle_dir: Path) -> bool:
+    """Copy the statistics of bundle ``source`` (a directory or ``.tar.gz``) into ``bundle_dir``.
+
+    For a bundle composed from another bundle's classifier: the statistics describe
+    that classifier's training data, so they go with it. Returns whether there were any.
+    """
+    if source.is_dir():
+        names = {n: (source / n).read_bytes() for n in (STATISTICS_FILE, CONSTRAINTS_FILE)
+                 if (source / n).is_file()}
+    else:
+        try:
+            with tarfile.open(source, "r:*") as tar:
+                names = {}
+                for n in (STATISTICS_FILE, CONSTRAINTS_FILE):
+                    member = next((m for m in tar.getmembers()
+                                   if m.isfile() and Path(m.name).name == n), None)
+                    fh = tar.extractfile(member) if member is not None else None
+                    if fh is not None:
+                        names[n] = fh.read()
+        except (tarfile.TarError, OSError) as exc:
+            raise BundleError(f"cannot read {source}: {exc}") from None
+    if len(names) != 2:
+        return False
+    for n, data in names.items():
+        (bundle_dir / n).write_bytes(data)
+    attach_statistics(bundle_dir)
+    return True
 
 
 def _feature(f: dict[str, Any]) -> FeatureStatistics:

@@ -1,24 +1,49 @@
 """Labelled reports from the simulator: the classifier's and the baselines' training data.
 
-Theory of operation. Each *sample pump* is a random :class:`simulator.PumpConfig`
-(speed, vanes, bearing, two or three structural resonances, noise floor) with
-at most one fault of a known class, rendered for a few seconds and turned into
-1 s reports by the edge's own dsp (:mod:`models.training.replay`). Nuisances
-vary on purpose, so the classifier has to learn patterns, not levels:
+Theory of operation. Each *sample machine* is a random
+:class:`simulator.PumpConfig` with at most one fault of a known class,
+rendered for a few seconds and turned into 1 s reports by the edge's own dsp
+(:mod:`models.training.replay`). Nuisances vary on purpose and widely, so the
+classifier has to learn fault patterns, not "looks like the simulator's
+pump" -- a healthy machine may look like many things:
 
-- speed 600-3600 rpm with slow drift; the report's speed is either the
-  true speed ("given", a tachometer) or the edge's own estimate;
-- sample rate 12, 20.48 or 25.6 kHz (different sensors and report layouts);
-- structural resonances 1.5 kHz .. 0.9 Fmax (where bearing impacts ring);
-- sensor noise floor 0.005-0.1 m/s^2 and a sensor gain error of 0.5-2x;
-- operating point ("load"): blade-pass growth from running off the best
-  efficiency point, severity 0-0.25 on every pump, faulted or not;
-- two sensor axes per pump (horizontal and axial).
+- machine type: a centrifugal pump (3-8 vanes, healthy shaft lines 0.3-2x
+  nominal, structural response 0.3-3 m/s^2), a small electric motor or a test
+  rig (no impeller, so no blade pass and no flow or cavitation; low 1x:
+  shaft lines 0.1-1x nominal, i.e. a few tenths of a mm/s; structural
+  response 0.05-3 m/s^2). A quiet rig whose modes sit at a few kHz puts most
+  of its acceleration energy there at 0.1-0.5 mm/s: a legitimate healthy
+  machine, so broadband high-frequency energy alone is not cavitation;
+- speed 600-3600 rpm with slow drift; the report's speed is the true speed
+  (a tachometer), a given speed a few percent off (1-4 %: a nameplate or
+  drive setpoint), or the edge's own estimate; the asset's rated speed is up
+  to 4 % off the true speed (the edge falls back on it when no 1x stands out);
+- sample rate 12, 20, 20.48, 25.6, 48 or 51.2 kHz (different sensors and
+  report layouts);
+- 1-4 structural resonances anywhere from 400 Hz to 0.45 fs, damping ratio
+  0.01-0.1 (Q 5-50), relative gain 0.2-1 (where bearing impacts ring);
+- bearing kinematics 0.5-3 % off catalog (rolling-element slip); outer-race
+  defects anywhere from the load-zone centre to opposite it (steady or
+  1x-modulated impacts); ball faults with cage modulation 0.4-1 deep (FTF
+  sidebands) and an inner-race strike 0.1-0.9 of the outer one (near 1 the
+  1xBSF spin line all but vanishes; lower, it rivals 2xBSF);
+- sensor mounting: ideal, stud, adhesive or magnet (mounted resonance
+  +-30 % of the mount's nominal, Q 5-30); noise floor 0.002-0.1 m/s^2 and a
+  sensor gain error of 0.5-2x;
+- operating point ("load", pumps only): blade-pass growth from running off
+  the best efficiency point, severity 0-0.25 on every pump, faulted or not;
+  cavitation's impulsive, blade-pass-pulsed broadband energy rises with it;
+- two sensor axes per machine (horizontal and axial).
 
 Held-out split (``split="test"``): unseen seeds (a different seed stream),
 unseen speeds (the rpm axis is cut into 150-rpm stripes; training uses even
-stripes, test odd ones) and unseen resonances (log-frequency cut into eight
-stripes, likewise). The same 8 conditions appear in both.
+stripes, test odd ones) and unseen resonances (log-frequency cut into nine
+stripes, likewise). The same 8 conditions appear in both. The calibration
+split (``split="calib"``, for the temperature) has its own seed stream and
+either parity per machine: a served model meets machines the simulator did
+not model exactly, so its confidence is calibrated on seen and unseen
+speeds and resonances alike (an in-distribution split sharpens it, and the
+held-out split then finds it over-confident).
 """
 
 from __future__ import annotations
@@ -33,6 +58,7 @@ import numpy as np
 import dsp
 from simulator import (
     BEARINGS,
+    MOUNTS,
     FaultConfig,
     PumpBearing,
     PumpConfig,
@@ -41,10 +67,12 @@ from simulator import (
     SimulatedSource,
     SpeedProfile,
 )
+from simulator.pump import Axis, Mount
 
 from .replay import bearing_asset, config_for, reports_from_signal
 
-Split = Literal["train", "test"]
+Split = Literal["train", "test", "calib"]
+Machine = Literal["pump", "motor", "rig"]
 Progress = Callable[[int, int], None]
 
 #: Classifier classes and the simulator fault that produces each ("healthy": none).
@@ -59,13 +87,25 @@ CLASS_FAULTS: dict[str, str | None] = {
     "cavitation": "cavitation",
 }
 CLASSES: tuple[str, ...] = tuple(CLASS_FAULTS)
-SAMPLE_RATES: tuple[float, ...] = (12000.0, 20480.0, 25600.0)
+SAMPLE_RATES: tuple[float, ...] = (12000.0, 20000.0, 20480.0, 25600.0, 48000.0, 51200.0)
 RPM_RANGE = (600.0, 3600.0)
 RPM_STRIPE = 150.0
-RES_STRIPES = 8
+RES_RANGE_HZ = (400.0, 0.45)  # lowest mode (Hz), highest as a fraction of fs
+RES_STRIPES = 9  # odd: the training (even) stripes hold both ends of the range
 SEVERITY = (0.4, 1.0)
+SLIP_PCT = (0.5, 3.0)  # rolling-element slip: lines this far off catalog
+GIVEN_RPM_ERROR = (0.01, 0.03)  # a given (not measured) speed is off by this fraction
+RATED_RPM_ERROR = 0.04  # the asset's rated speed is within this fraction of the true one
+MACHINES: tuple[Machine, ...] = ("pump", "motor", "rig")
+_MACHINE_P = (0.5, 0.25, 0.25)
+_KIND = {"pump": "centrifugal pump", "motor": "electric motor", "rig": "test rig"}
+# log-uniform ranges per machine type: healthy shaft-line level (x nominal, ~0.8 mm/s at 1x)
+# and broadband structural response (m/s^2 RMS)
+_SHAFT_LEVEL = {"pump": (0.3, 2.0), "motor": (0.1, 1.0), "rig": (0.1, 0.6)}
+_STRUCTURE_RMS = {"pump": (0.3, 3.0), "motor": (0.05, 1.5), "rig": (0.2, 3.0)}
+_MOUNTS: tuple[Mount, ...] = ("ideal", "stud", "adhesive", "magnet")
 _DESIGNATIONS = tuple(d for d in BEARINGS if d != "ZA-2115")
-_SPLIT_SALT = {"train": 0x7A1, "test": 0x7E5}
+_SPLIT_SALT = {"train": 0x7A1, "test": 0x7E5, "calib": 0xCA1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,24 +123,59 @@ def _striped(rng: np.random.Generator, lo: float, hi: float, stripe: float, pari
             return v
 
 
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
 def _resonances(rng: np.random.Generator, fs: float, parity: int) -> tuple[Resonance, ...]:
-    top = min(9000.0, 0.9 * fs / 2.56)
-    lo, hi = math.log(1500.0), math.log(top)
+    """1-4 modes anywhere from 400 Hz to 0.45 fs (log-frequency stripes of ``parity``)."""
+    lo, hi = math.log(RES_RANGE_HZ[0]), math.log(RES_RANGE_HZ[1] * fs)
     width = (hi - lo) / RES_STRIPES
-    k = int(rng.integers(2, 4))
+    k = int(rng.integers(1, 5))
     freqs = sorted(math.exp(_striped(rng, lo, hi, width, parity)) for _ in range(k))
-    gains = [1.0, *rng.uniform(0.4, 0.9, k - 1)]
+    gains = [1.0, *(_log_uniform(rng, 0.2, 1.0) for _ in range(k - 1))]
+    rng.shuffle(gains)  # the strongest mode is anywhere, not always the lowest
     return tuple(
-        Resonance(f, float(rng.uniform(0.03, 0.08)), float(g))
+        Resonance(f, _log_uniform(rng, 0.01, 0.1), float(g))
         for f, g in zip(freqs, gains, strict=True)
     )
 
 
+def _sensor(rng: np.random.Generator, name: str, axis: Axis) -> SensorConfig:
+    mount: Mount = _MOUNTS[int(rng.integers(len(_MOUNTS)))]
+    if mount == "ideal":
+        return SensorConfig(name=name, axis=axis)
+    hz, _ = MOUNTS[mount]
+    return SensorConfig(name=name, axis=axis, mount=mount,
+                        mount_hz=hz * float(rng.uniform(0.7, 1.3)),
+                        mount_q=_log_uniform(rng, 5.0, 30.0))
+
+
+def _fault(rng: np.random.Generator, kind: str) -> FaultConfig:
+    sev = float(rng.uniform(*SEVERITY))
+    if kind == "outer_race":  # anywhere from the load-zone centre to opposite it
+        return FaultConfig(kind="outer_race", severity=sev,
+                           position_deg=float(rng.uniform(0.0, 180.0)))
+    if kind == "ball":
+        return FaultConfig(kind="ball", severity=sev, cage_depth=float(rng.uniform(0.4, 1.0)),
+                           race_ratio=float(rng.uniform(0.1, 0.9)))
+    return FaultConfig(kind=kind, severity=sev)  # type: ignore[arg-type]
+
+
 def random_pump(
-    rng: np.random.Generator, cls: str, *, split: Split, name: str = "p"
+    rng: np.random.Generator, cls: str, *, split: Split, name: str = "p",
+    machine: Machine | None = None,
 ) -> tuple[PumpConfig, float]:
-    """One sample pump of class ``cls`` and its sensor gain error."""
-    parity = 0 if split == "train" else 1
+    """One sample machine of class ``cls`` and its sensor gain error.
+
+    ``machine`` (default: drawn; cavitation only on pumps) is the machine type.
+    """
+    # calibration: either parity, so the temperature sees seen and unseen speeds/resonances
+    parity = 0 if split == "train" else 1 if split == "test" else int(rng.integers(2))
+    kind = CLASS_FAULTS[cls]
+    if machine is None:
+        machine = "pump" if kind == "cavitation" else MACHINES[
+            int(rng.choice(len(MACHINES), p=_MACHINE_P))]
     fs = float(rng.choice(SAMPLE_RATES))
     rpm = _striped(rng, *RPM_RANGE, RPM_STRIPE, parity)
     speed = SpeedProfile(
@@ -108,27 +183,26 @@ def random_pump(
         drift_period_s=float(rng.uniform(30.0, 300.0)),
     )
     bearing = BEARINGS[str(rng.choice(_DESIGNATIONS))]
-    faults = [
-        FaultConfig(kind="flow", severity=float(rng.uniform(0.0, 0.25)))  # operating point
-    ]
-    kind = CLASS_FAULTS[cls]
+    faults: list[FaultConfig] = []
+    if machine == "pump":  # operating point
+        faults.append(FaultConfig(kind="flow", severity=float(rng.uniform(0.0, 0.25))))
     if kind is not None:
-        faults.append(FaultConfig(kind=kind, severity=float(rng.uniform(*SEVERITY))))  # type: ignore[arg-type]
+        faults.append(_fault(rng, kind))
     cfg = PumpConfig(
         name=name,
         fs=fs,
         speed=speed,
-        vanes=int(rng.integers(3, 9)),
-        bearings=(PumpBearing(bearing, "DE"),),
-        sensors=(
-            SensorConfig(name="de_h", axis="horizontal"),
-            SensorConfig(name="de_a", axis="axial"),
-        ),
+        vanes=int(rng.integers(3, 9)) if machine == "pump" else 0,
+        bearings=(PumpBearing(bearing, "DE", float(rng.uniform(*SLIP_PCT))),),
+        sensors=(_sensor(rng, "de_h", "horizontal"), _sensor(rng, "de_a", "axial")),
         resonances=_resonances(rng, fs, parity),
-        noise_floor=float(math.exp(rng.uniform(math.log(0.005), math.log(0.1)))),
+        noise_floor=_log_uniform(rng, 0.002, 0.1),
+        shaft_level=_log_uniform(rng, *_SHAFT_LEVEL[machine]),
+        structure_rms=_log_uniform(rng, *_STRUCTURE_RMS[machine]),
+        kind=_KIND[machine],
         faults=tuple(faults),
     )
-    gain = float(math.exp(rng.uniform(math.log(0.5), math.log(2.0))))
+    gain = _log_uniform(rng, 0.5, 2.0)
     return cfg, gain
 
 
@@ -141,8 +215,16 @@ def pump_reports(
     tachometer: bool = True,
     start_s: int = 0,
     channels: tuple[int, ...] | None = None,
+    given_rpm_error: float = 0.0,
+    rated_rpm_error: float = 0.0,
 ) -> list[dsp.Report]:
-    """``seconds`` 1 s reports per channel of a simulated pump (from ``start_s`` on)."""
+    """``seconds`` 1 s reports per channel of a simulated pump (from ``start_s`` on).
+
+    ``tachometer``: the report is given a speed (else the edge estimates it),
+    ``given_rpm_error`` off the true one (0: a tachometer; a few percent: a
+    nameplate or drive setpoint). The asset's rated speed is the nominal
+    speed ``rated_rpm_error`` off, rounded to 10 rpm.
+    """
     src = SimulatedSource(cfg, seed=seed)
     n = round(cfg.fs)
     if start_s:
@@ -152,9 +234,10 @@ def pump_reports(
     b = cfg.bearings[0].geometry
     asset = bearing_asset(
         b.designation, b.n_balls, b.ball_d_mm, b.pitch_d_mm, b.contact_deg,
-        vanes=cfg.vanes, rated_rpm=round(cfg.speed.rpm, -1), kind=cfg.kind,
+        vanes=cfg.vanes or None, rated_rpm=round(cfg.speed.rpm * (1 + rated_rpm_error), -1),
+        kind=cfg.kind,
     )
-    rpm = float(truth["rpm"]) if tachometer else None
+    rpm = float(truth["rpm"]) * (1 + given_rpm_error) if tachometer else None
     out: list[dsp.Report] = []
     for c, sensor in enumerate(cfg.sensors):
         if channels is not None and c not in channels:
@@ -186,8 +269,10 @@ def simulate(
         cls = classes[i % len(classes)]
         cfg, gain = random_pump(rng, cls, split=split, name=f"{split}{i}")
         pump_seed = int(rng.integers(0, 2**31)) ^ _SPLIT_SALT[split]
+        given, given_error, rated_error = report_speed(rng)
         reps = pump_reports(
-            cfg, seed=pump_seed, seconds=seconds, gain=gain, tachometer=bool(rng.random() < 0.5)
+            cfg, seed=pump_seed, seconds=seconds, gain=gain, tachometer=given,
+            given_rpm_error=given_error, rated_rpm_error=rated_error,
         )
         reports += reps
         labels += [cls] * len(reps)
@@ -195,6 +280,18 @@ def simulate(
         if progress is not None:
             progress(i + 1, total)
     return LabelledReports(reports, labels, groups)
+
+
+def report_speed(rng: np.random.Generator) -> tuple[bool, float, float]:
+    """How a sample's reports get their speed: (given?, given error, rated error).
+
+    A third each: a tachometer (exact), a given speed 1-4 % off (either
+    sign), no speed (the edge estimates it); the rated speed is within 4 %.
+    """
+    mode = int(rng.integers(3))
+    err = float(rng.uniform(*GIVEN_RPM_ERROR)) * float(rng.choice([-1.0, 1.0]))
+    rated = float(rng.uniform(-RATED_RPM_ERROR, RATED_RPM_ERROR))
+    return mode < 2, err if mode == 1 else 0.0, rated
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,15 +326,13 @@ def simulate_anomaly(
     faulty: list[list[dsp.Report]] = []
     kinds: list[str] = []
     for i in range(n_pumps):
-        cfg, gain = random_pump(rng, "healthy", split="test", name=f"a{i}")
-        pump_seed = int(rng.integers(0, 2**31))
         cls = faults[i % len(faults)]
         kind = CLASS_FAULTS[cls]
         assert kind is not None
-        bad = cfg.with_faults(
-            *cfg.faults,
-            FaultConfig(kind=kind, severity=float(rng.uniform(*SEVERITY))),  # type: ignore[arg-type]
-        )
+        cfg, gain = random_pump(rng, "healthy", split="test", name=f"a{i}",
+                                machine="pump" if kind == "cavitation" else None)
+        pump_seed = int(rng.integers(0, 2**31))
+        bad = cfg.with_faults(*cfg.faults, _fault(rng, kind))
         both = pump_reports(cfg, seed=pump_seed, seconds=fit_s + test_s, gain=gain, channels=(0,))
         fit.append(both[:fit_s])
         healthy.append(both[fit_s:])

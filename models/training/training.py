@@ -24,8 +24,16 @@ The bundle also carries the training features' statistics
 size (16) was chosen among 16/32/64 on the simulator's held-out split; the
 clip (4) was set before any real-data run; nothing is chosen on real
 recordings (docs/models.md says what was looked at).
+Calibration: the fitted model's probabilities are temperature-scaled
+(:mod:`models.training.calibration`): one temperature, fitted on a separate
+simulated calibration split (its own seeds, never in the fit), exported in
+the bundle's ``classifier`` entry and applied by the served kind.
 Metrics come from a held-out simulator split with unseen seeds, speeds and
-resonances (:mod:`models.training.train_sim`).
+resonances (:mod:`models.training.train_sim`): ``sim_macro_f1`` is the
+macro-F1 over the classifier's (the manifest's) machine classes of the label
+a user sees -- the top class, ``unknown`` below the serving threshold, which
+counts as wrong; ``sim_ece`` the expected calibration error (15 bins) of the
+calibrated top-class confidence.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from models.serving.mlp import MLPClassifier
 from models.serving.physics import PhysicsParams
 from models.serving.statistics import attach_statistics
 
+from .calibration import ECE_BINS, expected_calibration_error, fit_temperature, label_index
 from .estimators import export_mlp, export_softmax, fit_mlp_pipeline, fit_softmax_pipeline
 from .evaluation import confusion, macro_f1, per_class_f1
 from .replay import STANDARD_BANDS
@@ -80,6 +89,7 @@ FEATURES: tuple[str, ...] = (
 class TrainConfig:
     pumps_per_class: int = 60
     test_pumps_per_class: int = 25
+    calib_pumps_per_class: int = 15  # the temperature's split; 0: no calibration (T = 1)
     seconds: int = 3
     seed: int = 0
     kind: Literal["mlp", "softmax"] = "mlp"
@@ -184,39 +194,59 @@ def train(
         cfg.test_pumps_per_class, seed=cfg.seed, split="test", seconds=cfg.seconds,
         progress=stage("simulate held-out"),
     )
+    ca = simulate(
+        cfg.calib_pumps_per_class, seed=cfg.seed, split="calib", seconds=cfg.seconds,
+        progress=stage("simulate calibration"),
+    ) if cfg.calib_pumps_per_class > 0 else None
     t_sim = time.perf_counter() - t0
     clf = fit(cfg, tr.reports, tr.labels)
+    classes = clf.classes  # the manifest's machine classes, in output order
+    y_te = label_index(te.labels, classes)
+    raw_te = clf.predict_proba(extract(te.reports))
+    temperature = 1.0
+    if ca is not None:
+        temperature = fit_temperature(clf.predict_proba(extract(ca.reports)),
+                                      label_index(ca.labels, classes))
+        clf = clf.with_temperature(temperature)
     stats = training_statistics(_matrix(tr.reports, cfg.features), cfg.features, tr.labels,
                                 clf.classes)
-    pred = predict(clf, te.reports)
+    p_te = clf.predict_proba(extract(te.reports))
+    pred = [classes[i] for i in p_te.argmax(axis=1).tolist()]
     unsure = PhysicsParams().unsure_below
-    pred_u = predict(clf, te.reports, unsure_below=unsure)
+    pred_u = [c if p >= unsure else "unknown" for c, p in zip(pred, p_te.max(axis=1).tolist(),
+                                                                strict=True)]
     train_pred = predict(clf, tr.reports)
-    f1 = per_class_f1(te.labels, pred, CLASSES)
+    f1 = per_class_f1(te.labels, pred_u, classes)
     by_source: dict[str, float] = {}
     for src in ("given", "estimated"):
         idx = [i for i, r in enumerate(te.reports) if r.speed.source == src]
         if idx:
             by_source[f"sim_macro_f1_{src}_speed"] = round(
-                macro_f1([te.labels[i] for i in idx], [pred[i] for i in idx], CLASSES), 4
+                macro_f1([te.labels[i] for i in idx], [pred_u[i] for i in idx], classes), 4
             )
     metrics = {
-        "sim_macro_f1": round(macro_f1(te.labels, pred, CLASSES), 4),
-        "sim_macro_f1_with_unknown": round(macro_f1(te.labels, pred_u, CLASSES), 4),
+        "sim_macro_f1": round(macro_f1(te.labels, pred_u, classes), 4),
+        "sim_macro_f1_top_class": round(macro_f1(te.labels, pred, classes), 4),
         "sim_unknown_share": round(float(np.mean([p == "unknown" for p in pred_u])), 4),
-        "sim_train_macro_f1": round(macro_f1(tr.labels, train_pred, CLASSES), 4),
+        "sim_ece": round(expected_calibration_error(p_te, y_te), 4),
+        "sim_ece_uncalibrated": round(expected_calibration_error(raw_te, y_te), 4),
+        "sim_temperature": round(temperature, 4),
+        "sim_train_macro_f1": round(macro_f1(tr.labels, train_pred, classes), 4),
         **by_source,
         "n_train_reports": float(len(tr.reports)),
         "n_test_reports": float(len(te.reports)),
-        **{f"sim_f1_{c}": round(float(v), 4) for c, v in zip(CLASSES, f1, strict=True)},
+        "n_calibration_reports": float(len(ca.reports) if ca is not None else 0),
+        **{f"sim_f1_{c}": round(float(v), 4) for c, v in zip(classes, f1, strict=True)},
     }
     report = {
-        "classes": list(CLASSES),
-        "confusion": confusion(te.labels, pred, CLASSES).tolist(),
+        "classes": list(classes),
+        "confusion": confusion(te.labels, pred_u, classes).tolist(),
         "features": list(cfg.features),
+        "temperature": temperature,
+        "ece_bins": ECE_BINS,
         "config": {k: getattr(cfg, k) for k in ("pumps_per_class", "test_pumps_per_class",
-                                                "seconds", "seed", "kind", "hidden", "l2",
-                                                "clip")},
+                                                "calib_pumps_per_class", "seconds", "seed",
+                                                "kind", "hidden", "l2", "clip")},
         "seconds_simulating": round(t_sim, 1),
         "seconds_total": round(time.perf_counter() - t0, 1),
     }

@@ -109,9 +109,11 @@ def analyze_recording(
     spec = dsp.ChannelSpec(asset=asset, rpm=rpm)
     orders = bearing.defect_orders() if bearing else None
     rows: list[dict[str, Any]] = []
+    band: dsp.BandState | None = None  # the envelope band, kept across reports as the edge does
     for s in starts:
         seg = x[s : s + step] if n >= step else x
-        (r,) = dsp.analyze(seg[np.newaxis, :], cfg, [spec])
+        (r,) = dsp.analyze(seg[np.newaxis, :], cfg, [spec], band_state=[band])
+        band = r.band_state
         f = r.features
         speed = r.speed.rpm
         row: dict[str, Any] = {

@@ -25,7 +25,8 @@ INVALID = 2
 _EDGE_KEYS = {"device", "site", "pumps", "report", "spool", "status", "source", "pipeline"}
 _CLOUD_KEYS = {"endpoint", "batch", "store", "consumer", "alarms", "route", "routes", "metrics"}
 _PUMP_KEYS = {"name", "fs", "speed", "rpm", "vanes", "bearings", "sensors", "resonances",
-              "noise_floor", "iso_group", "foundation", "kind", "faults"}
+              "noise_floor", "shaft_level", "structure_rms", "iso_group", "foundation",
+              "kind", "faults"}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -228,6 +228,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from models.serving.baseline import Baselines
     from models.serving.bundle import load_bundle, write_bundle
     from models.serving.handler import JSON, MSGPACK, decode_request
+    from models.serving.statistics import carry_statistics
     from models.training.anomaly import BaselineConfig, fit_pump_baselines
 
     reports = []
@@ -253,6 +254,9 @@ def _bundle(args: argparse.Namespace) -> int:
         args.out, model_version=args.model_version, classifier=classifier, baselines=baselines,
         description=args.description, metrics=metrics, classes=classes,
     )
+    if args.classifier_from is not None:
+        # The classifier's training statistics travel with it (OOD gate, drift baseline).
+        carry_statistics(args.classifier_from, out)
     pumps = ", ".join(baselines.pumps) if baselines is not None else "none"
     print(f"bundle {args.model_version} in {out} (baselines: {pumps})")
     return 0

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--pumps-per-class", type=int, default=TrainConfig.pumps_per_class)
     p.add_argument("--test-pumps-per-class", type=int, default=TrainConfig.test_pumps_per_class)
+    p.add_argument("--calib-pumps-per-class", type=int,
+                   default=TrainConfig.calib_pumps_per_class,
+                   help="pumps per class of the calibration split (the temperature); 0: none")
     p.add_argument("--seconds", type=int, default=TrainConfig.seconds,
                    help="seconds simulated per pump (1 s reports, two sensor axes)")
     p.add_argument("--seed", type=int, default=0)
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         pumps_per_class=args.pumps_per_class, test_pumps_per_class=args.test_pumps_per_class,
-        seconds=args.seconds, seed=args.seed,
+        calib_pumps_per_class=args.calib_pumps_per_class, seconds=args.seconds, seed=args.seed,
     )
     version = args.model_version or f"sim-{cfg.kind}-seed{cfg.seed}"
     baselines = None

@@ -42,7 +42,7 @@ def ensure_trained(opts: StackOptions, *, quiet: bool = False) -> Path:
     if opts.train_pumps_per_class is not None:
         n = opts.train_pumps_per_class
         argv += ["--pumps-per-class", str(n), "--test-pumps-per-class", str(max(2, n // 2)),
-                 "--seconds", "2"]
+                 "--calib-pumps-per-class", str(max(2, n // 4)), "--seconds", "2"]
     if quiet:
         argv.append("--quiet")
     print("training the condition classifier on simulated pumps (first start only; "

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from models.training.train_sim import CLASS_FAULTS
 from simulator.pump import FaultConfig, PumpConfig, fleet_configs
 
 #: Fault kinds the stack injects, in order; all are classes the trained classifier knows.
@@ -47,16 +48,8 @@ FAULT_ORDER: tuple[str, ...] = (
     "ball",
 )
 
-#: Classifier condition -> simulator fault kind (models/training/train_sim.py's CLASS_FAULTS).
-CONDITION_FAULT: dict[str, str] = {
-    "imbalance": "imbalance",
-    "misalignment": "misalignment",
-    "looseness": "looseness",
-    "bearing_outer": "outer_race",
-    "bearing_inner": "inner_race",
-    "bearing_ball": "ball",
-    "cavitation": "cavitation",
-}
+#: Classifier condition -> the simulator fault that produces it (the training set's own table).
+CONDITION_FAULT: dict[str, str] = {c: f for c, f in CLASS_FAULTS.items() if f is not None}
 
 SITE = "plant-a"
 CONSUMER_ID = "consumer"

@@ -2,7 +2,9 @@
 
 The artifact holds ``feature_names``, ``classes``, ``mean``, ``scale``, ``W``
 (features x classes) and ``b`` -- the simplest trained artifact, loadable with
-numpy alone. Missing features count as the training mean.
+numpy alone. Missing features count as the training mean. The probabilities
+are the softmax of the logits over the calibration ``temperature`` (the
+``temperature`` key of the bundle's ``classifier`` entry; absent: 1).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from numpy.typing import NDArray
 
 from ..errors import BundleError
 from ..features import BatchFeatures, check_feature_names
+from ..mlp import check_temperature, softmax, spec_temperature
 
 F64 = NDArray[np.float64]
 KIND = "softmax"
@@ -36,6 +39,7 @@ class SoftmaxClassifier:
         scale: F64,
         W: F64,
         b: F64,
+        temperature: float = 1.0,
     ) -> None:
         check_feature_names(feature_names)
         f, c = len(feature_names), len(classes)
@@ -47,6 +51,13 @@ class SoftmaxClassifier:
         self.feature_names = feature_names
         self.classes = classes
         self.mean, self.scale, self.W, self.b = mean, scale, W, b
+        self.temperature = check_temperature(temperature)
+
+    def with_temperature(self, temperature: float) -> SoftmaxClassifier:
+        """The same model with another calibration temperature."""
+        return SoftmaxClassifier(feature_names=self.feature_names, classes=self.classes,
+                                 mean=self.mean, scale=self.scale, W=self.W, b=self.b,
+                                 temperature=temperature)
 
     @property
     def nbytes(self) -> int:
@@ -55,11 +66,7 @@ class SoftmaxClassifier:
     def predict_proba(self, f: BatchFeatures) -> F64:
         z = (f.matrix(self.feature_names) - self.mean) / self.scale
         z = np.nan_to_num(z, nan=0.0)
-        logits = z @ self.W + self.b
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        out: F64 = e / e.sum(axis=1, keepdims=True)
-        return out
+        return softmax(z @ self.W + self.b, self.temperature)
 
     def save(self, bundle_dir: Path) -> dict[str, Any]:
         with (bundle_dir / FILE).open("wb") as fh:
@@ -72,11 +79,15 @@ class SoftmaxClassifier:
                 W=self.W,
                 b=self.b,
             )
-        return {"kind": KIND, "path": FILE}
+        spec: dict[str, Any] = {"kind": KIND, "path": FILE}
+        if self.temperature != 1.0:
+            spec["temperature"] = self.temperature
+        return spec
 
 
 def load(bundle_dir: Path, spec: Mapping[str, Any]) -> SoftmaxClassifier:
     path = bundle_dir / str(spec.get("path", FILE))
+    temperature = spec_temperature(spec)
     try:
         with np.load(path, allow_pickle=False) as z:
             return SoftmaxClassifier(
@@ -86,6 +97,7 @@ def load(bundle_dir: Path, spec: Mapping[str, Any]) -> SoftmaxClassifier:
                 scale=z["scale"].astype(np.float64),
                 W=z["W"].astype(np.float64),
                 b=z["b"].astype(np.float64),
+                temperature=temperature,
             )
     except (OSError, KeyError, ValueError) as exc:
         raise BundleError(f"cannot load softmax classifier {path}: {exc}") from None
