@@ -121,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         found = asyncio.run(_query(args))
     except StoreError as exc:
-        print(f"pumpwatch results: {exc}", file=sys.stderr)
+        hint = ""
+        if not args.store and not args.config:
+            hint = (f" (the default is the local stack's store, {store_url(args)}: start the "
+                    "stack with ./run.sh, or give --store URL or --config cloud.toml)")
+        print(f"pumpwatch results: {exc}{hint}", file=sys.stderr)
         return 1
     if args.dead_letters:
         _print_dead([d for d in found if isinstance(d, DeadLetter)], args.format)
