@@ -130,6 +130,9 @@ async def test_queries_by_pump_and_window(store: SQLiteStore) -> None:
     got = await store.results(pump="p0", since_ns=200, until_ns=800)
     assert [r.seq for r in got] == [2, 4, 6]
     assert [r.seq for r in await store.results(limit=3)] == [0, 1, 2]
+    # newest first: --limit keeps the latest rows (pumpwatch results)
+    assert [r.seq for r in await store.results(limit=3, newest_first=True)] == [9, 8, 7]
+    assert [r.seq for r in await store.results(pump="p1", newest_first=True)] == [9, 7, 5, 3, 1]
     arch = await store.archived(pump="p1", since_ns=300)
     assert [a.seq for a in arch] == [3, 5, 7, 9]
     assert arch[0].report == b"\x93raw\x03"
