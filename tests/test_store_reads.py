@@ -45,14 +45,12 @@ def sql_literals(path: Path) -> list[str]:
     words = re.compile(r"\b(" + "|".join(TABLES) + r")\b")
     tree = ast.parse(path.read_text())
     docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                and id(node) not in docstrings:
-            if words.search(node.value) and re.search(
-                    r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER)\b", node.value):
-                out.append(node.value)
-    return out
+    verbs = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER)\b")
+    return [
+        node.value for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        and id(node) not in docstrings and words.search(node.value) and verbs.search(node.value)
+    ]
 
 
 def test_no_statement_of_the_schema_is_in_either_store_module() -> None:
