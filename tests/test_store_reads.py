@@ -114,3 +114,13 @@ async def test_alarm_reads_for_the_list_and_the_stream(store: Store) -> None:
     stored = await store.results_stored_after(outs[0].stored_ns)
     assert [r.seq for r in stored] == [1, 2]
     assert msgspec.structs.asdict(stored[0])["extra"] == {}
+
+
+async def test_prune_takes_a_channel_whose_results_are_gone_off_the_fleet(store: Store) -> None:
+    old = [result(seq=i, pump="p1", t0_ns=i * S, received_ns=10 + i) for i in range(3)]
+    new = result(seq=9, pump="p2", t0_ns=S)
+    await store.commit(Commit(results=[*old, new]))
+    assert [r.pump for r in await store.latest()] == ["p1", "p2"]
+    pruned = await store.prune(before_ns=1_000)
+    assert pruned.results == 3
+    assert [r.pump for r in await store.latest()] == ["p2"]

@@ -173,9 +173,8 @@ class SQLStore:
     async def prune(self, *, before_ns: int) -> PruneOutcome:
         d = self.dialect
         async with self._write() as tx:
-            r, a, dl, _alarms, _latest = [
-                await tx.execute(d.sql(sql), (before_ns,)) for sql in q.PRUNE
-            ]
+            r, a, dl, _alarms = [await tx.execute(d.sql(sql), (before_ns,)) for sql in q.PRUNE]
+            await tx.execute(q.PRUNE_LATEST)
         return PruneOutcome(results=r, archive=a, dead_letters=dl)
 
     # -- reads: the consumer's ----------------------------------------------------------------

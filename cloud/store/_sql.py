@@ -420,8 +420,11 @@ PRUNE: tuple[str, ...] = (
     "DELETE FROM archive WHERE received_ns < ?",
     "DELETE FROM dead_letters WHERE received_ns < ?",
     "DELETE FROM alarms WHERE state = 'cleared' AND updated_ns < ?",
-    "DELETE FROM latest WHERE t0_ns < ? AND NOT EXISTS (SELECT 1 FROM results r "
-    "WHERE r.device = latest.device AND r.epoch = latest.epoch AND r.seq = latest.seq)",
+)
+# A channel whose newest result was pruned leaves the fleet view (as when it had none).
+PRUNE_LATEST = (
+    "DELETE FROM latest WHERE NOT EXISTS (SELECT 1 FROM results r "
+    "WHERE r.device = latest.device AND r.epoch = latest.epoch AND r.seq = latest.seq)"
 )
 COUNTS = ("SELECT (SELECT count(*) FROM results), (SELECT count(*) FROM archive), "
           "(SELECT count(*) FROM dead_letters)")
