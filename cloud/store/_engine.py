@@ -253,7 +253,8 @@ class SQLStore:
             return out[ch]
 
         async with self._read() as s:
-            # Counted on the (pump, t0_ns) index: cheap even for a month of rows.
+            # Counted and bucketed on the (pump, t0_ns, ..) index alone (it covers every
+            # column the buckets read): cheap even for a month of rows.
             ((total,),) = await s.fetch(d.sql(q.count("results", w)), params)
             if total <= max_points:
                 bucket = 0
@@ -342,7 +343,7 @@ class SQLStore:
         w, params = q.where([("pump", "=", pump), ("state", "=", state),
                              ("updated_ns", ">", since_updated_ns),
                              ("updated_ns", "<=", upto_updated_ns)])
-        by = "updated_ns, id" if order == "updated" else "raised_ns DESC, id"
+        by = "updated_ns, id" if order == "updated" else "raised_ns DESC, id DESC"
         sql = q.select(q.ALARM_COLUMNS, "alarms", w, by, limit)
         async with self._read() as s:
             return [q.alarm_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]

@@ -152,8 +152,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # 5: the read interface: each channel's newest result (the fleet view reads one row
-    # per channel, whatever the table's size), alarms newest raised first and by state
+    # per channel, whatever the table's size); a pump's trend from the index alone (it
+    # replaces (pump, t0_ns), which it leads with); alarms newest raised first, by state
     """
+    DROP INDEX results_pump_t0;
+    CREATE INDEX results_pump_series ON results (pump, t0_ns, channel, anomaly_score,
+        anomaly_threshold, anomalous, velocity_rms, iso_zone);
     CREATE TABLE latest (
         pump TEXT NOT NULL,
         channel TEXT NOT NULL,
@@ -168,7 +172,7 @@ MIGRATIONS: tuple[str, ...] = (
         JOIN (SELECT pump, channel, max(t0_ns) AS t0_ns FROM results GROUP BY pump, channel) m
         ON r.pump = m.pump AND r.channel = m.channel AND r.t0_ns = m.t0_ns
         WHERE true ON CONFLICT (pump, channel) DO NOTHING;
-    CREATE INDEX alarms_raised ON alarms (raised_ns);
+    CREATE INDEX alarms_raised ON alarms (raised_ns, id);
     CREATE INDEX alarms_state ON alarms (state, pump);
     """,
 )

@@ -165,7 +165,8 @@ class AlarmRow(msgspec.Struct, frozen=True, kw_only=True):
     updated_ns: int = 0
 
 
-AlarmOrder = Literal["updated", "raised_desc"]  # by last write, oldest first / newest raised
+# by last write, oldest first (ties by id) / newest raised first (ties by id, descending)
+AlarmOrder = Literal["updated", "raised_desc"]
 
 
 class SeriesChannel(msgspec.Struct, kw_only=True):
