@@ -148,7 +148,8 @@ class SQLiteStore(SQLStore):
         if self._writer is not None:
             return
         if self._readonly and not self.path.exists():
-            raise StoreError(f"no results store at {self.path} yet (is the consumer running?)")
+            raise StoreError(f"cannot open {self.path}: no results store there yet "
+                             "(is the consumer running?)")
         self._writer = _Thread("sqlite-writer", self.path)
         self._reader = _Thread("sqlite-reader", self.path)
         try:
