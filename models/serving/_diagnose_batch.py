@@ -78,7 +78,7 @@ ANCHOR = 3.9  # 4x (6 dB): an anchor line this high anchors a family
 LIT = 2.9  # 3x (4.8 dB): a further member this high counts as lit
 TIE = 0.02  # equal scores (lines wider than the comb step): more lit lines win
 AUX_WEIGHT = 0.5  # sidebands and the cage line weigh half as much as the principal lines
-SCALE_STEPS = 25  # comb scales over 1 +- w
+SCALE_STEPS = 17  # comb scales over the family's range (<= 0.6 % apart)
 SPAN = 0.15  # floor: median over f +- max(10 lines, 15 % f)
 
 # Members: (defect index, label, multiple of the defect rate, offset in units of a modulation
@@ -106,6 +106,8 @@ _SIGN = np.array([m[4] for m in _MEMBERS])
 _PRINCIPAL = np.array([m[5] for m in _MEMBERS])
 _LABELS = [m[1] for m in _MEMBERS]
 _ANCHORS = np.array([m[1] in ("1x", "BSF", "2xBSF") for m in _MEMBERS])
+_COLS: list[list[int]] = [[j for j, m in enumerate(_MEMBERS) if m[0] == d] for d in range(3)]
+_RATE_COL = (0, 3, 9)  # the member at each defect's rate: 1xBPFO, 1xBPFI, 2xBSF
 
 _ORDERS_CACHE: dict[dsp.Bearing, dict[str, float] | None] = {}
 
@@ -198,10 +200,12 @@ def _family_scan(
     return prom, scales, coincident
 
 
-def _targets(o: dict[str, float], fr: float) -> list[float]:
-    rate = (o["bpfo"] * fr, o["bpfi"] * fr, 2 * o["bsf"] * fr)
-    mod = (0.0, fr, o["ftf"] * fr)
-    return [_MULT[j] * rate[_DEF[j]] + _SIGN[j] * mod[_MOD[j]] for j in range(len(_MEMBERS))]
+def _targets(orders: F64, fr: F64) -> F64:
+    """(m, T) member frequencies from (m, 4) orders [bpfo, bpfi, bsf, ftf] and (m,) fr."""
+    rate = np.stack([orders[:, 0], orders[:, 1], 2 * orders[:, 2]], axis=1) * fr[:, None]
+    mod = np.stack([np.zeros_like(fr), fr, orders[:, 3] * fr], axis=1)
+    out: F64 = rate[:, _DEF] * _MULT + _SIGN * mod[:, _MOD]
+    return out
 
 
 def diagnose_bearings(reports: Sequence[dsp.Report]) -> list[FamilyCall]:
@@ -213,7 +217,8 @@ def diagnose_bearings(reports: Sequence[dsp.Report]) -> list[FamilyCall]:
     if not usable:
         return out
     speeds = choose_speeds([reports[i] for i in usable])
-    groups: dict[tuple[int, float, float], list[tuple[int, SpeedChoice, list[float]]]] = {}
+    groups: dict[tuple[int, float, float],
+                 list[tuple[int, SpeedChoice, tuple[float, float, float, float]]]] = {}
     for i, sp in zip(usable, speeds, strict=True):
         if not np.isfinite(sp.fr):
             continue
@@ -221,7 +226,8 @@ def diagnose_bearings(reports: Sequence[dsp.Report]) -> list[FamilyCall]:
         assert env is not None
         o = _orders(reports[i].asset.bearings[0])
         assert o is not None
-        groups.setdefault((env.n, env.df, env.f0), []).append((i, sp, _targets(o, sp.fr)))
+        groups.setdefault((env.n, env.df, env.f0), []).append(
+            (i, sp, (o["bpfo"], o["bpfi"], o["bsf"], o["ftf"])))
     for members in groups.values():
         idx = [i for i, _, _ in members]
         env0 = reports[idx[0]].envelope
@@ -229,19 +235,19 @@ def diagnose_bearings(reports: Sequence[dsp.Report]) -> list[FamilyCall]:
         freqs = env0.freqs()
         db = np.stack([reports[i].envelope.db() for i in idx])  # type: ignore[union-attr]
         power = np.power(10.0, db / 10.0)
-        base = np.array([t for _, _, t in members], dtype=np.float64)
         fr = np.array([sp.fr for _, sp, _ in members])
+        base = _targets(np.array([o for _, _, o in members], dtype=np.float64), fr)
         u = np.array([sp.uncertainty for _, sp, _ in members])
         prom, scales, coinc = _family_scan(freqs, power, base, fr, u)
-        calls = _calls(reports, members, prom, scales, coinc, float(freqs[1] - freqs[0]))
+        calls = _calls(reports, [(i, sp) for i, sp, _ in members], base, prom, scales, coinc)
         for i, call in zip(idx, calls, strict=True):
             out[i] = call
     return out
 
 
 def _calls(
-    reports: Sequence[dsp.Report], members: list[tuple[int, SpeedChoice, list[float]]],
-    prom: F64, scales: F64, coinc: NDArray[np.bool_], df: float,
+    reports: Sequence[dsp.Report], members: list[tuple[int, SpeedChoice]], base: F64,
+    prom: F64, scales: F64, coinc: NDArray[np.bool_],
 ) -> list[FamilyCall]:
     m = prom.shape[0]
     # a member on a shaft order does not count in the score (it may be shaft modulation)
@@ -285,39 +291,51 @@ def _calls(
     ranked = np.where(clear, sc + TIE * nlit, -np.inf)
     label_idx = ranked.argmax(axis=1)
     has: list[bool] = np.asarray(clear.any(axis=1)).tolist()
-    at_l, co_l, sc_l, an_l, s_l = at0.tolist(), co.tolist(), sc.tolist(), anchor.tolist(), \
-        s_at.tolist()
+    rates = base[:, list(_RATE_COL)] * s_at  # (m, D): the defect rate where found
+    shown = (anchor >= LIT) | clear  # families worth a line of evidence
+    sc_l, an_l, rate_l = sc.tolist(), anchor.tolist(), np.round(rates, 2).tolist()
+    any_l: list[bool] = np.asarray(shown.any(axis=1)).tolist()
+    has_l, lab_l = has, label_idx.tolist()
     out: list[FamilyCall] = []
-    for j, (i, sp, base) in enumerate(members):
-        scores = dict(zip(DEFECTS, sc_l[j], strict=True))
-        anchors = dict(zip(DEFECTS, an_l[j], strict=True))
-        rates = {d: base[[0, 3, 9][k]] * s_l[j][k] for k, d in enumerate(DEFECTS)}
-        ev: list[Evidence] = []
-        label = DEFECTS[int(label_idx[j])] if has[j] else None
-        for k in sorted(range(nd), key=lambda k: -sc_l[j][k]):
-            if an_l[j][k] < LIT and not clear[j, k]:
-                continue
-            name = DEFECTS[k]
-            lit_txt = ", ".join(
-                f"{_LABELS[c]} {at_l[j][c]:.1f}x" + (" (shaft order)" if co_l[j][c] else "")
-                for c in np.flatnonzero(k == _DEF).tolist() if at_l[j][c] >= LIT
-            )
-            catalog = base[[0, 3, 9][k]]
-            found = catalog * s_l[j][k]
-            verdict = "named" if name == label else ("clear" if clear[j, k] else "not clear")
-            ev.append(Evidence(
-                f"env_family:{name}", round(sc_l[j][k], 3),
-                f"{NAMES[name]} {verdict}: {found:.1f} Hz ({100 * (s_l[j][k] - 1):+.1f} % from "
-                f"catalog {catalog:.1f} Hz); lit: {lit_txt or 'none'}; band "
-                f"{reports[i].envelope_band}",
-            ))
-        if ev:
-            u, kin = 100 * sp.uncertainty, 100 * KINEMATIC_UNCERTAINTY
-            ev.append(Evidence("speed_used", round(sp.fr * 60.0, 1),
-                               f"{sp.note}; lines searched within +-{u:.1f} % (speed) "
-                               f"and {kin:.0f} % slip (outer/ball below, inner above "
-                               "catalog)"))
-        strength = round(sc_l[j][int(label_idx[j])], 3) if has[j] else 0.0
-        out.append(FamilyCall(label, strength, scores, anchors,
-                              {d: round(v, 2) for d, v in rates.items()}, ev))
+    for j, (i, sp) in enumerate(members):
+        label = DEFECTS[lab_l[j]] if has_l[j] else None
+        call = FamilyCall(label, round(sc_l[j][lab_l[j]], 3) if has_l[j] else 0.0,
+                          dict(zip(DEFECTS, sc_l[j], strict=True)),
+                          dict(zip(DEFECTS, an_l[j], strict=True)),
+                          dict(zip(DEFECTS, rate_l[j], strict=True)))
+        if any_l[j]:
+            call.evidence.extend(_evidence(reports[i], sp, label, base[j], at0[j], co[j],
+                                           sc[j], s_at[j], shown[j], clear[j]))
+        out.append(call)
     return out
+
+
+def _evidence(
+    r: dsp.Report, sp: SpeedChoice, label: str | None, base: F64, at: F64,
+    co: NDArray[np.bool_], sc: F64, s_at: F64, shown: NDArray[np.bool_],
+    clear: NDArray[np.bool_],
+) -> list[Evidence]:
+    """One report's family evidence lines (only called where some family has a lit line)."""
+    at_l, co_l, sc_l, s_l = at.tolist(), co.tolist(), sc.tolist(), s_at.tolist()
+    ev: list[Evidence] = []
+    for k in sorted(range(len(DEFECTS)), key=lambda k: -sc_l[k]):
+        if not shown[k]:
+            continue
+        name = DEFECTS[k]
+        lit_txt = ", ".join(
+            f"{_LABELS[c]} {at_l[c]:.1f}x" + (" (shaft order)" if co_l[c] else "")
+            for c in _COLS[k] if at_l[c] >= LIT
+        )
+        catalog = float(base[_RATE_COL[k]])
+        found = catalog * s_l[k]
+        verdict = "named" if name == label else ("clear" if clear[k] else "not clear")
+        ev.append(Evidence(
+            f"env_family:{name}", round(sc_l[k], 3),
+            f"{NAMES[name]} {verdict}: {found:.1f} Hz ({100 * (s_l[k] - 1):+.1f} % from "
+            f"catalog {catalog:.1f} Hz); lit: {lit_txt or 'none'}; band {r.envelope_band}",
+        ))
+    u, kin = 100 * sp.uncertainty, 100 * KINEMATIC_UNCERTAINTY
+    ev.append(Evidence("speed_used", round(sp.fr * 60.0, 1),
+                       f"{sp.note}; lines searched within +-{u:.1f} % (speed) "
+                       f"and {kin:.0f} % slip (outer/ball below, inner above catalog)"))
+    return ev
