@@ -39,7 +39,9 @@ decides, and the result says which (``decided_by``):
    training data (:mod:`models.serving.support`); a confident-looking
    probability is not used. The condition is ``healthy`` when everything
    else says so -- the pump's baseline (own or fleet) says not anomalous, no
-   envelope line or shaft-rate pattern is lit, and the ISO zone is A or B --
+   envelope line at a catalog defect rate stands 4x over its floor and no
+   shaft-rate or broadband pattern of the physics rules is lit (no bearing
+   family is clear, or rule 2 would have decided), and the ISO zone is A or B --
    and ``unknown`` otherwise; the features that fell outside are in the
    evidence. (A machine the simulator did not model exactly but that shows
    no fault signature is healthy or unknown, never a confident fault.) A

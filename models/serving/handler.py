@@ -35,7 +35,7 @@ from dsp.results import (
     Result,
 )
 
-from ._diagnose_batch import LIT, diagnose_bearings
+from ._diagnose_batch import diagnose_bearings
 from .bundle import Bundle
 from .classifier import EmitsFields
 from .decision import decide
@@ -307,8 +307,9 @@ def _score(
     env_lit = np.stack([np.fmax(f.column(k), 0) >= env_thr for k in _ENV_NAMES]).any(axis=0)
     patterns = (strengths["imbalance"] >= 0.5) | (strengths["misalignment"] >= 0.5) | (
         strengths["looseness"] >= 0.5) | (strengths["cavitation"] >= 0.5)
-    anchors = np.array([max(c.anchors.values(), default=0.0) for c in families])
-    signature = (env_lit | patterns | (anchors >= LIT)).tolist()
+    # a fault signature: an envelope line at a catalog defect rate 4x its floor (the edge's
+    # prominences) or a shaft-rate / broadband pattern; a clear family decides by itself
+    signature = (env_lit | patterns).tolist()
     ood = None
     if bundle.support is not None:
         _, ood = bundle.support.outside(f)
