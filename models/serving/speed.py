@@ -69,8 +69,6 @@ def _shaft_lines(db: F64, df: float, fr0: F64) -> tuple[F64, F64]:
     m, n = db.shape
     lo = np.maximum(SHAFT_MIN_BINS, np.floor(fr0 * (1 - SHAFT_SEARCH) / df)).astype(np.int64)
     hi = np.minimum(n - _NEIGHBOURS - 3, np.ceil(fr0 * (1 + SHAFT_SEARCH) / df)).astype(np.int64)
-    f_out = np.full(m, np.nan)
-    clear = np.full(m, np.nan)
     width = int(max(1, (hi - lo + 1).max(initial=1)))
     idx = lo[:, None] + np.arange(width)
     valid = (idx <= hi[:, None]) & np.isfinite(fr0)[:, None]
