@@ -275,8 +275,10 @@ def test_held_out_simulated_reports_stay_inside_the_support() -> None:
     from models.training.train_sim import simulate
     from models.training.training import FEATURES
 
-    train = simulate(2, seed=1, split="train").reports
-    test = simulate(1, seed=2, split="test").reports
+    # a training set of a few hundred reports spans the simulator's machines; the gate's
+    # support is its per-feature range widened by one robust spread
+    train = simulate(10, seed=1, split="train").reports
+    test = simulate(2, seed=2, split="test").reports
     stats = training_statistics(extract(train).matrix(FEATURES), FEATURES,
                                 ["healthy"] * len(train), ["healthy"])
     feats = {f["name"]: _feature(f) for f in stats["features"] if f["inferred_type"] != "String"}
@@ -284,7 +286,7 @@ def test_held_out_simulated_reports_stay_inside_the_support() -> None:
     assert support is not None
     out, which = support.outside(extract(test))
     share = float(out.mean())
-    assert share < 0.1, (share, [w for w in which if w][:5])
+    assert share < 0.05, (share, [w for w in which if w][:5])
     far = extract([msgspec_scaled(test[0], 1000.0)])
     assert support.outside(far)[0].all()
 
