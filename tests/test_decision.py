@@ -300,3 +300,22 @@ def msgspec_scaled(r: dsp.Report, k: float) -> dsp.Report:
                                  velocity_rms=f.velocity_rms * k,
                                  band_rms=[b * k for b in f.band_rms])
     return msgspec.structs.replace(r, features=f2)
+
+
+@pytest.mark.parametrize("fs", [12000.0, 51200.0])
+@pytest.mark.parametrize("kind", ["outer_race", "inner_race", "ball"])
+def test_simulated_bearing_faults_are_named_by_physics_at_any_rate(kind: str, fs: float) -> None:
+    """The simulator's pumps (bearing kinematics, load zone, resonances) at both ends of
+    the supported rates: the family search does not depend on the sample rate."""
+    from models.training.train_sim import pump_reports
+    from simulator import FaultConfig, PumpConfig, SensorConfig, SpeedProfile, lookup_bearing
+    from simulator.pump import PumpBearing
+
+    want = {"outer_race": "bearing_outer", "inner_race": "bearing_inner",
+            "ball": "bearing_ball"}[kind]
+    cfg = PumpConfig(name="r", fs=fs, speed=SpeedProfile(rpm=1797.0),
+                     bearings=(PumpBearing(lookup_bearing("6205")),),
+                     sensors=(SensorConfig(name="de_h"),),
+                     faults=(FaultConfig(kind=kind, severity=0.5),))  # type: ignore[arg-type]
+    for res in score(builtin_bundle(), pump_reports(cfg, seed=7, seconds=2)).results:
+        assert res.condition == want and res.decided_by == "physics", res.evidence
