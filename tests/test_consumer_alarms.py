@@ -201,3 +201,25 @@ async def test_concurrent_consumers_on_postgresql_raise_each_episode_once(
         mine = [a for a in alarms if a.pump == f"P{p}"]
         assert mine and len({a.id for a in mine}) == len(mine)
         assert all(a.state == "cleared" for a in mine[:-1])
+
+
+def test_sensor_fault_windows_neither_raise_nor_clear() -> None:
+    import msgspec
+
+    tr = AlarmTracker(AlarmConfig(raise_k=3, window_n=5, clear_m=3, zone_alarm_at="C",
+                                  zone_clear_m=3))
+    raised = tr.observe(flags("111", zone="D", vel=9.0))
+    assert {a.kind for a in raised} == {"anomaly", "iso_zone"}
+    # the sensor dies: its windows read quiet (zone A, not anomalous) but say nothing
+    dead = [msgspec.structs.replace(r, condition="sensor_fault", t0_ns=r.t0_ns + 10**10,
+                                    seq=r.seq + 10) for r in flags("000000", vel=0.0)]
+    assert tr.observe(dead) == []
+    # nor do saturated windows that would read as anomalous, zone D
+    loud = [msgspec.structs.replace(r, condition="sensor_fault", pump="P2")
+            for r in flags("11111", zone="D", vel=50.0)]
+    assert tr.observe(loud) == []
+    # a live channel still clears as before
+    cleared = tr.observe([msgspec.structs.replace(r, t0_ns=r.t0_ns + 10**11, seq=r.seq + 100)
+                          for r in flags("000", vel=1.0)])
+    assert {(a.kind, a.state) for a in cleared} == {("anomaly", "cleared"),
+                                                    ("iso_zone", "cleared")}
