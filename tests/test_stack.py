@@ -26,10 +26,10 @@ from pumpwatch.stack.monitor import ResultRow
 from pumpwatch.stack.plan import StackOptions, devices, edge_config, plan_fleet
 from pumpwatch.stack.score import alarms_from_table, score, standin_alarms
 
-from .infra.mosquitto import free_port, mosquitto_available
+from .infra.mosquitto import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_broker = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
+needs_broker = pytest.mark.usefixtures("require_mosquitto")
 
 
 # --- plan, configs, scoring (no processes) ----------------------------------------------------

@@ -105,7 +105,8 @@ class Stack:
     # -- prepare -----------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        from cloud.pki import init_ca, issue, issued_path
+        from cloud.pki import init_ca, issue, issued_path, role_of
+        from cloud.roles import Role
         from pumpwatch.mosquitto_conf import write_broker_config
 
         o = self.opts
@@ -114,13 +115,14 @@ class Stack:
         pki = o.path("pki")
         if not (pki / "ca.crt").is_file():
             init_ca(pki)
-        for kind, name in [("client", CONSUMER_ID), ("client", DASHBOARD_ID),
-                           *(("device", d) for d in self.by_device)]:
-            if not issued_path(pki, kind, name)[0].is_file():  # type: ignore[arg-type]
-                issue(pki, kind, name)  # type: ignore[arg-type]
+        wanted: list[tuple[Role, str]] = [("consumer", CONSUMER_ID), ("dashboard", DASHBOARD_ID),
+                                          *(("device", d) for d in self.by_device)]
+        for role, name in wanted:
+            crt = issued_path(pki, role, name)[0]
+            if not crt.is_file() or role_of(crt) != role:  # (re)issue one made before roles
+                issue(pki, role, name, force=True)
         write_broker_config(o.path("broker"), pki_dir=pki, port=o.broker_port,
-                            host="127.0.0.1", consumers=[CONSUMER_ID],
-                            dashboards=[DASHBOARD_ID])
+                            host="127.0.0.1")
         o.path("cloud.toml").write_text(cloud_config(o))
         for dev, pumps in self.by_device.items():
             o.path("edge", dev).mkdir(parents=True, exist_ok=True)
