@@ -104,6 +104,7 @@ def mosquitto_conf(
     pki_dir: str | Path,
     security_path: str | Path,
     data_dir: str | Path,
+    plugin: str | None = None,
     autosave_interval: int = 1,
     max_inflight_messages: int = 100,
     max_queued_messages: int = 1_000_000,
@@ -131,7 +132,9 @@ def mosquitto_conf(
     return (
         "\n".join(lines)
         + "\n"
-        + tls_listener_conf(port=port, host=host, pki_dir=pki_dir, security_path=security_path)
+        + tls_listener_conf(
+            port=port, host=host, pki_dir=pki_dir, security_path=security_path, plugin=plugin
+        )
     )
 
 
@@ -139,19 +142,23 @@ class BrokerConfigError(RuntimeError):
     """The broker could not run from here as its user (the message says why)."""
 
 
-def hand_to_broker_user(top: Path) -> None:
+def hand_to_broker_user(top: Path, uid: int | None = None) -> None:
     """As root: make ``top`` (and everything below it) owned by the broker's user, and
     refuse a place that user cannot reach (a parent directory it cannot traverse).
 
-    Not root: nothing to do (Mosquitto keeps running as the current user)."""
+    ``uid``: the broker runs elsewhere (a container) as this uid (and gid): chown only,
+    the parents there are not these. Not root, or no ``mosquitto`` user here and no
+    ``uid``: nothing to do."""
     if os.geteuid() != 0:
+        return
+    if uid is not None:
+        for p in [top, *top.rglob("*")]:
+            os.chown(p, uid, uid)
         return
     try:
         pw = pwd.getpwnam(BROKER_USER)
     except KeyError:
-        raise BrokerConfigError(
-            f"no {BROKER_USER!r} user on this machine: install Mosquitto's package"
-        ) from None
+        return
     top = top.resolve()
     for parent in top.parents:
         st = parent.stat()
@@ -173,6 +180,8 @@ def write_broker_config(
     roles: Mapping[str, Role] | None = None,
     prefix: str = "pumpwatch",
     extra_identities: Sequence[tuple[str, Role]] = (),
+    plugin: str | None = None,
+    broker_uid: int | None = None,
 ) -> BrokerFiles:
     """Write ``mosquitto.conf`` and ``dynamic-security.json`` into ``out_dir``.
 
@@ -201,8 +210,9 @@ def write_broker_config(
     conf = out / "mosquitto.conf"
     conf.write_text(
         mosquitto_conf(
-            port=port, host=host, pki_dir=tls, security_path=security, data_dir=out / "data"
+            port=port, host=host, pki_dir=tls, security_path=security, data_dir=out / "data",
+            plugin=plugin,
         )
     )
-    hand_to_broker_user(out)
+    hand_to_broker_user(out, broker_uid)
     return BrokerFiles(conf=conf, security=security, identities=who)

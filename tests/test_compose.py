@@ -104,10 +104,16 @@ def test_init_script_prepares_state_and_the_mounted_configs_load(tmp_path: Path)
         assert r.returncode == 0, r.stdout + r.stderr
     for f in ("pki/ca.crt", "pki/broker.crt", "pki/devices/gw-01.key",
               "pki/clients/consumer.crt", "pki/clients/dashboard.crt",
-              "broker/mosquitto.conf", "broker/acl", "model/bundle.json"):
+              "broker/mosquitto.conf", "broker/dynamic-security.json", "broker/tls/broker.key",
+              "model/bundle.json"):
         assert (state / f).is_file(), f
     conf = (state / "broker" / "mosquitto.conf").read_text()
     assert "listener 8883 0.0.0.0" in conf and "require_certificate true" in conf
+    assert "user mosquitto" in conf and "plugin /usr/lib/mosquitto_dynamic_security.so" in conf
+    if os.geteuid() == 0:  # handed to eclipse-mosquitto's user, the key still private
+        key = (state / "broker" / "tls" / "broker.key").stat()
+        assert (key.st_uid, key.st_mode & 0o077) == (1883, 0)
+        assert (state / "broker" / "data").stat().st_uid == 1883
     # the files the containers mount at /etc/pumpwatch, with /state pointing at ours
     for name in ("edge.toml", "cloud.toml"):
         text = (ROOT / "docker" / "compose" / name).read_text().replace("/state", str(state))

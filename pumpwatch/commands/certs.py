@@ -69,6 +69,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--port", type=int, default=8883)
     b.add_argument("--host", default="127.0.0.1", help="listen address")
     b.add_argument("--topic-root", default="pumpwatch", help="topic root (default pumpwatch)")
+    b.add_argument(
+        "--dynsec-plugin",
+        metavar="PATH",
+        help="mosquitto_dynamic_security.so where the broker runs (default: found on this "
+        "machine, else Debian's path)",
+    )
+    b.add_argument(
+        "--broker-uid",
+        type=int,
+        metavar="UID",
+        help="as root: the broker runs elsewhere (a container) as this uid/gid; hand --out "
+        "to it (default: this machine's `mosquitto` user, whose access is checked)",
+    )
     b.set_defaults(func=run_broker_config)
 
 
@@ -122,7 +135,8 @@ def run_broker_config(args: argparse.Namespace) -> int:
         return 2
     try:
         files = write_broker_config(
-            args.out, pki_dir=pki, port=args.port, host=args.host, prefix=args.topic_root
+            args.out, pki_dir=pki, port=args.port, host=args.host, prefix=args.topic_root,
+            plugin=args.dynsec_plugin, broker_uid=args.broker_uid,
         )
     except (PkiError, RoleError, BrokerConfigError) as exc:
         print(f"pumpwatch certs broker-config: {exc}", file=sys.stderr)
