@@ -46,6 +46,7 @@ from .plan import (
     cloud_config,
     devices,
     edge_config,
+    ensure_dashboard_token,
     plan_fleet,
 )
 from .procs import (
@@ -168,9 +169,12 @@ class Stack:
         wait_ready(c, lambda: "mqtt connected" in c.log_tail(40), timeout_s=60,
                    what="connected to the broker")
         self._say("starting dashboard ...")
-        d = self.sup.start("dashboard", pumpwatch_argv(
-            "dashboard", "--store", o.store_url, "--port", str(o.dashboard_port)))
-        wait_ready(d, lambda: tcp_open(o.dashboard_port), timeout_s=60, what="listening")
+        token = ensure_dashboard_token(o)
+        if token is not None:
+            self._say(f"dashboard binds {o.dashboard_host}: bearer token required, in {token}")
+        d = self.sup.start("dashboard", pumpwatch_argv("dashboard", *o.dashboard_args()))
+        probe = "127.0.0.1" if o.dashboard_host in ("0.0.0.0", "::") else o.dashboard_host  # noqa: S104
+        wait_ready(d, lambda: tcp_open(o.dashboard_port, probe), timeout_s=60, what="listening")
         self.feed = StatusFeed(o)
         self.feed.start()
         self._say(f"starting {len(self.by_device)} edge agent(s) for {o.pumps} pumps "
