@@ -70,7 +70,7 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(
     "name", ["+", "#", "a/b", "x#", "a\x00b", "../../etc/passwd", "<b>x</b>", "a b", "",
-             "é", "x" * 65, "gw\n1"],
+             "é", "x" * 65, "gw\n1", "gw1\n"],
 )
 def test_device_names_outside_the_rule_are_refused(
     tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]

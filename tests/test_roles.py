@@ -115,7 +115,7 @@ def test_the_broker_file_is_rendered_from_the_table() -> None:
     assert {c["username"] for c in cfg["clients"]} == set(who)
 
 
-@pytest.mark.parametrize("bad", ["a/b", "+", "x#", "", "a b", "x" * 65])
+@pytest.mark.parametrize("bad", ["a/b", "+", "x#", "", "a b", "x" * 65, "gw\n"])
 def test_names_and_roots_outside_the_rule_cannot_be_rendered(bad: str) -> None:
     with pytest.raises(RoleError):
         dynsec_config({bad: "device"})
