@@ -15,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -151,10 +153,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _state(tmp_path: Path, trained: Path) -> Path:
-    state = tmp_path / "state"
-    shutil.copytree(trained, state / "models" / "trained")
-    return state
+@pytest.fixture
+def state(tmp_path: Path, trained: Path) -> Iterator[Path]:
+    """The stack's state, with the trained model. As root, in a directory the broker's
+    `mosquitto` user can traverse (pytest's tmp root is 0700), removed afterwards."""
+    if os.geteuid() == 0:
+        base = Path(tempfile.mkdtemp(prefix="pumpwatch-stack-test-"))
+        os.chmod(base, 0o711)  # noqa: S103 - traversable only, as a home directory would be
+    else:
+        base = tmp_path
+    shutil.copytree(trained, base / "state" / "models" / "trained")
+    try:
+        yield base / "state"
+    finally:
+        if base != tmp_path:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _ports() -> list[str]:
@@ -179,8 +192,7 @@ def _leftovers(marker: str) -> list[str]:
 
 
 @needs_broker
-def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, trained: Path) -> None:
-    state = _state(tmp_path, trained)
+def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, state: Path) -> None:
     summary = tmp_path / "out.json"
     r = subprocess.run(
         [sys.executable, "-m", "pumpwatch", "demo", "--pumps", "2", "--duration", "25",
@@ -216,8 +228,7 @@ def _wait_for(pred: object, timeout: float) -> bool:
 @needs_broker
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_up_runs_until_a_signal_then_leaves_no_process(
-        tmp_path: Path, trained: Path, sig: signal.Signals) -> None:
-    state = _state(tmp_path, trained)
+        tmp_path: Path, state: Path, sig: signal.Signals) -> None:
     ports = _ports()
     dash = int(ports[3])
     log = tmp_path / "up.log"

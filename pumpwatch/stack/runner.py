@@ -108,7 +108,7 @@ class Stack:
     def prepare(self) -> None:
         from cloud.pki import init_ca, issue, issued_path, role_of
         from cloud.roles import Role
-        from pumpwatch.mosquitto_conf import write_broker_config
+        from pumpwatch.mosquitto_conf import BrokerConfigError, write_broker_config
 
         o = self.opts
         for d in ("logs", "models", "registry", "broker", "edge"):
@@ -122,8 +122,11 @@ class Stack:
             crt = issued_path(pki, role, name)[0]
             if not crt.is_file() or role_of(crt) != role:  # (re)issue one made before roles
                 issue(pki, role, name, force=True)
-        write_broker_config(o.path("broker"), pki_dir=pki, port=o.broker_port,
-                            host="127.0.0.1")
+        try:
+            write_broker_config(o.path("broker"), pki_dir=pki, port=o.broker_port,
+                                host="127.0.0.1")
+        except BrokerConfigError as exc:
+            raise StackError(f"{exc} (use --state)") from None
         o.path("cloud.toml").write_text(cloud_config(o))
         for dev, pumps in self.by_device.items():
             o.path("edge", dev).mkdir(parents=True, exist_ok=True)
