@@ -33,7 +33,8 @@ Facts this encodes (see DESIGN.md, "Broker and test-infrastructure facts"):
 Extra listeners or security settings (TLS, ACLs) go in ``extra_conf``; the
 plain listener can be turned off with ``plain_listener=False`` for
 TLS-only brokers (then give the listener in ``extra_conf`` using
-:attr:`port`).
+:attr:`port`). Files the broker reads (an ACL, ...) go in :attr:`run_dir`, written
+as ``{run_dir}`` in ``extra_conf``.
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ class Mosquitto:
                 f"listener {self.port} {host}",
                 f"allow_anonymous {str(allow_anonymous).lower()}",
             ]
-        if extra_conf:
-            lines.append(extra_conf.strip())
+        if extra_conf:  # "{run_dir}" names files the broker's user can read (see above)
+            lines.append(extra_conf.strip().replace("{run_dir}", str(self.run_dir)))
         self.conf_path.write_text("\n".join(lines) + "\n")
         if self.run_dir != self.workdir:
             from pumpwatch.mosquitto_conf import hand_to_broker_user
