@@ -681,6 +681,23 @@ class ModelServer:
 
 
 # --- command line ---------------------------------------------------------------------------
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def _at_least_one(text: str) -> int:
+    v = int(text) if text.isdigit() else 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return v
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = Limits()
     p.add_argument(
@@ -690,23 +707,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "beyond loopback only on a network you trust",
     )
     p.add_argument(
-        "--header-timeout", type=float, default=d.header_s, metavar="S",
+        "--header-timeout", type=_positive, default=d.header_s, metavar="S",
         help=f"a request head must be complete within S seconds of the connection (of the "
         f"previous response plus --idle-timeout); else the connection is closed "
         f"(default {d.header_s:g})",
     )
     p.add_argument(
-        "--body-timeout", type=float, default=d.body_s, metavar="S",
+        "--body-timeout", type=_positive, default=d.body_s, metavar="S",
         help=f"a request body must be complete within S seconds of its head (default "
         f"{d.body_s:g})",
     )
     p.add_argument(
-        "--idle-timeout", type=float, default=d.idle_s, metavar="S",
+        "--idle-timeout", type=_positive, default=d.idle_s, metavar="S",
         help=f"a kept-alive connection with no request is closed after S seconds (default "
         f"{d.idle_s:g})",
     )
     p.add_argument(
-        "--max-connections", type=int, default=d.max_connections, metavar="N",
+        "--max-connections", type=_at_least_one, default=d.max_connections, metavar="N",
         help=f"open connections beyond N are closed at once (default {d.max_connections})",
     )
     p.add_argument(
