@@ -49,7 +49,23 @@ def test_fleet_schedule_keeps_some_pumps_healthy_and_staggers_faults() -> None:
     assert all(len(p.config.sensors) == 3 for p in fleet)
 
 
-def test_prepare_writes_certificates_and_configs_the_components_accept(tmp_path: Path) -> None:
+@pytest.fixture
+def reachable(tmp_path: Path) -> Iterator[Path]:
+    """A directory for the stack's state. As root, one the broker's `mosquitto` user can
+    traverse (pytest's tmp root is 0700), removed afterwards."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    base = Path(tempfile.mkdtemp(prefix="pumpwatch-stack-test-"))
+    os.chmod(base, 0o711)  # noqa: S103 - traversable only, as a home directory would be
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_prepare_writes_certificates_and_configs_the_components_accept(reachable: Path) -> None:
+    tmp_path = reachable
     from cloud.consumer import load_config as load_cloud_config
     from pumpwatch.stack import Stack
 
@@ -69,6 +85,10 @@ def test_prepare_writes_certificates_and_configs_the_components_accept(tmp_path:
         assert (tmp_path / "pki" / "devices" / f"{dev}.key").stat().st_mode & 0o077 == 0
     conf = (tmp_path / "broker" / "mosquitto.conf").read_text()
     assert "require_certificate true" in conf and "listener 18883 127.0.0.1" in conf
+    assert "user mosquitto" in conf and "user root" not in conf
+    grants = json.loads((tmp_path / "broker" / "dynamic-security.json").read_text())
+    assert {c["username"] for c in grants["clients"]} == {
+        "consumer", "dashboard", *devices(plan_fleet(opts))}
     ca = (tmp_path / "pki" / "ca.crt").read_bytes()
     Stack(opts).prepare()  # a second start reuses the CA
     assert (tmp_path / "pki" / "ca.crt").read_bytes() == ca
@@ -77,6 +97,20 @@ def test_prepare_writes_certificates_and_configs_the_components_accept(tmp_path:
     Stack(aws).prepare()
     ecfg = load_edge_config(tmp_path / "edge" / "gw-01" / "edge.toml")
     assert ecfg.mqtt.transport == "awsiot" and ecfg.mqtt.port == 18883
+
+
+def test_a_state_the_broker_user_cannot_reach_is_one_clear_error(tmp_path: Path) -> None:
+    """As root the broker drops to `mosquitto`; pytest's tmp root (0700) is out of its reach.
+    Not root, the broker runs as this user and the same state is fine."""
+    from pumpwatch.stack import Stack
+    from pumpwatch.stack.procs import StackError
+
+    stack = Stack(StackOptions(state=tmp_path / "s", pumps=1))
+    if os.geteuid() == 0:
+        with pytest.raises(StackError, match="cannot enter .* \\(use --state\\)"):
+            stack.prepare()
+    else:
+        stack.prepare()
 
 
 def _rows(pump: str, t0s: range, anomalous: bool, cond: str, baseline: str = "pump") -> list[
@@ -154,20 +188,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def state(tmp_path: Path, trained: Path) -> Iterator[Path]:
-    """The stack's state, with the trained model. As root, in a directory the broker's
-    `mosquitto` user can traverse (pytest's tmp root is 0700), removed afterwards."""
-    if os.geteuid() == 0:
-        base = Path(tempfile.mkdtemp(prefix="pumpwatch-stack-test-"))
-        os.chmod(base, 0o711)  # noqa: S103 - traversable only, as a home directory would be
-    else:
-        base = tmp_path
-    shutil.copytree(trained, base / "state" / "models" / "trained")
-    try:
-        yield base / "state"
-    finally:
-        if base != tmp_path:
-            shutil.rmtree(base, ignore_errors=True)
+def state(reachable: Path, trained: Path) -> Path:
+    """The stack's state, with the trained model."""
+    shutil.copytree(trained, reachable / "state" / "models" / "trained")
+    return reachable / "state"
 
 
 def _ports() -> list[str]:
