@@ -107,7 +107,7 @@ def test_a_state_the_broker_user_cannot_reach_is_one_clear_error(tmp_path: Path)
 
     stack = Stack(StackOptions(state=tmp_path / "s", pumps=1))
     if os.geteuid() == 0:
-        with pytest.raises(StackError, match="cannot enter .* \\(use --state\\)"):
+        with pytest.raises(StackError, match=r"cannot enter .* \(use --state\)"):
             stack.prepare()
     else:
         stack.prepare()
