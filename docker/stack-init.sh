@@ -12,9 +12,15 @@ S="${PUMPWATCH_STATE_DIR:-/state}"  # overridable for the tests
 mkdir -p "$S/pki" "$S/broker" "$S/edge"
 [ -f "$S/pki/ca.crt" ] || pumpwatch certs init --dir "$S/pki" \
     --host broker --host localhost --host 127.0.0.1
-[ -f "$S/pki/devices/gw-01.crt" ] || pumpwatch certs device gw-01 --dir "$S/pki"
+# issue what is missing, and re-issue a certificate made before roles (no role in it:
+# the broker would grant it nothing)
+has_role() {
+    [ -f "$1" ] && [ -n "$(python -c 'import sys; from cloud.pki import role_of
+print(role_of(sys.argv[1]) or "")' "$1")" ]
+}
+has_role "$S/pki/devices/gw-01.crt" || pumpwatch certs device gw-01 --dir "$S/pki" --force
 for c in consumer dashboard; do
-    [ -f "$S/pki/clients/$c.crt" ] || pumpwatch certs "$c" "$c" --dir "$S/pki"
+    has_role "$S/pki/clients/$c.crt" || pumpwatch certs "$c" "$c" --dir "$S/pki" --force
 done
 pumpwatch certs broker-config --dir "$S/pki" --out "$S/broker" --port 8883 --host 0.0.0.0 \
     --dynsec-plugin /usr/lib/mosquitto_dynamic_security.so --broker-uid 1883

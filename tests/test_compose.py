@@ -98,10 +98,17 @@ def test_init_script_prepares_state_and_the_mounted_configs_load(tmp_path: Path)
     state = tmp_path / "state"
     env = {**os.environ, "PUMPWATCH_STATE_DIR": str(state), "PUMPWATCH_TRAIN": "0",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    certs = []
     for _ in range(2):  # the second run reuses everything
         r = subprocess.run(["sh", str(ROOT / "docker" / "stack-init.sh")], env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
+        certs.append([(state / "pki" / f).read_bytes() for f in (
+            "devices/gw-01.crt", "clients/consumer.crt", "clients/dashboard.crt")])
+    assert certs[0] == certs[1]
+    from cloud.pki import identities
+    assert identities(state / "pki") == {"gw-01": "device", "consumer": "consumer",
+                                         "dashboard": "dashboard"}
     for f in ("pki/ca.crt", "pki/broker.crt", "pki/devices/gw-01.key",
               "pki/clients/consumer.crt", "pki/clients/dashboard.crt",
               "broker/mosquitto.conf", "broker/dynamic-security.json", "broker/tls/broker.key",
