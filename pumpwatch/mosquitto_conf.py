@@ -155,20 +155,35 @@ def hand_to_broker_user(top: Path, uid: int | None = None) -> None:
         for p in [top, *top.rglob("*")]:
             os.chown(p, uid, uid)
         return
+    pw = _broker_user()
+    if pw is None:
+        return
+    check_reachable(top)
+    for p in [top, *top.rglob("*")]:
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+
+
+def _broker_user() -> pwd.struct_passwd | None:
     try:
-        pw = pwd.getpwnam(BROKER_USER)
+        return pwd.getpwnam(BROKER_USER)
     except KeyError:
+        return None
+
+
+def check_reachable(top: Path) -> None:
+    """As root, with a ``mosquitto`` user here: refuse a ``top`` it cannot traverse to."""
+    pw = _broker_user() if os.geteuid() == 0 else None
+    if pw is None:
         return
     top = top.resolve()
     for parent in top.parents:
         st = parent.stat()
-        if not (st.st_mode & 0o001 or (st.st_gid == pw.pw_gid and st.st_mode & 0o010)):
+        if not (st.st_mode & 0o001 or (st.st_gid == pw.pw_gid and st.st_mode & 0o010)
+                or (st.st_uid == pw.pw_uid and st.st_mode & 0o100)):
             raise BrokerConfigError(
                 f"the broker runs as {BROKER_USER!r}, which cannot enter {parent} (mode "
                 f"{st.st_mode & 0o777:o}): put the broker directory {top} somewhere it can"
             )
-    for p in [top, *top.rglob("*")]:
-        os.chown(p, pw.pw_uid, pw.pw_gid)
 
 
 def write_broker_config(
@@ -193,6 +208,8 @@ def write_broker_config(
     from cloud.pki import identities as issued
 
     out = Path(out_dir)
+    if broker_uid is None:
+        check_reachable(out)  # before writing anything
     (out / "data").mkdir(parents=True, exist_ok=True)
     who = dict(roles) if roles is not None else issued(pki_dir)
     who.update(dict(extra_identities))

@@ -92,6 +92,7 @@ def test_broker_config_and_acl(tmp_path: Path, capsys: pytest.CaptureFixture[str
         argv = ["certs", "broker-config", "--dir", str(d), "--out", str(tmp_path / "b")]
         assert main(argv) == 2
         assert "cannot enter" in capsys.readouterr().err
+        assert not (tmp_path / "b").exists()  # refused before writing anything
     top = tempfile.TemporaryDirectory(prefix="pumpwatch-test-broker-")
     os.chmod(top.name, 0o711)  # noqa: S103 - traversable, as /etc/mosquitto or /var/lib are
     out = Path(top.name) / "broker"
