@@ -20,8 +20,10 @@ import msgspec
 import dsp
 from simulator.bearings import lookup_bearing
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-NAME_RULE = "1-128 characters from A-Z a-z 0-9 _ . : - (no '/', '+', '#', spaces)"
+#: DESIGN.md's name rule (also cloud.roles, which the edge does not import): a name is one
+#: topic level and a broker username; \Z, not $, which would let a trailing newline through
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+NAME_RULE = "1-64 characters from A-Z a-z 0-9 _ . : - (no '/', '+', '#', spaces)"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)\s*$", re.IGNORECASE)
 _UNITS = {
     "": 1,
@@ -46,7 +48,7 @@ AWS_MAX_MESSAGE = 128 * 1024
 AWS_MAX_PUBLISH_RATE = 100.0
 AWS_MAX_INFLIGHT = 100
 AWS_MAX_TOPIC_SLASHES = 7
-THING_NAME_RE = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
+THING_NAME_RE = re.compile(r"^[A-Za-z0-9:_-]{1,128}\Z")
 
 
 class ConfigError(ValueError):

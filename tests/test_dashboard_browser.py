@@ -43,6 +43,7 @@ from tests.infra.pipeline import (
     consumer_config,
     write_toml,
 )
+from tests.infra.require import need
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -68,10 +69,7 @@ def wait_for(pred: Any, within_s: float, what: str) -> None:
 
 
 def _missing(what: str) -> None:
-    msg = f"{what}: run `bash scripts/system-deps.sh` and `.venv/bin/pip install -e .[dev]`"
-    if os.environ.get("CI") == "true":
-        pytest.fail(msg + " (required under CI)")
-    pytest.skip(msg)
+    need(what, "run `bash scripts/system-deps.sh` and `.venv/bin/pip install -e .[dev]`")
 
 
 class DashboardProcess:

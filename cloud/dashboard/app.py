@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
 import math
 import re
@@ -62,6 +63,8 @@ class DashboardSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     token: str | None = None
+    #: names a browser may use for this dashboard besides its bind address and loopback
+    allowed_hosts: tuple[str, ...] = ()
     poll_s: float = 0.25
     history_default_s: float = 24 * 3600.0
     max_points_default: int = 600
@@ -174,6 +177,40 @@ def pump_param(request: web.Request) -> str:
 # -- middleware -------------------------------------------------------------------------------
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def host_allowed(host_header: str | None, settings: DashboardSettings) -> bool:
+    """Whether a request's ``Host`` names this dashboard (DNS-rebinding defence).
+
+    Allowed: loopback names, the bind address, ``allowed_hosts``, and -- when bound to
+    every interface -- any IP literal (a rebinding attack needs a domain name)."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.rstrip(".")
+    names = {"localhost", "127.0.0.1", "::1", settings.host.lower().strip("[]"),
+             *(h.lower().rstrip(".") for h in settings.allowed_hosts)}
+    if host in names:
+        return True
+    if settings.host in ("0.0.0.0", "::", ""):  # noqa: S104 -- comparing, not binding
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+@web.middleware
+async def host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not host_allowed(request.headers.get("Host"), request.app[SETTINGS]):
+        return error(421, "this dashboard is not served under that Host name (see "
+                          "--allowed-host)")
+    return await handler(request)
 
 
 @web.middleware
@@ -333,7 +370,7 @@ async def get_index(request: web.Request) -> web.FileResponse:
 
 def create_app(settings: DashboardSettings) -> web.Application:
     metrics = DashboardMetrics(lambda: app.get(HUB))
-    app = web.Application(middlewares=[metrics.middleware, errors_and_auth])
+    app = web.Application(middlewares=[metrics.middleware, host_check, errors_and_auth])
     app[SETTINGS] = settings
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
