@@ -116,25 +116,18 @@ CORES = cores()
 
 
 def tls_broker(tmp: Path) -> tuple[Mosquitto, dict[str, str]]:
-    """A Mosquitto with only the mTLS listener and ACL of the local stack, and the bench
+    """A Mosquitto with only the mTLS listener and role grants of the local stack, and the bench
     device's certificate (--tls)."""
     from cloud import pki
-    from pumpwatch.mosquitto_conf import acl_text, tls_listener_conf
-    from tests.infra.mosquitto import free_port
 
     pki.init_ca(tmp / "pki")
     crt, key = pki.issued_path(tmp / "pki", "device", "bench-gw")
     pki.issue(tmp / "pki", "device", "bench-gw")
-    (tmp / "acl").write_text(acl_text())
-    port = free_port()
-    conf = tls_listener_conf(port=port, host="127.0.0.1", pki_dir=tmp / "pki", acl_path=tmp / "acl")
     broker = Mosquitto(
         tmp / "mosquitto",
-        port=port,
         persistence=False,
         max_inflight_messages=1000,
-        plain_listener=False,
-        extra_conf=conf,
+        tls_pki=tmp / "pki",
     )
     return broker, {"ca": str(tmp / "pki" / "ca.crt"), "cert": str(crt), "key": str(key)}
 

@@ -3,13 +3,17 @@
 Theory of operation
 -------------------
 One device (gateway) = one AWS IoT thing = one X.509 certificate. The policy
-(:func:`device_policy`, also committed as ``aws/iot-policy.json``) uses policy
-variables, so one policy serves the whole fleet: a certificate may connect
-only with client id = the name of the thing it is attached to, publish only
-``pumpwatch/devices/{that thing}/reports`` and ``.../status``, and retain only
-the status (retained status and the will need ``iot:RetainPublish``). It may
-not subscribe or receive at all. Region and account are wildcards because an
-IoT policy only ever applies inside the account that holds it.
+(:func:`device_policy`, also committed as ``aws/iot-policy.json``) is rendered
+from the role table in :mod:`cloud.roles` (as is the Mosquitto configuration)
+and uses policy variables, so one policy serves the whole fleet: a certificate
+may connect only with client id = the name of the thing it is attached to,
+publish only ``pumpwatch/devices/{that thing}/reports`` and ``.../status``,
+retain only the status (retained status and the will need
+``iot:RetainPublish``), and subscribe to and receive only its own
+confirmations ``pumpwatch/acks/{that thing}``. :func:`role_policy` renders the
+consumer's, dashboard's and operator's policies from the same table. Region and
+account are wildcards because an IoT policy only ever applies inside the
+account that holds it.
 
 :func:`provision_device` does what docs/aws-iot.md shows with the AWS CLI:
 
@@ -37,43 +41,27 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cloud.roles import THING, Role, iot_policy
+
 log = logging.getLogger(__name__)
 
 DEFAULT_POLICY_NAME = "pumpwatch-device"
-THING = "${iot:Connection.Thing.ThingName}"
+__all__ = ["THING", "ProvisionError", "Provisioned", "device_policy", "provision_device",
+           "role_policy"]
 
 
 class ProvisionError(RuntimeError):
     """Provisioning stopped; the message says at which step and why."""
 
 
+def role_policy(role: Role, prefix: str = "pumpwatch") -> dict[str, Any]:
+    """The AWS IoT policy of ``role`` (from :data:`cloud.roles.ROLES`)."""
+    return iot_policy(role, root=prefix)
+
+
 def device_policy(prefix: str = "pumpwatch") -> dict[str, Any]:
     """The least-privilege device policy (identical to ``aws/iot-policy.json``)."""
-    topic = f"arn:aws:iot:*:*:topic/{prefix}/devices/{THING}"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ConnectAsItsOwnThingOnly",
-                "Effect": "Allow",
-                "Action": "iot:Connect",
-                "Resource": f"arn:aws:iot:*:*:client/{THING}",
-                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
-            },
-            {
-                "Sid": "PublishOwnReportsAndStatus",
-                "Effect": "Allow",
-                "Action": "iot:Publish",
-                "Resource": [f"{topic}/reports", f"{topic}/status"],
-            },
-            {
-                "Sid": "RetainOwnStatusAndWill",
-                "Effect": "Allow",
-                "Action": "iot:RetainPublish",
-                "Resource": f"{topic}/status",
-            },
-        ],
-    }
+    return role_policy("device", prefix)
 
 
 @dataclass(frozen=True, slots=True)

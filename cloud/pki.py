@@ -5,18 +5,22 @@ Theory of operation
 Every MQTT client authenticates with its own X.509 certificate, signed by one
 CA that the broker trusts (``require_certificate``). The broker takes the
 certificate's common name as the MQTT username (``use_identity_as_username``),
-and its ACL keys every topic permission on that name, so **the CN is the
-identity**: a device's CN is its device name (= AWS IoT thing name), a
-consumer's or dashboard's CN is its client name. Device and client names share
-one namespace; :func:`issue` refuses a name already issued under the other
-kind, so no device can ever hold a client's permissions.
+and the dynamic-security configuration grants by the role held by that name,
+so **the CN is the identity**: a device's CN is its device name (= AWS IoT
+thing name), a consumer's, dashboard's or operator's CN is its client name.
+Every certificate also carries its role (device, consumer, dashboard,
+operator; :mod:`cloud.roles`) as its subject's organizational unit, which is
+what the broker configuration is generated from (:func:`identities`). All
+names share one namespace; :func:`issue` refuses a name already issued under
+another role, so no device can ever hold a client's permissions, and refuses
+names outside DESIGN.md's name rule (they become topic levels).
 
 Layout of a PKI directory (``DIR``)::
 
     ca.crt  ca.key                        the CA (keep ca.key offline in production)
     broker.crt  broker.key                the broker's server certificate
     devices/NAME.crt  devices/NAME.key    one per device (clientAuth)
-    clients/NAME.crt  clients/NAME.key    one per consumer / dashboard (clientAuth)
+    clients/NAME.crt  clients/NAME.key    one per consumer / dashboard / operator (clientAuth)
 
 Keys are ECDSA P-256 (accepted by Mosquitto/OpenSSL, awscrt/s2n and AWS IoT),
 written with mode 0600 and never overwritten unless ``force``. Certificates
@@ -29,25 +33,22 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-Kind = Literal["device", "client"]
+from cloud.roles import NAME_RE, NAME_RULE, ROLE_NAMES, Role
 
-#: the edge config's name rule; AWS IoT thing names are stricter (no '.')
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 CA_DAYS = 3650
 LEAF_DAYS = 825
-_DIRS: dict[Kind, str] = {"device": "devices", "client": "clients"}
+_DIRS: dict[str, str] = {"device": "devices", "consumer": "clients", "dashboard": "clients",
+                         "operator": "clients"}
 
 
 class PkiError(RuntimeError):
@@ -102,13 +103,12 @@ def _refuse_existing(paths: Sequence[Path], force: bool) -> None:
         raise PkiError(f"refusing to overwrite {existing} (use --force to replace)")
 
 
-def _name(cn: str, org: str = "pumpwatch") -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
+def _name(cn: str, org: str = "pumpwatch", role: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)]
+    if role is not None:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
 
 
 def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
@@ -194,6 +194,7 @@ def _issue_leaf(
     key_path: Path,
     *,
     server_hosts: Sequence[str] | None = None,
+    role: Role | None = None,
     days: int = LEAF_DAYS,
     force: bool = False,
 ) -> Issued:
@@ -203,7 +204,7 @@ def _issue_leaf(
     now = _now()
     b = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn))
+        .subject_name(_name(cn, role=role))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -241,36 +242,72 @@ def _issue_leaf(
     return Issued(cert_path, key_path, cn, cert.not_valid_after_utc)
 
 
-def issued_path(pki_dir: str | Path, kind: Kind, name: str) -> tuple[Path, Path]:
-    """``(cert, key)`` paths of ``name`` of ``kind`` in ``pki_dir``."""
-    base = Path(pki_dir) / _DIRS[kind]
+def issued_path(pki_dir: str | Path, role: Role, name: str) -> tuple[Path, Path]:
+    """``(cert, key)`` paths of ``name`` of ``role`` in ``pki_dir``."""
+    base = Path(pki_dir) / _DIRS[role]
     return base / f"{name}.crt", base / f"{name}.key"
 
 
 def issue(
-    pki_dir: str | Path, kind: Kind, name: str, *, days: int = LEAF_DAYS, force: bool = False
+    pki_dir: str | Path, role: Role, name: str, *, days: int = LEAF_DAYS, force: bool = False
 ) -> Issued:
-    """Issue a clientAuth certificate with CN = ``name`` for a device or a client."""
+    """Issue a clientAuth certificate with CN = ``name`` and OU = ``role``."""
+    if role not in ROLE_NAMES:
+        raise PkiError(f"role must be one of {', '.join(ROLE_NAMES)}, got {role!r}")
     if not NAME_RE.match(name):
         raise PkiError(
-            f"{kind} name must be 1-128 characters from A-Z a-z 0-9 _ . : - "
-            f"(it becomes the MQTT username and a topic level), got {name!r}"
+            f"{role} name must be {NAME_RULE}: it becomes the MQTT username and a topic "
+            f"level; got {name!r}"
         )
     if name == "broker":
         raise PkiError("'broker' is the broker's own certificate name")
-    other: Kind = "client" if kind == "device" else "device"
-    if issued_path(pki_dir, other, name)[0].exists():
+    cert_path, key_path = issued_path(pki_dir, role, name)
+    held = identities(pki_dir).get(name)
+    if held is not None and held != role:
         raise PkiError(
-            f"{name!r} is already issued as a {other}: devices and clients share one "
-            "namespace (the CN is the broker username)"
+            f"{name!r} is already issued as a {held}: all roles share one namespace "
+            "(the CN is the broker username)"
         )
-    cert_path, key_path = issued_path(pki_dir, kind, name)
+    if held is None and cert_path.exists() and not force:
+        raise PkiError(f"{cert_path} exists without a role; remove it or use another name")
     _refuse_existing([cert_path, key_path], force)
-    return _issue_leaf(Path(pki_dir), name, cert_path, key_path, days=days, force=force)
+    return _issue_leaf(
+        Path(pki_dir), name, cert_path, key_path, role=role, days=days, force=force
+    )
+
+
+def _subject(cert_path: Path, oid: x509.ObjectIdentifier) -> str:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    attrs = cert.subject.get_attributes_for_oid(oid)
+    return str(attrs[0].value) if attrs else ""
 
 
 def common_name(cert_path: str | Path) -> str:
     """The CN of a PEM certificate (what the broker takes as the username)."""
-    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
-    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else ""
+    return _subject(Path(cert_path), NameOID.COMMON_NAME)
+
+
+def role_of(cert_path: str | Path) -> Role | None:
+    """The role a certificate carries (its OU), or None for one issued without a role."""
+    ou = _subject(Path(cert_path), NameOID.ORGANIZATIONAL_UNIT_NAME)
+    for r in ROLE_NAMES:
+        if r == ou:
+            return r
+    return None
+
+
+def identities(pki_dir: str | Path) -> dict[str, Role]:
+    """Every identity issued in ``pki_dir`` with a role: CN -> role.
+
+    Certificates without a role (issued before roles existed) are left out, so the
+    broker grants them nothing; a CN held under two roles is refused."""
+    found: dict[str, Role] = {}
+    for sub in sorted(set(_DIRS.values())):
+        for crt in sorted((Path(pki_dir) / sub).glob("*.crt")):
+            role, cn = role_of(crt), common_name(crt)
+            if role is None or _DIRS[role] != sub:
+                continue
+            if found.get(cn, role) != role:
+                raise PkiError(f"{cn!r} is issued as both {found[cn]} and {role} in {pki_dir}")
+            found[cn] = role
+    return found

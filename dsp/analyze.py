@@ -26,6 +26,7 @@ from .features import ISO_ZONE_LIMITS, LineSpectrum, iso_zone, moments, psd_band
 from .report import (
     Q_CLIPPED,
     Q_CONSTANT,
+    Q_DROPOUT,
     Q_NONFINITE,
     Q_RESTART,
     Q_SPEED_UNCERTAIN,
@@ -48,6 +49,12 @@ MAX_REPORT_BYTES = 5120  # one AWS IoT metering step
 # Quantized lines cost at most a byte each (incompressible worst case); the rest
 # of a report (names at their maximum length, features, asset) stays under ~1 kB.
 MAX_WIRE_LINES = 4000
+#: A run of identical samples at least this long (and not at full scale) is a dropout:
+#: a live accelerometer's noise floor changes the ADC code within microseconds, and even
+#: the slowest shaft line (600 rpm) moves the signal within a few ms, so 10 ms of one value
+#: means the chain delivered no signal (loose connector, dead channel, stalled ADC).
+DROPOUT_MIN_S = 0.010
+_DROPOUT_MIN_SAMPLES = 32  # at low rates a run must still be long in samples
 
 
 class ReportConfigError(InvalidConfigError):
@@ -196,6 +203,23 @@ def _orders(asset: Asset) -> dict[str, float] | None:
     return bearing_orders(b.n_balls, b.ball_d_mm, b.pitch_d_mm, b.contact_deg)
 
 
+def _dead_samples(a: NDArray[np.floating], fullscale: F64, min_run: int) -> NDArray[np.int64]:
+    """Per channel, samples inside runs of >= ``min_run`` identical values below full scale.
+
+    One comparison pass; the runs themselves are only measured on the (rare) channels
+    with at least ``min_run - 1`` repeated neighbours.
+    """
+    out = np.zeros(a.shape[0], dtype=np.int64)
+    same = a[:, 1:] == a[:, :-1]
+    if np.isfinite(fullscale).any():  # a clipped stretch is flagged as clipping, not dropout
+        same &= np.abs(a[:, 1:]) < (fullscale * (1 - 1e-6))[:, None].astype(a.dtype)
+    for c in np.flatnonzero(same.sum(axis=-1) >= min_run - 1):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], same[c].view(np.int8), [0]))))
+        runs = edges[1::2] - edges[::2] + 1  # pairs of equal neighbours -> samples
+        out[c] = int(runs[runs >= min_run].sum())
+    return out
+
+
 def _opt(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
@@ -249,6 +273,7 @@ def analyze(
     clipped = np.zeros(ch, dtype=np.int64)
     if np.isfinite(fullscale).any():
         clipped = (np.abs(a) >= (fullscale * (1 - 1e-6))[:, None].astype(a.dtype)).sum(axis=-1)
+    dead = _dead_samples(a, fullscale, max(_DROPOUT_MIN_SAMPLES, round(DROPOUT_MIN_S * fs)))
 
     # --- spectra and features ------------------------------------------------------
     frames = np.lib.stride_tricks.sliding_window_view(a, cfg.nfft, axis=-1)[:, :: cfg.hop]
@@ -329,6 +354,8 @@ def analyze(
             flags |= Q_CLIPPED
         if constant[c]:
             flags |= Q_CONSTANT
+        if dead[c]:
+            flags |= Q_DROPOUT
         if after_restart:
             flags |= Q_RESTART
         if uncertain[c] and not s.rpm:
@@ -373,7 +400,8 @@ def analyze(
                 spectrum=spectrum,
                 envelope=envelope,
                 envelope_band=band,
-                quality=Quality(flags=flags, nonfinite=int(bad_counts[c]), clipped=int(clipped[c])),
+                quality=Quality(flags=flags, nonfinite=int(bad_counts[c]), clipped=int(clipped[c]),
+                                dead=int(dead[c])),
                 n_avg=n_avg,
                 band_state=env.state[c] if env is not None and env.state is not None else None,
             )

@@ -36,12 +36,14 @@ Q_CLIPPED = 1 << 1  # samples at the sensor's full scale (saturation)
 Q_CONSTANT = 1 << 2  # dead sensor: no variation over the interval
 Q_RESTART = 1 << 3  # first report after a gap / rate change / start
 Q_SPEED_UNCERTAIN = 1 << 4  # running speed estimate has no clear 1x line
+Q_DROPOUT = 1 << 5  # intermittently dead: runs of identical samples (Quality.dead counts them)
 QUALITY_NAMES = {
     Q_NONFINITE: "nonfinite",
     Q_CLIPPED: "clipped",
     Q_CONSTANT: "constant",
     Q_RESTART: "restart",
     Q_SPEED_UNCERTAIN: "speed_uncertain",
+    Q_DROPOUT: "dropout",
 }
 
 
@@ -122,9 +124,17 @@ class Spectrum(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Quality(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    """Sample quality over the interval: flag bits and the sample counts behind them.
+
+    ``nonfinite``: NaN/inf samples (replaced by 0); ``clipped``: samples at the
+    sensor's full scale; ``dead``: samples inside runs of identical values at
+    least :data:`dsp.analyze.DROPOUT_MIN_S` long (not at full scale).
+    """
+
     flags: int = 0
     nonfinite: int = 0
     clipped: int = 0
+    dead: int = 0
 
     def names(self) -> list[str]:
         return [name for bit, name in QUALITY_NAMES.items() if self.flags & bit]

@@ -95,6 +95,9 @@ class Result(msgspec.Struct, frozen=True, omit_defaults=True):
     model_version: str
     evidence: list[Evidence] = []
     rpm: float | None = None
+    #: which rule named ``condition``: quality | physics | ood | classifier (see
+    #: models.serving.decision); None from endpoints that predate the decision rule
+    decided_by: str | None = None
 
     @property
     def identity(self) -> tuple[str, int, int]:

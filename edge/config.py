@@ -34,9 +34,14 @@ from dsp.config import (
 )
 from simulator.bearings import lookup_bearing
 
-NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-NAME_RULE = "1-128 characters from A-Z a-z 0-9 _ . : - (no '/', '+', '#', spaces)"
+#: DESIGN.md's name rule (also cloud.roles, which the edge does not import): a name is one
+#: topic level and a broker username. `$` alone would let a trailing newline through (in
+#: Python); the lookahead refuses it and stays a valid JSON Schema (ECMAScript) pattern.
+NAME_PATTERN = r"^(?!.*\n)[A-Za-z0-9_.:-]{1,64}$"
+NAME_RE = re.compile(NAME_PATTERN)
+NAME_RULE = "1-64 characters from A-Z a-z 0-9 _ . : - (no '/', '+', '#', spaces)"
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+CLIENT_ID_PATTERN = r"^(?!.*\n)([A-Za-z0-9_.:-]{1,64})?$"  # a name, or empty
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 
 AWS_MAX_MESSAGE = 128 * 1024
@@ -45,7 +50,7 @@ AWS_MAX_MESSAGE = 128 * 1024
 AWS_MAX_PUBLISH_RATE = 100.0
 AWS_MAX_INFLIGHT = 100
 AWS_MAX_TOPIC_SLASHES = 7
-THING_NAME_PATTERN = r"^[A-Za-z0-9:_-]{1,128}$"
+THING_NAME_PATTERN = r"^(?!.*\n)[A-Za-z0-9:_-]{1,128}$"
 
 __all__ = ["AWS_MAX_MESSAGE", "ChannelConfig", "ConfigError", "EdgeConfig", "EdgeFile",
            "MqttConfig", "PipelineConfig", "PumpSpec", "SourceConfig", "SpoolConfig",
@@ -57,8 +62,11 @@ class ConfigError(InvalidConfigError):
 
     def __init__(self, problems: list[str], *, source: str = "config") -> None:
         # a name's rule in words rather than its regex
-        super().__init__([p.replace(f"matching {NAME_PATTERN!r}", NAME_RULE) for p in problems],
-                         source=source)
+        words = {f"matching {NAME_PATTERN!r}": NAME_RULE,
+                 f"matching {CLIENT_ID_PATTERN!r}": f"empty (the device) or {NAME_RULE}"}
+        for pattern, rule in words.items():
+            problems = [p.replace(pattern, rule) for p in problems]
+        super().__init__(problems, source=source)
 
     def report(self) -> str:
         return f"invalid edge config {super().report()}"
@@ -74,9 +82,9 @@ class MqttConfig(MqttSection, frozen=True, kw_only=True, forbid_unknown_fields=T
 
     transport: Literal["paho", "awsiot"] = "paho"  # awsiot: AWS IoT Core (awsiotsdk, mTLS)
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883  # awsiot: 8883 unless given
-    client_id: Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9_.:-]{1,128})?$")] = ""
+    client_id: Annotated[str, msgspec.Meta(pattern=CLIENT_ID_PATTERN)] = ""  # "": the device
     topic_prefix: Annotated[str, msgspec.Meta(
-        pattern=r"^[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*$")] = "pumpwatch"
+        pattern=r"^(?!.*\n)[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*$")] = "pumpwatch"
     max_message_bytes: ByteSize = AWS_MAX_MESSAGE
     publish_rate: PositiveS = 100.0  # publishes per second (AWS IoT: 100)
     # unacknowledged QoS 1 report messages (awsiot default: 100)

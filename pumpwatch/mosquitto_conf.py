@@ -1,71 +1,79 @@
-"""Mosquitto configuration for the local stack: an mTLS listener and per-identity ACLs.
+"""Mosquitto configuration for the local stack: an mTLS listener and grants by role.
 
 Theory of operation
 -------------------
 The listener requires a client certificate signed by the local CA
 (``require_certificate``) and takes its common name as the MQTT username
 (``use_identity_as_username``); no certificate, a certificate from another CA,
-or a plain-TCP client never gets to MQTT at all. The ACL then keys every
-permission on that username (see :mod:`cloud.pki` for how names are issued):
+or a plain-TCP client never gets to MQTT at all.
 
-* every identity may write only ``{prefix}/devices/{its CN}/#`` (a ``pattern``
-  line, ``%u`` = CN): a device's reports, its retained status and its will;
-* a **consumer** may read ``{prefix}/devices/+/reports`` (also as a shared
-  subscription, ``$share/{group}/...``) and write below ``{prefix}/sites/``
-  (results: condition, alarms);
-* a **dashboard** may read ``{prefix}/sites/#`` and ``{prefix}/devices/+/status``.
+Authorization is Mosquitto's **dynamic-security plugin**, configured from the
+one role table in :mod:`cloud.roles` (:func:`cloud.roles.dynsec_config`): every
+identity issued in the PKI directory (CN -> role, read from the certificates,
+:func:`cloud.pki.identities`) becomes a client with its role's grants, and
+default access is deny. Unlike an ``acl_file`` (whose ``pattern`` lines apply
+to every client and which grants every SUBSCRIBE), the plugin refuses a
+subscription that no grant matches: a device's ``$share/...`` subscription gets
+SUBACK 0x87, so it is never dealt a share of the fleet's reports. A publish to
+a forbidden topic gets PUBACK 0x87 and is not delivered or stored. A CN the
+configuration does not list can do nothing: issue the certificate, then write
+the configuration again and restart the broker.
 
-Anything else is denied: under MQTT 5 a QoS 1 publish to a forbidden topic is
-answered with PUBACK reason 0x87 (Not authorized); a forbidden subscription
-with SUBACK 0x87. The same rules as the AWS IoT policy in ``aws/iot-policy.json``.
+Started as root, Mosquitto drops to the ``mosquitto`` user (``user mosquitto``)
+before it reads its TLS key and the plugin's file; :func:`write_broker_config`
+then hands the broker's own directory (persistence, security file, a copy of
+the broker key) to that user.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+import pwd
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from cloud.roles import Role, dynsec_config
+
+BROKER_USER = "mosquitto"
+#: where distributions put the plugin (Debian/Ubuntu multiarch, then the upstream layout)
+DYNSEC_PLUGIN_PATHS = (
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class BrokerFiles:
     conf: Path
-    acl: Path
+    security: Path
+    identities: dict[str, Role]
 
 
-def acl_text(
+def dynsec_plugin() -> str:
+    """The path of ``mosquitto_dynamic_security.so`` on this machine (the first that exists)."""
+    for p in DYNSEC_PLUGIN_PATHS:
+        if os.path.exists(p):
+            return p
+    return DYNSEC_PLUGIN_PATHS[0]
+
+
+def security_json(identities: Mapping[str, Role], *, root: str = "pumpwatch") -> str:
+    """The dynamic-security plugin's file for ``identities`` (CN -> role)."""
+    return json.dumps(dynsec_config(identities, root=root), indent=2) + "\n"
+
+
+def tls_listener_conf(
     *,
-    consumers: Sequence[str] = ("consumer",),
-    dashboards: Sequence[str] = ("dashboard",),
-    prefix: str = "pumpwatch",
+    port: int,
+    host: str,
+    pki_dir: str | Path,
+    security_path: str | Path,
+    plugin: str | None = None,
 ) -> str:
-    """The ``acl_file`` contents (Mosquitto 2.0 syntax)."""
-    lines = [
-        "# written by pumpwatch (pumpwatch/mosquitto_conf.py); usernames are certificate CNs",
-        "# every identity: write only below its own device tree (reports, status, will)",
-        f"pattern write {prefix}/devices/%u/#",
-        "",
-    ]
-    for name in consumers:
-        lines += [
-            f"user {name}",
-            f"topic read {prefix}/devices/+/reports",
-            f"topic read $share/+/{prefix}/devices/+/reports",
-            f"topic write {prefix}/sites/#",
-            "",
-        ]
-    for name in dashboards:
-        lines += [
-            f"user {name}",
-            f"topic read {prefix}/sites/#",
-            f"topic read {prefix}/devices/+/status",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def tls_listener_conf(*, port: int, host: str, pki_dir: str | Path, acl_path: str | Path) -> str:
     """The mTLS listener and the security settings (append to a base config)."""
     d = Path(pki_dir).resolve()
     return "\n".join(
@@ -73,7 +81,9 @@ def tls_listener_conf(*, port: int, host: str, pki_dir: str | Path, acl_path: st
             "# mutual TLS: a certificate from our CA is the only way in; its CN is the username",
             "per_listener_settings false",
             "allow_anonymous false",
-            f"acl_file {Path(acl_path).resolve()}",
+            "# grants by role (cloud/roles.py), default deny",
+            f"plugin {plugin or dynsec_plugin()}",
+            f"plugin_opt_config_file {Path(security_path).resolve()}",
             f"listener {port} {host}",
             "protocol mqtt",
             f"cafile {d / 'ca.crt'}",
@@ -92,8 +102,9 @@ def mosquitto_conf(
     port: int,
     host: str,
     pki_dir: str | Path,
-    acl_path: str | Path,
+    security_path: str | Path,
     data_dir: str | Path,
+    plugin: str | None = None,
     autosave_interval: int = 1,
     max_inflight_messages: int = 100,
     max_queued_messages: int = 1_000_000,
@@ -106,6 +117,7 @@ def mosquitto_conf(
     excess silently dropped) so a fleet's backlog after an outage survives."""
     lines = [
         "# written by pumpwatch (pumpwatch/mosquitto_conf.py)",
+        f"user {BROKER_USER}",
         "persistence true",
         f"persistence_location {Path(data_dir).resolve()}/",
         "persistence_file mosquitto.db",
@@ -117,13 +129,61 @@ def mosquitto_conf(
         "log_dest stderr",
         "connection_messages true",
     ]
-    if os.geteuid() == 0:
-        lines.append("user root")  # else it drops to `mosquitto`, which cannot write here
     return (
         "\n".join(lines)
         + "\n"
-        + tls_listener_conf(port=port, host=host, pki_dir=pki_dir, acl_path=acl_path)
+        + tls_listener_conf(
+            port=port, host=host, pki_dir=pki_dir, security_path=security_path, plugin=plugin
+        )
     )
+
+
+class BrokerConfigError(RuntimeError):
+    """The broker could not run from here as its user (the message says why)."""
+
+
+def hand_to_broker_user(top: Path, uid: int | None = None) -> None:
+    """As root: make ``top`` (and everything below it) owned by the broker's user, and
+    refuse a place that user cannot reach (a parent directory it cannot traverse).
+
+    ``uid``: the broker runs elsewhere (a container) as this uid (and gid): chown only,
+    the parents there are not these. Not root, or no ``mosquitto`` user here and no
+    ``uid``: nothing to do."""
+    if os.geteuid() != 0:
+        return
+    if uid is not None:
+        for p in [top, *top.rglob("*")]:
+            os.chown(p, uid, uid)
+        return
+    pw = _broker_user()
+    if pw is None:
+        return
+    check_reachable(top)
+    for p in [top, *top.rglob("*")]:
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+
+
+def _broker_user() -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(BROKER_USER)
+    except KeyError:
+        return None
+
+
+def check_reachable(top: Path) -> None:
+    """As root, with a ``mosquitto`` user here: refuse a ``top`` it cannot traverse to."""
+    pw = _broker_user() if os.geteuid() == 0 else None
+    if pw is None:
+        return
+    top = top.resolve()
+    for parent in top.parents:
+        st = parent.stat()
+        if not (st.st_mode & 0o001 or (st.st_gid == pw.pw_gid and st.st_mode & 0o010)
+                or (st.st_uid == pw.pw_uid and st.st_mode & 0o100)):
+            raise BrokerConfigError(
+                f"the broker runs as {BROKER_USER!r}, which cannot enter {parent} (mode "
+                f"{st.st_mode & 0o777:o}): put the broker directory {top} somewhere it can"
+            )
 
 
 def write_broker_config(
@@ -132,17 +192,44 @@ def write_broker_config(
     pki_dir: str | Path,
     port: int = 8883,
     host: str = "127.0.0.1",
-    consumers: Sequence[str] = ("consumer",),
-    dashboards: Sequence[str] = ("dashboard",),
+    roles: Mapping[str, Role] | None = None,
     prefix: str = "pumpwatch",
+    extra_identities: Sequence[tuple[str, Role]] = (),
+    plugin: str | None = None,
+    broker_uid: int | None = None,
 ) -> BrokerFiles:
-    """Write ``mosquitto.conf`` and ``acl`` into ``out_dir`` (data under ``out_dir/data``)."""
+    """Write ``mosquitto.conf`` and ``dynamic-security.json`` into ``out_dir``.
+
+    The identities are those issued in ``pki_dir`` (``roles`` replaces that scan,
+    ``extra_identities`` adds to it). The broker's certificate, key and the CA
+    certificate are copied to ``out_dir/tls``. As root, ``out_dir`` is handed to the
+    ``mosquitto`` user the broker runs as (:func:`hand_to_broker_user`).
+    """
+    from cloud.pki import identities as issued
+
     out = Path(out_dir)
+    if broker_uid is None:
+        check_reachable(out)  # before writing anything
     (out / "data").mkdir(parents=True, exist_ok=True)
-    acl = out / "acl"
-    acl.write_text(acl_text(consumers=consumers, dashboards=dashboards, prefix=prefix))
+    who = dict(roles) if roles is not None else issued(pki_dir)
+    who.update(dict(extra_identities))
+    security = out / "dynamic-security.json"
+    security.write_text(security_json(who, root=prefix))
+    os.chmod(security, 0o600)
+    tls = out / "tls"
+    tls.mkdir(exist_ok=True)
+    for name, mode in (("ca.crt", 0o644), ("broker.crt", 0o644), ("broker.key", 0o600)):
+        (tls / name).unlink(missing_ok=True)
+        # created with its final mode: the key is never readable by others, not even briefly
+        fd = os.open(tls / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write((Path(pki_dir) / name).read_bytes())
     conf = out / "mosquitto.conf"
     conf.write_text(
-        mosquitto_conf(port=port, host=host, pki_dir=pki_dir, acl_path=acl, data_dir=out / "data")
+        mosquitto_conf(
+            port=port, host=host, pki_dir=tls, security_path=security, data_dir=out / "data",
+            plugin=plugin,
+        )
     )
-    return BrokerFiles(conf=conf, acl=acl)
+    hand_to_broker_user(out, broker_uid)
+    return BrokerFiles(conf=conf, security=security, identities=who)

@@ -68,12 +68,18 @@ def test_the_committed_policy_is_the_one_provisioned() -> None:
     committed = json.loads((ROOT / "aws" / "iot-policy.json").read_text())
     assert committed == device_policy()
     text = json.dumps(committed)
-    # least privilege: no wildcard actions, no subscribe/receive, own thing only
+    # least privilege: no wildcard actions or topics, own thing only; it subscribes to and
+    # receives only its own confirmations
     actions = {s["Action"] for s in committed["Statement"]}
-    assert actions == {"iot:Connect", "iot:Publish", "iot:RetainPublish"}
+    assert actions == {"iot:Connect", "iot:Publish", "iot:RetainPublish", "iot:Subscribe",
+                       "iot:Receive"}
     assert not any("*" in s["Action"] for s in committed["Statement"])
-    assert "topic/pumpwatch/devices/*" not in text and "topicfilter" not in text
-    assert "client/${iot:Connection.Thing.ThingName}" in text
+    assert "/*" not in text.replace(":*:*:", "")
+    thing = "${iot:Connection.Thing.ThingName}"
+    assert f"client/{thing}" in text
+    by = {s["Action"]: s["Resource"] for s in committed["Statement"]}
+    assert by["iot:Subscribe"] == f"arn:aws:iot:*:*:topicfilter/pumpwatch/acks/{thing}"
+    assert by["iot:Receive"] == f"arn:aws:iot:*:*:topic/pumpwatch/acks/{thing}"
 
 
 @pytest.mark.parametrize(("policy", "thing"), [(False, False), (True, True)])

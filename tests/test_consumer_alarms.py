@@ -11,7 +11,6 @@ import pytest
 
 from cloud.consumer.alarms import AlarmConfig, AlarmTracker, ZoneLimits, zone_of
 from cloud.consumer.topics import PumpStates, alarm_message
-from cloud.dashboard.alarms import ALARM_COLUMNS, alarm_from_row
 from cloud.store import AlarmRow, Commit, ResultRow, SQLiteStore
 
 
@@ -83,8 +82,8 @@ def test_restore_clears_an_episode_raised_before_a_restart() -> None:
     assert [(a.id, a.state) for a in out] == [(raised[0].id, "cleared")]
 
 
-def test_sqlite_store_writes_the_dashboard_contract(tmp_path: Path) -> None:
-    async def go() -> list[AlarmRow]:
+def test_sqlite_store_writes_the_alarms_the_dashboard_reads(tmp_path: Path) -> None:
+    async def go() -> tuple[list[AlarmRow], list[AlarmRow], dict[str, int]]:
         store = SQLiteStore(f"sqlite:///{tmp_path / 'a.db'}")
         await store.open()
         try:
@@ -94,21 +93,26 @@ def test_sqlite_store_writes_the_dashboard_contract(tmp_path: Path) -> None:
             a2 = tr.observe(flags("10"))
             o2 = await store.commit(Commit(alarms=a2))
             assert o2.alarms[-1].updated_ns > o1.alarms[0].updated_ns
-            return await store.alarms()
+            active = await store.active_alarms()
+            return await store.alarms(), await store.alarms(order="raised_desc"), active
         finally:
             await store.close()
 
-    alarms = asyncio.run(go())
-    import sqlite3
+    alarms, newest_first, active = asyncio.run(go())
+    # a second, read-only store (the dashboard's) reads the same rows
+    async def read() -> list[AlarmRow]:
+        ro = SQLiteStore(f"sqlite:///{tmp_path / 'a.db'}", readonly=True)
+        await ro.open()
+        try:
+            return await ro.alarms(state="cleared")
+        finally:
+            await ro.close()
 
-    con = sqlite3.connect(tmp_path / "a.db")
-    rows = [alarm_from_row(r) for r in con.execute(f"SELECT {ALARM_COLUMNS} FROM alarms")]  # noqa: S608
-    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    con.close()
-    assert "results_stored" in indexes
-    assert [a.state for a in alarms] == ["cleared"] and len(rows) == 1
+    rows = asyncio.run(read())
+    assert [a.state for a in alarms] == ["cleared"] and len(rows) == 1 == len(newest_first)
     assert rows[0].id == alarms[0].id and rows[0].state == "cleared"
     assert rows[0].evidence[0].name == "anomaly_score"
+    assert active == {}
 
 
 def test_condition_state_keeps_the_newest_window_per_channel() -> None:
@@ -197,3 +201,25 @@ async def test_concurrent_consumers_on_postgresql_raise_each_episode_once(
         mine = [a for a in alarms if a.pump == f"P{p}"]
         assert mine and len({a.id for a in mine}) == len(mine)
         assert all(a.state == "cleared" for a in mine[:-1])
+
+
+def test_sensor_fault_windows_neither_raise_nor_clear() -> None:
+    import msgspec
+
+    tr = AlarmTracker(AlarmConfig(raise_k=3, window_n=5, clear_m=3, zone_alarm_at="C",
+                                  zone_clear_m=3))
+    raised = tr.observe(flags("111", zone="D", vel=9.0))
+    assert {a.kind for a in raised} == {"anomaly", "iso_zone"}
+    # the sensor dies: its windows read quiet (zone A, not anomalous) but say nothing
+    dead = [msgspec.structs.replace(r, condition="sensor_fault", t0_ns=r.t0_ns + 10**10,
+                                    seq=r.seq + 10) for r in flags("000000", vel=0.0)]
+    assert tr.observe(dead) == []
+    # nor do saturated windows that would read as anomalous, zone D
+    loud = [msgspec.structs.replace(r, condition="sensor_fault", pump="P2")
+            for r in flags("11111", zone="D", vel=50.0)]
+    assert tr.observe(loud) == []
+    # a live channel still clears as before
+    cleared = tr.observe([msgspec.structs.replace(r, t0_ns=r.t0_ns + 10**11, seq=r.seq + 100)
+                          for r in flags("000", vel=1.0)])
+    assert {(a.kind, a.state) for a in cleared} == {("anomaly", "cleared"),
+                                                    ("iso_zone", "cleared")}

@@ -1,8 +1,13 @@
-"""The dashboard API against a real SQLite store written through the consumer's store.
+"""The dashboard API against real SQLite and PostgreSQL stores written through the consumer's
+store.
 
-Rows are committed with :class:`cloud.store.SQLiteStore` (the consumer's write
-path) from reports the real DSP produced; the API runs in-process on a real
-socket (aiohttp's test server) and is read through HTTP only.
+Every test runs on both stores. Rows are committed with the consumer's write
+path (:func:`cloud.store.make_store`, ``Store.commit``) from reports the real DSP
+produced; alarms are raised by the consumer's alarm state machines
+(:class:`cloud.consumer.alarms.AlarmTracker`) inside that commit, so their
+``updated_ns`` stamps are the production ones the live stream's cursor uses.
+The API runs in-process on a real socket (aiohttp's test server) and is read
+through HTTP only.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,24 +28,22 @@ from aiohttp import ClientResponse, ClientSession
 from aiohttp.test_utils import TestServer
 
 import dsp
-from cloud.dashboard import (
-    AlarmRow,
-    DashboardSettings,
-    create_app,
-    openapi_document,
-    write_alarms_sqlite,
-)
+from cloud.consumer.alarms import AlarmConfig, AlarmTracker
+from cloud.dashboard import DashboardSettings, create_app, openapi_document
 from cloud.dashboard.app import QUERY_PARAMS
 from cloud.store import (
+    AlarmEvaluator,
     ArchivedReport,
     Commit,
     EvidenceRow,
     ManifestRow,
     ResultRow,
-    SQLiteStore,
+    Store,
+    make_store,
 )
 from dsp.results import ClassInfo, Manifest, manifest_digest
 from tests.infra.model_server import synth_reports
+from tests.infra.pipeline import ROOT
 
 T0 = 1_700_000_000_000_000_000
 S = 1_000_000_000
@@ -82,16 +87,33 @@ def reports(pumps: tuple[str, ...], n: int, *, epoch: int, seq0: int = 0) -> lis
     ]
 
 
-async def commit(db: Path, reps: list[dsp.Report], **over: Any) -> None:
-    store = SQLiteStore(f"sqlite:///{db}", synchronous="normal")
+def open_store(url: str) -> Store:
+    return make_store(url, synchronous="normal") if url.startswith("sqlite") else make_store(url)
+
+
+async def commit(
+    url: str, reps: list[dsp.Report], *, alarms: AlarmEvaluator | None = None, **over: Any
+) -> None:
+    """Commit results (and archive rows) for ``reps`` as the consumer does; with
+    ``alarms``, the consumer's alarm state machines run in the same transaction."""
+    store = open_store(url)
     await store.open()
     try:
         await store.commit(
             Commit(results=[result_for(r, **over) for r in reps],
-                   archive=[archive_for(r) for r in reps])
+                   archive=[archive_for(r) for r in reps]),
+            alarms=alarms,
         )
     finally:
         await store.close()
+
+
+def alarm_path() -> AlarmEvaluator:
+    """The consumer's alarm state machines, raising on one anomalous window and clearing
+    on one clean one (their state lives in the store, so a fresh tracker per commit is
+    what a restarted or second consumer is)."""
+    return AlarmTracker(AlarmConfig(raise_k=1, window_n=1, clear_m=1,
+                                    zone_alarm_at=None)).evaluate
 
 
 # -- a tiny JSON Schema check (the subset openapi.py uses) ---------------------------------
@@ -156,19 +178,22 @@ async def checked(resp: ClientResponse, path: str, status: int = 200) -> Any:
 # -- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "results.db"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store's URL: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'results.db'}"
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
-async def filled(db: Path) -> Path:
+async def filled(db: str) -> str:
     await commit(db, reports(("p1", "p2", "p3"), 12, epoch=(1 << 63) + 5))
     return db
 
 
 @pytest.fixture
-async def client(filled: Path) -> AsyncIterator[Client]:
+async def client(filled: str) -> AsyncIterator[Client]:
     async with served(filled) as c:
         yield c
 
@@ -183,10 +208,8 @@ class Client:
 
 
 class served:  # noqa: N801 -- reads as a context-manager function
-    def __init__(self, db: Path, **settings: Any) -> None:
-        self.app = create_app(
-            DashboardSettings(store_url=f"sqlite:///{db}", poll_s=0.05, **settings)
-        )
+    def __init__(self, url: str, **settings: Any) -> None:
+        self.app = create_app(DashboardSettings(store_url=url, poll_s=0.05, **settings))
 
     async def __aenter__(self) -> Client:
         self.server = TestServer(self.app, host="127.0.0.1")
@@ -213,13 +236,13 @@ async def test_fleet_lists_every_pump_with_latest_state(client: Client) -> None:
     assert p1["iso_zone"] in "ABCD"
 
 
-async def test_history_is_downsampled_for_long_ranges(db: Path) -> None:
+async def test_history_is_downsampled_for_long_ranges(db: str) -> None:
     reps = reports(("p1",), 4, epoch=9)
     rows = [
         result_for(reps[i % 4], seq=i, t0_ns=T0 + i * S, anomaly_score=float(i % 10))
         for i in range(3000)
     ]
-    store = SQLiteStore(f"sqlite:///{db}", synchronous="off")
+    store = open_store(db)
     await store.open()
     await store.commit(Commit(results=rows, archive=[archive_for(reps[0])]))
     await store.close()
@@ -320,7 +343,7 @@ async def test_write_methods_and_unknown_routes_get_json_errors(client: Client) 
         await checked(resp, "/api/pumps/{pump}/history", 404)
 
 
-async def test_bearer_token(filled: Path) -> None:
+async def test_bearer_token(filled: str) -> None:
     async with served(filled, token="s3cret") as c:
         async with c.get("/api/pumps") as resp:
             await checked(resp, "/api/pumps", 401)
@@ -337,33 +360,40 @@ async def test_bearer_token(filled: Path) -> None:
 
 
 async def test_missing_store_is_503_not_a_crash(tmp_path: Path) -> None:
-    async with served(tmp_path / "absent.db") as c, c.get("/api/pumps") as resp:
+    async with served(f"sqlite:///{tmp_path / 'absent.db'}") as c, c.get("/api/pumps") as resp:
         body = await checked(resp, "/api/pumps", 503)
     assert "no results store" in body["error"]
+    async with served("postgresql://postgres@127.0.0.1:1/none") as c, \
+            c.get("/api/alarms") as resp:
+        body = await checked(resp, "/api/alarms", 503)
+    assert "cannot open postgresql store" in body["error"]
 
 
-async def test_alarms_empty_without_table_then_listed_with_evidence(filled: Path) -> None:
+async def test_alarms_raised_and_cleared_by_the_consumers_alarm_path(filled: str) -> None:
     async with served(filled) as c:
         async with c.get("/api/alarms") as resp:
             assert (await checked(resp, "/api/alarms")) == {"alarms": []}
-        raised = AlarmRow(
-            id="p2:anomaly:1", site="lab", pump="p2", channel="x", kind="anomaly",
-            state="raised", raised_ns=T0 + 5 * S, reason="4 of the last 5 windows anomalous",
-            evidence=[EvidenceRow("env_bpfo", 14.2, "BPFO 176.2 Hz, 3 harmonics")],
-        )
-        write_alarms_sqlite(filled, [raised])
+        p2 = reports(("p2",), 2, epoch=41, seq0=20)
+        evidence = [EvidenceRow("env_bpfo", 14.2, "BPFO 176.2 Hz, 3 harmonics")]
+        await commit(filled, p2[:1], alarms=alarm_path(), anomalous=True, anomaly_score=7.9,
+                     evidence=evidence)
         async with c.get("/api/alarms?state=raised") as resp:
             (a,) = (await checked(resp, "/api/alarms"))["alarms"]
-        assert a["pump"] == "p2" and a["evidence"][0]["note"].startswith("BPFO")
+        assert a["pump"] == "p2" and a["kind"] == "anomaly"
+        assert a["raised_ms"] == (T0 + 20 * S) / 1e6
+        notes = [e["note"] for e in a["evidence"]]
+        assert notes[0] == "threshold 3" and notes[1].startswith("BPFO")
+        assert "1 of the last 1 windows anomalous" in a["reason"]
         async with c.get("/api/pumps") as resp:
             pumps = {p["pump"]: p for p in (await checked(resp, "/api/pumps"))["pumps"]}
         assert pumps["p2"]["alarm_state"] == "raised" and pumps["p1"]["alarm_state"] == "none"
-        write_alarms_sqlite(filled, [msgspec.structs.replace(
-            raised, state="cleared", cleared_ns=T0 + 9 * S)])
+        await commit(filled, p2[1:], alarms=alarm_path())  # one clean window clears it
         async with c.get("/api/alarms?state=raised") as resp:
             assert (await checked(resp, "/api/alarms"))["alarms"] == []
         async with c.get("/api/alarms?pump=p2") as resp:
-            assert (await checked(resp, "/api/alarms"))["alarms"][0]["state"] == "cleared"
+            (done,) = (await checked(resp, "/api/alarms"))["alarms"]
+        assert done["state"] == "cleared" and done["id"] == a["id"]
+        assert done["cleared_ms"] == (T0 + 21 * S) / 1e6
 
 
 # -- the live stream --------------------------------------------------------------------------
@@ -392,7 +422,7 @@ async def read_events(resp: ClientResponse, n: int, within_s: float = 5.0) -> li
     return events
 
 
-async def test_stream_sends_new_results_and_alarms_and_resumes(filled: Path) -> None:
+async def test_stream_sends_new_results_and_alarms_and_resumes(filled: str) -> None:
     async with served(filled) as c:
         resp = await c.session.get(c.base + "/api/stream")
         assert resp.headers["Content-Type"].startswith("text/event-stream")
@@ -408,17 +438,17 @@ async def test_stream_sends_new_results_and_alarms_and_resumes(filled: Path) -> 
         last_id = got[-1]["id"]
         resp.close()
 
-        # Missed while disconnected: 2 results and an alarm, delivered on resume.
-        await commit(filled, reports(("p4",), 2, epoch=78))
-        write_alarms_sqlite(filled, [AlarmRow(
-            id="a1", site="lab", pump="p4", kind="iso_zone", state="raised",
-            raised_ns=T0, reason="zone C", evidence=[EvidenceRow("velocity_rms", 3.1)],
-        )])
+        # Missed while disconnected: 2 results, one raising an alarm in the same commit
+        # (the consumer's alarm path), delivered on resume.
+        await commit(filled, reports(("p4",), 2, epoch=78), alarms=alarm_path(),
+                     anomalous=True)
         await asyncio.sleep(0.3)  # the hub has moved on meanwhile
         resp = await c.session.get(c.base + "/api/stream", headers={"Last-Event-ID": last_id})
         missed = await read_events(resp, 3)
         kinds = sorted(e["event"] for e in missed)
         assert kinds == ["alarm", "result", "result"], missed
+        (alarm,) = [msgspec.json.decode(e["data"]) for e in missed if e["event"] == "alarm"]
+        assert alarm["pump"] == "p4" and alarm["state"] == "raised"
         assert {msgspec.json.decode(e["data"])["epoch"] for e in missed
                 if e["event"] == "result"} == {"78"}
         resp.close()
@@ -428,11 +458,28 @@ async def test_stream_sends_new_results_and_alarms_and_resumes(filled: Path) -> 
             assert (await bad.json())["parameter"] == "Last-Event-ID"
 
 
-def test_cli_refuses_stores_it_cannot_read(capsys: pytest.CaptureFixture[str]) -> None:
-    from pumpwatch.cli import main
+def test_cli_serves_a_postgresql_store(postgres_url: str) -> None:
+    """``pumpwatch dashboard --store postgresql://...``: the real command, over HTTP."""
+    asyncio.run(commit(postgres_url, reports(("p7",), 2, epoch=3)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pumpwatch", "dashboard", "--store", postgres_url, "--port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = re.search(r"http://\S+", line)
+        assert url is not None, line
 
-    assert main(["dashboard", "--store", "postgresql://db.example/results"]) == 2
-    assert "SQLite stores only" in capsys.readouterr().err
+        async def fetch() -> Any:
+            async with ClientSession() as session, session.get(url.group(0) + "api/pumps") as r:
+                return await checked(r, "/api/pumps")
+
+        body = asyncio.run(fetch())
+        assert [p["pump"] for p in body["pumps"]] == ["p7"]
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
 
 
 def manifest_row(version: str, classes: list[ClassInfo], fields: dict[str, str]) -> ManifestRow:
@@ -443,7 +490,7 @@ def manifest_row(version: str, classes: list[ClassInfo], fields: dict[str, str])
                            man, digest=digest)).decode())
 
 
-async def test_classes_and_extra_fields_of_the_open_contract(db: Path) -> None:
+async def test_classes_and_extra_fields_of_the_open_contract(db: str) -> None:
     """A class no code here names, and a result field no code here types, come back by
     the stored manifests: classes with display names, fields merged into each result."""
     old = manifest_row("m1", [ClassInfo("healthy", "Healthy", severity="none")], {})
@@ -452,7 +499,7 @@ async def test_classes_and_extra_fields_of_the_open_contract(db: Path) -> None:
         ClassInfo("dry_running", "Dry running", "No liquid at the impeller.", "critical",
                   "Stop the pump; check suction."),
     ], {"centroid_distance": "distance to the nearest class centroid"})
-    store = SQLiteStore(f"sqlite:///{db}", synchronous="normal")
+    store = open_store(db)
     await store.open()
     try:
         await store.commit(Commit(manifests=[old]))

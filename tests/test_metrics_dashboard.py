@@ -1,14 +1,14 @@
-"""The dashboard's /metrics, scraped over HTTP from the real app on a real socket, with the
-store written through the consumer's SQLite store."""
+"""The dashboard's /metrics, scraped over HTTP from the real app on a real socket, on both
+stores (written through the consumer's store code)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 from tests.infra.scrape import Scrape, assert_documented, parse
 from tests.test_dashboard_api import Client, commit, reports, served
+from tests.test_dashboard_api import db as db  # the fixture: SQLite and PostgreSQL
 
 
 async def scrape(client: Client) -> Scrape:
@@ -29,8 +29,7 @@ async def scrape_until(client: Client, name: str, at_least: float) -> Scrape:
         await asyncio.sleep(0.05)
 
 
-async def test_dashboard_metrics_count_requests_and_stream_events(tmp_path: Path) -> None:
-    db = tmp_path / "r.db"
+async def test_dashboard_metrics_count_requests_and_stream_events(db: str) -> None:
     await commit(db, reports(("p1", "p2"), 4, epoch=3))
     async with served(db) as client:
         for _ in range(3):

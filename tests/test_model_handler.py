@@ -189,12 +189,15 @@ def test_non_finite_features_never_reach_the_wire(healthy: list[dsp.Report]) -> 
     broken = msgspec.structs.replace(healthy[0], features=f)
     out, _ = invoke(builtin_bundle(), request_body([broken, healthy[1]]), MSGPACK, JSON)
     res = msgspec.json.decode(out, type=InvocationResponse).results  # strict: no nulls
-    assert res[0].iso_zone == "?" and res[0].condition == "unknown"
+    # no finite velocity: unusable input, a sensor fault (models.serving.decision rule 1)
+    assert res[0].iso_zone == "?" and res[0].condition == "sensor_fault"
+    assert res[0].decided_by == "quality" and not res[0].anomalous
     assert np.isfinite(res[0].anomaly_score)
     assert res[1].condition == "healthy"
 
 
 def test_batch_bearing_diagnosis_equals_the_reference(mixed: list[dsp.Report]) -> None:
+    """Batching never changes the family call: a batch gives what each report alone gives."""
     from models.serving._diagnose_batch import diagnose_bearings
     from models.serving.diagnostics import diagnose_bearing
 
@@ -202,13 +205,16 @@ def test_batch_bearing_diagnosis_equals_the_reference(mixed: list[dsp.Report]) -
     no_bearing = msgspec.structs.replace(extra[0], asset=dsp.Asset(vanes=6))
     no_speed = msgspec.structs.replace(extra[1], speed=dsp.Speed(0.0, "unknown"))
     no_env = msgspec.structs.replace(extra[2], envelope=None)
-    reports = [*mixed, *extra, no_bearing, no_speed, no_env]
+    at_12k = synth_reports(2, pumps=["p6"], seed=52, outer=6.0, seq0=500,
+                           cfg=dsp.ReportConfig().at_rate(12000.0))
+    reports = [*mixed, *extra, no_bearing, no_speed, no_env, *at_12k]
     got = diagnose_bearings(reports)
-    want = [diagnose_bearing(r).evidence for r in reports]
+    want = [diagnose_bearings([r])[0] for r in reports]
     assert got == want
-    assert sum(1 for e in want if e) >= 6  # the faulty ones do have family evidence
+    assert [diagnose_bearing(r).label for r in reports] == [c.label for c in want]
+    assert sum(1 for c in want if c.label == "bearing_outer") >= 6  # the faulty ones
+    assert [c.label for c in want[-5:-2]] == [None, None, None]  # no bearing/speed/envelope
     resp = score(builtin_bundle(), reports)
-    for res, ev in zip(resp.results, want, strict=True):
-        fam = [e for e in res.evidence if e.name.startswith("env_family:")]
-        lit = any(e.name in ("env_bpfo", "env_bpfi", "env_bsf") for e in res.evidence)
-        assert fam == (ev if lit else [])
+    for res, call in zip(resp.results, want, strict=True):
+        fam = [e for e in res.evidence if e.name.startswith(("env_family:", "speed_used"))]
+        assert fam == call.evidence

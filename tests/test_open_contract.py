@@ -183,10 +183,12 @@ def test_the_manifest_names_the_class_and_its_extra_field_reaches_the_page(
     assert fields, "the bundle declares no extra result field"
     for r in rows:
         extra = msgspec.json.decode(r["extra"])
+        assert extra.pop("decided_by") == "classifier", (r["seq"], extra)  # kept by the consumer
         assert sorted(extra) == fields, (r["seq"], extra)
     (pump,) = [p for p in api(page, "/api/pumps")["pumps"] if p["pump"] == PUMP]
     latest = pump["channels"][0]
-    assert latest["extra_fields"] == fields and latest["manifest_digest"] == digest
+    assert latest["extra_fields"] == sorted([*fields, "decided_by"])
+    assert latest["manifest_digest"] == digest and latest["decided_by"] == "classifier"
     classes = {c["name"]: c for c in api(page, "/api/classes")["classes"]}
     assert classes[NEW_CLASS]["display_name"] == info.display_name
     page.goto(pipeline.url + f"#/pump/{PUMP}")

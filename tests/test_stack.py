@@ -15,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,10 +28,10 @@ from pumpwatch.stack.monitor import ResultRow
 from pumpwatch.stack.plan import StackOptions, devices, edge_config, plan_fleet
 from pumpwatch.stack.score import alarms_from_table, score, standin_alarms
 
-from .infra.mosquitto import free_port, mosquitto_available
+from .infra.mosquitto import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_broker = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
+needs_broker = pytest.mark.usefixtures("require_mosquitto")
 
 
 # --- plan, configs, scoring (no processes) ----------------------------------------------------
@@ -47,7 +49,23 @@ def test_fleet_schedule_keeps_some_pumps_healthy_and_staggers_faults() -> None:
     assert all(len(p.config.sensors) == 3 for p in fleet)
 
 
-def test_prepare_writes_certificates_and_configs_the_components_accept(tmp_path: Path) -> None:
+@pytest.fixture
+def reachable(tmp_path: Path) -> Iterator[Path]:
+    """A directory for the stack's state. As root, one the broker's `mosquitto` user can
+    traverse (pytest's tmp root is 0700), removed afterwards."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    base = Path(tempfile.mkdtemp(prefix="pumpwatch-stack-test-"))
+    os.chmod(base, 0o711)  # noqa: S103 - traversable only, as a home directory would be
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_prepare_writes_certificates_and_configs_the_components_accept(reachable: Path) -> None:
+    tmp_path = reachable
     from cloud.consumer import load_config as load_cloud_config
     from pumpwatch.stack import Stack
 
@@ -67,6 +85,10 @@ def test_prepare_writes_certificates_and_configs_the_components_accept(tmp_path:
         assert (tmp_path / "pki" / "devices" / f"{dev}.key").stat().st_mode & 0o077 == 0
     conf = (tmp_path / "broker" / "mosquitto.conf").read_text()
     assert "require_certificate true" in conf and "listener 18883 127.0.0.1" in conf
+    assert "user mosquitto" in conf and "user root" not in conf
+    grants = json.loads((tmp_path / "broker" / "dynamic-security.json").read_text())
+    assert {c["username"] for c in grants["clients"]} == {
+        "consumer", "dashboard", *devices(plan_fleet(opts))}
     ca = (tmp_path / "pki" / "ca.crt").read_bytes()
     Stack(opts).prepare()  # a second start reuses the CA
     assert (tmp_path / "pki" / "ca.crt").read_bytes() == ca
@@ -75,6 +97,20 @@ def test_prepare_writes_certificates_and_configs_the_components_accept(tmp_path:
     Stack(aws).prepare()
     ecfg = load_edge_config(tmp_path / "edge" / "gw-01" / "edge.toml")
     assert ecfg.mqtt.transport == "awsiot" and ecfg.mqtt.port == 18883
+
+
+def test_a_state_the_broker_user_cannot_reach_is_one_clear_error(tmp_path: Path) -> None:
+    """As root the broker drops to `mosquitto`; pytest's tmp root (0700) is out of its reach.
+    Not root, the broker runs as this user and the same state is fine."""
+    from pumpwatch.stack import Stack
+    from pumpwatch.stack.procs import StackError
+
+    stack = Stack(StackOptions(state=tmp_path / "s", pumps=1))
+    if os.geteuid() == 0:
+        with pytest.raises(StackError, match=r"cannot enter .* \(use --state\)"):
+            stack.prepare()
+    else:
+        stack.prepare()
 
 
 def _rows(pump: str, t0s: range, anomalous: bool, cond: str, baseline: str = "pump") -> list[
@@ -151,10 +187,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _state(tmp_path: Path, trained: Path) -> Path:
-    state = tmp_path / "state"
-    shutil.copytree(trained, state / "models" / "trained")
-    return state
+@pytest.fixture
+def state(reachable: Path, trained: Path) -> Path:
+    """The stack's state, with the trained model."""
+    shutil.copytree(trained, reachable / "state" / "models" / "trained")
+    return reachable / "state"
 
 
 def _ports() -> list[str]:
@@ -179,8 +216,7 @@ def _leftovers(marker: str) -> list[str]:
 
 
 @needs_broker
-def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, trained: Path) -> None:
-    state = _state(tmp_path, trained)
+def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, state: Path) -> None:
     summary = tmp_path / "out.json"
     r = subprocess.run(
         [sys.executable, "-m", "pumpwatch", "--log-format", "json", "demo", "--pumps", "2",
@@ -226,8 +262,7 @@ def _wait_for(pred: object, timeout: float) -> bool:
 @needs_broker
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_up_runs_until_a_signal_then_leaves_no_process(
-        tmp_path: Path, trained: Path, sig: signal.Signals) -> None:
-    state = _state(tmp_path, trained)
+        tmp_path: Path, state: Path, sig: signal.Signals) -> None:
     ports = _ports()
     dash = int(ports[3])
     log = tmp_path / "up.log"

@@ -8,7 +8,9 @@ them in the same transaction as the results that caused them and publishes
 them after the commit. Times are window times (``t0_ns`` of the report), so a
 replay faster than real time raises and clears at the same windows as live.
 
-Per ``(site, pump, channel)``:
+Per ``(site, pump, channel)``; a ``sensor_fault`` window (the model found the
+input unusable: dead, clipped, non-finite) is skipped by both state machines,
+so a broken chain neither raises nor clears an alarm:
 
 ``anomaly``
     the last ``window_n`` windows' ``anomalous`` flags are kept; when at least
@@ -51,6 +53,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from cloud.store import AlarmRow, EvidenceRow, ResultRow
+from dsp.results import SENSOR_FAULT
 
 ZONES = ("A", "B", "C", "D")
 Zone = Literal["A", "B", "C", "D"]
@@ -213,6 +216,8 @@ class AlarmTracker:
         out: list[AlarmRow] = []
         for r in sorted(rows, key=lambda r: (r.site, r.pump, r.channel, r.t0_ns)):
             ch = self._channel(r.site, r.pump, r.channel)
+            if r.condition == SENSOR_FAULT:  # the chain is broken: no machine evidence either way
+                continue
             a = self._anomaly(ch, r)
             if a is not None:
                 out.append(a)

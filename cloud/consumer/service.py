@@ -19,7 +19,9 @@ Named tasks under one :class:`asyncio.TaskGroup` (owned by :meth:`Consumer.run`)
     broker). Rejected (ModelError): the batch is bisected until the poison
     report is alone; it is dead-lettered with the model's message.
     Each response's results are kept whole: the fields ``Result`` does not
-    type go to the row's ``extra`` (see :mod:`._response`). Manifests are
+    type go to the row's ``extra`` (see :mod:`._response`), and so does
+    ``decided_by`` (which rule named the condition; typed in ``Result``, kept
+    in ``extra`` so the store's columns stay as they are). Manifests are
     cached by digest: a target's first call, and the next call after a
     response names a digest the consumer has not stored, ask for the manifest
     (``CustomAttributes: manifest=1``); it is committed with that response's
@@ -90,6 +92,11 @@ from .mqtt import Delivery, MqttSource
 log = logging.getLogger(__name__)
 
 INGEST_CHUNK = 256  # deliveries parsed per store lookup
+
+
+def _with_decided_by(extra: dict[str, Any], decided_by: str | None) -> dict[str, Any]:
+    """The row's extra fields plus ``decided_by`` when the endpoint says it."""
+    return extra if decided_by is None else {**extra, "decided_by": decided_by}
 RECENT_COMMITTED = 1 << 16  # identities remembered after commit (closes a lookup race)
 
 
@@ -541,7 +548,8 @@ class Consumer:
                     evidence=[EvidenceRow(e.name, e.value, e.note) for e in r.evidence],
                     model_version=r.model_version or resp.model_version, target=tname,
                     published_ns=w.published_ns, received_ns=w.received_ns,
-                    extra=scored.extra_fields(i), manifest_digest=resp.manifest_digest,
+                    extra=_with_decided_by(scored.extra_fields(i), r.decided_by),
+                    manifest_digest=resp.manifest_digest,
                 )
             )
             archive.append(

@@ -1,6 +1,7 @@
 """The dashboard's HTTP server: read-only JSON API, live SSE stream, and the web page.
 
-Every store read runs on the reader's threads (see :mod:`.queries`); report
+Every read goes through the public read interface of :mod:`cloud.store`
+(SQLite or PostgreSQL, opened read-only on first use: :mod:`._store`); report
 decoding and spectrum JSON run on the default executor; the event loop only
 routes and writes. Errors reach clients as ``{"error": ..., "parameter": ...}``
 with 400 (bad query parameter, named), 401 (token), 404 (unknown pump) or
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
 import math
 import re
@@ -26,11 +28,11 @@ from aiohttp import web
 
 import dsp
 from cloud.metrics import metrics_handler
-from cloud.store import StoreError
+from cloud.store import ResultRow, Store, StoreError
 
+from ._store import StoreHandle
 from .metrics import DashboardMetrics
 from .openapi import openapi_document
-from .queries import SQLiteReader, open_reader
 from .stream import CursorError, StreamHub, event_stream, parse_cursor
 from .views import (
     alarm_json,
@@ -61,10 +63,12 @@ class DashboardSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     token: str | None = None
+    #: names a browser may use for this dashboard besides its bind address and loopback
+    allowed_hosts: tuple[str, ...] = ()
     poll_s: float = 0.25
     history_default_s: float = 24 * 3600.0
     max_points_default: int = 600
-    reader_threads: int = 2
+    pool_size: int = 4  # PostgreSQL connections for the API (the stream has its own)
 
 
 class ParamError(Exception):
@@ -74,7 +78,7 @@ class ParamError(Exception):
         self.message = message
 
 
-READER: web.AppKey[SQLiteReader] = web.AppKey("reader", SQLiteReader)
+STORE: web.AppKey[StoreHandle] = web.AppKey("store", StoreHandle)
 HUB: web.AppKey[StreamHub] = web.AppKey("hub", StreamHub)
 SETTINGS: web.AppKey[DashboardSettings] = web.AppKey("settings", DashboardSettings)
 
@@ -175,6 +179,40 @@ def pump_param(request: web.Request) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def host_allowed(host_header: str | None, settings: DashboardSettings) -> bool:
+    """Whether a request's ``Host`` names this dashboard (DNS-rebinding defence).
+
+    Allowed: loopback names, the bind address, ``allowed_hosts``, and -- when bound to
+    every interface -- any IP literal (a rebinding attack needs a domain name)."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.rstrip(".")
+    names = {"localhost", "127.0.0.1", "::1", settings.host.lower().strip("[]"),
+             *(h.lower().rstrip(".") for h in settings.allowed_hosts)}
+    if host in names:
+        return True
+    if settings.host in ("0.0.0.0", "::", ""):  # noqa: S104 -- comparing, not binding
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+@web.middleware
+async def host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not host_allowed(request.headers.get("Host"), request.app[SETTINGS]):
+        return error(421, "this dashboard is not served under that Host name (see "
+                          "--allowed-host)")
+    return await handler(request)
+
+
 @web.middleware
 async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[SETTINGS]
@@ -208,17 +246,17 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
 
 async def get_pumps(request: web.Request) -> web.Response:
     check_params(request, "/api/pumps")
-    reader = request.app[READER]
-    fleet = await reader.fleet()
-    active = await reader.active_alarm_pumps()
-    pumps = [pump_json(p, rows, active.get(p, 0)) for p, rows in fleet.items() if rows]
+    store = await request.app[STORE].get()
+    fleet: dict[str, list[ResultRow]] = {}
+    for r in await store.latest():
+        fleet.setdefault(r.pump, []).append(r)
+    active = await store.active_alarms()
+    pumps = [pump_json(p, rows, active.get(p, 0)) for p, rows in fleet.items()]
     return json_response({"pumps": pumps})
 
 
-async def _latest_limits(
-    reader: SQLiteReader, pump: str, channel: str | None
-) -> list[float] | None:
-    archived = await reader.latest_report(pump, channel)
+async def _latest_limits(store: Store, pump: str, channel: str | None) -> list[float] | None:
+    archived = await store.latest_archived(pump, channel)
     if archived is None:
         return None
     loop = asyncio.get_running_loop()
@@ -237,8 +275,8 @@ async def get_history(request: web.Request) -> web.Response:
     until = param_time(request, "until")
     channel = param_name(request, "channel")
     max_points = param_int(request, "max_points", settings.max_points_default, 10, 10_000)
-    reader = request.app[READER]
-    last = await reader.last_t0(pump)
+    store = await request.app[STORE].get()
+    last = await store.last_t0(pump)
     if last is None:
         return error(404, f"no results for pump {pump!r}")
     if until is None:
@@ -247,10 +285,10 @@ async def get_history(request: web.Request) -> web.Response:
         since = until - int(settings.history_default_s * 1e9)
     if until <= since:
         raise ParamError("until", "until must be after since")
-    hist = await reader.history(
+    hist = await store.series(
         pump, since_ns=since, until_ns=until, channel=channel, max_points=max_points
     )
-    limits = await _latest_limits(reader, pump, channel)
+    limits = await _latest_limits(store, pump, channel)
     return json_response(history_json(hist, limits))
 
 
@@ -258,7 +296,7 @@ async def get_spectrum(request: web.Request) -> web.Response:
     check_params(request, "/api/pumps/{pump}/spectrum")
     pump = pump_param(request)
     channel = param_name(request, "channel")
-    archived = await request.app[READER].latest_report(pump, channel)
+    archived = await (await request.app[STORE].get()).latest_archived(pump, channel)
     if archived is None:
         where = f" channel {channel!r}" if channel else ""
         return error(404, f"no archived report for pump {pump!r}{where}")
@@ -278,15 +316,16 @@ async def get_alarms(request: web.Request) -> web.Response:
     pump = param_name(request, "pump")
     state = param_choice(request, "state", ("all", "raised", "cleared"), "all")
     limit = param_int(request, "limit", 200, 1, 1000)
-    alarms = await request.app[READER].alarms(
-        pump=pump, state=None if state == "all" else state, limit=limit
+    store = await request.app[STORE].get()
+    alarms = await store.alarms(
+        pump=pump, state=None if state == "all" else state, limit=limit, order="raised_desc"
     )
     return json_response({"alarms": [alarm_json(a) for a in alarms]})
 
 
 async def get_classes(request: web.Request) -> web.Response:
     check_params(request, "/api/classes")
-    return json_response(classes_json(await request.app[READER].manifests()))
+    return json_response(classes_json(await (await request.app[STORE].get()).manifests()))
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -331,15 +370,15 @@ async def get_index(request: web.Request) -> web.FileResponse:
 
 def create_app(settings: DashboardSettings) -> web.Application:
     metrics = DashboardMetrics(lambda: app.get(HUB))
-    app = web.Application(middlewares=[metrics.middleware, errors_and_auth])
+    app = web.Application(middlewares=[metrics.middleware, host_check, errors_and_auth])
     app[SETTINGS] = settings
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        reader = open_reader(settings.store_url, threads=settings.reader_threads)
-        # The hub polls on its own connection: PRAGMA data_version is per connection.
-        hub_reader = open_reader(settings.store_url, threads=1)
-        hub = StreamHub(hub_reader, poll_s=settings.poll_s)
-        app[READER] = reader
+        store = StoreHandle(settings.store_url, pool_size=settings.pool_size)
+        # The hub polls on its own connection, so API reads never queue behind it.
+        hub_store = StoreHandle(settings.store_url, pool_size=1)
+        hub = StreamHub(hub_store, poll_s=settings.poll_s)
+        app[STORE] = store
         app[HUB] = hub
         task = asyncio.create_task(hub.run(), name="dashboard-stream-hub")
         try:
@@ -348,9 +387,8 @@ def create_app(settings: DashboardSettings) -> web.Application:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             hub.close_all()
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, reader.close)
-            await loop.run_in_executor(None, hub_reader.close)
+            await store.close()
+            await hub_store.close()
 
     async def on_shutdown(app: web.Application) -> None:
         if HUB in app:

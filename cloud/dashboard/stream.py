@@ -9,20 +9,21 @@ Theory of operation
   a client resuming from any id gets at least everything it missed (possibly
   a few events again: clients dedupe results on their identity and alarms
   on ``(id, updated_ms)``).
-* **One poller** (:class:`StreamHub`) checks ``PRAGMA data_version`` every
-  ``poll_s`` (cheap: it changes only when another connection commits) and
-  then reads what was stored after ``R - lag_s``. The look-back catches a
-  commit whose ``stored_ns`` was stamped before a commit that became visible
-  earlier (several writers); identities already sent within the look-back
-  are skipped.
-* **Without an index on stored_ns** (the store's schema today) a "stored
-  after" query scans the table, so frequent polls also bound ``received_ns
-  >= R - window_s`` (served by its index; a result is received before it is
-  stored) and a full scan runs every ``full_scan_s`` at most (stretched to
-  20x its own duration) to catch results held longer than ``window_s``
-  between arrival and commit (endpoint outages): those reach clients late,
-  but always. Polls are also paced to at least twice their own duration,
-  so a slow store costs latency, not a pegged core.
+* **One poller** (:class:`StreamHub`) reads the store's watermarks (newest
+  ``stored_ns`` and alarm ``updated_ns``: two index probes) every ``poll_s``
+  and, when they moved, reads what was stored after ``R - lag_s`` (an index
+  range on ``stored_ns``, the same query on SQLite and PostgreSQL). The
+  look-back catches a commit whose ``stored_ns`` was stamped before a commit
+  that became visible earlier (several consumers writing; the store stamps
+  inside the transaction, so a commit is visible at most its own duration
+  after its stamp); identities already sent within the look-back are
+  skipped. A straggler does not move the watermarks, so the hub keeps
+  polling for ``lag_s`` after they last moved, and every 5 s regardless.
+  Polls are paced to at least twice their own duration, so a slow store
+  costs latency, not a pegged core. This is polling on a stamped index, not
+  LISTEN/NOTIFY: it needs no connection held open per dashboard, loses
+  nothing while the dashboard is disconnected (it resumes from its cursor),
+  and costs an idle store two index probes per poll.
 * **Fan-out.** Every subscriber has a bounded queue. A subscriber that falls
   ``queue_size`` events behind is dropped: its response ends and the browser's
   ``EventSource`` reconnects with ``Last-Event-ID``, which is served from the
@@ -41,10 +42,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from cloud.store import Identity, ResultRow, StoreError
+from cloud.store import AlarmRow, Identity, ResultRow, StoreError
 
-from .alarms import AlarmRow
-from .queries import SQLiteReader
+from ._store import StoreHandle
 from .views import alarm_json, result_json
 
 log = logging.getLogger(__name__)
@@ -112,27 +112,21 @@ class StreamHub:
 
     def __init__(
         self,
-        reader: SQLiteReader,
+        store: StoreHandle,
         *,
         poll_s: float = 0.25,
         lag_s: float = 5.0,
         queue_size: int = 2000,
         batch_limit: int = 5000,
         catchup_limit: int = 5000,
-        window_s: float = 600.0,
-        full_scan_s: float = 30.0,
     ) -> None:
-        self._reader = reader
+        self._store = store
         self._poll_s = poll_s
+        self._lag_s = lag_s
         self._lag_ns = int(lag_s * 1e9)
         self._queue_size = queue_size
         self._batch_limit = batch_limit
         self.catchup_limit = catchup_limit
-        self._window_ns = int(window_s * 1e9)
-        self._full_scan_s = full_scan_s
-        self._indexed = False
-        self._next_full = 0.0
-        self._full_from = 0  # results cursor at the last full scan
         self._subs: set[Subscription] = set()
         self._sent_results: dict[Identity, int] = {}
         self._sent_alarms: dict[tuple[str, int], int] = {}
@@ -183,28 +177,26 @@ class StreamHub:
 
     async def run(self) -> None:
         """Poll until cancelled; store errors are logged and retried."""
-        version: int | None = None
+        marks: tuple[int, int] | None = None
         last_poll = 0.0
+        busy_until = 0.0  # keep polling until then: stragglers behind the watermarks
         while True:
             pause = self._poll_s
             try:
+                store = await self._store.get()
                 if not self.ready.is_set():
-                    self._results_ns, self._alarms_ns = await self._reader.watermarks()
-                    self._full_from = self._results_ns
-                    self._indexed = await self._reader.has_stored_index()
-                    await self.poll_once(broadcast=False, full=True)  # the look-back is old news
+                    self._results_ns, self._alarms_ns = await store.watermarks()
+                    await self.poll_once(broadcast=False)  # the look-back is old news
                     self.ready.set()
-                v = await self._reader.data_version()
+                m = await store.watermarks()
                 now = time.monotonic()
-                full = not self._indexed and now >= self._next_full
-                if v != version or full or now - last_poll > 5.0:
-                    version, last_poll = v, now
-                    while await self.poll_once(full=full):
+                if m != marks:
+                    busy_until = now + self._lag_s + self._poll_s
+                if m != marks or now < busy_until or now - last_poll > 5.0:
+                    marks, last_poll = m, now
+                    while await self.poll_once():
                         pass  # a full batch: more is waiting
-                    took = time.monotonic() - now
-                    pause = max(pause, 2 * took)
-                    if full:
-                        self._next_full = now + max(self._full_scan_s, 20 * took)
+                    pause = max(pause, 2 * (time.monotonic() - now))
             except asyncio.CancelledError:
                 raise
             except StoreError as exc:
@@ -215,26 +207,15 @@ class StreamHub:
                 pause = 1.0
             await asyncio.sleep(pause)
 
-    async def poll_once(self, *, broadcast: bool = True, full: bool = True) -> bool:
-        """Read and broadcast one batch; True when the batch hit its limit (poll again).
-
-        ``full=False`` also bounds the read by arrival time; ``full=True`` (without an
-        index on stored_ns) looks back to the previous full scan, for stragglers.
-        """
+    async def poll_once(self, *, broadcast: bool = True) -> bool:
+        """Read and broadcast one batch; True when the batch hit its limit (poll again)."""
         self.stats.polls += 1
-        bounded = not full and not self._indexed
-        if self._scan_from is not None:  # continuing a batch that hit its limit
-            r_from = self._scan_from
-        elif full and not self._indexed:
-            r_from = min(self._results_ns, self._full_from) - self._lag_ns
-        else:
-            r_from = self._results_ns - self._lag_ns
-        received_after = r_from - self._window_ns if bounded else None
-        rows = await self._reader.results_after(
-            max(r_from, -1), received_after=received_after, limit=self._batch_limit
-        )
+        store = await self._store.get()
+        r_from = self._scan_from if self._scan_from is not None else (
+            self._results_ns - self._lag_ns)
+        rows = await store.results_stored_after(max(r_from, -1), limit=self._batch_limit)
         a_from = self._alarms_ns - self._lag_ns
-        alarms = await self._reader.alarms_after(max(a_from, -1), limit=self._batch_limit)
+        alarms = await store.alarms(since_updated_ns=max(a_from, -1), limit=self._batch_limit)
         # From here to the broadcast: no await, so subscribe() sees a consistent cursor.
         new_rows = [r for r in rows if r.identity not in self._sent_results]
         new_alarms = [a for a in alarms if (a.id, a.updated_ns) not in self._sent_alarms]
@@ -247,13 +228,8 @@ class StreamHub:
             self._alarms_ns = max(self._alarms_ns, a.updated_ns)
         more = len(rows) >= self._batch_limit
         self._scan_from = rows[-1].stored_ns - 1 if more else None
-        if full and not more:
-            self._full_from = self._results_ns
-        # Keep what a later poll may read again: the look-back, and (scan-less) back to
-        # the last full scan.
+        # Keep what a later poll may read again: the look-back.
         keep = self._results_ns - self._lag_ns
-        if not self._indexed:
-            keep = min(keep, self._full_from - self._lag_ns)
         if self._scan_from is not None:
             keep = min(keep, self._scan_from)
         self._sent_results = {k: t for k, t in self._sent_results.items() if t >= keep}
@@ -268,11 +244,12 @@ class StreamHub:
 
     async def catch_up(self, since: tuple[int, int], upto: tuple[int, int]) -> list[Event]:
         """What a client resuming at ``since`` missed up to the hub's cursor ``upto``."""
-        rows = await self._reader.results_after(
+        store = await self._store.get()
+        rows = await store.results_stored_after(
             since[0], upto_ns=upto[0], limit=self.catchup_limit + 1
         )
-        alarms = await self._reader.alarms_after(
-            since[1], upto_ns=upto[1], limit=self.catchup_limit + 1
+        alarms = await store.alarms(
+            since_updated_ns=since[1], upto_updated_ns=upto[1], limit=self.catchup_limit + 1
         )
         if len(rows) > self.catchup_limit or len(alarms) > self.catchup_limit:
             reason = _json({"reason": "too far behind; reload state from the API"})

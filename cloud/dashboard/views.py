@@ -15,11 +15,10 @@ from typing import Any
 import msgspec
 
 import dsp
-from cloud.store import ArchivedReport, ManifestRow, ResultRow, merge_extra
+from cloud.store import AlarmRow, ArchivedReport, ManifestRow, ResultRow, Series, merge_extra
 from dsp.results import Manifest
 
-from .alarms import AlarmRow
-from .queries import ZONE_RANK, History
+ZONE_RANK = {"?": 0, "A": 1, "B": 2, "C": 3, "D": 4}
 
 Json = dict[str, Any]
 
@@ -130,7 +129,7 @@ def zone_limits(asset: dsp.Asset) -> list[float]:
     return [float(x) for x in limits]
 
 
-def history_json(h: History, limits: list[float] | None) -> Json:
+def history_json(h: Series, limits: list[float] | None) -> Json:
     return {
         "pump": h.pump, "since": iso(h.since_ns), "until": iso(h.until_ns),
         "since_ms": ms(h.since_ns), "until_ms": ms(h.until_ns),

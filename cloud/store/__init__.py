@@ -1,5 +1,10 @@
 """Results store: one interface (:class:`Store`), SQLite (embedded) and PostgreSQL (shared).
 
+Both implement the same writes and reads from one statement catalogue
+(``_sql.py``, rendered per database by ``_dialect.py``) and one store logic
+(``_engine.py``); the dashboard, the API, ``pumpwatch results`` and the
+consumer use only the names exported here.
+
 :func:`make_store` picks the implementation from the URL scheme:
 ``sqlite:///PATH`` (or a bare path) -> :class:`SQLiteStore`;
 ``postgresql://user@host:port/db`` (or ``postgres://``) -> :class:`PostgresStore`
@@ -13,6 +18,7 @@ from typing import Any
 from .base import AlarmEvaluator, ChannelKey, SchemaError, Store, StoreError
 from .records import (
     DEAD_LETTER_KINDS,
+    AlarmOrder,
     AlarmRow,
     AlarmState,
     ArchivedReport,
@@ -25,6 +31,8 @@ from .records import (
     ManifestRow,
     PruneOutcome,
     ResultRow,
+    Series,
+    SeriesChannel,
     StoreCounts,
     merge_extra,
 )
@@ -50,6 +58,7 @@ def make_store(url: str, **options: Any) -> Store:
 __all__ = [
     "DEAD_LETTER_KINDS",
     "AlarmEvaluator",
+    "AlarmOrder",
     "AlarmRow",
     "AlarmState",
     "ArchivedReport",
@@ -65,6 +74,8 @@ __all__ = [
     "ResultRow",
     "SQLiteStore",
     "SchemaError",
+    "Series",
+    "SeriesChannel",
     "Store",
     "StoreCounts",
     "StoreError",

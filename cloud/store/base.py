@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from .records import (
+    AlarmOrder,
     AlarmRow,
     ArchivedReport,
     Commit,
@@ -26,6 +27,7 @@ from .records import (
     ManifestRow,
     PruneOutcome,
     ResultRow,
+    Series,
     StoreCounts,
 )
 
@@ -105,13 +107,61 @@ class Store(Protocol):
         """Dead letters by arrival time, oldest first."""
 
     async def alarms(
-        self, *, state: str | None = None, since_updated_ns: int | None = None,
+        self,
+        *,
+        pump: str | None = None,
+        state: str | None = None,
+        since_updated_ns: int | None = None,
+        upto_updated_ns: int | None = None,
         limit: int | None = None,
+        order: AlarmOrder = "updated",
     ) -> list[AlarmRow]:
-        """Alarm episodes by last write (``updated_ns``), oldest first; ``state`` filters."""
+        """Alarm episodes: ``since_updated_ns < updated_ns <= upto_updated_ns``; ``order``
+        "updated" (by last write, oldest first: the live stream's) or "raised_desc"
+        (newest raised first: the alarm list's)."""
+
+    async def active_alarms(self) -> dict[str, int]:
+        """Pump -> number of its alarm episodes in state "raised"."""
 
     async def manifests(self) -> list[ManifestRow]:
         """Every stored bundle manifest, oldest first."""
+
+    # -- the read interface of the dashboard, the API and the CLI ------------------------------
+    # Every read is served by an index (see docs/dashboard.md); issue 17 adds gaps per
+    # (device, epoch) and monitoring histograms here, beside these.
+
+    async def latest(self, *, pump: str | None = None) -> list[ResultRow]:
+        """Each channel's newest result by window time (of ``pump``, or of every pump),
+        ordered by pump and channel: the fleet view, one row per channel."""
+
+    async def last_t0(self, pump: str) -> int | None:
+        """The newest window time of ``pump``'s results; None if it has none."""
+
+    async def series(
+        self,
+        pump: str,
+        *,
+        since_ns: int,
+        until_ns: int,
+        channel: str | None = None,
+        max_points: int = 600,
+    ) -> Series:
+        """``pump``'s trend, downsampled in the database into at most ``max_points`` time
+        buckets per channel (raw rows when the range holds at most that many)."""
+
+    async def latest_archived(
+        self, pump: str, channel: str | None = None
+    ) -> ArchivedReport | None:
+        """The newest archived report of ``pump`` (and ``channel``)."""
+
+    async def results_stored_after(
+        self, after_ns: int, *, upto_ns: int | None = None, limit: int = 5000
+    ) -> list[ResultRow]:
+        """Results with ``after_ns < stored_ns [<= upto_ns]`` in commit order (the live
+        stream's cursor reads)."""
+
+    async def watermarks(self) -> tuple[int, int]:
+        """(newest ``stored_ns`` of results, newest ``updated_ns`` of alarms); 0 if none."""
 
     async def prune(self, *, before_ns: int) -> PruneOutcome:
         """Delete every row *received* before ``before_ns`` (by arrival, not window time,

@@ -145,11 +145,11 @@ AlarmState = Literal["raised", "cleared"]
 class AlarmRow(msgspec.Struct, frozen=True, kw_only=True):
     """One alarm episode of one pump channel, as the dashboard reads it.
 
-    Same shape as :class:`cloud.dashboard.alarms.AlarmRow` (the contract):
-    ``id`` stable per episode (upserted), ``updated_ns`` the time of the last
-    write (0: the store stamps it, strictly above every earlier write), times
-    in ns since the Unix epoch (UTC); ``raised_ns``/``cleared_ns`` are the
-    window times of the raising and clearing windows.
+    Written by the consumer's alarm state machines (``cloud.consumer.alarms``) in the
+    store's commit, read by the dashboard: ``id`` stable per episode (upserted),
+    ``updated_ns`` the time of the last write (0: the store stamps it, strictly
+    above every earlier write), times in ns since the Unix epoch (UTC);
+    ``raised_ns``/``cleared_ns`` are the window times of the raising and clearing windows.
     """
 
     id: str
@@ -163,6 +163,43 @@ class AlarmRow(msgspec.Struct, frozen=True, kw_only=True):
     channel: str | None = None
     cleared_ns: int | None = None
     updated_ns: int = 0
+
+
+# by last write, oldest first (ties by id) / newest raised first (ties by id, descending)
+AlarmOrder = Literal["updated", "raised_desc"]
+
+
+class SeriesChannel(msgspec.Struct, kw_only=True):
+    """One channel's trend, columnar: raw rows (``count`` 1, ``condition`` set) or time
+    buckets (mean time, row count, mean and max, anomalous count, worst ISO zone)."""
+
+    channel: str
+    t_ns: list[int]
+    count: list[int]
+    anomaly_score: list[float]
+    anomaly_score_max: list[float]
+    anomaly_threshold: list[float]
+    anomalous: list[int]
+    velocity_rms: list[float]
+    velocity_rms_max: list[float]
+    iso_zone: list[str]
+    condition: list[str | None]
+
+
+class Series(msgspec.Struct, kw_only=True):
+    """One pump's trend over ``since_ns <= t0_ns < until_ns``, downsampled by the store.
+
+    ``bucket_ns`` 0: raw rows (at most ``max_points`` in the range); else buckets of
+    that width from ``since_ns`` (so at most ``max_points`` per channel). ``rows``: the
+    result rows in the range.
+    """
+
+    pump: str
+    since_ns: int
+    until_ns: int
+    bucket_ns: int
+    rows: int
+    series: list[SeriesChannel]
 
 
 class Commit(msgspec.Struct, kw_only=True):

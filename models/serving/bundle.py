@@ -56,6 +56,7 @@ from .classes import ALWAYS, manifest_classes
 from .classifier import Classifier, EmitsFields, load_classifier
 from .errors import BundleError, ChecksumMismatchError
 from .physics import PhysicsClassifier, PhysicsParams
+from .support import Support
 
 FORMAT = "pumpwatch-bundle"
 FORMAT_VERSION = 1
@@ -73,6 +74,8 @@ class Bundle:
     description: str = ""
     #: class name -> ClassInfo fields the bundle declares (display_name, ...)
     class_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
+    #: the classifier's training support (out-of-distribution gate); None: no gate
+    support: Support | None = field(default=None, hash=False)
 
     @cached_property
     def manifest(self) -> Manifest:
@@ -97,7 +100,7 @@ class Bundle:
     def with_version(self, model_version: str) -> Bundle:
         return Bundle(
             model_version, self.classifier, self.baselines, self.physics, self.source,
-            self.description, self.class_overrides,
+            self.description, self.class_overrides, self.support,
         )
 
 
@@ -309,6 +312,12 @@ def load_bundle(path: Path, *, cache_dir: Path | None = None, version: str | Non
     baselines = None
     if manifest.get("baselines"):
         baselines = Baselines.load(bundle_dir / str(manifest["baselines"]["path"]))
+    from .statistics import load_statistics  # it reads manifests with this module's helpers
+
+    spec = manifest.get("statistics")
+    # only the layout attach_statistics writes; other "statistics" keys belong to others
+    stats = load_statistics(bundle_dir) if isinstance(spec, dict) and "statistics" in spec \
+        else None
     return Bundle(
         model_version=version or str(manifest["model_version"]),
         classifier=classifier,
@@ -317,6 +326,7 @@ def load_bundle(path: Path, *, cache_dir: Path | None = None, version: str | Non
         source=str(path),
         description=str(manifest.get("description", "")),
         class_overrides=declared or {},
+        support=Support.from_statistics(stats) if stats is not None else None,
     )
 
 

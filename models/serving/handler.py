@@ -2,8 +2,11 @@
 
 One call scores a whole batch: decode once with a typed msgspec decoder,
 gather features into columns (:func:`models.serving.features.extract`), run the
-classifier and the anomaly model with numpy across the batch, then build one
-:class:`dsp.results.Result` per report in request order. The HTTP server is a
+classifier, the anomaly model and the bearing-family search with numpy
+across the batch, let :func:`models.serving.decision.decide` name each
+condition (quality, physics, out-of-distribution gate, classifier: one
+documented rule), then build one :class:`dsp.results.Result` per report in
+request order. The HTTP server is a
 thin adapter around :func:`invoke`.
 
 Every response carries the bundle's ``manifest_digest``; the full manifest
@@ -35,6 +38,7 @@ from dsp.results import (
 from ._diagnose_batch import diagnose_bearings
 from .bundle import Bundle
 from .classifier import EmitsFields
+from .decision import decide
 from .errors import ModelFailureError, RequestError, UnsupportedMediaTypeError
 from .features import BatchFeatures, extract
 from .physics import PhysicsClassifier, fleet_score
@@ -296,14 +300,22 @@ def _score(
     loose = (strengths["looseness"] >= 0.5).tolist()
     cav = (strengths["cavitation"] >= 0.5).tolist()
     env_thr = params.env_threshold
-    # Envelope-family diagnosis (models.serving.diagnostics) only where a bearing line is lit,
-    # computed for those reports together (it reads their envelope spectra).
-    lit_rows = np.flatnonzero(
-        np.stack([np.fmax(f.column(k), 0) >= env_thr for k in _ENV_NAMES]).any(axis=0)
-        if n else np.zeros(0, dtype=bool)
-    ).tolist()
-    families: dict[int, list[Evidence]] = dict(
-        zip(lit_rows, diagnose_bearings([reports[i] for i in lit_rows]), strict=True)
+    # Envelope-family diagnosis of every report with a bearing (it reads their envelope
+    # spectra, batch-wise): the slip-wide comb finds lines the edge's catalog-order
+    # prominences miss.
+    families = diagnose_bearings(reports)
+    env_lit = np.stack([np.fmax(f.column(k), 0) >= env_thr for k in _ENV_NAMES]).any(axis=0)
+    patterns = (strengths["imbalance"] >= 0.5) | (strengths["misalignment"] >= 0.5) | (
+        strengths["looseness"] >= 0.5) | (strengths["cavitation"] >= 0.5)
+    # a fault signature: an envelope line at a catalog defect rate 4x its floor (the edge's
+    # prominences) or a shaft-rate / broadband pattern; a clear family decides by itself
+    signature = (env_lit | patterns).tolist()
+    ood = None
+    if bundle.support is not None:
+        _, ood = bundle.support.outside(f)
+    decisions = decide(
+        reports, labels=labels, top_p=top_p.tolist(), unsure=unsure, anomalous=anomalous,
+        zones=zones, families=families, signature=signature, ood=ood,
     )
 
     score_l = np.round(score_a, 4).tolist()
@@ -334,8 +346,7 @@ def _score(
             prom = env_cols[key][i]
             if prom == prom and prom >= env_thr:
                 ev.append(Evidence(key, round(prom, 2), f"{what} envelope line {prom:.1f}x floor"))
-        if i in families:
-            ev.extend(families[i])
+        ev.extend(families[i].evidence)
         if imb[i]:
             ev.append(Evidence("v1x", round(v1[i], 3), "1x dominates the velocity spectrum"))
         if mis[i]:
@@ -344,15 +355,16 @@ def _score(
             ev.append(Evidence("v3x", round(r.features.v3x or 0.0, 3), "strong 3x relative to 1x"))
         if cav[i]:
             ev.append(Evidence("hf_share", 0.0, "broadband high-frequency energy (cavitation?)"))
-        if base_l[i] and tf_l[i] >= 0 and anomalous[i]:
+        d = decisions[i]
+        if base_l[i] and tf_l[i] >= 0 and d.anomalous:
             ev.append(
                 Evidence(f"z:{names[tf_l[i]]}", tz_l[i], "largest deviation from the baseline")
             )
-        elif not base_l[i] and anomalous[i]:
+        elif not base_l[i] and d.anomalous:
             ev.append(Evidence("fleet_score", round(fs_l[i], 3), _FLEET_TERMS[ft_l[i]]))
         if flags[i]:
             ev.append(Evidence("quality", float(flags[i]), _quality_note(flags[i])))
-        label = "unknown" if unsure[i] else labels[i]
+        ev.extend(d.evidence)
         results.append(
             Result(
                 v=RESULT_SCHEMA_VERSION,
@@ -363,17 +375,18 @@ def _score(
                 pump=r.pump,
                 channel=r.channel,
                 t0_ns=r.t0_ns,
-                condition=label,
+                condition=d.condition,
                 probabilities=dict(zip(classes, proba_l[i], strict=True)),
                 anomaly_score=score_l[i],
                 anomaly_threshold=thr_l[i],
-                anomalous=anomalous[i],
+                anomalous=d.anomalous,
                 baseline="pump" if own_l[i] else "fleet",
                 iso_zone=zones[i],  # type: ignore[arg-type]
                 velocity_rms=round(v, 4) if v == v else 0.0,
                 model_version=bundle.model_version,
                 evidence=ev,
                 rpm=r.speed.rpm or None,
+                decided_by=d.decided_by,
             )
         )
     return InvocationResponse(

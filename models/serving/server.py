@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -62,7 +63,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -84,6 +85,7 @@ from .errors import (
     UnknownEndpointError,
     UnknownTargetModelError,
 )
+from .guard import Deadlines, GuardedProtocol, Limits, sweep
 from .handler import invoke
 from .metrics import ServerMetrics
 
@@ -100,7 +102,7 @@ H_VERSION = "X-Pumpwatch-Model-Version"
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
-    host: str = "0.0.0.0"  # noqa: S104 -- a container serves on all interfaces
+    host: str = "127.0.0.1"  # the container's `serve` passes 0.0.0.0 (the platform needs it)
     port: int = 8080
     name: str = "pumpwatch"
     model_dir: Path | None = None
@@ -113,6 +115,7 @@ class ServerConfig:
     variant: str = "AllTraffic"
     extract_dir: Path | None = None
     load_delay_s: float = 0.0  # testing only: simulate slow artifact storage
+    limits: Limits = field(default_factory=Limits)  # timeouts and connection cap (guard.py)
 
 
 class BundleStore:
@@ -342,6 +345,8 @@ class ModelServer:
         self.port = 0
         self.requests = 0
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.deadlines = Deadlines(cfg.limits)
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_now = asyncio.Event()
         self.ready = asyncio.Event()
@@ -354,7 +359,8 @@ class ModelServer:
     # --- lifecycle ----------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(
-            client_max_size=self.cfg.max_body, middlewares=[self.metrics.middleware, self._errors]
+            client_max_size=self.cfg.max_body,
+            middlewares=[self.metrics.middleware, self._errors, self._guard],
         )
         app.router.add_get("/ping", self._ping)
         app.router.add_post("/invocations", self._invocations)
@@ -376,15 +382,28 @@ class ModelServer:
         """Listen and start loading the default bundle; :class:`ConfigError` before listening."""
         self.store.check_config()
         self._runner = web.AppRunner(
-            self.app(), access_log=None, shutdown_timeout=self.cfg.shutdown_timeout_s
+            self.app(), access_log=None, shutdown_timeout=self.cfg.shutdown_timeout_s,
+            keepalive_timeout=self.cfg.limits.idle_s,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.cfg.port
+        factory = self._runner.server
+        assert factory is not None
+        try:
+            # every connection goes through the guard (timeouts, connection cap)
+            self._listener = await asyncio.get_running_loop().create_server(
+                lambda: GuardedProtocol(factory(), self.deadlines),
+                self.cfg.host, self.cfg.port, reuse_address=True,
+            )
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError(
+                f"cannot listen on {self.cfg.host}:{self.cfg.port}: "
+                + ("the port is in use (choose another with --port; 0 picks a free one)"
+                   if exc.errno == errno.EADDRINUSE else str(exc.strerror or exc))
+            ) from None
+        self.port = self._listener.sockets[0].getsockname()[1]
+        self._spawn(sweep(self.deadlines), "connection-guard")
         self._spawn(self._load_default(), "load-default")
         if self.store.registry is not None and self.cfg.reload_poll_s > 0:
             self._spawn(self._watch_deployment(), "watch-deployment")
@@ -402,6 +421,9 @@ class ModelServer:
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self._listener is not None:
+            self._listener.close()  # accept nothing more
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()  # waits for in-flight requests
             self._runner = None
@@ -497,6 +519,25 @@ class ModelServer:
                      extra={"model_version": bundle.model_version})
 
     # --- handlers -----------------------------------------------------------------------
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """The head is in: the body is due within the body timeout, then the handler runs."""
+        conn = request.transport
+        if conn is None:
+            return await handler(request)
+        self.deadlines.head_done(conn, time.monotonic())
+        try:
+            clen = request.content_length
+            if clen is None or clen <= self.cfg.max_body:  # else the handler drains and refuses
+                if request.can_read_body:
+                    await request.read()  # cached: the handler's read() returns it
+                self.deadlines.body_done(conn)
+            return await handler(request)
+        finally:
+            self.deadlines.idle(conn, time.monotonic())
+
     @web.middleware
     async def _errors(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -649,8 +690,51 @@ class ModelServer:
 
 
 # --- command line ---------------------------------------------------------------------------
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def _at_least_one(text: str) -> int:
+    v = int(text) if text.isdigit() else 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return v
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=os.environ.get("SAGEMAKER_BIND_TO_HOST", "0.0.0.0"))  # noqa: S104
+    d = Limits()
+    p.add_argument(
+        "--host", default=os.environ.get("SAGEMAKER_BIND_TO_HOST", "127.0.0.1"),
+        help="bind address (default 127.0.0.1, or $SAGEMAKER_BIND_TO_HOST: only this machine; "
+        "the SageMaker container's `serve` passes 0.0.0.0). There is no authentication: bind "
+        "beyond loopback only on a network you trust",
+    )
+    p.add_argument(
+        "--header-timeout", type=_positive, default=d.header_s, metavar="S",
+        help=f"a request head must be complete within S seconds of the connection (of the "
+        f"previous response plus --idle-timeout); else the connection is closed "
+        f"(default {d.header_s:g})",
+    )
+    p.add_argument(
+        "--body-timeout", type=_positive, default=d.body_s, metavar="S",
+        help=f"a request body must be complete within S seconds of its head (default "
+        f"{d.body_s:g})",
+    )
+    p.add_argument(
+        "--idle-timeout", type=_positive, default=d.idle_s, metavar="S",
+        help=f"a kept-alive connection with no request is closed after S seconds (default "
+        f"{d.idle_s:g})",
+    )
+    p.add_argument(
+        "--max-connections", type=_at_least_one, default=d.max_connections, metavar="N",
+        help=f"open connections beyond N are closed at once (default {d.max_connections})",
+    )
     p.add_argument(
         "--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")),
         help="0 picks a free port; the bound port is printed",
@@ -682,6 +766,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         reload_poll_s=args.reload_poll,
         load_wait_s=args.load_wait,
         load_delay_s=args.load_delay,
+        limits=Limits(header_s=args.header_timeout, body_s=args.body_timeout,
+                      idle_s=args.idle_timeout, max_connections=args.max_connections),
     )
 
 

@@ -102,11 +102,9 @@ def reports_from_signal(
         if len(rpms) != len(starts):
             raise ValueError(f"got {len(rpms)} rpm values for {len(starts)} intervals")
     out: list[dsp.Report] = []
-    band = None  # the envelope band is tracked across the stream, as the edge does
     for k, (i0, r) in enumerate(zip(starts, rpms, strict=True)):
         spec = ChannelSpec(asset=asset, rpm=r, full_scale=full_scale)
-        res = dsp.analyze(a[np.newaxis, i0 : i0 + n], cfg, [spec], band_state=[band])[0]
-        band = res.band_state
+        res = dsp.analyze(a[np.newaxis, i0 : i0 + n], cfg, [spec])[0]
         out.append(
             dsp.make_report(
                 res, cfg, spec, device=device, epoch=epoch, seq=seq0 + k, site=site,

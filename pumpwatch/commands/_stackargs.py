@@ -26,6 +26,9 @@ def add_stack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pumps-per-agent", type=int, default=d.pumps_per_agent,
                    help=f"pumps per edge agent process / device (default {d.pumps_per_agent})")
     p.add_argument("--dashboard-port", type=int, default=d.dashboard_port)
+    p.add_argument("--dashboard-host", default=d.dashboard_host,
+                   help=f"dashboard bind address (default {d.dashboard_host}); beyond loopback "
+                   "the stack requires a bearer token, kept in STATE/dashboard.token")
     p.add_argument("--broker-port", type=int, default=d.broker_port,
                    help="Mosquitto mTLS listener on 127.0.0.1")
     p.add_argument("--endpoint-port", type=int, default=d.endpoint_port,
@@ -47,6 +50,7 @@ def options_from_args(args: argparse.Namespace, **changes: object) -> StackOptio
     return StackOptions(
         state=args.state or default_state(), pumps=args.pumps, axes=args.axes,
         pumps_per_agent=args.pumps_per_agent, dashboard_port=args.dashboard_port,
+        dashboard_host=args.dashboard_host,
         broker_port=args.broker_port, endpoint_port=args.endpoint_port, seed=args.seed,
         train_pumps_per_class=args.train_pumps_per_class,
         edge_transport=args.edge_transport,

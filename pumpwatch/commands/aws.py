@@ -13,7 +13,7 @@ from typing import Any
 from ._roles import Role
 
 ROLE = Role("cloud", ("boto3",))
-THING_RE = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
+THING_RE = re.compile(r"^[A-Za-z0-9:_-]{1,64}\Z")  # the name rule, without "." (AWS)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +40,7 @@ def run_provision(args: argparse.Namespace, client: Any = None) -> int:
 
     if not THING_RE.match(args.name):
         print(
-            f"pumpwatch aws provision-device: a thing name is 1-128 characters from "
+            f"pumpwatch aws provision-device: a device (thing) name is 1-64 characters from "
             f"A-Z a-z 0-9 : _ -, got {args.name!r}",
             file=sys.stderr,
         )

@@ -37,8 +37,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.add_argument("--force", action="store_true", help="replace an existing CA")
     i.set_defaults(func=run_init)
 
-    for kind, what in (("device", "a device (gateway)"), ("client", "a consumer or dashboard")):
-        d = cs.add_parser(kind, help=f"issue a certificate for {what} (CN = NAME)")
+    for kind, what in (
+        ("device", "a device (gateway): writes its own reports and status, reads its "
+         "confirmations"),
+        ("consumer", "a cloud consumer: reads reports, writes results and confirmations"),
+        ("dashboard", "a dashboard: reads results and device status"),
+        ("operator", "an operator's diagnostic client: reads everything, writes nothing"),
+    ):
+        d = cs.add_parser(
+            kind,
+            help=f"issue a certificate for {what.split(':')[0]} (CN = NAME, role {kind})",
+            description=f"Issue a certificate for {what}. NAME is the certificate's CN and "
+            "MQTT identity: 1-64 characters from A-Z a-z 0-9 _ . : - (other names are "
+            "refused). Run `pumpwatch certs broker-config` again afterwards: the broker "
+            "grants only the identities its configuration lists.",
+        )
         d.add_argument("name", metavar="NAME")
         d.add_argument("--dir", required=True, help="the PKI directory (with ca.crt, ca.key)")
         d.add_argument("--days", type=int, default=825, help="validity (days)")
@@ -47,25 +60,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     b = cs.add_parser(
         "broker-config",
-        help="write a Mosquitto config (mTLS listener, ACL) for the local stack",
+        help="write a Mosquitto config (mTLS listener, grants by role) for the local stack",
+        description="Write mosquitto.conf and dynamic-security.json: every identity issued "
+        "in --dir gets its role's grants (cloud/roles.py); anything else is denied.",
     )
     b.add_argument("--dir", required=True, help="the PKI directory (ca.crt, broker.crt|key)")
     b.add_argument("--out", required=True, help="directory for mosquitto.conf, acl, data/")
     b.add_argument("--port", type=int, default=8883)
     b.add_argument("--host", default="127.0.0.1", help="listen address")
+    b.add_argument("--topic-root", default="pumpwatch", help="topic root (default pumpwatch)")
     b.add_argument(
-        "--consumer",
-        action="append",
-        dest="consumers",
-        metavar="NAME",
-        help="client allowed to read reports and write results (default: consumer)",
+        "--dynsec-plugin",
+        metavar="PATH",
+        help="mosquitto_dynamic_security.so where the broker runs (default: found on this "
+        "machine, else Debian's path)",
     )
     b.add_argument(
-        "--dashboard",
-        action="append",
-        dest="dashboards",
-        metavar="NAME",
-        help="client allowed to read results and device status (default: dashboard)",
+        "--broker-uid",
+        type=int,
+        metavar="UID",
+        help="as root: the broker runs elsewhere (a container) as this uid/gid; hand --out "
+        "to it (default: this machine's `mosquitto` user, whose access is checked)",
     )
     b.set_defaults(func=run_broker_config)
 
@@ -104,7 +119,10 @@ def run_issue(args: argparse.Namespace) -> int:
 def run_broker_config(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..mosquitto_conf import write_broker_config
+    from cloud.pki import PkiError
+    from cloud.roles import RoleError
+
+    from ..mosquitto_conf import BrokerConfigError, write_broker_config
 
     pki = Path(args.dir)
     missing = [n for n in ("ca.crt", "broker.crt", "broker.key") if not (pki / n).exists()]
@@ -115,13 +133,17 @@ def run_broker_config(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    files = write_broker_config(
-        args.out,
-        pki_dir=pki,
-        port=args.port,
-        host=args.host,
-        consumers=args.consumers or ("consumer",),
-        dashboards=args.dashboards or ("dashboard",),
+    try:
+        files = write_broker_config(
+            args.out, pki_dir=pki, port=args.port, host=args.host, prefix=args.topic_root,
+            plugin=args.dynsec_plugin, broker_uid=args.broker_uid,
+        )
+    except (PkiError, RoleError, BrokerConfigError) as exc:
+        print(f"pumpwatch certs broker-config: {exc}", file=sys.stderr)
+        return 2
+    counts = ", ".join(
+        f"{sum(1 for r in files.identities.values() if r == role)} {role}"
+        for role in ("device", "consumer", "dashboard", "operator")
     )
-    print(f"wrote {files.conf} and {files.acl}; run: mosquitto -c {files.conf}")
+    print(f"wrote {files.conf} and {files.security} ({counts}); run: mosquitto -c {files.conf}")
     return 0

@@ -22,7 +22,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("dashboard", help="serve the dashboard API, live stream and web page")
     add_store_args(p)
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only)")
+                   help="address to bind (default 127.0.0.1: this machine only); beyond "
+                   "loopback, set a token (--token-file)")
+    p.add_argument(
+        "--allowed-host", action="append", default=[], dest="allowed_hosts", metavar="NAME",
+        help="a Host name browsers use for this dashboard (repeatable); requests naming any "
+        "other host than these, loopback, the bind address (or, bound to 0.0.0.0, an IP "
+        "address) get 421: a DNS-rebinding page cannot read the API",
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
     p.add_argument(
         "--token-file", type=Path,
@@ -31,6 +38,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--poll", type=float, default=0.25, metavar="SECONDS",
                    help="how often the live stream checks the store for commits")
     p.set_defaults(func=run)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
             return 2
     settings = DashboardSettings(
         store_url=store_url(args), host=args.host, port=args.port, token=token,
-        poll_s=args.poll,
+        poll_s=args.poll, allowed_hosts=tuple(args.allowed_hosts),
     )
+    if token is None and not _loopback(args.host):
+        print(f"pumpwatch dashboard: warning: bound to {args.host} without a token: anyone who "
+              f"can reach it reads every result (set --token-file or ${TOKEN_ENV})",
+              file=sys.stderr)
 
     async def main() -> None:
         stop = asyncio.Event()

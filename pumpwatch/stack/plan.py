@@ -28,8 +28,11 @@ first report, ``t0_ns`` of seq 0).
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import re
+import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +71,7 @@ class StackOptions:
     fs: float = 25600.0
     pumps_per_agent: int = 2
     dashboard_port: int = 8000
+    dashboard_host: str = "127.0.0.1"  # beyond loopback the stack sets a token (see below)
     broker_port: int = 8883
     endpoint_port: int = 8080
     seed: int = 1
@@ -121,6 +125,28 @@ class StackOptions:
     @property
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}/"
+
+    @property
+    def dashboard_token_path(self) -> Path:
+        return self.path("dashboard.token")
+
+    @property
+    def dashboard_public(self) -> bool:
+        """Whether the dashboard binds beyond loopback (then it requires a token)."""
+        if self.dashboard_host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(self.dashboard_host.strip("[]")).is_loopback
+        except ValueError:
+            return True
+
+    def dashboard_args(self) -> list[str]:
+        """``pumpwatch dashboard`` arguments (the token file: :func:`ensure_dashboard_token`)."""
+        args = ["--store", self.store_url, "--host", self.dashboard_host,
+                "--port", str(self.dashboard_port)]
+        if self.dashboard_public:
+            args += ["--token-file", str(self.dashboard_token_path)]
+        return args
 
     @property
     def endpoint_url(self) -> str:
@@ -272,3 +298,16 @@ def cloud_config(opts: StackOptions) -> str:
     text += toml_table("store", {"url": opts.store_url, "synchronous": "normal"})
     text += toml_table("consumer", {"stats_interval_s": 10.0})
     return text
+
+
+def ensure_dashboard_token(opts: StackOptions) -> Path | None:
+    """When the dashboard binds beyond loopback: its token file (0600, made once, kept)."""
+    if not opts.dashboard_public:
+        return None
+    p = opts.dashboard_token_path
+    if not p.is_file():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return p

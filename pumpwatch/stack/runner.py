@@ -47,6 +47,7 @@ from .plan import (
     cloud_config,
     devices,
     edge_config,
+    ensure_dashboard_token,
     plan_fleet,
 )
 from .procs import (
@@ -107,8 +108,9 @@ class Stack:
     # -- prepare -----------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        from cloud.pki import init_ca, issue, issued_path
-        from pumpwatch.mosquitto_conf import write_broker_config
+        from cloud.pki import init_ca, issue, issued_path, role_of
+        from cloud.roles import Role
+        from pumpwatch.mosquitto_conf import BrokerConfigError, write_broker_config
 
         o = self.opts
         for d in ("logs", "models", "registry", "broker", "edge"):
@@ -116,13 +118,17 @@ class Stack:
         pki = o.path("pki")
         if not (pki / "ca.crt").is_file():
             init_ca(pki)
-        for kind, name in [("client", CONSUMER_ID), ("client", DASHBOARD_ID),
-                           *(("device", d) for d in self.by_device)]:
-            if not issued_path(pki, kind, name)[0].is_file():  # type: ignore[arg-type]
-                issue(pki, kind, name)  # type: ignore[arg-type]
-        write_broker_config(o.path("broker"), pki_dir=pki, port=o.broker_port,
-                            host="127.0.0.1", consumers=[CONSUMER_ID],
-                            dashboards=[DASHBOARD_ID])
+        wanted: list[tuple[Role, str]] = [("consumer", CONSUMER_ID), ("dashboard", DASHBOARD_ID),
+                                          *(("device", d) for d in self.by_device)]
+        for role, name in wanted:
+            crt = issued_path(pki, role, name)[0]
+            if not crt.is_file() or role_of(crt) != role:  # (re)issue one made before roles
+                issue(pki, role, name, force=True)
+        try:
+            write_broker_config(o.path("broker"), pki_dir=pki, port=o.broker_port,
+                                host="127.0.0.1")
+        except BrokerConfigError as exc:
+            raise StackError(f"{exc} (use --state)") from None
         o.path("cloud.toml").write_text(cloud_config(o))
         for dev, pumps in self.by_device.items():
             o.path("edge", dev).mkdir(parents=True, exist_ok=True)
@@ -170,9 +176,12 @@ class Stack:
         wait_ready(c, lambda: "mqtt connected" in c.log_tail(40), timeout_s=60,
                    what="connected to the broker")
         self._say("starting dashboard ...")
-        d = self.sup.start("dashboard", pumpwatch_argv(
-            *logs, "dashboard", "--store", o.store_url, "--port", str(o.dashboard_port)))
-        wait_ready(d, lambda: tcp_open(o.dashboard_port), timeout_s=60, what="listening")
+        token = ensure_dashboard_token(o)
+        if token is not None:
+            self._say(f"dashboard binds {o.dashboard_host}: bearer token required, in {token}")
+        d = self.sup.start("dashboard", pumpwatch_argv(*logs, "dashboard", *o.dashboard_args()))
+        probe = "127.0.0.1" if o.dashboard_host in ("0.0.0.0", "::") else o.dashboard_host  # noqa: S104
+        wait_ready(d, lambda: tcp_open(o.dashboard_port, probe), timeout_s=60, what="listening")
         self.feed = StatusFeed(o)
         self.feed.start()
         self._say(f"starting {len(self.by_device)} edge agent(s) for {o.pumps} pumps "

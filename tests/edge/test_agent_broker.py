@@ -204,9 +204,10 @@ def test_refused_puback_keeps_reports_spooled_without_hot_retry(
     mosquitto_factory: Callable[..., Mosquitto],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    acl = tmp_path / "acl"
-    acl.write_text("topic readwrite elsewhere/#\n")  # anonymous may not write pumpwatch/...
-    broker = mosquitto_factory(extra_conf=f"acl_file {acl}").start()
+    broker = mosquitto_factory(extra_conf="acl_file {run_dir}/acl")
+    # anonymous may not write pumpwatch/...
+    (broker.run_dir / "acl").write_text("topic readwrite elsewhere/#\n")
+    broker.start()
     d = edge_config(
         tmp_path,
         broker.port,

@@ -24,36 +24,33 @@ from edge.mqtt_awsiot import AwsIotTransport
 from edge.mqtt_paho import PahoTransport
 from edge.sources import synthetic_source
 from edge.transport import Acked, Connected, Disconnected, Event
-from pumpwatch.mosquitto_conf import acl_text, tls_listener_conf
 
-from ..infra.mosquitto import Mosquitto, free_port, mosquitto_available
+from ..infra.mosquitto import Mosquitto
+from ..infra.mqtt_identity import Identity
 from ._helpers import Collector, build, edge_config
 from .test_agent_broker import OUTAGE_S, Running
 
-pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
+pytestmark = pytest.mark.usefixtures("require_mosquitto")
 
 TRANSPORTS = ["paho", "awsiot"]
+#: every device these tests use: the broker grants only identities issued before it starts
+DEVICES = ("gw-tls", "gw-a", "gw-b", "gw-acl", "gw-good", "gw-metrics")
 
 
 @pytest.fixture(scope="module")
 def pkidir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("pki")
     pki.init_ca(d)
-    pki.issue(d, "client", "consumer")
+    pki.issue(d, "consumer", "consumer")
+    pki.issue(d, "dashboard", "dashboard")
+    for name in DEVICES:
+        pki.issue(d, "device", name)
     return d
 
 
 @pytest.fixture
 def broker(tmp_path: Path, pkidir: Path) -> Iterator[Mosquitto]:
-    port = free_port()
-    acl = tmp_path / "acl"
-    acl.write_text(acl_text())
-    b = Mosquitto(
-        tmp_path / "mosquitto",
-        port=port,
-        plain_listener=False,
-        extra_conf=tls_listener_conf(port=port, host="127.0.0.1", pki_dir=pkidir, acl_path=acl),
-    )
+    b = Mosquitto(tmp_path / "mosquitto", tls_pki=pkidir)
     b.start()
     yield b
     b.stop()
@@ -71,7 +68,7 @@ class TlsCollector(Collector):
 
     def __init__(self, broker: Mosquitto, device: str, pkidir: Path) -> None:
         super().__init__(broker, device)
-        crt, key = pki.issued_path(pkidir, "client", "consumer")
+        crt, key = pki.issued_path(pkidir, "consumer", "consumer")
         self.client.tls_set(ca_certs=str(pkidir / "ca.crt"), certfile=str(crt), keyfile=str(key))
 
     def _on_connect(self, c: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
@@ -90,6 +87,7 @@ def agent_config(
     cert_of: str | None = None,
     **kw: Any,
 ) -> Any:
+    kw.setdefault("device", "gw-tls")
     d = edge_config(tmp_path, broker.port, **kw)
     d["mqtt"]["transport"] = transport
     d["mqtt"]["tls"] = device_cert(pkidir, cert_of or d["device"])
@@ -128,13 +126,13 @@ def test_publishing_to_another_devices_topic_is_refused(
 ) -> None:
     """gw-b's config holding gw-a's certificate: the broker answers PUBACK 0x87, the agent
     logs the reason, keeps every report spooled and shows the error in its status."""
-    victim = f"gw-b-{uuid.uuid4().hex[:6]}"
+    victim = "gw-b"
     cfg = agent_config(
         tmp_path,
         broker,
         pkidir,
         transport,
-        cert_of=f"gw-a-{uuid.uuid4().hex[:6]}",
+        cert_of="gw-a",
         device=victim,
         channels=2,
         source={"duration_s": 3},
@@ -317,56 +315,12 @@ def test_transport_choice_and_acked_reason_text() -> None:
     assert socket  # used by the broker helpers
 
 
-class _Client:
-    """A bare paho MQTT 5 client with one identity's certificate, recording what it gets."""
-
-    def __init__(self, broker: Mosquitto, pkidir: Path, kind: str, name: str) -> None:
-        crt, key = pki.issued_path(pkidir, kind, name)  # type: ignore[arg-type]
-        if not crt.exists():
-            pki.issue(pkidir, kind, name)  # type: ignore[arg-type]
-        self.got: list[tuple[str, bytes]] = []
-        self.acks: dict[int, int] = {}
-        self.subacks: list[int] = []
-        self.ready = threading.Event()
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=uuid.uuid4().hex, protocol=mqtt.MQTTv5
-        )
-        c.tls_set(ca_certs=str(pkidir / "ca.crt"), certfile=str(crt), keyfile=str(key))
-        c.on_connect = lambda *_a: self.ready.set()
-        c.on_message = lambda _c, _u, m: self.got.append((m.topic, m.payload))
-        c.on_publish = lambda _c, _u, mid, rc, _p: self.acks.__setitem__(mid, rc.value)
-        c.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.extend(r.value for r in rcs)
-        c.connect(broker.host, broker.port)
-        c.loop_start()
-        assert self.ready.wait(5)
-        self.c = c
-
-    def pub(self, topic: str, payload: bytes = b"x", retain: bool = False) -> int:
-        """PUBACK reason code of a QoS 1 publish."""
-        info = self.c.publish(topic, payload, qos=1, retain=retain)
-        deadline = time.monotonic() + 5
-        while info.mid not in self.acks and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.acks[info.mid]
-
-    def sub(self, topic: str) -> None:
-        n = len(self.subacks)
-        self.c.subscribe(topic, qos=1)
-        deadline = time.monotonic() + 5
-        while len(self.subacks) == n and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
 def test_acl_roles_consumer_and_dashboard(broker: Mosquitto, pkidir: Path) -> None:
     """Consumer: reads reports (also via $share), writes results, nothing else.
     Dashboard: reads results and device status. Devices: write only their own tree."""
-    dev = _Client(broker, pkidir, "device", "gw-acl")
-    con = _Client(broker, pkidir, "client", "consumer")
-    dash = _Client(broker, pkidir, "client", "dashboard")
+    dev = Identity(broker, pkidir, "device", "gw-acl")
+    con = Identity(broker, pkidir, "consumer", "consumer")
+    dash = Identity(broker, pkidir, "dashboard", "dashboard")
     try:
         con.sub("$share/cloud/pumpwatch/devices/+/reports")
         dash.sub("pumpwatch/sites/#")
@@ -379,11 +333,13 @@ def test_acl_roles_consumer_and_dashboard(broker: Mosquitto, pkidir: Path) -> No
         assert con.pub("pumpwatch/devices/gw-acl/reports") == 0x87  # cannot forge reports
         assert dash.pub("pumpwatch/sites/lab/pumps/p1/alarms") == 0x87  # read-only
         time.sleep(0.3)
-        assert ("pumpwatch/devices/gw-acl/reports", b"r1") in con.got
-        assert not any(t.endswith("/status") for t, _ in con.got)
-        assert ("pumpwatch/sites/lab/pumps/p1/condition", b"c1") in dash.got
-        assert ("pumpwatch/devices/gw-acl/status", b"s1") in dash.got
-        assert not any(t.endswith("/reports") for t, _ in dash.got)
+        con_got = [m[:2] for m in con.messages()]
+        dash_got = [m[:2] for m in dash.messages()]
+        assert ("pumpwatch/devices/gw-acl/reports", b"r1") in con_got
+        assert not any(t.endswith("/status") for t, _ in con_got)
+        assert ("pumpwatch/sites/lab/pumps/p1/condition", b"c1") in dash_got
+        assert ("pumpwatch/devices/gw-acl/status", b"s1") in dash_got
+        assert not any(t.endswith("/reports") for t, _ in dash_got)
     finally:
         for c in (dev, con, dash):
             c.close()
@@ -392,14 +348,15 @@ def test_acl_roles_consumer_and_dashboard(broker: Mosquitto, pkidir: Path) -> No
 def test_awsiot_sends_no_sdk_metrics_username(tmp_path: Path, pkidir: Path) -> None:
     """With enable_metrics_collection=False the SDK leaves the MQTT username empty (it would
     otherwise send "?SDK=Python&Version=..."). Seen on a broker that keeps the username."""
-    port = free_port()
-    conf = tls_listener_conf(port=port, host="127.0.0.1", pki_dir=pkidir, acl_path=tmp_path / "a")
+    b = Mosquitto(tmp_path / "m", tls_pki=pkidir)  # then: no plugin, keep any username
+    conf = b.conf_path.read_text()
     conf = conf.replace("use_identity_as_username true", "use_identity_as_username false")
     conf = conf.replace("allow_anonymous false", "allow_anonymous true")
-    conf = "\n".join(line for line in conf.splitlines() if not line.startswith("acl_file"))
-    b = Mosquitto(tmp_path / "m", port=port, plain_listener=False, extra_conf=conf).start()
+    conf = "\n".join(line for line in conf.splitlines() if not line.startswith("plugin"))
+    b.conf_path.write_text(conf + "\n")
+    b.start()
     try:
-        d = edge_config(tmp_path, port, device="gw-metrics")
+        d = edge_config(tmp_path, b.port, device="gw-metrics")
         d["mqtt"] |= {"transport": "awsiot", "tls": device_cert(pkidir, "gw-metrics")}
         assert any(isinstance(e, Connected) for e in _awsiot_connects(build(d)))
         line = next(x for x in b.log_tail(50).splitlines() if "as gw-metrics" in x)
@@ -412,9 +369,7 @@ def _retained_status(broker: Mosquitto, pkidir: Path, device: str) -> dict[str, 
     """The retained status of ``device``, read as the `dashboard` identity."""
     import json
 
-    crt, key = pki.issued_path(pkidir, "client", "dashboard")
-    if not crt.exists():
-        pki.issue(pkidir, "client", "dashboard")
+    crt, key = pki.issued_path(pkidir, "dashboard", "dashboard")
     got: list[bytes] = []
     done = threading.Event()
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{uuid.uuid4().hex[:8]}",

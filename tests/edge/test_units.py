@@ -157,3 +157,27 @@ def test_example_config_is_valid() -> None:
     assert cfg.mqtt.max_message_bytes == 128 * 1024
     assert [b.designation for b in cfg.pumps[0].asset.bearings] == ["6308", "6306"]
     assert cfg.topic("reports") == "pumpwatch/devices/gw-plant-a-01/reports"
+
+
+BAD_NAMES = ["+", "#", "a/b", "x#", "a\x00b", "../../etc/passwd", "<b>x</b>", "a b", "",
+             "é", "x" * 65, "gw1\n", "p\x12"]
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES)
+@pytest.mark.parametrize("where", ["device", "site", "pump", "channel"])
+def test_names_outside_the_rule_are_refused(tmp_path: Path, where: str, bad: str) -> None:
+    """DESIGN.md's name rule: 1-64 of A-Z a-z 0-9 _ . : - (a name is a topic level)."""
+    d = edge_config(tmp_path, 1883)
+    if where in ("device", "site"):
+        d[where] = bad
+    elif where == "pump":
+        d["pumps"][0]["id"] = bad
+    else:
+        d["pumps"][0]["channels"][0] = bad
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(d)
+    assert "1-64 characters" in e.value.report()
+    ok = "gw-1.a_b:c-" + "x" * 53  # 64 characters from every allowed class
+    d = edge_config(tmp_path, 1883, device=ok)
+    d["site"], d["pumps"][0]["id"] = ok, ok
+    assert build(d).device == ok

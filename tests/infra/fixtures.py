@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from .mosquitto import Mosquitto, mosquitto_available
 from .postgres import PostgresServer, postgres_available
+from .require import need
 
 MOSQUITTO_MISSING = (
     "mosquitto not installed: run `bash scripts/system-deps.sh` as root "
@@ -19,8 +19,13 @@ MOSQUITTO_MISSING = (
 
 
 def _require_mosquitto() -> None:
-    if not mosquitto_available():
-        pytest.skip(MOSQUITTO_MISSING)
+    need("mosquitto", None if mosquitto_available() else MOSQUITTO_MISSING)
+
+
+@pytest.fixture
+def require_mosquitto() -> None:
+    """Use as ``pytest.mark.usefixtures("require_mosquitto")``: skip, or fail under CI."""
+    _require_mosquitto()
 
 
 @pytest.fixture
@@ -62,11 +67,7 @@ def unique_topic() -> str:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL server per session; skips where impossible (fails under CI)."""
-    reason = postgres_available()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " -- PostgreSQL must be available under CI")
-        pytest.skip(reason)
+    need("PostgreSQL", postgres_available())
     with PostgresServer() as pg:
         yield pg
 

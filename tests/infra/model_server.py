@@ -50,10 +50,16 @@ def synth_signal(
         2 * np.pi * 6 * fr * t + 0.3
     ))
     ring = np.exp(-800.0 * t[:200]) * np.sin(2 * np.pi * 3200.0 * t[:200])
+    # impact times jitter by ~0.5 % of a period (rolling elements slip), from their own
+    # generator so the noise stays what it was; without it, rounding the times to samples
+    # repeats a pattern that puts spurious lines beside the defect's in the envelope
+    jitter = np.random.default_rng([seed, 0x51])
     for amp, order in ((outer, 3.5848), (inner, 5.4152)):
         if amp > 0:
             imp = np.zeros(n)
-            imp[(np.arange(0, n / fs, 1 / (order * fr)) * fs).astype(int)] = amp
+            times = np.arange(0, n / fs, 1 / (order * fr))
+            times += jitter.normal(0.0, 0.005 / (order * fr), times.size)
+            imp[np.clip(np.round(times * fs).astype(int), 0, n - 1)] = amp
             x += np.convolve(imp, ring)[:n]
     x += 0.3 * gain * rng.standard_normal(n)
     return x.astype(np.float32)

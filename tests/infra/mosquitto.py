@@ -14,29 +14,45 @@ clean stop loses nothing.
 
 Facts this encodes (see DESIGN.md, "Broker and test-infrastructure facts"):
 
-* Started as root, Mosquitto drops to the ``mosquitto`` user unless the
-  config says ``user root``; its persistence directory must then be writable
-  by that user or it silently saves nothing. We run it as the current user
-  (``user root`` when we are root) in a directory we own.
+* Started as root, Mosquitto drops to the ``mosquitto`` user (``user
+  mosquitto``, as the generated production config says) before it opens its
+  log, its persistence and its TLS files; a persistence directory it cannot
+  write silently saves nothing. pytest's ``tmp_path`` sits under a 0700 root
+  directory that user cannot traverse, so as root the broker's run directory
+  (:attr:`run_dir`: data, log, security file, TLS copies) is a fresh directory
+  under the system temp dir owned by ``mosquitto`` (as tests/infra/postgres.py
+  does for PostgreSQL), removed when the object goes. Not root, it is
+  ``workdir`` and the broker runs as the current user.
+* ``tls_pki``: an mTLS-only broker configured exactly like production
+  (:mod:`pumpwatch.mosquitto_conf`): the dynamic-security plugin with the
+  identities issued in that PKI directory (or ``tls_roles``) when the broker
+  object is made. Issue every certificate a test needs before that.
 * ``max_inflight_messages`` (default 20) and ``max_queued_messages`` (default
   1000, excess silently dropped) are raised so backlogs after outages survive.
 
 Extra listeners or security settings (TLS, ACLs) go in ``extra_conf``; the
 plain listener can be turned off with ``plain_listener=False`` for
 TLS-only brokers (then give the listener in ``extra_conf`` using
-:attr:`port`).
+:attr:`port`). Files the broker reads (an ACL, ...) go in :attr:`run_dir`, written
+as ``{run_dir}`` in ``extra_conf``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+
+from cloud.roles import Role
 
 MOSQUITTO = os.environ.get("PUMPWATCH_MOSQUITTO", "/usr/sbin/mosquitto")
 
@@ -75,22 +91,33 @@ class Mosquitto:
         plain_listener: bool = True,
         extra_conf: str = "",
         log_types: tuple[str, ...] = ("error", "warning", "notice", "information"),
+        tls_pki: Path | None = None,
+        tls_roles: Mapping[str, Role] | None = None,
+        tls_root: str = "pumpwatch",
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.conf_path = self.workdir / "mosquitto.conf"
-        self.log_path = self.workdir / "mosquitto.log"
-        self.data_dir = self.workdir / "data"
+        if os.geteuid() == 0:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="pumpwatch-mosquitto-"))
+            weakref.finalize(self, shutil.rmtree, self.run_dir, True)
+        else:
+            self.run_dir = self.workdir
+        self.log_path = self.run_dir / "mosquitto.log"
+        self.data_dir = self.run_dir / "data"
         self.data_dir.mkdir(exist_ok=True)
+        if tls_pki is not None:
+            plain_listener = False
+            extra_conf = self._tls_conf(tls_pki, tls_roles, tls_root) + "\n" + extra_conf
         self.persistence = persistence
         self.autosave_interval = autosave_interval
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         lines = [
             f"# written by tests/infra/mosquitto.py for a test broker on {host}:{self.port}",
-            f"pid_file {self.workdir / 'mosquitto.pid'}",
+            f"pid_file {self.run_dir / 'mosquitto.pid'}",
             f"log_dest file {self.log_path}",
             *(f"log_type {t}" for t in log_types),
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
@@ -101,7 +128,7 @@ class Mosquitto:
             "set_tcp_nodelay true",
         ]
         if os.geteuid() == 0:
-            lines.append("user root")  # else it drops to `mosquitto` and cannot write here
+            lines.append("user mosquitto")  # what it drops to; it owns run_dir
         if max_packet_size is not None:
             lines.append(f"max_packet_size {max_packet_size}")
         if persistence:
@@ -117,9 +144,28 @@ class Mosquitto:
                 f"listener {self.port} {host}",
                 f"allow_anonymous {str(allow_anonymous).lower()}",
             ]
-        if extra_conf:
-            lines.append(extra_conf.strip())
+        if extra_conf:  # "{run_dir}" names files the broker's user can read (see above)
+            lines.append(extra_conf.strip().replace("{run_dir}", str(self.run_dir)))
         self.conf_path.write_text("\n".join(lines) + "\n")
+        if self.run_dir != self.workdir:
+            from pumpwatch.mosquitto_conf import hand_to_broker_user
+
+            hand_to_broker_user(self.run_dir)
+
+    def _tls_conf(self, pki_dir: Path, roles: Mapping[str, Role] | None, root: str) -> str:
+        from cloud.pki import identities
+        from pumpwatch.mosquitto_conf import security_json, tls_listener_conf
+
+        tls = self.run_dir / "tls"
+        tls.mkdir(exist_ok=True)
+        for name in ("ca.crt", "broker.crt", "broker.key"):
+            shutil.copyfile(pki_dir / name, tls / name)
+        security = self.run_dir / "dynamic-security.json"
+        who = roles if roles is not None else identities(pki_dir)
+        security.write_text(security_json(who, root=root))
+        return tls_listener_conf(
+            port=self.port, host=self.host, pki_dir=tls, security_path=security
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -1,0 +1,362 @@
+"""The store logic both databases share: commits, pruning and every read, written once.
+
+:class:`SQLStore` implements :class:`~.base.Store` over two primitives a
+backend provides: a write transaction and a read session, each an
+:class:`Session` (``execute`` -> rows affected, ``fetch`` -> rows). The
+statements come from :mod:`._sql`, rendered by the backend's
+:class:`~._dialect.Dialect`; a backend adds connection handling, migrations
+bookkeeping and its locks, and no SQL of the schema's tables.
+
+Theory of operation
+-------------------
+* ``commit`` is one transaction: results (``RETURNING`` the identities it
+  inserted, so exactly the new rows go on), manifests, archive rows, dead
+  letters, each channel's newest result (``latest``), the alarm state
+  machines over the new rows, then the alarm writes. ``stored_ns`` is taken
+  inside the transaction, just before the first insert, so a commit's stamp
+  trails its visibility by the transaction's own duration only (the live
+  stream's look-back covers that; see :mod:`cloud.dashboard.stream`).
+* Alarm ``updated_ns`` is strictly increasing across every writer: the
+  backend's :meth:`SQLStore._lock_alarms` serializes alarm writers, and the
+  stamp is above the table's maximum.
+* Locks are always taken in key order (channels sorted), so two consumers
+  writing the same channels never deadlock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from . import _sql as q
+from ._dialect import Dialect
+from .base import AlarmEvaluator, ChannelKey
+from .records import (
+    AlarmOrder,
+    AlarmRow,
+    ArchivedReport,
+    Commit,
+    CommitOutcome,
+    DeadLetter,
+    Identity,
+    ManifestRow,
+    PruneOutcome,
+    ResultRow,
+    Series,
+    SeriesChannel,
+    StoreCounts,
+)
+
+ZONES_BY_RANK = "?ABCD"
+
+
+class Session(Protocol):
+    """One connection's statements (in a transaction, for writes)."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; rows it changed."""
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        """Run one query; its rows."""
+
+
+class SQLStore:
+    """The shared half of both stores (see the module docstring)."""
+
+    url: str
+    dialect: Dialect
+
+    # -- what a backend provides --------------------------------------------------------------
+
+    def _write(self) -> contextlib.AbstractAsyncContextManager[Session]:
+        raise NotImplementedError
+
+    def _read(self) -> contextlib.AbstractAsyncContextManager[Session]:
+        raise NotImplementedError
+
+    async def _lock_alarms(self, tx: Session) -> None:
+        """Serialize alarm writers until the transaction ends (no-op with one writer)."""
+
+    # -- bulk helpers -------------------------------------------------------------------------
+
+    async def _bulk(
+        self, tx: Session, build: Any, rows: Sequence[Sequence[Any]], width: int
+    ) -> int:
+        n = 0
+        for count, params in self.dialect.row_chunks(rows, width):
+            n += await tx.execute(build(self.dialect, count), params)
+        return n
+
+    async def _bulk_fetch(
+        self, tx: Session, build: Any, rows: Sequence[Sequence[Any]], width: int
+    ) -> list[Sequence[Any]]:
+        out: list[Sequence[Any]] = []
+        for count, params in self.dialect.row_chunks(rows, width):
+            out += await tx.fetch(build(self.dialect, count), params)
+        return out
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def commit(
+        self, commit: Commit, *, alarms: AlarmEvaluator | None = None
+    ) -> CommitOutcome:
+        d = self.dialect
+        async with self._write() as tx:
+            now = time.time_ns()
+            inserted = await self._bulk_fetch(
+                tx, q.insert_results, [q.result_params(d, r, now) for r in commit.results],
+                len(q.RESULT_COLUMNS),
+            )
+            new = {(dev, q.from_i64(e), s) for dev, e, s in inserted}
+            fresh = [r for r in commit.results if r.identity in new]
+            await self._bulk(tx, q.insert_manifests,
+                             [(m.digest, m.model_version, m.manifest, now)
+                              for m in commit.manifests], len(q.MANIFEST_COLUMNS))
+            n_archive = await self._bulk(tx, q.insert_archive,
+                                         [q.archive_params(a) for a in commit.archive],
+                                         len(q.ARCHIVE_COLUMNS))
+            n_dead = await self._bulk(tx, q.insert_dead,
+                                      [q.dead_params(x) for x in commit.dead_letters],
+                                      len(q.DEAD_COLUMNS))
+            await self._write_latest(tx, fresh)
+            written = list(commit.alarms)
+            if alarms is not None and fresh:
+                written += await self._evaluate_alarms(tx, alarms, fresh, now)
+            stamped: list[AlarmRow] = []
+            if written:
+                await self._lock_alarms(tx)
+                ((top,),) = await tx.fetch(q.ALARMS_TOP)
+                base = max(now, int(top) + 1)
+                stamped = [msgspec.structs.replace(a, updated_ns=base + i)
+                           for i, a in enumerate(written)]
+                # One upsert may touch a row once: the last write per id wins (an
+                # episode raised and cleared within one commit is stored cleared).
+                last = {a.id: a for a in stamped}
+                await self._bulk(tx, q.upsert_alarms,
+                                 [q.alarm_params(a) for a in last.values()],
+                                 len(q.ALARM_COLUMNS))
+        return CommitOutcome(results_inserted=len(fresh), archived=n_archive,
+                             dead_lettered=n_dead, stored_ns=now, alarms=stamped)
+
+    async def _write_latest(self, tx: Session, fresh: list[ResultRow]) -> None:
+        newest: dict[tuple[str, str], ResultRow] = {}
+        for r in fresh:
+            k = (r.pump, r.channel)
+            if k not in newest or r.t0_ns > newest[k].t0_ns:
+                newest[k] = r
+        rows = [(p, c, r.t0_ns, r.device, q.to_i64(r.epoch), r.seq)
+                for (p, c), r in sorted(newest.items())]
+        await self._bulk(tx, q.upsert_latest, rows, len(q.LATEST_COLUMNS))
+
+    async def _evaluate_alarms(
+        self, tx: Session, evaluate: AlarmEvaluator, rows: list[ResultRow], now: int
+    ) -> list[AlarmRow]:
+        """Lock the channels' state rows (created empty if new), run the state machines,
+        write the new states."""
+        keys = sorted({(r.site, r.pump, r.channel) for r in rows})
+        await self._bulk(tx, q.insert_states, [(*k, "", now) for k in keys],
+                         len(q.STATE_COLUMNS))
+        got = await self._bulk_fetch(tx, q.lock_states, keys, 3)
+        states: dict[ChannelKey, str | None] = dict.fromkeys(keys)
+        for site, pump, channel, state in got:
+            states[(site, pump, channel)] = state or None
+        new_states, alarms = evaluate(rows, states)
+        await self._bulk(tx, q.upsert_states,
+                         [(*k, v, now) for k, v in sorted(new_states.items())],
+                         len(q.STATE_COLUMNS))
+        return alarms
+
+    async def prune(self, *, before_ns: int) -> PruneOutcome:
+        d = self.dialect
+        async with self._write() as tx:
+            r, a, dl, _alarms = [await tx.execute(d.sql(sql), (before_ns,)) for sql in q.PRUNE]
+            await tx.execute(q.PRUNE_LATEST)
+        return PruneOutcome(results=r, archive=a, dead_letters=dl)
+
+    # -- reads: the consumer's ----------------------------------------------------------------
+
+    async def known(self, identities: Sequence[Identity]) -> set[Identity]:
+        if not identities:
+            return set()
+        keys = [(dev, q.to_i64(e), s) for dev, e, s in identities]
+        async with self._read() as s:
+            rows = await self._bulk_fetch(s, q.existing, keys, 3)
+        return {(dev, q.from_i64(e), sq) for dev, e, sq in rows}
+
+    async def counts(self) -> StoreCounts:
+        async with self._read() as s:
+            ((r, a, d),) = await s.fetch(q.COUNTS)
+        return StoreCounts(results=int(r), archive=int(a), dead_letters=int(d))
+
+    # -- reads: results -----------------------------------------------------------------------
+
+    async def results(
+        self,
+        *,
+        pump: str | None = None,
+        device: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[ResultRow]:
+        w, params = q.where([("pump", "=", pump), ("device", "=", device),
+                             ("t0_ns", ">=", since_ns), ("t0_ns", "<", until_ns)])
+        order = ("t0_ns DESC, device DESC, epoch DESC, seq DESC" if newest_first
+                 else "t0_ns, device, epoch, seq")
+        sql = q.select(q.RESULT_COLUMNS, "results", w, order, limit)
+        async with self._read() as s:
+            return [q.result_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def results_stored_after(
+        self, after_ns: int, *, upto_ns: int | None = None, limit: int = 5000
+    ) -> list[ResultRow]:
+        w, params = q.where([("stored_ns", ">", after_ns), ("stored_ns", "<=", upto_ns)])
+        sql = q.select(q.RESULT_COLUMNS, "results", w,
+                       "stored_ns, t0_ns, device, epoch, seq", limit)
+        async with self._read() as s:
+            return [q.result_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def latest(self, *, pump: str | None = None) -> list[ResultRow]:
+        w, params = q.where([("l.pump", "=", pump)])
+        sql = f"{q.LATEST}{w} ORDER BY l.pump, l.channel"
+        async with self._read() as s:
+            return [q.result_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def last_t0(self, pump: str) -> int | None:
+        async with self._read() as s:
+            ((t,),) = await s.fetch(self.dialect.sql(q.LAST_T0), (pump,))
+        return None if t is None else int(t)
+
+    async def series(
+        self,
+        pump: str,
+        *,
+        since_ns: int,
+        until_ns: int,
+        channel: str | None = None,
+        max_points: int = 600,
+    ) -> Series:
+        d = self.dialect
+        w, params = q.where([("pump", "=", pump), ("t0_ns", ">=", since_ns),
+                             ("t0_ns", "<", until_ns), ("channel", "=", channel)])
+        out: dict[str, SeriesChannel] = {}
+
+        def get(ch: str) -> SeriesChannel:
+            if ch not in out:
+                out[ch] = SeriesChannel(
+                    channel=ch, t_ns=[], count=[], anomaly_score=[], anomaly_score_max=[],
+                    anomaly_threshold=[], anomalous=[], velocity_rms=[], velocity_rms_max=[],
+                    iso_zone=[], condition=[],
+                )
+            return out[ch]
+
+        async with self._read() as s:
+            # Counted and bucketed on the (pump, t0_ns, ..) index alone (it covers every
+            # column the buckets read): cheap even for a month of rows.
+            ((total,),) = await s.fetch(d.sql(q.count("results", w)), params)
+            if total <= max_points:
+                bucket = 0
+                for ch, t0, cond, score, thr, anom, zone, vel in await s.fetch(
+                    d.sql(q.series_raw(w)), params
+                ):
+                    c = get(ch)
+                    c.t_ns.append(t0)
+                    c.count.append(1)
+                    c.anomaly_score.append(q.real(score))
+                    c.anomaly_score_max.append(q.real(score))
+                    c.anomaly_threshold.append(q.real(thr))
+                    c.anomalous.append(int(anom))
+                    c.velocity_rms.append(q.real(vel))
+                    c.velocity_rms_max.append(q.real(vel))
+                    c.iso_zone.append(zone)
+                    c.condition.append(cond)
+            else:
+                bucket = -(-(until_ns - since_ns) // max_points)
+                for ch, t, n, score, smax, thr, anom, vel, vmax, zone in await s.fetch(
+                    d.sql(q.series_buckets(w)), [*params, since_ns, bucket]
+                ):
+                    c = get(ch)
+                    c.t_ns.append(int(t))
+                    c.count.append(int(n))
+                    c.anomaly_score.append(q.real(score))
+                    c.anomaly_score_max.append(q.real(smax))
+                    c.anomaly_threshold.append(q.real(thr))
+                    c.anomalous.append(int(anom))
+                    c.velocity_rms.append(q.real(vel))
+                    c.velocity_rms_max.append(q.real(vmax))
+                    c.iso_zone.append(ZONES_BY_RANK[int(zone)])
+                    c.condition.append(None)
+        return Series(pump=pump, since_ns=since_ns, until_ns=until_ns, bucket_ns=bucket,
+                      rows=int(total), series=[out[ch] for ch in sorted(out)])
+
+    # -- reads: archive, dead letters, manifests ------------------------------------------------
+
+    async def archived(
+        self,
+        *,
+        pump: str,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int | None = None,
+    ) -> list[ArchivedReport]:
+        w, params = q.where([("pump", "=", pump), ("t0_ns", ">=", since_ns),
+                             ("t0_ns", "<", until_ns)])
+        sql = q.select(q.ARCHIVE_COLUMNS, "archive", w, "t0_ns, device, epoch, seq", limit)
+        async with self._read() as s:
+            return [q.archive_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def latest_archived(
+        self, pump: str, channel: str | None = None
+    ) -> ArchivedReport | None:
+        w, params = q.where([("pump", "=", pump), ("channel", "=", channel)])
+        sql = q.select(q.ARCHIVE_COLUMNS, "archive", w, "t0_ns DESC", 1)
+        async with self._read() as s:
+            rows = await s.fetch(self.dialect.sql(sql), params)
+        return q.archive_row(rows[0]) if rows else None
+
+    async def dead_letters(
+        self, *, since_ns: int | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        w, params = q.where([("received_ns", ">=", since_ns)])
+        sql = q.select((("id", "i64"), *q.DEAD_COLUMNS), "dead_letters", w, "id", limit)
+        async with self._read() as s:
+            return [q.dead_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def manifests(self) -> list[ManifestRow]:
+        async with self._read() as s:
+            return [q.manifest_row(r) for r in await s.fetch(q.MANIFESTS)]
+
+    # -- reads: alarms ------------------------------------------------------------------------
+
+    async def alarms(
+        self,
+        *,
+        pump: str | None = None,
+        state: str | None = None,
+        since_updated_ns: int | None = None,
+        upto_updated_ns: int | None = None,
+        limit: int | None = None,
+        order: AlarmOrder = "updated",
+    ) -> list[AlarmRow]:
+        w, params = q.where([("pump", "=", pump), ("state", "=", state),
+                             ("updated_ns", ">", since_updated_ns),
+                             ("updated_ns", "<=", upto_updated_ns)])
+        by = "updated_ns, id" if order == "updated" else "raised_ns DESC, id DESC"
+        sql = q.select(q.ALARM_COLUMNS, "alarms", w, by, limit)
+        async with self._read() as s:
+            return [q.alarm_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def active_alarms(self) -> dict[str, int]:
+        async with self._read() as s:
+            return {str(p): int(n) for p, n in await s.fetch(q.ACTIVE_ALARMS)}
+
+    async def watermarks(self) -> tuple[int, int]:
+        async with self._read() as s:
+            ((r, a),) = await s.fetch(q.WATERMARKS)
+        return int(r), int(a)
+

@@ -1,0 +1,191 @@
+"""One rule decides each result's condition: quality, then physics, then the OOD gate, then
+the classifier.
+
+Theory of operation. The label is what a user acts on, so it comes from the
+strongest evidence available, in this order; the first rule that applies
+decides, and the result says which (``decided_by``):
+
+1. ``quality`` -- the input is unusable: the condition is ``sensor_fault``,
+   never ``healthy`` and never a machine fault, the evidence names the flag,
+   and ``anomalous`` is False (a dead or saturated chain says nothing about
+   the machine; the consumer's alarms also skip these windows, see
+   :mod:`cloud.consumer.alarms`). Unusable means any of:
+
+   - ``nonfinite``: any NaN/inf sample (the edge replaced it by 0). A working
+     ADC chain cannot produce one; it proves the chain or its software broken,
+     and the zeros put steps into every spectrum.
+   - ``constant``: no variation over the interval (a dead channel).
+   - ``dropout``: at least :data:`DEAD_SHARE` of the report's samples lie in
+     runs of identical values at least ``dsp.analyze.DROPOUT_MIN_S`` (10 ms)
+     long (an intermittently dead channel: a live accelerometer's noise
+     changes the ADC code every sample).
+   - ``clipped``: at least :data:`CLIPPED_SHARE` of the report's samples sit
+     at the sensor's full scale. At 1 % a Gaussian-like vibration is clipped at
+     2.6 sigma, below its own crest factor: the range is set below the signal,
+     levels and spectra read wrong. A brief heavy impact clips only its first
+     one or two half-cycles, a few samples (0.01-0.1 % of a 1 s report even at
+     dozens of impacts): that is flagged as partial in the evidence and the
+     report is still diagnosed.
+   - ``unusable``: no finite acceleration RMS or velocity RMS.
+
+   The report's own counts (``quality.nonfinite``, ``clipped``, ``dead``) over
+   its sample count (``duration_s x fs``) give the shares.
+2. ``physics`` -- a bearing-defect family is clear in the envelope spectrum
+   (:mod:`models.serving._diagnose_batch`: a principal line 4x its floor with a
+   further member 3x, off the shaft orders, in a comb as wide as the speed and
+   slip uncertainty): that defect is named whatever the classifier says; the
+   family's strength and lit lines are in the evidence.
+3. ``ood`` -- the classifier's features fall outside the support of its
+   training data (:mod:`models.serving.support`); a confident-looking
+   probability is not used. The condition is ``healthy`` when everything
+   else says so -- the pump's baseline (own or fleet) says not anomalous, no
+   envelope line at a catalog defect rate stands 4x over its floor and no
+   shaft-rate or broadband pattern of the physics rules is lit (no bearing
+   family is clear, or rule 2 would have decided), and the ISO zone is A or B --
+   and ``unknown`` otherwise; the features that fell outside are in the
+   evidence. (A machine the simulator did not model exactly but that shows
+   no fault signature is healthy or unknown, never a confident fault.) A
+   bundle without training statistics (the built-in physics bundle, older
+   bundles) has no gate.
+4. ``classifier`` -- its calibrated top class, or ``unknown`` when the top
+   probability is below the bundle's ``unsure_below``.
+
+Rule 1 runs first because nothing computed from a broken chain can be
+trusted; rule 2 before 3 and 4 because a clear defect family is direct
+physical evidence, valid on any machine, while the classifier is valid only
+on machines like its training data. The probabilities in the result stay the
+classifier's, so a data scientist sees what it said and why it was overruled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dsp.analyze import DROPOUT_MIN_S
+from dsp.report import Q_CLIPPED, Q_CONSTANT, Q_DROPOUT, Q_NONFINITE, Report
+from dsp.results import HEALTHY, SENSOR_FAULT, UNKNOWN, Evidence
+
+from ._diagnose_batch import FamilyCall
+
+CLIPPED_SHARE = 0.01  # share of samples at full scale that makes a report unusable
+DEAD_SHARE = 0.01  # share of samples in >= DROPOUT_MIN_S runs of one value that does
+OOD_HEALTHY_ZONES = ("A", "B")
+DecidedBy = str  # "quality" | "physics" | "ood" | "classifier"
+RULES: tuple[str, ...] = ("quality", "physics", "ood", "classifier")
+
+__all__ = ["CLIPPED_SHARE", "DEAD_SHARE", "DROPOUT_MIN_S", "RULES", "Decision", "decide",
+           "sensor_faults"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    condition: str
+    decided_by: DecidedBy
+    anomalous: bool
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.2g} %"
+
+
+def sensor_faults(r: Report) -> tuple[list[Evidence], list[Evidence]]:
+    """(faults, partial notes) of one report's data quality, as evidence."""
+    q = r.quality
+    n = max(1, round(r.duration_s * r.fs))
+    faults: list[Evidence] = []
+    notes: list[Evidence] = []
+    if q.flags & Q_NONFINITE:
+        faults.append(Evidence("sensor_fault:nonfinite", float(q.nonfinite),
+                               f"{q.nonfinite} NaN/inf samples (replaced by 0 at the edge)"))
+    if q.flags & Q_CONSTANT:
+        faults.append(Evidence("sensor_fault:constant", 0.0,
+                               "no variation over the interval: dead channel"))
+    if q.flags & Q_DROPOUT:
+        share = q.dead / n
+        what = (f"{_pct(share)} of samples in runs of one value >= {DROPOUT_MIN_S * 1e3:g} ms")
+        if share >= DEAD_SHARE or q.dead == 0:  # no count: an edge that only flags
+            faults.append(Evidence("sensor_fault:dropout", round(share, 4),
+                                   f"{what}: intermittently dead channel"))
+        else:
+            notes.append(Evidence("quality:dropout", round(share, 4),
+                                  f"{what} (partial, below {_pct(DEAD_SHARE)}: still diagnosed)"))
+    if q.flags & Q_CLIPPED:
+        share = q.clipped / n
+        what = f"{q.clipped} samples ({_pct(share)}) at full scale"
+        if share >= CLIPPED_SHARE:
+            faults.append(Evidence("sensor_fault:clipped", round(share, 4),
+                                   f"{what}: saturated, levels and spectra unreliable"))
+        else:
+            notes.append(Evidence("quality:clipped", round(share, 4),
+                                  f"{what} (partial, below {_pct(CLIPPED_SHARE)}: "
+                                  "still diagnosed)"))
+    f = r.features
+    if not faults and not (f.rms == f.rms and f.rms != float("inf")
+                           and f.velocity_rms == f.velocity_rms
+                           and f.velocity_rms != float("inf")):
+        faults.append(Evidence("sensor_fault:unusable", 0.0,
+                               "no finite acceleration or velocity RMS"))
+    return faults, notes
+
+
+def decide(
+    reports: Sequence[Report],
+    *,
+    labels: Sequence[str],
+    top_p: Sequence[float],
+    unsure: Sequence[bool],
+    anomalous: Sequence[bool],
+    zones: Sequence[str],
+    families: Sequence[FamilyCall],
+    signature: Sequence[bool],
+    ood: Sequence[list[tuple[str, float]]] | None,
+) -> list[Decision]:
+    """The condition of each report, by the rules of the module docstring, in order.
+
+    ``labels``/``top_p``/``unsure``: the classifier's top class, its probability and
+    whether it is below ``unsure_below``; ``anomalous``: the baseline's verdict;
+    ``zones``: ISO zone; ``families``: the bearing-family calls; ``signature``: any
+    envelope line or shaft-rate pattern lit; ``ood``: per report the features outside
+    the training support ([] inside), or None when the bundle has no gate.
+    """
+    out: list[Decision] = []
+    for i, r in enumerate(reports):
+        faults, notes = sensor_faults(r)
+        if faults:
+            names = ", ".join(e.name.split(":", 1)[1] for e in faults)
+            out.append(Decision(SENSOR_FAULT, "quality", False, [
+                *faults, *notes,
+                Evidence("decision", 0.0, f"sensor fault ({names}): no machine condition "
+                         "named; the anomaly score is not used for alarms"),
+            ]))
+            continue
+        said = f"classifier said {labels[i]} (p={top_p[i]:.2f})"
+        fam = families[i]
+        if fam.label is not None:
+            out.append(Decision(fam.label, "physics", anomalous[i], [
+                *notes,
+                Evidence("decision", fam.strength,
+                         f"clear {fam.label} envelope family named by physics; {said}"),
+            ]))
+            continue
+        outside = ood[i] if ood is not None else []
+        if outside:
+            healthy = not anomalous[i] and zones[i] in OOD_HEALTHY_ZONES and not signature[i]
+            cond = HEALTHY if healthy else UNKNOWN
+            why = ("baseline typical, zone A/B, no fault signature" if healthy else
+                   "not all of: baseline typical, zone A/B, no fault signature")
+            listed = ", ".join(f"{n} {s:g}" for n, s in outside[:4])
+            out.append(Decision(cond, "ood", anomalous[i], [
+                *notes,
+                *(Evidence(f"ood:{n}", s, "robust spreads beyond the training range")
+                  for n, s in outside[:4]),
+                Evidence("decision", float(len(outside)),
+                         f"outside the classifier's training support ({listed}); {said}, "
+                         f"not used; {why}"),
+            ]))
+            continue
+        cond = UNKNOWN if unsure[i] else labels[i]
+        out.append(Decision(cond, "classifier", anomalous[i], notes))
+    return out
