@@ -309,8 +309,9 @@ def test_up_runs_until_a_signal_then_leaves_no_process(
 
 
 @needs_broker
-def test_ctrl_c_during_first_training_exits_130_saying_so(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_ctrl_c_during_first_training_exits_130_saying_so(
+        tmp_path: Path, reachable: Path) -> None:
+    state = reachable / "state"  # no trained model: the stack trains first
     log = tmp_path / "up.log"
     with log.open("w") as out:
         proc = subprocess.Popen(

@@ -129,7 +129,7 @@ def test_invalid_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
     err = p.stderr
     src = f"{cfg_path}: "
     for needle in (
-        "device must be 1-128 characters",
+        "device must be 1-64 characters",
         "[report] nfft must be a power of two",
         "[report] lines",
         "[mqtt] port must be >= 1, got 0",
