@@ -27,8 +27,11 @@ SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 
 NonNeg = Annotated[float, msgspec.Meta(ge=0)]
-DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]  # = AWS IoT thing name
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: DESIGN.md's name rule (device, site, pump, channel): letters, digits and ``-_.:``,
+#: 1-64 characters; no MQTT wildcards, separators or control characters
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+DeviceName = Name  # = the AWS IoT thing name
 
 # Quality flags (bitmask in Quality.flags)
 Q_NONFINITE = 1 << 0  # NaN/inf samples were replaced by 0 before analysis
@@ -174,7 +177,7 @@ class ReportBatch(msgspec.Struct, frozen=True):
     reports: list[msgspec.Raw]
 
 
-DecodeKind = Literal["malformed", "schema", "version"]
+DecodeKind = Literal["malformed", "schema", "version", "name"]
 
 
 class ReportDecodeError(ValueError):
@@ -182,7 +185,8 @@ class ReportDecodeError(ValueError):
 
     ``kind``: ``malformed`` (not msgpack, truncated, bad UTF-8), ``schema`` (valid
     msgpack that breaks the schema: a wrong type, a missing field, a value out of
-    range) or ``version`` (a schema version this decoder does not know).
+    range), ``name`` (a name that breaks the name rule, :data:`NAME_PATTERN`) or
+    ``version`` (a schema version this decoder does not know).
     """
 
     def __init__(
@@ -241,7 +245,9 @@ def _head_version(data: bytes) -> object:
 
 
 def _kind(exc: Exception) -> DecodeKind:
-    return "schema" if isinstance(exc, msgspec.ValidationError) else "malformed"
+    if not isinstance(exc, msgspec.ValidationError):
+        return "malformed"
+    return "name" if "matching regex" in str(exc) else "schema"
 
 
 def _best_identity(data: bytes) -> tuple[str, int, int] | None:
