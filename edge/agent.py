@@ -44,7 +44,16 @@ from .publisher import Publisher
 from .ring import Chunk, SampleRing
 from .sources import channel_index
 from .spool import Spool, SpoolError
-from .transport import Acked, Connected, Disconnected, Event, Transport, TransportError, Will
+from .transport import (
+    Acked,
+    Connected,
+    Disconnected,
+    Event,
+    Message,
+    Transport,
+    TransportError,
+    Will,
+)
 from .transports import make_transport
 
 log = logging.getLogger(__name__)
@@ -118,6 +127,7 @@ class Agent:
             rate=cfg.mqtt.publish_rate,
             inflight=cfg.mqtt.inflight,
             failure_backoff_s=cfg.mqtt.failure_backoff_s,
+            confirm_timeout_s=cfg.mqtt.confirm_timeout_s if cfg.mqtt.confirm else None,
             now=time.monotonic(),
         )
         self.status_topic = cfg.topic("status")
@@ -135,7 +145,8 @@ class Agent:
         ).encode()
         will = Will(self.status_topic, will_payload)
         self.transport: Transport = transport or make_transport(
-            cfg.mqtt, client_id=cfg.client_id, will=will
+            cfg.mqtt, client_id=cfg.client_id, will=will,
+            subscribe=cfg.acks_topic if cfg.mqtt.confirm else None,
         )
         self.publisher.transport_resends = self.transport.resends_inflight
         self._lock = threading.Lock()  # guards the spool and the publisher
@@ -301,6 +312,13 @@ class Agent:
                 "peak_bytes": sp.peak_bytes,
                 "dropped": sp.dropped,
                 "recovered": sp.recovered,
+                # end-to-end confirmation: PUBACKed, not yet confirmed by the cloud
+                "unconfirmed": sp.unconfirmed,
+                "unconfirmed_oldest_age_s": None
+                if (t_unc := self.spool.oldest_unconfirmed()) is None
+                else round(now - t_unc, 1),
+                "republished": sp.republished,
+                "confirmed": sp.confirmed,
                 "oldest_age_s": None
                 if oldest is None
                 else round((time.time_ns() - oldest) / 1e9, 1),
@@ -350,6 +368,9 @@ class Agent:
             if isinstance(ev, Acked):
                 with self._lock:
                     self.publisher.on_ack(ev.token, ev.ok, ev.reason, now)
+            elif isinstance(ev, Message):
+                with self._lock:
+                    self.publisher.on_confirm(ev.payload)
             elif isinstance(ev, Connected):
                 self.connects += 1
                 self.link_state, self.link_since = "connected", now

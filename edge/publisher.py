@@ -14,7 +14,12 @@ does the sending. Time is passed in (``now``, monotonic seconds).
 * The caller publishes each batch and reports the transport's token with
   :meth:`Publisher.sent` (or :meth:`Publisher.send_failed`).
 * :meth:`Publisher.on_ack` settles a token: success acks its reports in the
-  spool (they are gone for good); a failure reason code (e.g. 0x87 not
+  spool (they are gone for good) -- or, with end-to-end confirmation on
+  (``confirm_timeout_s`` set), makes them *unconfirmed*: they stay until a
+  confirmation from the cloud covers them (:meth:`Publisher.on_confirm`), and
+  :meth:`Publisher.poll` first returns those unconfirmed for longer than the
+  confirm timeout to the pending queue, so they go out again (same identity,
+  oldest first) under the same window and rate as any other; a failure reason code (e.g. 0x87 not
   authorized, 0x97 quota exceeded) is logged with the reason, the reports go
   back to the spool, and publishing pauses for ``failure_backoff_s`` (doubling
   per consecutive failure up to 300 s, jittered): no hot retry loop.
@@ -31,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dsp
+from dsp.confirm import ConfirmDecodeError, decode_confirmation
 
 from .spool import Key, Spool
 
@@ -62,6 +68,9 @@ class PublisherStats:
     inflight_peak: int = 0
     inflight_capacity: int = 0
     rate_limited: int = 0  # polls that had work but no rate token
+    confirmations: int = 0  # confirmation messages received
+    confirmations_invalid: int = 0  # undecodable, or for another device
+    confirmed_reports: int = 0  # reports settled by confirmations
     last_error: str | None = None
     last_error_at: float | None = None
 
@@ -100,6 +109,7 @@ class Publisher:
     inflight: int = 20
     failure_backoff_s: float = 5.0
     transport_resends: bool = True
+    confirm_timeout_s: float | None = None  # None: PUBACK settles (no confirmations)
     now: float = 0.0
     rng: Callable[[], float] = random.random
     stats: PublisherStats = field(default_factory=PublisherStats)
@@ -145,6 +155,8 @@ class Publisher:
     def poll(self, now: float, limit: int | None = None) -> list[Outgoing]:
         """Batches to publish now (their reports are leased from the spool)."""
         out: list[Outgoing] = []
+        if self.confirm_timeout_s is not None:
+            self.spool.expire(now, self.confirm_timeout_s)
         if not self.connected or self.held(now):
             return out
         while len(self._inflight) + len(out) < self.inflight and (
@@ -187,13 +199,33 @@ class Publisher:
         if out is None:
             return  # not ours (a status message) or already settled
         if ok:
-            self.spool.ack(out.keys)
+            if self.confirm_timeout_s is None:
+                self.spool.ack(out.keys)
+            else:
+                self.spool.delivered(out.keys, now)
             self.stats.acked_messages += 1
             self.stats.acked_reports += len(out.keys)
             self._failures = 0
             return
         self.spool.release(out.keys)
         self._fail(f"PUBACK refused: {reason}", now, out)
+
+    def on_confirm(self, payload: bytes) -> int:
+        """A confirmation from the cloud: settle the reports it covers. Returns how many."""
+        try:
+            msg = decode_confirmation(payload)
+        except ConfirmDecodeError as exc:
+            self.stats.confirmations_invalid += 1
+            log.warning("ignoring a bad confirmation: %s", exc)
+            return 0
+        if msg.device != self.device:
+            self.stats.confirmations_invalid += 1
+            log.warning("ignoring a confirmation for device %r", msg.device)
+            return 0
+        self.stats.confirmations += 1
+        n = sum(self.spool.confirm(e.epoch, e.ranges) for e in msg.epochs)
+        self.stats.confirmed_reports += n
+        return n
 
     def _fail(self, reason: str, now: float, out: Outgoing) -> None:
         self.stats.failed_messages += 1
@@ -222,6 +254,10 @@ class Publisher:
             return self._hold_until - now
         if self.connected and self.spool.pending and len(self._inflight) < self.inflight:
             return self._bucket.wait_s(now)
+        if self.confirm_timeout_s is not None:
+            t = self.spool.next_expiry(self.confirm_timeout_s)
+            if t is not None:
+                return max(0.0, min(1.0, t - now))
         return 1.0
 
     @property

@@ -45,6 +45,8 @@ def acl_text(
         "# written by pumpwatch (pumpwatch/mosquitto_conf.py); usernames are certificate CNs",
         "# every identity: write only below its own device tree (reports, status, will)",
         f"pattern write {prefix}/devices/%u/#",
+        "# every identity: read its own confirmations (written by consumers)",
+        f"pattern read {prefix}/acks/%u",
         "",
     ]
     for name in consumers:
@@ -53,6 +55,7 @@ def acl_text(
             f"topic read {prefix}/devices/+/reports",
             f"topic read $share/+/{prefix}/devices/+/reports",
             f"topic write {prefix}/sites/#",
+            f"topic write {prefix}/acks/#",
             "",
         ]
     for name in dashboards:
@@ -97,13 +100,18 @@ def mosquitto_conf(
     autosave_interval: int = 1,
     max_inflight_messages: int = 100,
     max_queued_messages: int = 1_000_000,
+    persistent_client_expiration: str | None = None,
 ) -> str:
     """A complete broker config for the local stack.
 
     Persistence is saved every ``autosave_interval`` seconds: a SIGKILLed broker
     loses at most that much acknowledged traffic (SIGTERM saves first). The
     in-flight and queue limits are raised from Mosquitto's defaults (20 and 1000,
-    excess silently dropped) so a fleet's backlog after an outage survives."""
+    excess silently dropped) so a fleet's backlog after an outage survives.
+    ``max_packet_size`` is AWS IoT Core's 128 KiB: a client that sends a bigger
+    packet is disconnected (MQTT 5 reason 0x95 Packet too large), as on AWS.
+    ``persistent_client_expiration`` (e.g. ``"1h"``) forgets sessions of clients
+    away that long, like AWS IoT's session expiry; default: never."""
     lines = [
         "# written by pumpwatch (pumpwatch/mosquitto_conf.py)",
         "persistence true",
@@ -114,9 +122,12 @@ def mosquitto_conf(
         f"max_inflight_messages {max_inflight_messages}",
         f"max_queued_messages {max_queued_messages}",
         "max_queued_bytes 0",
+        "max_packet_size 131072",
         "log_dest stderr",
         "connection_messages true",
     ]
+    if persistent_client_expiration:
+        lines.append(f"persistent_client_expiration {persistent_client_expiration}")
     if os.geteuid() == 0:
         lines.append("user root")  # else it drops to `mosquitto`, which cannot write here
     return (
