@@ -711,8 +711,7 @@ class Spool:
 
     def oldest_unconfirmed(self) -> float | None:
         """PUBACK time (monotonic s) of the longest-waiting unconfirmed record, if any."""
-        t = self.next_expiry(0.0)
-        return t
+        return self.next_expiry(0.0)
 
     def oldest_stamp_ns(self) -> int | None:
         """Append time of the oldest unacknowledged record (loads at most one index)."""
