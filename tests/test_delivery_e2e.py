@@ -64,13 +64,13 @@ class RunningAgent:
         self.thread.start()
         return self
 
-    async def wait(self, timeout: float) -> int | None:
-        await asyncio.to_thread(self.thread.join, timeout)
+    async def wait(self, within_s: float) -> int | None:
+        await asyncio.to_thread(self.thread.join, within_s)
         if self.thread.is_alive():
             st = self.agent.status()
             self.stop.set()
             await asyncio.to_thread(self.thread.join, 20)
-            raise AssertionError(f"agent still has reports after {timeout} s: {st['spool']}")
+            raise AssertionError(f"agent still has reports after {within_s} s: {st['spool']}")
         return self.code
 
     def identities(self) -> set[tuple[str, int, int]]:
