@@ -20,13 +20,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+import dsp
 from edge.agent import Agent
 from edge.sources import synthetic_source
 from pumpwatch.mosquitto_conf import acl_text
 from tests.edge._helpers import build, edge_config
 from tests.infra.model_server import ModelServerProcess
 from tests.infra.mosquitto import Mosquitto
-from tests.infra.pipeline import consumer_config
+from tests.infra.pipeline import Publisher, consumer_config, encoded_reports
 from tests.test_consumer_pipeline import assert_exactly_once, running_consumer, stored
 
 CONFIRM_TIMEOUT_S = 1.5
@@ -214,3 +215,26 @@ async def test_edge_restarted_with_a_new_epoch_while_old_reports_are_unconfirmed
     assert_exactly_once(db, old | second.identities())
     assert second.agent.publisher.stats.confirmations > 0
     assert second.agent.spool.stats.records == 0
+
+
+async def test_a_loss_nobody_repairs_is_reported_as_a_gap(
+    mosquitto_factory: Callable[..., Mosquitto], model_server: ModelServerProcess,
+    tmp_path: Path,
+) -> None:
+    """A publisher without a spool (no re-publication) skips seq 10..14: once the grace
+    period is over the consumer reports the hole (stats, log), never silently."""
+    broker = mosquitto_factory().start()
+    root = "e2egap"
+    db = tmp_path / "r.db"
+    cfg = consumer_config(broker_port=broker.port, endpoint_url=model_server.url, db=db,
+                          topic_root=root,
+                          confirm={"gap_grace_s": 0.2, "gap_check_interval_s": 0.2})
+    seqs = [*range(10), *range(15, 20)]
+    async with running_consumer(cfg) as consumer:
+        with Publisher("127.0.0.1", broker.port, "pub-gap") as pub:
+            await asyncio.to_thread(pub.publish_all, f"{root}/devices/gw-gap/reports",
+                                    [dsp.encode_batch("gw-gap", encoded_reports(
+                                        "gw-gap", 3, [s])) for s in seqs])
+        await until(lambda: consumer.stats()["gaps"]["reports"] == 5, 20, "the gap")
+        (g,) = consumer.gaps
+        assert (g.device, g.epoch, g.first, g.last) == ("gw-gap", 3, 10, 14)

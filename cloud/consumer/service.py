@@ -76,6 +76,7 @@ from cloud.store import (
     Commit,
     DeadLetter,
     EvidenceRow,
+    Gap,
     Identity,
     ManifestRow,
     ResultRow,
@@ -209,7 +210,7 @@ class Consumer:
             rate=dcfg.per_device_rate, burst=dcfg.per_device_burst,
             bytes_per_s=dcfg.per_device_bytes_per_s,
         )
-        self.gaps: list[Any] = []  # last gap check (see _gap_loop)
+        self.gaps: list[Gap] = []  # the last gap check's result (see _gap_loop)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         e = config.endpoint
@@ -259,6 +260,8 @@ class Consumer:
                 timer = tg.create_task(self._timer_loop(), name="batch-timer")
                 ingest = tg.create_task(self._ingest_loop(), name="ingest")
                 chores = [tg.create_task(self._retention_loop(), name="retention")]
+                if cfg.confirm.gap_check_interval_s > 0:
+                    chores.append(tg.create_task(self._gap_loop(), name="gaps"))
                 if cfg.consumer.stats_interval_s > 0:
                     chores.append(tg.create_task(self._stats_loop(), name="stats"))
                 log.info(
@@ -714,17 +717,45 @@ class Consumer:
 
     async def _retention_loop(self) -> None:
         scfg = self.config.store
-        if scfg.retention_days is None:
+        max_dl_bytes = self.config.dead_letters.retention_max_bytes
+        if scfg.retention_days is None and max_dl_bytes is None:
             return
         while True:
-            cutoff = time.time_ns() - int(scfg.retention_days * 86400e9)
             try:
-                pruned = await self.store.prune(before_ns=cutoff)
-                if pruned.results or pruned.archive or pruned.dead_letters:
-                    log.info("retention: pruned %s", pruned)
+                if scfg.retention_days is not None:
+                    cutoff = time.time_ns() - int(scfg.retention_days * 86400e9)
+                    pruned = await self.store.prune(before_ns=cutoff)
+                    if pruned.results or pruned.archive or pruned.dead_letters:
+                        log.info("retention: pruned %s", pruned)
+                if max_dl_bytes is not None:
+                    n = await self.store.prune_dead_letters(max_bytes=max_dl_bytes)
+                    if n:
+                        log.info("retention: pruned %d dead letters beyond %d bytes", n,
+                                 max_dl_bytes)
             except StoreError as exc:
                 log.error("retention prune failed: %s", exc)
             await asyncio.sleep(scfg.prune_interval_s)
+
+    async def _gap_loop(self) -> None:
+        """Every ``gap_check_interval_s``: the missing ranges older than the grace period
+        (a loss the edge can no longer repair, or has not yet), logged and in stats."""
+        ccfg = self.config.confirm
+        known: set[tuple[str, int, int]] = set()
+        while True:
+            await asyncio.sleep(ccfg.gap_check_interval_s)
+            try:
+                gaps = await self.store.gaps(
+                    before_ns=time.time_ns() - int(ccfg.gap_grace_s * 1e9)
+                )
+            except StoreError as exc:
+                log.error("gap check failed: %s", exc)
+                continue
+            self.gaps = gaps
+            for g in gaps:
+                if (g.device, g.epoch, g.first) not in known:
+                    log.warning("gap: %s epoch %x seq %d..%d (%d reports) not committed",
+                                g.device, g.epoch, g.first, g.last, g.count)
+            known = {(g.device, g.epoch, g.first) for g in gaps}
 
     async def _stats_loop(self) -> None:
         while True:
@@ -757,7 +788,7 @@ class Consumer:
                     self.dl_budget.stats.dropped_by_device.items(), key=lambda kv: -kv[1]
                 )[:20]),
             },
-            "gaps": len(self.gaps),
+            "gaps": {"ranges": len(self.gaps), "reports": sum(g.count for g in self.gaps)},
             "batcher_open_items": len(self.batcher),
             "batches_by_reason": dict(self.batcher.stats.by_reason),
             "invocations_running": len(self._invocations),

@@ -41,7 +41,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from cloud.store import ArchivedReport, ManifestRow, ResultRow, StoreError
+from cloud.store import ArchivedReport, Gap, ManifestRow, ResultRow, StoreError
+from cloud.store.delivery import gap_rows, gaps_sql
 from cloud.store.sqlite import (
     _RESULT_COLUMNS,
     MANIFEST_SELECT,
@@ -327,6 +328,13 @@ class SQLiteReader:
             )
 
         return await self._run(run)
+
+    async def gaps(self, device: str, *, before_ns: int, limit: int = 1000) -> list[Gap]:
+        """Missing sequence ranges of ``device``'s streams (the store's one gap query)."""
+        sql = gaps_sql("?1", "?2", "?3")
+        return await self._run(
+            lambda conn: gap_rows(conn.execute(sql, (device, before_ns, limit)), from_i64)
+        )
 
     async def manifests(self) -> list[ManifestRow]:
         """Every stored bundle manifest, oldest first."""

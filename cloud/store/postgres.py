@@ -38,12 +38,14 @@ import asyncpg
 import msgspec
 
 from .base import AlarmEvaluator, ChannelKey, SchemaError, StoreError
+from .delivery import dead_letter_bytes_sql, gap_rows, gaps_sql
 from .records import (
     AlarmRow,
     ArchivedReport,
     Commit,
     CommitOutcome,
     DeadLetter,
+    Gap,
     Identity,
     ManifestRow,
     PruneOutcome,
@@ -509,6 +511,26 @@ class PostgresStore:
     async def manifests(self) -> list[ManifestRow]:
         async def run(conn: asyncpg.Connection) -> list[ManifestRow]:
             return [_manifest_row(tuple(r)) for r in await conn.fetch(MANIFEST_SELECT)]
+
+        return await self._run(run)
+
+    async def gaps(
+        self, *, device: str | None = None, before_ns: int, limit: int = 10_000
+    ) -> list[Gap]:
+        """Missing sequence ranges of committed streams (see :mod:`.delivery`)."""
+        sql = gaps_sql("$1::text", "$2::bigint", "$3::bigint")
+
+        async def run(conn: asyncpg.Connection) -> list[Gap]:
+            return gap_rows(await conn.fetch(sql, device, before_ns, limit), from_i64)
+
+        return await self._run(run)
+
+    async def prune_dead_letters(self, *, max_bytes: int) -> int:
+        """Delete the oldest dead letters beyond ``max_bytes`` stored; returns how many."""
+        sql = dead_letter_bytes_sql("$1::bigint", "octet_length(payload) + octet_length(reason)")
+
+        async def run(conn: asyncpg.Connection) -> int:
+            return _count(await conn.execute(sql, max_bytes))
 
         return await self._run(run)
 

@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from .base import AlarmEvaluator, ChannelKey, SchemaError, StoreError
+from .delivery import dead_letter_bytes_sql, gap_rows, gaps_sql
 from .records import (
     AlarmRow,
     ArchivedReport,
@@ -41,6 +42,7 @@ from .records import (
     CommitOutcome,
     DeadLetter,
     EvidenceRow,
+    Gap,
     Identity,
     ManifestRow,
     PruneOutcome,
@@ -602,6 +604,34 @@ class SQLiteStore:
             return [_manifest_row(row) for row in conn.execute(MANIFEST_SELECT)]
 
         return await self._run(run, read=True)
+
+    async def gaps(
+        self, *, device: str | None = None, before_ns: int, limit: int = 10_000
+    ) -> list[Gap]:
+        """Missing sequence ranges of committed streams (see :mod:`.delivery`)."""
+        sql = gaps_sql("?1", "?2", "?3")
+
+        def run(conn: sqlite3.Connection) -> list[Gap]:
+            return gap_rows(conn.execute(sql, (device, before_ns, limit)), from_i64)
+
+        return await self._run(run, read=True)
+
+    async def prune_dead_letters(self, *, max_bytes: int) -> int:
+        """Delete the oldest dead letters beyond ``max_bytes`` stored; returns how many."""
+        sql = dead_letter_bytes_sql("?", "length(payload) + length(CAST(reason AS BLOB))")
+
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = conn.execute(sql, (max_bytes,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return n
+
+        return await self._run(run)
 
     async def counts(self) -> StoreCounts:
         def run(conn: sqlite3.Connection) -> StoreCounts:
