@@ -50,6 +50,7 @@ from .transport import (
     Disconnected,
     Event,
     Message,
+    Subscribed,
     Transport,
     TransportError,
     Will,
@@ -304,6 +305,10 @@ class Agent:
                 "inflight": pub.inflight,
                 "inflight_peak": pub.inflight_peak,
                 "inflight_max": pub.inflight_capacity,
+                # end-to-end confirmation: "on", "off" (config), "refused" (no read grant on
+                # the acks topic: a PUBACK settles meanwhile)
+                "confirmations": "off" if self.publisher.confirm_timeout_s is None
+                else "on" if self.publisher.confirming else "refused",
             },
             "spool": {
                 "reports": sp.records,
@@ -371,6 +376,9 @@ class Agent:
             elif isinstance(ev, Message):
                 with self._lock:
                     self.publisher.on_confirm(ev.payload)
+            elif isinstance(ev, Subscribed):
+                with self._lock:
+                    self.publisher.on_subscribed(ev.ok, ev.reason)
             elif isinstance(ev, Connected):
                 self.connects += 1
                 self.link_state, self.link_since = "connected", now

@@ -49,7 +49,16 @@ from awscrt import mqtt5
 from awsiot import mqtt5_client_builder
 
 from .config import MqttConfig
-from .transport import Acked, Connected, Disconnected, Emit, Message, TransportError, Will
+from .transport import (
+    Acked,
+    Connected,
+    Disconnected,
+    Emit,
+    Message,
+    Subscribed,
+    TransportError,
+    Will,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +189,15 @@ class AwsIotTransport:
     def _subscribed(self, fut: Future[Any]) -> None:
         exc = fut.exception()
         codes = [] if exc is not None else list(getattr(fut.result(), "reason_codes", []) or [])
-        if exc is not None or any(int(c) >= 0x80 for c in codes):
-            log.error("mqtt(awsiot): subscription to %s failed: %s (reports are published "
-                      "again after the confirm timeout)", self.subscribe,
-                      _error_text(exc) if exc is not None else codes)
+        if exc is not None and getattr(exc, "name", None) in _LINK_ERRORS:
+            return  # the link went down first: subscribed again on the next connection
+        ok = exc is None and all(int(c) < 0x80 for c in codes)
+        why = _error_text(exc) if exc is not None else ", ".join(
+            puback_reason(c)[1] for c in codes)
+        if not ok:
+            log.error("mqtt(awsiot): subscription to %s refused: %s", self.subscribe, why)
+        if self._emit:
+            self._emit(Subscribed(ok, why))
 
     def _on_publish_received(self, data: mqtt5.PublishReceivedData) -> None:
         packet = data.publish_packet

@@ -14,7 +14,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from .config import MqttConfig
-from .transport import Acked, Connected, Disconnected, Emit, Message, TransportError, Will
+from .transport import (
+    Acked,
+    Connected,
+    Disconnected,
+    Emit,
+    Message,
+    Subscribed,
+    TransportError,
+    Will,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +139,9 @@ class PahoTransport:
         for r in reasons:
             ok, why = _reason(r)
             if not ok:
-                log.error("mqtt: subscription to %s refused: %s (reports stay spooled until "
-                          "confirmed, and are published again after the confirm timeout)",
-                          self.subscribe, why)
+                log.error("mqtt: subscription to %s refused: %s", self.subscribe, why)
+            if self._emit:
+                self._emit(Subscribed(ok, why))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if self._emit:

@@ -71,6 +71,7 @@ class PublisherStats:
     confirmations: int = 0  # confirmation messages received
     confirmations_invalid: int = 0  # undecodable, or for another device
     confirmed_reports: int = 0  # reports settled by confirmations
+    confirm_refused: int = 0  # acks subscriptions refused (PUBACK settles meanwhile)
     last_error: str | None = None
     last_error_at: float | None = None
 
@@ -120,6 +121,7 @@ class Publisher:
         self._inflight: dict[int, Outgoing] = {}
         self._hold_until = 0.0
         self._failures = 0
+        self._confirm_ok = True  # the acks subscription was not refused
         # a batch wraps raw reports verbatim: envelope + list header (<= 5 bytes)
         self._overhead = len(dsp.encode_batch(self.device, [])) + 5
         self._configured_room = self.max_message_bytes - self._overhead
@@ -155,7 +157,7 @@ class Publisher:
     def poll(self, now: float, limit: int | None = None) -> list[Outgoing]:
         """Batches to publish now (their reports are leased from the spool)."""
         out: list[Outgoing] = []
-        if self.confirm_timeout_s is not None:
+        if self.confirm_timeout_s is not None and self._confirm_ok:
             self.spool.expire(now, self.confirm_timeout_s)
         if not self.connected or self.held(now):
             return out
@@ -199,7 +201,7 @@ class Publisher:
         if out is None:
             return  # not ours (a status message) or already settled
         if ok:
-            if self.confirm_timeout_s is None:
+            if not self.confirming:
                 self.spool.ack(out.keys)
             else:
                 self.spool.delivered(out.keys, now)
@@ -209,6 +211,28 @@ class Publisher:
             return
         self.spool.release(out.keys)
         self._fail(f"PUBACK refused: {reason}", now, out)
+
+    @property
+    def confirming(self) -> bool:
+        """Whether PUBACKed reports wait for the cloud's confirmation now."""
+        return self.confirm_timeout_s is not None and self._confirm_ok
+
+    def on_subscribed(self, ok: bool, reason: str) -> None:
+        """The broker's answer to the acks subscription. Refused (the device may not read
+        its acks topic: a policy or ACL without the grant), confirmations cannot arrive, so
+        a PUBACK settles again (the guarantee is the broker's) until a later connection's
+        subscription is granted; waiting ones are settled now. Logged, and in the status."""
+        if self.confirm_timeout_s is None or ok == self._confirm_ok:
+            return
+        self._confirm_ok = ok
+        if ok:
+            log.info("confirmations available again: reports wait for them after PUBACK")
+            return
+        n = self.spool.settle_unconfirmed()
+        self.stats.confirm_refused += 1
+        log.error("the broker refused the confirmations subscription (%s): a PUBACK settles "
+                  "reports until it is granted (%d PUBACKed reports settled now); grant the "
+                  "device read on its acks topic", reason, n)
 
     def on_confirm(self, payload: bytes) -> int:
         """A confirmation from the cloud: settle the reports it covers. Returns how many."""
@@ -254,7 +278,7 @@ class Publisher:
             return self._hold_until - now
         if self.connected and self.spool.pending and len(self._inflight) < self.inflight:
             return self._bucket.wait_s(now)
-        if self.confirm_timeout_s is not None:
+        if self.confirm_timeout_s is not None and self._confirm_ok:
             t = self.spool.next_expiry(self.confirm_timeout_s)
             if t is not None:
                 return max(0.0, min(1.0, t - now))

@@ -649,6 +649,18 @@ class Spool:
         self.stats.republished += n
         return n
 
+    def settle_unconfirmed(self) -> int:
+        """Settle every unconfirmed record as if confirmed (confirmations cannot arrive:
+        see :meth:`edge.publisher.Publisher.on_subscribed`). Returns how many."""
+        self._check_open()
+        done = [(seg, i) for seg, i, _t in self._unconfirmed.values()
+                if seg.state[i] == UNCONFIRMED]
+        self._unconfirmed.clear()
+        self._schedule.clear()
+        n = self._settle(done)
+        self.stats.acked += n
+        return n
+
     def next_expiry(self, timeout: float) -> float | None:
         """When the oldest unconfirmed record times out (monotonic s), if any."""
         sched = self._schedule

@@ -57,7 +57,15 @@ class Message:
     payload: bytes
 
 
-Event = Connected | Disconnected | Acked | Message
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """The broker's answer to the acks subscription (``ok`` unless a failure code)."""
+
+    ok: bool
+    reason: str
+
+
+Event = Connected | Disconnected | Acked | Message | Subscribed
 Emit = Callable[[Event], None]
 
 

@@ -238,3 +238,4 @@ async def test_a_loss_nobody_repairs_is_reported_as_a_gap(
         await until(lambda: consumer.stats()["gaps"]["reports"] == 5, 20, "the gap")
         (g,) = consumer.gaps
         assert (g.device, g.epoch, g.first, g.last) == ("gw-gap", 3, 10, 14)
+

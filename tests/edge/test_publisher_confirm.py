@@ -87,3 +87,21 @@ def test_confirmations_off_settles_on_puback(tmp_path: Path) -> None:
     for t, _ in _send_all(pub, 0.0, 1):
         pub.on_ack(t, True, "Success", 0.0)
     assert sp.stats.records == 0 and sp.stats.unconfirmed == 0
+
+
+def test_a_refused_acks_subscription_falls_back_to_puback_and_says_so(tmp_path: Path) -> None:
+    pub, sp = _pub(tmp_path, max_message_bytes=8192, rate=1e6, inflight=100,
+                   confirm_timeout_s=30.0)
+    _fill(sp, 20)
+    for t, _ in _send_all(pub, 0.0, 1):
+        pub.on_ack(t, True, "Success", 0.0)
+    assert sp.stats.unconfirmed == 20 and pub.confirming
+    pub.on_subscribed(False, "Not authorized (0x87)")
+    assert not pub.confirming and pub.stats.confirm_refused == 1
+    assert sp.stats.records == 0  # confirmations cannot come: the PUBACKs settle them
+    _fill(sp, 5)
+    for t, _ in _send_all(pub, 1.0, 100):
+        pub.on_ack(t, True, "Success", 1.0)
+    assert sp.stats.records == 0 and pub.poll(1000.0) == []
+    pub.on_subscribed(True, "Granted QoS 1")  # a later connection's subscription granted
+    assert pub.confirming
