@@ -13,7 +13,9 @@ permission on that username (see :mod:`cloud.pki` for how names are issued):
 * a **consumer** may read ``{prefix}/devices/+/reports`` (also as a shared
   subscription, ``$share/{group}/...``) and write below ``{prefix}/sites/``
   (results: condition, alarms);
-* a **dashboard** may read ``{prefix}/sites/#`` and ``{prefix}/devices/+/status``.
+* a **dashboard** may read ``{prefix}/sites/#`` and ``{prefix}/devices/+/status``;
+* every identity may read its own confirmations, ``{prefix}/acks/{its CN}``, and
+  a consumer may write them (``{prefix}/acks/#``; see docs/consumer.md).
 
 Anything else is denied: under MQTT 5 a QoS 1 publish to a forbidden topic is
 answered with PUBACK reason 0x87 (Not authorized); a forbidden subscription
@@ -100,7 +102,6 @@ def mosquitto_conf(
     autosave_interval: int = 1,
     max_inflight_messages: int = 100,
     max_queued_messages: int = 1_000_000,
-    persistent_client_expiration: str | None = None,
 ) -> str:
     """A complete broker config for the local stack.
 
@@ -109,9 +110,7 @@ def mosquitto_conf(
     in-flight and queue limits are raised from Mosquitto's defaults (20 and 1000,
     excess silently dropped) so a fleet's backlog after an outage survives.
     ``max_packet_size`` is AWS IoT Core's 128 KiB: a client that sends a bigger
-    packet is disconnected (MQTT 5 reason 0x95 Packet too large), as on AWS.
-    ``persistent_client_expiration`` (e.g. ``"1h"``) forgets sessions of clients
-    away that long, like AWS IoT's session expiry; default: never."""
+    packet is disconnected (MQTT 5 reason 0x95 Packet too large), as on AWS."""
     lines = [
         "# written by pumpwatch (pumpwatch/mosquitto_conf.py)",
         "persistence true",
@@ -126,8 +125,6 @@ def mosquitto_conf(
         "log_dest stderr",
         "connection_messages true",
     ]
-    if persistent_client_expiration:
-        lines.append(f"persistent_client_expiration {persistent_client_expiration}")
     if os.geteuid() == 0:
         lines.append("user root")  # else it drops to `mosquitto`, which cannot write here
     return (
