@@ -185,7 +185,7 @@ def bad_messages(seed: int) -> list[tuple[str, bytes]]:
 
 
 def soak_run(*, work: Path, messages: int, minutes: float | None, devices: int,
-             say: Callable[[str], None]) -> dict[str, Any]:
+             say: Callable[[str], None], rate: float = 150.0) -> dict[str, Any]:
     acl = work / "acl"
     # the bad part of the mixed load comes from one identity allowed to write any device's
     # topic (a compromised gateway would be limited to its own; the consumer cannot tell)
@@ -269,7 +269,6 @@ def soak_run(*, work: Path, messages: int, minutes: float | None, devices: int,
         stepper = threading.Thread(target=step_loop, daemon=True)
         stepper.start()
         t0 = time.monotonic()
-        rate_msgs = 150.0  # messages offered per second across the fleet
         while True:
             frac = (time.monotonic() - t0) / (minutes * 60) if deadline else sent / total_msgs
             if (deadline and time.monotonic() >= deadline) or (not deadline and sent >= total_msgs):
@@ -311,13 +310,13 @@ def soak_run(*, work: Path, messages: int, minutes: float | None, devices: int,
                 faults_done.append("intruder")
                 intruder.loop_stop()
                 intruder.disconnect()
-            target = t0 + sent / rate_msgs
+            target = t0 + sent / rate  # messages offered per second across the fleet
             delay = target - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
         offered_s = time.monotonic() - t0
         say(f"offered {sent} messages in {offered_s:.0f} s; draining (all confirmed)")
-        _wait(lambda: all(d.drained for d in devs), 300)
+        _wait(lambda: all(d.drained for d in devs), 900)
         stepping.set()
         stepper.join(5)
         drained_s = time.monotonic() - t0
@@ -343,6 +342,7 @@ def soak_run(*, work: Path, messages: int, minutes: float | None, devices: int,
         gaps_good = sum(n for dev, n in gaps.items() if dev in good_devices)
         return {
             "messages": sent, "reports": len(good_ids), "devices": devices,
+            "offered_messages_per_s": rate,
             "offered_s": round(offered_s, 1), "drained_s": round(drained_s, 1),
             "lost": lost, "duplicates_stored": duplicates, "unaccounted": unaccounted,
             "republished": republished, "gaps_reported": sum(gaps.values()),

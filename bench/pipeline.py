@@ -270,6 +270,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=None, help="soak length in minutes "
                     "(instead of --messages)")
     ap.add_argument("--devices", type=int, default=8, help="edge devices (soak)")
+    ap.add_argument("--rate", type=float, default=150.0,
+                    help="soak: good messages offered per second (8 reports each)")
     args = ap.parse_args()
     quiet = args.json
     if args.soak:
@@ -319,7 +321,8 @@ def _soak_main(args: argparse.Namespace, quiet: bool) -> None:
 
     with tempfile.TemporaryDirectory(prefix="pw-soak-") as tmp:
         out = soak_run(work=Path(tmp), messages=args.messages, minutes=args.minutes,
-                       devices=args.devices, say=lambda m: say("  " + m, quiet))
+                       devices=args.devices, rate=args.rate,
+                       say=lambda m: say("  " + m, quiet))
     result = {
         "benchmark": "pipeline-soak", **out, "cpus": os.cpu_count(),
         "targets": {"lost": 0, "unaccounted": 0, "duplicates_stored": 0,
