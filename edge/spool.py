@@ -51,8 +51,11 @@ with the time of the PUBACK); it leaves the spool when the cloud's
 confirmation covers it (:meth:`Spool.confirm`, written to the ``.ack`` file
 like an ack). :meth:`Spool.expire` returns records unconfirmed for longer than
 the confirm timeout to pending, so the normal drain publishes them again
-(oldest first, same identity, under the same rate limit and in-flight window)
--- the re-publish schedule is the FIFO of PUBACK times. A confirmation for a
+(oldest first, same identity, under the same rate limit and in-flight window).
+Each re-publication of a record doubles its timeout (up to
+``2**MAX_BACKOFF_LEVEL`` times): a cloud that is merely behind its backlog
+is not flooded with copies of what it has not reached yet. The schedule is one
+FIFO of PUBACK times per backoff level (O(1) per record). A confirmation for a
 record that is pending or leased again also settles it. After a restart,
 unconfirmed records are pending, so they are published (and confirmed) again.
 The byte bound, drop-oldest and drop counting cover unconfirmed records too.
@@ -86,6 +89,7 @@ MAX_RECORD = 16 * 1024 * 1024
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 
 PENDING, LEASED, ACKED, UNCONFIRMED = 0, 1, 2, 3
+MAX_BACKOFF_LEVEL = 5  # a record's confirm timeout doubles per re-publication, up to x32
 
 Key = tuple[int, int]  # (epoch, seq): the report identity within one device
 
@@ -250,7 +254,10 @@ class Spool:
         # unconfirmed records -> (segment, index, PUBACK time); the re-publish schedule is
         # the FIFO of (PUBACK time, key); entries whose time no longer matches are stale
         self._unconfirmed: dict[Key, tuple[_Segment, int, float]] = {}
-        self._schedule: collections.deque[tuple[float, Key]] = collections.deque()
+        self._schedule: list[collections.deque[tuple[float, Key]]] = [
+            collections.deque() for _ in range(MAX_BACKOFF_LEVEL + 1)
+        ]
+        self._level: dict[Key, int] = {}  # re-published records: their backoff level
         self._dir_dirty = False
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -425,7 +432,9 @@ class Spool:
                 elif seg.state[i] == UNCONFIRMED:
                     self.stats.unconfirmed -= 1
                 if seg.state[i] != ACKED:  # also expired ones, pending again
-                    self._unconfirmed.pop((seg.index.epochs[i], seg.index.seqs[i]), None)
+                    key = (seg.index.epochs[i], seg.index.seqs[i])
+                    self._unconfirmed.pop(key, None)
+                    self._level.pop(key, None)
             self._delete(seg)
             log.warning(
                 "spool full (%d > %d bytes): dropped the oldest %d unacknowledged reports "
@@ -595,7 +604,7 @@ class Spool:
             seg.n_leased -= 1
             seg.n_unconfirmed += 1
             self._unconfirmed[key] = (seg, i, now)
-            self._schedule.append((now, key))
+            self._schedule[self._level.get(key, 0)].append((now, key))
             n += 1
         self.stats.leased -= n
         self.stats.unconfirmed += n
@@ -617,6 +626,7 @@ class Spool:
             for key in keys:
                 ent = self._unconfirmed.pop(key, None)
                 lease = self._leases.pop(key, None)
+                self._level.pop(key, None)
                 if lease is not None and lease[0].state[lease[1]] == LEASED:
                     done.append(lease)  # published again meanwhile; its PUBACK is moot
                 elif ent is not None and ent[0].state[ent[1]] in (UNCONFIRMED, PENDING):
@@ -628,23 +638,26 @@ class Spool:
         return n
 
     def expire(self, now: float, timeout: float) -> int:
-        """Unconfirmed records older than ``timeout`` seconds go back to pending (they
-        are published again, oldest first). Returns how many."""
+        """Unconfirmed records older than their timeout (``timeout`` seconds, doubled per
+        earlier re-publication) go back to pending: they are published again, oldest
+        first. Returns how many."""
         self._check_open()
         n = 0
-        sched = self._schedule
-        while sched and sched[0][0] <= now - timeout:
-            t, key = sched.popleft()
-            ent = self._unconfirmed.get(key)
-            if ent is None or ent[2] != t:
-                continue  # confirmed, dropped or re-sent since
-            seg, i, _t = ent
-            if seg.state[i] != UNCONFIRMED:
-                continue
-            seg.state[i] = PENDING
-            seg.n_unconfirmed -= 1
-            seg.hint = min(seg.hint, i)
-            n += 1
+        for level, sched in enumerate(self._schedule):
+            limit = now - timeout * (1 << level)
+            while sched and sched[0][0] <= limit:
+                t, key = sched.popleft()
+                ent = self._unconfirmed.get(key)
+                if ent is None or ent[2] != t:
+                    continue  # confirmed, dropped or re-sent since
+                seg, i, _t = ent
+                if seg.state[i] != UNCONFIRMED:
+                    continue
+                seg.state[i] = PENDING
+                seg.n_unconfirmed -= 1
+                seg.hint = min(seg.hint, i)
+                self._level[key] = min(level + 1, MAX_BACKOFF_LEVEL)
+                n += 1
         self.stats.unconfirmed -= n
         self.stats.republished += n
         return n
@@ -656,21 +669,28 @@ class Spool:
         done = [(seg, i) for seg, i, _t in self._unconfirmed.values()
                 if seg.state[i] == UNCONFIRMED]
         self._unconfirmed.clear()
-        self._schedule.clear()
+        for sched in self._schedule:
+            sched.clear()
+        self._level.clear()
         n = self._settle(done)
         self.stats.acked += n
         return n
 
-    def next_expiry(self, timeout: float) -> float | None:
-        """When the oldest unconfirmed record times out (monotonic s), if any."""
-        sched = self._schedule
+    def _live_head(self, level: int) -> float | None:
+        sched = self._schedule[level]
         while sched:
             t, key = sched[0]
             ent = self._unconfirmed.get(key)
             if ent is not None and ent[2] == t and ent[0].state[ent[1]] == UNCONFIRMED:
-                return t + timeout
+                return t
             sched.popleft()
         return None
+
+    def next_expiry(self, timeout: float) -> float | None:
+        """When the next unconfirmed record times out (monotonic s), if any."""
+        due = [t + timeout * (1 << lv) for lv in range(len(self._schedule))
+               if (t := self._live_head(lv)) is not None]
+        return min(due) if due else None
 
     def _settle(self, done: list[tuple[_Segment, int]]) -> int:
         """Mark records acked for good (``.ack`` entries; emptied sealed segments go)."""
@@ -723,7 +743,8 @@ class Spool:
 
     def oldest_unconfirmed(self) -> float | None:
         """PUBACK time (monotonic s) of the longest-waiting unconfirmed record, if any."""
-        return self.next_expiry(0.0)
+        heads = [t for lv in range(len(self._schedule)) if (t := self._live_head(lv)) is not None]
+        return min(heads) if heads else None
 
     def oldest_stamp_ns(self) -> int | None:
         """Append time of the oldest unacknowledged record (loads at most one index)."""

@@ -48,8 +48,10 @@ def test_timeout_puts_unconfirmed_back_oldest_first(tmp_path: Path) -> None:
         assert sp.delivered([(1, 0), (1, 1), (1, 2)], now=50.0) == 2
         assert sp.stats.acks_unknown == 1
         # a late confirmation of an expired record not yet sent again settles it too
-        sp.delivered([], now=60.0)
-        assert sp.expire(100.0, 30.0) == 5
+        # seq 1, 2 were published again: their timeout doubled (due at 50 + 60)
+        assert sp.expire(100.0, 30.0) == 3
+        assert sp.next_expiry(30.0) == 110.0
+        assert sp.expire(110.0, 30.0) == 2
         assert sp.confirm(1, [(1, 5)]) == 5
         assert sp.stats.records == 0 and sp.pending == 0
 
@@ -129,3 +131,23 @@ def test_random_confirmation_traffic_matches_a_model(tmp_path: Path, seed: int) 
             if v == "unconfirmed" and s in pend:
                 state[s] = "pending"
     sp.close()
+
+
+def test_each_republication_doubles_the_timeout_up_to_a_cap(tmp_path: Path) -> None:
+    """A cloud that is only behind is not flooded: 30, 60, 120, ... s, at most x32."""
+    from edge.spool import MAX_BACKOFF_LEVEL
+
+    with Spool(tmp_path, max_bytes=1 << 20) as sp:
+        sp.append(_recs(1, range(1)))
+        now, due = 0.0, []
+        for _ in range(MAX_BACKOFF_LEVEL + 3):
+            sp.delivered([r.key for r in sp.lease(1)], now)
+            nxt = sp.next_expiry(30.0)
+            assert nxt is not None
+            due.append(nxt - now)
+            assert sp.expire(nxt - 0.001, 30.0) == 0
+            now = nxt
+            assert sp.expire(now, 30.0) == 1
+        assert due == [30.0 * 2 ** min(k, MAX_BACKOFF_LEVEL) for k in range(len(due))]
+        assert sp.confirm(1, [(0, 0)]) == 1
+        assert sp.stats.records == 0 and not sp._level
