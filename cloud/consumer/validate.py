@@ -33,15 +33,21 @@ def name_ok(name: str) -> bool:
     return NAME_RULE.fullmatch(name) is not None
 
 
-def _finite(**values: float | None) -> None:
-    for key, v in values.items():
+_FEATURES = ("rms", "peak", "crest", "kurtosis", "skewness", "velocity_rms", "v1x", "v2x",
+             "v3x", "vbpf", "env_bpfo", "env_bpfi", "env_bsf", "env_ftf", "env_kurtosis")
+
+
+def _finite(names: tuple[str, ...] | str, values: tuple[float | None, ...] | list[float]) -> None:
+    """Cheap on the good path (one isfinite per value); names only built on failure."""
+    for k, v in enumerate(values):
         if v is not None and not math.isfinite(v):
+            key = names[k] if isinstance(names, tuple) else f"{names}[{k}]"
             raise RemoteError("nonfinite", f"{key}={v} is not finite")
 
 
 def _spectrum(what: str, s: dsp.Spectrum, fs: float) -> None:
-    _finite(**{f"{what}.df": s.df, f"{what}.offset_db": s.offset_db, f"{what}.f0": s.f0,
-               f"{what}.step_db": s.step_db})
+    _finite((f"{what}.df", f"{what}.offset_db", f"{what}.f0", f"{what}.step_db"),
+            (s.df, s.offset_db, s.f0, s.step_db))
     top = s.f0 + s.df * max(0, s.n - 1)
     if top > fs / 2 * (1 + 1e-9):
         raise RemoteError(
@@ -49,7 +55,7 @@ def _spectrum(what: str, s: dsp.Spectrum, fs: float) -> None:
             f"Nyquist ({fs / 2} Hz)"
         )
     try:
-        quantize.unpack_codes(s.data, s.n)
+        quantize.check_codes(s.data, s.n)
     except ValueError as exc:
         raise RemoteError("blob", f"{what}: {exc}") from None
 
@@ -63,14 +69,11 @@ def check_report(r: dsp.Report) -> None:
                 raise RemoteError("name", f"{key} {value!r} breaks the name rule "
                                   "(letters, digits, -_.:, 1-64 chars)")
         f = r.features
-        _finite(fs=r.fs, duration_s=r.duration_s, rpm=r.speed.rpm, rms=f.rms, peak=f.peak,
-                crest=f.crest, kurtosis=f.kurtosis, skewness=f.skewness,
-                velocity_rms=f.velocity_rms, v1x=f.v1x, v2x=f.v2x, v3x=f.v3x, vbpf=f.vbpf,
-                env_bpfo=f.env_bpfo, env_bpfi=f.env_bpfi, env_bsf=f.env_bsf,
-                env_ftf=f.env_ftf, env_kurtosis=f.env_kurtosis)
-        _finite(**{f"band_rms[{i}]": v for i, v in enumerate(f.band_rms)})
-        _finite(**{f"bands[{i}]": v for i, b in enumerate(f.bands) for v in b})
-        _finite(**{f"velocity_band[{i}]": v for i, v in enumerate(f.velocity_band)})
+        _finite(("fs", "duration_s", "rpm"), (r.fs, r.duration_s, r.speed.rpm))
+        _finite(_FEATURES, tuple(getattr(f, k) for k in _FEATURES))
+        _finite("band_rms", f.band_rms)
+        _finite("bands", [v for b in f.bands for v in b])
+        _finite("velocity_band", f.velocity_band)
         if len(f.band_rms) != len(f.bands):
             raise RemoteError("lengths", f"band_rms has {len(f.band_rms)} values for "
                               f"{len(f.bands)} bands")
@@ -83,6 +86,6 @@ def check_report(r: dsp.Report) -> None:
         if r.envelope is not None:
             _spectrum("envelope", r.envelope, r.fs)
         if r.envelope_band is not None:
-            _finite(**{f"envelope_band[{i}]": v for i, v in enumerate(r.envelope_band)})
+            _finite("envelope_band", r.envelope_band)
     except RemoteError as err:
         raise RemoteError(err.kind, err.reason, identity=r.identity) from None
