@@ -106,6 +106,10 @@ class MqttConfig:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     failure_backoff_s: float = 5.0  # first pause after a PUBACK failure (doubles, max 300)
+    # End-to-end confirmation: keep reports after PUBACK until the cloud confirms them on
+    # {topic_prefix}/acks/{device}; publish unconfirmed ones again after confirm_timeout_s.
+    confirm: bool = True
+    confirm_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +171,11 @@ class EdgeConfig:
 
     def topic(self, leaf: Literal["reports", "status"]) -> str:
         return f"{self.mqtt.topic_prefix}/devices/{self.device}/{leaf}"
+
+    @property
+    def acks_topic(self) -> str:
+        """Where the cloud confirms this device's committed reports (cloud-written)."""
+        return f"{self.mqtt.topic_prefix}/acks/{self.device}"
 
 
 def parse_size(value: object) -> int:
@@ -546,9 +555,13 @@ def config_from_dict(
         c.fail(f"mqtt.port must be in 1..65535, got {mqtt.port}")
     if mqtt.client_id and not NAME_RE.match(mqtt.client_id):
         c.fail(f"mqtt.client_id must be {NAME_RULE}, got {mqtt.client_id!r}")
-    if not 8 * 1024 <= mqtt.max_message_bytes <= 256 * 1024 * 1024:
-        c.fail(f"mqtt.max_message_bytes must be in 8 KiB..256 MiB, got {mqtt.max_message_bytes}")
-    for name in ("publish_rate", "reconnect_min_s", "reconnect_max_s", "failure_backoff_s"):
+    too_big = mqtt.max_message_bytes > AWS_MAX_MESSAGE and mqtt.transport != "awsiot"
+    if mqtt.max_message_bytes < 8 * 1024 or too_big:  # (awsiot: reported above)
+        # the broker (AWS IoT Core; the generated Mosquitto config: max_packet_size)
+        # disconnects a client that sends a bigger packet
+        c.fail(f"mqtt.max_message_bytes must be in 8 KiB..128 KiB, got {mqtt.max_message_bytes}")
+    for name in ("publish_rate", "reconnect_min_s", "reconnect_max_s", "failure_backoff_s",
+                 "confirm_timeout_s"):
         _positive(c, getattr(mqtt, name), f"mqtt.{name}")
     if not 1 <= mqtt.inflight <= 65535:
         c.fail(f"mqtt.inflight must be in 1..65535, got {mqtt.inflight}")
