@@ -2,6 +2,13 @@
 
     python -m bench.pipeline [--json] [--runs 3] [--reports 20000] [--latency-seconds 10]
     python -m bench.pipeline --json --store postgresql --consumers 2 --chaos
+    python -m bench.pipeline --json --soak --messages 100000 [--minutes M]
+
+With ``--soak`` the benchmark is the soak run described in :mod:`bench._soak`
+(mixed good and bad load, edge devices with spools and confirmations, the broker
+SIGKILLed with a 60 s autosave window, the consumer away past its session expiry,
+an intruder in the shared group; targets lost == 0, unaccounted == 0,
+duplicates_stored == 0, consumer_rss_peak_mb <= 300).
 
 With ``--chaos``, ``--consumers`` > 1 or a ``--store`` other than ``sqlite``
 the benchmark is the chaos run described in :mod:`bench._chaos` (faults
@@ -20,7 +27,11 @@ Per run, two phases, each with a fresh consumer and database:
 
 * **saturation**: ``--reports`` reports published as fast as the broker takes
   them. ``reports_per_s`` = reports / (last result committed - first
-  published); ``invocations_per_report`` = endpoint calls / reports.
+  published); ``invocations_per_report`` = endpoint calls / reports. The
+  saturation phase runs twice, with the consumer's end-to-end confirmations off
+  and on (``[confirm] enabled``; on: one confirmation message per device per
+  commit): ``reports_per_s_confirm_off`` / ``_on`` and their ratio
+  ``confirm_throughput_ratio`` (target >= 0.9); ``reports_per_s`` is the on one.
 * **latency**: 500 reports/s offered (a message every 16 ms) for
   ``--latency-seconds``; ``p50_ms`` / ``p99_ms`` of (result committed -
   published), both clocks this machine's.
@@ -106,7 +117,7 @@ class Phase:
     """One consumer process over one fresh database."""
 
     def __init__(self, work: Path, name: str, broker: Mosquitto, server: ModelServerProcess,
-                 topic_root: str) -> None:
+                 topic_root: str, *, confirm: bool = True) -> None:
         self.db = work / f"{name}.db"
         self.log = work / f"{name}.log"
         cfg = consumer_config(
@@ -115,6 +126,7 @@ class Phase:
             batch={"max_size": 128, "max_delay_ms": 50},  # the defaults
             store={"synchronous": "full"},
             endpoint={"max_concurrency": 4},
+            confirm={"enabled": confirm},
         )
         self.proc = ConsumerProcess(write_toml(work / f"{name}.toml", cfg), self.log)
 
@@ -170,24 +182,38 @@ def run_once(run: int, work: Path, broker: Mosquitto, server: ModelServerProcess
                             dsp.encode_batch(d, by_dev[d][k])))
         return out, ids
 
-    # -- saturation -----------------------------------------------------------------------
-    sat_msgs, sat_ids = messages(n_reports, 0)
-    phase = Phase(work, f"sat{run}", broker, server, topic_root)
-    phase.start()
-    say(f"run {run}: saturation, {len(sat_ids)} reports in {len(sat_msgs)} messages", quiet)
-    with Publisher("127.0.0.1", broker.port, f"bench-pub-sat{run}", max_inflight=200) as pub:
-        for topic, payload in sat_msgs:
-            pub.publish(topic, payload)
-        phase.wait(len(sat_ids), 120)
-    sat_stats = phase.stop()
-    rows, sat_lost, sat_dups = _account(phase.db, sat_ids)
-    first_pub = min(p for *_, p, _ in rows if p is not None)
-    last_stored = max(s for *_, s in rows)
-    rps = len(rows) / ((last_stored - first_pub) / 1e9)
-    inv = sat_stats["counters"]["invocations"] / max(1, len(sat_ids))
-    cpu_us = sat_stats["cpu_s"] / max(1, len(sat_ids)) * 1e6
-    say(f"  {rps:.0f} reports/s, {inv:.4f} invocations/report, lost {sat_lost}, "
-        f"consumer CPU {cpu_us:.0f} us/report, batches {sat_stats['batches_by_reason']}", quiet)
+    # -- saturation, confirmations off then on ------------------------------------------
+    sat_rps: dict[bool, float] = {}
+    sat_lost = sat_dups = 0
+    inv = cpu_us = 0.0
+    # alternate the order per run: the first phase of a run pays for warm-up
+    for confirm in ((False, True) if run % 2 == 0 else (True, False)):
+        tag = "on" if confirm else "off"
+        root = f"{topic_root}{tag}"
+        sat_msgs, sat_ids = messages(n_reports, 0)
+        sat_msgs = [(t.replace(topic_root, root, 1), p) for t, p in sat_msgs]
+        phase = Phase(work, f"sat{run}{tag}", broker, server, root, confirm=confirm)
+        phase.start()
+        say(f"run {run}: saturation (confirmations {tag}), {len(sat_ids)} reports in "
+            f"{len(sat_msgs)} messages", quiet)
+        with Publisher("127.0.0.1", broker.port, f"bench-pub-sat{run}{tag}",
+                       max_inflight=200) as pub:
+            for topic, payload in sat_msgs:
+                pub.publish(topic, payload)
+            phase.wait(len(sat_ids), 120)
+        sat_stats = phase.stop()
+        rows, lost, dups = _account(phase.db, sat_ids)
+        sat_lost += lost
+        sat_dups += dups
+        first_pub = min(p for *_, p, _ in rows if p is not None)
+        last_stored = max(s for *_, s in rows)
+        sat_rps[confirm] = len(rows) / ((last_stored - first_pub) / 1e9)
+        inv = sat_stats["counters"]["invocations"] / max(1, len(sat_ids))
+        cpu_us = sat_stats["cpu_s"] / max(1, len(sat_ids)) * 1e6
+        say(f"  {sat_rps[confirm]:.0f} reports/s, {inv:.4f} invocations/report, lost {lost}, "
+            f"consumer CPU {cpu_us:.0f} us/report, confirmation messages "
+            f"{sat_stats['counters'].get('confirmations_sent', 0)}", quiet)
+    rps = sat_rps[True]
 
     # -- latency at 500 reports/s offered ---------------------------------------------------
     n_lat = int(OFFERED_RPS * latency_s)
@@ -213,6 +239,9 @@ def run_once(run: int, work: Path, broker: Mosquitto, server: ModelServerProcess
     say(f"  p50 {p50:.1f} ms, p99 {p99:.1f} ms, lost {lat_lost}", quiet)
     return {
         "reports_per_s": rps,
+        "reports_per_s_confirm_off": sat_rps[False],
+        "reports_per_s_confirm_on": sat_rps[True],
+        "confirm_throughput_ratio": sat_rps[True] / sat_rps[False],
         "invocations_per_report": inv,
         "p50_ms": p50,
         "p99_ms": p99,
@@ -235,8 +264,19 @@ def main() -> None:
                     "restart a consumer")
     ap.add_argument("--poison", type=int, default=3, help="poison reports (chaos run)")
     ap.add_argument("--outage-s", type=float, default=1.5, help="503 outage length (chaos run)")
+    ap.add_argument("--soak", action="store_true", help="mixed load + fault schedule with "
+                    "edge spools and confirmations (see bench/_soak.py)")
+    ap.add_argument("--messages", type=int, default=10_000, help="soak length in messages")
+    ap.add_argument("--minutes", type=float, default=None, help="soak length in minutes "
+                    "(instead of --messages)")
+    ap.add_argument("--devices", type=int, default=8, help="edge devices (soak)")
+    ap.add_argument("--rate", type=float, default=150.0,
+                    help="soak: good messages offered per second (8 reports each)")
     args = ap.parse_args()
     quiet = args.json
+    if args.soak:
+        _soak_main(args, quiet)
+        return
     if args.chaos or args.consumers > 1 or args.store != "sqlite":
         _chaos_main(args, quiet)
         return
@@ -253,6 +293,9 @@ def main() -> None:
     result = {
         "benchmark": "pipeline",
         "reports_per_s": round(med["reports_per_s"], 1),
+        "reports_per_s_confirm_off": round(med["reports_per_s_confirm_off"], 1),
+        "reports_per_s_confirm_on": round(med["reports_per_s_confirm_on"], 1),
+        "confirm_throughput_ratio": round(med["confirm_throughput_ratio"], 3),
         "invocations_per_report": round(med["invocations_per_report"], 5),
         "p50_ms": round(med["p50_ms"], 1),
         "p99_ms": round(med["p99_ms"], 1),
@@ -266,8 +309,24 @@ def main() -> None:
         "offered_reports_per_s": OFFERED_RPS,
         "saturation_reports": args.reports,
         "cpus": os.cpu_count(),
-        "targets": {"reports_per_s": ">=2000", "invocations_per_report": "<=0.03125",
+        "targets": {"reports_per_s": ">=2000", "confirm_throughput_ratio": ">=0.9",
+                    "invocations_per_report": "<=0.03125",
                     "p99_ms": "<=250", "lost": 0, "duplicates_stored": 0},
+    }
+    print(json.dumps(result))
+
+
+def _soak_main(args: argparse.Namespace, quiet: bool) -> None:
+    from bench._soak import soak_run
+
+    with tempfile.TemporaryDirectory(prefix="pw-soak-") as tmp:
+        out = soak_run(work=Path(tmp), messages=args.messages, minutes=args.minutes,
+                       devices=args.devices, rate=args.rate,
+                       say=lambda m: say("  " + m, quiet))
+    result = {
+        "benchmark": "pipeline-soak", **out, "cpus": os.cpu_count(),
+        "targets": {"lost": 0, "unaccounted": 0, "duplicates_stored": 0,
+                    "consumer_rss_peak_mb": "<=300"},
     }
     print(json.dumps(result))
 

@@ -73,6 +73,19 @@ def unpack_codes(data: bytes, n: int) -> NDArray[np.uint8]:
     return np.cumsum(delta, dtype=np.uint64).astype(np.uint8)
 
 
+def check_codes(data: bytes, n: int) -> None:
+    """Raise ValueError unless ``data`` decodes to exactly ``n`` codes (validation only:
+    no cumulative sum, no array)."""
+    if not 0 <= n <= MAX_LINES:
+        raise ValueError(f"line count must be in 0..{MAX_LINES}, got {n}")
+    try:
+        raw = _decompressor.decompress(data, max_output_size=n + 1)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"spectrum data is not valid {CODEC}: {exc}") from None
+    if len(raw) != n:
+        raise ValueError(f"spectrum data holds {len(raw)} lines, header says {n}")
+
+
 def reduce_lines(values: NDArray[np.floating], lines: int) -> NDArray[np.floating]:
     """Keep the first ``lines`` lines, max-pooling groups when there are many more.
 

@@ -15,6 +15,7 @@ and dedupe per report without re-encoding.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -27,8 +28,11 @@ SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 
 NonNeg = Annotated[float, msgspec.Meta(ge=0)]
-DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]  # = AWS IoT thing name
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: DESIGN.md's name rule (device, site, pump, channel): letters, digits and ``-_.:``,
+#: 1-64 characters; no MQTT wildcards, separators or control characters
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+DeviceName = Name  # = the AWS IoT thing name
 
 # Quality flags (bitmask in Quality.flags)
 Q_NONFINITE = 1 << 0  # NaN/inf samples were replaced by 0 before analysis
@@ -184,7 +188,7 @@ class ReportBatch(msgspec.Struct, frozen=True):
     reports: list[msgspec.Raw]
 
 
-DecodeKind = Literal["malformed", "schema", "version"]
+DecodeKind = Literal["malformed", "schema", "version", "name"]
 
 
 class ReportDecodeError(ValueError):
@@ -192,7 +196,8 @@ class ReportDecodeError(ValueError):
 
     ``kind``: ``malformed`` (not msgpack, truncated, bad UTF-8), ``schema`` (valid
     msgpack that breaks the schema: a wrong type, a missing field, a value out of
-    range) or ``version`` (a schema version this decoder does not know).
+    range), ``name`` (a name that breaks the name rule, :data:`NAME_PATTERN`) or
+    ``version`` (a schema version this decoder does not know).
     """
 
     def __init__(
@@ -251,17 +256,41 @@ def _head_version(data: bytes) -> object:
 
 
 def _kind(exc: Exception) -> DecodeKind:
-    return "schema" if isinstance(exc, msgspec.ValidationError) else "malformed"
+    if not isinstance(exc, msgspec.ValidationError):
+        return "malformed"
+    return "name" if "matching regex" in str(exc) else "schema"
+
+
+_any_decoder = msgspec.msgpack.Decoder()
 
 
 def _best_identity(data: bytes) -> tuple[str, int, int] | None:
+    """(device, epoch, seq) of a report that failed to decode, if its head is intact."""
     try:
-        h = _head_decoder.decode(data)
+        obj = _any_decoder.decode(data)
     except _BAD_INPUT:
         return None
-    if isinstance(h.device, str) and isinstance(h.epoch, int) and isinstance(h.seq, int):
-        return (h.device, h.epoch, h.seq)
+    if isinstance(obj, list) and len(obj) >= 4:  # positional (array_like), as encoded
+        device, epoch, seq = obj[1], obj[2], obj[3]
+    elif isinstance(obj, dict):
+        device, epoch, seq = obj.get("device"), obj.get("epoch"), obj.get("seq")
+    else:
+        return None
+    if (isinstance(device, str) and isinstance(epoch, int) and isinstance(seq, int)
+            and not isinstance(epoch, bool) and not isinstance(seq, bool)):
+        return (device, epoch, seq)
     return None
+
+
+def _reason(exc: Exception, fields: tuple[str, ...]) -> str:
+    """msgspec's message, with a top-level position (``$[5]``) named (``pump``)."""
+    text = str(exc)
+    m = re.search(r"at `\$\[(\d+)\]", text)
+    if m and int(m.group(1)) < len(fields):
+        text += f" (field {fields[int(m.group(1))]})"
+    if "matching regex" in text:
+        text = f"name rule broken (letters, digits, -_.:, 1-64 chars): {text}"
+    return text
 
 
 def decode_report(data: bytes | msgspec.Raw) -> Report:
@@ -273,7 +302,8 @@ def decode_report(data: bytes | msgspec.Raw) -> Report:
         ident = _best_identity(raw)
         _check_version(_head_version(raw), "report", ident)
         raise ReportDecodeError(
-            f"invalid report: {exc}", identity=ident, kind=_kind(exc)
+            f"invalid report: {_reason(exc, Report.__struct_fields__)}", identity=ident,
+            kind=_kind(exc),
         ) from None
     _check_version(report.v, "report", report.identity)
     return report
@@ -296,7 +326,10 @@ def decode_batch(data: bytes) -> ReportBatch:
         batch = _batch_decoder.decode(data)
     except _BAD_INPUT as exc:
         _check_version(_head_version(data), "batch")
-        raise ReportDecodeError(f"invalid report batch: {exc}", kind=_kind(exc)) from None
+        raise ReportDecodeError(
+            f"invalid report batch: {_reason(exc, ReportBatch.__struct_fields__)}",
+            kind=_kind(exc),
+        ) from None
     _check_version(batch.v, "batch")
     return batch
 

@@ -45,7 +45,17 @@ from .publisher import Publisher
 from .ring import Chunk, SampleRing
 from .sources import channel_index
 from .spool import Spool, SpoolError
-from .transport import Acked, Connected, Disconnected, Event, Transport, TransportError, Will
+from .transport import (
+    Acked,
+    Connected,
+    Disconnected,
+    Event,
+    Message,
+    Subscribed,
+    Transport,
+    TransportError,
+    Will,
+)
 from .transports import make_transport
 
 log = logging.getLogger(__name__)
@@ -120,6 +130,7 @@ class Agent:
             rate=cfg.mqtt.publish_rate,
             inflight=cfg.mqtt.inflight,
             failure_backoff_s=cfg.mqtt.failure_backoff_s,
+            confirm_timeout_s=cfg.mqtt.confirm_timeout_s if cfg.mqtt.confirm else None,
             now=time.monotonic(),
         )
         self.status_topic = cfg.topic("status")
@@ -137,7 +148,8 @@ class Agent:
         ).encode()
         will = Will(self.status_topic, will_payload)
         self.transport: Transport = transport or make_transport(
-            cfg.mqtt, client_id=cfg.client_id, will=will
+            cfg.mqtt, client_id=cfg.client_id, will=will,
+            subscribe=cfg.acks_topic if cfg.mqtt.confirm else None,
         )
         self.publisher.transport_resends = self.transport.resends_inflight
         self._lock = threading.Lock()  # guards the spool and the publisher
@@ -305,6 +317,10 @@ class Agent:
                 "inflight": pub.inflight,
                 "inflight_peak": pub.inflight_peak,
                 "inflight_max": pub.inflight_capacity,
+                # end-to-end confirmation: "on", "off" (config), "refused" (no read grant on
+                # the acks topic: a PUBACK settles meanwhile)
+                "confirmations": "off" if self.publisher.confirm_timeout_s is None
+                else "on" if self.publisher.confirming else "refused",
             },
             "spool": {
                 "reports": sp.records,
@@ -313,6 +329,13 @@ class Agent:
                 "peak_bytes": sp.peak_bytes,
                 "dropped": sp.dropped,
                 "recovered": sp.recovered,
+                # end-to-end confirmation: PUBACKed, not yet confirmed by the cloud
+                "unconfirmed": sp.unconfirmed,
+                "unconfirmed_oldest_age_s": None
+                if (t_unc := self.spool.oldest_unconfirmed()) is None
+                else round(now - t_unc, 1),
+                "republished": sp.republished,
+                "confirmed": sp.confirmed,
                 "oldest_age_s": None
                 if oldest is None
                 else round((time.time_ns() - oldest) / 1e9, 1),
@@ -368,6 +391,12 @@ class Agent:
             if isinstance(ev, Acked):
                 with self._lock:
                     self.publisher.on_ack(ev.token, ev.ok, ev.reason, now)
+            elif isinstance(ev, Message):
+                with self._lock:
+                    self.publisher.on_confirm(ev.payload)
+            elif isinstance(ev, Subscribed):
+                with self._lock:
+                    self.publisher.on_subscribed(ev.ok, ev.reason)
             elif isinstance(ev, Connected):
                 self.connects += 1
                 self.link_state, self.link_since = "connected", now

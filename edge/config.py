@@ -91,11 +91,18 @@ class MqttConfig(MqttSection, frozen=True, kw_only=True, forbid_unknown_fields=T
     inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 20
     reconnect_max_s: PositiveS = 60.0
     failure_backoff_s: PositiveS = 5.0  # first pause after a PUBACK failure (doubles, max 300)
+    # End-to-end confirmation: keep reports after PUBACK until the cloud confirms them on
+    # {topic_prefix}/acks/{device}; publish unconfirmed ones again after confirm_timeout_s.
+    confirm: bool = True
+    confirm_timeout_s: PositiveS = 120.0
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if not 8 * 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
-            out.append(f"max_message_bytes must be in 8 KiB..256 MiB, got "
+        too_big = self.max_message_bytes > AWS_MAX_MESSAGE and self.transport != "awsiot"
+        if self.max_message_bytes < 8 * 1024 or too_big:  # (awsiot: reported below)
+            # the broker (AWS IoT Core; the generated Mosquitto config: max_packet_size)
+            # disconnects a client that sends a bigger packet
+            out.append(f"max_message_bytes must be in 8 KiB..128 KiB, got "
                        f"{self.max_message_bytes}")
         if self.transport == "awsiot":
             out += self._awsiot_problems()
@@ -333,6 +340,11 @@ class EdgeConfig:
 
     def topic(self, leaf: Literal["reports", "status"]) -> str:
         return f"{self.mqtt.topic_prefix}/devices/{self.device}/{leaf}"
+
+    @property
+    def acks_topic(self) -> str:
+        """Where the cloud confirms this device's committed reports (cloud-written)."""
+        return f"{self.mqtt.topic_prefix}/acks/{self.device}"
 
 
 def _resolved(data: Mapping[str, Any], base_dir: Path | None) -> tuple[dict[str, Any],

@@ -49,7 +49,16 @@ from awscrt import mqtt5
 from awsiot import mqtt5_client_builder
 
 from .config import MqttConfig
-from .transport import Acked, Connected, Disconnected, Emit, TransportError, Will
+from .transport import (
+    Acked,
+    Connected,
+    Disconnected,
+    Emit,
+    Message,
+    Subscribed,
+    TransportError,
+    Will,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +95,15 @@ class AwsIotTransport:
 
     resends_inflight = False  # see the module docstring
 
-    def __init__(self, cfg: MqttConfig, *, client_id: str, will: Will | None = None) -> None:
+    def __init__(
+        self, cfg: MqttConfig, *, client_id: str, will: Will | None = None,
+        subscribe: str | None = None,
+    ) -> None:
         if cfg.tls is None or not cfg.tls.cert or not cfg.tls.key:
             raise ValueError("the awsiot transport needs mqtt.tls.cert and mqtt.tls.key")
         self.cfg = cfg
         self.client_id = client_id
+        self.subscribe = subscribe
         self._emit: Emit | None = None
         self._connected = threading.Event()
         self._stopped = threading.Event()
@@ -126,6 +139,7 @@ class AwsIotTransport:
             on_lifecycle_connection_failure=self._on_failure,
             on_lifecycle_disconnection=self._on_disconnection,
             on_lifecycle_stopped=self._on_stopped,
+            on_publish_received=self._on_publish_received,
             **kw,
         )
 
@@ -141,6 +155,11 @@ class AwsIotTransport:
             present,
         )
         self._connected.set()
+        if self.subscribe is not None:  # every connection (AWS IoT may have lost the session)
+            sub = mqtt5.SubscribePacket(subscriptions=[
+                mqtt5.Subscription(topic_filter=self.subscribe, qos=mqtt5.QoS.AT_LEAST_ONCE)
+            ])
+            self._client.subscribe(sub).add_done_callback(self._subscribed)
         settings = data.negotiated_settings
         limit = getattr(settings, "maximum_packet_size_to_server", None) if settings else None
         if self._emit:
@@ -168,6 +187,24 @@ class AwsIotTransport:
                     "mqtt(awsiot): disconnected: %s", why)
         if self._emit:
             self._emit(Disconnected(why))
+
+    def _subscribed(self, fut: Future[Any]) -> None:
+        exc = fut.exception()
+        codes = [] if exc is not None else list(getattr(fut.result(), "reason_codes", []) or [])
+        if exc is not None and getattr(exc, "name", None) in _LINK_ERRORS:
+            return  # the link went down first: subscribed again on the next connection
+        ok = exc is None and all(int(c) < 0x80 for c in codes)
+        why = _error_text(exc) if exc is not None else ", ".join(
+            puback_reason(c)[1] for c in codes)
+        if not ok:
+            log.error("mqtt(awsiot): subscription to %s refused: %s", self.subscribe, why)
+        if self._emit:
+            self._emit(Subscribed(ok, why))
+
+    def _on_publish_received(self, data: mqtt5.PublishReceivedData) -> None:
+        packet = data.publish_packet
+        if self._emit and packet is not None:
+            self._emit(Message(packet.topic, bytes(packet.payload or b"")))
 
     def _on_stopped(self, _data: mqtt5.LifecycleStoppedData) -> None:
         self._connected.clear()

@@ -14,7 +14,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from .config import MqttConfig
-from .transport import Acked, Connected, Disconnected, Emit, TransportError, Will
+from .transport import (
+    Acked,
+    Connected,
+    Disconnected,
+    Emit,
+    Message,
+    Subscribed,
+    TransportError,
+    Will,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +42,13 @@ class PahoTransport:
 
     resends_inflight = True
 
-    def __init__(self, cfg: MqttConfig, *, client_id: str, will: Will | None = None) -> None:
+    def __init__(
+        self, cfg: MqttConfig, *, client_id: str, will: Will | None = None,
+        subscribe: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.client_id = client_id
+        self.subscribe = subscribe
         self._emit: Emit | None = None
         self._connected = threading.Event()
         self._stopping = False  # our own clean disconnect: logged at INFO, not WARNING
@@ -66,6 +79,8 @@ class PahoTransport:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_connect_fail = self._on_connect_fail
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self._client = c
 
     # -- paho callbacks (network thread) -------------------------------------------------
@@ -92,6 +107,9 @@ class PahoTransport:
             flags.session_present,
         )
         self._connected.set()
+        if self.subscribe is not None:
+            # every connection: a broker without our session must learn it again
+            _c.subscribe(self.subscribe, qos=1)
         if self._emit:
             limit = getattr(props, "MaximumPacketSize", None) if props is not None else None
             self._emit(Connected(bool(flags.session_present), limit))
@@ -116,6 +134,20 @@ class PahoTransport:
     def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
         if self._emit:
             self._emit(Disconnected("connect failed"))
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        for r in reasons:
+            ok, why = _reason(r)
+            if not ok:
+                log.error("mqtt: subscription to %s refused: %s", self.subscribe, why)
+            if self._emit:
+                self._emit(Subscribed(ok, why))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._emit:
+            self._emit(Message(msg.topic, bytes(msg.payload)))
 
     def _on_publish(
         self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Properties | None

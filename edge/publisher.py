@@ -14,7 +14,12 @@ does the sending. Time is passed in (``now``, monotonic seconds).
 * The caller publishes each batch and reports the transport's token with
   :meth:`Publisher.sent` (or :meth:`Publisher.send_failed`).
 * :meth:`Publisher.on_ack` settles a token: success acks its reports in the
-  spool (they are gone for good); a failure reason code (e.g. 0x87 not
+  spool (they are gone for good) -- or, with end-to-end confirmation on
+  (``confirm_timeout_s`` set), makes them *unconfirmed*: they stay until a
+  confirmation from the cloud covers them (:meth:`Publisher.on_confirm`), and
+  :meth:`Publisher.poll` first returns those unconfirmed for longer than the
+  confirm timeout to the pending queue, so they go out again (same identity,
+  oldest first) under the same window and rate as any other; a failure reason code (e.g. 0x87 not
   authorized, 0x97 quota exceeded) is logged with the reason, the reports go
   back to the spool, and publishing pauses for ``failure_backoff_s`` (doubling
   per consecutive failure up to 300 s, jittered): no hot retry loop.
@@ -31,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dsp
+from dsp.confirm import ConfirmDecodeError, decode_confirmation
 
 from .spool import Key, Spool
 
@@ -62,6 +68,10 @@ class PublisherStats:
     inflight_peak: int = 0
     inflight_capacity: int = 0
     rate_limited: int = 0  # polls that had work but no rate token
+    confirmations: int = 0  # confirmation messages received
+    confirmations_invalid: int = 0  # undecodable, or for another device
+    confirmed_reports: int = 0  # reports settled by confirmations
+    confirm_refused: int = 0  # acks subscriptions refused (PUBACK settles meanwhile)
     last_error: str | None = None
     last_error_at: float | None = None
 
@@ -100,6 +110,7 @@ class Publisher:
     inflight: int = 20
     failure_backoff_s: float = 5.0
     transport_resends: bool = True
+    confirm_timeout_s: float | None = None  # None: PUBACK settles (no confirmations)
     now: float = 0.0
     rng: Callable[[], float] = random.random
     stats: PublisherStats = field(default_factory=PublisherStats)
@@ -110,6 +121,7 @@ class Publisher:
         self._inflight: dict[int, Outgoing] = {}
         self._hold_until = 0.0
         self._failures = 0
+        self._confirm_ok = True  # the acks subscription was not refused
         # a batch wraps raw reports verbatim: envelope + list header (<= 5 bytes)
         self._overhead = len(dsp.encode_batch(self.device, [])) + 5
         self._configured_room = self.max_message_bytes - self._overhead
@@ -145,6 +157,8 @@ class Publisher:
     def poll(self, now: float, limit: int | None = None) -> list[Outgoing]:
         """Batches to publish now (their reports are leased from the spool)."""
         out: list[Outgoing] = []
+        if self.confirm_timeout_s is not None and self._confirm_ok:
+            self.spool.expire(now, self.confirm_timeout_s)
         if not self.connected or self.held(now):
             return out
         while len(self._inflight) + len(out) < self.inflight and (
@@ -187,13 +201,55 @@ class Publisher:
         if out is None:
             return  # not ours (a status message) or already settled
         if ok:
-            self.spool.ack(out.keys)
+            if not self.confirming:
+                self.spool.ack(out.keys)
+            else:
+                self.spool.delivered(out.keys, now)
             self.stats.acked_messages += 1
             self.stats.acked_reports += len(out.keys)
             self._failures = 0
             return
         self.spool.release(out.keys)
         self._fail(f"PUBACK refused: {reason}", now, out)
+
+    @property
+    def confirming(self) -> bool:
+        """Whether PUBACKed reports wait for the cloud's confirmation now."""
+        return self.confirm_timeout_s is not None and self._confirm_ok
+
+    def on_subscribed(self, ok: bool, reason: str) -> None:
+        """The broker's answer to the acks subscription. Refused (the device may not read
+        its acks topic: a policy or ACL without the grant), confirmations cannot arrive, so
+        a PUBACK settles again (the guarantee is the broker's) until a later connection's
+        subscription is granted; waiting ones are settled now. Logged, and in the status."""
+        if self.confirm_timeout_s is None or ok == self._confirm_ok:
+            return
+        self._confirm_ok = ok
+        if ok:
+            log.info("confirmations available again: reports wait for them after PUBACK")
+            return
+        n = self.spool.settle_unconfirmed()
+        self.stats.confirm_refused += 1
+        log.error("the broker refused the confirmations subscription (%s): a PUBACK settles "
+                  "reports until it is granted (%d PUBACKed reports settled now); grant the "
+                  "device read on its acks topic", reason, n)
+
+    def on_confirm(self, payload: bytes) -> int:
+        """A confirmation from the cloud: settle the reports it covers. Returns how many."""
+        try:
+            msg = decode_confirmation(payload)
+        except ConfirmDecodeError as exc:
+            self.stats.confirmations_invalid += 1
+            log.warning("ignoring a bad confirmation: %s", exc)
+            return 0
+        if msg.device != self.device:
+            self.stats.confirmations_invalid += 1
+            log.warning("ignoring a confirmation for device %r", msg.device)
+            return 0
+        self.stats.confirmations += 1
+        n = sum(self.spool.confirm(e.epoch, e.ranges) for e in msg.epochs)
+        self.stats.confirmed_reports += n
+        return n
 
     def _fail(self, reason: str, now: float, out: Outgoing) -> None:
         self.stats.failed_messages += 1
@@ -222,6 +278,10 @@ class Publisher:
             return self._hold_until - now
         if self.connected and self.spool.pending and len(self._inflight) < self.inflight:
             return self._bucket.wait_s(now)
+        if self.confirm_timeout_s is not None and self._confirm_ok:
+            t = self.spool.next_expiry(self.confirm_timeout_s)
+            if t is not None:
+                return max(0.0, min(1.0, t - now))
         return 1.0
 
     @property

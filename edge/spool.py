@@ -45,12 +45,28 @@ them for good; :meth:`Spool.release` puts them back (a failed PUBACK, a
 dropped connection). After a restart nothing is leased, so everything not
 acked is sent again.
 
+End-to-end confirmation (the broker is not trusted with data): with it on, a
+PUBACK only makes a record *unconfirmed* (:meth:`Spool.delivered`, in memory
+with the time of the PUBACK); it leaves the spool when the cloud's
+confirmation covers it (:meth:`Spool.confirm`, written to the ``.ack`` file
+like an ack). :meth:`Spool.expire` returns records unconfirmed for longer than
+the confirm timeout to pending, so the normal drain publishes them again
+(oldest first, same identity, under the same rate limit and in-flight window).
+Each re-publication of a record doubles its timeout (up to
+``2**MAX_BACKOFF_LEVEL`` times): a cloud that is merely behind its backlog
+is not flooded with copies of what it has not reached yet. The schedule is one
+FIFO of PUBACK times per backoff level (O(1) per record). A confirmation for a
+record that is pending or leased again also settles it. After a restart,
+unconfirmed records are pending, so they are published (and confirmed) again.
+The byte bound, drop-oldest and drop counting cover unconfirmed records too.
+
 The spool does no clock reads: callers pass ``stamp_ns`` (append time) and
 ``now_ns`` where ages are wanted.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import logging
@@ -72,7 +88,8 @@ _ACK = struct.Struct("<II")
 MAX_RECORD = 16 * 1024 * 1024
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 
-PENDING, LEASED, ACKED = 0, 1, 2
+PENDING, LEASED, ACKED, UNCONFIRMED = 0, 1, 2, 3
+MAX_BACKOFF_LEVEL = 5  # a record's confirm timeout doubles per re-publication, up to x32
 
 Key = tuple[int, int]  # (epoch, seq): the report identity within one device
 
@@ -112,6 +129,10 @@ class SpoolStats:
     corrupt_bytes: int = 0  # damaged bytes skipped or truncated at open
     torn_tails: int = 0  # segments whose tail was truncated at open
     acks_unknown: int = 0  # acks for keys not leased (e.g. dropped meanwhile)
+    unconfirmed: int = 0  # PUBACKed, awaiting the cloud's confirmation (current)
+    confirmed: int = 0  # records settled by a confirmation
+    confirms_unknown: int = 0  # confirmed identities not waiting here (settled already)
+    republished: int = 0  # unconfirmed past the confirm timeout, put back to pending
 
 
 def encode_record(epoch: int, seq: int, stamp_ns: int, payload: bytes) -> bytes:
@@ -173,6 +194,7 @@ class _Segment:
         "index",
         "n_acked",
         "n_leased",
+        "n_unconfirmed",
         "path",
         "sealed",
         "size",
@@ -187,6 +209,7 @@ class _Segment:
         self.state = bytearray()  # per record: PENDING / LEASED / ACKED
         self.n_acked = 0
         self.n_leased = 0
+        self.n_unconfirmed = 0
         self.index: _Index | None = None
         self.fd: int | None = None  # only the active segment is open for writing
         self.ack_fd: int | None = None
@@ -228,6 +251,13 @@ class Spool:
         self.stats = SpoolStats()
         self._segments: list[_Segment] = []
         self._leases: dict[Key, tuple[_Segment, int]] = {}
+        # unconfirmed records -> (segment, index, PUBACK time); the re-publish schedule is
+        # the FIFO of (PUBACK time, key); entries whose time no longer matches are stale
+        self._unconfirmed: dict[Key, tuple[_Segment, int, float]] = {}
+        self._schedule: list[collections.deque[tuple[float, Key]]] = [
+            collections.deque() for _ in range(MAX_BACKOFF_LEVEL + 1)
+        ]
+        self._level: dict[Key, int] = {}  # re-published records: their backoff level
         self._dir_dirty = False
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -380,7 +410,7 @@ class Spool:
             os.close(seg.fd)
             seg.fd = None
         seg.sealed = True
-        if seg.n_leased == 0:
+        if seg.n_leased == 0 and seg.n_unconfirmed == 0:
             seg.index = None  # reloaded from the file when the drain gets here
         if seg.unacked == 0:
             self._delete(seg)
@@ -399,6 +429,12 @@ class Spool:
                 if seg.state[i] == LEASED:
                     self._leases.pop((seg.index.epochs[i], seg.index.seqs[i]), None)
                     self.stats.leased -= 1
+                elif seg.state[i] == UNCONFIRMED:
+                    self.stats.unconfirmed -= 1
+                if seg.state[i] != ACKED:  # also expired ones, pending again
+                    key = (seg.index.epochs[i], seg.index.seqs[i])
+                    self._unconfirmed.pop(key, None)
+                    self._level.pop(key, None)
             self._delete(seg)
             log.warning(
                 "spool full (%d > %d bytes): dropped the oldest %d unacknowledged reports "
@@ -468,7 +504,7 @@ class Spool:
         for seg in self._segments:
             if full:
                 break
-            if seg.unacked - seg.n_leased == 0:
+            if seg.unacked - seg.n_leased - seg.n_unconfirmed == 0:
                 continue
             if seg.index is None:
                 seg.index = self._load_index(seg)
@@ -535,27 +571,147 @@ class Spool:
         return n
 
     def ack(self, keys: Iterable[Key]) -> int:
-        """Remove leased records for good (their PUBACK arrived). Returns how many."""
+        """Remove leased records for good (their PUBACK arrived, no confirmation wanted).
+        Returns how many."""
         self._check_open()
-        touched: dict[int, _Segment] = {}
-        entries: dict[int, list[bytes]] = {}
-        n = 0
+        done: list[tuple[_Segment, int]] = []
         for key in keys:
             ent = self._leases.pop(key, None)
             if ent is None:
                 self.stats.acks_unknown += 1
                 continue
             seg, i = ent
+            if seg.state[i] == LEASED:
+                done.append((seg, i))
+        n = self._settle(done)
+        self.stats.acked += n
+        return n
+
+    def delivered(self, keys: Iterable[Key], now: float) -> int:
+        """Leased records whose PUBACK arrived become unconfirmed (``now``: monotonic s);
+        they stay until :meth:`confirm` or go back to pending by :meth:`expire`."""
+        self._check_open()
+        n = 0
+        for key in keys:
+            ent = self._leases.pop(key, None)
+            if ent is None:
+                self.stats.acks_unknown += 1  # confirmed (or dropped) while in flight
+                continue
+            seg, i = ent
             if seg.state[i] != LEASED:
                 continue
-            seg.state[i] = ACKED
+            seg.state[i] = UNCONFIRMED
             seg.n_leased -= 1
+            seg.n_unconfirmed += 1
+            self._unconfirmed[key] = (seg, i, now)
+            self._schedule[self._level.get(key, 0)].append((now, key))
+            n += 1
+        self.stats.leased -= n
+        self.stats.unconfirmed += n
+        return n
+
+    def confirm(self, epoch: int, ranges: Iterable[tuple[int, int]]) -> int:
+        """Settle the records of ``epoch`` whose seq is in ``ranges`` (inclusive): the cloud
+        committed them. Unconfirmed, pending-again-by-timeout and leased records all count;
+        the rest is not waiting here. Idempotent. Returns how many were settled."""
+        self._check_open()
+        done: list[tuple[_Segment, int]] = []
+        waiting = len(self._unconfirmed) + len(self._leases)
+        for a, b in ranges:
+            if b - a + 1 <= 4 * waiting + 16:
+                keys: Iterable[Key] = [(epoch, q) for q in range(a, b + 1)]
+            else:  # a long range: walk what is waiting instead
+                keys = [k for k in (*self._unconfirmed, *self._leases)
+                        if k[0] == epoch and a <= k[1] <= b]
+            for key in keys:
+                ent = self._unconfirmed.pop(key, None)
+                lease = self._leases.pop(key, None)
+                self._level.pop(key, None)
+                if lease is not None and lease[0].state[lease[1]] == LEASED:
+                    done.append(lease)  # published again meanwhile; its PUBACK is moot
+                elif ent is not None and ent[0].state[ent[1]] in (UNCONFIRMED, PENDING):
+                    done.append((ent[0], ent[1]))  # PENDING: expired, not yet sent again
+                else:
+                    self.stats.confirms_unknown += 1
+        n = self._settle(done)
+        self.stats.confirmed += n
+        return n
+
+    def expire(self, now: float, timeout: float) -> int:
+        """Unconfirmed records older than their timeout (``timeout`` seconds, doubled per
+        earlier re-publication) go back to pending: they are published again, oldest
+        first. Returns how many."""
+        self._check_open()
+        n = 0
+        for level, sched in enumerate(self._schedule):
+            limit = now - timeout * (1 << level)
+            while sched and sched[0][0] <= limit:
+                t, key = sched.popleft()
+                ent = self._unconfirmed.get(key)
+                if ent is None or ent[2] != t:
+                    continue  # confirmed, dropped or re-sent since
+                seg, i, _t = ent
+                if seg.state[i] != UNCONFIRMED:
+                    continue
+                seg.state[i] = PENDING
+                seg.n_unconfirmed -= 1
+                seg.hint = min(seg.hint, i)
+                self._level[key] = min(level + 1, MAX_BACKOFF_LEVEL)
+                n += 1
+        self.stats.unconfirmed -= n
+        self.stats.republished += n
+        return n
+
+    def settle_unconfirmed(self) -> int:
+        """Settle every unconfirmed record as if confirmed (confirmations cannot arrive:
+        see :meth:`edge.publisher.Publisher.on_subscribed`). Returns how many."""
+        self._check_open()
+        done = [(seg, i) for seg, i, _t in self._unconfirmed.values()
+                if seg.state[i] == UNCONFIRMED]
+        self._unconfirmed.clear()
+        for sched in self._schedule:
+            sched.clear()
+        self._level.clear()
+        n = self._settle(done)
+        self.stats.acked += n
+        return n
+
+    def _live_head(self, level: int) -> float | None:
+        sched = self._schedule[level]
+        while sched:
+            t, key = sched[0]
+            ent = self._unconfirmed.get(key)
+            if ent is not None and ent[2] == t and ent[0].state[ent[1]] == UNCONFIRMED:
+                return t
+            sched.popleft()
+        return None
+
+    def next_expiry(self, timeout: float) -> float | None:
+        """When the next unconfirmed record times out (monotonic s), if any."""
+        due = [t + timeout * (1 << lv) for lv in range(len(self._schedule))
+               if (t := self._live_head(lv)) is not None]
+        return min(due) if due else None
+
+    def _settle(self, done: list[tuple[_Segment, int]]) -> int:
+        """Mark records acked for good (``.ack`` entries; emptied sealed segments go)."""
+        touched: dict[int, _Segment] = {}
+        entries: dict[int, list[bytes]] = {}
+        n = 0
+        for seg, i in done:
+            st = seg.state[i]
+            if st == ACKED:
+                continue
+            if st == LEASED:
+                seg.n_leased -= 1
+                self.stats.leased -= 1
+            elif st == UNCONFIRMED:
+                seg.n_unconfirmed -= 1
+                self.stats.unconfirmed -= 1
+            seg.state[i] = ACKED
             seg.n_acked += 1
             n += 1
             touched[seg.id] = seg
             entries.setdefault(seg.id, []).append(_ACK.pack(i, zlib.crc32(struct.pack("<I", i))))
-        self.stats.leased -= n
-        self.stats.acked += n
         self.stats.records -= n
         for seg_id, seg in touched.items():
             if seg.unacked == 0 and seg.sealed:
@@ -583,7 +739,12 @@ class Spool:
     @property
     def pending(self) -> int:
         """Records waiting to be leased."""
-        return self.stats.records - self.stats.leased
+        return self.stats.records - self.stats.leased - self.stats.unconfirmed
+
+    def oldest_unconfirmed(self) -> float | None:
+        """PUBACK time (monotonic s) of the longest-waiting unconfirmed record, if any."""
+        heads = [t for lv in range(len(self._schedule)) if (t := self._live_head(lv)) is not None]
+        return min(heads) if heads else None
 
     def oldest_stamp_ns(self) -> int | None:
         """Append time of the oldest unacknowledged record (loads at most one index)."""

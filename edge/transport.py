@@ -5,6 +5,12 @@ QoS 1 messages, and reports what happens as :data:`Event` values through the
 ``emit`` callback it was given. ``emit`` may be called from any thread and must
 not block; the agent queues events and handles them on its own thread.
 
+A transport given ``subscribe`` (a topic) subscribes to it at QoS 1 on every
+connection and emits what arrives as :class:`Message`: the agent's
+confirmations topic. Its session is persistent, so confirmations published
+while the device is offline are delivered after the reconnect (and if the
+broker lost them, the confirm timeout publishes the reports again).
+
 Implementations: :class:`edge.mqtt_paho.PahoTransport` (any MQTT 5 broker);
 the awsiotsdk transport for AWS IoT Core slots in beside it (same events,
 ``resends_inflight`` False if its queue drops in-flight messages on disconnect).
@@ -43,7 +49,23 @@ class Acked:
     reason: str  # e.g. "Success", "Not authorized (0x87)"
 
 
-Event = Connected | Disconnected | Acked
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message on a topic the transport subscribed to (the device's acks topic)."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """The broker's answer to the acks subscription (``ok`` unless a failure code)."""
+
+    ok: bool
+    reason: str
+
+
+Event = Connected | Disconnected | Acked | Message | Subscribed
 Emit = Callable[[Event], None]
 
 

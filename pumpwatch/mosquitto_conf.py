@@ -114,7 +114,9 @@ def mosquitto_conf(
     Persistence is saved every ``autosave_interval`` seconds: a SIGKILLed broker
     loses at most that much acknowledged traffic (SIGTERM saves first). The
     in-flight and queue limits are raised from Mosquitto's defaults (20 and 1000,
-    excess silently dropped) so a fleet's backlog after an outage survives."""
+    excess silently dropped) so a fleet's backlog after an outage survives.
+    ``max_packet_size`` is AWS IoT Core's 128 KiB: a client that sends a bigger
+    packet is disconnected (MQTT 5 reason 0x95 Packet too large), as on AWS."""
     lines = [
         "# written by pumpwatch (pumpwatch/mosquitto_conf.py)",
         f"user {BROKER_USER}",
@@ -126,6 +128,7 @@ def mosquitto_conf(
         f"max_inflight_messages {max_inflight_messages}",
         f"max_queued_messages {max_queued_messages}",
         "max_queued_bytes 0",
+        "max_packet_size 131072",
         "log_dest stderr",
         "connection_messages true",
     ]

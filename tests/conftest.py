@@ -31,3 +31,13 @@ def real_data() -> Path:
         need("the real recordings", msg)
         raise AssertionError("unreachable")
     return p
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.slow`` tests run only with PUMPWATCH_SLOW=1 (see pyproject)."""
+    if os.environ.get("PUMPWATCH_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set PUMPWATCH_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from cloud.consumer import Consumer, Delivery, Handoff, config_from_dict
-from cloud.consumer.service import Ticket
+from cloud.consumer.ledger import Ticket
 
 
 async def test_handoff_blocks_the_producer_when_full_and_reports_itself() -> None:
@@ -60,24 +60,59 @@ def test_acks_go_out_in_arrival_order_and_only_on_their_connection(tmp_path: Pat
     c = Consumer(config_from_dict({"store": {"url": f"sqlite:///{tmp_path / 'x.db'}"}}))
     mq = FakeMqtt()
     c._mqtt = mq  # type: ignore[assignment]
-    t1, t2, t3 = (Ticket(delivery(m), remaining=1, sealed=True) for m in (1, 2, 3))
-    c._order.extend([t1, t2, t3])
-    t2.remaining = 0
-    t3.remaining = 0
+    led = c._ledger
+
+    def ticket(mid: int, generation: int = 1, parts: int = 0, sealed: bool = True) -> Ticket:
+        d = delivery(mid, generation)
+        t = led.open(d, generation=generation, nbytes=10, received_ns=d.received_ns)
+        for _ in range(parts):
+            led.part(t)
+        if sealed:
+            led.seal(t)
+        return t
+
+    t1, t2, t3 = (ticket(m, parts=1) for m in (1, 2, 3))
+    led.done(t2)
+    led.done(t3)
     c._ack_ready()
     assert mq.acked == []  # 1 still pending holds 2 and 3 back
-    t1.remaining = 0
+    led.done(t1)
     c._ack_ready()
     assert mq.acked == [1, 2, 3]
     # an unsealed ticket (parts still being counted) is never acked at zero
-    t4 = Ticket(delivery(4), remaining=0, sealed=False)
-    c._order.append(t4)
+    ticket(4, sealed=False)
     c._ack_ready()
     assert mq.acked == [1, 2, 3]
     # reconnect: deliveries of the old connection are dropped, never acked
     mq.generation = 2
-    t5 = Ticket(delivery(5, generation=2), remaining=0, sealed=True)
-    c._order.append(t5)
+    ticket(5, generation=2)
     c._ack_ready()
     assert mq.acked == [1, 2, 3, 5]
-    assert not c._order
+    assert not led and led.nbytes == 0
+
+
+async def test_handoff_byte_budget_blocks_the_producer_until_bytes_are_released() -> None:
+    loop = asyncio.get_running_loop()
+    q: Handoff[int] = Handoff(100, loop, max_bytes=1000)
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(3):
+            assert q.put(i, 400)
+        done.set()
+
+    t = threading.Thread(target=produce)
+    t.start()
+    assert await q.get_batch(10) == [0]
+    assert await q.get_batch(10) == [1]
+    # taking items out does not free bytes: only release does (after the ack)
+    assert not await asyncio.to_thread(done.wait, 0.3)
+    assert q.held_bytes == 800
+    q.release_bytes(400)
+    assert await asyncio.to_thread(done.wait, 5)
+    assert await q.get_batch(10) == [2]
+    t.join()
+    assert q.stats().blocked_s > 0.2
+    # one message larger than the whole budget still passes when nothing else is held
+    q.release_bytes(800)
+    assert q.put(9, 5000)

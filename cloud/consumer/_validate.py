@@ -8,6 +8,16 @@ inside a good envelope becomes a dead letter with its index as ``part``.
 
 This module is the boundary where the codec's errors (``ReportDecodeError``)
 become :class:`~cloud.consumer.errors.RemoteError` and then dead letters.
+Decoded reports also pass :func:`~.validate.check_report` (what the model
+needs), so a report that reaches the endpoint cannot fail a batch by itself.
+
+Dead letters are bounded here: a message with more than
+``max_dead_per_message`` bad reports is *one* dead letter (``part = -1``)
+whose reason carries the count, and a dead letter keeps at most
+``max_dead_bytes`` of its payload (the reason then names the full size and
+the BLAKE2b-128 digest of the whole). ``Parsed.confirmable`` lists the
+identities of the message's reports that end as dead letters of the sending
+device: once committed they are confirmed to the edge like results.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import dsp
 from cloud.store import DeadLetter, Identity
 
 from .errors import RemoteError
+from .validate import check_report, name_ok
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
@@ -40,10 +51,12 @@ class Parsed:
     accepted: list[Accepted] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0  # reports repeated within this message (accounted for by the first)
+    dead_parts: int = 0  # reports (or the whole message) dead-lettered, before collapsing
+    confirmable: list[Identity] = field(default_factory=list)  # dead, of the sending device
 
     @property
     def parts(self) -> int:
-        return len(self.accepted) + len(self.dead) + self.duplicates
+        return len(self.accepted) + self.dead_parts + self.duplicates
 
 
 def topic_device(topic: str, root: str) -> str:
@@ -52,13 +65,15 @@ def topic_device(topic: str, root: str) -> str:
     if topic.startswith(prefix) and topic.endswith("/reports"):
         device = topic[len(prefix) : -len("/reports")]
         if device and "/" not in device:
+            if not name_ok(device):
+                raise RemoteError("name", f"topic device {device!r} breaks the name rule")
             return device
     raise RemoteError("topic", f"topic {topic!r} is not {root}/devices/{{device}}/reports")
 
 
 def _kind_of(exc: dsp.ReportDecodeError) -> str:
     """Dead-letter kind: the codec's own ("version" files as a schema problem)."""
-    return "malformed" if exc.kind == "malformed" else "schema"
+    return exc.kind if exc.kind in ("malformed", "name") else "schema"
 
 
 def _decoder_failed(exc: Exception) -> RemoteError:
@@ -79,6 +94,8 @@ def parse_message(
     root: str,
     max_payload: int,
     received_ns: int,
+    max_dead_per_message: int = 8,
+    max_dead_bytes: int = 4096,
 ) -> Parsed:
     """Validate one message; never raises for anything a device can send."""
     out = Parsed()
@@ -89,10 +106,12 @@ def parse_message(
         if not key:
             key = message_key(topic, payload)
         ident = err.identity
+        out.dead_parts += 1
         out.dead.append(
             DeadLetter(
                 key=key, part=part, received_ns=received_ns, topic=topic, kind=err.kind,
-                reason=err.reason, payload=data,
+                reason=err.reason + capped_note(data, max_dead_bytes),
+                payload=data[:max_dead_bytes],
                 device=None if ident is None else ident[0],
                 epoch=None if ident is None else ident[1],
                 seq=None if ident is None else ident[2],
@@ -135,6 +154,7 @@ def parse_message(
                     f"report device {report.device!r} differs from topic device {device!r}",
                     identity=report.identity,
                 )
+            check_report(report)
             # Stores keep 64-bit integers: a larger value would fail every commit it is in.
             if report.epoch >= _U64 or report.seq > _I64_MAX or not (
                 -_I64_MAX - 1 <= report.t0_ns <= _I64_MAX
@@ -147,6 +167,8 @@ def parse_message(
                 )
         except RemoteError as err:
             dead(index, err, raw)
+            if err.kind != "spoofed" and err.identity is not None and err.identity[0] == device:
+                out.confirmable.append(err.identity)
             continue
         ident = report.identity
         if ident in seen:
@@ -154,4 +176,30 @@ def parse_message(
             continue
         seen.add(ident)
         out.accepted.append(Accepted(report=report, raw=raw, index=index))
+    if len(out.dead) > max_dead_per_message:
+        out.dead = [_collapse(out.dead, len(batch.reports), payload, max_dead_bytes)]
     return out
+
+
+def capped_note(data: bytes, cap: int) -> str:
+    """What a dead letter says when it keeps only the first ``cap`` bytes of ``data``."""
+    if len(data) <= cap:
+        return ""
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    return f" [payload {len(data)} bytes, blake2b-128 {digest}; first {cap} kept]"
+
+
+def _collapse(dead: list[DeadLetter], total: int, payload: bytes, cap: int) -> DeadLetter:
+    """One dead letter standing for the many bad reports of one message."""
+    kinds: dict[str, int] = {}
+    for d in dead:
+        kinds[d.kind] = kinds.get(d.kind, 0) + 1
+    first = dead[0]
+    summary = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+    return DeadLetter(
+        key=first.key, part=-1, received_ns=first.received_ns, topic=first.topic,
+        kind=max(kinds, key=lambda k: kinds[k]),
+        reason=f"{len(dead)} of {total} reports rejected ({summary}); first, part "
+        f"{first.part}: {first.reason}" + capped_note(payload, cap),
+        payload=payload[:cap],
+    )

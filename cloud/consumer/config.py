@@ -118,6 +118,10 @@ class ConsumerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # Messages handed from the MQTT thread, not yet parsed. Must hold a full
     # receive window, else the MQTT thread blocks (backpressure, not loss).
     queue_size: PosInt = 2000
+    # Payload bytes read and not yet acknowledged; beyond it the consumer stops reading
+    # (the broker holds the rest). Bounds memory by bytes, not message counts.
+    max_unacked_bytes: Annotated[int, msgspec.Meta(ge=128 * 1024)] = 64 * 1024 * 1024
+    commit_queue_size: PosInt = 256  # jobs waiting for the writer (invocations wait beyond)
     stats_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     drain_timeout_s: Pos = 10.0  # on shutdown: finish in-flight work for this long
 
@@ -129,7 +133,31 @@ class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None  # 0: any free port
 
 
+class ConfirmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """End-to-end confirmations to the edge (``{root}/acks/{device}``) and gap detection."""
+
+    enabled: bool = True
+    # A missing sequence range is reported as a gap once the report after it is this old.
+    gap_grace_s: Pos = 600.0
+    gap_check_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0  # 0: never
+
+
+class DeadLetterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Bounds on what bad input may cost (see docs/consumer.md, dead letters)."""
+
+    max_per_message: PosInt = 8  # more bad reports in one message: one dead letter, counted
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=0)] = 4096  # bytes kept per dead letter
+    # Per device: dead letters (and their stored bytes) per second, with a burst; beyond
+    # it they are dropped and counted (stats: dead_letters.dropped).
+    per_device_rate: Pos = 5.0
+    per_device_burst: Pos = 100.0
+    per_device_bytes_per_s: Pos = 64 * 1024.0
+    retention_max_bytes: Annotated[int, msgspec.Meta(ge=1)] | None = 1024**3  # prune oldest
+
+
 class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    confirm: ConfirmConfig = ConfirmConfig()
+    dead_letters: DeadLetterConfig = DeadLetterConfig()
     mqtt: MqttConfig = MqttConfig()
     endpoint: EndpointConfig = EndpointConfig()
     batch: BatchConfig = BatchConfig()

@@ -249,4 +249,4 @@ class MqttSource:
             published_ns=published_ns,
         )
         self.stats.delivered += 1
-        self._handoff.put(delivery)
+        self._handoff.put(delivery, len(delivery.payload))

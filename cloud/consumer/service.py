@@ -32,15 +32,27 @@ Named tasks under one :class:`asyncio.TaskGroup` (owned by :meth:`Consumer.run`)
     :class:`~.alarms.AlarmTracker` over the newly inserted results (state
     and alarm writes in the same transaction, shared by every consumer of
     the store); then publishes the result topics (:mod:`.topics`), resolves
-    tickets and sends acks.
+    tickets, publishes confirmations and sends acks.
 
-The ack rule: each delivery has a :class:`Ticket` counting its outstanding
-parts (one per report in flight, one for its dead letters together). A
-ticket reaches zero only after the commits holding all its parts returned.
-Acks go out in arrival order (MQTT 5 section 4.6), and only on the connection
-the delivery arrived on (see :mod:`.mqtt`). A crash at any point leaves the
-message unacknowledged at the broker, which redelivers it; the store's
-idempotence turns that redelivery into no new rows.
+The ack rule lives in :mod:`.ledger`: each delivery has a ticket counting its
+outstanding parts (one per report in flight, one for its dead letters
+together); acks go out in arrival order, only on the connection the delivery
+arrived on (see :mod:`.mqtt`), once every commit holding a part returned. A
+crash at any point leaves the message unacknowledged at the broker, which
+redelivers it; the store's idempotence turns that redelivery into no new rows.
+
+Confirmations (:mod:`.confirm`, ``[confirm] enabled``): after each commit the
+writer publishes, per device, the committed identities (results, dead letters
+naming a report of the sending device, and redelivered reports the store
+already had) on ``{root}/acks/{device}`` (QoS 1), before the acks. A lost
+confirmation costs one re-publication by the edge, which is confirmed again.
+
+Bounds: every retry waits with one :class:`~.backoff.Backoff` policy; the
+commit queue is bounded (invocations wait for the writer); the unacknowledged
+payload bytes are capped (``consumer.max_unacked_bytes``: the MQTT thread
+stops reading); dead letters are capped per message and per device
+(:mod:`.deadletters`). A side effect of a committed result that fails (a
+result-topic publish) is counted and skipped, never retried in a loop.
 """
 
 from __future__ import annotations
@@ -67,6 +79,7 @@ from cloud.store import (
     Commit,
     DeadLetter,
     EvidenceRow,
+    Gap,
     Identity,
     ManifestRow,
     ResultRow,
@@ -77,15 +90,19 @@ from cloud.store import (
 from dsp.results import Result
 
 from . import topics
-from ._queue import Handoff
+from ._queue import Handoff, JobQueue, QueueStats
 from ._response import Scored
-from ._validate import Accepted, message_key, parse_message
+from ._validate import Accepted, capped_note, message_key, parse_message
 from .alarms import AlarmTracker
+from .backoff import Backoff
 from .batcher import Batch, Batcher, Target
 from .breaker import CircuitBreaker
 from .config import ConsumerConfig
+from .confirm import Confirmer
+from .deadletters import DeadLetterBudget
 from .endpoint import EndpointClient
 from .errors import EndpointConfigError, EndpointRejectedError, EndpointUnavailableError
+from .ledger import AckLedger, Ticket
 from .metrics import ConsumerMetrics
 from .mqtt import Delivery, MqttSource
 
@@ -115,15 +132,6 @@ class Invoker(Protocol):
 
 
 @dataclass(slots=True, eq=False)
-class Ticket:
-    """One delivery's outstanding parts; acked when ``remaining`` is 0 and ``sealed``."""
-
-    delivery: Delivery
-    remaining: int = 0
-    sealed: bool = False  # all parts counted
-
-
-@dataclass(slots=True, eq=False)
 class Work:
     """One report on its way to a result row (the batcher's item)."""
 
@@ -132,7 +140,7 @@ class Work:
     nbytes: int
     received_ns: int
     published_ns: int | None
-    waiters: list[Ticket] = field(default_factory=list)
+    waiters: list[Ticket[Delivery]] = field(default_factory=list)
 
     @property
     def identity(self) -> Identity:
@@ -145,7 +153,8 @@ class Job:
 
     commit: Commit
     works: list[Work] = field(default_factory=list)
-    tickets: list[Ticket] = field(default_factory=list)
+    tickets: list[Ticket[Delivery]] = field(default_factory=list)
+    confirms: list[Identity] = field(default_factory=list)  # dead letters of their device
 
 
 @dataclass(slots=True)
@@ -174,6 +183,11 @@ class Counters:
     manifest_requests: int = 0
     manifests_stored: int = 0
     dead_letters_by_kind: dict[str, int] = field(default_factory=dict)
+    result_publish_errors: int = 0  # result-topic publishes that failed (skipped)
+    result_names_refused: int = 0  # result topics not built: a name breaks the name rule
+    confirmations_sent: int = 0  # confirmation messages published
+    confirmations_failed: int = 0  # not published (link down): the edge re-publishes
+    dead_letters_dropped: int = 0  # over a device's dead-letter budget
 
 
 class Consumer:
@@ -198,8 +212,15 @@ class Consumer:
         self.counters = Counters()
         self._inflight: dict[Identity, Work] = {}
         self._recent: collections.OrderedDict[Identity, None] = collections.OrderedDict()
-        self._order: collections.deque[Ticket] = collections.deque()
-        self._jobs: asyncio.Queue[Job] = asyncio.Queue()
+        self._ledger: AckLedger[Delivery] = AckLedger()
+        self._jobs: JobQueue[Job] = JobQueue(config.consumer.commit_queue_size)
+        self.confirmer = Confirmer()
+        dcfg = config.dead_letters
+        self.dl_budget = DeadLetterBudget(
+            rate=dcfg.per_device_rate, burst=dcfg.per_device_burst,
+            bytes_per_s=dcfg.per_device_bytes_per_s,
+        )
+        self.gaps: list[Gap] = []  # the last gap check's result (see _gap_loop)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         e = config.endpoint
@@ -248,7 +269,8 @@ class Consumer:
                 )
                 self.metrics_port = listener.port
                 log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, listener.port)
-            self._handoff = Handoff(cfg.consumer.queue_size, loop)
+            self._handoff = Handoff(cfg.consumer.queue_size, loop,
+                                    max_bytes=cfg.consumer.max_unacked_bytes)
             self._mqtt = MqttSource(cfg.mqtt, self._handoff, subscribe=not retire)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -256,6 +278,8 @@ class Consumer:
                 timer = tg.create_task(self._timer_loop(), name="batch-timer")
                 ingest = tg.create_task(self._ingest_loop(), name="ingest")
                 chores = [tg.create_task(self._retention_loop(), name="retention")]
+                if cfg.confirm.gap_check_interval_s > 0:
+                    chores.append(tg.create_task(self._gap_loop(), name="gaps"))
                 if cfg.consumer.stats_interval_s > 0:
                     chores.append(tg.create_task(self._stats_loop(), name="stats"))
                 log.info(
@@ -295,10 +319,10 @@ class Consumer:
 
     def _stop_mqtt(self, retire: bool) -> None:
         assert self._mqtt is not None
-        drained = not self._order and not self._inflight
+        drained = not self._ledger and not self._inflight
         if retire and not drained:
             log.error("retire: %d messages still unacknowledged; keeping the session (run "
-                      "--retire again)", len(self._order))
+                      "--retire again)", len(self._ledger))
         self._mqtt.stop(expire_session=retire and drained)
 
     async def _retire_watch(self, stop: asyncio.Event, idle_s: float) -> None:
@@ -308,7 +332,7 @@ class Consumer:
         while True:
             await asyncio.sleep(0.1)
             delivered = self._mqtt.stats.delivered
-            if delivered != last or self._order or self._inflight:
+            if delivered != last or self._ledger or self._inflight:
                 last, quiet_since = delivered, time.monotonic()
             elif time.monotonic() - quiet_since >= idle_s:
                 log.info("retire: session drained (%d messages processed); leaving the group",
@@ -329,31 +353,37 @@ class Consumer:
         assert self._handoff is not None
         cfg = self.config.mqtt
         loop = asyncio.get_running_loop()
+        dcfg = self.config.dead_letters
+        ledger = self._ledger
         while True:
             deliveries = await self._handoff.get_batch(INGEST_CHUNK)
-            candidates: list[tuple[Accepted, Ticket, Delivery]] = []
-            tickets: list[Ticket] = []
+            candidates: list[tuple[Accepted, Ticket[Delivery], Delivery]] = []
+            tickets: list[Ticket[Delivery]] = []
             for d in deliveries:
-                ticket = Ticket(d)
+                ticket = ledger.open(d, generation=d.generation, nbytes=len(d.payload),
+                                     received_ns=d.received_ns)
                 tickets.append(ticket)
-                self._order.append(ticket)
                 parsed = parse_message(
                     d.topic, d.payload, root=cfg.topic_root, max_payload=cfg.max_payload,
-                    received_ns=d.received_ns,
+                    received_ns=d.received_ns, max_dead_per_message=dcfg.max_per_message,
+                    max_dead_bytes=dcfg.max_payload_bytes,
                 )
                 self.counters.messages += 1
                 self.counters.reports += parsed.parts
                 self.counters.duplicates_in_message += parsed.duplicates
                 if parsed.dead:
-                    self.counters.dead_letters += len(parsed.dead)
-                    ticket.remaining += 1
-                    self._jobs.put_nowait(
-                        Job(Commit(dead_letters=parsed.dead), tickets=[ticket])
-                    )
                     for dl in parsed.dead:
-                        self._count_dead_letter(dl.kind)
                         log.info("dead letter (%s) from %s: %s", dl.kind, d.topic, dl.reason,
                                  extra=_dead_letter_fields(dl, d.topic))
+                    dead = self.dl_budget.admit(_topic_device(d.topic), parsed.dead,
+                                                loop.time())
+                    for dl in dead:
+                        self._count_dead_letter(dl.kind)
+                    self.counters.dead_letters += len(dead)
+                    self.counters.dead_letters_dropped += len(parsed.dead) - len(dead)
+                    ledger.part(ticket)
+                    await self._jobs.put(Job(Commit(dead_letters=dead), tickets=[ticket],
+                                             confirms=parsed.confirmable))
                 candidates += [(a, ticket, d) for a in parsed.accepted]
             fresh = [a.identity for a, _, _ in candidates if a.identity not in self._inflight]
             known = await self._known(fresh)
@@ -363,11 +393,12 @@ class Consumer:
                 work = self._inflight.get(ident)
                 if work is not None:
                     work.waiters.append(ticket)
-                    ticket.remaining += 1
+                    ledger.part(ticket)
                     self.counters.joined_in_flight += 1
                     continue
                 if ident in known or ident in self._recent:
                     self.counters.already_stored += 1
+                    self._confirm(ident)  # a re-publication: confirm it again
                     continue
                 self.counters.accepted += 1
                 rep = acc.report
@@ -376,13 +407,14 @@ class Consumer:
                     nbytes=len(acc.raw), received_ns=d.received_ns,
                     published_ns=d.published_ns, waiters=[ticket],
                 )
-                ticket.remaining += 1
+                ledger.part(ticket)
                 self._inflight[ident] = work
                 for batch in self.batcher.add(work, now):
                     self._dispatch(batch)
             for ticket in tickets:
-                ticket.sealed = True
+                ledger.seal(ticket)
             self._wake.set()
+            self._send_confirmations()
             self._ack_ready()
 
     def _count_dead_letter(self, kind: str) -> None:
@@ -390,15 +422,15 @@ class Consumer:
         by_kind[kind] = by_kind.get(kind, 0) + 1
 
     async def _known(self, identities: list[Identity]) -> set[Identity]:
-        delay = 0.1
+        backoff = Backoff(initial=0.1, maximum=10.0)
         while True:
             try:
                 return await self.store.known(identities) if identities else set()
             except StoreError as exc:
                 self.counters.store_retries += 1
+                delay = backoff.delay()
                 log.error("store lookup failed (retrying in %.1f s): %s", delay, exc)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(delay)
 
     async def _timer_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -456,7 +488,7 @@ class Consumer:
 
     async def _invoke(self, target: Target, works: list[Work]) -> None:
         ecfg = self.config.endpoint
-        delay = ecfg.retry_initial_s
+        backoff = Backoff(initial=ecfg.retry_initial_s, maximum=ecfg.retry_max_s)
         while True:
             try:
                 await self._acquire_slot()
@@ -483,7 +515,7 @@ class Consumer:
                     )
             except EndpointRejectedError as exc:
                 if len(works) == 1:
-                    self._model_dead_letter(target, works[0], str(exc))
+                    await self._model_dead_letter(target, works[0], str(exc))
                     return
                 self.counters.bisections += 1
                 half = len(works) // 2
@@ -494,12 +526,12 @@ class Consumer:
             except EndpointUnavailableError as exc:
                 self.counters.endpoint_retries += 1
                 level = logging.ERROR if isinstance(exc, EndpointConfigError) else logging.WARNING
+                delay = backoff.delay()
                 log.log(level, "%s unavailable (retrying %d reports in %.2f s): %s",
                         target, len(works), delay, exc)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, ecfg.retry_max_s)
+                await asyncio.sleep(delay)
                 continue
-            self._jobs.put_nowait(self._result_job(target, works, scored))
+            await self._jobs.put(self._result_job(target, works, scored))
             return
 
     @staticmethod
@@ -561,22 +593,25 @@ class Consumer:
             )
         return Job(Commit(results=results, archive=archive, manifests=manifests), works=works)
 
-    def _model_dead_letter(self, target: Target, work: Work, reason: str) -> None:
+    async def _model_dead_letter(self, target: Target, work: Work, reason: str) -> None:
         self.counters.model_dead_letters += 1
         self.counters.dead_letters += 1
         self._count_dead_letter("model")
         d = work.waiters[0].delivery
         ident = work.identity
+        raw = work.accepted.raw
+        cap = self.config.dead_letters.max_payload_bytes
         log.warning("dead letter (model) %s: %s", ident, reason, extra={
             "kind": "model", "device": ident[0], "epoch": f"{ident[1]:016x}", "seq": ident[2],
             "pump": work.accepted.report.pump, "target": str(target),
         })
         dl = DeadLetter(
-            key=message_key(f"model:{target}", work.accepted.raw), part=0,
-            received_ns=work.received_ns, topic=d.topic, kind="model", reason=reason,
-            payload=work.accepted.raw, device=ident[0], epoch=ident[1], seq=ident[2],
+            key=message_key(f"model:{target}", raw), part=0,
+            received_ns=work.received_ns, topic=d.topic, kind="model",
+            reason=reason + capped_note(raw, cap), payload=raw[:cap],
+            device=ident[0], epoch=ident[1], seq=ident[2],
         )
-        self._jobs.put_nowait(Job(Commit(dead_letters=[dl]), works=[work]))
+        await self._jobs.put(Job(Commit(dead_letters=[dl]), works=[work]))
 
     # -- commit and ack ----------------------------------------------------------------------
 
@@ -599,7 +634,7 @@ class Consumer:
                 manifests=[m for j in jobs for m in j.commit.manifests],
             )
             evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
-            delay = 0.1
+            backoff = Backoff(initial=0.1, maximum=10.0)
             while True:
                 t0 = time.perf_counter()
                 try:
@@ -608,10 +643,10 @@ class Consumer:
                     break
                 except StoreError as exc:
                     self.counters.store_retries += 1
+                    delay = backoff.delay()
                     log.error("commit of %d rows failed (retrying in %.1f s): %s",
                               len(merged), delay, exc)
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, 10.0)
+                    await asyncio.sleep(delay)
             self.counters.commits += 1
             self.counters.results_inserted += outcome.results_inserted
             self.counters.alarm_writes += len(outcome.alarms)
@@ -622,17 +657,22 @@ class Consumer:
                     self.metrics.result_latency_seconds.observe(
                         max(0.0, (outcome.stored_ns - r.published_ns) / 1e9)
                     )
+            ledger = self._ledger
             for job in jobs:
                 for w in job.works:
                     ident = w.identity
                     self._recent[ident] = None
                     self._inflight.pop(ident, None)
+                    self._confirm(ident)
                     for t in w.waiters:
-                        t.remaining -= 1
+                        ledger.done(t)
                 for t in job.tickets:
-                    t.remaining -= 1
+                    ledger.done(t)
+                for ident in job.confirms:
+                    self._confirm(ident)
             while len(self._recent) > RECENT_COMMITTED:
                 self._recent.popitem(last=False)
+            self._send_confirmations()
             self._ack_ready()
             self._idle.set()
 
@@ -658,49 +698,104 @@ class Consumer:
             return
         root = self.config.mqtt.topic_root
         for site, pump in self._pump_states.update(results, stored_ns):
-            if topics.topic_safe(site) and topics.topic_safe(pump) and mq.publish(
-                topics.condition_topic(root, site, pump),
-                self._pump_states.message(site, pump), retain=True,
-            ):
+            if self._publish_one(site, pump, lambda s, p: (
+                topics.condition_topic(root, s, p), self._pump_states.message(s, p), True
+            )):
                 self.counters.condition_published += 1
         for a in alarms:
-            if topics.topic_safe(a.site) and topics.topic_safe(a.pump) and mq.publish(
-                topics.alarms_topic(root, a.site, a.pump), topics.alarm_message(a)
-            ):
+            if self._publish_one(a.site, a.pump, lambda s, p, a=a: (
+                topics.alarms_topic(root, s, p), topics.alarm_message(a), False
+            )):
                 self.counters.alarms_published += 1
+
+    def _publish_one(
+        self, site: str, pump: str, build: Any
+    ) -> bool:
+        """One result-topic publish; a failure is counted and skipped (the store is the
+        record), never retried: a publish the broker refuses must not block the stream."""
+        mq = self._mqtt
+        assert mq is not None
+        if not (topics.topic_safe(site) and topics.topic_safe(pump)):
+            self.counters.result_names_refused += 1
+            return False
+        try:
+            topic, payload, retain = build(site, pump)
+            return mq.publish(topic, payload, retain=retain)
+        except Exception as exc:  # any failure of this side effect is this report's alone
+            self.counters.result_publish_errors += 1
+            log.error("result topic publish for %s/%s failed (skipped): %s", site, pump, exc)
+            return False
+
+    def _confirm(self, ident: Identity) -> None:
+        if self.config.confirm.enabled:
+            self.confirmer.add(*ident)
+
+    def _send_confirmations(self) -> None:
+        """Publish what was committed since the last call (QoS 1, ``{root}/acks/{device}``)."""
+        if not self.confirmer:
+            return
+        mq = self._mqtt
+        root = self.config.mqtt.topic_root
+        for device, payload in self.confirmer.take():
+            if mq is not None and mq.publish(topics.acks_topic(root, device), payload):
+                self.counters.confirmations_sent += 1
+            else:  # the edge re-publishes after its confirm timeout; that is confirmed then
+                self.counters.confirmations_failed += 1
 
     def _ack_ready(self) -> None:
         mq = self._mqtt
         if mq is None:
             return
-        gen = mq.generation
-        order = self._order
-        while order:
-            t = order[0]
-            if t.delivery.generation != gen:
-                order.popleft()  # its connection is gone: the broker redelivers it
-                continue
-            if t.remaining > 0 or not t.sealed:
-                break
-            order.popleft()
-            if mq.ack(t.delivery):
+        before = self._ledger.nbytes
+        for d in self._ledger.ready(mq.generation):
+            if mq.ack(d):
                 self.counters.acks += 1
+        if self._handoff is not None:
+            self._handoff.release_bytes(before - self._ledger.nbytes)
 
     # -- chores ------------------------------------------------------------------------------
 
     async def _retention_loop(self) -> None:
         scfg = self.config.store
-        if scfg.retention_days is None:
+        max_dl_bytes = self.config.dead_letters.retention_max_bytes
+        if scfg.retention_days is None and max_dl_bytes is None:
             return
         while True:
-            cutoff = time.time_ns() - int(scfg.retention_days * 86400e9)
             try:
-                pruned = await self.store.prune(before_ns=cutoff)
-                if pruned.results or pruned.archive or pruned.dead_letters:
-                    log.info("retention: pruned %s", pruned)
+                if scfg.retention_days is not None:
+                    cutoff = time.time_ns() - int(scfg.retention_days * 86400e9)
+                    pruned = await self.store.prune(before_ns=cutoff)
+                    if pruned.results or pruned.archive or pruned.dead_letters:
+                        log.info("retention: pruned %s", pruned)
+                if max_dl_bytes is not None:
+                    n = await self.store.prune_dead_letters(max_bytes=max_dl_bytes)
+                    if n:
+                        log.info("retention: pruned %d dead letters beyond %d bytes", n,
+                                 max_dl_bytes)
             except StoreError as exc:
                 log.error("retention prune failed: %s", exc)
             await asyncio.sleep(scfg.prune_interval_s)
+
+    async def _gap_loop(self) -> None:
+        """Every ``gap_check_interval_s``: the missing ranges older than the grace period
+        (a loss the edge can no longer repair, or has not yet), logged and in stats."""
+        ccfg = self.config.confirm
+        known: set[tuple[str, int, int]] = set()
+        while True:
+            await asyncio.sleep(ccfg.gap_check_interval_s)
+            try:
+                gaps = await self.store.gaps(
+                    before_ns=time.time_ns() - int(ccfg.gap_grace_s * 1e9)
+                )
+            except StoreError as exc:
+                log.error("gap check failed: %s", exc)
+                continue
+            self.gaps = gaps
+            for g in gaps:
+                if (g.device, g.epoch, g.first) not in known:
+                    log.warning("gap: %s epoch %x seq %d..%d (%d reports) not committed",
+                                g.device, g.epoch, g.first, g.last, g.count)
+            known = {(g.device, g.epoch, g.first) for g in gaps}
 
     async def _stats_loop(self) -> None:
         while True:
@@ -717,11 +812,23 @@ class Consumer:
         out: dict[str, Any] = {
             "counters": dataclasses.asdict(self.counters),
             "in_flight_reports": len(self._inflight),
-            "unacked_messages": len(self._order),
-            "oldest_unacked_age_s": round(
-                (time.time_ns() - self._order[0].delivery.received_ns) / 1e9, 3
-            ) if self._order else 0.0,
-            "commit_queue": self._jobs.qsize(),
+            "unacked_messages": len(self._ledger),
+            "unacked_bytes": self._ledger.nbytes,
+            "oldest_unacked_age_s": round((time.time_ns() - oldest) / 1e9, 3)
+            if (oldest := self._ledger.oldest_received_ns()) is not None else 0.0,
+            "commit_queue": _queue_stats(self._jobs.stats()),
+            "confirmations": {"enabled": self.config.confirm.enabled,
+                              "messages": self.confirmer.messages,
+                              "identities": self.confirmer.confirmed},
+            "dead_letter_budget": {
+                "admitted": self.dl_budget.stats.admitted,
+                "dropped": self.dl_budget.stats.dropped,
+                "dropped_bytes": self.dl_budget.stats.dropped_bytes,
+                "dropped_by_device": dict(sorted(
+                    self.dl_budget.stats.dropped_by_device.items(), key=lambda kv: -kv[1]
+                )[:20]),
+            },
+            "gaps": {"ranges": len(self.gaps), "reports": sum(g.count for g in self.gaps)},
             "batcher_open_items": len(self.batcher),
             "batches_by_reason": dict(self.batcher.stats.by_reason),
             "invocations_running": len(self._invocations),
@@ -735,11 +842,8 @@ class Consumer:
             "cpu_s": round(time.process_time(), 3),
         }
         if self._handoff is not None:
-            s = self._handoff.stats()
-            out["handoff"] = {
-                "depth": s.depth, "peak": s.peak, "capacity": s.capacity, "drops": s.drops,
-                "oldest_age_s": round(s.oldest_age_s, 3), "blocked_s": round(s.blocked_s, 3),
-            }
+            out["handoff"] = {**_queue_stats(self._handoff.stats()),
+                              "held_bytes": self._handoff.held_bytes}
         if self._mqtt is not None:
             m = self._mqtt.stats
             out["mqtt"] = {
@@ -760,3 +864,16 @@ def _dead_letter_fields(dl: DeadLetter, topic: str) -> dict[str, object]:
     if dl.seq is not None:
         out["seq"] = dl.seq
     return out
+
+
+def _queue_stats(s: QueueStats) -> dict[str, Any]:
+    return {
+        "depth": s.depth, "peak": s.peak, "capacity": s.capacity, "drops": s.drops,
+        "oldest_age_s": round(s.oldest_age_s, 3), "blocked_s": round(s.blocked_s, 3),
+    }
+
+
+def _topic_device(topic: str) -> str | None:
+    """The device segment of ``.../devices/{device}/reports`` (for budgets), if any."""
+    parts = topic.split("/")
+    return parts[-2] if len(parts) >= 3 and parts[-1] == "reports" else None

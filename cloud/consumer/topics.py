@@ -7,6 +7,12 @@
 * ``{root}/sites/{site}/pumps/{pump}/alarms`` -- not retained, QoS 1: every
   alarm write (raised, zone change, cleared), the same JSON as the store's
   ``alarms`` row and the dashboard's ``Alarm``.
+* ``{root}/acks/{device}`` -- not retained, QoS 1: confirmations of committed
+  reports to the device that sent them (msgpack, :mod:`dsp.confirm`).
+
+Topic levels are built only from names that pass the name rule
+(:func:`~.validate.name_ok`); the consumer dead-letters reports with other
+names before they get here.
 
 Payloads are JSON (``"v": 1``; fields are only ever appended). Publishing
 happens after the commit and before the acks; the store is the record, so a
@@ -22,7 +28,7 @@ import msgspec
 
 from cloud.store import AlarmRow, ResultRow
 
-_TOPIC_UNSAFE = frozenset("/+#\0")
+from .validate import name_ok
 
 
 class ChannelState(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,7 +64,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 def topic_safe(name: str) -> bool:
-    return bool(name) and not (_TOPIC_UNSAFE & set(name))
+    """Only names that pass DESIGN.md's name rule become topic levels."""
+    return name_ok(name)
+
+
+def acks_topic(root: str, device: str) -> str:
+    """Confirmations to one device (:mod:`dsp.confirm`): cloud-written, device-read."""
+    return f"{root}/acks/{device}"
 
 
 def condition_topic(root: str, site: str, pump: str) -> str:

@@ -104,6 +104,7 @@ QUERY_PARAMS: dict[str, frozenset[str]] = {
     "/api/pumps/{pump}/spectrum": frozenset({"channel"}),
     "/api/alarms": frozenset({"pump", "state", "limit"}),
     "/api/classes": frozenset(),
+    "/api/devices/{device}/gaps": frozenset({"grace_s", "limit"}),
     "/api/openapi.json": frozenset(),
     "/api/stream": frozenset({"last_event_id"}),
 }
@@ -323,6 +324,27 @@ async def get_alarms(request: web.Request) -> web.Response:
     return json_response({"alarms": [alarm_json(a) for a in alarms]})
 
 
+async def get_gaps(request: web.Request) -> web.Response:
+    """Sequence ranges of a device's streams that were never committed, although a later
+    report was, longer than ``grace_s`` ago: lost unless the edge still re-publishes."""
+    check_params(request, "/api/devices/{device}/gaps")
+    device = request.match_info["device"]
+    if not _NAME.match(device):
+        raise ParamError("device", f"device must be 1-64 of [A-Za-z0-9_.:-], got {device[:40]!r}")
+    grace_s = param_int(request, "grace_s", 600, 0, 30 * 86400)
+    limit = param_int(request, "limit", 1000, 1, 10_000)
+    now_ns = int(datetime.now(UTC).timestamp() * 1e9)
+    store = await request.app[STORE].get()
+    gaps = await store.gaps(device=device, before_ns=now_ns - grace_s * 10**9, limit=limit)
+    return json_response({
+        "device": device, "grace_s": grace_s,
+        "missing": sum(g.count for g in gaps),
+        "gaps": [{"epoch": f"{g.epoch:016x}", "first": g.first, "last": g.last,
+                  "count": g.count, "detected_after_ms": g.after_received_ns // 1_000_000}
+                 for g in gaps],
+    })
+
+
 async def get_classes(request: web.Request) -> web.Response:
     check_params(request, "/api/classes")
     return json_response(classes_json(await (await request.app[STORE].get()).manifests()))
@@ -403,6 +425,7 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app.router.add_get("/api/pumps/{pump}/spectrum", get_spectrum)
     app.router.add_get("/api/alarms", get_alarms)
     app.router.add_get("/api/classes", get_classes)
+    app.router.add_get("/api/devices/{device}/gaps", get_gaps)
     app.router.add_get("/api/openapi.json", get_openapi)
     app.router.add_get("/api/stream", get_stream)
     app.router.add_get("/metrics", metrics_handler(metrics.registry))  # docs/metrics.md

@@ -120,6 +120,14 @@ SCHEMAS: dict[str, Schema] = {
         "updated_ms": MS, "reason": STR, "evidence": _array(_ref("Evidence")),
     }),
     "Alarms": _obj({"alarms": _array(_ref("Alarm"))}),
+    "Gap": _obj({
+        "epoch": {**STR, "description": "stream epoch, 16 hex digits"},
+        "first": INT, "last": INT, "count": INT,
+        "detected_after_ms": {**MS, "description": "arrival of the committed report after "
+                              "the gap"},
+    }),
+    "Gaps": _obj({"device": STR, "grace_s": INT, "missing": INT,
+                  "gaps": _array(_ref("Gap"))}),
 }
 
 
@@ -188,6 +196,20 @@ PATHS: dict[str, Schema] = {
                    "manifests declare (newest manifest wins per name)",
         "operationId": "listClasses",
         "responses": {"200": _json("Classes", "classes"), **_ERR},
+    }},
+    "/api/devices/{device}/gaps": {"get": {
+        "summary": "Sequence ranges of a device's streams never committed (neither a result "
+                   "nor a dead letter) although a later report was: losses the edge did not "
+                   "repair within the grace period",
+        "operationId": "deviceGaps",
+        "parameters": [
+            _param("device", "path", "device name", _CHANNEL, required=True),
+            _param("grace_s", "query", "only gaps whose next report arrived this long ago",
+                   {"type": "integer", "minimum": 0, "maximum": 2592000, "default": 600}),
+            _param("limit", "query", "at most this many ranges (1-10000)",
+                   {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}),
+        ],
+        "responses": {"200": _json("Gaps", "missing ranges"), **_ERR},
     }},
     "/api/openapi.json": {"get": {
         "summary": "This document", "operationId": "openapi",

@@ -62,6 +62,13 @@ class Dialect:
                            without_rowid="WITHOUT ROWID")
 
     @property
+    def dead_letter_bytes(self) -> str:
+        """A dead letter's stored bytes (payload and reason) as an SQL expression."""
+        if self.is_postgres:
+            return "octet_length(payload) + octet_length(reason)"
+        return "length(payload) + length(CAST(reason AS BLOB))"
+
+    @property
     def for_update(self) -> str:
         """Suffix that locks the selected rows until the transaction ends."""
         return " FOR UPDATE" if self.is_postgres else ""

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import msgspec
 
 from . import _sql as q
+from . import delivery
 from ._dialect import Dialect
 from .base import AlarmEvaluator, ChannelKey
 from .records import (
@@ -42,6 +43,7 @@ from .records import (
     Commit,
     CommitOutcome,
     DeadLetter,
+    Gap,
     Identity,
     ManifestRow,
     PruneOutcome,
@@ -177,7 +179,23 @@ class SQLStore:
             await tx.execute(q.PRUNE_LATEST)
         return PruneOutcome(results=r, archive=a, dead_letters=dl)
 
+    async def prune_dead_letters(self, *, max_bytes: int) -> int:
+        """Delete the oldest dead letters beyond ``max_bytes`` stored; returns how many."""
+        d = self.dialect
+        sql = d.sql(delivery.DEAD_LETTERS_OVER_BUDGET.format(size=d.dead_letter_bytes))
+        async with self._write() as tx:
+            return await tx.execute(sql, (max_bytes,))
+
     # -- reads: the consumer's ----------------------------------------------------------------
+
+    async def gaps(
+        self, *, device: str | None = None, before_ns: int, limit: int = 10_000
+    ) -> list[Gap]:
+        """Missing sequence ranges of committed streams (see :mod:`.delivery`)."""
+        async with self._read() as s:
+            rows = await s.fetch(self.dialect.sql(delivery.GAPS),
+                                 delivery.gaps_params(device, before_ns, limit))
+        return delivery.gap_rows(rows, q.from_i64)
 
     async def known(self, identities: Sequence[Identity]) -> set[Identity]:
         if not identities:

@@ -23,6 +23,7 @@ from .records import (
     Commit,
     CommitOutcome,
     DeadLetter,
+    Gap,
     Identity,
     ManifestRow,
     PruneOutcome,
@@ -169,3 +170,12 @@ class Store(Protocol):
 
     async def counts(self) -> StoreCounts:
         """Row counts (cheap enough for health output and tests)."""
+
+    async def gaps(
+        self, *, device: str | None = None, before_ns: int, limit: int = 10_000
+    ) -> list[Gap]:
+        """Missing sequence ranges of committed streams whose next committed report was
+        received before ``before_ns`` (see :mod:`cloud.store.delivery`)."""
+
+    async def prune_dead_letters(self, *, max_bytes: int) -> int:
+        """Delete the oldest dead letters beyond ``max_bytes`` stored; returns how many."""

@@ -23,6 +23,10 @@ DeadLetterKind = Literal[
     "spoofed",  # payload's device differs from the topic's
     "topic",  # topic outside pumpwatch/devices/{device}/reports
     "model",  # the endpoint refused this report (poison)
+    "name",  # a device/site/pump/channel name breaks the name rule
+    "nonfinite",  # NaN or infinity where the model needs a number
+    "lengths",  # arrays inconsistent with the report's own parameters
+    "blob",  # spectrum or envelope bytes that do not decode
 ]
 DEAD_LETTER_KINDS: tuple[str, ...] = (
     "oversize",
@@ -31,6 +35,10 @@ DEAD_LETTER_KINDS: tuple[str, ...] = (
     "spoofed",
     "topic",
     "model",
+    "name",
+    "nonfinite",
+    "lengths",
+    "blob",
 )
 
 
@@ -224,6 +232,22 @@ class CommitOutcome(msgspec.Struct, frozen=True, kw_only=True):
     dead_lettered: int
     stored_ns: int
     alarms: list[AlarmRow] = []  # as written, updated_ns stamped
+
+
+class Gap(msgspec.Struct, frozen=True, kw_only=True):
+    """Sequence numbers ``first..last`` of one stream with neither a result nor a dead
+    letter, although a later report of the stream (received at ``after_received_ns``) was
+    committed: lost unless the edge still re-publishes them."""
+
+    device: str
+    epoch: int
+    first: int
+    last: int
+    after_received_ns: int
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
 
 
 class PruneOutcome(msgspec.Struct, frozen=True, kw_only=True):

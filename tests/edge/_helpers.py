@@ -34,7 +34,10 @@ def edge_config(
     report: Mapping[str, Any] | None = None,
     status_interval_s: float = 0.5,
 ) -> dict[str, Any]:
-    """A config dict for a device with one pump of ``channels`` channels (synthetic source)."""
+    """A config dict for a device with one pump of ``channels`` channels (synthetic source).
+
+    End-to-end confirmation is off unless ``mqtt_extra`` turns it on: these devices
+    talk to a bare broker, with no consumer to confirm anything."""
     return {
         "device": device or f"gw-{uuid.uuid4().hex[:8]}",
         "site": "lab",
@@ -45,6 +48,7 @@ def edge_config(
             "port": port,
             "reconnect_min_s": 0.2,
             "reconnect_max_s": 1.0,
+            "confirm": False,
             **(mqtt_extra or {}),
         },
         "spool": {"path": str(tmp_path / "spool"), **(spool_extra or {})},

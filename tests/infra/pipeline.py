@@ -102,11 +102,14 @@ def chunks(items: Sequence[bytes], size: int) -> list[list[bytes]]:
 class Publisher:
     """A QoS 1 MQTT v5 publisher; ``publish`` returns after the broker's PUBACK."""
 
-    def __init__(self, host: str, port: int, client_id: str, *, max_inflight: int = 100) -> None:
+    def __init__(self, host: str, port: int, client_id: str, *, max_inflight: int = 100,
+                 username: str | None = None) -> None:
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
             protocol=mqtt.MQTTv5,
         )
+        if username is not None:
+            self.client.username_pw_set(username)
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
         self._connected = threading.Event()
