@@ -58,9 +58,8 @@ from edge.mqtt_paho import PahoTransport
 from edge.publisher import Publisher
 from edge.spool import Spool
 from edge.transport import Acked, Connected, Disconnected, Event, Message, TransportError
-from pumpwatch.mosquitto_conf import acl_text
 from tests.infra.model_server import ModelServerProcess
-from tests.infra.mosquitto import Mosquitto
+from tests.infra.mosquitto import Mosquitto, granting_acl
 from tests.infra.pipeline import (
     ConsumerProcess,
     Publisher as RawPublisher,
@@ -186,13 +185,11 @@ def bad_messages(seed: int) -> list[tuple[str, bytes]]:
 
 def soak_run(*, work: Path, messages: int, minutes: float | None, devices: int,
              say: Callable[[str], None], rate: float = 150.0) -> dict[str, Any]:
-    acl = work / "acl"
     # the bad part of the mixed load comes from one identity allowed to write any device's
     # topic (a compromised gateway would be limited to its own; the consumer cannot tell)
-    acl.write_text(acl_text(consumers=("consumer",), prefix=ROOT)
-                   + f"\nuser soak-bad\ntopic write {ROOT}/devices/#\n")
+    acl = granting_acl(ROOT) + f"\nuser soak-bad\ntopic write {ROOT}/devices/#\n"
     broker = Mosquitto(work / "mosquitto", autosave_interval=60, max_inflight_messages=1000,
-                       max_packet_size=131072, extra_conf=f"acl_file {acl}",
+                       max_packet_size=131072, acl=acl,
                        log_types=("error", "warning"))
     db = work / "soak.db"
     peaks = {"consumer": 0.0, "broker": 0.0}

@@ -42,7 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cloud.roles import NAME_RE, NAME_RULE, ROLE_NAMES, Role
+from cloud.roles import ROLE_NAMES, Role
+from dsp.report import NAME_RE, NAME_RULE
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 CA_DAYS = 3650

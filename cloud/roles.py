@@ -29,19 +29,17 @@ most on the two topics it may publish at all (its reports and its status).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from dsp.report import NAME_RE, NAME_RULE  # DESIGN.md's name rule, defined once
 
 Role = Literal["device", "consumer", "dashboard", "operator"]
 Action = Literal["publish", "retain", "subscribe", "receive"]
 
 ROLE_NAMES: tuple[Role, ...] = ("device", "consumer", "dashboard", "operator")
 
-#: DESIGN.md's name rule: a name is one topic level that cannot break a topic
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")  # \Z: no trailing newline either
-NAME_RULE = "1-64 characters from A-Z a-z 0-9 _ . : - (no '/', '+', '#', spaces)"
 
 #: the AWS IoT policy variable that stands for the connecting device's name
 THING = "${iot:Connection.Thing.ThingName}"

@@ -30,7 +30,10 @@ SUPPORTED_VERSIONS = frozenset({1})
 NonNeg = Annotated[float, msgspec.Meta(ge=0)]
 #: DESIGN.md's name rule (device, site, pump, channel): letters, digits and ``-_.:``,
 #: 1-64 characters; no MQTT wildcards, separators or control characters
-NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+#: (``\Z``, not ``$``: ``$`` would let a trailing newline through).
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}\Z"
+NAME_RE = re.compile(NAME_PATTERN)
+NAME_RULE = "1-64 characters from A-Z a-z 0-9 _ . : - (no '/', '+', '#', spaces)"
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 DeviceName = Name  # = the AWS IoT thing name
 

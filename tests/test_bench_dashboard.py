@@ -7,21 +7,16 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.infra.pipeline import ROOT
 from tests.infra.postgres import postgres_available
+from tests.infra.require import need
 
 KEYS = [f"{prefix}p95_ms_{what}_{size}" for prefix in ("", "sqlite_")
         for what in ("fleet", "series", "alarms") for size in ("small", "large")]
 
 
 def test_bench_dashboard_smoke() -> None:
-    reason = postgres_available()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    need("postgresql", postgres_available())
     out = subprocess.run(
         [sys.executable, "-m", "bench.dashboard", "--json", "--small", "2000", "--large",
          "6000", "--channels", "20", "--requests", "3", "--results-per-alarm", "100"],

@@ -27,6 +27,7 @@ from cloud.store import ResultRow, SQLiteStore
 from tests.infra.model_server import ModelServerProcess
 from tests.infra.mosquitto import Mosquitto, mosquitto_available
 from tests.infra.pipeline import ConsumerProcess, Publisher, consumer_config, write_toml
+from tests.infra.require import need
 from tests.test_decision import B6205, ORDERS, signal
 
 N = 6  # reports per channel
@@ -51,8 +52,7 @@ def _reports(now_ns: int) -> list[dsp.Report]:
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ResultRow]]:
-    if not mosquitto_available():
-        pytest.skip("mosquitto not installed")
+    need("mosquitto", None if mosquitto_available() else "mosquitto not installed")
     tmp = tmp_path_factory.mktemp("decision")
     db = tmp / "results.db"
     root = "dec"

@@ -23,10 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 import dsp
 from edge.agent import Agent
 from edge.sources import synthetic_source
-from pumpwatch.mosquitto_conf import acl_text
 from tests.edge._helpers import build, edge_config
 from tests.infra.model_server import ModelServerProcess
-from tests.infra.mosquitto import Mosquitto
+from tests.infra.mosquitto import Mosquitto, granting_acl
 from tests.infra.pipeline import Publisher, consumer_config, encoded_reports
 from tests.test_consumer_pipeline import assert_exactly_once, running_consumer, stored
 
@@ -150,12 +149,15 @@ async def test_a_device_in_the_consumers_shared_group_cannot_black_hole_reports(
     mosquitto_factory: Callable[..., Mosquitto], model_server: ModelServerProcess,
     tmp_path: Path,
 ) -> None:
-    """A client that may not read reports joins ``$share/{group}/...`` (Mosquitto 2.0.11
-    grants it): the broker deals it its round-robin share and drops it. Nothing is lost."""
+    """A client that may not read reports joins ``$share/{group}/...``: the broker deals it
+    its round-robin share and drops it. Nothing is lost.
+
+    The perimeter (issue 18: dynamic security) now refuses that SUBSCRIBE, so this test
+    simulates a broker that still grants it: Mosquitto 2.0.11 with a plain ``acl_file``,
+    which grants every SUBSCRIBE and withholds what the ACL forbids (the loss the
+    confirmations must repair whatever the broker does)."""
     root = "e2eshare"
-    acl = tmp_path / "acl"
-    acl.write_text(acl_text(consumers=("consumer",), prefix=root))
-    broker = mosquitto_factory(extra_conf=f"acl_file {acl}").start()
+    broker = mosquitto_factory(acl=granting_acl(root)).start()
     db = tmp_path / "r.db"
     cfg = consumer_config(broker_port=broker.port, endpoint_url=model_server.url, db=db,
                           topic_root=root, mqtt={"username": "consumer"})

@@ -149,3 +149,15 @@ def test_decode_errors_say_what_kind_of_bad_they_are() -> None:
     bad_batch = dsp.encode_batch("gw-01", []).replace(b"gw-01", b"gw-\xff\xfe", 1)
     with pytest.raises(dsp.ReportDecodeError):
         dsp.decode_batch(bad_batch)
+
+
+def test_a_name_with_a_trailing_newline_is_refused_by_the_codec() -> None:
+    """``$`` in the name pattern would let ``"p1\\n"`` through; the rule is anchored with \\Z."""
+    import msgspec as _m
+
+    from dsp.report import Name
+
+    assert _m.json.decode(b'"p-01:a.b_c"', type=Name) == "p-01:a.b_c"
+    for bad in (b'"p1\\n"', b'"p\\u00121"', b'"a/b"', b'"x#"', b'""'):
+        with pytest.raises(_m.ValidationError):
+            _m.json.decode(bad, type=Name)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloud.store import Commit, DeadLetter, Gap, Store, make_store
+from tests.test_dashboard_api import db as db  # the fixture: SQLite and PostgreSQL
 from tests.test_dashboard_api import served
 from tests.test_store_sqlite import BIG_EPOCH, result
 
@@ -71,9 +72,9 @@ async def test_dead_letters_are_kept_under_a_byte_budget_oldest_deleted_first(
     assert await any_store.prune_dead_letters(max_bytes=350) == 0
 
 
-async def test_gaps_api(tmp_path: Path) -> None:
-    db = tmp_path / "r.db"
-    s = make_store(f"sqlite:///{db}")
+async def test_gaps_api(db: str) -> None:
+    """The route, on both stores (``db``: a SQLite file or a fresh PostgreSQL database)."""
+    s = make_store(db)
     await s.open()
     await fill(s)
     await s.close()

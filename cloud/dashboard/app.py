@@ -16,7 +16,6 @@ import hmac
 import ipaddress
 import logging
 import math
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from aiohttp import web
 import dsp
 from cloud.metrics import metrics_handler
 from cloud.store import ResultRow, Store, StoreError
+from dsp.report import NAME_RE, NAME_RULE
 
 from ._store import StoreHandle
 from .metrics import DashboardMetrics
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _json = msgspec.json.Encoder().encode
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_NAME = NAME_RE  # DESIGN.md's name rule (dsp.report)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -144,7 +144,7 @@ def param_name(request: web.Request, name: str) -> str | None:
     if text is None:
         return None
     if not _NAME.match(text):
-        raise ParamError(name, f"{name} must be 1-64 of [A-Za-z0-9_.:-], got {text[:40]!r}")
+        raise ParamError(name, f"{name} must be {NAME_RULE}, got {text[:40]!r}")
     return text
 
 
@@ -171,7 +171,7 @@ def param_choice(request: web.Request, name: str, choices: tuple[str, ...], defa
 def pump_param(request: web.Request) -> str:
     pump = request.match_info["pump"]
     if not _NAME.match(pump):
-        raise ParamError("pump", f"pump must be 1-64 of [A-Za-z0-9_.:-], got {pump[:40]!r}")
+        raise ParamError("pump", f"pump must be {NAME_RULE}, got {pump[:40]!r}")
     return pump
 
 
@@ -330,7 +330,7 @@ async def get_gaps(request: web.Request) -> web.Response:
     check_params(request, "/api/devices/{device}/gaps")
     device = request.match_info["device"]
     if not _NAME.match(device):
-        raise ParamError("device", f"device must be 1-64 of [A-Za-z0-9_.:-], got {device[:40]!r}")
+        raise ParamError("device", f"device must be {NAME_RULE}, got {device[:40]!r}")
     grace_s = param_int(request, "grace_s", 600, 0, 30 * 86400)
     limit = param_int(request, "limit", 1000, 1, 10_000)
     now_ns = int(datetime.now(UTC).timestamp() * 1e9)

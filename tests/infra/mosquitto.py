@@ -90,6 +90,7 @@ class Mosquitto:
         allow_anonymous: bool = True,
         plain_listener: bool = True,
         extra_conf: str = "",
+        acl: str | None = None,
         log_types: tuple[str, ...] = ("error", "warning", "notice", "information"),
         tls_pki: Path | None = None,
         tls_roles: Mapping[str, Role] | None = None,
@@ -144,6 +145,9 @@ class Mosquitto:
                 f"listener {self.port} {host}",
                 f"allow_anonymous {str(allow_anonymous).lower()}",
             ]
+        if acl is not None:  # an acl_file's text, kept where the broker's user can read it
+            (self.run_dir / "acl").write_text(acl)
+            lines.append(f"acl_file {self.run_dir / 'acl'}")
         if extra_conf:  # "{run_dir}" names files the broker's user can read (see above)
             lines.append(extra_conf.strip().replace("{run_dir}", str(self.run_dir)))
         self.conf_path.write_text("\n".join(lines) + "\n")
@@ -252,3 +256,20 @@ class Mosquitto:
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.running else "stopped"
         return f"Mosquitto({self.host}:{self.port}, {state}, dir={self.workdir})"
+
+
+def granting_acl(root: str, *, consumers: tuple[str, ...] = ("consumer",)) -> str:
+    """An ``acl_file`` as pumpwatch wrote it before the perimeter (issue 18).
+
+    Mosquitto 2.0.11 with an ``acl_file`` grants every SUBSCRIBE, ``$share/...``
+    included, and silently withholds what the ACL forbids: a device that joins the
+    consumers' shared group is dealt its share of reports, which are then dropped.
+    The stack now uses dynamic security, which refuses that SUBSCRIBE; delivery tests
+    and the soak keep this broker to show the confirmations repair such a loss.
+    """
+    lines = [f"pattern write {root}/devices/%u/#", f"pattern read {root}/acks/%u", ""]
+    for name in consumers:
+        lines += [f"user {name}", f"topic read {root}/devices/+/reports",
+                  f"topic read $share/+/{root}/devices/+/reports",
+                  f"topic write {root}/sites/#", f"topic write {root}/acks/#", ""]
+    return "\n".join(lines)
