@@ -93,6 +93,9 @@ def json_schema(cls: type) -> dict[str, Any]:
                 return {**keep, "description": "bytes, or a size such as '512 MiB'",
                         "anyOf": [{"type": "integer", "minimum": 0},
                                   {"type": "string", "pattern": _SIZE_RE.pattern}]}
+            if isinstance(node.get("pattern"), str) and node["pattern"].endswith("\\Z"):
+                # Python's end-of-string anchor is ECMAScript's '$' (no multiline flag)
+                node = {**node, "pattern": node["pattern"][:-2] + "$"}
             return {k: fix(v) for k, v in node.items()}
         if isinstance(node, list):
             return [fix(v) for v in node]

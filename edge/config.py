@@ -32,16 +32,14 @@ from dsp.config import (
     parse_size,
     where,
 )
+from dsp.report import NAME_PATTERN, NAME_RE, NAME_RULE
 from simulator.bearings import lookup_bearing
 
-#: DESIGN.md's name rule (also cloud.roles, which the edge does not import): a name is one
-#: topic level and a broker username. `$` alone would let a trailing newline through (in
-#: Python); the lookahead refuses it and stays a valid JSON Schema (ECMAScript) pattern.
-NAME_PATTERN = r"^(?!.*\n)[A-Za-z0-9_.:-]{1,64}$"
-NAME_RE = re.compile(NAME_PATTERN)
-NAME_RULE = "1-64 characters from A-Z a-z 0-9 _ . : - (no '/', '+', '#', spaces)"
+# DESIGN.md's name rule, defined once (dsp.report): a name is one topic level and a
+# broker username; anchored with \Z (a '$' would let a trailing newline through)
+# (the pattern alone, so that a long or empty name is told the rule too)
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
-CLIENT_ID_PATTERN = r"^(?!.*\n)([A-Za-z0-9_.:-]{1,64})?$"  # a name, or empty
+CLIENT_ID_PATTERN = r"^([A-Za-z0-9_.:\-]{1,64})?\Z"  # a name, or empty (the device)
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 
 AWS_MAX_MESSAGE = 128 * 1024
@@ -50,11 +48,12 @@ AWS_MAX_MESSAGE = 128 * 1024
 AWS_MAX_PUBLISH_RATE = 100.0
 AWS_MAX_INFLIGHT = 100
 AWS_MAX_TOPIC_SLASHES = 7
-THING_NAME_PATTERN = r"^(?!.*\n)[A-Za-z0-9:_-]{1,128}$"
+THING_NAME_PATTERN = r"^[A-Za-z0-9:_-]{1,128}\Z"
 
-__all__ = ["AWS_MAX_MESSAGE", "ChannelConfig", "ConfigError", "EdgeConfig", "EdgeFile",
-           "MqttConfig", "PipelineConfig", "PumpSpec", "SourceConfig", "SpoolConfig",
-           "StatusConfig", "TlsConfig", "config_from_dict", "load_config", "parse_size"]
+__all__ = ["AWS_MAX_MESSAGE", "NAME_RE", "NAME_RULE", "ChannelConfig", "ConfigError",
+           "EdgeConfig", "EdgeFile", "MqttConfig", "PipelineConfig", "PumpSpec",
+           "SourceConfig", "SpoolConfig", "StatusConfig", "TlsConfig", "config_from_dict",
+           "load_config", "parse_size"]
 
 
 class ConfigError(InvalidConfigError):
@@ -84,7 +83,7 @@ class MqttConfig(MqttSection, frozen=True, kw_only=True, forbid_unknown_fields=T
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883  # awsiot: 8883 unless given
     client_id: Annotated[str, msgspec.Meta(pattern=CLIENT_ID_PATTERN)] = ""  # "": the device
     topic_prefix: Annotated[str, msgspec.Meta(
-        pattern=r"^(?!.*\n)[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*$")] = "pumpwatch"
+        pattern=r"^[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*\Z")] = "pumpwatch"
     max_message_bytes: ByteSize = AWS_MAX_MESSAGE
     publish_rate: PositiveS = 100.0  # publishes per second (AWS IoT: 100)
     # unacknowledged QoS 1 report messages (awsiot default: 100)
