@@ -106,6 +106,12 @@ def render(status: Mapping[str, Any], *, dsp_seconds: float) -> str:
               sp["dropped"])
     e.gauge("spool_oldest_age_seconds", "Age of the oldest spooled report (0: empty)",
             sp["oldest_age_s"] or 0.0)
+    e.gauge("spool_unconfirmed_reports", "Reports acknowledged by the broker, not yet "
+            "confirmed by the cloud", sp["unconfirmed"])
+    e.gauge("spool_unconfirmed_oldest_age_seconds", "Age of the oldest unconfirmed report "
+            "(0: none)", sp["unconfirmed_oldest_age_s"] or 0.0)
+    e.counter("spool_republished_reports", "Reports published again (no confirmation in "
+              "time)", sp["republished"])
     ring = status["ring"]
     e.gauge("ring_samples", "Unread samples per channel in the acquisition ring", ring["depth"])
     e.gauge("ring_capacity_samples", "Acquisition ring capacity per channel", ring["capacity"])

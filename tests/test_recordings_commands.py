@@ -102,7 +102,8 @@ def _edge_toml(tmp_path: Path, port: int, name: str) -> tuple[Path, str]:
         "site": "lab",
         "report": {"interval_s": INTERVAL_S},  # else the edge's defaults
         "source": {"kind": "replay"},
-        "mqtt": {"host": "127.0.0.1", "port": port},
+        # no consumer here: reports settle on PUBACK (no end-to-end confirmation to wait for)
+        "mqtt": {"host": "127.0.0.1", "port": port, "confirm": False},
         "spool": {"path": str(tmp_path / f"spool-{name}")},
         "pumps": [{"id": "p1", "bearings": ["6205"], "channels": ["de"]}],
     }
@@ -221,7 +222,7 @@ def test_baseline_fit_uses_the_edge_default_report_config(
     wav = files.paths["wav"]
     d = {
         "device": "gw-default", "site": "lab", "source": {"kind": "replay"},
-        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port},
+        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "confirm": False},
         "spool": {"path": str(tmp_path / "spool")},
         "pumps": [{"id": "p1", "bearings": ["6205"], "channels": ["de"]}],
     }

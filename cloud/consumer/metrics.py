@@ -103,6 +103,23 @@ class ConsumerCollector(Collector):
         yield from _gauges(s)
         yield from _breaker(s["breaker"])
         yield from _queue_and_link(s)
+        yield from _delivery(n, s)
+
+
+def _delivery(n: Any, s: dict[str, Any]) -> Iterator[Metric]:
+    """End-to-end confirmations, gaps and the dead-letter budget (docs/consumer.md)."""
+    yield counter(P + "confirmations_sent", "Confirmation messages published to devices",
+                  n.confirmations_sent)
+    yield counter(P + "confirmations_failed", "Confirmations not published (link down; the "
+                  "edge publishes again)", n.confirmations_failed)
+    yield gauge(P + "gap_ranges", "Missing sequence ranges older than the grace period, at "
+                "the last gap check", s["gaps"]["ranges"])
+    yield gauge(P + "gap_reports", "Reports in those ranges (lost unless the edge still "
+                "publishes them again)", s["gaps"]["reports"])
+    yield counter(P + "dead_letters_dropped", "Dead letters dropped over a device's budget",
+                  n.dead_letters_dropped)
+    yield counter(P + "result_publish_errors", "Result-topic publishes that failed (skipped)",
+                  n.result_publish_errors)
 
 
 def _gauges(s: dict[str, Any]) -> Iterator[Metric]:
@@ -114,7 +131,11 @@ def _gauges(s: dict[str, Any]) -> Iterator[Metric]:
                 s["in_flight_reports"])
     yield gauge(P + "batcher_open_reports", "Reports waiting in an open batch",
                 s["batcher_open_items"])
-    yield gauge(P + "commit_queue_jobs", "Jobs waiting for the writer", s["commit_queue"])
+    q = s["commit_queue"]
+    yield gauge(P + "commit_queue_jobs", "Jobs waiting for the writer", q["depth"])
+    yield gauge(P + "commit_queue_capacity_jobs", "Capacity of the writer's queue", q["capacity"])
+    yield gauge(P + "unacked_bytes", "Payload bytes received and not yet acknowledged "
+                "(reading stops at consumer.max_unacked_bytes)", s["unacked_bytes"])
     yield gauge(P + "endpoint_calls_running", "Endpoint calls running now",
                 s["invocations_running"])
     yield gauge(P + "alarm_channels", "Pump channels the alarm tracker follows",
