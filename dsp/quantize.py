@@ -59,14 +59,30 @@ def pack_codes(codes: NDArray[np.uint8]) -> bytes:
     return _compressor.compress(delta.tobytes())
 
 
+def _inflate(data: bytes, limit: int) -> bytes:
+    """Decompress at most ``limit + 1`` bytes of one frame, whatever its header claims.
+
+    A zstd frame may declare its content size; the library then allocates that much
+    before decompressing (``max_output_size`` bounds only frames that do not declare
+    it). A corrupt or hostile header declaring gigabytes is refused here instead.
+    """
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"spectrum data is not valid {CODEC}: {exc}") from None
+    if declared > limit:
+        raise ValueError(f"spectrum data declares {declared} bytes, more than {limit}")
+    try:
+        return _decompressor.decompress(data, max_output_size=limit + 1)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"spectrum data is not valid {CODEC}: {exc}") from None
+
+
 def unpack_codes(data: bytes, n: int) -> NDArray[np.uint8]:
     """Inverse of :func:`pack_codes`; raises ValueError on corrupt or short data."""
     if not 0 <= n <= MAX_LINES:
         raise ValueError(f"line count must be in 0..{MAX_LINES}, got {n}")
-    try:
-        raw = _decompressor.decompress(data, max_output_size=MAX_LINES)
-    except zstandard.ZstdError as exc:
-        raise ValueError(f"spectrum data is not valid {CODEC}: {exc}") from None
+    raw = _inflate(data, MAX_LINES)
     if len(raw) != n:
         raise ValueError(f"spectrum data holds {len(raw)} lines, header says {n}")
     delta = np.frombuffer(raw, dtype=np.uint8)
@@ -78,10 +94,7 @@ def check_codes(data: bytes, n: int) -> None:
     no cumulative sum, no array)."""
     if not 0 <= n <= MAX_LINES:
         raise ValueError(f"line count must be in 0..{MAX_LINES}, got {n}")
-    try:
-        raw = _decompressor.decompress(data, max_output_size=n + 1)
-    except zstandard.ZstdError as exc:
-        raise ValueError(f"spectrum data is not valid {CODEC}: {exc}") from None
+    raw = _inflate(data, n)
     if len(raw) != n:
         raise ValueError(f"spectrum data holds {len(raw)} lines, header says {n}")
 

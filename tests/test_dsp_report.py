@@ -161,3 +161,20 @@ def test_a_name_with_a_trailing_newline_is_refused_by_the_codec() -> None:
     for bad in (b'"p1\\n"', b'"p\\u00121"', b'"a/b"', b'"x#"', b'""'):
         with pytest.raises(_m.ValidationError):
             _m.json.decode(bad, type=Name)
+
+
+def test_a_spectrum_frame_declaring_a_huge_size_is_refused_not_allocated() -> None:
+    """A zstd header may declare its content size, and the library would allocate it:
+    a corrupt blob declaring 1 TiB is a ValueError (a dead letter), never a MemoryError."""
+    from dsp import quantize
+
+    magic = bytes.fromhex("28b52ffd")
+    header = bytes([0xE0]) + (1 << 40).to_bytes(8, "little")  # single segment, 8-byte size
+    block = bytes([0x01, 0x00, 0x00])  # one empty raw last block
+    forged = magic + header + block
+    with pytest.raises(ValueError, match="declares"):
+        quantize.unpack_codes(forged, 1600)
+    with pytest.raises(ValueError, match="declares"):
+        quantize.check_codes(forged, 1600)
+    good = quantize.pack_codes(np.arange(1600, dtype=np.uint8))
+    assert quantize.unpack_codes(good, 1600).size == 1600

@@ -14,8 +14,7 @@ from tests.test_dashboard_api import db as db  # the fixture: SQLite and Postgre
 from tests.test_dashboard_api import served
 from tests.test_store_sqlite import BIG_EPOCH, result
 
-NOW = time.time_ns()
-OLD = NOW - 3600 * 10**9
+HOUR = 3600 * 10**9
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -38,24 +37,29 @@ def _dead(device: str, epoch: int, seq: int, received: int, size: int = 10) -> D
                       payload=b"x" * size, device=device, epoch=epoch, seq=seq)
 
 
-async def fill(s: Store) -> None:
-    rows = [result("d1", BIG_EPOCH, q, received=OLD) for q in (0, 1, 2, 5, 6, 9)]
-    rows += [result("d1", 7, q, received=OLD) for q in (2, 3)]  # starts late: 0..1 missing
-    rows += [result("d1", 8, q, received=NOW) for q in (0, 4)]  # too young to be a gap
-    rows += [result("d2", 1, q, received=OLD) for q in (0, 3)]
-    await s.commit(Commit(results=rows, dead_letters=[_dead("d1", BIG_EPOCH, 3, OLD)]))
+async def fill(s: Store) -> int:
+    """Commit the streams below; returns "now" (taken here: a test's grace period counts
+    from when its rows were written, not from when the module was collected)."""
+    now = time.time_ns()
+    old = now - HOUR
+    rows = [result("d1", BIG_EPOCH, q, received=old) for q in (0, 1, 2, 5, 6, 9)]
+    rows += [result("d1", 7, q, received=old) for q in (2, 3)]  # starts late: 0..1 missing
+    rows += [result("d1", 8, q, received=now) for q in (0, 4)]  # too young to be a gap
+    rows += [result("d2", 1, q, received=old) for q in (0, 3)]
+    await s.commit(Commit(results=rows, dead_letters=[_dead("d1", BIG_EPOCH, 3, old)]))
+    return now
 
 
 async def test_gaps_are_the_uncommitted_ranges_older_than_the_grace_period(
     any_store: Store,
 ) -> None:
-    await fill(any_store)
-    gaps = await any_store.gaps(device="d1", before_ns=NOW - 10**9)
+    now = await fill(any_store)
+    gaps = await any_store.gaps(device="d1", before_ns=now - 10**9)
     got = sorted((g.epoch, g.first, g.last) for g in gaps)
     # seq 3 is a dead letter: committed, so not a gap
     assert got == sorted([(BIG_EPOCH, 4, 4), (BIG_EPOCH, 7, 8), (7, 0, 1)])
-    assert all(isinstance(g, Gap) and g.after_received_ns == OLD for g in gaps)
-    everyone = await any_store.gaps(before_ns=NOW + 10**9)
+    assert all(isinstance(g, Gap) and g.after_received_ns == now - HOUR for g in gaps)
+    everyone = await any_store.gaps(before_ns=now + 10**9)
     assert {(g.device, g.epoch, g.first, g.last) for g in everyone} >= {
         ("d2", 1, 1, 2), ("d1", 8, 1, 3)}
     assert sum(g.count for g in everyone) == 1 + 2 + 2 + 2 + 3
@@ -64,7 +68,8 @@ async def test_gaps_are_the_uncommitted_ranges_older_than_the_grace_period(
 async def test_dead_letters_are_kept_under_a_byte_budget_oldest_deleted_first(
     any_store: Store,
 ) -> None:
-    dls = [_dead("d1", 1, q, OLD + q, size=90) for q in range(10)]  # 100 bytes each
+    old = time.time_ns() - HOUR
+    dls = [_dead("d1", 1, q, old + q, size=90) for q in range(10)]  # 100 bytes each
     await any_store.commit(Commit(dead_letters=dls))
     assert await any_store.prune_dead_letters(max_bytes=350) == 7
     kept = await any_store.dead_letters()
