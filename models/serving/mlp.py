@@ -44,6 +44,16 @@ def spec_temperature(spec: Mapping[str, Any]) -> float:
     return check_temperature(spec.get("temperature", 1.0))
 
 
+def classifier_spec(kind: str, path: str, temperature: float) -> dict[str, Any]:
+    """A ``classifier`` entry for ``bundle.json`` (inverse of :func:`spec_temperature`:
+    ``temperature`` is written only when calibration changed it, so older readers and
+    bundles stay byte-identical)."""
+    spec: dict[str, Any] = {"kind": kind, "path": path}
+    if temperature != 1.0:
+        spec["temperature"] = temperature
+    return spec
+
+
 def softmax(logits: F64, temperature: float = 1.0) -> F64:
     """Row-wise softmax of ``logits / temperature``."""
     z = logits / temperature if temperature != 1.0 else logits.copy()
@@ -122,10 +132,7 @@ class MLPClassifier:
                 mean=self.mean, scale=self.scale, clip=np.array(self.clip), W1=self.W1,
                 b1=self.b1, W2=self.W2, b2=self.b2,
             )
-        spec: dict[str, Any] = {"kind": self.kind, "path": FILE}
-        if self.temperature != 1.0:
-            spec["temperature"] = self.temperature
-        return spec
+        return classifier_spec(self.kind, FILE, self.temperature)
 
 
 def load_mlp(bundle_dir: Path, spec: Mapping[str, Any]) -> MLPClassifier:

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from ..errors import BundleError
 from ..features import BatchFeatures, check_feature_names
-from ..mlp import check_temperature, softmax, spec_temperature
+from ..mlp import check_temperature, classifier_spec, softmax, spec_temperature
 
 F64 = NDArray[np.float64]
 KIND = "softmax"
@@ -79,10 +79,7 @@ class SoftmaxClassifier:
                 W=self.W,
                 b=self.b,
             )
-        spec: dict[str, Any] = {"kind": KIND, "path": FILE}
-        if self.temperature != 1.0:
-            spec["temperature"] = self.temperature
-        return spec
+        return classifier_spec(KIND, FILE, self.temperature)
 
 
 def load(bundle_dir: Path, spec: Mapping[str, Any]) -> SoftmaxClassifier:
