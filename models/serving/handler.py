@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -395,11 +395,19 @@ def _score(
     ), extras
 
 
-def invoke(
+class Handled(NamedTuple):
+    """One request's answer: the response bytes, their content type, the reports scored."""
+
+    body: bytes
+    content_type: str
+    reports: int
+
+
+def handle(
     bundle: Bundle, body: bytes, content_type: str | None, accept: str | None,
     custom_attributes: str | None = None,
-) -> tuple[bytes, str]:
-    """Whole request -> (response bytes, response content type).
+) -> Handled:
+    """Whole request -> its answer (and how many reports it scored, for metrics).
 
     ``custom_attributes`` is the request's CustomAttributes header: ``manifest=1``
     includes the bundle's full manifest in the response.
@@ -412,5 +420,14 @@ def invoke(
     response, extras = score_with_fields(
         bundle, reports, with_manifest=wants_manifest(custom_attributes)
     )
-    return encode_response(response, out_mt, extras), out_mt
+    return Handled(encode_response(response, out_mt, extras), out_mt, len(reports))
+
+
+def invoke(
+    bundle: Bundle, body: bytes, content_type: str | None, accept: str | None,
+    custom_attributes: str | None = None,
+) -> tuple[bytes, str]:
+    """Whole request -> (response bytes, response content type); see :func:`handle`."""
+    out = handle(bundle, body, content_type, accept, custom_attributes)
+    return out.body, out.content_type
 

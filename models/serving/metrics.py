@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
-import msgspec
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,8 +25,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from .handler import JSON, media_type
-
 if TYPE_CHECKING:
     from .server import BundleStore
 
@@ -35,25 +32,6 @@ P = "pumpwatch_server_"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class _Reports(msgspec.Struct):
-    """An InvocationRequest with the reports left unparsed: counting them is a skim."""
-
-    reports: list[msgspec.Raw] = []
-
-
-_count_mp = msgspec.msgpack.Decoder(_Reports)
-_count_json = msgspec.json.Decoder(_Reports)
-
-
-def count_reports(body: bytes, content_type: str | None) -> int:
-    """Reports in a request body that was already scored (so it decodes)."""
-    dec = _count_json if media_type(content_type, default="") == JSON else _count_mp
-    try:
-        return len(dec.decode(body).reports)
-    except msgspec.DecodeError:
-        return 0
 
 
 class ServerMetrics:
@@ -78,8 +56,8 @@ class ServerMetrics:
         )
         self.registry.register(_StoreCollector(store))
 
-    def scored(self, model_version: str, body: bytes, content_type: str | None) -> None:
-        self.reports.labels(model_version).inc(count_reports(body, content_type))
+    def scored(self, model_version: str, reports: int) -> None:
+        self.reports.labels(model_version).inc(reports)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -138,4 +116,4 @@ class _StoreCollector(Collector):
                                 value=s.cfg.cache_bytes)
 
 
-__all__ = ["ServerMetrics", "count_reports"]
+__all__ = ["ServerMetrics"]

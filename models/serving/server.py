@@ -86,7 +86,7 @@ from .errors import (
     UnknownTargetModelError,
 )
 from .guard import Deadlines, GuardedProtocol, Limits, sweep
-from .handler import invoke
+from .handler import handle
 from .metrics import ServerMetrics
 
 log = logging.getLogger("pumpwatch.model.server")
@@ -675,11 +675,11 @@ class ModelServer:
         body = await request.read()
         if bundle is None:
             bundle = await self.store.get(request.headers.get(H_TARGET))
-        out, ctype = invoke(
+        out, ctype, n_reports = handle(
             bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept"),
             custom,
         )
-        self.metrics.scored(bundle.model_version, body, request.headers.get("Content-Type"))
+        self.metrics.scored(bundle.model_version, n_reports)
         headers = {H_VARIANT: self.cfg.variant, H_VERSION: bundle.model_version}
         if custom is not None:
             headers[H_CUSTOM] = custom
