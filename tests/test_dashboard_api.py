@@ -277,8 +277,51 @@ async def test_spectrum_has_power_envelope_and_defect_markers(client: Client) ->
     assert hz["BPFI"] == pytest.approx(5.4152 * fr, rel=1e-3)
     assert hz["FTF"] == pytest.approx(0.39828 * fr, rel=1e-3)
     assert 2 * hz["BSF"] == pytest.approx(4.7135 * fr, rel=1e-3)
+    # Harmonics 2x..5x of each defect line and sidebands (BPFI +- m x shaft rate, BSF +- m x
+    # FTF), as far as the envelope spectrum reaches and no further.
+    env = sp["envelope"]
+    top = env["f0"] + env["df"] * (env["n"] - 1)
+    for base in ("BPFO", "BPFI", "BSF", "FTF"):
+        want = {k: k * hz[base] for k in range(2, 6) if k * hz[base] <= top}
+        got = {m["order"]: m["hz"] for m in sp["markers"]
+               if m["kind"] == "harmonic" and m["of"] == base}
+        assert got == pytest.approx(want, abs=0.01), base
+        assert hz.get(f"{max(want, default=1) + 1}x{base}") is None  # beyond the envelope
+    assert hz["2xBPFO"] == pytest.approx(2 * 3.5848 * fr, rel=1e-3)  # 6205 at this speed: in
+    assert hz["BPFI-1x"] == pytest.approx(hz["BPFI"] - fr, abs=0.01)
+    assert hz["BPFI+2x"] == pytest.approx(hz["BPFI"] + 2 * fr, abs=0.01)
+    assert hz["BSF-FTF"] == pytest.approx(hz["BSF"] - hz["FTF"], abs=0.01)
+    assert hz["2xBSF+2FTF"] == pytest.approx(2 * hz["BSF"] + 2 * hz["FTF"], abs=0.01)
+    sides = [m for m in sp["markers"] if m["kind"] == "sideband"]
+    assert {m["of"] for m in sides} == {"BPFI", "BSF"}
+    assert all(0 < m["hz"] <= top for m in sides)
     async with client.get("/api/pumps/p2/spectrum?channel=nope") as resp:
         await checked(resp, "/api/pumps/{pump}/spectrum", 404)
+
+
+async def test_spectra_are_the_newest_n_of_a_channel_pooled_to_bins(client: Client) -> None:
+    async with client.get("/api/pumps/p2/spectrum?channel=x") as resp:
+        newest = await checked(resp, "/api/pumps/{pump}/spectrum")
+    async with client.get("/api/pumps/p2/spectra?channel=x&n=3&bins=100") as resp:
+        w = await checked(resp, "/api/pumps/{pump}/spectra")
+    assert w["kind"] == "power" and w["channel"] == "x" and w["skipped"] == 0
+    assert len(w["rows"]) == 3
+    t = [r["t_ms"] for r in w["rows"]]
+    assert t == sorted(t, reverse=True) and t[0] == newest["t_ms"]  # newest first
+    n = newest["spectrum"]["n"]
+    pool = -(-n // 100)
+    assert w["pool"] == pool and w["columns"] == len(w["rows"][0]["db"]) == -(-n // pool) <= 100
+    assert w["df"] == pytest.approx(newest["spectrum"]["df"] * pool)
+    db = newest["spectrum"]["db"]  # column j is the max of its lines (peaks survive)
+    assert w["rows"][0]["db"][3] == max(db[3 * pool:4 * pool])
+    async with client.get("/api/pumps/p2/spectra?kind=envelope&n=200") as resp:
+        await checked(resp, "/api/pumps/{pump}/spectra", 400)
+    async with client.get("/api/pumps/p2/spectra?kind=envelope&n=120") as resp:
+        e = await checked(resp, "/api/pumps/{pump}/spectra")
+    assert e["kind"] == "envelope" and len(e["rows"]) == 4  # all of p2 (12 cycle 3 pumps)
+    assert e["columns"] == newest["envelope"]["n"] and e["pool"] == 1
+    async with client.get("/api/pumps/nope/spectra") as resp:
+        await checked(resp, "/api/pumps/{pump}/spectra", 404)
 
 
 @pytest.mark.parametrize(
@@ -292,6 +335,9 @@ async def test_spectrum_has_power_envelope_and_defect_markers(client: Client) ->
         ("/api/pumps/p1/history?channel=a%20b", "channel"),
         ("/api/pumps/p1/history?sinse=2026-01-01", "sinse"),
         ("/api/pumps/p1/spectrum?channel=", "channel"),
+        ("/api/pumps/p1/spectra?n=0", "n"),
+        ("/api/pumps/p1/spectra?kind=raw", "kind"),
+        ("/api/pumps/p1/spectra?bins=2", "bins"),
         ("/api/alarms?state=open", "state"),
         ("/api/alarms?limit=0", "limit"),
         ("/api/pumps?x=1", "x"),

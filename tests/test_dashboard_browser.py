@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
+import math
 import os
 import re
 import shutil
@@ -375,5 +377,243 @@ def test_wall_display_layout_scales(browser: Any, stack: Stack) -> None:
         assert width >= 15 * font - 1  # tiles grow with the type
         overflow = pg.evaluate("document.documentElement.scrollWidth > window.innerWidth")
         assert not overflow
+    finally:
+        context.close()
+
+
+# -- issue 22: header counts, log-scale score, harmonics and sidebands, range, waterfall -----
+
+LONG_PUMP = "P-201"  # a week of history committed through the store (see long_history)
+LONG_STEP_S = 300
+LONG_ROWS = 7 * 86400 // LONG_STEP_S  # 2016 results: more than any request's max_points
+LONG_ARCHIVED = 40  # the newest reports also archived: spectra for the waterfall
+# SKF 6205 (the synthetic pumps' bearing) defect orders, from the design brief
+ORDERS_6205 = {"BPFO": 3.5848, "BPFI": 5.4152, "BSF": 2.35675, "FTF": 0.39828}
+
+
+def new_page(browser: Any, stack: Stack, url_tail: str) -> tuple[Any, Any, list[str], list[str]]:
+    """A fresh page at ``stack.url + url_tail``; its history requests and JS errors."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    pg = context.new_page()
+    requests: list[str] = []
+    errors: list[str] = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(stack.url + url_tail)
+    pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+    return context, pg, requests, errors
+
+
+def api_get(page: Any, path: str) -> Any:
+    return page.evaluate("p => fetch(p).then(r => r.json())", path)
+
+
+def data_json(page: Any, selector: str, name: str) -> Any:
+    return msgspec.json.decode(page.get_attribute(selector, f"data-{name}") or "null")
+
+
+@pytest.fixture(scope="module")
+def long_history(stack: Stack) -> int:
+    """A week of ``LONG_PUMP`` results, one per 5 min up to now, committed with the
+    consumer's write path (the store's ``commit``); the newest ``LONG_ARCHIVED`` also
+    archived with their real DSP reports. Returns the newest window time (ns)."""
+    from tests.test_dashboard_api import archive_for, result_for
+
+    now = time.time_ns()
+    reps = synth_reports(LONG_ARCHIVED, pumps=(LONG_PUMP,), device="gw-2", site="plant-b",
+                         epoch=9, seed=21, outer=20.0)
+    rows, archive = [], []
+    for i in range(LONG_ROWS):
+        t0 = now - (LONG_ROWS - 1 - i) * LONG_STEP_S * S
+        rep = msgspec.structs.replace(reps[i % LONG_ARCHIVED], seq=i, t0_ns=t0)
+        # scores spread over decades, as a fault developing over the week would
+        rows.append(result_for(rep, anomaly_score=0.05 * 1.003 ** i, anomaly_threshold=2.0))
+        if i >= LONG_ROWS - LONG_ARCHIVED:
+            archive.append(archive_for(rep))
+
+    async def run() -> None:
+        from cloud.store import Commit
+        store = make_store(stack.store_url)
+        await store.open()
+        try:
+            await store.commit(Commit(results=rows, archive=archive))
+        finally:
+            await store.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+    return rows[-1].t0_ns
+
+
+def history_query(requests: list[str], before: int = 0) -> dict[str, str]:
+    from urllib.parse import parse_qsl, urlsplit
+    hist = [u for u in requests[before:] if "/history?" in u]
+    assert hist, f"no history request among {requests[before:]}"
+    return dict(parse_qsl(urlsplit(hist[-1]).query))
+
+
+def test_header_counts_on_a_pump_page_opened_by_url_are_the_fleets(
+    browser: Any, stack: Stack
+) -> None:
+    context, pg, _, errors = new_page(browser, stack, "#/pump/P-103")
+    try:
+        pg.wait_for_selector("body[data-pump-loaded='P-103']", timeout=15000)
+        fleet = api_get(pg, "/api/pumps")["pumps"]
+        want = {"pumps": str(len(fleet)),
+                "alarm": str(sum(p["alarm_state"] == "raised" for p in fleet)),
+                "zone-d": str(sum(p["iso_zone"] == "D" for p in fleet))}
+        got = {k: pg.get_attribute("#fleet-counts", f"data-{k}") for k in want}
+        assert got == want
+        assert len(fleet) >= len(PUMPS)
+        assert pg.inner_text("#fleet-counts").startswith(f"{len(fleet)} pumps · "
+                                                        f"{want['alarm']} in alarm")
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+def test_anomaly_chart_has_a_logarithmic_y_axis(
+    browser: Any, stack: Stack, long_history: int
+) -> None:
+    context, pg, _, errors = new_page(browser, stack, f"#/pump/{LONG_PUMP}?range=7d")
+    try:
+        pg.wait_for_selector("body[data-range-loaded='7d']", timeout=15000)
+        assert pg.get_attribute("#chart-score", "data-y-scale") == "log"
+        ticks = data_json(pg, "#chart-score", "y-ticks")
+        assert len(ticks) >= 3, ticks
+        values = [v for v, _ in ticks]
+        assert max(values) / min(values) >= 100  # the week's scores span decades
+        # tick pixels are evenly spaced in log10(value), and not in value
+        per_decade = [(ticks[i][1] - ticks[0][1]) / (math.log10(v) - math.log10(ticks[0][0]))
+                      for i, (v, _) in enumerate(ticks) if i]
+        assert max(per_decade) == pytest.approx(min(per_decade), rel=0.02), ticks
+        per_unit = [abs(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(ticks)]
+        assert max(per_unit) / min(per_unit) > 2, ticks
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+def test_envelope_marks_defect_harmonics_and_sidebands_where_physics_puts_them(
+    page: Any, stack: Stack
+) -> None:
+    page.goto(stack.url + "#/pump/P-103")
+    page.wait_for_selector("body[data-pump-loaded='P-103']", timeout=15000)
+    sp = api_get(page, "/api/pumps/P-103/spectrum")
+    fr = sp["rpm"] / 60
+    env = sp["envelope"]
+    top = env["f0"] + env["df"] * (env["n"] - 1)
+    drawn = {m["name"]: m for m in data_json(page, "#chart-envelope", "markers")}
+    left, _, width, _ = data_json(page, "#chart-envelope", "plot")
+    expected: dict[str, float] = {}
+    for base, order in ORDERS_6205.items():
+        for k in range(1, 6):
+            if k * order * fr <= top:
+                expected[base if k == 1 else f"{k}x{base}"] = k * order * fr
+    expected["BPFI-1x"] = (ORDERS_6205["BPFI"] - 1) * fr
+    expected["BPFI+1x"] = (ORDERS_6205["BPFI"] + 1) * fr
+    expected["BSF-FTF"] = (ORDERS_6205["BSF"] - ORDERS_6205["FTF"]) * fr
+    expected["2xBSF+FTF"] = (2 * ORDERS_6205["BSF"] + ORDERS_6205["FTF"]) * fr
+    assert {"2xBPFO", "2xBSF", "5xFTF"} <= set(expected)  # within the envelope at ~49 Hz
+    for name, hz in expected.items():
+        assert name in drawn, f"{name} at {hz:.1f} Hz not drawn (drawn: {sorted(drawn)})"
+        assert drawn[name]["hz"] == pytest.approx(hz, rel=2e-3), name
+        # at its frequency on the axis: x = left + (hz - f0) / span * width
+        px = left + (hz - env["f0"]) / (top - env["f0"]) * width
+        assert drawn[name]["px"] == pytest.approx(px, abs=1.5), name
+    beyond = [n for n in drawn if drawn[n]["hz"] > top]
+    assert not beyond
+
+
+def test_range_picker_changes_the_query_and_points_stay_within_the_downsampling(
+    browser: Any, stack: Stack, long_history: int
+) -> None:
+    newest_ms = long_history / 1e6
+    context, pg, requests, errors = new_page(browser, stack, f"#/pump/{LONG_PUMP}?range=7d")
+    try:
+        pg.wait_for_selector("body[data-range-loaded='7d']", timeout=15000)
+        q = history_query(requests)
+        assert float(q["since"]) == pytest.approx((newest_ms + 1 - 7 * 86400e3) / 1e3, abs=1)
+        max_points = int(q["max_points"])
+        assert 60 <= max_points < LONG_ROWS
+        week = api_get(pg, f"/api/pumps/{LONG_PUMP}/history?" + "&".join(
+            f"{k}={v}" for k, v in q.items()))
+        assert week["rows"] == LONG_ROWS and week["bucket_s"] > 0
+        points = int(pg.get_attribute("#chart-score", "data-points") or 0)
+        (s,) = week["series"]
+        assert points == len(s["t_ms"]) <= max_points
+        assert points > max_points // 2  # the week is drawn, just bucketed
+        assert pg.get_attribute("#range-picker button[data-range='7d']",
+                                "aria-pressed") == "true"
+
+        before = len(requests)
+        pg.click("#range-picker button[data-range='1h']")
+        pg.wait_for_selector("body[data-range-loaded='1h']", timeout=15000)
+        assert pg.evaluate("location.hash") == f"#/pump/{LONG_PUMP}?range=1h"
+        q = history_query(requests, before)
+        assert float(q["since"]) == pytest.approx((newest_ms + 1 - 3600e3) / 1e3, abs=1)
+        hour = 3600 // LONG_STEP_S
+        assert int(pg.get_attribute("#chart-score", "data-points") or 0) == hour  # raw rows
+
+        before = len(requests)
+        pg.click("#range-picker button[data-range='custom']")
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(newest_ms / 1e3 - 3 * 86400))
+        until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(newest_ms / 1e3 - 86400))
+        pg.fill("#range-since", since)
+        pg.fill("#range-until", until)
+        pg.click("#range-apply")
+        pg.wait_for_selector("body[data-range-loaded='custom']", timeout=15000)
+        q = history_query(requests, before)
+        assert (q["since"], q["until"]) == (since, until)
+        custom = api_get(pg, f"/api/pumps/{LONG_PUMP}/history?" + "&".join(
+            f"{k}={v}" for k, v in q.items()))
+        assert abs(custom["rows"] - 2 * 86400 // LONG_STEP_S) <= 1
+        points = int(pg.get_attribute("#chart-score", "data-points") or 0)
+        assert points == len(custom["series"][0]["t_ms"]) <= int(q["max_points"])
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+def test_waterfall_draws_the_last_n_spectra_of_the_channel(
+    browser: Any, stack: Stack, long_history: int
+) -> None:
+    context, pg, requests, errors = new_page(browser, stack, f"#/pump/{LONG_PUMP}")
+    try:
+        pg.wait_for_selector(f"body[data-pump-loaded='{LONG_PUMP}']", timeout=15000)
+        assert pg.get_attribute("#chart-waterfall", "data-rows") == "30"  # of 40 archived
+
+        def rows_painted() -> int:
+            """Rows of the heat map with colour in them, one sample per row band."""
+            return int(pg.evaluate(
+                """() => { const c = document.getElementById('chart-waterfall');
+                   const [l, t, w, h] = JSON.parse(c.dataset.plot);
+                   const n = +c.dataset.rows, dpr = window.devicePixelRatio || 1;
+                   const ctx = c.getContext('2d'); let k = 0;
+                   for (let i = 0; i < n; i++) {
+                     const y = Math.floor((t + (i + 0.5) * h / n) * dpr);
+                     const d = ctx.getImageData(Math.floor((l + w / 2) * dpr), y, 1, 1).data;
+                     if (d[3] === 255 && d[0] + d[1] + d[2] > 0) k++;
+                   }
+                   return k; }"""))
+
+        assert rows_painted() == 30
+        for n, kind in ((10, "power"), (10, "envelope"), (120, "envelope")):
+            before = len(requests)
+            pg.select_option("#waterfall-kind", kind)
+            pg.select_option("#waterfall-n", str(n))
+            want = str(min(n, LONG_ARCHIVED))
+            asked = f"n={n}&kind={kind}"
+
+            def shown(want: str = want, asked: str = asked, before: int = before) -> bool:
+                return (pg.get_attribute("#chart-waterfall", "data-rows") == want
+                        and any(asked in u for u in requests[before:]))
+
+            wait_for(shown, 10, f"{want} {kind} rows")
+            assert rows_painted() == int(want)
+        body = api_get(pg, f"/api/pumps/{LONG_PUMP}/spectra?kind=envelope&n=120")
+        assert len(body["rows"]) == LONG_ARCHIVED
+        assert pg.get_attribute("#chart-waterfall", "data-columns") == str(body["columns"])
+        assert not errors, errors
     finally:
         context.close()

@@ -93,6 +93,19 @@ async def test_series_is_bucketed_in_the_database(store: Store) -> None:
     assert await store.latest_archived("p1", "nope") is None
 
 
+async def test_recent_archived_is_the_newest_n_of_a_channel_newest_first(store: Store) -> None:
+    rows = [result(seq=i, pump="p1", channel="xy"[i % 2], t0_ns=(i * 7 % 20) * S)
+            for i in range(20)]  # committed out of window order
+    await store.commit(Commit(results=rows, archive=[archived(r) for r in rows]))
+    got = await store.recent_archived("p1", "x", limit=4)
+    want = sorted((r for r in rows if r.channel == "x"), key=lambda r: -r.t0_ns)[:4]
+    assert [a.seq for a in got] == [r.seq for r in want]
+    assert len(await store.recent_archived("p1", limit=50)) == 20
+    assert await store.recent_archived("p1", "z", limit=3) == []
+    with pytest.raises(ValueError, match="limit"):
+        await store.recent_archived("p1", limit=0)
+
+
 async def test_alarm_reads_for_the_list_and_the_stream(store: Store) -> None:
     tracker = AlarmTracker(AlarmConfig(raise_k=1, window_n=1, clear_m=1, zone_alarm_at=None))
     flags = [True, False, True]  # raise, clear, raise again: two episodes

@@ -39,6 +39,7 @@ from .views import (
     classes_json,
     history_json,
     pump_json,
+    spectra_json,
     spectrum_json,
     zone_limits,
 )
@@ -102,6 +103,7 @@ QUERY_PARAMS: dict[str, frozenset[str]] = {
     "/api/pumps": frozenset(),
     "/api/pumps/{pump}/history": frozenset({"since", "until", "channel", "max_points"}),
     "/api/pumps/{pump}/spectrum": frozenset({"channel"}),
+    "/api/pumps/{pump}/spectra": frozenset({"channel", "n", "kind", "bins"}),
     "/api/alarms": frozenset({"pump", "state", "limit"}),
     "/api/classes": frozenset(),
     "/api/devices/{device}/gaps": frozenset({"grace_s", "limit"}),
@@ -312,6 +314,45 @@ async def get_spectrum(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+#: the waterfall's bound: at most this many spectra per request
+MAX_SPECTRA = 120
+
+
+async def get_spectra(request: web.Request) -> web.Response:
+    """The waterfall: the ``n`` newest archived spectra of one channel (default: the channel
+    of the pump's newest archived report), newest first, pooled to at most ``bins``
+    columns."""
+    check_params(request, "/api/pumps/{pump}/spectra")
+    pump = pump_param(request)
+    channel = param_name(request, "channel")
+    n = param_int(request, "n", 30, 1, MAX_SPECTRA)
+    kind = param_choice(request, "kind", ("power", "envelope"), "power")
+    bins = param_int(request, "bins", 400, 16, 4096)
+    store = await request.app[STORE].get()
+    if channel is None:
+        newest = await store.latest_archived(pump)
+        if newest is None:
+            return error(404, f"no archived report for pump {pump!r}")
+        channel = newest.channel
+    archived = await store.recent_archived(pump, channel, limit=n)
+    if not archived:
+        return error(404, f"no archived report for pump {pump!r} channel {channel!r}")
+    chosen = channel
+
+    def build() -> dict[str, Any]:
+        decoded = []
+        for a in archived:
+            try:
+                decoded.append((a, dsp.decode_report(a.report)))
+            except dsp.ReportDecodeError:
+                continue  # counted as skipped below
+        body = spectra_json(pump, chosen, kind, decoded, bins)
+        body["skipped"] += len(archived) - len(decoded)
+        return body
+
+    return json_response(await asyncio.get_running_loop().run_in_executor(None, build))
+
+
 async def get_alarms(request: web.Request) -> web.Response:
     check_params(request, "/api/alarms")
     pump = param_name(request, "pump")
@@ -423,6 +464,7 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app.router.add_get("/api/pumps", get_pumps)
     app.router.add_get("/api/pumps/{pump}/history", get_history)
     app.router.add_get("/api/pumps/{pump}/spectrum", get_spectrum)
+    app.router.add_get("/api/pumps/{pump}/spectra", get_spectra)
     app.router.add_get("/api/alarms", get_alarms)
     app.router.add_get("/api/classes", get_classes)
     app.router.add_get("/api/devices/{device}/gaps", get_gaps)

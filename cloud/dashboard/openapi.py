@@ -99,8 +99,28 @@ SCHEMAS: dict[str, Schema] = {
         "db": {**_array(NUM_NULL), "description": "line k at f0 + k*df Hz, in dB"},
     }),
     "Marker": _obj({
-        "name": STR, "hz": NUM, "kind": {"type": "string", "enum": ["shaft", "vane", "bearing"]},
+        "name": STR, "hz": NUM,
+        "kind": {"type": "string",
+                 "enum": ["shaft", "vane", "bearing", "harmonic", "sideband"]},
         "source": STR,
+        "of": {**STR, "description": "harmonic or sideband: the defect line it belongs to "
+               "(e.g. BPFI); else empty"},
+        "order": {**INT, "description": "harmonic number k (the carrier's, for a sideband)"},
+    }),
+    "SpectraRow": _obj({
+        "time": ISO, "t_ms": MS, "seq": INT, "epoch": STR, "rpm": NUM_NULL,
+        "db": {**_array(NUM_NULL), "description": "column j at f0 + j*df Hz: the max dB "
+               "of the `pool` lines it covers"},
+    }),
+    "Spectra": _obj({
+        "pump": STR, "channel": STR,
+        "kind": {"type": "string", "enum": ["power", "envelope"]},
+        "f0": NUM, "df": {**NUM, "description": "column width, Hz"},
+        "pool": {**INT, "description": "report lines per column"},
+        "columns": INT,
+        "skipped": {**INT, "description": "reports left out (another grid, no envelope, "
+                    "undecodable)"},
+        "rows": {**_array(_ref("SpectraRow")), "description": "newest first"},
     }),
     "Spectrum": _obj({
         "pump": STR, "channel": STR, "site": STR, "device": STR, "epoch": STR, "seq": INT,
@@ -178,6 +198,24 @@ PATHS: dict[str, Schema] = {
         "responses": {"200": _json("Spectrum", "latest archived report's spectra"),
                       "404": _json("Error", "no archived report"),
                       "500": _json("Error", "the archived report does not decode"), **_ERR},
+    }},
+    "/api/pumps/{pump}/spectra": {"get": {
+        "summary": "Waterfall: the newest archived spectra of one channel, newest first",
+        "operationId": "pumpSpectra",
+        "parameters": [
+            _PUMP,
+            _param("channel", "query", "channel (default: the newest archived report's)",
+                   _CHANNEL),
+            _param("n", "query", "at most this many spectra (1-120)",
+                   {"type": "integer", "minimum": 1, "maximum": 120, "default": 30}),
+            _param("kind", "query", "power spectrum or envelope spectrum",
+                   {"type": "string", "enum": ["power", "envelope"], "default": "power"}),
+            _param("bins", "query", "at most this many columns (16-4096; adjacent lines "
+                   "merged by their maximum)",
+                   {"type": "integer", "minimum": 16, "maximum": 4096, "default": 400}),
+        ],
+        "responses": {"200": _json("Spectra", "spectra, newest first"),
+                      "404": _json("Error", "no archived report"), **_ERR},
     }},
     "/api/alarms": {"get": {
         "summary": "Alarm episodes, newest raised first",

@@ -150,20 +150,36 @@ def history_json(h: Series, limits: list[float] | None) -> Json:
     }
 
 
+#: defect lines marked up to this harmonic (1x..Nx), and sidebands up to this many
+#: modulation orders either side of each marked BPFI / BSF harmonic
+#: defect lines are marked up to this harmonic (1x..Nx); the BPFI and BSF harmonics get
+#: this many sidebands either side
+HARMONICS = 5
+SIDEBANDS = 2
+
+
+def _marker(name: str, hz: float, kind: str, source: str, of: str = "",
+            order: int = 1) -> Json:
+    return {"name": name, "hz": round(hz, 3), "kind": kind, "source": source, "of": of,
+            "order": order}
+
+
 def markers(report: dsp.Report) -> list[Json]:
-    """Frequency markers (Hz) at the running speed: 1x, 2x, blade pass, bearing defects."""
+    """Frequency markers (Hz) at the running speed: 1x, 2x, blade pass, and per bearing the
+    defect lines (BPFO, BPFI, BSF, FTF; ``kind`` "bearing"), their harmonics 2x..Nx
+    (``harmonic``, ``order`` k) and the sidebands of the BPFI and BSF harmonics
+    (``sideband``: k BPFI +- m shaft rate, k BSF +- m FTF, ``order`` k). Harmonics and
+    sidebands stop at the envelope spectrum's last line (Nyquist without one); each
+    names the line it belongs to in ``of``."""
     fr = report.speed.rpm / 60.0
     if not (fr > 0 and math.isfinite(fr)):
         return []
-    out: list[Json] = [
-        {"name": "1x", "hz": round(fr, 3), "kind": "shaft", "source": ""},
-        {"name": "2x", "hz": round(2 * fr, 3), "kind": "shaft", "source": ""},
-    ]
+    env = report.envelope
+    top = env.f0 + env.df * (env.n - 1) if env is not None else report.fs / 2
+    out: list[Json] = [_marker("1x", fr, "shaft", ""), _marker("2x", 2 * fr, "shaft", "")]
     if report.asset.vanes:
-        out.append(
-            {"name": "BPF", "hz": round(report.asset.vanes * fr, 3), "kind": "vane",
-             "source": f"{report.asset.vanes} vanes"}
-        )
+        out.append(_marker("BPF", report.asset.vanes * fr, "vane",
+                           f"{report.asset.vanes} vanes"))
     many = len(report.asset.bearings) > 1
     for i, b in enumerate(report.asset.bearings):
         try:
@@ -171,12 +187,29 @@ def markers(report: dsp.Report) -> list[Json]:
         except ValueError:
             continue  # geometry the codec accepted but the formulas cannot use
         label = " ".join(x for x in (b.designation, b.location) if x) or f"bearing {i + 1}"
+        where = f" {b.location or i + 1}" if many else ""
         for key in ("bpfo", "bpfi", "bsf", "ftf"):
-            name = key.upper() + (f" {b.location or i + 1}" if many else "")
-            out.append(
-                {"name": name, "hz": round(orders[key] * fr, 3), "kind": "bearing",
-                 "source": label}
-            )
+            name = key.upper() + where
+            f = orders[key] * fr
+            out.append(_marker(name, f, "bearing", label))
+            for k in range(2, HARMONICS + 1):
+                if k * f <= top:
+                    out.append(_marker(f"{k}x{name}", k * f, "harmonic", label, name, k))
+            # An inner-race defect turns with the shaft (BPFI +- m x shaft rate); a ball's
+            # defect orbits with the cage (BSF +- m x FTF).
+            if key in ("bpfi", "bsf"):
+                mod = fr if key == "bpfi" else orders["ftf"] * fr
+                for k in range(1, HARMONICS + 1):
+                    if k * f > top:
+                        break
+                    carrier = name if k == 1 else f"{k}x{name}"
+                    for m in range(1, SIDEBANDS + 1):
+                        step = f"{m}x" if key == "bpfi" else ("FTF" if m == 1 else f"{m}FTF")
+                        for sign, sym in ((-1, "-"), (1, "+")):
+                            hz = k * f + sign * m * mod
+                            if 0 < hz <= top:
+                                out.append(_marker(f"{carrier}{sym}{step}", hz, "sideband",
+                                                   label, name, k))
     return out
 
 
@@ -201,3 +234,42 @@ def spectrum_json(a: ArchivedReport, report: dsp.Report) -> Json:
         "envelope_band": None if report.envelope_band is None else list(report.envelope_band),
         "markers": markers(report),
     }
+
+
+def _pool_max(db: list[float], pool: int) -> list[float | None]:
+    """dB lines -> columns of ``pool`` adjacent lines, each the max (peaks survive)."""
+    out: list[float | None] = []
+    for j in range(0, len(db), pool):
+        chunk = [x for x in db[j:j + pool] if math.isfinite(x)]
+        out.append(round(max(chunk), 1) if chunk else None)
+    return out
+
+
+def spectra_json(pump: str, channel: str, kind: str,
+                 reports: list[tuple[ArchivedReport, dsp.Report]], bins: int) -> Json:
+    """The waterfall: one row per archived report (newest first) of its power or envelope
+    spectrum, ``pool = ceil(n / bins)`` adjacent lines merged into one column by their
+    maximum. Rows whose spectrum has another grid (f0, df, n) than the newest's, or no
+    envelope, are left out and counted in ``skipped``."""
+    rows: list[Json] = []
+    grid: tuple[float, float, int] | None = None
+    pool = 1
+    skipped = 0
+    for a, rep in reports:
+        spec = rep.spectrum if kind == "power" else rep.envelope
+        if spec is None:
+            skipped += 1
+            continue
+        g = (float(spec.f0), float(spec.df), int(spec.n))
+        if grid is None:
+            grid = g
+            pool = max(1, -(-g[2] // bins))
+        elif g != grid:
+            skipped += 1
+            continue
+        rows.append({"time": iso(a.t0_ns), "t_ms": ms(a.t0_ns), "seq": a.seq,
+                     "epoch": str(a.epoch), "rpm": num(rep.speed.rpm, 2),
+                     "db": _pool_max([float(x) for x in spec.db()], pool)})
+    f0, df, n = grid if grid is not None else (0.0, 1.0, 0)
+    return {"pump": pump, "channel": channel, "kind": kind, "f0": f0, "df": df * pool,
+            "pool": pool, "columns": -(-n // pool), "skipped": skipped, "rows": rows}

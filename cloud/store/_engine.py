@@ -331,11 +331,18 @@ class SQLStore:
     async def latest_archived(
         self, pump: str, channel: str | None = None
     ) -> ArchivedReport | None:
+        rows = await self.recent_archived(pump, channel, limit=1)
+        return rows[0] if rows else None
+
+    async def recent_archived(
+        self, pump: str, channel: str | None = None, *, limit: int
+    ) -> list[ArchivedReport]:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit=}")
         w, params = q.where([("pump", "=", pump), ("channel", "=", channel)])
-        sql = q.select(q.ARCHIVE_COLUMNS, "archive", w, "t0_ns DESC", 1)
+        sql = q.select(q.ARCHIVE_COLUMNS, "archive", w, "t0_ns DESC", limit)
         async with self._read() as s:
-            rows = await s.fetch(self.dialect.sql(sql), params)
-        return q.archive_row(rows[0]) if rows else None
+            return [q.archive_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]
 
     async def dead_letters(
         self, *, since_ns: int | None = None, limit: int | None = None

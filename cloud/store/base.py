@@ -155,6 +155,12 @@ class Store(Protocol):
     ) -> ArchivedReport | None:
         """The newest archived report of ``pump`` (and ``channel``)."""
 
+    async def recent_archived(
+        self, pump: str, channel: str | None = None, *, limit: int
+    ) -> list[ArchivedReport]:
+        """The ``limit`` newest archived reports of ``pump`` (and ``channel``) by window
+        time, newest first: the dashboard's waterfall (an index range on ``archive_pump_t0``)."""
+
     async def results_stored_after(
         self, after_ns: int, *, upto_ns: int | None = None, limit: int = 5000
     ) -> list[ResultRow]:

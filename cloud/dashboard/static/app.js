@@ -6,6 +6,10 @@
   const ZONE_RANK = { "?": 0, A: 1, B: 2, C: 3, D: 4 };
   const ZONE_FILL = { A: "rgba(47,158,91,0.20)", B: "rgba(156,200,58,0.18)", C: "rgba(240,160,32,0.20)", D: "rgba(224,65,58,0.22)" };
   const MARK = { shaft: "#4ea1ff", vane: "#c58af9", bearing: "#f0a020" };
+  // one colour per defect line, shared by its harmonics and sidebands
+  const DEFECT = { BPFO: "#f0a020", BPFI: "#ff6b5e", BSF: "#c58af9", FTF: "#5ed1d1" };
+  const RANGES = { "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3 };
+  const WATERFALL_MAX = 120;  // the API's bound on spectra per request
   const $ = (id) => document.getElementById(id);
 
   const params = new URLSearchParams(location.search);
@@ -19,6 +23,9 @@
     view: { name: "fleet" },
     history: null,         // history JSON of the pump view's channel
     spectrum: null,
+    spectra: null,         // the waterfall's /spectra JSON
+    waterfallAt: 0,        // when it was last fetched (Date.now())
+    waterfallTicket: 0,
     dirty: new Set(),
     frame: 0,
     spectrumTimer: 0,
@@ -26,6 +33,7 @@
     fields: {},            // extra result field name -> description (manifests)
     classesAsked: 0,
     classesTimer: 0,
+    historyTimer: 0,
   };
 
   // ---- API -------------------------------------------------------------------------------
@@ -240,6 +248,12 @@
     }
     $("fleet-empty").hidden = state.pumps.size > 0;
     renderAlarmList($("fleet-alarms"), $("fleet-alarms-empty"), () => true, true);
+    renderCounts();
+  }
+
+  // The header's fleet counts, in every view: the whole fleet as /api/pumps and
+  // /api/alarms gave it on load, kept current by the stream.
+  function renderCounts() {
     let raised = 0, zoneD = 0;
     for (const p of state.pumps.values()) {
       if (activeAlarms(p.pump)) raised++;
@@ -249,6 +263,9 @@
     const c = $("fleet-counts");
     c.replaceChildren(el("b", "", String(state.pumps.size)), " pumps · ", el("b", "", String(raised)),
       " in alarm · ", el("b", "", String(zoneD)), " in zone D");
+    c.dataset.pumps = String(state.pumps.size);
+    c.dataset.alarm = String(raised);
+    c.dataset.zoneD = String(zoneD);
   }
 
   // ---- pump view ---------------------------------------------------------------------------
@@ -329,7 +346,7 @@
     const x = { type: "time" };
     const thr = s ? s.anomaly_threshold.filter((v) => v !== null) : [];
     Charts.draw($("chart-score"), {
-      x, y: {},
+      x, y: { type: "log" },
       series: s ? [{ x: xs, y: s.anomaly_score, hi: s.anomaly_score_max, color: "#4ea1ff", dots: xs.length < 80 }] : [],
       hlines: thr.length ? [{ y: thr[thr.length - 1], color: "#ff6b5e", label: "threshold" }] : [],
       empty: "no results in range",
@@ -367,9 +384,130 @@
     Charts.draw($("chart-envelope"), {
       x: { type: "linear", min: e ? e.f0 : 0, max: e ? e.f0 + e.df * (e.n - 1) : 1, label: "Hz" }, y: {},
       series: e ? [{ x: freqs(e), y: e.db, color: "#7fd1b9", width: 1.2 }] : [],
-      markers: marks(["bearing"]).concat(marks(["shaft"]).filter((m) => m.label === "1x")),
+      markers: defectMarks(sp).concat(marks(["shaft"]).filter((m) => m.label === "1x")),
       empty: sp ? "no envelope spectrum in this report" : "no archived report",
     });
+  }
+
+  // Envelope-spectrum marks: each defect line labelled, its harmonics 2x..Nx dashed and
+  // labelled with their order, sidebands as unlabelled ticks from the top.
+  function defectMarks(sp) {
+    if (!sp) return [];
+    const color = (name) => DEFECT[name.split(" ")[0]] || MARK.bearing;
+    const out = [];
+    for (const m of sp.markers) {
+      if (m.kind === "bearing") {
+        out.push({ x: m.hz, name: m.name, label: m.name, color: color(m.name), dash: [5, 3], width: 1.3 });
+      } else if (m.kind === "harmonic") {
+        out.push({ x: m.hz, name: m.name, label: `${m.order}×`, color: color(m.of), dash: [2, 3] });
+      } else if (m.kind === "sideband") {
+        out.push({ x: m.hz, name: m.name, label: "", color: color(m.of), dash: [1, 2], short: 0.22 });
+      }
+    }
+    return out;
+  }
+
+  // ---- waterfall -------------------------------------------------------------------------
+  function drawWaterfall() {
+    const w = state.spectra;
+    const canvas = $("chart-waterfall");
+    const sp = state.spectrum;
+    // the defect lines (no harmonics or sidebands: they would hide the rows) on the envelope
+    const marks = w && w.kind === "envelope" && sp
+      ? defectMarks(sp).filter((m) => !m.short && m.label && !m.label.endsWith("×")) : [];
+    Charts.waterfall(canvas, {
+      rows: w ? w.rows : [], f0: w ? w.f0 : 0, df: w ? w.df : 1, columns: w ? w.columns : 0,
+      markers: marks, empty: "no archived spectra",
+    });
+    $("waterfall-meta").textContent = w && w.rows.length
+      ? `(${w.channel}, ${w.rows.length} newest ${w.kind} spectra, newest on top, ${num(w.df, 2)} Hz per column)` : "";
+  }
+
+  async function loadWaterfall() {
+    state.waterfallAt = Date.now();
+    const { pump, channelShown } = state.view;
+    const canvas = $("chart-waterfall");
+    const n = Math.min(WATERFALL_MAX, Number($("waterfall-n").value) || 30);
+    const q = new URLSearchParams({ n: String(n), kind: $("waterfall-kind").value,
+      bins: String(Math.max(16, Math.min(4096, Math.round(canvas.clientWidth || 400)))) });
+    if (channelShown) q.set("channel", channelShown);
+    const ticket = ++state.waterfallTicket;  // only the newest request's answer is drawn
+    let body = null;
+    try {
+      body = await api(`/api/pumps/${encodeURIComponent(pump)}/spectra?${q}`);
+    } catch (err) {
+      if (err.status !== 404) showError(err);
+    }
+    if (ticket !== state.waterfallTicket) return;
+    state.spectra = body;
+    if (state.view.pump === pump) drawWaterfall();
+  }
+
+  // ---- time range ------------------------------------------------------------------------
+  // The range lives in the URL (#/pump/P-1?range=7d, or ?since=...&until=... for a custom
+  // one, ISO 8601 UTC or Unix seconds), so a view can be shared and reloaded.
+  function parseRange(query) {
+    const q = new URLSearchParams(query || "");
+    if (q.get("since") || q.get("until")) return { name: "custom", since: q.get("since") || "", until: q.get("until") || "" };
+    const name = q.get("range");
+    return { name: RANGES[name] ? name : "24h" };
+  }
+
+  function rangeHash(range) {
+    const base = `#/pump/${encodeURIComponent(state.view.pump)}`;
+    if (range.name === "custom") {
+      const q = new URLSearchParams();
+      if (range.since) q.set("since", range.since);
+      if (range.until) q.set("until", range.until);
+      return `${base}?${q}`;
+    }
+    return range.name === "24h" ? base : `${base}?range=${range.name}`;
+  }
+
+  // The history query of the view's range: a preset is that span up to the pump's newest
+  // report (as the API's default), so a quiet pump still shows its last data.
+  function historyQuery(ch) {
+    const q = new URLSearchParams();
+    if (ch) q.set("channel", ch);
+    const canvas = $("chart-score");
+    q.set("max_points", String(Math.max(60, Math.min(1000, Math.round(canvas.clientWidth || 600)))));
+    const r = state.view.range;
+    if (r.name === "custom") {
+      if (r.since) q.set("since", r.since);
+      if (r.until) q.set("until", r.until);
+    } else {
+      const p = state.pumps.get(state.view.pump);
+      const newest = p ? summary(p).newest : 0;
+      const until = newest ? newest + 1 : Date.now();
+      q.set("since", ((until - RANGES[r.name]) / 1000).toFixed(3));
+    }
+    return q;
+  }
+
+  function toLocalInput(ms) { return new Date(ms).toISOString().slice(0, 19); }
+
+  function renderRange() {
+    const r = state.view.range;
+    for (const b of document.querySelectorAll("#range-picker button[data-range]")) {
+      b.setAttribute("aria-pressed", String(b.dataset.range === r.name));
+    }
+    $("range-custom").hidden = r.name !== "custom";
+    const h = state.history;
+    if (h && r.name === "custom") {
+      if (!$("range-since").value) $("range-since").value = toLocalInput(h.since_ms);
+      if (!$("range-until").value) $("range-until").value = toLocalInput(h.until_ms);
+    }
+    const shown = h ? h.series.reduce((n, x) => n + x.t_ms.length, 0) : 0;
+    $("range-meta").textContent = h
+      ? `${timeText(h.since_ms)} – ${timeText(h.until_ms)} · ${h.rows} results` +
+        (h.bucket_s > 0 ? ` in ${shown} points (${fmtSpan(h.bucket_s)} buckets, downsampled by the store)` : "")
+      : "";
+  }
+
+  function fmtSpan(sec) {
+    if (sec >= 3600) return `${+(sec / 3600).toFixed(1)} h`;
+    if (sec >= 60) return `${+(sec / 60).toFixed(1)} min`;
+    return `${+sec.toFixed(1)} s`;
   }
 
   function renderPump() {
@@ -377,6 +515,8 @@
     renderAlarmList($("pump-alarms"), $("pump-alarms-empty"), (a) => a.pump === state.view.pump, false);
     drawTrends();
     drawSpectra();
+    drawWaterfall();
+    renderRange();
   }
 
   async function loadSpectrum() {
@@ -389,6 +529,7 @@
       state.spectrum = null;
     }
     if (state.view.pump === pump) drawSpectra();
+    if (Date.now() - state.waterfallAt >= 5000) await loadWaterfall();  // live: every 5 s at most
   }
 
   async function loadPump() {
@@ -396,9 +537,11 @@
     const p = state.pumps.get(pump);
     const ch = p ? selectedChannel(p) : null;
     state.view.channelShown = ch;
-    const q = ch ? `?channel=${encodeURIComponent(ch)}` : "";
     try {
-      state.history = await api(`/api/pumps/${encodeURIComponent(pump)}/history${q}`);
+      const q = historyQuery(ch);
+      state.history = await api(`/api/pumps/${encodeURIComponent(pump)}/history?${q}`);
+      state.history.origin_ms = state.history.since_ms;  // the store's bucket grid starts here
+      state.history.max_points = Number(q.get("max_points"));
     } catch (err) {
       state.history = null;
       if (err.status !== 404) showError(err);
@@ -407,6 +550,7 @@
     if (state.view.pump === pump) {
       renderPump();
       document.body.dataset.pumpLoaded = pump;
+      document.body.dataset.rangeLoaded = state.view.range.name;
     }
   }
 
@@ -419,12 +563,43 @@
         anomalous: [], velocity_rms: [], velocity_rms_max: [], iso_zone: [], condition: [] };
       h.series.push(s);
     }
-    let i = s.t_ms.length;
-    while (i > 0 && s.t_ms[i - 1] > r.t_ms) i--;
-    const put = (k, v) => s[k].splice(i, 0, v);
-    put("t_ms", r.t_ms); put("count", 1); put("anomaly_score", r.anomaly_score); put("anomaly_score_max", r.anomaly_score);
-    put("anomaly_threshold", r.anomaly_threshold); put("anomalous", r.anomalous ? 1 : 0);
-    put("velocity_rms", r.velocity_rms); put("velocity_rms_max", r.velocity_rms); put("iso_zone", r.iso_zone); put("condition", r.condition);
+    const range = state.view.range;
+    if (range.name === "custom") {
+      if (r.t_ms < h.since_ms || r.t_ms >= h.until_ms) return;  // outside a fixed range
+    } else if (r.t_ms >= h.until_ms) {  // a preset slides with the newest report
+      h.until_ms = r.t_ms + 1;
+      h.since_ms = h.until_ms - RANGES[range.name];
+      while (s.t_ms.length && s.t_ms[0] < h.since_ms) {
+        for (const k of Object.keys(s)) if (Array.isArray(s[k])) s[k].shift();
+      }
+    }
+    h.rows++;
+    const bucketMs = h.bucket_s * 1000;
+    const last = s.t_ms.length - 1;
+    if (bucketMs > 0 && last >= 0 && Math.floor((r.t_ms - h.origin_ms) / bucketMs) === Math.floor((s.t_ms[last] - h.origin_ms) / bucketMs)) {
+      // downsampled: the point joins the newest bucket (mean and max), so the count of
+      // points stays what the store returned
+      const n = s.count[last];
+      const mean = (k, v) => { if (v !== null && s[k][last] !== null) s[k][last] = (s[k][last] * n + v) / (n + 1); };
+      mean("t_ms", r.t_ms); mean("anomaly_score", r.anomaly_score); mean("velocity_rms", r.velocity_rms);
+      if (r.anomaly_score !== null) s.anomaly_score_max[last] = Math.max(s.anomaly_score_max[last] ?? -Infinity, r.anomaly_score);
+      if (r.velocity_rms !== null) s.velocity_rms_max[last] = Math.max(s.velocity_rms_max[last] ?? -Infinity, r.velocity_rms);
+      s.anomaly_threshold[last] = r.anomaly_threshold;
+      s.anomalous[last] += r.anomalous ? 1 : 0;
+      if ((ZONE_RANK[r.iso_zone] || 0) > (ZONE_RANK[s.iso_zone[last]] || 0)) s.iso_zone[last] = r.iso_zone;
+      s.count[last] = n + 1;
+    } else {
+      let i = s.t_ms.length;
+      while (i > 0 && s.t_ms[i - 1] > r.t_ms) i--;
+      const put = (k, v) => s[k].splice(i, 0, v);
+      put("t_ms", r.t_ms); put("count", 1); put("anomaly_score", r.anomaly_score); put("anomaly_score_max", r.anomaly_score);
+      put("anomaly_threshold", r.anomaly_threshold); put("anomalous", r.anomalous ? 1 : 0);
+      put("velocity_rms", r.velocity_rms); put("velocity_rms_max", r.velocity_rms); put("iso_zone", r.iso_zone); put("condition", bucketMs > 0 ? null : r.condition);
+      if (s.t_ms.length > 2 * h.max_points && !state.historyTimer) {
+        // raw points outgrew the request's bound: ask the store again (it downsamples)
+        state.historyTimer = setTimeout(() => { state.historyTimer = 0; loadPump(); }, 1000);
+      }
+    }
     if (!state.spectrumTimer) {  // the newest report's spectra, at most every 2 s
       state.spectrumTimer = setTimeout(() => { state.spectrumTimer = 0; loadSpectrum(); }, 1000);
     }
@@ -439,21 +614,29 @@
       renderPumpHead();
       renderAlarmList($("pump-alarms"), $("pump-alarms-empty"), (a) => a.pump === state.view.pump, false);
       drawTrends();
+      renderRange();
+      renderCounts();
     }
     state.dirty.clear();
   }
 
   function route() {
-    const m = location.hash.match(/^#\/pump\/([^/?]+)/);
+    const m = location.hash.match(/^#\/pump\/([^/?]+)(?:\?(.*))?$/);
     const crumbs = $("crumbs");
     if (m) {
-      state.view = { name: "pump", pump: decodeURIComponent(m[1]) };
-      state.history = null; state.spectrum = null;
+      const pump = decodeURIComponent(m[1]);
+      const same = state.view.name === "pump" && state.view.pump === pump;
+      state.view = { name: "pump", pump, range: parseRange(m[2]), channel: same ? state.view.channel : undefined };
+      state.history = null; state.spectrum = null; state.spectra = null; state.waterfallAt = 0;
+      if (!same) { $("range-since").value = ""; $("range-until").value = ""; }
       $("fleet-view").hidden = true; $("pump-view").hidden = false;
       const back = el("a", "", "fleet"); back.href = "#/";
       crumbs.replaceChildren(back, el("span", "", "/"), el("span", "", state.view.pump));
       delete document.body.dataset.pumpLoaded;
+      delete document.body.dataset.rangeLoaded;
       renderPumpHead();
+      renderRange();
+      renderCounts();
       loadPump();
     } else {
       state.view = { name: "fleet" };
@@ -515,13 +698,32 @@
 
   $("channel-select").addEventListener("change", (e) => {
     state.view.channel = e.target.value;
+    state.waterfallAt = 0;
     loadPump();
   });
+  for (const b of document.querySelectorAll("#range-picker button[data-range]")) {
+    b.addEventListener("click", () => {
+      if (b.dataset.range === "custom") {
+        state.view.range = { name: "custom", since: "", until: "" };
+        const h = state.history;
+        if (h) { $("range-since").value = toLocalInput(h.since_ms); $("range-until").value = toLocalInput(h.until_ms); }
+        renderRange();
+        return;  // applied with "show"
+      }
+      location.hash = rangeHash({ name: b.dataset.range });
+    });
+  }
+  $("range-apply").addEventListener("click", () => {
+    location.hash = rangeHash({ name: "custom", since: $("range-since").value, until: $("range-until").value });
+  });
+  for (const id of ["waterfall-n", "waterfall-kind"]) {
+    $(id).addEventListener("change", () => { if (state.view.name === "pump") loadWaterfall(); });
+  }
   window.addEventListener("hashchange", route);
   let resizeTimer = 0;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => { if (state.view.name === "pump") { drawTrends(); drawSpectra(); } }, 150);
+    resizeTimer = setTimeout(() => { if (state.view.name === "pump") { drawTrends(); drawSpectra(); drawWaterfall(); } }, 150);
   });
 
   async function start() {
