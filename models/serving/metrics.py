@@ -107,6 +107,8 @@ class _StoreCollector(Collector):
         )
         if s.default is not None:
             loaded.add_metric(["default", "", s.default.model_version], 1.0)
+        if s.candidate is not None and s.rollout is not None:
+            loaded.add_metric([s.rollout.mode, "", s.candidate.model_version], 1.0)
         for target, version in targets.items():
             loaded.add_metric(["target", str(target), str(version)], 1.0)
         for name, (_url, bundle) in list(s.mme.items()):
