@@ -63,7 +63,6 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -387,10 +386,9 @@ class ModelServer:
         self.load_error: str | None = None
         self._failed_dep: tuple[str, int] | None = None
         self._closing = False
-        # rollout: the shadow's queue and thread, trials rolled back here, their events
+        # rollout: the shadow's queue, trials rolled back here, their events
         self._shadow_q: asyncio.Queue[tuple[Rollout, Bundle, list[Report], list[Result]]] = \
             asyncio.Queue(SHADOW_QUEUE)
-        self._shadow_pool: ThreadPoolExecutor | None = None
         self._trial: TrialKey | None = None  # the trial loaded
         self._rolled_back: set[TrialKey] = set()
         self.events: list[dict[str, object]] = []
@@ -469,9 +467,6 @@ class ModelServer:
         if self._runner is not None:
             await self._runner.cleanup()  # waits for in-flight requests
             self._runner = None
-        if self._shadow_pool is not None:
-            self._shadow_pool.shutdown(wait=False, cancel_futures=True)
-            self._shadow_pool = None
 
     async def __aenter__(self) -> ModelServer:
         await self.start()
@@ -646,18 +641,22 @@ class ModelServer:
             asyncio.get_running_loop().run_in_executor(None, record)
 
     async def _shadow_worker(self) -> None:
-        """Score queued batches with the shadow, off the request path, and compare."""
-        loop = asyncio.get_running_loop()
+        """Score queued batches with the shadow after their responses went out, and compare.
+
+        In the event loop's thread, like production's scoring: dsp.quantize decodes spectra
+        with one module-level zstd decompressor, which is not thread-safe (a
+        worker thread corrupted them, measured), and one server core gains nothing from
+        a second thread. One shadow batch per loop turn; when the queue is full a batch
+        is skipped (counted in the comparison), so the shadow never falls behind unboundedly.
+        """
         while True:
             ro, cand, reports, prod = await self._shadow_q.get()
+            await asyncio.sleep(0)  # let the response that queued it be written first
             if self.store.rollout is not ro:
                 continue  # the trial ended while the batch waited
-            if self._shadow_pool is None:
-                self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
             t0 = time.perf_counter()
             try:
-                resp, _ = await loop.run_in_executor(
-                    self._shadow_pool, score_with_fields, cand, reports)
+                resp, _ = score_with_fields(cand, reports)
             except ModelFailureError as exc:
                 ro.failed(ro.candidate, len(reports), time.perf_counter() - t0)
                 log.warning("shadow %s failed on a batch of %d: %s", ro.candidate,
