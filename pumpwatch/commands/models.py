@@ -202,14 +202,15 @@ def _list(args: argparse.Namespace) -> int:
         if not isinstance(reg, LocalRegistry):
             raise RegistryError("name a group to list its versions")
         groups = reg.list_groups()
-        deps = {d.endpoint: d.model_version for d in reg.deployments()}
+        all_deps = reg.deployments()
+        deps = {d.endpoint: d.model_version for d in all_deps}
         if args.json:
             print(json.dumps({"groups": groups, "deployments": deps}))
         else:
             for g in groups:
                 print(g)
-            for e, v in deps.items():
-                print(f"endpoint {e} -> {v}")
+            for d in all_deps:
+                _show_deployment(args, d, "deployed")
         return 0
     pkgs = reg.list_packages(args.group, args.status)
     if args.json:
