@@ -172,3 +172,33 @@ async def test_callers_get_production_answer_byte_for_byte_while_a_shadow_runs(
             got = (await r.json())["rollout"]["comparison"]["*"]
         assert got["reports"] == 6 and got["agreement"] == 0.0  # healthy -> unknown, all six
         assert got["changes"] == {"healthy->unknown": 6}
+
+
+def test_sigterm_during_a_busy_shadow_exits_promptly_and_cleanly(reg: LocalRegistry) -> None:
+    """A shadow queue with work in it must not keep the server from stopping (it once did)."""
+    import concurrent.futures
+    import time
+    import urllib.request
+
+    from tests.infra.model_server import ModelServerProcess
+
+    reg.approve(G, 1)
+    reg.approve(G, 2)
+    reg.deploy(G, version=1)
+    reg.deploy(G, version=2, mode="shadow")
+    body = request_body(synth_reports(64, pumps=["p1", "p2"], seed=4))
+    srv = ModelServerProcess(registry=reg.root)
+    srv.start()
+    try:
+        def call(_: int) -> int:
+            req = urllib.request.Request(srv.url + "/invocations", data=body,  # noqa: S310
+                                         headers={"Content-Type": "application/x-msgpack"})
+            with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
+                return int(r.status)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            assert set(pool.map(call, range(24))) == {200}
+    finally:
+        t0 = time.monotonic()
+        rc = srv.stop(timeout=10)
+    assert rc == 0 and time.monotonic() - t0 < 5

@@ -113,6 +113,7 @@ H_INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 H_VARIANT = "X-Amzn-Invoked-Production-Variant"
 H_VERSION = "X-Pumpwatch-Model-Version"
 SHADOW_QUEUE = 16  # shadow batches waiting to be scored; beyond, they are skipped (counted)
+SHADOW_MAX_WAIT_S = 0.25  # a shadow batch waits this long at most for no invocation in flight
 MAX_EVENTS = 50
 
 
@@ -392,6 +393,9 @@ class ModelServer:
         self._trial: TrialKey | None = None  # the trial loaded
         self._rolled_back: set[TrialKey] = set()
         self.events: list[dict[str, object]] = []
+        self._inflight = 0  # invocations being answered (the shadow yields to them)
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.last_rollout: dict[str, object] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -646,12 +650,23 @@ class ModelServer:
         In the event loop's thread, like production's scoring: dsp.quantize decodes spectra
         with one module-level zstd decompressor, which is not thread-safe (a
         worker thread corrupted them, measured), and one server core gains nothing from
-        a second thread. One shadow batch per loop turn; when the queue is full a batch
-        is skipped (counted in the comparison), so the shadow never falls behind unboundedly.
+        a second thread. Production comes first: a shadow batch waits until no
+        invocation is in flight (at most ``SHADOW_MAX_WAIT_S``); when the queue is
+        full a batch is skipped (``shadow_skipped``), so under saturation the
+        comparison is a sample rather than a second full load.
         """
-        while True:
+        while not self._closing:
             ro, cand, reports, prod = await self._shadow_q.get()
             await asyncio.sleep(0)  # let the response that queued it be written first
+            # production first: score the shadow when no invocation is in flight, or after
+            # SHADOW_MAX_WAIT_S (a saturated server then samples: the queue fills, skips)
+            # (asyncio.timeout, not wait_for: wait_for can swallow the cancellation that
+            # close() sends when the event is set at the same moment -- measured: a hang)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHADOW_MAX_WAIT_S):
+                    await self._idle.wait()
+            if self._closing:
+                return
             if self.store.rollout is not ro:
                 continue  # the trial ended while the batch waited
             t0 = time.perf_counter()
@@ -881,6 +896,18 @@ class ModelServer:
             seen += len(chunk)
 
     async def _invocations(
+        self, request: web.Request, *, bundle: Bundle | None = None
+    ) -> web.Response:
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await self._invoke(request, bundle=bundle)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _invoke(
         self, request: web.Request, *, bundle: Bundle | None = None
     ) -> web.Response:
         self.requests += 1
