@@ -665,8 +665,6 @@ class ModelServer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHADOW_MAX_WAIT_S):
                     await self._idle.wait()
-            if self._closing:
-                return
             if self.store.rollout is not ro:
                 continue  # the trial ended while the batch waited
             t0 = time.perf_counter()
