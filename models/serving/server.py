@@ -13,6 +13,8 @@ Routes:
   and extra result fields) as JSON, for humans; callers of ``/invocations`` get it
   by asking with CustomAttributes ``manifest=1``.
 - ``GET /stats`` -- what is loaded (default and cached target bundles), counters.
+- ``GET /rollout`` -- a candidate beside the default bundle (shadow or canary), its
+  comparison with production, the last finished rollout, automatic rollbacks (JSON).
 - ``GET /metrics`` -- the same and request/latency/error series for Prometheus
   (:mod:`models.serving.metrics`, docs/metrics.md).
 - ``GET|POST /models``, ``GET|DELETE /models/{name}``, ``POST /models/{name}/invoke``,
@@ -38,6 +40,15 @@ swaps the reference. A request scores with the bundle it picked up at its
 start, so no request is dropped or half-served, and every result names the
 version that produced it. SIGTERM stops accepting, lets in-flight requests
 finish (up to ``shutdown_timeout``) and exits 0.
+
+Rollout: when the registry deployment names a candidate beside production
+(:mod:`models.registry.rollout`), requests without a target model are scored as
+:mod:`models.serving.rollout` describes -- shadow: production answers, the
+candidate scores the same decoded reports afterwards (a bounded queue, in the
+event loop, yielding to invocations) and the pairs are compared; canary: the
+candidate scores the pumps its hash share names, production the rest and any
+the candidate fails on. The candidate crossing one of its deployment's limits
+is dropped at once and the rollback recorded in the registry.
 
 What is served by default: the registry's deployment for ``--name``, else the
 bundle in ``--model-dir`` (its ``bundle.json`` or ``model.tar.gz``), else the
