@@ -144,7 +144,7 @@ def test_cli_rollout_commands(
 
 
 async def test_callers_get_production_answer_byte_for_byte_while_a_shadow_runs(
-    reg: LocalRegistry,
+    reg: LocalRegistry, capsys: pytest.CaptureFixture[str],
 ) -> None:
     reg.approve(G, 1)
     reg.approve(G, 2)
@@ -172,6 +172,16 @@ async def test_callers_get_production_answer_byte_for_byte_while_a_shadow_runs(
             got = (await r.json())["rollout"]["comparison"]["*"]
         assert got["reports"] == 6 and got["agreement"] == 0.0  # healthy -> unknown, all six
         assert got["changes"] == {"healthy->unknown": 6}
+        capsys.readouterr()
+        base = ["models", "--registry", str(reg.root), "compare"]
+        srv_url = f"http://127.0.0.1:{srv.port}"
+        assert await asyncio.to_thread(cli, [*base, G, "--url", srv_url]) == 0
+        text = capsys.readouterr().out
+        assert f"shadow: {G}/2 beside {G}/1 (running)" in text
+        assert "overall                  agreement 0.000 over 6 reports" in text
+        assert "label shift: healthy -1.000, unknown +1.000" in text
+        assert await asyncio.to_thread(cli, [*base, "other", "--url", srv_url]) == 1
+        assert "no rollout of group 'other'" in capsys.readouterr().out
 
 
 def test_sigterm_during_a_busy_shadow_exits_promptly_and_cleanly(reg: LocalRegistry) -> None:
