@@ -205,10 +205,11 @@ class Rollout:
                     f"({s.errors} of {s.calls} scoring calls failed)")
         if s.reports < lim.min_reports:
             return None
-        p95 = s.latency_ms(95)
-        if lim.max_p95_latency_ms is not None and p95 is not None and \
-                p95 > lim.max_p95_latency_ms:
-            return f"p95 scoring latency {p95:g} ms over its limit {lim.max_p95_latency_ms:g} ms"
+        if lim.max_p95_latency_ms is not None:  # (a percentile per request only if asked)
+            p95 = s.latency_ms(95)
+            if p95 is not None and p95 > lim.max_p95_latency_ms:
+                return (f"p95 scoring latency {p95:g} ms over its limit "
+                        f"{lim.max_p95_latency_ms:g} ms")
         if lim.max_ood_share is not None and s.ood_share > lim.max_ood_share:
             return (f"drift: {s.ood_share:.3f} of its results out of distribution, over its "
                     f"limit {lim.max_ood_share:g}")
