@@ -1,6 +1,6 @@
 """Model-server throughput and latency through a real aiobotocore client.
 
-    python -m bench.endpoint [--json] [--seconds 3] [--concurrency 2] [--runs 1]
+    python -m bench.endpoint [--json] [--seconds 3] [--concurrency 2] [--runs 1] [--shadow]
 
 The server (``python -m models.serving.server``) runs as its own process pinned
 to one core; this process (the aiobotocore ``sagemaker-runtime`` client,
@@ -12,7 +12,11 @@ records each call's latency, and the CPU time each side spent per call
 (server from /proc, client from ``time.process_time``): on a shared
 machine wall-clock figures are noisy, CPU per call is not. Reports go to a
 bundle with per-pump z-score baselines for 16 pumps plus the physics
-classifier (the models measured are named in the JSON as ``models``). The
+classifier (the models measured are named in the JSON as ``models``).
+``--shadow`` serves the bundle from a local registry with a second copy of it
+deployed as a shadow beside it (scored off the request path, on the same
+pinned core): the cost of a shadow rollout to callers; the JSON then says how
+many reports the shadow scored and how many shadow batches it skipped. The
 last line printed is one JSON object.
 """
 
@@ -93,9 +97,12 @@ def make_reports(count: int, seed: int = 1, fault_every: int = 4) -> list[dsp.Re
     return out
 
 
-def start_server(model_dir: Path, cpu: int | None) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    model_dir: Path, cpu: int | None, *, registry: Path | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    where = ["--registry", str(registry)] if registry else ["--model-dir", str(model_dir)]
     cmd = [sys.executable, "-m", "models.serving.server", "--host", "127.0.0.1", "--port", "0",
-           "--model-dir", str(model_dir), "--log-level", "WARNING"]
+           *where, "--log-level", "WARNING"]
 
     def pin() -> None:
         if cpu is not None:
@@ -111,6 +118,22 @@ def start_server(model_dir: Path, cpu: int | None) -> tuple[subprocess.Popen[str
         proc.kill()
         raise RuntimeError(f"server did not start: {line!r}")
     return proc, line.strip().rsplit(" ", 1)[1]
+
+
+def _wait_shadow(url: str, timeout: float = 30.0) -> None:
+    """Until the server has loaded production and the shadow beside it."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/rollout", timeout=2) as r:  # noqa: S310
+                if json.loads(r.read()).get("rollout"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the server at {url} did not load the shadow in {timeout} s")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -196,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         help="every Nth report has an outer-race fault (0: none); faulty reports cost more "
         "(envelope-family diagnosis)",
     )
+    p.add_argument("--shadow", action="store_true",
+                   help="serve from a registry with a shadow copy of the bundle beside it")
     args = p.parse_args(argv)
 
     server_cpu, client_cpu = _cores()
@@ -220,7 +245,21 @@ def main(argv: list[str] | None = None) -> int:
             baselines=fit_baselines(healthy, min_reports=5),
         )
         enc = msgspec.msgpack.Encoder()
-        proc, url = start_server(bundle, server_cpu)
+        registry = None
+        if args.shadow:
+            from models.registry.local import LocalRegistry
+
+            registry = Path(tmp) / "registry"
+            reg = LocalRegistry(registry)
+            for v in (1, 2):
+                reg.register("bench", bundle)
+                reg.approve("bench", v)
+            reg.deploy("bench", version=1)
+            reg.deploy("bench", version=2, mode="shadow")
+        proc, url = start_server(bundle, server_cpu, registry=registry)
+        shadow: dict[str, object] | None = None
+        if args.shadow:
+            _wait_shadow(url)
         try:
             if client_cpu is not None:
                 os.sched_setaffinity(0, {client_cpu})
@@ -243,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r['client_cpu_ms_per_call']:.2f} ms)",
                         flush=True,
                     )
+            if args.shadow:
+                import urllib.request
+
+                with urllib.request.urlopen(url + "/rollout", timeout=10) as resp:  # noqa: S310
+                    ro = json.loads(resp.read())["rollout"]
+                shadow = {"shadow_reports_scored": ro["versions"]["bench/2"]["reports"],
+                          "production_reports_scored": ro["versions"]["bench/1"]["reports"],
+                          "shadow_batches_skipped": ro["shadow_skipped"]}
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -264,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu64 = out["server_cpu_ms_per_call_64"]
     assert isinstance(cpu64, float)
     out["server_core_capacity_reports_per_s_64"] = round(64 / (cpu64 / 1e3)) if cpu64 else None
+    out.update(shadow or {})
     out.update(
+        shadow=args.shadow,
         models=models,
         fault_every=args.fault_every,
         concurrency=args.concurrency,

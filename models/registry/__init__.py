@@ -12,12 +12,26 @@ from .local import (
     default_registry_path,
     is_bundle_dir,
 )
+from .rollout import (
+    ROLLOUT_MODES,
+    Candidate,
+    HistoryEntry,
+    RolloutLimits,
+    RolloutMode,
+    RolloutRegistry,
+)
 
 __all__ = [
+    "ROLLOUT_MODES",
+    "Candidate",
     "Deployment",
+    "HistoryEntry",
     "LocalRegistry",
     "ModelPackage",
     "ModelRegistry",
+    "RolloutLimits",
+    "RolloutMode",
+    "RolloutRegistry",
     "default_registry_path",
     "is_bundle_dir",
 ]

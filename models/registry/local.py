@@ -13,10 +13,13 @@ then ``Approved`` or ``Rejected`` -- ``ModelMetrics`` (here a flat dict of
 numbers), ``CustomerMetadataProperties`` (str -> str), an artifact URI and
 its SHA-256, checked again whenever the artifact is loaded.
 
-A *deployment* points an endpoint name at one approved package; a running
-server polls its deployment (and reloads on SIGHUP) and swaps bundles
-without dropping requests. :class:`ModelRegistry` is the interface; the
-SageMaker-backed implementation is in :mod:`models.registry.sagemaker`.
+A *deployment* points an endpoint name at one approved package (production)
+and, during a rollout, a candidate beside it (shadow or canary; see
+:mod:`models.registry.rollout`); a running server polls its deployment (and
+reloads on SIGHUP) and swaps bundles without dropping requests. Every change
+of a deployment is appended to the index's ``history`` (who, when, from, to, why).
+:class:`ModelRegistry` is the interface (and :class:`~models.registry.rollout.RolloutRegistry`
+its rollout half); the SageMaker-backed implementation is in :mod:`models.registry.sagemaker`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,16 @@ from models.serving.bundle import (
     sha256_file,
 )
 from models.serving.errors import ChecksumMismatchError, RegistryError
+
+from .rollout import (
+    Action,
+    Candidate,
+    HistoryEntry,
+    RolloutLimits,
+    RolloutMode,
+    check_rollout,
+    who,
+)
 
 ApprovalStatus = Literal["PendingManualApproval", "Approved", "Rejected"]
 APPROVAL_STATUSES: tuple[str, ...] = ("PendingManualApproval", "Approved", "Rejected")
@@ -93,10 +106,23 @@ class Deployment:
     group: str
     version: int
     deployed: str = ""
+    candidate: Candidate | None = None  # on trial beside production (shadow or canary)
 
     @property
     def model_version(self) -> str:
         return f"{self.group}/{self.version}"
+
+    @property
+    def candidate_version(self) -> str | None:
+        return None if self.candidate is None else f"{self.group}/{self.candidate.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint, "group": self.group, "version": self.version,
+            "model_version": self.model_version, "deployed": self.deployed,
+            "candidate": None if self.candidate is None else {
+                **self.candidate.to_dict(), "model_version": self.candidate_version},
+        }
 
 
 class ModelRegistry(Protocol):
@@ -307,29 +333,173 @@ class LocalRegistry:
 
     # --- deployments ----------------------------------------------------------------
     def deploy(
-        self, group: str, endpoint: str = "pumpwatch", version: int | None = None
+        self, group: str, endpoint: str = "pumpwatch", version: int | None = None, *,
+        mode: RolloutMode = "all", percent: float | None = None,
+        limits: RolloutLimits | None = None, by: str | None = None, reason: str = "",
     ) -> Deployment:
-        """Point ``endpoint`` at ``version`` (default: the latest Approved); must be Approved."""
+        """Point ``endpoint`` at ``version`` (default: the latest Approved); must be Approved.
+
+        ``mode="all"`` makes it production at once (ending any rollout);
+        ``"shadow"`` and ``"canary"`` (with ``percent`` of the pumps) put it beside
+        production as the candidate, judged by ``limits``. Each is recorded in the
+        history.
+        """
+        check_rollout(mode, percent)
         pkg = self.latest_approved(group) if version is None else self.describe(group, version)
         if pkg.status != "Approved":
             raise RegistryError(
                 f"{pkg.model_version} is {pkg.status}: only Approved packages can be deployed"
             )
         self.verify(pkg)
-        dep = Deployment(endpoint=endpoint, group=group, version=pkg.version, deployed=_now())
+        now, actor = _now(), by or who()
         with self._locked() as data:
-            data.setdefault("deployments", {})[endpoint] = {
-                "group": group, "version": pkg.version, "deployed": dep.deployed,
-            }
+            deps = data.setdefault("deployments", {})
+            cur = deps.get(endpoint)
+            if mode == "all":
+                deps[endpoint] = {"group": group, "version": pkg.version, "deployed": now}
+                self._log(data, actor, "deploy", endpoint, group,
+                          None if cur is None or cur["group"] != group else int(cur["version"]),
+                          pkg.version, reason, at=now)
+            else:
+                if cur is None:
+                    raise RegistryError(
+                        f"endpoint {endpoint!r} has no production deployment yet: deploy one "
+                        f"first (without --{mode}), then try {pkg.model_version} beside it"
+                    )
+                if cur["group"] != group:
+                    raise RegistryError(
+                        f"endpoint {endpoint!r} serves group {cur['group']!r}: a candidate must "
+                        f"come from the same group, not {group!r}"
+                    )
+                if int(cur["version"]) == pkg.version:
+                    raise RegistryError(f"{pkg.model_version} is already production on "
+                                        f"{endpoint!r}")
+                # microseconds: a redeploy within the same second is a new trial
+                started = datetime.now(UTC).isoformat(timespec="microseconds")
+                cand = Candidate(version=pkg.version, mode=mode,
+                                 percent=float(percent or 0.0),
+                                 limits=limits or RolloutLimits(), started=started, by=actor)
+                cur["candidate"] = cand.to_dict()
+                self._log(data, actor, mode, endpoint, group, int(cur["version"]), pkg.version,
+                          reason, at=now, percent=percent)
+        dep = self.deployment(endpoint)
+        assert dep is not None
         return dep
+
+    def promote(
+        self, group: str, endpoint: str = "pumpwatch", *, by: str | None = None,
+        reason: str = "",
+    ) -> Deployment:
+        """Make the endpoint's candidate production (it must still be Approved)."""
+        actor = by or who()
+        with self._locked() as data:
+            cur = self._current(data, group, endpoint)
+            cand = cur.get("candidate")
+            if not cand:
+                raise RegistryError(f"endpoint {endpoint!r} has no candidate to promote "
+                                    f"(production is {group}/{cur['version']})")
+            pkg = self._package(group, next(
+                p for p in self._group(data, group)["packages"]
+                if int(p["version"]) == int(cand["version"])))
+            if pkg.status != "Approved":
+                raise RegistryError(f"{pkg.model_version} is {pkg.status} now: only Approved "
+                                    "packages can be promoted")
+            now = _now()
+            old = int(cur["version"])
+            data["deployments"][endpoint] = {"group": group, "version": pkg.version,
+                                             "deployed": now}
+            self._log(data, actor, "promote", endpoint, group, old, pkg.version, reason, at=now)
+        dep = self.deployment(endpoint)
+        assert dep is not None
+        return dep
+
+    def rollback(
+        self, group: str, endpoint: str = "pumpwatch", *, by: str | None = None,
+        reason: str = "", automatic: bool = False,
+    ) -> Deployment:
+        """Drop the endpoint's candidate; with none, return production to its previous version.
+
+        ``automatic``: the model server decided (its limits were crossed); recorded as
+        ``auto-rollback``. An automatic rollback of a candidate that is no longer on
+        trial (promoted or replaced meanwhile) changes nothing.
+        """
+        actor = by or who()
+        action: Action = "auto-rollback" if automatic else "rollback"
+        with self._locked() as data:
+            cur = self._current(data, group, endpoint)
+            cand = cur.get("candidate")
+            now = _now()
+            if cand:
+                del cur["candidate"]
+                self._log(data, actor, action, endpoint, group, int(cand["version"]),
+                          int(cur["version"]), reason, at=now)
+            elif automatic:
+                raise RegistryError(f"endpoint {endpoint!r} has no candidate on trial")
+            else:
+                prev = self._previous(data, group, endpoint, int(cur["version"]))
+                if prev is None:
+                    raise RegistryError(
+                        f"endpoint {endpoint!r} has no candidate and no earlier production "
+                        f"version of {group!r} to return to"
+                    )
+                self.verify(self._package(group, next(
+                    p for p in self._group(data, group)["packages"]
+                    if int(p["version"]) == prev)))
+                old = int(cur["version"])
+                data["deployments"][endpoint] = {"group": group, "version": prev,
+                                                 "deployed": now}
+                self._log(data, actor, action, endpoint, group, old, prev, reason, at=now)
+        dep = self.deployment(endpoint)
+        assert dep is not None
+        return dep
+
+    def history(self, group: str, endpoint: str | None = None) -> list[HistoryEntry]:
+        """The group's deployment changes, oldest first (only ``endpoint``'s if given)."""
+        return [
+            HistoryEntry.from_dict(h) for h in self._read().get("history", [])
+            if h["group"] == group and (endpoint is None or h["endpoint"] == endpoint)
+        ]
+
+    def _current(self, data: dict[str, Any], group: str, endpoint: str) -> dict[str, Any]:
+        cur: dict[str, Any] | None = data.get("deployments", {}).get(endpoint)
+        if cur is None:
+            raise RegistryError(f"endpoint {endpoint!r} has no deployment")
+        if cur["group"] != group:
+            raise RegistryError(f"endpoint {endpoint!r} serves group {cur['group']!r}, "
+                                f"not {group!r}")
+        return cur
+
+    @staticmethod
+    def _previous(data: dict[str, Any], group: str, endpoint: str, current: int) -> int | None:
+        """The production version before the switch that made ``current`` production."""
+        for h in reversed(data.get("history", [])):
+            if (h["endpoint"], h["group"]) != (endpoint, group):
+                continue
+            if h["action"] in ("deploy", "promote") and h["to_version"] == current:
+                prev = h["from_version"]
+                return None if prev is None or prev == current else int(prev)
+        return None
+
+    @staticmethod
+    def _log(
+        data: dict[str, Any], by: str, action: Action, endpoint: str, group: str,
+        from_version: int | None, to_version: int | None, reason: str, *, at: str,
+        percent: float | None = None,
+    ) -> None:
+        entry = HistoryEntry(at=at, by=by, action=action, endpoint=endpoint, group=group,
+                             from_version=from_version, to_version=to_version, reason=reason,
+                             percent=percent)
+        data.setdefault("history", []).append(entry.to_dict())
 
     def deployment(self, endpoint: str) -> Deployment | None:
         d = self._read().get("deployments", {}).get(endpoint)
         if d is None:
             return None
+        cand = d.get("candidate")
         return Deployment(
             endpoint=endpoint, group=d["group"], version=int(d["version"]),
             deployed=d.get("deployed", ""),
+            candidate=Candidate.from_dict(cand) if cand else None,
         )
 
     def deployments(self) -> list[Deployment]:

@@ -54,10 +54,17 @@ class ServerMetrics:
             P + "reports", "Reports scored, by the model version that scored them",
             ["model_version"], registry=self.registry,
         )
+        self.rollbacks = Counter(
+            P + "rollbacks", "Candidates this server rolled back by itself (a limit crossed), "
+            "by the candidate's model version", ["model_version"], registry=self.registry,
+        )
         self.registry.register(_StoreCollector(store))
 
     def scored(self, model_version: str, reports: int) -> None:
         self.reports.labels(model_version).inc(reports)
+
+    def rolled_back(self, model_version: str) -> None:
+        self.rollbacks.labels(model_version).inc()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -100,6 +107,8 @@ class _StoreCollector(Collector):
         )
         if s.default is not None:
             loaded.add_metric(["default", "", s.default.model_version], 1.0)
+        if s.candidate is not None and s.rollout is not None:
+            loaded.add_metric([s.rollout.mode, "", s.candidate.model_version], 1.0)
         for target, version in targets.items():
             loaded.add_metric(["target", str(target), str(version)], 1.0)
         for name, (_url, bundle) in list(s.mme.items()):

@@ -13,6 +13,8 @@ Routes:
   and extra result fields) as JSON, for humans; callers of ``/invocations`` get it
   by asking with CustomAttributes ``manifest=1``.
 - ``GET /stats`` -- what is loaded (default and cached target bundles), counters.
+- ``GET /rollout`` -- a candidate beside the default bundle (shadow or canary), its
+  comparison with production, the last finished rollout, automatic rollbacks (JSON).
 - ``GET /metrics`` -- the same and request/latency/error series for Prometheus
   (:mod:`models.serving.metrics`, docs/metrics.md).
 - ``GET|POST /models``, ``GET|DELETE /models/{name}``, ``POST /models/{name}/invoke``,
@@ -38,6 +40,15 @@ swaps the reference. A request scores with the bundle it picked up at its
 start, so no request is dropped or half-served, and every result names the
 version that produced it. SIGTERM stops accepting, lets in-flight requests
 finish (up to ``shutdown_timeout``) and exits 0.
+
+Rollout: when the registry deployment names a candidate beside production
+(:mod:`models.registry.rollout`), requests without a target model are scored as
+:mod:`models.serving.rollout` describes -- shadow: production answers, the
+candidate scores the same decoded reports afterwards (a bounded queue, in the
+event loop, yielding to invocations) and the pairs are compared; canary: the
+candidate scores the pumps its hash share names, production the rest and any
+the candidate fails on. The candidate crossing one of its deployment's limits
+is dropped at once and the rollback recorded in the registry.
 
 What is served by default: the registry's deployment for ``--name``, else the
 bundle in ``--model-dir`` (its ``bundle.json`` or ``model.tar.gz``), else the
@@ -70,7 +81,10 @@ from types import TracebackType
 import msgspec
 from aiohttp import web
 
+from dsp.report import Report
+from dsp.results import RESULT_SCHEMA_VERSION, InvocationResponse, Result
 from models.registry.local import Deployment, LocalRegistry
+from models.registry.rollout import Candidate
 
 from .bundle import MANIFEST, Bundle, builtin_bundle, load_bundle
 from .errors import (
@@ -84,10 +98,21 @@ from .errors import (
     RequestError,
     UnknownEndpointError,
     UnknownTargetModelError,
+    UnsupportedMediaTypeError,
 )
 from .guard import Deadlines, GuardedProtocol, Limits, sweep
-from .handler import handle
+from .handler import (
+    MSGPACK,
+    Extras,
+    decode_request,
+    encode_response,
+    handle,
+    media_type,
+    score_with_fields,
+    wants_manifest,
+)
 from .metrics import ServerMetrics
+from .rollout import Rollout
 
 log = logging.getLogger("pumpwatch.model.server")
 
@@ -98,6 +123,9 @@ H_CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
 H_INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 H_VARIANT = "X-Amzn-Invoked-Production-Variant"
 H_VERSION = "X-Pumpwatch-Model-Version"
+SHADOW_QUEUE = 16  # shadow batches waiting to be scored; beyond, they are skipped (counted)
+SHADOW_MAX_WAIT_S = 0.25  # a shadow batch waits this long at most for no invocation in flight
+MAX_EVENTS = 50
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +158,9 @@ class BundleStore:
         self._cache: OrderedDict[str, Bundle] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Bundle]] = {}
         self.mme: dict[str, tuple[str, Bundle]] = {}  # multi-model API: name -> (url, bundle)
+        # a rollout: the candidate beside the default (production) bundle, and its trial
+        self.candidate: Bundle | None = None
+        self.rollout: Rollout | None = None
         self.evictions = 0
         self.loads = 0
 
@@ -301,6 +332,10 @@ class BundleStore:
     def describe(self) -> dict[str, object]:
         return {
             "default": self.default.model_version if self.default else None,
+            "candidate": None if self.rollout is None else {
+                "model_version": self.rollout.candidate, "mode": self.rollout.mode,
+                "percent": self.rollout.trial.percent,
+            },
             "manifest_digest": self.default.manifest.digest if self.default else None,
             "deployment": None if self.deployed is None else {
                 "group": self.deployed.group, "version": self.deployed.version,
@@ -335,6 +370,14 @@ def _error(exc: ModelServerError) -> web.Response:
     )
 
 
+TrialKey = tuple[int, str, str, float]
+
+
+def _trial_key(c: Candidate) -> TrialKey:
+    """What makes a trial a new one (a redeploy of the same version with another share is)."""
+    return (c.version, c.started, c.mode, c.percent)
+
+
 class ModelServer:
     """The HTTP adapter. ``async with ModelServer(cfg) as srv:`` serves on ``srv.port``."""
 
@@ -355,6 +398,16 @@ class ModelServer:
         self.load_error: str | None = None
         self._failed_dep: tuple[str, int] | None = None
         self._closing = False
+        # rollout: the shadow's queue, trials rolled back here, their events
+        self._shadow_q: asyncio.Queue[tuple[Rollout, Bundle, list[Report], list[Result]]] = \
+            asyncio.Queue(SHADOW_QUEUE)
+        self._trial: TrialKey | None = None  # the trial loaded
+        self._rolled_back: set[TrialKey] = set()
+        self.events: list[dict[str, object]] = []
+        self._inflight = 0  # invocations being answered (the shadow yields to them)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.last_rollout: dict[str, object] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -366,6 +419,7 @@ class ModelServer:
         app.router.add_post("/invocations", self._invocations)
         app.router.add_post("/endpoints/{name}/invocations", self._runtime_invocations)
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/rollout", self._rollout)
         app.router.add_get("/manifest", self._manifest)
         app.router.add_get("/endpoints/{name}/manifest", self._runtime_manifest)
         app.router.add_get("/metrics", self.metrics.handle)
@@ -405,6 +459,7 @@ class ModelServer:
         self.port = self._listener.sockets[0].getsockname()[1]
         self._spawn(sweep(self.deadlines), "connection-guard")
         self._spawn(self._load_default(), "load-default")
+        self._spawn(self._shadow_worker(), "shadow-worker")
         if self.store.registry is not None and self.cfg.reload_poll_s > 0:
             self._spawn(self._watch_deployment(), "watch-deployment")
 
@@ -469,6 +524,8 @@ class ModelServer:
             return
         self.store.default, self.store.deployed = bundle, dep
         self.ready.set()
+        if dep is not None:
+            await self._sync_candidate(dep)
         if dep is None and bundle.source == "builtin":
             log.warning("%s", self.store.why_builtin())
         log.info("serving %s (%s)", bundle.model_version, bundle.description or bundle.source,
@@ -495,9 +552,12 @@ class ModelServer:
             try:
                 dep = await loop.run_in_executor(None, reg.deployment, self.cfg.name)
                 cur = self.store.deployed
-                if dep is None or (cur is not None and (dep.group, dep.version) == (
+                if dep is not None and cur is not None and (dep.group, dep.version) == (
                     cur.group, cur.version
-                )):
+                ):
+                    await self._sync_candidate(dep)
+                    continue
+                if dep is None:
                     continue
                 if (dep.group, dep.version) == failed and not forced:
                     continue
@@ -511,12 +571,201 @@ class ModelServer:
                 continue
             failed = None
             old = self.store.default.model_version if self.store.default else "nothing"
+            self._end_trial(f"production changed to {bundle.model_version}")
             self.store.default, self.store.deployed = bundle, dep
             self.load_error = None
             self.failed.clear()
             self.ready.set()
             log.info("hot reload: %s -> %s", old, bundle.model_version,
                      extra={"model_version": bundle.model_version})
+            await self._sync_candidate(dep)
+
+    # --- rollout: a candidate beside production --------------------------------------------
+    def _end_trial(self, why: str) -> None:
+        ro = self.store.rollout
+        if ro is not None:
+            self.last_rollout = {**ro.to_dict(), "ended": why}
+            log.info("rollout of %s ended: %s", ro.candidate, why)
+        self.store.candidate, self.store.rollout, self._trial = None, None, None
+
+    async def _sync_candidate(self, dep: Deployment) -> None:
+        """Load, replace or drop the candidate the deployment names (errors: logged, kept off)."""
+        cand = dep.candidate
+        key = None if cand is None else _trial_key(cand)
+        if key == self._trial:
+            return
+        if cand is None or key in self._rolled_back:
+            if self._trial is not None:
+                self._end_trial("the registry no longer names a candidate")
+            return
+        reg = self.store.registry
+        assert reg is not None and key is not None
+        loop = asyncio.get_running_loop()
+        try:
+            pkg = await loop.run_in_executor(None, reg.describe, dep.group, cand.version)
+            bundle = await loop.run_in_executor(None, reg.load, pkg)
+        except Exception as exc:  # a candidate that does not load never serves
+            log.error("candidate %s/%d for %s not loaded (production keeps serving): %s",
+                      dep.group, cand.version, self.cfg.name, exc)
+            self._rolled_back.add(key)
+            return
+        self._end_trial(f"replaced by {bundle.model_version}")
+        prod = self.store.default
+        assert prod is not None
+        self.store.rollout = Rollout(production=prod.model_version,
+                                     candidate=bundle.model_version, trial=cand)
+        self.store.candidate, self._trial = bundle, key
+        what = f"canary {cand.percent:g} % of pumps" if cand.mode == "canary" else "shadow"
+        log.info("rollout: %s beside %s (%s)", bundle.model_version, prod.model_version, what,
+                 extra={"model_version": bundle.model_version})
+
+    def _judge(self, ro: Rollout) -> None:
+        """Roll the candidate back now if it crossed a limit (memory now, registry soon)."""
+        reason = ro.verdict()
+        if reason is None or self.store.rollout is not ro:
+            return
+        key = _trial_key(ro.trial)
+        self._rolled_back.add(key)
+        self._end_trial(f"automatic rollback: {reason}")
+        event: dict[str, object] = {
+            "event": "auto-rollback", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "endpoint": self.cfg.name, "candidate": ro.candidate, "production": ro.production,
+            "mode": ro.mode, "reason": reason,
+        }
+        self.events = [*self.events[-(MAX_EVENTS - 1):], event]
+        self.metrics.rolled_back(ro.candidate)
+        log.warning("automatic rollback of %s on %s (back to %s only): %s", ro.candidate,
+                    self.cfg.name, ro.production, reason,
+                    extra={"model_version": ro.candidate, "event": "auto-rollback"})
+        reg, dep = self.store.registry, self.store.deployed
+        if reg is not None and dep is not None:
+            group, name = dep.group, self.cfg.name
+
+            def record() -> None:
+                try:
+                    cur = reg.deployment(name)
+                    if cur is None or cur.candidate is None or \
+                            _trial_key(cur.candidate) != key:
+                        return  # promoted or replaced meanwhile: nothing to undo
+                    reg.rollback(group, name, by=f"model-server:{name}", reason=reason,
+                                 automatic=True)
+                except Exception as exc:
+                    log.error("automatic rollback of %s not recorded in the registry: %s",
+                              ro.candidate, exc)
+
+            asyncio.get_running_loop().run_in_executor(None, record)
+
+    async def _shadow_worker(self) -> None:
+        """Score queued batches with the shadow after their responses went out, and compare.
+
+        In the event loop's thread, like production's scoring: dsp.quantize decodes spectra
+        with one module-level zstd decompressor, which is not thread-safe (a
+        worker thread corrupted them, measured), and one server core gains nothing from
+        a second thread. Production comes first: a shadow batch waits until no
+        invocation is in flight (at most ``SHADOW_MAX_WAIT_S``); when the queue is
+        full a batch is skipped (``shadow_skipped``), so under saturation the
+        comparison is a sample rather than a second full load.
+        """
+        while not self._closing:
+            ro, cand, reports, prod = await self._shadow_q.get()
+            await asyncio.sleep(0)  # let the response that queued it be written first
+            # production first: score the shadow when no invocation is in flight, or after
+            # SHADOW_MAX_WAIT_S (a saturated server then samples: the queue fills, skips)
+            # (asyncio.timeout, not wait_for: wait_for can swallow the cancellation that
+            # close() sends when the event is set at the same moment -- measured: a hang)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHADOW_MAX_WAIT_S):
+                    await self._idle.wait()
+            if self.store.rollout is not ro:
+                continue  # the trial ended while the batch waited
+            t0 = time.perf_counter()
+            try:
+                resp, _ = score_with_fields(cand, reports)
+            except ModelFailureError as exc:
+                ro.failed(ro.candidate, len(reports), time.perf_counter() - t0)
+                log.warning("shadow %s failed on a batch of %d: %s", ro.candidate,
+                            len(reports), exc.message)
+            else:
+                ro.scored(ro.candidate, reports, resp.results, time.perf_counter() - t0)
+                ro.compare(reports, prod, resp.results)
+            self._judge(ro)
+
+    def _score_rollout(
+        self, prod: Bundle, cand: Bundle, ro: Rollout, body: bytes, content_type: str | None,
+        accept: str | None, custom: str | None,
+    ) -> tuple[bytes, str, dict[str, int], str]:
+        """Score a request during a rollout -> (body, content type, reports per version that
+        scored them, the version the response names)."""
+        req_mt = media_type(content_type, default=MSGPACK)
+        out_mt = media_type(accept, default=req_mt or MSGPACK)
+        if out_mt is None:
+            raise UnsupportedMediaTypeError(f"unsupported Accept {accept!r}")
+        reports = decode_request(body, content_type)
+        with_manifest = wants_manifest(custom)
+        if ro.mode == "shadow":
+            t0 = time.perf_counter()
+            resp, extras = score_with_fields(prod, reports, with_manifest=with_manifest)
+            ro.scored(ro.production, reports, resp.results, time.perf_counter() - t0)
+            if reports:
+                try:
+                    self._shadow_q.put_nowait((ro, cand, reports, resp.results))
+                except asyncio.QueueFull:
+                    ro.shadow_skipped += 1
+            return encode_response(resp, out_mt, extras), out_mt, \
+                {prod.model_version: len(reports)}, prod.model_version
+        routes = ro.routes(reports)
+        cand_idx = [i for i, c in enumerate(routes) if c]
+        prod_idx = [i for i, c in enumerate(routes) if not c]
+        results: list[Result | None] = [None] * len(reports)
+        counts: dict[str, int] = {}
+        fields: list[dict[str, object] | None] = [None] * len(reports)
+
+        def run(bundle: Bundle, idx: list[int]) -> None:
+            sub = [reports[i] for i in idx]
+            t0 = time.perf_counter()
+            resp, ex = score_with_fields(bundle, sub)
+            ro.scored(bundle.model_version, sub, resp.results, time.perf_counter() - t0)
+            counts[bundle.model_version] = len(sub)
+            for j, i in enumerate(idx):
+                results[i] = resp.results[j]
+                fields[i] = ex[j] if ex is not None else None
+
+        if cand_idx:
+            t0 = time.perf_counter()
+            try:
+                run(cand, cand_idx)
+            except ModelFailureError as exc:
+                # its pumps are scored by production this time (and say so)
+                ro.failed(ro.candidate, len(cand_idx), time.perf_counter() - t0)
+                ro.fallbacks += len(cand_idx)
+                log.warning("canary %s failed on %d reports (production scores them): %s",
+                            ro.candidate, len(cand_idx), exc.message)
+                prod_idx = list(range(len(reports)))
+                cand_idx = []
+        if prod_idx:
+            run(prod, prod_idx)
+        head = prod if prod_idx or not cand_idx else cand
+        done = [r for r in results if r is not None]
+        response = InvocationResponse(
+            RESULT_SCHEMA_VERSION, head.model_version, done,
+            manifest_digest=head.manifest.digest,
+            manifest=head.manifest if with_manifest else None,
+        )
+        more: Extras | None = None
+        if any(e is not None for e in fields):
+            more = [dict(e or {}) for e in fields]
+        return encode_response(response, out_mt, more), out_mt, counts, head.model_version
+
+    async def _rollout(self, request: web.Request) -> web.Response:
+        """The running rollout's comparison (JSON), the last finished one, and events."""
+        ro = self.store.rollout
+        return web.json_response({
+            "endpoint": self.cfg.name,
+            "production": self.store.default.model_version if self.store.default else None,
+            "rollout": None if ro is None else ro.to_dict(),
+            "last": self.last_rollout,
+            "events": self.events,
+        })
 
     # --- handlers -----------------------------------------------------------------------
     @web.middleware
@@ -658,6 +907,18 @@ class ModelServer:
     async def _invocations(
         self, request: web.Request, *, bundle: Bundle | None = None
     ) -> web.Response:
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await self._invoke(request, bundle=bundle)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _invoke(
+        self, request: web.Request, *, bundle: Bundle | None = None
+    ) -> web.Response:
         self.requests += 1
         clen = request.content_length
         if clen is not None and clen > self.cfg.max_body:
@@ -673,14 +934,28 @@ class ModelServer:
                 f"CustomAttributes is {len(custom)} characters, over {MAX_CUSTOM_ATTRIBUTES}"
             )
         body = await request.read()
-        if bundle is None:
-            bundle = await self.store.get(request.headers.get(H_TARGET))
-        out, ctype, n_reports = handle(
-            bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept"),
-            custom,
-        )
-        self.metrics.scored(bundle.model_version, n_reports)
-        headers = {H_VARIANT: self.cfg.variant, H_VERSION: bundle.model_version}
+        target = request.headers.get(H_TARGET)
+        ro, cand = self.store.rollout, self.store.candidate
+        if bundle is None and not target and ro is not None and cand is not None:
+            prod = await self.store.get(None)
+            out, ctype, counts, version = self._score_rollout(
+                prod, cand, ro, body, request.headers.get("Content-Type"),
+                request.headers.get("Accept"), custom,
+            )
+            for v, n in counts.items():
+                self.metrics.scored(v, n)
+            if ro.mode == "canary":
+                self._judge(ro)
+        else:
+            if bundle is None:
+                bundle = await self.store.get(target)
+            out, ctype, n_reports = handle(
+                bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept"),
+                custom,
+            )
+            version = bundle.model_version
+            self.metrics.scored(version, n_reports)
+        headers = {H_VARIANT: self.cfg.variant, H_VERSION: version}
         if custom is not None:
             headers[H_CUSTOM] = custom
         inference_id = request.headers.get(H_INFERENCE_ID)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from ._roles import Role
 
 if TYPE_CHECKING:
-    from models.registry.local import ModelPackage, ModelRegistry
+    from models.registry.local import Deployment, ModelPackage, ModelRegistry
+    from models.registry.rollout import RolloutRegistry
 
 # A local registry needs only the core; --sagemaker's boto3 is reported when it is imported.
 ROLE = Role("models")
@@ -60,11 +61,50 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             c.add_argument("--description", default="", help="approval description")
         c.set_defaults(func=fn)
 
-    d = ms.add_parser("deploy", help="point an endpoint at the latest approved version")
+    d = ms.add_parser("deploy", help="point an endpoint at the latest approved version, or "
+                      "try it beside production (--shadow, --canary PERCENT)")
     d.add_argument("group")
     d.add_argument("--version", type=int, default=None, help="a specific approved version")
     d.add_argument("--endpoint", default="pumpwatch")
+    how = d.add_mutually_exclusive_group()
+    how.add_argument("--shadow", action="store_true",
+                     help="score every batch with it too, return production's results, compare")
+    how.add_argument("--canary", type=float, default=None, metavar="PERCENT",
+                     help="serve this share of the pumps (stable by pump id) with it")
+    d.add_argument("--max-error-rate", type=float, default=0.05, metavar="SHARE",
+                   help="roll back automatically above this share of failed scoring calls "
+                   "(default 0.05; 1 disables)")
+    d.add_argument("--max-p95-latency-ms", type=float, default=None, metavar="MS",
+                   help="roll back automatically above this p95 scoring time per batch")
+    d.add_argument("--max-ood-share", type=float, default=None, metavar="SHARE",
+                   help="roll back automatically when more of its results than this are out "
+                   "of distribution (its drift status)")
+    d.add_argument("--min-reports", type=int, default=20,
+                   help="judge the limits only after the candidate scored this many reports")
+    d.add_argument("--reason", default="", help="why (kept in the deployment history)")
     d.set_defaults(func=_deploy)
+
+    for name, fn, hlp in (
+        ("promote", _promote, "make the endpoint's candidate production"),
+        ("rollback", _rollback, "drop the candidate (none: back to the previous production)"),
+    ):
+        c = ms.add_parser(name, help=hlp)
+        c.add_argument("group")
+        c.add_argument("--endpoint", default="pumpwatch")
+        c.add_argument("--reason", default="", help="why (kept in the deployment history)")
+        c.set_defaults(func=fn)
+
+    h = ms.add_parser("history", help="the group's deployment history (who, when, from, to, why)")
+    h.add_argument("group")
+    h.add_argument("--endpoint", default=None)
+    h.set_defaults(func=_history)
+
+    cmp_ = ms.add_parser("compare", help="the running rollout's comparison, from the model server")
+    cmp_.add_argument("group")
+    cmp_.add_argument("--url", default=None,
+                      help="model server URL (default $PUMPWATCH_MODEL_SERVER or "
+                      "http://127.0.0.1:8080)")
+    cmp_.set_defaults(func=_compare)
 
     b = ms.add_parser("bundle", help="build a bundle directory (classifier + per-pump baselines)")
     b.add_argument("--out", type=Path, required=True)
@@ -162,14 +202,15 @@ def _list(args: argparse.Namespace) -> int:
         if not isinstance(reg, LocalRegistry):
             raise RegistryError("name a group to list its versions")
         groups = reg.list_groups()
-        deps = {d.endpoint: d.model_version for d in reg.deployments()}
+        all_deps = reg.deployments()
+        deps = {d.endpoint: d.model_version for d in all_deps}
         if args.json:
             print(json.dumps({"groups": groups, "deployments": deps}))
         else:
             for g in groups:
                 print(g)
-            for e, v in deps.items():
-                print(f"endpoint {e} -> {v}")
+            for d in all_deps:
+                _show_deployment(args, d, "deployed")
         return 0
     pkgs = reg.list_packages(args.group, args.status)
     if args.json:
@@ -200,14 +241,120 @@ def _reject(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout_registry(args: argparse.Namespace) -> RolloutRegistry:
+    from models.serving.errors import RegistryError
+
+    reg = _registry(args)
+    if not all(hasattr(reg, m) for m in ("promote", "rollback", "history")):
+        raise RegistryError(f"the {type(reg).__name__} backend has no shadow/canary rollout yet")
+    return reg  # type: ignore[return-value]
+
+
+def _show_deployment(args: argparse.Namespace, dep: Deployment, what: str) -> None:
+    if args.json:
+        print(json.dumps(dep.to_dict()))
+        return
+    line = f"endpoint {dep.endpoint} -> {dep.model_version}"
+    c = dep.candidate
+    if c is not None:
+        share = f"canary {c.percent:g} % of pumps" if c.mode == "canary" else "shadow"
+        line += f", candidate {dep.candidate_version} ({share})"
+    print(f"{line} ({what})")
+
+
 @_guard
 def _deploy(args: argparse.Namespace) -> int:
-    dep = _registry(args).deploy(args.group, args.endpoint, args.version)
-    if args.json:
-        print(json.dumps({"endpoint": dep.endpoint, "model_version": dep.model_version}))
-    else:
-        print(f"endpoint {dep.endpoint} -> {dep.model_version} (running servers hot-reload)")
+    from models.registry.rollout import RolloutLimits
+
+    if not args.shadow and args.canary is None:
+        dep = _registry(args).deploy(args.group, args.endpoint, args.version)
+        _show_deployment(args, dep, "running servers hot-reload")
+        return 0
+    limits = RolloutLimits(
+        max_error_rate=args.max_error_rate, max_p95_latency_ms=args.max_p95_latency_ms,
+        max_ood_share=args.max_ood_share, min_reports=args.min_reports,
+    )
+    dep = _rollout_registry(args).deploy(
+        args.group, args.endpoint, args.version, mode="shadow" if args.shadow else "canary",
+        percent=args.canary, limits=limits, reason=args.reason,
+    )
+    _show_deployment(args, dep, "running servers load it beside production")
     return 0
+
+
+@_guard
+def _promote(args: argparse.Namespace) -> int:
+    dep = _rollout_registry(args).promote(args.group, args.endpoint, reason=args.reason)
+    _show_deployment(args, dep, "promoted")
+    return 0
+
+
+@_guard
+def _rollback(args: argparse.Namespace) -> int:
+    dep = _rollout_registry(args).rollback(args.group, args.endpoint, reason=args.reason)
+    _show_deployment(args, dep, "rolled back")
+    return 0
+
+
+@_guard
+def _history(args: argparse.Namespace) -> int:
+    entries = _rollout_registry(args).history(args.group, args.endpoint)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries]))
+        return 0
+    for e in entries:
+        share = f" {e.percent:g}%" if e.percent is not None else ""
+        print(f"{e.at}  {e.endpoint}  {e.action}{share}  {e.from_version} -> {e.to_version}  "
+              f"by {e.by}" + (f": {e.reason}" if e.reason else ""))
+    return 0
+
+
+@_guard
+def _compare(args: argparse.Namespace) -> int:
+    import os
+    import urllib.error
+    import urllib.request
+
+    from models.serving.errors import RegistryError
+
+    url = (args.url or os.environ.get("PUMPWATCH_MODEL_SERVER") or "http://127.0.0.1:8080")
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/rollout", timeout=10) as r:  # noqa: S310
+            data = json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RegistryError(f"cannot read the rollout from the model server at {url}: "
+                            f"{exc}") from None
+    ro = data.get("rollout") or data.get("last")
+    if ro is not None and not str(ro.get("candidate", "")).startswith(args.group + "/"):
+        ro = None
+    if args.json:
+        print(json.dumps({**data, "shown": ro}))
+        return 0
+    if ro is None:
+        print(f"no rollout of group {args.group!r} on the server at {url} "
+              f"(production: {data.get('production')})")
+        return 1
+    _print_comparison(ro)
+    for ev in data.get("events", []):
+        print(f"event {ev['event']} {ev['at']}: {ev['candidate']}: {ev['reason']}")
+    return 0
+
+
+def _print_comparison(ro: dict[str, Any]) -> None:
+    state = f"ended: {ro['ended']}" if ro.get("ended") else "running"
+    share = f" {ro['percent']:g} % of pumps" if ro.get("percent") else ""
+    print(f"{ro['mode']}{share}: {ro['candidate']} beside {ro['production']} ({state})")
+    for v, st in ro["versions"].items():
+        print(f"  {v:24s} reports {st['reports']:6d}  errors {st['errors']}/{st['calls']}  "
+              f"p50 {st['latency_p50_ms']} ms  p95 {st['latency_p95_ms']} ms  "
+              f"ood {st['ood_share']:.3f}  mean score {st['mean_anomaly_score']}")
+    for cls, c in (ro.get("comparison") or {}).items():
+        if not c.get("reports"):
+            continue
+        name = "overall" if cls == "*" else f"class {cls}"
+        shift = ", ".join(f"{k} {v:+.3f}" for k, v in c["label_shift"].items() if v)
+        print(f"  {name:24s} agreement {c['agreement']:.3f} over {c['reports']} reports; "
+              f"score shift {c['mean_anomaly_score_shift']:+.4f}; label shift: {shift or 'none'}")
 
 
 def read_manifest_metrics(path: Path) -> dict[str, float]:

@@ -139,10 +139,13 @@ class ModelServerProcess:
         cpu: int | None = None,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        module: str = "models.serving.server",
     ) -> None:
         self.name = name
         self.log_path = log_path  # the server's stderr (its log) goes here when given
-        cmd = [sys.executable, "-m", "models.serving.server", "--port", "0", "--host", "127.0.0.1",
+        # ``module``: another entry point that ends in models.serving.server.main (e.g.
+        # tests.infra.failing_model, which first registers a model kind that fails)
+        cmd = [sys.executable, "-m", module, "--port", "0", "--host", "127.0.0.1",
                "--name", name]
         if model_dir is not None:
             cmd += ["--model-dir", str(model_dir)]
