@@ -144,6 +144,42 @@ def _impact_scale(severity: F64) -> F64:
     return s * np.power(100.0, s - 1.0)
 
 
+def impact_severity(kind: str, peak: float) -> float:
+    """The severity (0..1) at which ``kind``'s impacts ring at ``peak`` m/s^2 with unit
+    coupling: the inverse of ``_IMPACT_PEAK[kind] * s * 100**(s - 1)``, clamped to 0..1."""
+    target = peak / _IMPACT_PEAK[kind]
+    if not target > 0:
+        return 0.0
+    if target >= 1.0:
+        return 1.0
+    lo, hi = 0.0, 1.0  # s * 100**(s - 1) increases on 0..1
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if mid * 100.0 ** (mid - 1.0) < target:  # _impact_scale, in plain floats
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def mean_impact_factor(f: FaultConfig) -> float:
+    """The mean size of a bearing fault's impacts relative to its unmodulated peak (0..1):
+    the shaft-rate modulation of an inner-race defect, the load an outer-race defect
+    carries at its position (static share plus the rotating share's mean), the cage-rate
+    modulation and the two race strikes of a rolling-element defect (see
+    ``_add_impacts``)."""
+    if f.kind == "inner_race":
+        return 0.3 + 0.7 * 0.5
+    if f.kind == "outer_race":
+        if f.position_deg is None:
+            return 1.0
+        static = load_zone_factor(f.position_deg)
+        return (1 - _ROTATING_LOAD) * static + _ROTATING_LOAD * 0.5
+    if f.kind == "ball":
+        return (1 - 0.5 * f.cage_depth) * 0.5 * (1 + f.race_ratio)
+    return 1.0
+
+
 def _defect_order(cfg: PumpConfig, f: FaultConfig) -> float:
     o = cfg.bearings[f.bearing].defect_orders()
     return {

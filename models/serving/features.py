@@ -7,7 +7,10 @@ scalars per report, turned into a ``(n, k)`` float64 array in one numpy call
 Feature names are the model side's vocabulary, shared by the physics model,
 baselines and trained classifiers (a bundle stores the names it was fitted
 on): the scalar report features (``velocity_rms``, ``env_bpfo``, ...),
-``rpm``, ``band_rms[LO-HI]`` for a band in Hz, and any of them behind
+``rpm``, ``band_rms[LO-HI]`` for a band in Hz, a ratio ``A/B`` of two of
+those (``band_rms[2500-5000]/rms``: a band's share of the total, ``v2x/v1x``;
+level-free, so a louder or quieter machine or sensor gain does not move it;
+NaN where either is missing or B is not positive), and any of them behind
 ``log:`` for its base-10 logarithm (floored at 1e-9; missing stays missing).
 """
 
@@ -70,6 +73,11 @@ class BatchFeatures:
         if name.startswith("log:"):
             # np.maximum, not np.fmax: a missing feature (NaN) stays missing under log:
             out = np.log10(np.maximum(self.column(name[4:]), LOG_FLOOR))
+        elif "/" in name:
+            num, den = name.split("/", 1)
+            b = self.column(den)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = np.where(b > 0, self.column(num) / np.where(b > 0, b, 1.0), np.nan)
         elif name in _COL:
             out = self.scalars[:, _COL[name]]
         elif name in self.bands:
@@ -92,7 +100,8 @@ def check_feature_names(names: Sequence[str]) -> None:
     """Raise ``ValueError`` naming the first feature name this module cannot compute."""
     for name in names:
         base = name[4:] if name.startswith("log:") else name
-        if base not in _COL and not (base.startswith("band_rms[") and base.endswith("]")):
+        parts = base.split("/", 1)
+        if not all(p in _COL or (p.startswith("band_rms[") and p.endswith("]")) for p in parts):
             raise ValueError(f"unknown feature name {name!r}")
 
 

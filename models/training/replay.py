@@ -3,7 +3,15 @@
 Training (simulator) and the real-data benchmark go through
 :func:`reports_from_signal`, which calls exactly what the edge agent calls:
 :func:`dsp.analyze` and :func:`dsp.make_report` on consecutive report
-intervals, with :func:`config_for`'s report settings per sample rate.
+intervals. Training streams are built exactly as the edge builds them
+(:func:`edge_reports`): the edge's default report config at the stream's own
+rate (:func:`edge_config`, i.e. ``ReportConfig().at_rate(fs)``, what
+``pumpwatch replay`` and the agent run), the envelope band tracked across the
+stream's reports from a fresh start (:mod:`dsp.bandtrack`, as
+``edge.pipeline.ReportBuilder`` carries it), a tachometer's speed as
+``measured``, and each report through the wire codec (encoded and decoded,
+as the endpoint receives it). The benchmark's older figures keep
+:func:`config_for`'s report settings and a fresh band search per report.
 ``pumpwatch baseline fit --from`` does not use it: a baseline for a real pump
 must score that pump's reports, so that command builds them with the edge's
 own report config and code (``pumpwatch/commands/baseline.py``).
@@ -45,6 +53,11 @@ def config_for(fs: float, *, interval_s: float = 1.0) -> ReportConfig:
     )
 
 
+def edge_config(fs: float) -> ReportConfig:
+    """The report config the edge runs on samples at ``fs`` Hz: its defaults at that rate."""
+    return ReportConfig().at_rate(fs)
+
+
 def bearing_asset(
     designation: str | None,
     n_balls: int,
@@ -78,11 +91,18 @@ def reports_from_signal(
     epoch: int = 1,
     seq0: int = 0,
     full_scale: float | None = None,
+    track_band: bool = False,
+    rpm_source: str = "given",
+    wire: bool = False,
 ) -> list[dsp.Report]:
     """1-D samples (m/s^2) -> one report per interval (``hop_s`` apart; default: no overlap).
 
     ``rpm`` is the running speed: one value, one per interval, or None to
-    let dsp estimate it (as the edge does without a tachometer).
+    let dsp estimate it (as the edge does without a tachometer), stated as
+    ``rpm_source`` (``given`` or ``measured``). ``track_band``: carry the
+    envelope band tracker's state from report to report, the first report
+    marked as a stream start (as the edge does); else every report searches
+    afresh. ``wire``: each report encoded and decoded by the wire codec.
     """
     # float32, as every edge source delivers its blocks (simulator.Block.samples)
     a = np.asarray(x, dtype=np.float32)
@@ -102,13 +122,41 @@ def reports_from_signal(
         if len(rpms) != len(starts):
             raise ValueError(f"got {len(rpms)} rpm values for {len(starts)} intervals")
     out: list[dsp.Report] = []
+    band: dsp.BandState | None = None
     for k, (i0, r) in enumerate(zip(starts, rpms, strict=True)):
-        spec = ChannelSpec(asset=asset, rpm=r, full_scale=full_scale)
-        res = dsp.analyze(a[np.newaxis, i0 : i0 + n], cfg, [spec])[0]
-        out.append(
-            dsp.make_report(
-                res, cfg, spec, device=device, epoch=epoch, seq=seq0 + k, site=site,
-                pump=pump, channel=channel, t0_ns=round(i0 * 1e9 / fs),
-            )
+        spec = ChannelSpec(asset=asset, rpm=r, rpm_source=rpm_source, full_scale=full_scale)
+        x = a[np.newaxis, i0 : i0 + n]
+        if track_band:
+            res = dsp.analyze(x, cfg, [spec], after_restart=k == 0, band_state=[band])[0]
+            band = res.band_state
+        else:
+            res = dsp.analyze(x, cfg, [spec])[0]
+        report = dsp.make_report(
+            res, cfg, spec, device=device, epoch=epoch, seq=seq0 + k, site=site,
+            pump=pump, channel=channel, t0_ns=round(i0 * 1e9 / fs),
         )
+        out.append(dsp.decode_report(dsp.encode_report(report)) if wire else report)
     return out
+
+
+def edge_reports(
+    x: NDArray[np.floating],
+    fs: float,
+    *,
+    asset: Asset,
+    rpm: float | None,
+    measured: bool,
+    pump: str,
+    channel: str = "ch0",
+    seq0: int = 0,
+    full_scale: float | None = None,
+) -> list[dsp.Report]:
+    """One stream's reports exactly as the edge builds them (see the module docstring).
+
+    ``measured``: ``rpm`` comes from a tachometer (else it is the pump's given speed).
+    """
+    return reports_from_signal(
+        x, fs, asset=asset, rpm=rpm, pump=pump, channel=channel, cfg=edge_config(fs),
+        device="sim", site="sim", seq0=seq0, full_scale=full_scale, track_band=True,
+        rpm_source="measured" if measured and rpm is not None else "given", wire=True,
+    )

@@ -22,6 +22,16 @@ pump" -- a healthy machine may look like many things:
   report layouts);
 - 1-4 structural resonances anywhere from 400 Hz to 0.45 fs, damping ratio
   0.01-0.1 (Q 5-50), relative gain 0.2-1 (where bearing impacts ring);
+- bearing-fault visibility: a defect's impacts ring on average (over their
+  load-zone, shaft- and cage-rate modulation) at 5-200x the machine's own
+  broadband background (structural response and noise floor, m/s^2 RMS;
+  log-uniform, the same on every machine type), from an incipient defect
+  barely above it to a severe one; the severity follows from that peak
+  (:func:`simulator.synth.impact_severity`). Drawn on the absolute severity
+  scale instead (impacts of 14-550 m/s^2), a fault on a quiet rig would
+  always tower over its background and one on a loud pump never would: the
+  classifier would learn "a quiet machine with low shaft lines is healthy"
+  and miss a weak defect on a small rig;
 - bearing kinematics 0.5-3 % off catalog (rolling-element slip); outer-race
   defects anywhere from the load-zone centre to opposite it (steady or
   1x-modulated impacts); ball faults with cage modulation 0.4-1 deep (FTF
@@ -48,6 +58,7 @@ held-out split then finds it over-confident).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,8 +79,9 @@ from simulator import (
     SpeedProfile,
 )
 from simulator.pump import Axis, Mount
+from simulator.synth import impact_severity, mean_impact_factor
 
-from .replay import bearing_asset, config_for, reports_from_signal
+from .replay import bearing_asset, edge_reports
 
 Split = Literal["train", "test", "calib"]
 Machine = Literal["pump", "motor", "rig"]
@@ -92,7 +104,8 @@ RPM_RANGE = (600.0, 3600.0)
 RPM_STRIPE = 150.0
 RES_RANGE_HZ = (400.0, 0.45)  # lowest mode (Hz), highest as a fraction of fs
 RES_STRIPES = 9  # odd: the training (even) stripes hold both ends of the range
-SEVERITY = (0.4, 1.0)
+SEVERITY = (0.4, 1.0)  # shaft-line and flow faults (ISO zones C-D at 1)
+IMPACT_RATIO = (5.0, 200.0)  # bearing impacts' peak / the machine's broadband RMS
 SLIP_PCT = (0.5, 3.0)  # rolling-element slip: lines this far off catalog
 GIVEN_RPM_ERROR = (0.01, 0.03)  # a given (not measured) speed is off by this fraction
 RATED_RPM_ERROR = 0.04  # the asset's rated speed is within this fraction of the true one
@@ -105,6 +118,7 @@ _SHAFT_LEVEL = {"pump": (0.3, 2.0), "motor": (0.1, 1.0), "rig": (0.1, 0.6)}
 _STRUCTURE_RMS = {"pump": (0.3, 3.0), "motor": (0.05, 1.5), "rig": (0.2, 3.0)}
 _MOUNTS: tuple[Mount, ...] = ("ideal", "stud", "adhesive", "magnet")
 _DESIGNATIONS = tuple(d for d in BEARINGS if d != "ZA-2115")
+BEARING_KINDS = ("outer_race", "inner_race", "ball")
 _SPLIT_SALT = {"train": 0x7A1, "test": 0x7E5, "calib": 0xCA1}
 
 
@@ -151,15 +165,22 @@ def _sensor(rng: np.random.Generator, name: str, axis: Axis) -> SensorConfig:
                         mount_q=_log_uniform(rng, 5.0, 30.0))
 
 
-def _fault(rng: np.random.Generator, kind: str) -> FaultConfig:
+def _fault(rng: np.random.Generator, kind: str, background: float) -> FaultConfig:
+    """One fault of ``kind``; a bearing defect's impacts are sized against ``background``
+    (the machine's broadband RMS, m/s^2) by :data:`IMPACT_RATIO`."""
     sev = float(rng.uniform(*SEVERITY))
     if kind == "outer_race":  # anywhere from the load-zone centre to opposite it
-        return FaultConfig(kind="outer_race", severity=sev,
-                           position_deg=float(rng.uniform(0.0, 180.0)))
-    if kind == "ball":
-        return FaultConfig(kind="ball", severity=sev, cage_depth=float(rng.uniform(0.4, 1.0)),
-                           race_ratio=float(rng.uniform(0.1, 0.9)))
-    return FaultConfig(kind=kind, severity=sev)  # type: ignore[arg-type]
+        f = FaultConfig(kind="outer_race", severity=sev,
+                        position_deg=float(rng.uniform(0.0, 180.0)))
+    elif kind == "ball":
+        f = FaultConfig(kind="ball", severity=sev, cage_depth=float(rng.uniform(0.4, 1.0)),
+                        race_ratio=float(rng.uniform(0.1, 0.9)))
+    else:
+        f = FaultConfig(kind=kind, severity=sev)  # type: ignore[arg-type]
+    if kind in BEARING_KINDS:  # the mean impact rings at IMPACT_RATIO x the background
+        peak = _log_uniform(rng, *IMPACT_RATIO) * background / mean_impact_factor(f)
+        f = dataclasses.replace(f, severity=max(impact_severity(kind, peak), 0.01))
+    return f
 
 
 def random_pump(
@@ -186,8 +207,6 @@ def random_pump(
     faults: list[FaultConfig] = []
     if machine == "pump":  # operating point
         faults.append(FaultConfig(kind="flow", severity=float(rng.uniform(0.0, 0.25))))
-    if kind is not None:
-        faults.append(_fault(rng, kind))
     cfg = PumpConfig(
         name=name,
         fs=fs,
@@ -202,8 +221,15 @@ def random_pump(
         kind=_KIND[machine],
         faults=tuple(faults),
     )
+    if kind is not None:
+        cfg = cfg.with_faults(*cfg.faults, _fault(rng, kind, background(cfg)))
     gain = _log_uniform(rng, 0.5, 2.0)
     return cfg, gain
+
+
+def background(cfg: PumpConfig) -> float:
+    """A machine's broadband background (m/s^2 RMS): structural response and noise floor."""
+    return math.hypot(cfg.structure_rms, cfg.noise_floor)
 
 
 def pump_reports(
@@ -243,9 +269,9 @@ def pump_reports(
         if channels is not None and c not in channels:
             continue
         x = block.samples[c] * np.float32(gain)
-        out += reports_from_signal(
-            x, cfg.fs, asset=asset, rpm=rpm, pump=cfg.name, channel=sensor.name,
-            cfg=config_for(cfg.fs), full_scale=None, seq0=len(out),
+        out += edge_reports(
+            x, cfg.fs, asset=asset, rpm=rpm, measured=given_rpm_error == 0.0, pump=cfg.name,
+            channel=sensor.name, seq0=len(out),
         )
     return out
 
@@ -259,7 +285,12 @@ def simulate(
     classes: tuple[str, ...] = CLASSES,
     progress: Progress | None = None,
 ) -> LabelledReports:
-    """Labelled reports of ``pumps_per_class`` random pumps per class."""
+    """Labelled reports of ``pumps_per_class`` random pumps per class.
+
+    Only reports that carry their class's evidence are kept (:func:`evident`);
+    a machine none of whose reports does is redrawn, so every class keeps
+    ``pumps_per_class`` machines.
+    """
     rng = np.random.default_rng([seed, _SPLIT_SALT[split]])
     reports: list[dsp.Report] = []
     labels: list[str] = []
@@ -267,19 +298,50 @@ def simulate(
     total = pumps_per_class * len(classes)
     for i in range(total):
         cls = classes[i % len(classes)]
-        cfg, gain = random_pump(rng, cls, split=split, name=f"{split}{i}")
-        pump_seed = int(rng.integers(0, 2**31)) ^ _SPLIT_SALT[split]
-        given, given_error, rated_error = report_speed(rng)
-        reps = pump_reports(
-            cfg, seed=pump_seed, seconds=seconds, gain=gain, tachometer=given,
-            given_rpm_error=given_error, rated_rpm_error=rated_error,
-        )
+        reps: list[dsp.Report] = []
+        for _ in range(REDRAWS):  # a machine none of whose reports shows its class: redrawn
+            cfg, gain = random_pump(rng, cls, split=split, name=f"{split}{i}")
+            pump_seed = int(rng.integers(0, 2**31)) ^ _SPLIT_SALT[split]
+            given, given_error, rated_error = report_speed(rng)
+            reps = pump_reports(
+                cfg, seed=pump_seed, seconds=seconds, gain=gain, tachometer=given,
+                given_rpm_error=given_error, rated_rpm_error=rated_error,
+            )
+            reps = [r for r in reps if evident(r, cls)]
+            if reps:
+                break
         reports += reps
         labels += [cls] * len(reps)
         groups += [i] * len(reps)
         if progress is not None:
             progress(i + 1, total)
     return LabelledReports(reports, labels, groups)
+
+
+#: A bearing-fault report names its class only when the defect's envelope line stands at
+#: least this many times above the envelope floor (about 10 dB, the usual detection rule).
+EVIDENCE_MIN = 3.0
+REDRAWS = 20  # tries per machine to draw one whose class shows (see evident)
+_EVIDENCE = {"bearing_outer": "env_bpfo", "bearing_inner": "env_bpfi", "bearing_ball": "env_bsf"}
+
+
+def evident(report: dsp.Report, cls: str) -> bool:
+    """Whether ``report`` carries the evidence of its class ``cls``.
+
+    A bearing defect's class is learnable only from the envelope line it
+    rings at: a weak defect (in its load zone's shadow, or barely above a
+    loud machine's background) whose line stays below :data:`EVIDENCE_MIN`
+    times the floor looks like a healthy machine in every feature, and
+    labelled as a fault it teaches the classifier to name faults on reports
+    without any fault signature. Such reports are left out of the simulated
+    sets (every split alike); the anomaly baseline, not the class name, is
+    what catches a defect that weak. Other classes are always kept.
+    """
+    key = _EVIDENCE.get(cls)
+    if key is None:
+        return True
+    v = getattr(report.features, key)
+    return v is not None and v >= EVIDENCE_MIN
 
 
 def report_speed(rng: np.random.Generator) -> tuple[bool, float, float]:
@@ -332,7 +394,7 @@ def simulate_anomaly(
         cfg, gain = random_pump(rng, "healthy", split="test", name=f"a{i}",
                                 machine="pump" if kind == "cavitation" else None)
         pump_seed = int(rng.integers(0, 2**31))
-        bad = cfg.with_faults(*cfg.faults, _fault(rng, kind))
+        bad = cfg.with_faults(*cfg.faults, _fault(rng, kind, background(cfg)))
         both = pump_reports(cfg, seed=pump_seed, seconds=fit_s + test_s, gain=gain, channels=(0,))
         fit.append(both[:fit_s])
         healthy.append(both[fit_s:])

@@ -4,12 +4,13 @@ Theory of operation. The classifier is a small neural network (the bundle's
 ``mlp`` kind, :mod:`models.serving.mlp`: one tanh hidden layer of 16 units,
 loads with numpy alone, no training code) -- or, with ``kind="softmax"``,
 multinomial logistic regression -- over physics features the edge already
-computes, mostly *logarithms*, so that differences are ratios: log v2x -
-log v1x is the misalignment ratio, log env_bpfi the inner-race line
-prominence, log of a band's RMS minus log of the total the high-frequency
-share (cavitation). Shaft lines are orders of the running speed (v1x..v3x,
-blade pass), envelope prominences are dimensionless, so the model transfers
-across speeds, sensors and machines. Features are standardised and clipped
+computes, as logarithms of *ratios* (:data:`FEATURES`): each shaft line's
+share of the velocity RMS (1x for imbalance, 2x for misalignment), env_bpfi
+the inner-race line over the envelope floor, a band's RMS over the total its
+share (cavitation); the velocity RMS is the one absolute level. Shaft lines
+are orders of the running speed (v1x..v3x, blade pass), the rest is
+level-free, so the model transfers across speeds, sensors, gains and
+machines (quiet rigs as loud pumps). Features are standardised and clipped
 to +-4 standard deviations (a machine unlike any simulated one saturates a
 feature instead of extrapolating); missing ones (a band the sample rate
 cannot hold) become the training mean, i.e. "no information".
@@ -66,13 +67,19 @@ from .train_sim import CLASSES, Progress, simulate
 
 F64 = NDArray[np.float64]
 
+#: Level-free but for one: the velocity RMS (the ISO severity, mm/s) is the only absolute
+#: level; every other feature is a ratio (each shaft line to the velocity RMS, a band's
+#: share of the acceleration RMS, envelope lines to the envelope floor) or a shape statistic.
+#: With absolute acceleration and shaft-line levels the classifier learned "a quiet machine
+#: is healthy, a loud high band is cavitation", which fails on quiet, resonance-dominated
+#: rigs; ratios carry the same physics without the machine's or the sensor's level.
 FEATURES: tuple[str, ...] = (
     "log:velocity_rms",
-    "log:rms",
-    "log:v1x",
-    "log:v2x",
-    "log:v3x",
-    "log:vbpf",
+    "log:rms/velocity_rms",
+    "log:v1x/velocity_rms",
+    "log:v2x/velocity_rms",
+    "log:v3x/velocity_rms",
+    "log:vbpf/velocity_rms",
     "log:kurtosis",
     "log:crest",
     "skewness",
@@ -81,7 +88,7 @@ FEATURES: tuple[str, ...] = (
     "log:env_bsf",
     "log:env_ftf",
     "log:env_kurtosis",
-    *(f"log:band_rms[{lo:g}-{hi:g}]" for lo, hi in STANDARD_BANDS),
+    *(f"log:band_rms[{lo:g}-{hi:g}]/rms" for lo, hi in STANDARD_BANDS),
 )
 
 
