@@ -11,7 +11,8 @@ it will go. The last line printed is one JSON object:
   last report is PUBACKed; ``realtime_channels_per_core_wall`` divides by wall
   time instead (lower when other work shares the core);
 * ``reports_per_s``, ``published``, ``acked`` (reports), ``messages``;
-* ``rss_mb``: peak resident memory of the agent process at ``channels``;
+* ``rss_mb``: peak resident memory of the process when the agent stops (the
+  dsp-only and FFT-limit passes run after it), at ``channels``;
 * ``dsp_channels_per_core``: the same data through ``dsp.analyze`` + encoding
   alone (what the pipeline costs on top of the DSP is the difference).
 
@@ -326,8 +327,6 @@ def run_once(
             cfg = make_config(
                 tmp, broker.port, channels, seconds, tls=tls_files, transport=transport
             )
-            dsp_rate = dsp_only(cfg)
-            limit = fft_limit(cfg, max(2, min(33, round(seconds) + 1)), change_s)
             agent = Agent(
                 cfg,
                 ShiftingSource(cfg, seconds=seconds, change_s=change_s),
@@ -352,11 +351,14 @@ def run_once(
             code = agent.run(stop)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - c0  # every agent thread, all on the pinned core
+            # the agent's peak, before the dsp-only and FFT-limit passes below add theirs
+            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            dsp_rate = dsp_only(cfg)
+            limit = fft_limit(cfg, max(2, min(33, round(seconds) + 1)), change_s)
         finally:
             broker.stop()
     pub = agent.publisher.stats
     produced = agent.spool.stats.appended
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out = {
         "channels": channels,
         "fs": cfg.report.fs,
