@@ -39,6 +39,7 @@ import dsp
 from simulator.source import Source
 
 from .config import EdgeConfig
+from .link import LinkLog
 from .metrics import MetricsServer, render
 from .pipeline import COMPUTING, SPOOLED, ProgressMark, Record, ReportBuilder
 from .publisher import Publisher
@@ -165,6 +166,7 @@ class Agent:
         self.connects = 0
         self.disconnects = 0
         self.link_since = time.monotonic()
+        self.link_log = LinkLog()
         self.intervals = 0
         self.compute_s = 0.0
         self._rate_mark = (time.monotonic(), 0, 0)
@@ -307,6 +309,7 @@ class Agent:
             "failed_messages": pub.failed_messages,
             "last_error": pub.last_error
             or (self.errors[-1] if self.errors else None)
+            or (self.link_log.last_error if self.link_state != "connected" else None)
             or (self.errors_nonfatal[-1] if self.errors_nonfatal else None),
             "lost_spool_errors": self.lost_to_spool_errors,
             "link": {
@@ -314,6 +317,11 @@ class Agent:
                 "since_s": round(now - self.link_since, 1),
                 "connects": self.connects,
                 "disconnects": self.disconnects,
+                # why the link last failed (kept after a recovery) and how often it has
+                "last_error": self.link_log.last_error,
+                "last_error_age_s": None if self.link_log.last_error_at is None
+                else round(now - self.link_log.last_error_at, 1),
+                "failures": self.link_log.failures,
                 "inflight": pub.inflight,
                 "inflight_peak": pub.inflight_peak,
                 "inflight_max": pub.inflight_capacity,
@@ -400,13 +408,22 @@ class Agent:
             elif isinstance(ev, Connected):
                 self.connects += 1
                 self.link_state, self.link_since = "connected", now
+                if (line := self.link_log.connected(now)) is not None:
+                    log.info("mqtt: connected to %s:%d %s", self.cfg.mqtt.host,
+                             self.cfg.mqtt.port, line, extra={"device": self.cfg.device})
                 self.publisher.on_connect(now, ev.max_packet, self.reports_topic)
                 self._publish_status()
             elif isinstance(ev, Disconnected):
                 if self.link_state == "connected":
                     self.disconnects += 1
+                if self.link_state != "disconnected":
                     self.link_since = now
                 self.link_state = "disconnected"
+                if not self._halt.is_set() and (line := self.link_log.failure(
+                        ev.reason, now)) is not None:
+                    log.warning("mqtt: %s: %s",
+                                "cannot connect" if ev.connect_failed else "disconnected",
+                                line, extra={"device": self.cfg.device})
                 with self._lock:
                     self.publisher.on_disconnect(now, ev.reason)
 

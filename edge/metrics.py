@@ -95,6 +95,13 @@ def render(status: Mapping[str, Any], *, dsp_seconds: float) -> str:
     e.gauge("link_state_seconds", "Seconds in the current link state", link["since_s"])
     e.counter("mqtt_connects", "Connections to the broker", link["connects"])
     e.counter("mqtt_disconnects", "Connections lost or closed", link["disconnects"])
+    e.counter("mqtt_link_failures", "Failed connection attempts and lost connections "
+              "(the reason: status link.last_error and the WARNING log)", link["failures"])
+    e.add(P + "mqtt_last_error_info", "gauge", "The latest link failure's reason (1 while the "
+          "link is not connected, 0 after it recovered)",
+          [] if link["last_error"] is None
+          else [({"reason": link["last_error"][:200]},
+                 0.0 if link["state"] == "connected" else 1.0)])
     e.gauge("inflight_messages", "Report messages awaiting PUBACK", link["inflight"])
     e.gauge("inflight_capacity_messages", "Report messages allowed in flight",
             link["inflight_max"])

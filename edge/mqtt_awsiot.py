@@ -170,11 +170,13 @@ class AwsIotTransport:
         if data.connack_packet is not None and data.connack_packet.reason_code is not None:
             _ok, code = puback_reason(data.connack_packet.reason_code)
             why = f"connect refused: {code}"
-        log.warning(
+        # logged by the agent (edge.link: once per change, then with backoff)
+        log.debug(
             "mqtt(awsiot): connection to %s:%d failed: %s", self.cfg.host, self.cfg.port, why
         )
         if self._emit:
-            self._emit(Disconnected(why))
+            self._emit(Disconnected(f"connection to {self.cfg.host}:{self.cfg.port} failed: "
+                                    f"{why}", True))
 
     def _on_disconnection(self, data: mqtt5.LifecycleDisconnectData) -> None:
         was = self._connected.is_set()
@@ -182,8 +184,8 @@ class AwsIotTransport:
         why = _error_text(data.exception)
         if data.disconnect_packet is not None and data.disconnect_packet.reason_code is not None:
             why = f"server disconnect: {puback_reason(data.disconnect_packet.reason_code)[1]}"
-        if was:
-            log.log(logging.INFO if self._stopping else logging.WARNING,
+        if was:  # a lost link is logged by the agent (edge.link)
+            log.log(logging.INFO if self._stopping else logging.DEBUG,
                     "mqtt(awsiot): disconnected: %s", why)
         if self._emit:
             self._emit(Disconnected(why))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import sys
 import threading
 from typing import Any
 
@@ -34,6 +36,26 @@ def _reason(rc: ReasonCode | int | None) -> tuple[bool, str]:
     if isinstance(rc, ReasonCode):
         return (not rc.is_failure), f"{rc.getName()} (0x{rc.value:02x})"
     return rc == 0, f"rc={rc}"
+
+
+def describe_failure(exc: BaseException | None, host: str, port: int) -> str:
+    """An operator's words for why a connection attempt to ``host:port`` failed."""
+    where = f"{host}:{port}"
+    if exc is None:
+        return f"cannot connect to {where}"
+    if isinstance(exc, socket.gaierror):
+        return f"DNS: cannot resolve {host!r}: {exc.strerror or exc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate at {where} is not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where} (no broker listening there?)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"connecting to {where} timed out"
+    if isinstance(exc, OSError):
+        return f"cannot connect to {where}: {exc.strerror or exc}"
+    return f"cannot connect to {where}: {exc}"
 
 
 class PahoTransport:
@@ -81,7 +103,12 @@ class PahoTransport:
         c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_log = self._on_log
         self._client = c
+        # paho logs a socket error (a TLS alert from a broker refusing our certificate)
+        # and then reports only "connection lost": the logged text is the reason
+        self._sock_error: str | None = None
+        self._refused = False  # CONNACK refused: the disconnect that follows says nothing new
 
     # -- paho callbacks (network thread) -------------------------------------------------
 
@@ -94,10 +121,12 @@ class PahoTransport:
         props: Properties | None,
     ) -> None:
         ok, why = _reason(rc)
-        if not ok:
-            log.error("mqtt: broker refused the connection: %s", why)
+        self._sock_error = None
+        if not ok:  # logged by the agent (edge.link: once per change, then with backoff)
+            log.debug("mqtt: broker refused the connection: %s", why)
+            self._refused = True
             if self._emit:
-                self._emit(Disconnected(f"connect refused: {why}"))
+                self._emit(Disconnected(f"broker refused the connection: {why}", True))
             return
         log.info(
             "mqtt: connected to %s:%d as %s (session present: %s)",
@@ -125,15 +154,34 @@ class PahoTransport:
         was = self._connected.is_set()
         self._connected.clear()
         _ok, why = _reason(rc)
-        if was:
-            log.log(logging.INFO if self._stopping else logging.WARNING,
-                    "mqtt: disconnected: %s", why)
+        sock, self._sock_error = self._sock_error, None
+        if not was and self._refused:
+            self._refused = False
+            return
+        code = getattr(rc, "value", rc)
+        if sock is not None and (not was or code == 0x80):  # 0x80: "Unspecified error"
+            why = sock if was else f"{self.cfg.host}:{self.cfg.port} closed the connection: {sock}"
+        elif not was and code == 0x80:
+            why = (f"{self.cfg.host}:{self.cfg.port} closed the connection before CONNACK "
+                   "(a refused client certificate, or not an MQTT broker?)")
+        if self._stopping:
+            log.info("mqtt: disconnected: %s", why)
+        else:  # logged by the agent (edge.link: once per change, then with backoff)
+            log.debug("mqtt: disconnected: %s", why)
         if self._emit:
-            self._emit(Disconnected(why))
+            self._emit(Disconnected(why, not was))
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        # paho calls this from inside its ``except OSError:`` around the connect and
+        # passes no exception: the one being handled is the reason
+        why = describe_failure(sys.exc_info()[1], self.cfg.host, self.cfg.port)
+        log.debug("mqtt: %s", why)
         if self._emit:
-            self._emit(Disconnected("connect failed"))
+            self._emit(Disconnected(why, True))
+
+    def _on_log(self, _c: mqtt.Client, _u: Any, level: int, buf: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR and "socket" in buf:
+            self._sock_error = buf.split(": ", 1)[-1]
 
     def _on_subscribe(
         self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Any

@@ -155,6 +155,7 @@ def replay_main(
     *,
     pump: str,
     fs: float | None = None,
+    force_fs: bool = False,
     scale: float | None = None,
     rpm: float | None = None,
     speed: float | None = None,
@@ -175,7 +176,8 @@ def replay_main(
         return cfg0
     try:
         src = ReplaySource(
-            files, pace=speed, loop=loop, fs=fs, scale=scale, block_size=cfg0.source.block_size,
+            files, pace=speed, loop=loop, fs=fs, force_fs=force_fs, scale=scale,
+            block_size=cfg0.source.block_size,
             channels=None if not channels else [sel for sel, _ in channels],
         )
         onto = None if not channels else [name for _, name in channels]

@@ -37,7 +37,13 @@ class Connected:
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
+    """The link is down: ``reason`` says why in words an operator can act on
+    ("connection refused by host:port", "TLS: certificate verify failed: ...",
+    "broker refused the connection: Not authorized (0x87)"). ``connect_failed``:
+    no connection was established (an attempt failed) rather than one lost."""
+
     reason: str
+    connect_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

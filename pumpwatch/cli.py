@@ -111,7 +111,21 @@ def _inherit_options(parser: argparse.ArgumentParser) -> None:
         _inherit_options(child)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (after the global options), if one is given."""
+    it = iter(argv)
+    for tok in it:
+        if tok in ("--log-level", "--log-format"):
+            next(it, None)
+        elif not tok.startswith("-"):
+            return tok
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or with ``only`` just that command module's: a running
+    command then imports nothing of the others (``pumpwatch edge`` on a gateway loads
+    no training, stack or serving code)."""
     parser = _CommandParser(
         prog="pumpwatch",
         description="Edge-to-cloud condition monitoring for pumps.",
@@ -126,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
+        if not info.name.startswith("_") and only in (None, info.name):
             _register(sub, info.name)
     for command in sub.choices.values():
         _inherit_options(command)
@@ -134,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = _command_named(words)
+    modules = {m.name for m in pkgutil.iter_modules(commands.__path__)}
+    parser = build_parser(command if command in modules and "-h" not in words
+                          and "--help" not in words else None)
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:

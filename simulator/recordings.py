@@ -8,9 +8,13 @@ m/s^2, or for integer WAV: m/s^2 at digital full scale).
 Sample rates: NPZ and WAV carry theirs; for CSV/TSV a ``# fs = 25600``
 comment line or a leading ``time`` column (seconds) may; CWRU .mat files take
 it from the mirror's ``12k_``/``48k_`` file-name prefix; IMS text files are
-:data:`IMS_FS` (20 kHz, as documented upstream). An ``fs`` argument overrides
-all of them, and is required where none of these applies (NPY, plain CSV, a
-.mat without prefix such as CWRU's 48 kHz ``normal_*`` files).
+:data:`IMS_FS` (20 kHz, as documented upstream). An ``fs`` argument is
+required where none of these applies (NPY, plain CSV, a .mat without prefix
+such as CWRU's 48 kHz ``normal_*`` files). Where the file states its rate
+(NPZ ``fs`` or ``meta.fs``, the WAV header, a CSV ``# fs`` line or time
+column, the CWRU prefix), an ``fs`` that contradicts it is an error naming
+both, since every frequency of the diagnosis would then be off by their
+ratio; ``force_fs=True`` (``--force-fs``) takes ``fs`` anyway.
 
 Channels: :meth:`Recording.channel_index` is the one channel selection every
 command uses (a name, a ``.mat`` variable suffix or a 0-based column index).
@@ -150,9 +154,11 @@ def read_recording(
     fs: float | None = None,
     scale: Scale = None,
     channels: Sequence[str | int] | None = None,
+    force_fs: bool = False,
 ) -> Recording:
-    """Read any supported recording; ``fs`` overrides the file's rate, ``scale`` its units,
-    ``channels`` keeps only those (each as :meth:`Recording.channel_index` selects it)."""
+    """Read any supported recording; ``fs`` gives the rate of a file that states none (and
+    must agree with one that does, unless ``force_fs``), ``scale`` its units, ``channels``
+    keeps only those (each as :meth:`Recording.channel_index` selects it)."""
     p = Path(path)
     if fs is not None and not (np.isfinite(fs) and fs > 0):
         raise RecordingError(p, f"sample rate must be > 0 Hz, got fs={fs}")
@@ -185,7 +191,25 @@ def read_recording(
         raise
     except Exception as exc:  # library errors on corrupt input: one boundary
         raise RecordingError(p, f"cannot read ({type(exc).__name__}: {exc})") from None
+    own, where = rec.meta.pop("_own_fs", (None, ""))
+    if fs is not None and own is not None and not force_fs and not _same_rate(fs, own):
+        raise RecordingError(
+            p, f"--fs {fs:g} Hz contradicts the file's own rate, {own:g} Hz ({where}); "
+            f"every frequency would be off by {fs / own:.3g}x. Drop --fs, or give --force-fs "
+            f"to analyze it at {fs:g} Hz anyway",
+        )
     return _finish(rec, p, scale, channels)
+
+
+def _same_rate(a: float, b: float) -> bool:
+    """Equal within what the file can state: WAV headers hold whole Hz, a time column
+    rounded seconds (0.5 %)."""
+    return abs(a - b) <= max(0.5, 0.005 * b)
+
+
+def _own(rate: float | None, where: str) -> dict[str, Any]:
+    """The file's own statement of its rate, for :func:`read_recording` to check ``fs``."""
+    return {} if rate is None else {"_own_fs": (float(rate), where)}
 
 
 def _finish(
@@ -264,7 +288,11 @@ def _read_npz(p: Path, fs: float | None) -> Recording:
                 meta = json.loads(str(z["meta"]))
             except json.JSONDecodeError as exc:
                 raise RecordingError(p, f"'meta' is not valid JSON: {exc}") from None
-        rate = fs if fs is not None else (float(z["fs"]) if "fs" in keys else None)
+        own: float | None = float(z["fs"]) if "fs" in keys else None
+        where = "its 'fs' array"
+        if own is None and isinstance(meta.get("fs"), int | float):
+            own, where = float(meta["fs"]), "its metadata's fs"
+        rate = fs if fs is not None else own
         rate = _need_fs(p, rate, "no 'fs' in the file")
         if "channels" in keys:
             names = tuple(str(c) for c in np.asarray(z["channels"]).reshape(-1))
@@ -278,7 +306,7 @@ def _read_npz(p: Path, fs: float | None) -> Recording:
         float(rate),
         names,
         rpm=float(rpm) if isinstance(rpm, int | float) else None,
-        meta=meta,
+        meta={**meta, **_own(own, where)},
         layout="npz",
     )
 
@@ -339,7 +367,7 @@ def _read_wav(p: Path, fs: float | None) -> Recording:
         float(fs if fs is not None else rate),
         names,
         rpm=float(rpm) if isinstance(rpm, int | float) else None,
-        meta=meta,
+        meta={**meta, **_own(float(rate), "the WAV header")},
         layout="wav",
     )
 
@@ -370,6 +398,7 @@ def _read_list_meta(raw: bytes, off: int, size: int) -> dict[str, Any] | None:
 def _read_text(p: Path, fs: float | None, *, ims: bool) -> Recording:
     text = p.read_text(encoding="utf-8", errors="strict")
     rate: float | None = None
+    where = "its '# fs' line"
     lines: list[str] = []
     for line in text.splitlines():
         s = line.strip()
@@ -423,7 +452,9 @@ def _read_text(p: Path, fs: float | None, *, ims: bool) -> Recording:
             dt = np.diff(x[0])
             if rate is None and dt.size and np.all(dt > 0):
                 rate = 1.0 / float(np.median(dt))
+                where = "its time column"
             x, names = x[1:], names[1:]
+        meta = _own(rate, where)
         rate = _need_fs(p, fs if fs is not None else rate, "no '# fs = ...' line in the file")
         names = names or tuple(f"ch{i + 1}" for i in range(x.shape[0]))
     return Recording(x, float(rate), names, meta=meta, layout=layout)
@@ -458,13 +489,14 @@ def _read_cwru(p: Path, fs: float | None) -> Recording:
     if len(set(lengths.values())) > 1:
         raise RecordingError(p, f"channels differ in length: {lengths}")
     x = np.stack([chans[c].reshape(-1)[:n] for c in order])
+    m = _CWRU_RATE.match(p.name)
+    own = float(m.group(1)) * 1000.0 if m else None
     if fs is None:
-        m = _CWRU_RATE.match(p.name)
-        if not m:
+        if own is None:
             raise RecordingError(
                 p, "sample rate unknown (no 12k_/48k_ prefix in the file name); give --fs HZ"
             )
-        rate = float(m.group(1)) * 1000.0
+        rate = own
     else:
         rate = float(fs)
     rpm = rpms.get(prefix)
@@ -477,6 +509,8 @@ def _read_cwru(p: Path, fs: float | None) -> Recording:
     }
     if rpm is not None:
         meta["rpm"] = rpm
+    meta.update(_own(own, f"the file name's {p.name[:p.name.index('_') + 1]} prefix"
+                     if own is not None else ""))
     return Recording(x, rate, tuple(order), rpm=rpm, meta=meta, layout="cwru")
 
 

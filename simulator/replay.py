@@ -43,6 +43,7 @@ class ReplaySource:
         loop: bool | int = False,
         start_ns: int | None = None,
         fs: float | None = None,
+        force_fs: bool = False,
         scale: Scale = None,
         channels: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -53,7 +54,7 @@ class ReplaySource:
         recs = [
             r
             if isinstance(r, Recording)
-            else read_recording(r, fs=fs, scale=scale, channels=channels)
+            else read_recording(r, fs=fs, scale=scale, channels=channels, force_fs=force_fs)
             for r in recordings
         ]
         if not recs:

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="channel name, 0-based column index or .mat variable suffix (default: the first)",
     )
     p.add_argument("--fs", type=float, help="sample rate, Hz (when the file has none)")
+    p.add_argument("--force-fs", action="store_true",
+                   help="take --fs even where it contradicts the file's own rate (its header, "
+                   "CWRU 12k_/48k_ name prefix or metadata); without it that is an error")
     p.add_argument(
         "--scale",
         type=float,
@@ -170,7 +173,8 @@ def _median(vals: list[float | None]) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        rec = read_recording(args.file, fs=args.fs, scale=args.scale)
+        rec = read_recording(args.file, fs=args.fs, scale=args.scale,
+                             force_fs=args.force_fs)
         # the reader's channel selection: a name, a 0-based column or a .mat variable suffix
         channel = rec.channels[rec.channel_index(args.channel or 0)]
         bearing = lookup_bearing(args.bearing) if args.bearing else file_bearing(rec, channel)

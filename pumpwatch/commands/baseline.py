@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "settings and the pump's asset (default: the edge's default report "
                    "config and --bearing/--vanes/--rpm)")
     f.add_argument("--fs", type=float, help="--from: sample rate, Hz (if the file lacks it)")
+    f.add_argument("--force-fs", action="store_true",
+                   help="take --fs even where it contradicts the file's own rate (its header, "
+                   "CWRU 12k_/48k_ name prefix or metadata); without it that is an error")
     f.add_argument("--resample", type=float, metavar="HZ",
                    help="--from: resample to this rate first (anti-aliased)")
     f.add_argument("--channel", help="--from: channel name, 0-based column index or .mat "
@@ -126,7 +129,7 @@ def _read(args: argparse.Namespace, path: Path) -> Recording:
 
     scale = G_TO_MS2 if args.unit == "g" else 1.0 if args.unit == "m/s^2" else args.scale
     rec = read_recording(path, fs=args.fs, scale=scale,
-                         channels=[args.channel or 0])
+                         channels=[args.channel or 0], force_fs=args.force_fs)
     if args.resample and args.resample != rec.fs:
         frac = Fraction(args.resample / rec.fs).limit_denominator(1000)
         x = scipy.signal.resample_poly(rec.samples, frac.numerator, frac.denominator, axis=1)

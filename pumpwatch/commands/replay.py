@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", required=True, help="the agent's TOML config")
     p.add_argument("--pump", required=True, help="which configured pump the recording is")
     p.add_argument("--fs", type=float, help="sample rate in Hz (when the file has none)")
+    p.add_argument("--force-fs", action="store_true",
+                   help="take --fs even where it contradicts the file's own rate (its header, "
+                   "CWRU 12k_/48k_ name prefix or metadata); without it that is an error")
     p.add_argument("--scale", type=float, help="multiply samples by K to get m/s^2")
     p.add_argument("--rpm", type=float, help="running speed to report (given)")
     p.add_argument(
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         args.files,
         pump=args.pump,
         fs=args.fs,
+        force_fs=args.force_fs,
         scale=args.scale,
         rpm=args.rpm,
         speed=args.speed,

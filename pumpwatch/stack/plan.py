@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from models.training.train_sim import CLASS_FAULTS
 from simulator.pump import FaultConfig, PumpConfig, fleet_configs
 
 #: Fault kinds the stack injects, in order; all are classes the trained classifier knows.
@@ -50,9 +49,6 @@ FAULT_ORDER: tuple[str, ...] = (
     "looseness",
     "ball",
 )
-
-#: Classifier condition -> the simulator fault that produces it (the training set's own table).
-CONDITION_FAULT: dict[str, str] = {c: f for c, f in CLASS_FAULTS.items() if f is not None}
 
 SITE = "plant-a"
 CONSUMER_ID = "consumer"

@@ -24,8 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.training.train_sim import CLASS_FAULTS
+
 from .monitor import ResultRow
-from .plan import CONDITION_FAULT, PlannedPump
+from .plan import PlannedPump
+
+#: Classifier condition -> the simulator fault that produces it (the training set's own
+#: table). Here, not in .plan: the CLI builds every parser from .plan's defaults, and
+#: the training module would load the synthesizer into `pumpwatch edge` too.
+CONDITION_FAULT: dict[str, str] = {c: f for c, f in CLASS_FAULTS.items() if f is not None}
 
 STANDIN_LABEL = ("stand-in: computed from stored results by pumpwatch/stack/score.py "
                  "(3 of 5 windows with >= half the channels anomalous vs the pump's baseline); "
