@@ -6,7 +6,7 @@ import argparse
 import json
 import tarfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._roles import Role
 
@@ -66,6 +66,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--endpoint", default="pumpwatch")
     d.set_defaults(func=_deploy)
 
+    sh = ms.add_parser(
+        "share", help="let other AWS accounts read a group (SageMaker only)",
+        description="Put the model package group's resource policy: the named accounts may "
+        "describe and list its packages (cross-account registry). Replaces the policy.",
+    )
+    sh.add_argument("group")
+    sh.add_argument("--account", action="append", required=True, metavar="ID",
+                    help="12-digit account id (repeat for several)")
+    sh.set_defaults(func=_share)
+
     b = ms.add_parser("bundle", help="build a bundle directory (classifier + per-pump baselines)")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--model-version", required=True)
@@ -92,9 +102,10 @@ def _registry(args: argparse.Namespace) -> ModelRegistry:
 
     if not args.s3_prefix or not args.image:
         raise RegistryError("--sagemaker needs --s3-prefix and --image")
-    return SageMakerRegistry.connect(
+    # cast: the interface's deploy is being widened (shadow/canary) on another branch
+    return cast("ModelRegistry", SageMakerRegistry.connect(
         region=args.region, s3_prefix=args.s3_prefix, image_uri=args.image, role_arn=args.role,
-    )
+    ))
 
 
 def _show(args: argparse.Namespace, pkg: ModelPackage) -> None:
@@ -202,11 +213,27 @@ def _reject(args: argparse.Namespace) -> int:
 
 @_guard
 def _deploy(args: argparse.Namespace) -> int:
-    dep = _registry(args).deploy(args.group, args.endpoint, args.version)
+    dep = _registry(args).deploy(args.group, version=args.version, endpoint=args.endpoint)
     if args.json:
         print(json.dumps({"endpoint": dep.endpoint, "model_version": dep.model_version}))
     else:
         print(f"endpoint {dep.endpoint} -> {dep.model_version} (running servers hot-reload)")
+    return 0
+
+
+@_guard
+def _share(args: argparse.Namespace) -> int:
+    from models.registry.sagemaker import SageMakerRegistry
+    from models.serving.errors import RegistryError
+
+    reg: object = _registry(args)
+    if not isinstance(reg, SageMakerRegistry):
+        raise RegistryError("share is for the SageMaker registry: add --sagemaker")
+    policy = reg.share(args.group, list(args.account))
+    if args.json:
+        print(json.dumps(policy))
+    else:
+        print(f"group {args.group}: readable by {', '.join(sorted(set(args.account)))}")
     return 0
 
 
