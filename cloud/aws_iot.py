@@ -96,6 +96,14 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _document(text: str) -> Any:
+    """A policy document as JSON, or None when it is not JSON (it then differs)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
@@ -134,7 +142,7 @@ def provision_device(
         policy_created = False
         try:
             have = iot.get_policy(policyName=policy_name)
-            if json.loads(have["policyDocument"]) != wanted:
+            if _document(have.get("policyDocument", "")) != wanted:
                 log.warning(
                     "policy %s exists with a different document; left unchanged (compare "
                     "with deploy/aws/iot-policy.json)",
