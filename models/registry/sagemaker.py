@@ -348,7 +348,7 @@ class SageMakerRegistry:
             )
             production = [_request_variant(v) for v in live["ProductionVariants"]]
             shadow = [self._variant(self.shadow_variant, model, count)]
-            tags = self._tags(current)
+            tags = _tag_dict(self.sm.list_tags(ResourceArn=live["EndpointConfigArn"]))
             serving = int(tags.get(f"{TAG}version", "0") or 0)
             extra = {"shadow-version": str(pkg.version)}
         else:
