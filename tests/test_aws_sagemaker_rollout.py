@@ -248,7 +248,7 @@ def test_a_canary_or_shadow_needs_a_live_endpoint_and_options_are_checked_first(
     reg, stub = stubbed
     with pytest.raises(RegistryError, match="canary_percent is for mode='canary'"):
         reg.deploy("pumps", 4, canary_percent=20)
-    with pytest.raises(RegistryError, match="1..99"):
+    with pytest.raises(RegistryError, match=r"1\.\.99"):
         reg.deploy("pumps", 4, mode="canary", canary_percent=100)
     package(stub, 4)
     stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
