@@ -31,7 +31,7 @@ from pumpwatch.cli import build_parser
 from pumpwatch.commands import aws as aws_cmd
 from tests.infra.fixtures import MOSQUITTO_MISSING
 from tests.infra.mosquitto import Mosquitto, mosquitto_available
-from tests.infra.moto_server import ACCOUNT, MotoWarnings, client
+from tests.infra.moto_server import ACCOUNT, MotoWarnings, cfn_lint_missing, client
 from tests.infra.require import need
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,6 +184,7 @@ def test_the_approval_rule_matches_approvals_of_the_group(
 
 def _transformed_command(template_text: str, event: dict[str, Any], subs: dict[str, str]) -> Any:
     """EventBridge's input transformer applied to ``event``: the container's command."""
+    need("cfn-lint", cfn_lint_missing())
     from cfnlint.decode import decode_str
 
     t, _ = decode_str(template_text)

@@ -15,6 +15,8 @@ from cloud.aws_stacks import TEMPLATES, iot_template, template_path
 from cloud.roles import ROLE_NAMES, THING, iot_policy
 from pumpwatch.cli import build_parser
 from pumpwatch.commands import aws as aws_cmd
+from tests.infra.moto_server import cfn_lint_missing
+from tests.infra.require import need
 
 ROOT = Path(__file__).resolve().parent.parent
 #: actions that have no resource-level permissions in IAM: '*' resources allowed only for them
@@ -23,8 +25,10 @@ RESOURCE_STAR_OK = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
 
 
 def load(name: str) -> dict[str, Any]:
-    cfn = pytest.importorskip("cfnlint.decode")  # dev extra; CI installs it
-    template, errors = cfn.decode_str(template_path(name).read_text())
+    need("cfn-lint", cfn_lint_missing())
+    from cfnlint.decode import decode_str
+
+    template, errors = decode_str(template_path(name).read_text())
     assert not errors, errors
     return dict(template)
 
@@ -47,8 +51,10 @@ def as_list(x: Any) -> list[Any]:
 
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_every_template_passes_cfn_lint(name: str) -> None:
-    api = pytest.importorskip("cfnlint.api")
-    matches = api.lint_file(template_path(name))
+    need("cfn-lint", cfn_lint_missing())
+    from cfnlint.api import lint_file
+
+    matches = lint_file(template_path(name))
     assert not matches, "\n".join(str(m) for m in matches)
 
 

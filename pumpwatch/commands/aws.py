@@ -205,14 +205,15 @@ def run_provision(args: argparse.Namespace, client: Any = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if (args.cert is None) != (args.key is None):
+    cert, key = getattr(args, "cert", None), getattr(args, "key", None)
+    if (cert is None) != (key is None):
         print("pumpwatch aws provision-device: --cert and --key go together", file=sys.stderr)
         return 2
     if client is None:
         client = _client(args, "iot")
     try:
         got = provision_device(client, args.name, args.dir, policy_name=args.policy_name,
-                               cert=args.cert, key=args.key)
+                               cert=cert, key=key)
     except ProvisionError as exc:
         print(f"pumpwatch aws provision-device: {exc}", file=sys.stderr)
         return 1

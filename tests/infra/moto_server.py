@@ -25,6 +25,14 @@ def moto_missing() -> str | None:
     return None
 
 
+def cfn_lint_missing() -> str | None:
+    try:
+        import cfnlint.api  # noqa: F401
+    except ModuleNotFoundError as exc:
+        return f"cfn-lint is not installed ({exc}): pip install -e '.[dev]'"
+    return None
+
+
 def client(url: str, service: str) -> Any:
     import boto3
 
