@@ -14,9 +14,16 @@ Mapping (boto3 ``sagemaker`` and ``s3`` clients, passed in, or made by
 - ``list_packages`` -> ListModelPackages (newest first; summaries have no
   artifact, use ``describe``). ``describe`` -> DescribeModelPackage.
 - ``set_status`` / ``approve`` / ``reject`` -> UpdateModelPackage.
-- ``deploy`` -> CreateModel (from the approved package) + CreateEndpointConfig,
-  then UpdateEndpoint (SageMaker's blue/green swap: no request is lost) or
-  CreateEndpoint when the endpoint does not exist yet.
+- ``deploy(group, version, mode=all|canary|shadow)`` -> CreateModel (from the
+  approved package) + CreateEndpointConfig (the production variant keeps its
+  name in every config; data capture; the deployment record in ``pumpwatch:*``
+  tags), then UpdateEndpoint with a blue/green ``DeploymentConfig`` (all at once
+  or canary, then a bake with the :class:`Guardrails` alarms armed: SageMaker
+  rolls back by itself on an alarm), or CreateEndpoint when there is none yet.
+  ``shadow`` keeps production as it is and adds the version as a shadow variant
+  whose answers go to data capture only. ``promote`` / ``rollback`` /
+  ``deployments`` finish, undo and list rollouts (docs/aws.md).
+- ``share`` -> PutModelPackageGroupPolicy (read access for other accounts).
 
 Results name ``{group}/{version}`` as their model version, as locally: set
 ``PUMPWATCH_MODEL_VERSION`` on the container (CreateModel ``Environment``).

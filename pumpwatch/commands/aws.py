@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         c = acts.add_parser(name, help=hlp)
         c.add_argument("stack_name", metavar="STACK")
         c.add_argument("--json", action="store_true")
+        if name == "delete-stack":
+            c.add_argument("--no-wait", action="store_true")
         _aws_options(c)
         c.set_defaults(func=fn)
 
@@ -140,7 +142,8 @@ def run_delete_stack(args: argparse.Namespace, client: Any = None) -> int:
     from cloud.aws_stacks import StackError, delete_stack
 
     try:
-        delete_stack(client or _client(args, "cloudformation"), args.stack_name)
+        delete_stack(client or _client(args, "cloudformation"), args.stack_name,
+                     wait=not args.no_wait)
     except StackError as exc:
         print(f"pumpwatch aws delete-stack: {exc}", file=sys.stderr)
         return 1
