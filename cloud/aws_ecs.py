@@ -5,14 +5,17 @@ Manager values (the TLS identity, the store password as ``PGPASSWORD``) as
 environment variables (deploy/aws/consumer.yaml). The consumer reads files, so
 :func:`materialize` writes them below one private directory (0700; keys 0600):
 ``tls/ca.pem``, ``tls/consumer.crt``, ``tls/consumer.key`` and ``cloud.toml``,
-with ``[mqtt.tls]`` pointing at those files and ``[store] url`` set from
-``PUMPWATCH_STORE_URL``. Every missing variable is
+with ``[mqtt.tls]`` pointing at those files, ``[store] url`` set from
+``PUMPWATCH_STORE_URL`` and the task's host name (``HOSTNAME``, unique per
+Fargate task) appended to ``[mqtt] client_id``, so the service's tasks never
+share a client id. Every missing variable is
 named in one error, before anything is written.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,7 +74,12 @@ def materialize(env: Mapping[str, str], out_dir: str | Path) -> Path:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(env[var])
-    tls_conf = data.setdefault("mqtt", {}).setdefault("tls", {})
+    mqtt = data.setdefault("mqtt", {})
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", env.get("HOSTNAME", "").split(".")[0])
+    if host:
+        # every task connects at once: one client id each (IoT drops a duplicate's twin)
+        mqtt["client_id"] = f"{mqtt.get('client_id', 'pumpwatch-consumer')}-{host}"[:128]
+    tls_conf = mqtt.setdefault("tls", {})
     for key, name in zip(("ca", "cert", "key"), TLS_ENV.values(), strict=True):
         tls_conf[key] = str(tls / name)
     config = d / "cloud.toml"

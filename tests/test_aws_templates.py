@@ -165,12 +165,14 @@ def test_materialize_writes_config_and_identity_privately(tmp_path: Path) -> Non
         '[endpoint]\nname = "pumpwatch"\n',
         "PUMPWATCH_TLS_CA": "CA", "PUMPWATCH_TLS_CERT": "CERT", "PUMPWATCH_TLS_KEY": "KEY",
         "PUMPWATCH_STORE_URL": "postgresql://pw@db:5432/pumpwatch",
+        "HOSTNAME": "ip-10-0-1-23.ec2.internal",
     }
     import tomllib
 
     path = materialize(env, tmp_path / "run")
     data = tomllib.loads(path.read_text())
     assert data["store"]["url"] == "postgresql://pw@db:5432/pumpwatch"
+    assert data["mqtt"]["client_id"] == "pumpwatch-consumer-ip-10-0-1-23"  # one per task
     assert data["mqtt"]["host"] == "a.iot.amazonaws.com" and data["endpoint"]["name"] == "pumpwatch"
     key = Path(data["mqtt"]["tls"]["key"])
     assert key.read_text() == "KEY" and key.stat().st_mode & 0o077 == 0
@@ -186,3 +188,19 @@ def test_deploy_stack_refuses_malformed_parameters_before_calling_aws(
     assert aws_cmd.run_deploy_stack(args, client=object()) == 2
     err = capsys.readouterr().err
     assert re.search(r"'novalue', '=x'", err), err
+
+
+def test_the_materialized_config_is_one_the_consumer_loads(tmp_path: Path) -> None:
+    from cloud.consumer import load_config
+
+    text = (ROOT / "docker" / "compose" / "cloud.toml").read_text()
+    text = text.replace('endpoint_url = "http://model-server:8080"\n', "")  # SageMaker's
+    env = {"PUMPWATCH_CONSUMER_CONFIG": text, "PUMPWATCH_TLS_CA": "CA",
+           "PUMPWATCH_TLS_CERT": "CERT", "PUMPWATCH_TLS_KEY": "KEY",
+           "PUMPWATCH_STORE_URL": "postgresql://pw@db.example:5432/pumpwatch",
+           "HOSTNAME": "ip-10-0-1-23"}
+    config = load_config(materialize(env, tmp_path / "run"))
+    assert config.store.url == "postgresql://pw@db.example:5432/pumpwatch"
+    assert config.mqtt.client_id == "pumpwatch-compose-consumer-ip-10-0-1-23"
+    assert config.mqtt.tls is not None
+    assert Path(config.mqtt.tls.key or "").read_text() == "KEY"
