@@ -337,3 +337,31 @@ def test_the_stack_commands_create_and_describe(
     args = parser.parse_args(["aws", "describe-stack", f"nope{s}"])
     assert aws_cmd.run_describe_stack(args, client=cfn) == 1
     assert f"nope{s}" in capsys.readouterr().err
+
+
+def test_deploy_approved_from_an_event_file_deploys_nothing_for_a_rejection(
+    moto_server: str, stacks: dict[str, Any], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s = stacks["suffix"]
+    clients = tuple(client(moto_server, x) for x in ("cloudformation", "sagemaker", "s3"))
+    event = json.loads(EVENT.read_text().replace("GROUP", f"pumps{s}"))
+    event["detail"]["ModelApprovalStatus"] = "Rejected"
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    parser = build_parser()
+    args = parser.parse_args(["aws", "deploy-approved", "--stack", f"pw-sagemaker{s}",
+                              "--event", str(path)])
+    assert aws_cmd.run_deploy_approved(args, clients=clients) == 0
+    assert "not an approval: nothing deployed" in capsys.readouterr().out
+    args = parser.parse_args(["aws", "deploy-approved", "--stack", f"pw-sagemaker{s}",
+                              "--group", "g"])
+    assert aws_cmd.run_deploy_approved(args, clients=clients) == 2  # no version: refused
+    path.write_text(json.dumps({"source": "aws.s3", "detail-type": "Object Created"}))
+    args = parser.parse_args(["aws", "deploy-approved", "--stack", f"pw-sagemaker{s}",
+                              "--event", str(path)])
+    assert aws_cmd.run_deploy_approved(args, clients=clients) == 1
+    assert "not a 'SageMaker Model Package State Change' event" in capsys.readouterr().err
+    path.write_text("{not json")
+    assert aws_cmd.run_deploy_approved(args, clients=clients) == 2
+    assert "cannot read the event" in capsys.readouterr().err

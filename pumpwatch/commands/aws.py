@@ -161,8 +161,17 @@ def run_deploy_approved(args: argparse.Namespace, clients: Any = None) -> int:
               file=sys.stderr)
         return 2
     if args.event is not None:
-        text = sys.stdin.read() if args.event == "-" else Path(args.event).read_text()
-        event = json.loads(text)
+        try:
+            text = sys.stdin.read() if args.event == "-" else Path(args.event).read_text()
+            event = json.loads(text)
+        except (OSError, ValueError) as exc:
+            print(f"pumpwatch aws deploy-approved: cannot read the event {args.event}: {exc}",
+                  file=sys.stderr)
+            return 2
+        if not isinstance(event, dict):
+            print("pumpwatch aws deploy-approved: the event is not a JSON object",
+                  file=sys.stderr)
+            return 2
     else:
         event = {"source": "aws.sagemaker", "detail-type": DETAIL_TYPE, "id": args.event_id,
                  "detail": {"ModelPackageGroupName": args.group,
