@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 One device (gateway) = one AWS IoT thing = one X.509 certificate. The policy
-(:func:`device_policy`, also committed as ``aws/iot-policy.json``) is rendered
+(:func:`device_policy`, also committed as ``deploy/aws/iot-policy.json``) is rendered
 from the role table in :mod:`cloud.roles` (as is the Mosquitto configuration)
 and uses policy variables, so one policy serves the whole fleet: a certificate
 may connect only with client id = the name of the thing it is attached to,
@@ -23,7 +23,9 @@ account that holds it.
 3. ``DescribeThing``, else ``CreateThing``; a thing that already has a
    certificate is refused (one certificate per thing; rotate explicitly);
 4. ``CreateKeysAndCertificate(setAsActive)``: the key exists only in this
-   response, so it is written (0600) before anything else can fail;
+   response, so it is written (0600) before anything else can fail; or, with a
+   certificate of one's own CA (``cert``/``key``, e.g. from :mod:`cloud.pki`),
+   ``RegisterCertificateWithoutCA(ACTIVE)``: the key never leaves the machine;
 5. ``AttachPolicy`` to the certificate, ``AttachThingPrincipal``.
 
 If step 5 fails the new certificate is deactivated and deleted and its files
@@ -60,7 +62,7 @@ def role_policy(role: Role, prefix: str = "pumpwatch") -> dict[str, Any]:
 
 
 def device_policy(prefix: str = "pumpwatch") -> dict[str, Any]:
-    """The least-privilege device policy (identical to ``aws/iot-policy.json``)."""
+    """The least-privilege device policy (identical to ``deploy/aws/iot-policy.json``)."""
     return role_policy("device", prefix)
 
 
@@ -94,6 +96,14 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _document(text: str) -> Any:
+    """A policy document as JSON, or None when it is not JSON (it then differs)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
@@ -109,10 +119,20 @@ def provision_device(
     *,
     policy_name: str = DEFAULT_POLICY_NAME,
     prefix: str = "pumpwatch",
+    cert: Path | None = None,
+    key: Path | None = None,
 ) -> Provisioned:
-    """Provision thing ``name`` with a new certificate in ``out_dir/devices/``.
+    """Provision thing ``name`` with a certificate in ``out_dir/devices/``.
 
-    ``iot`` is a boto3 ``iot`` client (its region is the one provisioned)."""
+    ``iot`` is a boto3 ``iot`` client (its region is the one provisioned). With
+    ``cert`` and ``key`` (PEM files) that certificate is registered without its CA
+    and copied with its key into the same layout; else AWS creates both."""
+    own: tuple[str, str] | None = None
+    if cert is not None and key is not None:
+        try:
+            own = (Path(cert).read_text(), Path(key).read_text())
+        except OSError as exc:
+            raise ProvisionError(f"cannot read the certificate or key: {exc}") from exc
     step = "DescribeEndpoint"
     try:
         endpoint = str(iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"])
@@ -122,10 +142,10 @@ def provision_device(
         policy_created = False
         try:
             have = iot.get_policy(policyName=policy_name)
-            if json.loads(have["policyDocument"]) != wanted:
+            if _document(have.get("policyDocument", "")) != wanted:
                 log.warning(
                     "policy %s exists with a different document; left unchanged (compare "
-                    "with aws/iot-policy.json)",
+                    "with deploy/aws/iot-policy.json)",
                     policy_name,
                 )
         except ClientError as exc:
@@ -153,8 +173,15 @@ def provision_device(
             iot.create_thing(thingName=name)
             thing_created = True
 
-        step = "CreateKeysAndCertificate"
-        made = iot.create_keys_and_certificate(setAsActive=True)
+        if own is None:
+            step = "CreateKeysAndCertificate"
+            made = iot.create_keys_and_certificate(setAsActive=True)
+        else:
+            step = "RegisterCertificateWithoutCA"
+            reg = iot.register_certificate_without_ca(certificatePem=own[0], status="ACTIVE")
+            made = {"certificateArn": reg["certificateArn"],
+                    "certificateId": reg["certificateId"], "certificatePem": own[0],
+                    "keyPair": {"PrivateKey": own[1]}}
     except ClientError as exc:
         raise ProvisionError(f"{step} failed: {exc}") from exc
     except BotoCoreError as exc:

@@ -65,7 +65,7 @@ def expect_until_certificate(st: Stubber, name: str, *, policy: bool, thing: boo
 
 
 def test_the_committed_policy_is_the_one_provisioned() -> None:
-    committed = json.loads((ROOT / "aws" / "iot-policy.json").read_text())
+    committed = json.loads((ROOT / "deploy" / "aws" / "iot-policy.json").read_text())
     assert committed == device_policy()
     text = json.dumps(committed)
     # least privilege: no wildcard actions or topics, own thing only; it subscribes to and

@@ -22,11 +22,11 @@ import contextlib
 import itertools
 import math
 import os
-import tempfile
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass

@@ -149,48 +149,7 @@ def test_list_paginates_newest_first(clients) -> None:  # type: ignore[no-untype
     ]
 
 
-def test_deploy_creates_model_config_and_endpoint_then_updates(clients) -> None:  # type: ignore[no-untyped-def]
-    reg, sms, _ = clients
-    approved = {"ModelPackageGroupName": "pumps", "SortBy": "CreationTime",
-                "SortOrder": "Descending", "ModelApprovalStatus": "Approved"}
-    for first in (True, False):
-        sms.add_response("list_model_packages", {"ModelPackageSummaryList": [{
-            "ModelPackageGroupName": "pumps", "ModelPackageVersion": 3,
-            "ModelPackageArn": f"{PKG_ARN}/3", "CreationTime": NOW,
-            "ModelPackageStatus": "Completed", "ModelApprovalStatus": "Approved",
-        }]}, approved)
-        if first:
-            sms.add_response("describe_model_package_group", {
-                "ModelPackageGroupName": "pumps", "ModelPackageGroupArn": GROUP_ARN,
-                "CreationTime": NOW, "CreatedBy": {}, "ModelPackageGroupStatus": "Completed",
-            }, {"ModelPackageGroupName": "pumps"})
-        sms.add_response("describe_model_package", _described(3, "Approved"),
-                         {"ModelPackageName": f"{PKG_ARN}/3"})
-        sms.add_response("create_model", {"ModelArn": MODEL_ARN}, {
-            "ModelName": ANY, "ExecutionRoleArn": ROLE,
-            "Containers": [{"ModelPackageName": f"{PKG_ARN}/3",
-                            "Environment": {"PUMPWATCH_MODEL_VERSION": "pumps/3"}}],
-        })
-        sms.add_response("create_endpoint_config", {"EndpointConfigArn": CONFIG_ARN}, {
-            "EndpointConfigName": ANY,
-            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": ANY,
-                                    "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
-        })
-        if first:
-            sms.add_client_error("describe_endpoint", "ValidationException",
-                                 "Could not find endpoint", expected_params={"EndpointName": "pw"})
-            sms.add_response("create_endpoint", {"EndpointArn": ENDPOINT_ARN},
-                             {"EndpointName": "pw", "EndpointConfigName": ANY})
-        else:
-            sms.add_response("describe_endpoint", {
-                "EndpointName": "pw", "EndpointArn": ENDPOINT_ARN,
-                "EndpointConfigName": "old", "EndpointStatus": "InService",
-                "CreationTime": NOW, "LastModifiedTime": NOW,
-            }, {"EndpointName": "pw"})
-            sms.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN},
-                             {"EndpointName": "pw", "EndpointConfigName": ANY})
-        dep = reg.deploy("pumps", "pw")
-        assert dep.model_version == "pumps/3"
+# deploy, promote, rollback, history: tests/test_aws_sagemaker_rollout.py
 
 
 def test_deploy_refuses_unapproved(clients) -> None:  # type: ignore[no-untyped-def]
@@ -202,4 +161,4 @@ def test_deploy_refuses_unapproved(clients) -> None:  # type: ignore[no-untyped-
     sms.add_response("describe_model_package", _described(2, "Rejected"),
                      {"ModelPackageName": f"{PKG_ARN}/2"})
     with pytest.raises(RegistryError, match="Rejected"):
-        reg.deploy("pumps", "pw", version=2)
+        reg.deploy("pumps", "pw", 2)

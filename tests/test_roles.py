@@ -1,5 +1,5 @@
 """One role table, three renderings: the Mosquitto dynamic-security file, the AWS IoT
-policies and the committed aws/iot-policy.json must grant exactly the same."""
+policies and the committed deploy/aws/iot-policy.json must grant exactly the same."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_retain_is_granted_only_on_status_and_results() -> None:
 
 
 def test_the_committed_policy_is_rendered_from_the_table() -> None:
-    assert json.loads((ROOT / "aws" / "iot-policy.json").read_text()) == device_policy()
+    assert json.loads((ROOT / "deploy" / "aws" / "iot-policy.json").read_text()) == device_policy()
 
 
 def test_the_broker_file_is_rendered_from_the_table() -> None:

@@ -106,6 +106,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       "http://127.0.0.1:8080)")
     cmp_.set_defaults(func=_compare)
 
+    sh = ms.add_parser(
+        "share", help="let other AWS accounts read a group (SageMaker only)",
+        description="Put the model package group's resource policy: the named accounts may "
+        "describe and list its packages (cross-account registry). Replaces the policy.",
+    )
+    sh.add_argument("group")
+    sh.add_argument("--account", action="append", required=True, metavar="ID",
+                    help="12-digit account id (repeat for several)")
+    sh.set_defaults(func=_share)
+
     b = ms.add_parser("bundle", help="build a bundle directory (classifier + per-pump baselines)")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--model-version", required=True)
@@ -267,7 +277,7 @@ def _deploy(args: argparse.Namespace) -> int:
     from models.registry.rollout import RolloutLimits
 
     if not args.shadow and args.canary is None:
-        dep = _registry(args).deploy(args.group, args.endpoint, args.version)
+        dep = _registry(args).deploy(args.group, args.endpoint, version=args.version)
         _show_deployment(args, dep, "running servers hot-reload")
         return 0
     limits = RolloutLimits(
@@ -275,7 +285,7 @@ def _deploy(args: argparse.Namespace) -> int:
         max_ood_share=args.max_ood_share, min_reports=args.min_reports,
     )
     dep = _rollout_registry(args).deploy(
-        args.group, args.endpoint, args.version, mode="shadow" if args.shadow else "canary",
+        args.group, args.endpoint, version=args.version, mode="shadow" if args.shadow else "canary",
         percent=args.canary, limits=limits, reason=args.reason,
     )
     _show_deployment(args, dep, "running servers load it beside production")
@@ -355,6 +365,22 @@ def _print_comparison(ro: dict[str, Any]) -> None:
         shift = ", ".join(f"{k} {v:+.3f}" for k, v in c["label_shift"].items() if v)
         print(f"  {name:24s} agreement {c['agreement']:.3f} over {c['reports']} reports; "
               f"score shift {c['mean_anomaly_score_shift']:+.4f}; label shift: {shift or 'none'}")
+
+
+@_guard
+def _share(args: argparse.Namespace) -> int:
+    from models.registry.sagemaker import SageMakerRegistry
+    from models.serving.errors import RegistryError
+
+    reg: object = _registry(args)
+    if not isinstance(reg, SageMakerRegistry):
+        raise RegistryError("share is for the SageMaker registry: add --sagemaker")
+    policy = reg.share(args.group, list(args.account))
+    if args.json:
+        print(json.dumps(policy))
+    else:
+        print(f"group {args.group}: readable by {', '.join(sorted(set(args.account)))}")
+    return 0
 
 
 def read_manifest_metrics(path: Path) -> dict[str, float]:

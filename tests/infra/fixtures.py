@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .mosquitto import Mosquitto, mosquitto_available
+from .mosquitto import Mosquitto, free_port, mosquitto_available
 from .postgres import PostgresServer, postgres_available
 from .require import need
 
@@ -76,3 +76,20 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh database on the session's server."""
     return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server (all services) on a free port for the whole session; its URL."""
+    from tests.infra.moto_server import moto_missing
+
+    need("moto", moto_missing())
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
