@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import AlarmEvaluator, ChannelKey, SchemaError, Store, StoreError
+from .base import AlarmEvaluator, ChannelKey, HistogramHook, SchemaError, Store, StoreError
 from .records import (
     DEAD_LETTER_KINDS,
     AlarmOrder,
@@ -28,6 +28,7 @@ from .records import (
     DeadLetterKind,
     EvidenceRow,
     Gap,
+    HistCell,
     Identity,
     ManifestRow,
     PruneOutcome,
@@ -70,6 +71,8 @@ __all__ = [
     "DeadLetterKind",
     "EvidenceRow",
     "Gap",
+    "HistCell",
+    "HistogramHook",
     "Identity",
     "ManifestRow",
     "PruneOutcome",

@@ -175,6 +175,22 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX alarms_raised ON alarms (raised_ns, id);
     CREATE INDEX alarms_state ON alarms (state, pump);
     """,
+    # 6: monitoring histograms (cloud/monitor): mergeable cells per (model version,
+    # bundle, regime, time bucket, health partition, feature, bin); commits add to them
+    """
+    CREATE TABLE monitor_hist (
+        model_version TEXT NOT NULL,
+        target TEXT NOT NULL,
+        regime TEXT NOT NULL,
+        bucket_ns BIGINT NOT NULL,
+        health TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        bin INTEGER NOT NULL,
+        value DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (model_version, target, regime, bucket_ns, health, feature, bin)
+    ) {without_rowid};
+    CREATE INDEX monitor_hist_bucket ON monitor_hist (bucket_ns);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -220,6 +236,11 @@ LATEST_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("pump", "text"), ("channel", "text"), ("t0_ns", "i64"), ("device", "text"),
     ("epoch", "i64"), ("seq", "i64"),
 )
+HIST_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
+    ("model_version", "text"), ("target", "text"), ("regime", "text"), ("bucket_ns", "i64"),
+    ("health", "text"), ("feature", "text"), ("bin", "i32"), ("value", "f64"),
+)
+HIST_KEY = "model_version, target, regime, bucket_ns, health, feature, bin"
 KEY3: tuple[ColumnType, ...] = ("text", "i64", "i64")
 TEXT3: tuple[ColumnType, ...] = ("text", "text", "text")
 
@@ -350,7 +371,8 @@ def insert(
     ``update`` columns from the proposed row, if ``where`` holds)."""
     action = "DO NOTHING"
     if update:
-        action = "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in update)
+        action = "DO UPDATE SET " + ", ".join(
+            c if "=" in c else f"{c} = excluded.{c}" for c in update)
         if where:
             action += f" WHERE {where}"
     sql = (f"INSERT INTO {table} ({names(columns)}) {d.rows(types(columns), n)} "
@@ -396,6 +418,12 @@ def upsert_latest(d: Dialect, n: int) -> str:
     return insert(d, "latest", LATEST_COLUMNS, n, "pump, channel",
                   update=("t0_ns", "device", "epoch", "seq"),
                   where="excluded.t0_ns > latest.t0_ns")
+
+
+def add_hist(d: Dialect, n: int) -> str:
+    """Add ``n`` cells to the monitoring histograms (a new cell starts at its value)."""
+    return insert(d, "monitor_hist", HIST_COLUMNS, n, HIST_KEY,
+                  update=("value = monitor_hist.value + excluded.value",))
 
 
 def existing(d: Dialect, n: int) -> str:

@@ -14,6 +14,9 @@ from typing import Any, Literal
 import msgspec
 
 Identity = tuple[str, int, int]
+# One monitoring histogram cell: (model_version, target, regime, bucket_ns, health, feature,
+# bin, value); commits add ``value`` to the stored cell (see cloud.monitor.histograms).
+HistCell = tuple[str, str, str, int, str, str, int, float]
 
 # Why a dead letter was dead-lettered, coarsely; the free-text reason says exactly.
 DeadLetterKind = Literal[

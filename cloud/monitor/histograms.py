@@ -1,0 +1,280 @@
+"""Mergeable, fixed-edge histograms of what a deployed model sees and says.
+
+Theory of operation
+-------------------
+The consumer hands every scored batch to :meth:`Histograms.observe` (one call,
+numpy across the batch: O(features) per report). Each report becomes one row
+of bin indexes, kept by identity until its commit; the store calls
+:meth:`Histograms.cells` inside the commit with the result rows it *newly*
+inserted, so a redelivered report is never counted twice whichever consumer
+stores it, and the cells are added to the stored ones (``value = value + ..``):
+any number of consumers merge into the same histograms.
+
+A cell is keyed by (model version, bundle target, regime, time bucket, health
+partition, feature, bin):
+
+* **features** (:data:`FEATURES`): the report features the models consume, by
+  the model side's names where they coincide (``log:velocity_rms``,
+  ``kurtosis``, ...; ``log:`` = base-10 logarithm), the reduced spectrum
+  (``spec[LO-HI]``: mean level in dB of :data:`SPECTRUM_BANDS`) and the
+  prediction (``log:anomaly_score``). Edges are fixed per feature, independent
+  of the bundle, so histograms of any two windows, versions or consumers add
+  and compare. Bin 0 is the underflow, ``bins + 1`` the overflow, -1 missing.
+* **categorical** counts under feature names ``class:{condition}`` and
+  ``decided_by:{rule}`` (bin 0), and ``n`` (every report, bin 0).
+* **spectrum moments** for the multivariate test: ``spec_sum`` (bin i: sum of
+  band i), ``spec_cross`` (bin ``i * B + j``, ``i <= j``: sum of products) and
+  ``spec_n`` (complete vectors), over reports whose every band is present.
+* **regime**: the running-speed band (:data:`REGIME_EDGES_RPM`), since most
+  features scale with speed; ``unknown`` when the report has no speed.
+* **health**: the partition the model put the result in: ``healthy``
+  (condition healthy and not anomalous), ``unknown``, ``sensor_fault``, or
+  ``fault`` (a named fault class, or anomalous against the pump's baseline).
+  Drift is *unexplained* only in what the model calls healthy or cannot name
+  (:data:`UNEXPLAINED`): a pump whose fault the model names is explained.
+* **time bucket**: :data:`BUCKET_NS` (one hour) of the report's window start.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dsp.quantize import unpack_codes
+from dsp.report import Report
+from dsp.results import HEALTHY, SENSOR_FAULT, UNKNOWN
+
+from ..store.records import HistCell, Identity, ResultRow
+
+log = logging.getLogger(__name__)
+F64 = NDArray[np.float64]
+BUCKET_NS = 3600 * 1_000_000_000
+LOG_FLOOR = 1e-9
+REGIME_EDGES_RPM: tuple[float, ...] = (0.0, 900.0, 1500.0, 2100.0, 3300.0, math.inf)
+HEALTH = ("healthy", "unknown", "sensor_fault", "fault")
+UNEXPLAINED: tuple[str, ...] = ("healthy", "unknown")
+# Half-octave bands of the reduced spectrum, 10 Hz - 3.6 kHz (a 12 kHz sensor reaches
+# them): the multivariate test's vector.
+SPECTRUM_BANDS: tuple[tuple[float, float], ...] = tuple(
+    (10.0 * 2 ** (k / 2), 10.0 * 2 ** ((k + 1) / 2)) for k in range(17)
+)
+MAX_PENDING = 1 << 16  # observed reports awaiting their commit (older ones are forgotten)
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """A monitored feature: fixed edges ``linspace(lo, hi, bins + 1)`` on its scale."""
+
+    name: str
+    lo: float
+    hi: float
+    bins: int
+
+    @property
+    def edges(self) -> F64:
+        return np.linspace(self.lo, self.hi, self.bins + 1)
+
+    def centers(self) -> F64:
+        """Bin centres including underflow / overflow (placed half a bin outside)."""
+        w = (self.hi - self.lo) / self.bins
+        return np.concatenate(([self.lo - w / 2], self.edges[:-1] + w / 2, [self.hi + w / 2]))
+
+
+def _log(name: str, lo: float = -6.0, hi: float = 3.0, bins: int = 90) -> Feature:
+    return Feature(f"log:{name}", lo, hi, bins)
+
+
+def spectrum_name(band: tuple[float, float]) -> str:
+    return f"spec[{band[0]:.0f}-{band[1]:.0f}]"
+
+
+SCALAR_FEATURES: tuple[Feature, ...] = (
+    _log("velocity_rms"), _log("rms"), _log("peak"), Feature("crest", 0.0, 30.0, 60),
+    Feature("kurtosis", 0.0, 30.0, 60), Feature("skewness", -10.0, 10.0, 80),
+    _log("v1x"), _log("v2x"), _log("v3x"), _log("vbpf"),
+    _log("env_bpfo"), _log("env_bpfi"), _log("env_bsf"), _log("env_ftf"),
+    Feature("env_kurtosis", 0.0, 30.0, 60), Feature("rpm", 0.0, 12000.0, 60),
+)
+SPECTRUM_FEATURES: tuple[Feature, ...] = tuple(
+    Feature(spectrum_name(b), -160.0, 40.0, 100) for b in SPECTRUM_BANDS
+)
+PREDICTION_FEATURES: tuple[Feature, ...] = (_log("anomaly_score", -3.0, 4.0, 70),)
+FEATURES: tuple[Feature, ...] = SCALAR_FEATURES + SPECTRUM_FEATURES + PREDICTION_FEATURES
+BY_NAME = {f.name: f for f in FEATURES}
+_NS = len(SCALAR_FEATURES)
+_NB = len(SPECTRUM_BANDS)
+_LOG = np.array([f.name.startswith("log:") for f in FEATURES])
+_LO = np.array([f.lo for f in FEATURES])
+_WIDTH = np.array([(f.hi - f.lo) / f.bins for f in FEATURES])
+_BINS = np.array([f.bins for f in FEATURES])
+
+
+def regime(rpm: float | None) -> str:
+    """The speed band of ``rpm`` ("unknown" without one)."""
+    if not rpm or not math.isfinite(rpm) or rpm <= 0:
+        return "unknown"
+    for lo, hi in itertools.pairwise(REGIME_EDGES_RPM):
+        if rpm < hi:
+            return f"{lo:.0f}-{hi:.0f}rpm" if math.isfinite(hi) else f">={lo:.0f}rpm"
+    return "unknown"
+
+
+def health(r: ResultRow) -> str:
+    if r.condition == SENSOR_FAULT:
+        return "sensor_fault"
+    if r.anomalous or r.condition not in (HEALTHY, UNKNOWN):
+        return "fault"
+    return "healthy" if r.condition == HEALTHY else "unknown"
+
+
+def spectrum_levels(report: Report) -> F64:
+    """Mean level (dB) of the report's power spectrum in each :data:`SPECTRUM_BANDS`
+    band; NaN where the spectrum does not reach a band."""
+    sp = report.spectrum
+    codes = unpack_codes(sp.data, sp.n).astype(np.float64)
+    out = np.full(_NB, np.nan)
+    if codes.size == 0:
+        return out
+    csum = np.concatenate(([0.0], np.cumsum(codes)))
+    lo = np.ceil(np.array([b[0] for b in SPECTRUM_BANDS]) / sp.df).astype(np.int64)
+    hi = np.ceil(np.array([b[1] for b in SPECTRUM_BANDS]) / sp.df).astype(np.int64)
+    ok = hi <= codes.size
+    lo, hi = np.minimum(lo, codes.size), np.minimum(hi, codes.size)
+    ok &= hi > lo
+    n = np.maximum(hi - lo, 1)
+    mean_codes = (csum[hi] - csum[lo]) / n
+    out[ok] = mean_codes[ok] * sp.step_db + sp.offset_db
+    return out
+
+
+def bin_index(values: F64) -> NDArray[np.int64]:
+    """``(n, len(FEATURES))`` values on their scale -> bin indexes (-1 = missing)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        idx = np.floor((values - _LO) / _WIDTH) + 1
+        idx = np.clip(idx, 0, _BINS + 1)
+    idx[~np.isfinite(values)] = -1
+    return idx.astype(np.int64)
+
+
+def feature_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> F64:
+    """``(n, len(FEATURES))`` monitored values (on their histogram's scale)."""
+    n = len(reports)
+    rows = [
+        (f.velocity_rms, f.rms, f.peak, f.crest, f.kurtosis, f.skewness,
+         f.v1x, f.v2x, f.v3x, f.vbpf, f.env_bpfo, f.env_bpfi, f.env_bsf, f.env_ftf,
+         f.env_kurtosis, rep.speed.rpm or None)
+        for rep in reports for f in (rep.features,)
+    ]
+    values = np.empty((n, len(FEATURES)))
+    values[:, :_NS] = np.array(rows, dtype=np.float64).reshape(n, _NS)
+    for i, rep in enumerate(reports):
+        values[i, _NS:_NS + _NB] = spectrum_levels(rep)
+    values[:, -1] = [r.anomaly_score for r in results]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values[:, _LOG] = np.log10(np.maximum(values[:, _LOG], LOG_FLOOR))
+    return values
+
+
+@dataclass(slots=True)
+class _Pending:
+    key: tuple[str, str, str, int, str]
+    bins: NDArray[np.int16]
+    spectrum: NDArray[np.float32]
+    categories: tuple[str, ...]
+
+
+class Histograms:
+    """The consumer's side of the monitoring histograms (see the module docstring).
+
+    Three calls: :meth:`observe` per scored batch, the store calls the object itself
+    (:class:`cloud.store.HistogramHook`) inside the commit, and :meth:`committed` after
+    it returned (a commit that failed and is retried must count its rows again). A bug
+    here never blocks a commit: it is logged and counted, and the histograms miss rows.
+    """
+
+    def __init__(self, *, bucket_ns: int = BUCKET_NS) -> None:
+        self.bucket_ns = bucket_ns
+        self._pending: OrderedDict[Identity, _Pending] = OrderedDict()
+        self.observed = 0
+        self.forgotten = 0
+        self.errors = 0
+
+    def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
+        """Bin one scored batch (``reports[i]`` scored as ``results[i]``)."""
+        try:
+            self._observe(reports, results)
+        except Exception:
+            self.errors += 1
+            log.exception("monitoring histograms: binning %d reports failed", len(reports))
+
+    def __call__(self, rows: Sequence[ResultRow]) -> list[HistCell]:
+        try:
+            return self.cells(rows)
+        except Exception:
+            self.errors += 1
+            log.exception("monitoring histograms: cells of %d results failed", len(rows))
+            return []
+
+    def committed(self, rows: Sequence[ResultRow]) -> None:
+        """Forget the observations of ``rows`` (their commit returned)."""
+        for r in rows:
+            self._pending.pop(r.identity, None)
+
+    def _observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
+        if not reports:
+            return
+        values = feature_values(reports, results)
+        bins = bin_index(values).astype(np.int16)
+        spectra = values[:, _NS:_NS + _NB].astype(np.float32)
+        for i, r in enumerate(results):
+            cats = [f"class:{r.condition}"]
+            rule = r.extra.get("decided_by")
+            if isinstance(rule, str):
+                cats.append(f"decided_by:{rule}")
+            key = (r.model_version, r.target, regime(r.rpm if r.rpm is not None
+                                                     else reports[i].speed.rpm),
+                   r.t0_ns - r.t0_ns % self.bucket_ns, health(r))
+            self._pending[r.identity] = _Pending(key, bins[i], spectra[i], tuple(cats))
+        self.observed += len(results)
+        while len(self._pending) > MAX_PENDING:
+            self._pending.popitem(last=False)
+            self.forgotten += 1
+
+    def cells(self, rows: Sequence[ResultRow]) -> list[HistCell]:
+        """The cells to add for ``rows`` (newly stored), from their observations."""
+        groups: dict[tuple[str, str, str, int, str], list[_Pending]] = {}
+        for r in rows:
+            p = self._pending.get(r.identity)
+            if p is not None:
+                groups.setdefault(p.key, []).append(p)
+        out: list[HistCell] = []
+        names = [f.name for f in FEATURES]
+        for key, items in groups.items():
+            bins = np.stack([p.bins for p in items])  # (m, k)
+            for j, name in enumerate(names):
+                col = bins[:, j]
+                vals, counts = np.unique(col, return_counts=True)
+                out += [(*key, name, int(b), float(c)) for b, c in zip(vals, counts,
+                                                                       strict=True)]
+            cat: dict[str, int] = {"n": len(items)}
+            for p in items:
+                for c in p.categories:
+                    cat[c] = cat.get(c, 0) + 1
+            out += [(*key, name, 0, float(c)) for name, c in cat.items()]
+            spec = np.stack([p.spectrum for p in items]).astype(np.float64)
+            spec = spec[np.isfinite(spec).all(axis=1)]
+            if spec.shape[0]:
+                out.append((*key, "spec_n", 0, float(spec.shape[0])))
+                out += [(*key, "spec_sum", i, float(v)) for i, v in enumerate(spec.sum(0))]
+                cross = spec.T @ spec
+                iu = np.triu_indices(_NB)
+                out += [(*key, "spec_cross", int(i * _NB + j), float(cross[i, j]))
+                        for i, j in zip(*iu, strict=True)]
+        return out

@@ -1,0 +1,124 @@
+"""Monitoring histograms: binned per batch, added inside the commit, merged across writers.
+
+On both stores: a redelivered report is counted once; two consumers (two store
+connections) committing concurrently into the same cells sum exactly; a failed commit
+that is retried still counts its rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+import dsp
+from cloud.monitor.histograms import BY_NAME, FEATURES, Histograms, bin_index, regime
+from cloud.store import Commit, ResultRow, Store, make_store
+from tests.test_store_sqlite import result
+
+S = 1_000_000_000
+
+
+def reports(n: int, *, seed: int = 0, amp: float = 1.0) -> list[dsp.Report]:
+    rng = np.random.default_rng(seed)
+    fs = 25600.0
+    cfg = dsp.ReportConfig().at_rate(fs)
+    spec = dsp.ChannelSpec(asset=dsp.Asset(), rpm=1800.0, rpm_source="given")
+    out = []
+    for i in range(n):
+        t = np.arange(int(fs)) / fs
+        x = (amp * np.sin(2 * np.pi * 30 * t) + 0.1 * rng.standard_normal(t.size))
+        (res,) = dsp.analyze(x.astype(np.float32)[None, :], cfg, [spec])
+        out.append(dsp.make_report(res, cfg, spec, device="d1", epoch=1, seq=i, site="s",
+                                   pump="p1", channel="x", t0_ns=i * S))
+    return out
+
+
+def rows_for(reps: list[dsp.Report], **over: object) -> list[ResultRow]:
+    return [msgspec.structs.replace(result(seq=r.seq, t0=r.t0_ns), extra={"decided_by":
+                                    "classifier"}, **over) for r in reps]
+
+
+def totals(cells: list[tuple]) -> dict[tuple[str, int], float]:  # type: ignore[type-arg]
+    out: dict[tuple[str, int], float] = {}
+    for *_key, feature, b, v in cells:
+        out[(feature, b)] = out.get((feature, b), 0.0) + v
+    return out
+
+
+def test_binning_has_fixed_edges_with_under_overflow_and_missing() -> None:
+    f = BY_NAME["crest"]
+    values = np.full((4, len(FEATURES)), np.nan)
+    j = [x.name for x in FEATURES].index("crest")
+    values[:, j] = [-1.0, 0.25, 29.99, 1e9]
+    idx = bin_index(values)
+    assert idx[:, j].tolist() == [0, 1, f.bins, f.bins + 1]
+    assert (idx[:, j - 1] == -1).all()  # missing stays missing
+    assert regime(0.0) == "unknown" and regime(1800.0) == "1500-2100rpm"
+    assert regime(5000.0) == ">=3300rpm"
+
+
+def test_every_feature_of_a_report_lands_in_one_bin_and_categories_count() -> None:
+    reps = reports(6)
+    h = Histograms()
+    rows = rows_for(reps)
+    h.observe(reps, rows)
+    t = totals(h(rows))
+    assert t[("n", 0)] == 6 and t[("class:healthy", 0)] == 6
+    assert t[("decided_by:classifier", 0)] == 6
+    for f in FEATURES:
+        assert sum(v for (name, _b), v in t.items() if name == f.name) == 6, f.name
+    # a 1 g, 30 Hz line lands in the right velocity bin (not under/overflow)
+    vel = [b for (name, b), _v in t.items() if name == "log:velocity_rms"]
+    assert all(0 < b <= BY_NAME["log:velocity_rms"].bins for b in vel)
+    assert t[("spec_n", 0)] == 6
+    h.committed(rows)
+    assert h(rows) == []  # forgotten once committed
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'r.db'}"
+    else:
+        yield str(request.getfixturevalue("postgres_url"))
+
+
+async def opened(url: str) -> Store:
+    s = make_store(url, synchronous="normal") if url.startswith("sqlite") else make_store(url)
+    await s.open()
+    return s
+
+
+async def test_two_consumers_merge_and_redeliveries_count_once(url: str) -> None:
+    reps = reports(40, seed=1)
+    a, b = await opened(url), await opened(url)
+    try:
+        ha, hb = Histograms(), Histograms()
+        rows = rows_for(reps)
+        # consumer A stores the even reports, B the odd ones, concurrently, in small commits;
+        # then B is redelivered A's first ten (already stored: must not count again)
+        async def run(store: Store, h: Histograms, part: list[int]) -> None:
+            for k in range(0, len(part), 5):
+                idx = part[k:k + 5]
+                batch_reps, batch_rows = [reps[i] for i in idx], [rows[i] for i in idx]
+                h.observe(batch_reps, batch_rows)
+                await store.commit(Commit(results=batch_rows), histograms=h)
+                h.committed(batch_rows)
+
+        await asyncio.gather(run(a, ha, list(range(0, 40, 2))), run(b, hb, list(range(1, 40, 2))))
+        await run(b, hb, list(range(0, 20, 2)))
+        got = await a.histograms(since_ns=0, until_ns=10**12)
+        expect = Histograms()
+        expect.observe(reps, rows)
+        assert totals(got) == pytest.approx(totals(expect(rows)))
+        assert totals(got)[("n", 0)] == 40
+        assert {c[0] for c in got} == {"m1"} and {c[3] for c in got} == {0}
+        assert await a.histograms(since_ns=10**12, until_ns=2 * 10**12) == []
+    finally:
+        await a.close()
+        await b.close()
