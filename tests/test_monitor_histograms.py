@@ -51,10 +51,10 @@ def totals(cells: list[tuple]) -> dict[tuple[str, int], float]:  # type: ignore[
 
 
 def test_binning_has_fixed_edges_with_under_overflow_and_missing() -> None:
-    f = BY_NAME["crest"]
+    f = BY_NAME["skewness"]
     values = np.full((4, len(FEATURES)), np.nan)
-    j = [x.name for x in FEATURES].index("crest")
-    values[:, j] = [-1.0, 0.25, 29.99, 1e9]
+    j = [x.name for x in FEATURES].index("skewness")
+    values[:, j] = [-11.0, -9.9, 9.99, 1e9]
     idx = bin_index(values)
     assert idx[:, j].tolist() == [0, 1, f.bins, f.bins + 1]
     assert (idx[:, j - 1] == -1).all()  # missing stays missing

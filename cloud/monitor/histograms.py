@@ -96,11 +96,11 @@ def spectrum_name(band: tuple[float, float]) -> str:
 
 
 SCALAR_FEATURES: tuple[Feature, ...] = (
-    _log("velocity_rms"), _log("rms"), _log("peak"), Feature("crest", 0.0, 30.0, 60),
-    Feature("kurtosis", 0.0, 30.0, 60), Feature("skewness", -10.0, 10.0, 80),
+    _log("velocity_rms"), _log("rms"), _log("peak"), _log("crest", -0.5, 2.0, 50),
+    _log("kurtosis", -0.5, 2.5, 60), Feature("skewness", -10.0, 10.0, 80),
     _log("v1x"), _log("v2x"), _log("v3x"), _log("vbpf"),
     _log("env_bpfo"), _log("env_bpfi"), _log("env_bsf"), _log("env_ftf"),
-    Feature("env_kurtosis", 0.0, 30.0, 60), Feature("rpm", 0.0, 12000.0, 60),
+    _log("env_kurtosis", -1.0, 3.0, 80), Feature("rpm", 0.0, 12000.0, 60),
 )
 SPECTRUM_FEATURES: tuple[Feature, ...] = tuple(
     Feature(spectrum_name(b), -160.0, 40.0, 100) for b in SPECTRUM_BANDS
@@ -255,26 +255,38 @@ class Histograms:
             if p is not None:
                 groups.setdefault(p.key, []).append(p)
         out: list[HistCell] = []
-        names = [f.name for f in FEATURES]
         for key, items in groups.items():
-            bins = np.stack([p.bins for p in items])  # (m, k)
-            for j, name in enumerate(names):
-                col = bins[:, j]
-                vals, counts = np.unique(col, return_counts=True)
-                out += [(*key, name, int(b), float(c)) for b, c in zip(vals, counts,
-                                                                       strict=True)]
-            cat: dict[str, int] = {"n": len(items)}
-            for p in items:
-                for c in p.categories:
-                    cat[c] = cat.get(c, 0) + 1
-            out += [(*key, name, 0, float(c)) for name, c in cat.items()]
-            spec = np.stack([p.spectrum for p in items]).astype(np.float64)
-            spec = spec[np.isfinite(spec).all(axis=1)]
-            if spec.shape[0]:
-                out.append((*key, "spec_n", 0, float(spec.shape[0])))
-                out += [(*key, "spec_sum", i, float(v)) for i, v in enumerate(spec.sum(0))]
-                cross = spec.T @ spec
-                iu = np.triu_indices(_NB)
-                out += [(*key, "spec_cross", int(i * _NB + j), float(cross[i, j]))
-                        for i, j in zip(*iu, strict=True)]
+            out += aggregate(key, np.stack([p.bins for p in items]),
+                             np.stack([p.spectrum for p in items]),
+                             [p.categories for p in items])
         return out
+
+
+_NAMES = [f.name for f in FEATURES]
+_IU = np.triu_indices(_NB)
+
+
+def aggregate(
+    key: tuple[str, str, str, int, str], bins: NDArray[np.integer], spectra: NDArray[np.floating],
+    categories: Sequence[Sequence[str]],
+) -> list[HistCell]:
+    """The cells of ``m`` reports of one key: ``bins`` (m, len(FEATURES)) bin indexes,
+    ``spectra`` (m, len(SPECTRUM_BANDS)) band levels, each report's category names."""
+    out: list[HistCell] = []
+    for j, name in enumerate(_NAMES):
+        vals, counts = np.unique(bins[:, j], return_counts=True)
+        out += [(*key, name, int(b), float(c)) for b, c in zip(vals, counts, strict=True)]
+    cat: dict[str, int] = {"n": len(bins)}
+    for cs in categories:
+        for c in cs:
+            cat[c] = cat.get(c, 0) + 1
+    out += [(*key, name, 0, float(c)) for name, c in cat.items()]
+    spec = spectra.astype(np.float64)
+    spec = spec[np.isfinite(spec).all(axis=1)]
+    if spec.shape[0]:
+        out.append((*key, "spec_n", 0, float(spec.shape[0])))
+        out += [(*key, "spec_sum", i, float(v)) for i, v in enumerate(spec.sum(0))]
+        cross = spec.T @ spec
+        out += [(*key, "spec_cross", int(i * _NB + j), float(cross[i, j]))
+                for i, j in zip(*_IU, strict=True)]
+    return out

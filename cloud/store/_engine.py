@@ -47,6 +47,7 @@ from .records import (
     HistCell,
     Identity,
     ManifestRow,
+    MonitorRun,
     PruneOutcome,
     ResultRow,
     Series,
@@ -386,6 +387,21 @@ class SQLStore:
         async with self._read() as s:
             return [(str(v), str(t), str(r), int(b), str(h), str(f), int(i), float(x))
                     for v, t, r, b, h, f, i, x in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def histogram_start(self, model_version: str) -> int | None:
+        async with self._read() as s:
+            ((t,),) = await s.fetch(self.dialect.sql(q.HIST_START), (model_version,))
+        return None if t is None else int(t)
+
+    async def record_monitor_run(self, run: MonitorRun) -> None:
+        async with self._write() as tx:
+            await self._bulk(tx, q.upsert_runs, [(run.model_version, run.checked_ns, run.status,
+                                                  run.summary)], len(q.RUN_COLUMNS))
+
+    async def monitor_runs(self) -> list[MonitorRun]:
+        async with self._read() as s:
+            return [MonitorRun(model_version=str(v), checked_ns=int(c), status=str(st),
+                               summary=str(sm)) for v, c, st, sm in await s.fetch(q.MONITOR_RUNS)]
 
     async def active_alarms(self) -> dict[str, int]:
         async with self._read() as s:

@@ -190,6 +190,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (model_version, target, regime, bucket_ns, health, feature, bin)
     ) {without_rowid};
     CREATE INDEX monitor_hist_bucket ON monitor_hist (bucket_ns);
+    CREATE TABLE monitor_runs (
+        model_version TEXT PRIMARY KEY,
+        checked_ns BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        summary TEXT NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -239,6 +245,9 @@ LATEST_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
 HIST_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("model_version", "text"), ("target", "text"), ("regime", "text"), ("bucket_ns", "i64"),
     ("health", "text"), ("feature", "text"), ("bin", "i32"), ("value", "f64"),
+)
+RUN_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
+    ("model_version", "text"), ("checked_ns", "i64"), ("status", "text"), ("summary", "text"),
 )
 HIST_KEY = "model_version, target, regime, bucket_ns, health, feature, bin"
 KEY3: tuple[ColumnType, ...] = ("text", "i64", "i64")
@@ -426,6 +435,13 @@ def add_hist(d: Dialect, n: int) -> str:
                   update=("value = monitor_hist.value + excluded.value",))
 
 
+def upsert_runs(d: Dialect, n: int) -> str:
+    """Each model version's latest monitoring run (a later check replaces it)."""
+    return insert(d, "monitor_runs", RUN_COLUMNS, n, "model_version",
+                  update=("checked_ns", "status", "summary"),
+                  where="excluded.checked_ns >= monitor_runs.checked_ns")
+
+
 def existing(d: Dialect, n: int) -> str:
     """Which of ``n`` identities have a result."""
     return d.sql(
@@ -465,6 +481,8 @@ LATEST = (
     f"SELECT {names(RESULT_COLUMNS, 'r.')} FROM latest l JOIN results r "  # noqa: S608
     "ON r.device = l.device AND r.epoch = l.epoch AND r.seq = l.seq"
 )
+MONITOR_RUNS = f"SELECT {names(RUN_COLUMNS)} FROM monitor_runs ORDER BY model_version"  # noqa: S608
+HIST_START = "SELECT min(bucket_ns) FROM monitor_hist WHERE model_version = ?"
 LAST_T0 = "SELECT max(t0_ns) FROM results WHERE pump = ?"
 WATERMARKS = ("SELECT (SELECT coalesce(max(stored_ns), 0) FROM results), "
               "(SELECT coalesce(max(updated_ns), 0) FROM alarms)")

@@ -27,6 +27,7 @@ from .records import (
     HistCell,
     Identity,
     ManifestRow,
+    MonitorRun,
     PruneOutcome,
     ResultRow,
     Series,
@@ -97,6 +98,15 @@ class Store(Protocol):
     ) -> list[HistCell]:
         """Monitoring histogram cells of the time buckets ``since_ns <= bucket_ns <
         until_ns`` (of one model version, or all), ordered by key."""
+
+    async def histogram_start(self, model_version: str) -> int | None:
+        """The first time bucket with histograms of ``model_version``; None if none."""
+
+    async def record_monitor_run(self, run: MonitorRun) -> None:
+        """Keep ``run`` as its model version's latest (an older check never replaces it)."""
+
+    async def monitor_runs(self) -> list[MonitorRun]:
+        """Each model version's latest monitoring run, by model version."""
 
     async def results(
         self,

@@ -99,6 +99,16 @@ def merge_extra(typed: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return {**typed, **{k: extra[k] for k in merged}, "extra_fields": merged}
 
 
+class MonitorRun(msgspec.Struct, frozen=True, kw_only=True):
+    """A model version's latest monitoring run (cloud.monitor): its status and a JSON
+    summary (worst features, prediction shares, usage, report path) for the dashboard."""
+
+    model_version: str
+    checked_ns: int
+    status: str
+    summary: str  # JSON text
+
+
 class ManifestRow(msgspec.Struct, frozen=True, kw_only=True):
     """A bundle's manifest (``dsp.results.Manifest`` as JSON, every field kept), by digest.
 
