@@ -159,6 +159,9 @@ class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Monitoring histograms (docs/monitoring.md): added inside each commit when on."""
 
     enabled: bool = True
+    # Counts are held in memory and written with a commit this often (0: every commit):
+    # the database sees one upsert per cell per flush; a crash loses at most this much.
+    flush_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
 
 
 class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -231,7 +231,8 @@ class Consumer:
         )
         self._slot_freed = asyncio.Event()
         self.alarms = AlarmTracker(config.alarms)
-        self.histograms = Histograms() if config.monitor.enabled else None
+        self.histograms = (Histograms(flush_s=config.monitor.flush_s)
+                           if config.monitor.enabled else None)
         self._pump_states = topics.PumpStates()
         self._invocations: set[asyncio.Task[None]] = set()
         self._committing = False

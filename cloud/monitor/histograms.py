@@ -22,6 +22,9 @@ partition, feature, bin):
   and compare. Bin 0 is the underflow, ``bins + 1`` the overflow, -1 missing.
 * **categorical** counts under feature names ``class:{condition}`` and
   ``decided_by:{rule}`` (bin 0), and ``n`` (every report, bin 0).
+* the reduced spectrum of one report in :data:`SPECTRUM_EVERY` (by identity: decoding
+  a spectrum costs more than every other feature together); the others count as
+  missing in the ``spec[..]`` histograms.
 * **spectrum moments** for the multivariate test: ``spec_sum`` (bin i: sum of
   band i), ``spec_cross`` (bin ``i * B + j``, ``i <= j``: sum of products) and
   ``spec_n`` (complete vectors), over reports whose every band is present.
@@ -40,8 +43,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +69,7 @@ UNEXPLAINED: tuple[str, ...] = ("healthy", "unknown")
 SPECTRUM_BANDS: tuple[tuple[float, float], ...] = tuple(
     (10.0 * 2 ** (k / 2), 10.0 * 2 ** ((k + 1) / 2)) for k in range(17)
 )
+SPECTRUM_EVERY = 8  # reports per reduced spectrum decoded (see spectrum_sampled)
 MAX_PENDING = 1 << 16  # observed reports awaiting their commit (older ones are forgotten)
 
 
@@ -126,6 +131,17 @@ def regime(rpm: float | None) -> str:
     return "unknown"
 
 
+_REGIME_NAMES = ("unknown", *(regime(lo + 1.0) for lo in REGIME_EDGES_RPM[:-1]))
+_REGIME_EDGES = np.array(REGIME_EDGES_RPM[1:-1])
+
+
+def regime_names(rpm: F64) -> list[str]:
+    """:func:`regime` of every value of ``rpm`` (NaN or <= 0: unknown)."""
+    idx = np.searchsorted(_REGIME_EDGES, rpm, side="right") + 1
+    idx[~(np.isfinite(rpm) & (rpm > 0))] = 0
+    return [_REGIME_NAMES[i] for i in idx.tolist()]
+
+
 def health(r: ResultRow) -> str:
     if r.condition == SENSOR_FAULT:
         return "sensor_fault"
@@ -154,11 +170,18 @@ def spectrum_levels(report: Report) -> F64:
     return out
 
 
+def spectrum_sampled(report: Report) -> bool:
+    """Whether the reduced spectrum of ``report`` is monitored: one report in
+    :data:`SPECTRUM_EVERY`, by identity (the same on every consumer and redelivery).
+    Decoding a spectrum costs more than all the other features together."""
+    return (report.seq * 0x9E3779B1 + report.epoch) % SPECTRUM_EVERY == 0
+
+
 def bin_index(values: F64) -> NDArray[np.int64]:
     """``(n, len(FEATURES))`` values on their scale -> bin indexes (-1 = missing)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         idx = np.floor((values - _LO) / _WIDTH) + 1
-        idx = np.clip(idx, 0, _BINS + 1)
+        idx = np.minimum(np.maximum(idx, 0.0), _BINS + 1.0)
     idx[~np.isfinite(values)] = -1
     return idx.astype(np.int64)
 
@@ -174,8 +197,10 @@ def feature_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> F
     ]
     values = np.empty((n, len(FEATURES)))
     values[:, :_NS] = np.array(rows, dtype=np.float64).reshape(n, _NS)
+    values[:, _NS:_NS + _NB] = np.nan
     for i, rep in enumerate(reports):
-        values[i, _NS:_NS + _NB] = spectrum_levels(rep)
+        if spectrum_sampled(rep):
+            values[i, _NS:_NS + _NB] = spectrum_levels(rep)
     values[:, -1] = [r.anomaly_score for r in results]
     with np.errstate(invalid="ignore", divide="ignore"):
         values[:, _LOG] = np.log10(np.maximum(values[:, _LOG], LOG_FLOOR))
@@ -190,21 +215,108 @@ class _Pending:
     categories: tuple[str, ...]
 
 
+_NAMES = [f.name for f in FEATURES]
+_WIDTH_MAX = int(_BINS.max()) + 3  # column = bin + 1 (so "missing", -1, is column 0)
+_IU = np.triu_indices(_NB)
+_ROWS = np.arange(len(FEATURES))
+Key = tuple[str, str, str, int, str]
+
+
+class _Acc:
+    """Counts of one key, in arrays (added to per report group, turned into cells once)."""
+
+    __slots__ = ("cats", "counts", "n", "spec_cross", "spec_n", "spec_sum")
+
+    def __init__(self) -> None:
+        self.counts = np.zeros((len(FEATURES), _WIDTH_MAX))
+        self.cats: dict[str, float] = {}
+        self.n = 0.0
+        self.spec_n = 0.0
+        self.spec_sum = np.zeros(_NB)
+        self.spec_cross = np.zeros((_NB, _NB))
+
+    def add(self, bins: NDArray[np.integer], spectra: NDArray[np.floating],
+            categories: Sequence[Sequence[str]]) -> None:
+        m = len(bins)
+        np.add.at(self.counts, (np.broadcast_to(_ROWS, bins.shape), bins.astype(np.int64) + 1),
+                  1.0)
+        self.n += m
+        for cs in categories:
+            for c in cs:
+                self.cats[c] = self.cats.get(c, 0.0) + 1.0
+        spec = spectra.astype(np.float64)
+        spec = spec[np.isfinite(spec).all(axis=1)]
+        if spec.shape[0]:
+            self.spec_n += spec.shape[0]
+            self.spec_sum += spec.sum(0)
+            self.spec_cross += spec.T @ spec
+
+    def merge(self, other: _Acc) -> None:
+        self.counts += other.counts
+        for c, v in other.cats.items():
+            self.cats[c] = self.cats.get(c, 0.0) + v
+        self.n += other.n
+        self.spec_n += other.spec_n
+        self.spec_sum += other.spec_sum
+        self.spec_cross += other.spec_cross
+
+    def cells(self, key: Key) -> list[HistCell]:
+        rows, cols = np.nonzero(self.counts)
+        out: list[HistCell] = [(*key, _NAMES[j], int(c) - 1, float(self.counts[j, c]))
+                               for j, c in zip(rows.tolist(), cols.tolist(), strict=True)]
+        out.append((*key, "n", 0, self.n))
+        out += [(*key, name, 0, v) for name, v in self.cats.items()]
+        if self.spec_n:
+            out.append((*key, "spec_n", 0, self.spec_n))
+            out += [(*key, "spec_sum", i, float(v)) for i, v in enumerate(self.spec_sum)]
+            out += [(*key, "spec_cross", int(i * _NB + j), float(self.spec_cross[i, j]))
+                    for i, j in zip(*_IU, strict=True)]
+        return out
+
+
+def aggregate(
+    key: Key, bins: NDArray[np.integer], spectra: NDArray[np.floating],
+    categories: Sequence[Sequence[str]],
+) -> list[HistCell]:
+    """The cells of ``m`` reports of one key: ``bins`` (m, len(FEATURES)) bin indexes,
+    ``spectra`` (m, len(SPECTRUM_BANDS)) band levels, each report's category names."""
+    acc = _Acc()
+    acc.add(bins, spectra, categories)
+    return acc.cells(key)
+
+
 class Histograms:
     """The consumer's side of the monitoring histograms (see the module docstring).
 
     Three calls: :meth:`observe` per scored batch, the store calls the object itself
     (:class:`cloud.store.HistogramHook`) inside the commit, and :meth:`committed` after
-    it returned (a commit that failed and is retried must count its rows again). A bug
-    here never blocks a commit: it is logged and counted, and the histograms miss rows.
+    it returned. The hook stages the new rows' counts; :meth:`committed` adds them to
+    the counts held in memory, and every ``flush_s`` the hook returns all of them as
+    cells for that commit to add (``flush_s = 0``: every commit). A commit that failed
+    and is retried stages its rows again, so nothing is counted twice; what is held
+    when the process dies (at most ``flush_s`` of reports) is lost, never doubled. The
+    database sees one upsert per cell per flush, whatever the report rate. A bug here
+    never blocks a commit: it is logged and counted, and the histograms miss rows.
     """
 
-    def __init__(self, *, bucket_ns: int = BUCKET_NS) -> None:
+    def __init__(self, *, bucket_ns: int = BUCKET_NS, flush_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.bucket_ns = bucket_ns
+        self.flush_s = flush_s
+        self._clock = clock
         self._pending: OrderedDict[Identity, _Pending] = OrderedDict()
+        self._held: dict[Key, _Acc] = {}
+        self._staged: dict[Key, _Acc] = {}
+        self._flushing = False
+        self._last_flush = clock()
         self.observed = 0
         self.forgotten = 0
         self.errors = 0
+        self.flushes = 0
+
+    def flush_next(self) -> None:
+        """Make the next commit write every count held (e.g. before stopping)."""
+        self._last_flush = -math.inf
 
     def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
         """Bin one scored batch (``reports[i]`` scored as ``results[i]``)."""
@@ -219,13 +331,27 @@ class Histograms:
             return self.cells(rows)
         except Exception:
             self.errors += 1
+            self._staged, self._flushing = {}, False
             log.exception("monitoring histograms: cells of %d results failed", len(rows))
             return []
 
     def committed(self, rows: Sequence[ResultRow]) -> None:
-        """Forget the observations of ``rows`` (their commit returned)."""
+        """The commit holding ``rows`` returned: keep what it staged (or forget what it
+        flushed) and the rows' observations."""
         for r in rows:
             self._pending.pop(r.identity, None)
+        if self._flushing:
+            self._held = {}
+            self._last_flush = self._clock()
+            self.flushes += 1
+        else:
+            for key, acc in self._staged.items():
+                held = self._held.get(key)
+                if held is None:
+                    self._held[key] = acc
+                else:
+                    held.merge(acc)
+        self._staged, self._flushing = {}, False
 
     def _observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
         if not reports:
@@ -233,60 +359,44 @@ class Histograms:
         values = feature_values(reports, results)
         bins = bin_index(values).astype(np.int16)
         spectra = values[:, _NS:_NS + _NB].astype(np.float32)
+        rpm = np.array([r.rpm if r.rpm is not None else rep.speed.rpm
+                        for r, rep in zip(results, reports, strict=True)], dtype=np.float64)
+        regimes = regime_names(rpm)
+        pending = self._pending
         for i, r in enumerate(results):
-            cats = [f"class:{r.condition}"]
             rule = r.extra.get("decided_by")
-            if isinstance(rule, str):
-                cats.append(f"decided_by:{rule}")
-            key = (r.model_version, r.target, regime(r.rpm if r.rpm is not None
-                                                     else reports[i].speed.rpm),
-                   r.t0_ns - r.t0_ns % self.bucket_ns, health(r))
-            self._pending[r.identity] = _Pending(key, bins[i], spectra[i], tuple(cats))
+            cats = ((f"class:{r.condition}", f"decided_by:{rule}") if isinstance(rule, str)
+                    else (f"class:{r.condition}",))
+            key = (r.model_version, r.target, regimes[i], r.t0_ns - r.t0_ns % self.bucket_ns,
+                   health(r))
+            pending[r.identity] = _Pending(key, bins[i], spectra[i], cats)
         self.observed += len(results)
         while len(self._pending) > MAX_PENDING:
             self._pending.popitem(last=False)
             self.forgotten += 1
 
     def cells(self, rows: Sequence[ResultRow]) -> list[HistCell]:
-        """The cells to add for ``rows`` (newly stored), from their observations."""
-        groups: dict[tuple[str, str, str, int, str], list[_Pending]] = {}
+        """Stage ``rows`` (newly stored); the cells to add in this commit (all counts held,
+        when a flush is due; else none)."""
+        groups: dict[Key, list[_Pending]] = {}
         for r in rows:
             p = self._pending.get(r.identity)
             if p is not None:
                 groups.setdefault(p.key, []).append(p)
-        out: list[HistCell] = []
+        staged: dict[Key, _Acc] = {}
         for key, items in groups.items():
-            out += aggregate(key, np.stack([p.bins for p in items]),
-                             np.stack([p.spectrum for p in items]),
-                             [p.categories for p in items])
+            acc = staged[key] = _Acc()
+            acc.add(np.stack([p.bins for p in items]), np.stack([p.spectrum for p in items]),
+                    [p.categories for p in items])
+        self._staged = staged
+        self._flushing = self._clock() - self._last_flush >= self.flush_s
+        if not self._flushing:
+            return []
+        out: list[HistCell] = []
+        for key in self._held.keys() | staged.keys():
+            total = _Acc()
+            for part in (self._held.get(key), staged.get(key)):
+                if part is not None:
+                    total.merge(part)
+            out += total.cells(key)
         return out
-
-
-_NAMES = [f.name for f in FEATURES]
-_IU = np.triu_indices(_NB)
-
-
-def aggregate(
-    key: tuple[str, str, str, int, str], bins: NDArray[np.integer], spectra: NDArray[np.floating],
-    categories: Sequence[Sequence[str]],
-) -> list[HistCell]:
-    """The cells of ``m`` reports of one key: ``bins`` (m, len(FEATURES)) bin indexes,
-    ``spectra`` (m, len(SPECTRUM_BANDS)) band levels, each report's category names."""
-    out: list[HistCell] = []
-    for j, name in enumerate(_NAMES):
-        vals, counts = np.unique(bins[:, j], return_counts=True)
-        out += [(*key, name, int(b), float(c)) for b, c in zip(vals, counts, strict=True)]
-    cat: dict[str, int] = {"n": len(bins)}
-    for cs in categories:
-        for c in cs:
-            cat[c] = cat.get(c, 0) + 1
-    out += [(*key, name, 0, float(c)) for name, c in cat.items()]
-    spec = spectra.astype(np.float64)
-    spec = spec[np.isfinite(spec).all(axis=1)]
-    if spec.shape[0]:
-        out.append((*key, "spec_n", 0, float(spec.shape[0])))
-        out += [(*key, "spec_sum", i, float(v)) for i, v in enumerate(spec.sum(0))]
-        cross = spec.T @ spec
-        out += [(*key, "spec_cross", int(i * _NB + j), float(cross[i, j]))
-                for i, j in zip(*_IU, strict=True)]
-    return out
