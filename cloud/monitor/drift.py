@@ -188,6 +188,11 @@ def _groups(ref: F64, k: int) -> NDArray[np.int64]:
     cum = np.cumsum(ref) / total
     g = np.minimum((cum * k - 1e-9).astype(np.int64), k - 1)
     g = np.maximum(g, 0)
+    # bins outside the reference's support are groups of their own (below, above): live
+    # mass there must not hide inside the reference's outermost group
+    nz = np.flatnonzero(ref)
+    g[: nz[0]] = -1
+    g[nz[-1] + 1:] = k
     # re-number the groups that exist 0..G-1
     _, g = np.unique(g, return_inverse=True)
     return g.astype(np.int64)
