@@ -41,7 +41,7 @@ def reports(n: int, *, seed: int = 0, amp: float = 1.0) -> list[dsp.Report]:
         t = np.arange(int(fs)) / fs
         x = (amp * np.sin(2 * np.pi * 30 * t) + 0.1 * rng.standard_normal(t.size))
         (res,) = dsp.analyze(x.astype(np.float32)[None, :], cfg, [spec])
-        out.append(dsp.make_report(res, cfg, spec, device="d1", epoch=1, seq=i, site="s",
+        out.append(dsp.make_report(res, cfg, spec, device="d1", epoch=16, seq=i, site="s",
                                    pump="p1", channel="x", t0_ns=i * S))
     return out
 
@@ -85,8 +85,8 @@ def test_every_feature_of_a_report_lands_in_one_bin_and_categories_count() -> No
     # a 1 g, 30 Hz line lands in the right velocity bin (not under/overflow)
     vel = [b for (name, b), _v in t.items() if name == "log:velocity_rms"]
     assert all(0 < b <= BY_NAME["log:velocity_rms"].bins for b in vel)
-    sampled = sum(map(spectrum_sampled, reps))  # 1 in 8 reports' spectra, by identity
-    assert t.get(("spec_n", 0), 0) == sampled < 6
+    sampled = sum(map(spectrum_sampled, reps))  # 1 in 16 reports' spectra, by identity
+    assert t.get(("spec_n", 0), 0) == sampled and 1 <= sampled < 6
     h.committed(rows)
     assert h(rows) == []  # forgotten once committed
 

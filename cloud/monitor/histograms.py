@@ -69,7 +69,7 @@ UNEXPLAINED: tuple[str, ...] = ("healthy", "unknown")
 SPECTRUM_BANDS: tuple[tuple[float, float], ...] = tuple(
     (10.0 * 2 ** (k / 2), 10.0 * 2 ** ((k + 1) / 2)) for k in range(17)
 )
-SPECTRUM_EVERY = 8  # reports per reduced spectrum decoded (see spectrum_sampled)
+SPECTRUM_EVERY = 16  # reports per reduced spectrum decoded (see spectrum_sampled)
 MAX_PENDING = 1 << 16  # observed reports awaiting their commit (older ones are forgotten)
 
 
@@ -207,12 +207,14 @@ def feature_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> F
     return values
 
 
-@dataclass(slots=True)
-class _Pending:
-    key: tuple[str, str, str, int, str]
+@dataclass(slots=True, eq=False)
+class _Batch:
+    """One observed batch: per report its key, bins, spectrum levels and categories."""
+
+    keys: list[tuple[str, str, str, int, str]]
     bins: NDArray[np.int16]
-    spectrum: NDArray[np.float32]
-    categories: tuple[str, ...]
+    spectra: NDArray[np.float32]
+    categories: list[tuple[str, ...]]
 
 
 _NAMES = [f.name for f in FEATURES]
@@ -238,8 +240,8 @@ class _Acc:
     def add(self, bins: NDArray[np.integer], spectra: NDArray[np.floating],
             categories: Sequence[Sequence[str]]) -> None:
         m = len(bins)
-        np.add.at(self.counts, (np.broadcast_to(_ROWS, bins.shape), bins.astype(np.int64) + 1),
-                  1.0)
+        flat = (_ROWS * _WIDTH_MAX + bins.astype(np.int64) + 1).ravel()
+        self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
         self.n += m
         for cs in categories:
             for c in cs:
@@ -304,7 +306,7 @@ class Histograms:
         self.bucket_ns = bucket_ns
         self.flush_s = flush_s
         self._clock = clock
-        self._pending: OrderedDict[Identity, _Pending] = OrderedDict()
+        self._pending: OrderedDict[Identity, tuple[_Batch, int]] = OrderedDict()
         self._held: dict[Key, _Acc] = {}
         self._staged: dict[Key, _Acc] = {}
         self._flushing = False
@@ -362,14 +364,19 @@ class Histograms:
         rpm = np.array([r.rpm if r.rpm is not None else rep.speed.rpm
                         for r, rep in zip(results, reports, strict=True)], dtype=np.float64)
         regimes = regime_names(rpm)
+        bucket = self.bucket_ns
+        batch = _Batch(
+            keys=[(r.model_version, r.target, regimes[i], r.t0_ns - r.t0_ns % bucket, health(r))
+                  for i, r in enumerate(results)],
+            bins=bins, spectra=spectra, categories=[],
+        )
+        for r in results:
+            rule = r.extra.get("decided_by")
+            batch.categories.append((f"class:{r.condition}", f"decided_by:{rule}")
+                                    if isinstance(rule, str) else (f"class:{r.condition}",))
         pending = self._pending
         for i, r in enumerate(results):
-            rule = r.extra.get("decided_by")
-            cats = ((f"class:{r.condition}", f"decided_by:{rule}") if isinstance(rule, str)
-                    else (f"class:{r.condition}",))
-            key = (r.model_version, r.target, regimes[i], r.t0_ns - r.t0_ns % self.bucket_ns,
-                   health(r))
-            pending[r.identity] = _Pending(key, bins[i], spectra[i], cats)
+            pending[r.identity] = (batch, i)
         self.observed += len(results)
         while len(self._pending) > MAX_PENDING:
             self._pending.popitem(last=False)
@@ -378,16 +385,23 @@ class Histograms:
     def cells(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         """Stage ``rows`` (newly stored); the cells to add in this commit (all counts held,
         when a flush is due; else none)."""
-        groups: dict[Key, list[_Pending]] = {}
+        groups: dict[tuple[int, Key], tuple[_Batch, list[int]]] = {}
         for r in rows:
-            p = self._pending.get(r.identity)
-            if p is not None:
-                groups.setdefault(p.key, []).append(p)
+            hit = self._pending.get(r.identity)
+            if hit is not None:
+                batch, i = hit
+                key = batch.keys[i]
+                g = groups.get((id(batch), key))
+                if g is None:
+                    groups[(id(batch), key)] = (batch, [i])
+                else:
+                    g[1].append(i)
         staged: dict[Key, _Acc] = {}
-        for key, items in groups.items():
-            acc = staged[key] = _Acc()
-            acc.add(np.stack([p.bins for p in items]), np.stack([p.spectrum for p in items]),
-                    [p.categories for p in items])
+        for (_b, key), (batch, idx) in groups.items():
+            acc = staged.get(key)
+            if acc is None:
+                acc = staged[key] = _Acc()
+            acc.add(batch.bins[idx], batch.spectra[idx], [batch.categories[i] for i in idx])
         self._staged = staged
         self._flushing = self._clock() - self._last_flush >= self.flush_s
         if not self._flushing:
