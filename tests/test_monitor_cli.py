@@ -96,3 +96,30 @@ async def test_dashboard_serves_the_latest_run_and_the_drift_series(tmp_path: Pa
         'pumpwatch_feature_drift{feature="log:v2x",model_version="pumps/1"}'))
     assert float(line.split()[-1]) > 0.1
     assert 'pumpwatch_model_drift_status{model_version="pumps/1"} 1.0' in text
+
+
+def test_cloudwatch_publisher_against_moto() -> None:
+    """PutMetricData in Model Monitor's names, against moto's CloudWatch (server mode)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from cloud.monitor.cloudwatch import publish
+    from cloud.monitor.run import evaluate
+
+    rng = np.random.default_rng(9)
+    rep = evaluate("m1", cells(values(rng, 600, shift={"log:v1x": 2.0})), since_ns=0,
+                   until_ns=1, reference_cells=cells(values(rng, 3000)))
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        cw = boto3.client("cloudwatch", endpoint_url=f"http://{host}:{port}",
+                          region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+        sent = publish(cw, rep, timestamp_s=1_780_000_000.0)
+        names = {m["MetricName"] for m in cw.list_metrics(Namespace="pumpwatch/ModelMonitor")[
+            "Metrics"]}
+        assert len(names) == sent > 30 and "feature_baseline_drift_log:v1x" in names
+        assert "pumpwatch_drift_status" in names
+    finally:
+        server.stop()

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="report directory (one folder per version; default ./monitoring)")
     r.add_argument("--thresholds", type=Path, metavar="JSON",
                    help="thresholds (see docs/monitoring.md), e.g. {\"js\": 0.15}")
+    r.add_argument("--cloudwatch", metavar="NAMESPACE", nargs="?", const="pumpwatch/ModelMonitor",
+                   help="also PutMetricData feature_baseline_drift_{feature} (boto3's "
+                   "credentials and region; $AWS_ENDPOINT_URL_CLOUDWATCH for a local one)")
     r.add_argument("--no-registry", action="store_true",
                    help="neither read training statistics nor record the status")
     r.set_defaults(func=_run)
@@ -125,6 +128,14 @@ def _run(args: argparse.Namespace) -> int:
     except (StoreError, ValueError, OSError) as exc:
         print(f"pumpwatch monitor: {exc}")
         return 2
+    if args.cloudwatch:
+        import boto3
+
+        from cloud.monitor.cloudwatch import publish
+
+        cw = boto3.client("cloudwatch")
+        for rep, _paths in reports:
+            publish(cw, rep, timestamp_s=time.time(), namespace=args.cloudwatch)
     out = []
     for rep, paths in reports:
         key = _split(rep.model_version)
