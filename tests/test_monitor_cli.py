@@ -123,3 +123,28 @@ def test_cloudwatch_publisher_against_moto() -> None:
         assert "pumpwatch_drift_status" in names
     finally:
         server.stop()
+
+
+def test_the_local_stack_runs_the_monitor_and_shows_its_outcome(tmp_path: Path) -> None:
+    """``pumpwatch up``'s schedule: a real ``pumpwatch monitor run`` subprocess over the
+    stack's store; its outcome on the status line."""
+    import time
+
+    from pumpwatch.stack.plan import StackOptions
+    from pumpwatch.stack.runner import Stack
+
+    opts = StackOptions(state=tmp_path / "state")
+    (opts.path("logs")).mkdir(parents=True)
+    rng = np.random.default_rng(10)
+    seed_store(opts.store_url, [at(cells(values(rng, 400)), time.time_ns(), "pumps/1")])
+    stack = Stack(opts, out=None, live=False)
+    stack.phase = "monitoring (faults develop)"
+    stack.run_start_ns = time.time_ns() - 3600 * 10**9
+    stack._maybe_monitor()
+    assert stack.monitor_proc is not None
+    stack.monitor_proc.wait(60)
+    stack._maybe_monitor()  # collects the outcome (and waits 5 minutes for the next run)
+    assert stack.monitor_proc is None
+    assert stack.monitor_text.startswith("monitor: pumps/1 insufficient_data"), \
+        stack.monitor_text
+    assert (opts.path("monitoring") / "pumps_1" / "constraint_violations.json").is_file()
