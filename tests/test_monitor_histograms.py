@@ -157,3 +157,26 @@ async def test_counts_are_held_until_a_flush_and_a_failed_commit_counts_once(
         assert got[("n", 0)] == 12 and h.flushes == 1
     finally:
         await s.close()
+
+
+async def test_monitor_runs_keep_the_newest_check_and_the_first_bucket_is_known(
+    url: str,
+) -> None:
+    from cloud.store import MonitorRun
+
+    s = await opened(url)
+    try:
+        assert await s.histogram_start("m1") is None
+        reps = reports(4, seed=3)
+        rows = [msgspec.structs.replace(r, t0_ns=7200 * S + r.t0_ns) for r in rows_for(reps)]
+        h = Histograms(flush_s=0)
+        h.observe(reps, rows)
+        await s.commit(Commit(results=rows), histograms=h)
+        assert await s.histogram_start("m1") == 7200 * S
+        for checked, status in ((5, "drift"), (9, "ok"), (7, "drift")):  # 7 arrives late
+            await s.record_monitor_run(MonitorRun(model_version="m1", checked_ns=checked,
+                                                  status=status, summary="{}"))
+        (run,) = await s.monitor_runs()
+        assert (run.checked_ns, run.status) == (9, "ok")
+    finally:
+        await s.close()
