@@ -155,6 +155,15 @@ class DeadLetterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     retention_max_bytes: Annotated[int, msgspec.Meta(ge=1)] | None = 1024**3  # prune oldest
 
 
+class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Monitoring histograms (docs/monitoring.md): added inside each commit when on."""
+
+    enabled: bool = True
+    # Counts are held in memory and written with a commit this often (0: every commit):
+    # the database sees one upsert per cell per flush; a crash loses at most this much.
+    flush_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+
+
 class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     confirm: ConfirmConfig = ConfirmConfig()
     dead_letters: DeadLetterConfig = DeadLetterConfig()
@@ -166,6 +175,7 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     consumer: ConsumerSection = ConsumerSection()
     alarms: AlarmConfig = AlarmConfig()
     metrics: MetricsConfig = MetricsConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     def __post_init__(self) -> None:
         if found := cross_checks({f: getattr(self, f) for f in self.__struct_fields__}):

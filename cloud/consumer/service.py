@@ -89,6 +89,7 @@ from cloud.store import (
 )
 from dsp.results import Result
 
+from ..monitor.histograms import Histograms
 from . import topics
 from ._queue import Handoff, JobQueue, QueueStats
 from ._response import Scored
@@ -230,6 +231,8 @@ class Consumer:
         )
         self._slot_freed = asyncio.Event()
         self.alarms = AlarmTracker(config.alarms)
+        self.histograms = (Histograms(flush_s=config.monitor.flush_s)
+                           if config.monitor.enabled else None)
         self._pump_states = topics.PumpStates()
         self._invocations: set[asyncio.Task[None]] = set()
         self._committing = False
@@ -591,6 +594,8 @@ class Consumer:
                     received_ns=w.received_ns, report=w.accepted.raw,
                 )
             )
+        if self.histograms is not None:
+            self.histograms.observe([w.accepted.report for w in works], results)
         return Job(Commit(results=results, archive=archive, manifests=manifests), works=works)
 
     async def _model_dead_letter(self, target: Target, work: Work, reason: str) -> None:
@@ -638,7 +643,8 @@ class Consumer:
             while True:
                 t0 = time.perf_counter()
                 try:
-                    outcome = await self.store.commit(merged, alarms=evaluate)
+                    outcome = await self.store.commit(merged, alarms=evaluate,
+                                                      histograms=self.histograms)
                     self.metrics.commit_seconds.observe(time.perf_counter() - t0)
                     break
                 except StoreError as exc:
@@ -648,6 +654,8 @@ class Consumer:
                               len(merged), delay, exc)
                     await asyncio.sleep(delay)
             self.counters.commits += 1
+            if self.histograms is not None:
+                self.histograms.committed(merged.results)
             self.counters.results_inserted += outcome.results_inserted
             self.counters.alarm_writes += len(outcome.alarms)
             self._publish(merged.results, outcome.alarms, outcome.stored_ns)

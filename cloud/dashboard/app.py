@@ -30,6 +30,7 @@ from cloud.metrics import metrics_handler
 from cloud.store import ResultRow, Store, StoreError
 from dsp.report import NAME_RE, NAME_RULE
 
+from . import models
 from ._store import StoreHandle
 from .metrics import DashboardMetrics
 from .openapi import openapi_document
@@ -106,6 +107,7 @@ QUERY_PARAMS: dict[str, frozenset[str]] = {
     "/api/pumps/{pump}/spectra": frozenset({"channel", "n", "kind", "bins"}),
     "/api/alarms": frozenset({"pump", "state", "limit"}),
     "/api/classes": frozenset(),
+    "/api/monitoring": frozenset(),
     "/api/devices/{device}/gaps": frozenset({"grace_s", "limit"}),
     "/api/openapi.json": frozenset(),
     "/api/stream": frozenset({"last_event_id"}),
@@ -471,6 +473,7 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app.router.add_get("/api/openapi.json", get_openapi)
     app.router.add_get("/api/stream", get_stream)
     app.router.add_get("/metrics", metrics_handler(metrics.registry))  # docs/metrics.md
+    models.install(app, metrics.registry, lambda: app[STORE])  # /api/monitoring, drift series
     return app
 
 

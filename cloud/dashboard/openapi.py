@@ -68,6 +68,12 @@ SCHEMAS: dict[str, Schema] = {
                    "description": "extra result field name -> description"},
         "manifests": _array(_ref("ManifestInfo")),
     }),
+    "Monitoring": _obj({
+        "models": _array({"type": "object", "description": (
+            "a model version's latest monitoring run (docs/monitoring.md): model_version, "
+            "status (ok, drift, insufficient_data, never_run), checked_ns, unexplained, "
+            "features, spectrum, prediction, usage, report")}),
+    }),
     "PumpSummary": _obj({
         "pump": STR, "site": STR, "channel": {**STR, "description": "the worst channel"},
         "condition": STR, "probability": NUM_NULL, "anomaly_score": NUM_NULL,
@@ -234,6 +240,11 @@ PATHS: dict[str, Schema] = {
                    "manifests declare (newest manifest wins per name)",
         "operationId": "listClasses",
         "responses": {"200": _json("Classes", "classes"), **_ERR},
+    }},
+    "/api/monitoring": {"get": {
+        "summary": "Each model version's drift status from its latest monitoring run",
+        "operationId": "listMonitoring",
+        "responses": {"200": _json("Monitoring", "model versions"), **_ERR},
     }},
     "/api/devices/{device}/gaps": {"get": {
         "summary": "Sequence ranges of a device's streams never committed (neither a result "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import AlarmEvaluator, ChannelKey, SchemaError, Store, StoreError
+from .base import AlarmEvaluator, ChannelKey, HistogramHook, SchemaError, Store, StoreError
 from .records import (
     DEAD_LETTER_KINDS,
     AlarmOrder,
@@ -28,8 +28,10 @@ from .records import (
     DeadLetterKind,
     EvidenceRow,
     Gap,
+    HistCell,
     Identity,
     ManifestRow,
+    MonitorRun,
     PruneOutcome,
     ResultRow,
     Series,
@@ -70,8 +72,11 @@ __all__ = [
     "DeadLetterKind",
     "EvidenceRow",
     "Gap",
+    "HistCell",
+    "HistogramHook",
     "Identity",
     "ManifestRow",
+    "MonitorRun",
     "PruneOutcome",
     "ResultRow",
     "SQLiteStore",

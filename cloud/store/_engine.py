@@ -35,7 +35,7 @@ import msgspec
 from . import _sql as q
 from . import delivery
 from ._dialect import Dialect
-from .base import AlarmEvaluator, ChannelKey
+from .base import AlarmEvaluator, ChannelKey, HistogramHook
 from .records import (
     AlarmOrder,
     AlarmRow,
@@ -44,8 +44,10 @@ from .records import (
     CommitOutcome,
     DeadLetter,
     Gap,
+    HistCell,
     Identity,
     ManifestRow,
+    MonitorRun,
     PruneOutcome,
     ResultRow,
     Series,
@@ -104,7 +106,8 @@ class SQLStore:
     # -- writes -------------------------------------------------------------------------------
 
     async def commit(
-        self, commit: Commit, *, alarms: AlarmEvaluator | None = None
+        self, commit: Commit, *, alarms: AlarmEvaluator | None = None,
+        histograms: HistogramHook | None = None,
     ) -> CommitOutcome:
         d = self.dialect
         async with self._write() as tx:
@@ -125,6 +128,10 @@ class SQLStore:
                                       [q.dead_params(x) for x in commit.dead_letters],
                                       len(q.DEAD_COLUMNS))
             await self._write_latest(tx, fresh)
+            if histograms is not None and fresh:
+                # Sorted by key, so two consumers adding to the same cells never deadlock.
+                cells = sorted(histograms(fresh))
+                await self._bulk(tx, q.add_hist, cells, len(q.HIST_COLUMNS))
             written = list(commit.alarms)
             if alarms is not None and fresh:
                 written += await self._evaluate_alarms(tx, alarms, fresh, now)
@@ -375,6 +382,33 @@ class SQLStore:
         sql = q.select(q.ALARM_COLUMNS, "alarms", w, by, limit)
         async with self._read() as s:
             return [q.alarm_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]
+
+    # -- reads: monitoring ----------------------------------------------------------------------
+
+    async def histograms(
+        self, *, since_ns: int, until_ns: int, model_version: str | None = None
+    ) -> list[HistCell]:
+        w, params = q.where([("bucket_ns", ">=", since_ns), ("bucket_ns", "<", until_ns),
+                             ("model_version", "=", model_version)])
+        sql = q.select(q.HIST_COLUMNS, "monitor_hist", w, q.HIST_KEY, None)
+        async with self._read() as s:
+            return [(str(v), str(t), str(r), int(b), str(h), str(f), int(i), float(x))
+                    for v, t, r, b, h, f, i, x in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def histogram_start(self, model_version: str) -> int | None:
+        async with self._read() as s:
+            ((t,),) = await s.fetch(self.dialect.sql(q.HIST_START), (model_version,))
+        return None if t is None else int(t)
+
+    async def record_monitor_run(self, run: MonitorRun) -> None:
+        async with self._write() as tx:
+            await self._bulk(tx, q.upsert_runs, [(run.model_version, run.checked_ns, run.status,
+                                                  run.summary)], len(q.RUN_COLUMNS))
+
+    async def monitor_runs(self) -> list[MonitorRun]:
+        async with self._read() as s:
+            return [MonitorRun(model_version=str(v), checked_ns=int(c), status=str(st),
+                               summary=str(sm)) for v, c, st, sm in await s.fetch(q.MONITOR_RUNS)]
 
     async def active_alarms(self) -> dict[str, int]:
         async with self._read() as s:

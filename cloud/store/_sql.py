@@ -175,6 +175,28 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX alarms_raised ON alarms (raised_ns, id);
     CREATE INDEX alarms_state ON alarms (state, pump);
     """,
+    # 6: monitoring histograms (cloud/monitor): mergeable cells per (model version,
+    # bundle, regime, time bucket, health partition, feature, bin); commits add to them
+    """
+    CREATE TABLE monitor_hist (
+        model_version TEXT NOT NULL,
+        target TEXT NOT NULL,
+        regime TEXT NOT NULL,
+        bucket_ns BIGINT NOT NULL,
+        health TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        bin INTEGER NOT NULL,
+        value DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (model_version, target, regime, bucket_ns, health, feature, bin)
+    ) {without_rowid};
+    CREATE INDEX monitor_hist_bucket ON monitor_hist (bucket_ns);
+    CREATE TABLE monitor_runs (
+        model_version TEXT PRIMARY KEY,
+        checked_ns BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        summary TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -220,6 +242,14 @@ LATEST_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("pump", "text"), ("channel", "text"), ("t0_ns", "i64"), ("device", "text"),
     ("epoch", "i64"), ("seq", "i64"),
 )
+HIST_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
+    ("model_version", "text"), ("target", "text"), ("regime", "text"), ("bucket_ns", "i64"),
+    ("health", "text"), ("feature", "text"), ("bin", "i32"), ("value", "f64"),
+)
+RUN_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
+    ("model_version", "text"), ("checked_ns", "i64"), ("status", "text"), ("summary", "text"),
+)
+HIST_KEY = "model_version, target, regime, bucket_ns, health, feature, bin"
 KEY3: tuple[ColumnType, ...] = ("text", "i64", "i64")
 TEXT3: tuple[ColumnType, ...] = ("text", "text", "text")
 
@@ -350,7 +380,8 @@ def insert(
     ``update`` columns from the proposed row, if ``where`` holds)."""
     action = "DO NOTHING"
     if update:
-        action = "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in update)
+        action = "DO UPDATE SET " + ", ".join(
+            c if "=" in c else f"{c} = excluded.{c}" for c in update)
         if where:
             action += f" WHERE {where}"
     sql = (f"INSERT INTO {table} ({names(columns)}) {d.rows(types(columns), n)} "
@@ -398,6 +429,19 @@ def upsert_latest(d: Dialect, n: int) -> str:
                   where="excluded.t0_ns > latest.t0_ns")
 
 
+def add_hist(d: Dialect, n: int) -> str:
+    """Add ``n`` cells to the monitoring histograms (a new cell starts at its value)."""
+    return insert(d, "monitor_hist", HIST_COLUMNS, n, HIST_KEY,
+                  update=("value = monitor_hist.value + excluded.value",))
+
+
+def upsert_runs(d: Dialect, n: int) -> str:
+    """Each model version's latest monitoring run (a later check replaces it)."""
+    return insert(d, "monitor_runs", RUN_COLUMNS, n, "model_version",
+                  update=("checked_ns", "status", "summary"),
+                  where="excluded.checked_ns >= monitor_runs.checked_ns")
+
+
 def existing(d: Dialect, n: int) -> str:
     """Which of ``n`` identities have a result."""
     return d.sql(
@@ -437,6 +481,8 @@ LATEST = (
     f"SELECT {names(RESULT_COLUMNS, 'r.')} FROM latest l JOIN results r "  # noqa: S608
     "ON r.device = l.device AND r.epoch = l.epoch AND r.seq = l.seq"
 )
+MONITOR_RUNS = f"SELECT {names(RUN_COLUMNS)} FROM monitor_runs ORDER BY model_version"  # noqa: S608
+HIST_START = "SELECT min(bucket_ns) FROM monitor_hist WHERE model_version = ?"
 LAST_T0 = "SELECT max(t0_ns) FROM results WHERE pump = ?"
 WATERMARKS = ("SELECT (SELECT coalesce(max(stored_ns), 0) FROM results), "
               "(SELECT coalesce(max(updated_ns), 0) FROM alarms)")

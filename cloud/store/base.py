@@ -24,8 +24,10 @@ from .records import (
     CommitOutcome,
     DeadLetter,
     Gap,
+    HistCell,
     Identity,
     ManifestRow,
+    MonitorRun,
     PruneOutcome,
     ResultRow,
     Series,
@@ -47,6 +49,16 @@ class AlarmEvaluator(Protocol):
     def __call__(
         self, rows: Sequence[ResultRow], states: Mapping[ChannelKey, str | None]
     ) -> tuple[dict[ChannelKey, str], list[AlarmRow]]: ...
+
+
+class HistogramHook(Protocol):
+    """Monitoring histograms added inside a commit (``cloud.monitor.Histograms.cells``).
+
+    Called with the result rows the transaction newly inserted (so a redelivered report
+    is never counted twice, whichever consumer stores it); returns the cells to add.
+    """
+
+    def __call__(self, rows: Sequence[ResultRow]) -> Sequence[HistCell]: ...
 
 
 class StoreError(Exception):
@@ -73,11 +85,28 @@ class Store(Protocol):
         """Those of ``identities`` that already have a result row."""
 
     async def commit(
-        self, commit: Commit, *, alarms: AlarmEvaluator | None = None
+        self, commit: Commit, *, alarms: AlarmEvaluator | None = None,
+        histograms: HistogramHook | None = None,
     ) -> CommitOutcome:
         """Write results, archive rows, dead letters and alarms in one durable transaction;
         with ``alarms``, also run it over the newly inserted results (see
-        :class:`AlarmEvaluator`) and write its states and alarm rows in the same one."""
+        :class:`AlarmEvaluator`) and write its states and alarm rows in the same one; with
+        ``histograms``, add its cells for the newly inserted results in the same one."""
+
+    async def histograms(
+        self, *, since_ns: int, until_ns: int, model_version: str | None = None
+    ) -> list[HistCell]:
+        """Monitoring histogram cells of the time buckets ``since_ns <= bucket_ns <
+        until_ns`` (of one model version, or all), ordered by key."""
+
+    async def histogram_start(self, model_version: str) -> int | None:
+        """The first time bucket with histograms of ``model_version``; None if none."""
+
+    async def record_monitor_run(self, run: MonitorRun) -> None:
+        """Keep ``run`` as its model version's latest (an older check never replaces it)."""
+
+    async def monitor_runs(self) -> list[MonitorRun]:
+        """Each model version's latest monitoring run, by model version."""
 
     async def results(
         self,

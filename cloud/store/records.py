@@ -14,6 +14,9 @@ from typing import Any, Literal
 import msgspec
 
 Identity = tuple[str, int, int]
+# One monitoring histogram cell: (model_version, target, regime, bucket_ns, health, feature,
+# bin, value); commits add ``value`` to the stored cell (see cloud.monitor.histograms).
+HistCell = tuple[str, str, str, int, str, str, int, float]
 
 # Why a dead letter was dead-lettered, coarsely; the free-text reason says exactly.
 DeadLetterKind = Literal[
@@ -94,6 +97,16 @@ def merge_extra(typed: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     (an extra never replaces a typed field) and their names listed in ``extra_fields``."""
     merged = [k for k in extra if k not in typed and k != "extra_fields"]
     return {**typed, **{k: extra[k] for k in merged}, "extra_fields": merged}
+
+
+class MonitorRun(msgspec.Struct, frozen=True, kw_only=True):
+    """A model version's latest monitoring run (cloud.monitor): its status and a JSON
+    summary (worst features, prediction shares, usage, report path) for the dashboard."""
+
+    model_version: str
+    checked_ns: int
+    status: str
+    summary: str  # JSON text
 
 
 class ManifestRow(msgspec.Struct, frozen=True, kw_only=True):

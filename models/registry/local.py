@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 import tempfile
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -47,6 +48,7 @@ from models.serving.bundle import (
     sha256_file,
 )
 from models.serving.errors import ChecksumMismatchError, RegistryError
+from models.serving.statistics import STATISTICS_FILE
 
 from .rollout import (
     Action,
@@ -319,6 +321,24 @@ class LocalRegistry:
                     return self._package(group, p)
         raise RegistryError(f"no version {version} in model package group {group!r}")
 
+    def set_metadata(self, group: str, version: int, metadata: Mapping[str, str]) -> ModelPackage:
+        """Add or replace customer metadata properties of one version (e.g. the monitor's
+        drift status); the others are kept."""
+        with self._locked() as data:
+            g = self._group(data, group)
+            for p in g["packages"]:
+                if int(p["version"]) == version:
+                    meta = dict(p.get("customer_metadata", {}))
+                    meta.update({str(k): str(v) for k, v in metadata.items()})
+                    p["customer_metadata"] = meta
+                    return self._package(group, p)
+        raise RegistryError(f"no version {version} in model package group {group!r}")
+
+    def training_statistics(self, pkg: ModelPackage) -> dict[str, Any] | None:
+        """The version's ``statistics.json`` (Model Monitor's layout, as JSON), or None
+        when its bundle carries none; the artifact's checksum is verified first."""
+        return read_training_statistics(self.verify(pkg))
+
     def approve(self, group: str, version: int, description: str = "") -> ModelPackage:
         return self.set_status(group, version, "Approved", description)
 
@@ -523,6 +543,22 @@ class LocalRegistry:
         """Load a package's bundle (checksum verified); results name ``group/version``."""
         path = self.verify(pkg)
         return load_bundle(path, cache_dir=self.root / "cache", version=pkg.model_version)
+
+
+def read_training_statistics(artifact: Path) -> dict[str, Any] | None:
+    """``statistics.json`` of a bundle (directory or ``model.tar.gz``) as JSON, or None."""
+    if artifact.is_dir():
+        f = artifact / STATISTICS_FILE
+        return json.loads(f.read_text()) if f.is_file() else None
+    try:
+        with tarfile.open(artifact, "r:*") as tar:
+            member = next((m for m in tar.getmembers()
+                           if m.isfile() and Path(m.name).name == STATISTICS_FILE), None)
+            fh = tar.extractfile(member) if member is not None else None
+            data = fh.read() if fh is not None else None
+    except (tarfile.TarError, OSError) as exc:
+        raise RegistryError(f"cannot read {artifact}: {exc}") from None
+    return None if data is None else json.loads(data)
 
 
 def is_bundle_dir(path: Path) -> bool:

@@ -285,6 +285,14 @@ class SageMakerRegistry:
         self.sm.update_model_package(**kwargs)
         return self.describe(group, version)
 
+    def set_metadata(self, group: str, version: int, metadata: Mapping[str, str]) -> ModelPackage:
+        """Add or replace customer metadata properties (``UpdateModelPackage`` merges them)."""
+        self.sm.update_model_package(
+            ModelPackageArn=self.package_arn(group, version),
+            CustomerMetadataProperties={str(k): str(v) for k, v in metadata.items()},
+        )
+        return self.describe(group, version)
+
     def approve(self, group: str, version: int, description: str = "") -> ModelPackage:
         return self.set_status(group, version, "Approved", description)
 

@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -62,6 +63,7 @@ from .procs import (
 from .score import STANDIN_LABEL, Alarm, alarms_from_table, percentile_ms, score, standin_alarms
 
 _SPOOLED = re.compile(r"stopping: \d+ intervals computed, (\d+) reports spooled this run")
+MONITOR_EVERY_S = 300.0  # pumpwatch monitor run, while the stack runs (docs/monitoring.md)
 MOSQUITTO = os.environ.get("PUMPWATCH_MOSQUITTO") or shutil.which("mosquitto") or \
     "/usr/sbin/mosquitto"
 
@@ -92,6 +94,9 @@ class Stack:
         self._alarms: dict[str, Alarm] = {}
         self._in_shutdown = False
         self.lock = StateLock(opts.state_dir)
+        self.monitor_proc: subprocess.Popen[bytes] | None = None
+        self.monitor_started = 0.0
+        self.monitor_text = "monitor: first run once the baselines are fitted"
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -242,6 +247,41 @@ class Stack:
         self.baseline_thread = threading.Thread(target=work, name="baselines", daemon=True)
         self.baseline_thread.start()
 
+    def _maybe_monitor(self) -> None:
+        """``pumpwatch monitor run`` every :data:`MONITOR_EVERY_S` once monitoring began
+        (a subprocess: the stack only wires it); its outcome goes to the status."""
+        proc = self.monitor_proc
+        if proc is not None:
+            if proc.poll() is None:
+                return
+            self.monitor_proc = None
+            self.monitor_text = self._monitor_outcome(proc.returncode)
+        if not self.phase.startswith("monitoring") or (
+                self.monitor_started and time.monotonic() - self.monitor_started
+                < MONITOR_EVERY_S):
+            return
+        o = self.opts
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.run_start_ns / 1e9))
+        with open(o.path("logs", "monitor.json"), "wb") as out, \
+                open(o.path("logs", "monitor.log"), "ab") as log:
+            self.monitor_proc = subprocess.Popen(
+                [sys.executable, "-m", "pumpwatch", "monitor", "--registry",
+                 str(o.path("registry")), "--json", "run", "--store", o.store_url,
+                 "--out", str(o.path("monitoring")), "--since", since],
+                stdout=out, stderr=log)
+        self.monitor_started = time.monotonic()
+
+    def _monitor_outcome(self, code: int) -> str:
+        try:
+            runs = json.loads(self.opts.path("logs", "monitor.json").read_text())["runs"]
+        except (OSError, ValueError, KeyError):
+            return f"monitor: run failed (exit {code}; see logs/monitor.log)"
+        parts = [f"{r['model_version']} {r['status']}"
+                 + (f" ({', '.join(r['unexplained'][:3])})" if r["unexplained"] else "")
+                 for r in runs]
+        return "monitor: " + ("; ".join(parts) or "no histograms yet") + \
+            f" (reports in {self.opts.path('monitoring')})"
+
     def alarms(self) -> tuple[list[Alarm], str]:
         """(alarms of this run, where they come from)."""
         rows = self.view.alarms(self.run_start_ns)
@@ -300,6 +340,7 @@ class Stack:
         lines.append(f"{label}: {self._alarm_text(alarms) or 'none'}")
         if self.baseline_error:
             lines.append(self.baseline_error)
+        lines.append(self.monitor_text)
         return "\n".join(lines)
 
     def _schedule_text(self) -> str:
@@ -352,6 +393,9 @@ class Stack:
         if self.sup.components:
             self._say("stopping: edge agents, consumer, dashboard, model server, broker ...")
         self.sup.stop_all(order=("edge ", "consumer", "dashboard", "endpoint", "broker"))
+        if self.monitor_proc is not None and self.monitor_proc.poll() is None:
+            self.monitor_proc.terminate()
+            self.monitor_proc.wait(10)
         if self.feed is not None:
             self.feed.stop()
         self.view.close()
@@ -393,6 +437,7 @@ class Stack:
             last_print = 0.0
             while not self.stop_event.is_set():
                 self._maybe_fit_baselines()
+                self._maybe_monitor()
                 self._check_components()
                 now = time.monotonic()
                 if self.live or now - last_print >= 10.0:

@@ -107,6 +107,31 @@ def synth_reports(
     return out
 
 
+def resonant_reports(
+    count: int, *, pumps: Sequence[str] = ("p1",), seed: int = 0, amp: float = 0.3,
+    f_hz: float = 3000.0, device: str = "dev1", epoch: int = 7, seq0: int = 0,
+) -> list[dsp.Report]:
+    """As :func:`synth_reports` (healthy), plus a structural resonance at ``f_hz`` excited
+    by broadband noise: a machine unlike the healthy ones that no fault rule names."""
+    cfg = dsp.ReportConfig()
+    n = cfg.interval_samples
+    t = np.arange(300) / cfg.fs
+    ring = np.exp(-600.0 * t) * np.sin(2 * np.pi * f_hz * t)
+    out: list[dsp.Report] = []
+    for start in range(0, count, 16):
+        idx = range(start, min(count, start + 16))
+        xs = np.stack([
+            synth_signal(cfg.fs, n, 2950.0 + 10 * (i % 3), seed=seed * 100003 + i)
+            + amp * np.convolve(np.random.default_rng([seed, i]).standard_normal(n), ring)[:n]
+            for i in idx]).astype(np.float32)
+        specs = [dsp.ChannelSpec(asset=ASSET) for _ in idx]
+        out += [dsp.make_report(res, cfg, specs[j], device=device, epoch=epoch, seq=seq0 + i,
+                                site="lab", pump=pumps[i % len(pumps)], channel="x",
+                                t0_ns=i * 1_000_000_000)
+                for j, (i, res) in enumerate(zip(idx, dsp.analyze(xs, cfg, specs), strict=True))]
+    return out
+
+
 def request_body(reports: Sequence[dsp.Report], *, json: bool = False) -> bytes:
     req = InvocationRequest(v=1, reports=list(reports))
     return msgspec.json.encode(req) if json else msgspec.msgpack.encode(req)

@@ -1,0 +1,182 @@
+"""Monitoring histograms: binned per batch, added inside the commit, merged across writers.
+
+On both stores: a redelivered report is counted once; two consumers (two store
+connections) committing concurrently into the same cells sum exactly; a failed commit
+that is retried still counts its rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+import dsp
+from cloud.monitor.histograms import (
+    BY_NAME,
+    FEATURES,
+    Histograms,
+    bin_index,
+    regime,
+    regime_names,
+    spectrum_sampled,
+)
+from cloud.store import Commit, ResultRow, Store, make_store
+from tests.test_store_sqlite import result
+
+S = 1_000_000_000
+
+
+def reports(n: int, *, seed: int = 0, amp: float = 1.0) -> list[dsp.Report]:
+    rng = np.random.default_rng(seed)
+    fs = 25600.0
+    cfg = dsp.ReportConfig().at_rate(fs)
+    spec = dsp.ChannelSpec(asset=dsp.Asset(), rpm=1800.0, rpm_source="given")
+    out = []
+    for i in range(n):
+        t = np.arange(int(fs)) / fs
+        x = (amp * np.sin(2 * np.pi * 30 * t) + 0.1 * rng.standard_normal(t.size))
+        (res,) = dsp.analyze(x.astype(np.float32)[None, :], cfg, [spec])
+        out.append(dsp.make_report(res, cfg, spec, device="d1", epoch=16, seq=i, site="s",
+                                   pump="p1", channel="x", t0_ns=i * S))
+    return out
+
+
+def rows_for(reps: list[dsp.Report], **over: object) -> list[ResultRow]:
+    return [msgspec.structs.replace(result(seq=r.seq, t0=r.t0_ns), extra={"decided_by":
+                                    "classifier"}, **over) for r in reps]
+
+
+def totals(cells: list[tuple]) -> dict[tuple[str, int], float]:  # type: ignore[type-arg]
+    out: dict[tuple[str, int], float] = {}
+    for *_key, feature, b, v in cells:
+        out[(feature, b)] = out.get((feature, b), 0.0) + v
+    return out
+
+
+def test_binning_has_fixed_edges_with_under_overflow_and_missing() -> None:
+    f = BY_NAME["skewness"]
+    values = np.full((4, len(FEATURES)), np.nan)
+    j = [x.name for x in FEATURES].index("skewness")
+    values[:, j] = [-11.0, -9.9, 9.99, 1e9]
+    idx = bin_index(values)
+    assert idx[:, j].tolist() == [0, 1, f.bins, f.bins + 1]
+    assert (idx[:, j - 1] == -1).all()  # missing stays missing
+    assert regime(0.0) == "unknown" and regime(1800.0) == "1500-2100rpm"
+    assert regime(5000.0) == ">=3300rpm"
+    rpm = np.array([np.nan, 0.0, 899.0, 900.0, 1800.0, 3300.0, 9000.0])
+    assert regime_names(rpm) == [regime(float(x)) for x in rpm]
+
+
+def test_every_feature_of_a_report_lands_in_one_bin_and_categories_count() -> None:
+    reps = reports(6)
+    h = Histograms(flush_s=0)
+    rows = rows_for(reps)
+    h.observe(reps, rows)
+    t = totals(h(rows))
+    assert t[("n", 0)] == 6 and t[("class:healthy", 0)] == 6
+    assert t[("decided_by:classifier", 0)] == 6
+    for f in FEATURES:
+        assert sum(v for (name, _b), v in t.items() if name == f.name) == 6, f.name
+    # a 1 g, 30 Hz line lands in the right velocity bin (not under/overflow)
+    vel = [b for (name, b), _v in t.items() if name == "log:velocity_rms"]
+    assert all(0 < b <= BY_NAME["log:velocity_rms"].bins for b in vel)
+    sampled = sum(map(spectrum_sampled, reps))  # 1 in 16 reports' spectra, by identity
+    assert t.get(("spec_n", 0), 0) == sampled and 1 <= sampled < 6
+    h.committed(rows)
+    assert h(rows) == []  # forgotten once committed
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'r.db'}"
+    else:
+        yield str(request.getfixturevalue("postgres_url"))
+
+
+async def opened(url: str) -> Store:
+    s = make_store(url, synchronous="normal") if url.startswith("sqlite") else make_store(url)
+    await s.open()
+    return s
+
+
+async def test_two_consumers_merge_and_redeliveries_count_once(url: str) -> None:
+    reps = reports(40, seed=1)
+    a, b = await opened(url), await opened(url)
+    try:
+        ha, hb = Histograms(flush_s=0), Histograms(flush_s=0)
+        rows = rows_for(reps)
+        # consumer A stores the even reports, B the odd ones, concurrently, in small commits;
+        # then B is redelivered A's first ten (already stored: must not count again)
+        async def run(store: Store, h: Histograms, part: list[int]) -> None:
+            for k in range(0, len(part), 5):
+                idx = part[k:k + 5]
+                batch_reps, batch_rows = [reps[i] for i in idx], [rows[i] for i in idx]
+                h.observe(batch_reps, batch_rows)
+                await store.commit(Commit(results=batch_rows), histograms=h)
+                h.committed(batch_rows)
+
+        await asyncio.gather(run(a, ha, list(range(0, 40, 2))), run(b, hb, list(range(1, 40, 2))))
+        await run(b, hb, list(range(0, 20, 2)))
+        got = await a.histograms(since_ns=0, until_ns=10**12)
+        expect = Histograms(flush_s=0)
+        expect.observe(reps, rows)
+        assert totals(got) == pytest.approx(totals(expect(rows)))
+        assert totals(got)[("n", 0)] == 40
+        assert {c[0] for c in got} == {"m1"} and {c[3] for c in got} == {0}
+        assert await a.histograms(since_ns=10**12, until_ns=2 * 10**12) == []
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_counts_are_held_until_a_flush_and_a_failed_commit_counts_once(
+    tmp_path: Path,
+) -> None:
+    reps = reports(12, seed=2)
+    rows = rows_for(reps)
+    now = [0.0]
+    h = Histograms(flush_s=10.0, clock=lambda: now[0])
+    s = await opened(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        h.observe(reps[:6], rows[:6])
+        await s.commit(Commit(results=rows[:6]), histograms=h)
+        h.committed(rows[:6])
+        assert await s.histograms(since_ns=0, until_ns=10**12) == []  # held
+        now[0] = 11.0
+        h.observe(reps[6:], rows[6:])
+        assert h(rows[6:])  # a flush is due: this commit fails (never committed) ...
+        await s.commit(Commit(results=rows[6:]), histograms=h)  # ... and is retried
+        h.committed(rows[6:])
+        got = totals(await s.histograms(since_ns=0, until_ns=10**12))
+        assert got[("n", 0)] == 12 and h.flushes == 1
+    finally:
+        await s.close()
+
+
+async def test_monitor_runs_keep_the_newest_check_and_the_first_bucket_is_known(
+    url: str,
+) -> None:
+    from cloud.store import MonitorRun
+
+    s = await opened(url)
+    try:
+        assert await s.histogram_start("m1") is None
+        reps = reports(4, seed=3)
+        rows = [msgspec.structs.replace(r, t0_ns=7200 * S + r.t0_ns) for r in rows_for(reps)]
+        h = Histograms(flush_s=0)
+        h.observe(reps, rows)
+        await s.commit(Commit(results=rows), histograms=h)
+        assert await s.histogram_start("m1") == 7200 * S
+        for checked, status in ((5, "drift"), (9, "ok"), (7, "drift")):  # 7 arrives late
+            await s.record_monitor_run(MonitorRun(model_version="m1", checked_ns=checked,
+                                                  status=status, summary="{}"))
+        (run,) = await s.monitor_runs()
+        assert (run.checked_ns, run.status) == (9, "ok")
+    finally:
+        await s.close()
