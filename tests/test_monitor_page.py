@@ -38,7 +38,8 @@ def test_models_page_shows_each_versions_drift(browser: Any, tmp_path: Path) -> 
     base = dash.start()
     try:
         page = browser.new_page()
-        page.goto(base + "static/models.html")
+        page.goto(base)
+        page.click("#models-link")  # the fleet page's header links the Models page
         page.wait_for_selector(
             "#models tbody tr[data-version='pumps/2'], #models-error:not([hidden])")
         assert page.locator("#models-error").is_hidden(), page.locator("#models-error").inner_text()
