@@ -97,7 +97,7 @@ def test_reports_are_the_ones_replay_builds_at_the_files_own_rate(tmp_path: Path
     np.save(path, rec.samples[0])
     args = argparse.Namespace(
         from_files=[path], fs=48000.0, unit="m/s^2", scale=None, channel=None, resample=None,
-        config=None, bearing="6205", vanes=None, rpm=RPM, pump=["p"], hop=None)
+        config=None, bearing="6205", vanes=None, rpm=RPM, pump=["p"], hop=None, force_fs=False)
     want = recording_reports(args)
     got = replay_reports([rec], pump="p", asset=cwru_asset(), rpm=RPM).reports
     assert len(got) == len(want) == SECONDS
