@@ -22,9 +22,14 @@ Two renderers turn the table into what the brokers enforce:
   the policy variable ``${iot:Connection.Thing.ThingName}`` and MQTT wildcards
   as the policy wildcard ``*``.
 
-``retain`` is enforced by AWS IoT (``iot:RetainPublish``); Mosquitto's ACLs
-cannot tell a retained publish from another, so there a device can retain at
-most on the two topics it may publish at all (its reports and its status).
+``retain`` is enforced by AWS IoT (``iot:RetainPublish``). Mosquitto's ACLs
+cannot tell a retained publish from another, so there a third renderer,
+:func:`retain_filters`, gives the pumpwatch retain guard (a small broker plugin,
+``pumpwatch/retain_guard.c``, loaded before dynamic security) the union of every
+role's ``retain`` grants with ``{self}`` as ``%u`` (the client's own username):
+a retained publish outside them is refused, one inside them still needs the
+role's ``publish`` grant. The union is exact because no role's ``publish``
+grants meet another role's ``retain`` grants (``test_roles`` checks it).
 """
 
 from __future__ import annotations
@@ -145,6 +150,19 @@ def dynsec_config(identities: Mapping[str, Role], *, root: str = "pumpwatch") ->
         "groups": [],
         "roles": roles,
     }
+
+
+def retain_filters(*, root: str = "pumpwatch") -> list[str]:
+    """Every role's ``retain`` grants under ``root``, ``{self}`` as ``%u``, for the retain
+    guard plugin (a retained publish matching none of them is refused)."""
+    check_root(root)
+    out: list[str] = []
+    for role in ROLE_NAMES:
+        for g in ROLES[role]:
+            f = g.filter.format(root=root, self="%u")
+            if g.action == "retain" and f not in out:
+                out.append(f)
+    return out
 
 
 # -- AWS IoT Core -------------------------------------------------------------------------

@@ -19,6 +19,16 @@ a forbidden topic gets PUBACK 0x87 and is not delivered or stored. A CN the
 configuration does not list can do nothing: issue the certificate, then write
 the configuration again and restart the broker.
 
+The ACLs cannot see the retain flag, so the **retain guard**
+(``pumpwatch/retain_guard.c``, built here with the machine's C compiler by
+:func:`build_retain_guard`, no C library or Mosquitto headers needed) is loaded
+before the dynamic-security plugin: a retained publish outside the role table's
+``retain`` grants (:func:`cloud.roles.retain_filters`) gets PUBACK 0x87 and is
+neither stored nor delivered, and the broker logs a warning naming the client.
+Without a C compiler the configuration is written without it (said on stderr):
+a device can then leave one retained message on its reports topic, at most
+``max_packet_size`` bytes (it may publish on no other topic).
+
 Started as root, Mosquitto drops to the ``mosquitto`` user (``user mosquitto``)
 before it reads its TLS key and the plugin's file; :func:`write_broker_config`
 then hands the broker's own directory (persistence, security file, a copy of
@@ -30,11 +40,14 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.roles import Role, dynsec_config
+from cloud.roles import Role, dynsec_config, retain_filters
 
 BROKER_USER = "mosquitto"
 #: where distributions put the plugin (Debian/Ubuntu multiarch, then the upstream layout)
@@ -51,6 +64,32 @@ class BrokerFiles:
     conf: Path
     security: Path
     identities: dict[str, Role]
+    retain_guard: Path | None = None
+
+
+RETAIN_GUARD_SOURCE = Path(__file__).with_name("retain_guard.c")
+RETAIN_GUARD_NAME = "pumpwatch_retain_guard.so"
+
+
+def build_retain_guard(out_dir: str | Path) -> Path | None:
+    """Compile the retain guard plugin into ``out_dir``; None when there is no C compiler
+    (``$CC``, else ``cc``) or it fails (the compiler's output goes to stderr)."""
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        return None
+    out = Path(out_dir) / RETAIN_GUARD_NAME
+    tmp = out.with_suffix(".so.tmp")
+    p = subprocess.run(
+        [cc, "-shared", "-fPIC", "-O2", "-nostdlib", "-o", str(tmp), str(RETAIN_GUARD_SOURCE)],
+        capture_output=True, text=True, check=False,
+    )
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr)
+        tmp.unlink(missing_ok=True)
+        return None
+    tmp.chmod(0o644)
+    tmp.replace(out)
+    return out
 
 
 def dynsec_plugin() -> str:
@@ -73,14 +112,30 @@ def tls_listener_conf(
     pki_dir: str | Path,
     security_path: str | Path,
     plugin: str | None = None,
+    retain_guard: str | Path | None = None,
+    root: str = "pumpwatch",
 ) -> str:
-    """The mTLS listener and the security settings (append to a base config)."""
+    """The mTLS listener and the security settings (append to a base config).
+
+    ``retain_guard`` (the built plugin, :func:`build_retain_guard`) is loaded first:
+    Mosquitto asks the plugins in load order and takes the first answer that is not
+    "defer", and the guard defers on everything but a retained publish it refuses."""
     d = Path(pki_dir).resolve()
+    guard = (
+        [
+            "# retained publishes only where the role table grants retain (cloud/roles.py)",
+            f"plugin {Path(retain_guard).resolve()}",
+            f"plugin_opt_retain {' '.join(retain_filters(root=root))}",
+        ]
+        if retain_guard is not None
+        else []
+    )
     return "\n".join(
         [
             "# mutual TLS: a certificate from our CA is the only way in; its CN is the username",
             "per_listener_settings false",
             "allow_anonymous false",
+            *guard,
             "# grants by role (cloud/roles.py), default deny",
             f"plugin {plugin or dynsec_plugin()}",
             f"plugin_opt_config_file {Path(security_path).resolve()}",
@@ -105,6 +160,8 @@ def mosquitto_conf(
     security_path: str | Path,
     data_dir: str | Path,
     plugin: str | None = None,
+    retain_guard: str | Path | None = None,
+    root: str = "pumpwatch",
     autosave_interval: int = 1,
     max_inflight_messages: int = 100,
     max_queued_messages: int = 1_000_000,
@@ -136,7 +193,8 @@ def mosquitto_conf(
         "\n".join(lines)
         + "\n"
         + tls_listener_conf(
-            port=port, host=host, pki_dir=pki_dir, security_path=security_path, plugin=plugin
+            port=port, host=host, pki_dir=pki_dir, security_path=security_path, plugin=plugin,
+            retain_guard=retain_guard, root=root,
         )
     )
 
@@ -227,12 +285,19 @@ def write_broker_config(
         fd = os.open(tls / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as f:
             f.write((Path(pki_dir) / name).read_bytes())
+    guard = build_retain_guard(out)
+    if guard is None:
+        print(
+            "pumpwatch: no C compiler: the broker config is written without the retain guard "
+            "(a device can leave one retained message on its reports topic)",
+            file=sys.stderr,
+        )
     conf = out / "mosquitto.conf"
     conf.write_text(
         mosquitto_conf(
             port=port, host=host, pki_dir=tls, security_path=security, data_dir=out / "data",
-            plugin=plugin,
+            plugin=plugin, retain_guard=guard, root=prefix,
         )
     )
     hand_to_broker_user(out, broker_uid)
-    return BrokerFiles(conf=conf, security=security, identities=who)
+    return BrokerFiles(conf=conf, security=security, identities=who, retain_guard=guard)

@@ -193,3 +193,30 @@ def test_documented_example_config_is_valid() -> None:
         "route": [{"site": "plant-a*", "target_model": "plant-a.tar.gz"},
                   {"pump": "P-9*", "endpoint": "pumpwatch-canary"}],
     })
+
+
+def test_a_metrics_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """``pumpwatch cloud`` with its /metrics port taken: one line naming the port, exit 2."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.infra.pipeline import ROOT, consumer_config
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = consumer_config(broker_port=1, endpoint_url="http://127.0.0.1:1",
+                              db=tmp_path / "r.db", topic_root="pw",
+                              metrics={"port": port})
+        p = subprocess.run(
+            [sys.executable, "-m", "pumpwatch", "cloud", "--config",
+             str(write_toml(tmp_path / "c.toml", cfg))],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=60,
+        )
+    assert p.returncode == 2, p.stderr
+    assert f"metrics port 127.0.0.1:{port} is in use" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr, p.stderr

@@ -119,24 +119,42 @@ def test_a_device_reads_only_its_own_confirmations(ids: dict[str, Identity]) -> 
     assert [m[:2] for m in b.messages()] == [("pumpwatch/acks/gw-b", b"ack-b")]
 
 
-def test_retained_messages_below_a_device_are_only_its_own_topics(
+def test_retained_messages_below_a_device_are_only_its_own_status(
     ids: dict[str, Identity], broker: Mosquitto, pkidir: Path
 ) -> None:
-    dev = ids["gw-a"]
+    """The ACLs cannot see the retain flag; the retain guard plugin (loaded before dynamic
+    security) refuses a retained publish outside the role table's retain grants."""
+    assert broker.retain_guard is not None, "no C compiler: the retain guard was not built"
+    dev, other, con = ids["gw-a"], ids["gw-b"], ids["consumer"]
     assert dev.pub("pumpwatch/devices/gw-a/status", b"up", retain=True) < 0x80
+    # its own reports topic: it may publish there, but not retained (nor clear a retained one)
+    assert dev.pub("pumpwatch/devices/gw-a/reports", b"kept?", retain=True) == REFUSED
+    assert dev.pub("pumpwatch/devices/gw-a/reports", b"", retain=True) == REFUSED
+    assert dev.pub("pumpwatch/devices/gw-a/reports", b"live") < 0x80  # the guard defers
     for leaf in ("x", "status/x", "reports/x", "a/b/c", "alarms"):
         assert dev.pub(f"pumpwatch/devices/gw-a/{leaf}", b"junk", retain=True) == REFUSED, leaf
+    # %u matches only the client's own name: another device's status is not its to retain
+    assert other.pub("pumpwatch/devices/gw-a/status", b"forged", retain=True) == REFUSED
+    # consumers retain results, never confirmations (they may publish those unretained)
+    assert con.pub("pumpwatch/sites/lab/pumps/p1/condition", b"c1", retain=True) < 0x80
+    assert con.pub("pumpwatch/acks/gw-a", b"a1", retain=True) == REFUSED
+    assert con.pub("pumpwatch/acks/gw-a", b"a2") < 0x80
     late = Identity(broker, pkidir, "operator", "ops")
     try:
         assert late.sub("pumpwatch/#") == 1
+        # retained messages are queued at the SUBSCRIBE, before anything published after it
+        assert con.pub("pumpwatch/sites/lab/pumps/p1/alarms", b"marker") < 0x80
         deadline = time.monotonic() + 5
-        while not late.messages() and time.monotonic() < deadline:
+        while not any(m[1] == b"marker" for m in late.messages()):
+            assert time.monotonic() < deadline, "the marker never arrived"
             time.sleep(0.01)
-        time.sleep(0.2)  # retained messages arrive right after the SUBACK, in one burst
-        retained = [(t, p) for t, p, r in late.messages() if r]
+        retained = sorted((t, p) for t, p, r in late.messages() if r)
     finally:
         late.close()
-    assert retained == [("pumpwatch/devices/gw-a/status", b"up")]
+    assert retained == [("pumpwatch/devices/gw-a/status", b"up"),
+                        ("pumpwatch/sites/lab/pumps/p1/condition", b"c1")]
+    log = broker.log_tail(200)
+    assert "refused a retained publish by gw-a on pumpwatch/devices/gw-a/reports" in log, log
 
 
 def test_a_device_cannot_join_the_share_and_not_one_report_goes_missing(

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from cloud.aws_iot import device_policy, role_policy
-from cloud.roles import ROLE_NAMES, THING, Role, RoleError, dynsec_config, grants
+from cloud.roles import (
+    ROLE_NAMES,
+    THING,
+    Role,
+    RoleError,
+    dynsec_config,
+    grants,
+    retain_filters,
+)
 from pumpwatch.mosquitto_conf import security_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +108,26 @@ def test_retain_is_granted_only_on_status_and_results() -> None:
                         "consumer": ["pumpwatch/sites/#"], "dashboard": [], "operator": []}
     assert iot_allows(device_policy(), "gw", "retain", "pumpwatch/devices/gw/status")
     assert not iot_allows(device_policy(), "gw", "retain", "pumpwatch/devices/gw/reports")
+
+
+@pytest.mark.parametrize("root", ["pumpwatch", "plant/7"])
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_mosquitto_retains_exactly_where_aws_iot_does(role: Role, root: str) -> None:
+    """On Mosquitto a retained publish needs the publish ACL (dynamic security) and one of
+    the retain guard's filters (%u = the client's own name); on AWS IoT iot:Publish and
+    iot:RetainPublish. The two agree on every probe topic, for every role."""
+    me = "gw-1" if role == "device" else f"pumpwatch-{role}"
+    cfg = dynsec_config({me: role}, root=root)
+    policy = role_policy(role, root)
+    guard = [f.replace("%u", me) for f in retain_filters(root=root)]
+    for topic in probes(root, me):
+        if "+" in topic or "#" in topic:
+            continue  # a PUBLISH names a topic, not a filter
+        mosquitto = dynsec_allows(cfg, me, "publish", topic) and any(
+            mqtt_match(f, topic) for f in guard)
+        aws = iot_allows(policy, me, "publish", topic) and iot_allows(policy, me, "retain", topic)
+        assert mosquitto == aws, (role, topic)
+    assert retain_filters(root=root) == [f"{root}/devices/%u/status", f"{root}/sites/#"]
 
 
 def test_the_committed_policy_is_rendered_from_the_table() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 from typing import TYPE_CHECKING
@@ -66,4 +67,11 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         log.error("results store failed: %s", exc)
         return 1
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # the only listener the consumer binds is its /metrics port
+        log.error("metrics port %s:%s is in use (%s)", config.metrics.host, config.metrics.port,
+                  exc.strerror)
+        return 2
     return 0

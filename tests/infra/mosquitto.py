@@ -26,7 +26,9 @@ Facts this encodes (see DESIGN.md, "Broker and test-infrastructure facts"):
 * ``tls_pki``: an mTLS-only broker configured exactly like production
   (:mod:`pumpwatch.mosquitto_conf`): the dynamic-security plugin with the
   identities issued in that PKI directory (or ``tls_roles``) when the broker
-  object is made. Issue every certificate a test needs before that.
+  object is made, and the retain guard plugin before it (:attr:`retain_guard`,
+  None where there is no C compiler). Issue every certificate a test needs
+  before that.
 * ``max_inflight_messages`` (default 20) and ``max_queued_messages`` (default
   1000, excess silently dropped) are raised so backlogs after outages survive.
 
@@ -109,6 +111,7 @@ class Mosquitto:
         self.log_path = self.run_dir / "mosquitto.log"
         self.data_dir = self.run_dir / "data"
         self.data_dir.mkdir(exist_ok=True)
+        self.retain_guard: Path | None = None
         if tls_pki is not None:
             plain_listener = False
             extra_conf = self._tls_conf(tls_pki, tls_roles, tls_root) + "\n" + extra_conf
@@ -158,7 +161,7 @@ class Mosquitto:
 
     def _tls_conf(self, pki_dir: Path, roles: Mapping[str, Role] | None, root: str) -> str:
         from cloud.pki import identities
-        from pumpwatch.mosquitto_conf import security_json, tls_listener_conf
+        from pumpwatch.mosquitto_conf import build_retain_guard, security_json, tls_listener_conf
 
         tls = self.run_dir / "tls"
         tls.mkdir(exist_ok=True)
@@ -167,8 +170,10 @@ class Mosquitto:
         security = self.run_dir / "dynamic-security.json"
         who = roles if roles is not None else identities(pki_dir)
         security.write_text(security_json(who, root=root))
+        self.retain_guard = build_retain_guard(self.run_dir)  # None: no C compiler here
         return tls_listener_conf(
-            port=self.port, host=self.host, pki_dir=tls, security_path=security
+            port=self.port, host=self.host, pki_dir=tls, security_path=security,
+            retain_guard=self.retain_guard, root=root,
         )
 
     # -- lifecycle -------------------------------------------------------------------
