@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages pumpwatch talks to: `system-deps.sh run` what the local
 # stack needs (the broker), `system-deps.sh test` (default) also what the tests need
-# (PostgreSQL, a browser). As root it uses apt-get; otherwise it names what is
+# (PostgreSQL, a browser); both need a C compiler for the broker's retain guard.
+# As root it uses apt-get; otherwise it names what is
 # missing and how to get it.
 set -euo pipefail
 role=${1:-test}
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+# A C compiler builds the broker's retain guard plugin (pumpwatch/retain_guard.c, no headers).
+command -v "${CC:-cc}" >/dev/null 2>&1 || need+=(gcc)
 if [ "$role" = test ]; then
     command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)  # browser tests (Playwright drives it)
     # PostgreSQL store tests start a throwaway server (initdb/pg_ctl, as the postgres user)
