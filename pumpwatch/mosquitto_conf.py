@@ -73,12 +73,22 @@ RETAIN_GUARD_NAME = "pumpwatch_retain_guard.so"
 
 def build_retain_guard(out_dir: str | Path) -> Path | None:
     """Compile the retain guard plugin into ``out_dir``; None when there is no C compiler
-    (``$CC``, else ``cc``) or it fails (the compiler's output goes to stderr)."""
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if cc is None:
-        return None
+    (``$CC``, else ``cc``) or it fails (the compiler's output goes to stderr).
+
+    Without a compiler, a plugin built beforehand is copied from ``$PUMPWATCH_RETAIN_GUARD``
+    when that names a file (the pumpwatch image builds one in a stage of its own, so the
+    compose stack's init container needs no compiler)."""
     out = Path(out_dir) / RETAIN_GUARD_NAME
     tmp = out.with_suffix(".so.tmp")
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        prebuilt = os.environ.get("PUMPWATCH_RETAIN_GUARD")
+        if not prebuilt or not os.path.isfile(prebuilt):
+            return None
+        shutil.copyfile(prebuilt, tmp)
+        tmp.chmod(0o644)
+        tmp.replace(out)
+        return out
     p = subprocess.run(
         [cc, "-shared", "-fPIC", "-O2", "-nostdlib", "-o", str(tmp), str(RETAIN_GUARD_SOURCE)],
         capture_output=True, text=True, check=False,
@@ -288,8 +298,9 @@ def write_broker_config(
     guard = build_retain_guard(out)
     if guard is None:
         print(
-            "pumpwatch: no C compiler: the broker config is written without the retain guard "
-            "(a device can leave one retained message on its reports topic)",
+            "pumpwatch: no C compiler and no prebuilt $PUMPWATCH_RETAIN_GUARD: the broker "
+            "config is written without the retain guard (a device can leave one retained "
+            "message on its reports topic)",
             file=sys.stderr,
         )
     conf = out / "mosquitto.conf"

@@ -149,3 +149,25 @@ def test_names_and_roots_outside_the_rule_cannot_be_rendered(bad: str) -> None:
         dynsec_config({bad: "device"})
     with pytest.raises(RoleError):
         dynsec_config({"gw": "device"}, root=bad if bad != "a/b" else "a/+")
+
+
+def test_without_a_compiler_the_prebuilt_retain_guard_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pumpwatch image has no compiler: its prebuilt plugin ($PUMPWATCH_RETAIN_GUARD)
+    is copied into the broker's directory; with neither, no guard (and the caller says so)."""
+    from pumpwatch.mosquitto_conf import RETAIN_GUARD_NAME, build_retain_guard
+
+    built = build_retain_guard(tmp_path)  # this machine has a compiler (system-deps)
+    assert built is not None
+    prebuilt = tmp_path / "prebuilt.so"
+    built.rename(prebuilt)
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.delenv("PUMPWATCH_RETAIN_GUARD", raising=False)
+    out = tmp_path / "broker"
+    out.mkdir()
+    assert build_retain_guard(out) is None
+    monkeypatch.setenv("PUMPWATCH_RETAIN_GUARD", str(prebuilt))
+    got = build_retain_guard(out)
+    assert got == out / RETAIN_GUARD_NAME
+    assert got.read_bytes() == prebuilt.read_bytes()
