@@ -42,7 +42,7 @@ from tests.infra import failing_model
 from tests.infra.model_server import ModelServerProcess, request_body
 from tests.infra.pipeline import ROOT, templates
 from tests.test_dashboard_api import DOC, served, validate
-from tests.test_dashboard_browser import DashboardProcess, browser  # noqa: F401 -- fixture
+from tests.test_dashboard_browser import SHOTS, DashboardProcess, browser  # noqa: F401 -- fixture
 
 GROUP = "pumps"
 # which templates each pump class's reports cycle through (0, 2 differ; 1, 3 agree)
@@ -287,5 +287,7 @@ def test_models_page_shows_the_comparison_and_the_automatic_rollback(
         assert page.locator("#rollout-events-empty").is_hidden()
         assert f"{GROUP}/3" in page.locator("#rollout-last").inner_text()
         assert errors == []
+        page.set_viewport_size({"width": 1440, "height": 900})
+        page.screenshot(path=str(SHOTS / "models-rollout.png"), full_page=True)
     finally:
         page.close()
