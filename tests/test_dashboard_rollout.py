@@ -27,12 +27,14 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 import dsp
+from cloud.store import make_store
 from models.registry.local import LocalRegistry
 from models.serving.bundle import write_bundle
 from models.serving.physics import PhysicsParams
@@ -81,11 +83,45 @@ def _invoke(url: str, reports: list[dsp.Report]) -> None:
         assert r.status == 200
 
 
+def _create_store(url: str) -> None:
+    async def run() -> None:
+        s = make_store(url, synchronous="normal")
+        await s.open()
+        await s.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright may own this loop
+        pool.submit(asyncio.run, run()).result()
+
+
 @dataclass
 class Server:
     proc: ModelServerProcess
+    registry: Path
     differ: dict[str, int]  # pump class -> reports on which the shadow's label differs
     dashboard: str = ""  # the dashboard subprocess's base URL
+
+    def models(self, *args: str) -> None:
+        assert cli(["models", "--registry", str(self.registry), *args]) == 0
+
+    def roll_back_a_failing_canary(self, seq0: int) -> int:
+        """Deploy the failing version as a canary, send reports until the server rolls it
+        back; -> the next free sequence number."""
+        n_events = len(self.rollout()["events"])
+        self.models("deploy", GROUP, "--version", "3", "--canary", "50", "--max-error-rate",
+                    "0.2", "--min-reports", "10")
+        _wait(lambda: (self.rollout()["rollout"] or {}).get("candidate") == f"{GROUP}/3", 20,
+              "failing canary loaded")
+        pumps = [f"pump-{i:03d}" for i in range(40)]
+        seq = seq0
+        while len(self.rollout()["events"]) == n_events:
+            assert seq < seq0 + 2000, "the failing canary was never rolled back"
+            _invoke(self.proc.url, [_report(seq + i, i % 4, pumps[i], "screw")
+                                    for i in range(10)])
+            seq += 10
+        reg = LocalRegistry(self.registry)
+        _wait(lambda: (d := reg.deployment("pumpwatch")) is not None and d.candidate is None,
+              20, "the automatic rollback recorded in the registry")
+        return seq
 
     def rollout(self) -> dict[str, Any]:
         return _get(self.proc.url + "/rollout")
@@ -105,29 +141,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         reg.approve(GROUP, v, "ci")
     reg.deploy(GROUP, version=1, by="ci")
 
-    def models(*args: str) -> None:
-        assert cli(["models", "--registry", str(reg_root), *args]) == 0
-
     with contextlib.ExitStack() as es:
         proc = es.enter_context(ModelServerProcess(
             registry=reg_root, module="tests.infra.failing_model",
             extra=["--reload-poll", "0.1"], log_path=tmp / "server.log"))
-        srv = Server(proc, {})
+        srv = Server(proc, reg_root, {})
         # a failing canary: the server rolls it back at its error-rate limit
-        models("deploy", GROUP, "--version", "3", "--canary", "50", "--max-error-rate", "0.2",
-               "--min-reports", "10")
-        _wait(lambda: (srv.rollout()["rollout"] or {}).get("candidate") == f"{GROUP}/3", 20,
-              "failing canary loaded")
-        pumps = [f"pump-{i:03d}" for i in range(40)]
-        seq = 0
-        while not srv.rollout()["events"]:
-            assert seq < 2000, "the failing canary was never rolled back"
-            _invoke(proc.url, [_report(seq + i, i % 4, pumps[i], "screw") for i in range(10)])
-            seq += 10
-        _wait(lambda: (d := reg.deployment("pumpwatch")) is not None and d.candidate is None,
-              20, "the automatic rollback recorded in the registry")
+        seq = srv.roll_back_a_failing_canary(0)
         # a shadow that differs from production on a known share of each class's reports
-        models("deploy", GROUP, "--version", "2", "--shadow", "--reason", "stricter unsure rule")
+        srv.models("deploy", GROUP, "--version", "2", "--shadow", "--reason",
+                   "stricter unsure rule")
         _wait(lambda: (srv.rollout()["rollout"] or {}).get("candidate") == f"{GROUP}/2", 20,
               "shadow loaded")
         shadow = []
@@ -140,7 +163,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             _invoke(proc.url, shadow[i:i + 8])
         _wait(lambda: srv.rollout()["rollout"]["versions"][f"{GROUP}/2"]["reports"]
               >= len(shadow), 30, "the shadow scored every report")
-        dash = DashboardProcess(f"sqlite:///{tmp / 'results.db'}", tmp / "dashboard.log",
+        store_url = f"sqlite:///{tmp / 'results.db'}"
+        _create_store(store_url)  # an empty store: the live stream starts when it reads one
+        dash = DashboardProcess(store_url, tmp / "dashboard.log",
                                 extra=("--model-server", proc.url))
         es.callback(dash.stop)
         srv.dashboard = dash.start().rstrip("/")
@@ -291,3 +316,34 @@ def test_models_page_shows_the_comparison_and_the_automatic_rollback(
         page.screenshot(path=str(SHOTS / "models-rollout.png"), full_page=True)
     finally:
         page.close()
+
+
+def test_a_new_automatic_rollback_goes_out_on_the_live_stream(server: Server) -> None:
+    """Last in this module: it ends the shadow (a new failing canary replaces it)."""
+    lines: list[str] = []
+    started = concurrent.futures.Future[None]()
+
+    def listen() -> None:
+        kind = ""
+        with urllib.request.urlopen(server.dashboard + "/api/stream",  # noqa: S310
+                                    timeout=60) as r:
+            for raw in r:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[len("event: "):]
+                elif line.startswith("data: ") and kind == "hello" and not started.done():
+                    started.set_result(None)
+                elif line.startswith("data: ") and kind == "rollout":
+                    lines.append(line)
+                    return
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        done = pool.submit(listen)
+        started.result(timeout=30)
+        server.roll_back_a_failing_canary(100_000)
+        done.result(timeout=30)  # the watcher reads the server every 2 s
+    ev = json.loads(lines[-1][len("data: "):])
+    own = server.rollout()["events"]
+    assert len(own) == 2 and ev == own[-1]  # the new one only, not the old one again
+    assert ev["event"] == "auto-rollback" and ev["candidate"] == f"{GROUP}/3"
+    assert "error rate" in ev["reason"]

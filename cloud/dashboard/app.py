@@ -75,6 +75,7 @@ class DashboardSettings:
     #: configured); read over HTTP, as the cloud never imports the models package
     model_server: str | None = None
     model_server_timeout_s: float = 2.0
+    model_server_watch_s: float = 2.0  # how often new rollback events are looked for
 
 
 class ParamError(Exception):
@@ -479,8 +480,14 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app.router.add_get("/api/stream", get_stream)
     app.router.add_get("/metrics", metrics_handler(metrics.registry))  # docs/metrics.md
     models.install(app, metrics.registry, lambda: app[STORE])  # /api/monitoring, drift series
+
+    def announce(kind: str, data: bytes) -> None:
+        if HUB in app:
+            app[HUB].announce(kind, data)
+
     rollout.install(app, settings.model_server, timeout_s=settings.model_server_timeout_s,
-                    check=lambda r: check_params(r, "/api/rollout"))
+                    check=lambda r: check_params(r, "/api/rollout"), announce=announce,
+                    watch_s=settings.model_server_watch_s)
     return app
 
 

@@ -305,7 +305,9 @@ PATHS: dict[str, Schema] = {
     }},
     "/api/stream": {"get": {
         "summary": "Server-Sent Events: `result` (data: Result), `alarm` (data: Alarm), "
-                   "`hello` on connect, `reset` when a resume is too far behind",
+                   "`rollout` (data: RolloutEvent, the model server's automatic rollbacks; "
+                   "with --model-server), `hello` on connect, `reset` when a resume is too "
+                   "far behind",
         "description": "Every event has an `id:` cursor `<results_ns>.<alarms_ns>`; a "
                        "reconnecting client sends it back as `Last-Event-ID` and gets what "
                        "it missed. Delivery is at least once: dedupe results on "

@@ -17,6 +17,14 @@ timeout, and answers an envelope whose ``state`` says what it got:
 
 Every state is a 200 with ``error`` naming the cause, so the page shows it
 rather than failing; the figures are never invented or cached past the request.
+
+**Rollbacks on the live stream.** While a model server is configured, a
+watcher reads its ``/rollout`` every ``watch_s`` and sends each event it has not
+seen before to the live stream's subscribers as an SSE ``rollout`` event (the
+server's event object, unchanged). The first answer the watcher gets is old
+news (a dashboard that starts, or a model server that comes back, announces
+nothing already listed); the stream's cursor does not cover these events, so a
+client that was disconnected reads what it missed at ``/api/rollout``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
@@ -33,6 +42,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+log = logging.getLogger(__name__)
 State = Literal["ok", "not_configured", "unreachable", "error"]
 MAX_BYTES = 4 << 20  # a /rollout body beyond this is not a rollout
 _json = msgspec.json.Encoder().encode
@@ -106,10 +116,37 @@ class Relay:
         return envelope("ok", self.url, body=body)
 
 
+def new_events(seen: set[str] | None, events: list[dict[str, Any]]
+               ) -> tuple[set[str], list[dict[str, Any]]]:
+    """(what is seen now, the events to announce): none on the first read (``seen`` None).
+    The server's list is a sliding window, so what left it never comes back."""
+    keys = [json.dumps(e, sort_keys=True) for e in events]
+    fresh = [] if seen is None else [e for k, e in zip(keys, events, strict=True)
+                                     if k not in seen]
+    return set(keys), fresh
+
+
+async def watch(relay: Relay, announce: Callable[[str, bytes], None], *,
+                every_s: float) -> None:
+    """Announce the server's new events as ``rollout`` stream events, until cancelled."""
+    seen: set[str] | None = None
+    while True:
+        body = await relay.get()
+        if body["state"] == "ok":
+            seen, fresh = new_events(seen, body["events"])
+            for ev in fresh:
+                log.info("model server event %s: %s", ev.get("event"), ev.get("reason"))
+                announce("rollout", _json(ev))
+        await asyncio.sleep(every_s)
+
+
 def install(app: web.Application, url: str | None, *, timeout_s: float = 2.0,
-            check: Callable[[web.Request], None] = lambda request: None) -> None:
+            check: Callable[[web.Request], None] = lambda request: None,
+            announce: Callable[[str, bytes], None] | None = None,
+            watch_s: float = 2.0) -> None:
     """Add ``GET /api/rollout`` (relaying ``url``'s ``/rollout``; None: not configured);
-    ``check`` vets the query parameters (raises the app's parameter error)."""
+    ``check`` vets the query parameters (raises the app's parameter error); with
+    ``announce`` (the live stream's), new rollback events go out as ``rollout`` events."""
     relay = None if url is None else Relay(check_model_server_url(url), timeout_s=timeout_s)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -118,9 +155,15 @@ def install(app: web.Application, url: str | None, *, timeout_s: float = 2.0,
             return
         relay.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout_s), raise_for_status=False)
+        watcher = None if announce is None else asyncio.create_task(
+            watch(relay, announce, every_s=watch_s), name="dashboard-rollout-watch")
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             task = relay._inflight
             if task is not None and not task.done():
                 task.cancel()
@@ -141,4 +184,5 @@ def install(app: web.Application, url: str | None, *, timeout_s: float = 2.0,
     app.router.add_get("/api/rollout", get_rollout)
 
 
-__all__ = ["MAX_BYTES", "Relay", "check_model_server_url", "envelope", "install"]
+__all__ = ["MAX_BYTES", "Relay", "check_model_server_url", "envelope", "install", "new_events",
+           "watch"]

@@ -1,6 +1,6 @@
 // The Models page (models.html): the model server's running rollout and its automatic
-// rollbacks, from /api/rollout (re-read every 5 s), and each version's latest monitoring
-// run, from /api/monitoring.
+// rollbacks, from /api/rollout (re-read every 5 s, and at once on the live stream's
+// `rollout` event), and each version's latest monitoring run, from /api/monitoring.
 "use strict";
 (() => {
   const params = new URLSearchParams(location.search);
@@ -186,5 +186,8 @@
 
   loadRollout();
   setInterval(loadRollout, 5000);
+  // an automatic rollback shows at once: the live stream's `rollout` event
+  const stream = new EventSource(`/api/stream${token ? `?access_token=${encodeURIComponent(token)}` : ""}`);
+  stream.addEventListener("rollout", () => loadRollout());
   loadMonitoring();
 })();
