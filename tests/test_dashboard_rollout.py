@@ -210,12 +210,12 @@ def test_api_relays_the_running_shadow_comparison_and_the_rollback_event(
         body["last"]["ended"]
 
 
-def _api(path: str, **settings: Any) -> tuple[int, dict[str, Any]]:
+def _api(path: str, store: Path, **settings: Any) -> tuple[int, dict[str, Any]]:
     """GET ``path`` from an in-process dashboard with ``settings`` (on a thread of its own:
     Playwright's sync API may own this thread's event loop)."""
 
     async def run() -> tuple[int, dict[str, Any]]:
-        async with served("sqlite:///unused.db", **settings) as c, c.get(path) as resp:
+        async with served(f"sqlite:///{store}", **settings) as c, c.get(path) as resp:
             return resp.status, await resp.json()
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -223,16 +223,17 @@ def _api(path: str, **settings: Any) -> tuple[int, dict[str, Any]]:
 
 
 def test_api_says_when_the_model_server_is_not_configured_unreachable_or_not_one(
-    server: Server,
+    server: Server, tmp_path: Path,
 ) -> None:
-    status, body = _api("/api/rollout")
+    db = tmp_path / "absent.db"  # /api/rollout reads no store
+    status, body = _api("/api/rollout", db)
     assert status == 200 and _checked(body)["state"] == "not_configured"
     assert "--model-server" in body["error"] and body["rollout"] is None
     # nothing listens: refused
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
-    status, body = _api("/api/rollout", model_server=closed)
+    status, body = _api("/api/rollout", db, model_server=closed)
     assert status == 200 and _checked(body)["state"] == "unreachable"
     assert closed in body["error"] and body["events"] == []
     # a listener that never answers: the timeout, not a hung page
@@ -241,13 +242,13 @@ def test_api_says_when_the_model_server_is_not_configured_unreachable_or_not_one
         s.listen(8)
         silent = f"http://127.0.0.1:{s.getsockname()[1]}"
         t0 = time.monotonic()
-        status, body = _api("/api/rollout", model_server=silent, model_server_timeout_s=0.3)
+        status, body = _api("/api/rollout", db, model_server=silent, model_server_timeout_s=0.3)
         assert time.monotonic() - t0 < 5
     assert _checked(body)["state"] == "unreachable" and "within 0.3 s" in body["error"]
     # a real server that has no such route (a URL one level off): an error, named
-    status, body = _api("/api/rollout", model_server=server.proc.url + "/nope")
+    status, body = _api("/api/rollout", db, model_server=server.proc.url + "/nope")
     assert _checked(body)["state"] == "error" and "HTTP 404" in body["error"]
-    status, body = _api("/api/rollout?x=1", model_server=server.proc.url)
+    status, body = _api("/api/rollout?x=1", db, model_server=server.proc.url)
     assert status == 400 and body["parameter"] == "x"
 
 
