@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import http.server
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -348,3 +350,38 @@ def test_a_new_automatic_rollback_goes_out_on_the_live_stream(server: Server) ->
     assert len(own) == 2 and ev == own[-1]  # the new one only, not the old one again
     assert ev["event"] == "auto-rollback" and ev["candidate"] == f"{GROUP}/3"
     assert "error rate" in ev["reason"]
+
+
+class _Body(http.server.BaseHTTPRequestHandler):
+    """Answers /big/rollout (a JSON object of about 5 MB) and /chunked/rollout (a valid
+    rollout of about 300 kB, written in 1 kB pieces)."""
+
+    def do_GET(self) -> None:
+        big = self.path.startswith("/big/")
+        pad = "x" * (5 << 20 if big else 300 << 10)
+        body = json.dumps({"endpoint": "e", "production": "g/1", "rollout": None,
+                           "last": {"pad": pad}, "events": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for i in range(0, len(body), 1024):
+            self.wfile.write(body[i:i + 1024])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_api_reads_a_long_answer_whole_and_refuses_an_oversized_one(tmp_path: Path) -> None:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Body)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        _, body = _api("/api/rollout", tmp_path / "absent.db", model_server=base + "/chunked")
+        assert _checked(body)["state"] == "ok" and len(body["last"]["pad"]) == 300 << 10
+        _, body = _api("/api/rollout", tmp_path / "absent.db", model_server=base + "/big")
+        assert _checked(body)["state"] == "error" and "more than" in body["error"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

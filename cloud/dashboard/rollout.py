@@ -92,8 +92,15 @@ class Relay:
         where = f"{self.url}/rollout"
         try:
             async with self.session.get(where, allow_redirects=False) as resp:
-                raw = await resp.content.read(MAX_BYTES + 1)
                 status = resp.status
+                parts: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(64 << 10):  # to EOF, bounded
+                    parts.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_BYTES:
+                        break
+                raw = b"".join(parts)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             why = f"no answer within {self.timeout_s:g} s" if isinstance(
                 exc, TimeoutError) else (str(exc) or type(exc).__name__)
