@@ -81,9 +81,10 @@ def _missing(what: str) -> None:
 class DashboardProcess:
     """``pumpwatch dashboard`` as a subprocess; restartable on the same port."""
 
-    def __init__(self, store_url: str, log_path: Path) -> None:
+    def __init__(self, store_url: str, log_path: Path, extra: tuple[str, ...] = ()) -> None:
         self.store_url = store_url
         self.log_path = log_path
+        self.extra = extra  # more ``pumpwatch dashboard`` options (e.g. --model-server URL)
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
 
@@ -91,7 +92,7 @@ class DashboardProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pumpwatch", "dashboard", "--store",
-                 self.store_url, "--port", str(self.port)],
+                 self.store_url, "--port", str(self.port), *self.extra],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                 stdout=subprocess.PIPE, stderr=log, text=True,
             )

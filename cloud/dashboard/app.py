@@ -30,7 +30,7 @@ from cloud.metrics import metrics_handler
 from cloud.store import ResultRow, Store, StoreError
 from dsp.report import NAME_RE, NAME_RULE
 
-from . import models
+from . import models, rollout
 from ._store import StoreHandle
 from .metrics import DashboardMetrics
 from .openapi import openapi_document
@@ -71,6 +71,11 @@ class DashboardSettings:
     history_default_s: float = 24 * 3600.0
     max_points_default: int = 600
     pool_size: int = 4  # PostgreSQL connections for the API (the stream has its own)
+    #: the local model server whose ``GET /rollout`` ``/api/rollout`` relays (None: not
+    #: configured); read over HTTP, as the cloud never imports the models package
+    model_server: str | None = None
+    model_server_timeout_s: float = 2.0
+    model_server_watch_s: float = 2.0  # how often new rollback events are looked for
 
 
 class ParamError(Exception):
@@ -108,6 +113,7 @@ QUERY_PARAMS: dict[str, frozenset[str]] = {
     "/api/alarms": frozenset({"pump", "state", "limit"}),
     "/api/classes": frozenset(),
     "/api/monitoring": frozenset(),
+    "/api/rollout": frozenset(),
     "/api/devices/{device}/gaps": frozenset({"grace_s", "limit"}),
     "/api/openapi.json": frozenset(),
     "/api/stream": frozenset({"last_event_id"}),
@@ -474,6 +480,14 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app.router.add_get("/api/stream", get_stream)
     app.router.add_get("/metrics", metrics_handler(metrics.registry))  # docs/metrics.md
     models.install(app, metrics.registry, lambda: app[STORE])  # /api/monitoring, drift series
+
+    def announce(kind: str, data: bytes) -> None:
+        if HUB in app:
+            app[HUB].announce(kind, data)
+
+    rollout.install(app, settings.model_server, timeout_s=settings.model_server_timeout_s,
+                    check=lambda r: check_params(r, "/api/rollout"), announce=announce,
+                    watch_s=settings.model_server_watch_s)
     return app
 
 

@@ -74,6 +74,34 @@ SCHEMAS: dict[str, Schema] = {
             "status (ok, drift, insufficient_data, never_run), checked_ns, unexplained, "
             "features, spectrum, prediction, usage, report")}),
     }),
+    "RolloutEvent": _obj({
+        "event": {**STR, "description": "`auto-rollback`"},
+        "at": ISO, "endpoint": STR, "candidate": STR, "production": STR,
+        "mode": {"type": "string", "enum": ["shadow", "canary"]},
+        "reason": {**STR, "description": "the limit the candidate crossed"},
+    }, optional=("at", "endpoint", "candidate", "production", "mode", "reason"), open_=True),
+    "Rollout": _obj({
+        "state": {"type": "string", "enum": ["ok", "not_configured", "unreachable", "error"],
+                  "description": "ok: the model server answered (the fields below are its "
+                  "`GET /rollout`, unchanged); not_configured: no --model-server; "
+                  "unreachable: no answer within the timeout; error: an answer that is not "
+                  "a rollout (`error` says which)"},
+        "model_server": {**STR_NULL, "description": "the model server's URL"},
+        "error": STR_NULL, "checked_ms": MS,
+        "endpoint": {**STR_NULL, "description": "the model server's endpoint name"},
+        "production": {**STR_NULL, "description": "the version production serves"},
+        "rollout": {"type": ["object", "null"], "description": (
+            "the running trial (docs/models.md, 'Rolling out a model'): mode (shadow, "
+            "canary), percent, production, candidate, limits, started, by, versions "
+            "(per version: reports, calls, errors, error_rate, ood_share, labels, "
+            "mean_anomaly_score, latency_p50_ms, latency_p95_ms), comparison (shadow: per "
+            "pump class and `*` overall: reports, agreement, label_shift, "
+            "mean_anomaly_score_shift, changes), by_pump_class, shadow_skipped, fallbacks")},
+        "last": {"type": ["object", "null"],
+                 "description": "the last finished trial, as `rollout` plus `ended` (why)"},
+        "events": {**_array(_ref("RolloutEvent")),
+                   "description": "automatic rollbacks since the model server started"},
+    }),
     "PumpSummary": _obj({
         "pump": STR, "site": STR, "channel": {**STR, "description": "the worst channel"},
         "condition": STR, "probability": NUM_NULL, "anomaly_score": NUM_NULL,
@@ -246,6 +274,16 @@ PATHS: dict[str, Schema] = {
         "operationId": "listMonitoring",
         "responses": {"200": _json("Monitoring", "model versions"), **_ERR},
     }},
+    "/api/rollout": {"get": {
+        "summary": "The model server's running rollout (shadow or canary comparison with "
+                   "production) and its automatic-rollback events, relayed from its "
+                   "`GET /rollout` (dashboard option --model-server)",
+        "description": "Always 200 when the dashboard answers; `state` says whether the "
+                       "model server did. Read at request time (timeout 2 s), not cached.",
+        "operationId": "modelRollout",
+        "responses": {"200": _json("Rollout", "the rollout, or why there is none"),
+                      **{k: v for k, v in _ERR.items() if k != "503"}},
+    }},
     "/api/devices/{device}/gaps": {"get": {
         "summary": "Sequence ranges of a device's streams never committed (neither a result "
                    "nor a dead letter) although a later report was: losses the edge did not "
@@ -267,7 +305,9 @@ PATHS: dict[str, Schema] = {
     }},
     "/api/stream": {"get": {
         "summary": "Server-Sent Events: `result` (data: Result), `alarm` (data: Alarm), "
-                   "`hello` on connect, `reset` when a resume is too far behind",
+                   "`rollout` (data: RolloutEvent, the model server's automatic rollbacks; "
+                   "with --model-server), `hello` on connect, `reset` when a resume is too "
+                   "far behind",
         "description": "Every event has an `id:` cursor `<results_ns>.<alarms_ns>`; a "
                        "reconnecting client sends it back as `Last-Event-ID` and gets what "
                        "it missed. Delivery is at least once: dedupe results on "

@@ -69,7 +69,7 @@ def parse_cursor(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    kind: str  # "hello", "result", "alarm", "reset"
+    kind: str  # "hello", "result", "alarm", "reset", "rollout"
     id: str
     data: bytes
 
@@ -159,6 +159,12 @@ class StreamHub:
             while not sub.queue.empty():
                 sub.queue.get_nowait()
             sub.queue.put_nowait(None)
+
+    def announce(self, kind: str, data: bytes) -> None:
+        """Send every subscriber an event that is not in the store (``rollout``): it carries
+        the current cursor, so a resume neither skips nor replays anything because of it,
+        and it is not replayed itself."""
+        self._broadcast([Event(kind, format_cursor(*self.cursor), data)])
 
     def _broadcast(self, events: list[Event]) -> None:
         for sub in list(self._subs):

@@ -16,6 +16,7 @@ from ._storeargs import add_store_args, store_url
 ROLE = Role("cloud", ("aiohttp",))
 
 TOKEN_ENV = "PUMPWATCH_DASHBOARD_TOKEN"  # noqa: S105 -- the variable's name, not a secret
+MODEL_SERVER_ENV = "PUMPWATCH_MODEL_SERVER"  # as `pumpwatch models compare --url`
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +38,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--poll", type=float, default=0.25, metavar="SECONDS",
                    help="how often the live stream checks the store for commits")
+    p.add_argument(
+        "--model-server", metavar="URL", default=None,
+        help=f"the local model server whose running rollout (shadow/canary comparison, "
+        f"automatic rollbacks) the Models page shows, read from its GET /rollout "
+        f"(default ${MODEL_SERVER_ENV} if set, else none: the page says so)",
+    )
     p.set_defaults(func=run)
 
 
@@ -53,6 +60,7 @@ def _loopback(host: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from cloud.dashboard import DashboardSettings, serve
+    from cloud.dashboard.rollout import check_model_server_url
     from cloud.store import StoreError
 
     token = os.environ.get(TOKEN_ENV) or None
@@ -62,9 +70,16 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"pumpwatch dashboard: cannot read token file: {exc}", file=sys.stderr)
             return 2
+    model_server = args.model_server or os.environ.get(MODEL_SERVER_ENV) or None
+    if model_server is not None:
+        try:
+            model_server = check_model_server_url(model_server)
+        except ValueError as exc:
+            print(f"pumpwatch dashboard: --model-server: {exc}", file=sys.stderr)
+            return 2
     settings = DashboardSettings(
         store_url=store_url(args), host=args.host, port=args.port, token=token,
-        poll_s=args.poll, allowed_hosts=tuple(args.allowed_hosts),
+        poll_s=args.poll, allowed_hosts=tuple(args.allowed_hosts), model_server=model_server,
     )
     if token is None and not _loopback(args.host):
         print(f"pumpwatch dashboard: warning: bound to {args.host} without a token: anyone who "

@@ -139,7 +139,7 @@ class StackOptions:
     def dashboard_args(self) -> list[str]:
         """``pumpwatch dashboard`` arguments (the token file: :func:`ensure_dashboard_token`)."""
         args = ["--store", self.store_url, "--host", self.dashboard_host,
-                "--port", str(self.dashboard_port)]
+                "--port", str(self.dashboard_port), "--model-server", self.endpoint_url]
         if self.dashboard_public:
             args += ["--token-file", str(self.dashboard_token_path)]
         return args
