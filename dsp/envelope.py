@@ -44,9 +44,6 @@ from .features import as_channels
 
 F64 = NDArray[np.float64]
 DEFAULT_TRACKING = BandTracking()
-#: A searched band's lower edge in multiples of the envelope spectrum's upper limit ``fmax``
-#: (see ``envelope_spectrum``'s ``f_floor``).
-FLOOR_PER_FMAX = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +93,7 @@ def envelope_spectrum(
     fmax: float = 500.0,
     remove_lines: bool = True,
     min_bandwidth: float | None = None,
-    f_floor: float | None = None,
+    f_floor: float = 10.0,
     state: Sequence[BandState | None] | None = None,
     tracking: BandTracking = DEFAULT_TRACKING,
 ) -> EnvelopeResult:
@@ -109,16 +106,6 @@ def envelope_spectrum(
     searches every candidate and takes the most impulsive), and the result's
     ``state`` is what to pass with the next report. A ``(low, high)`` pair in
     Hz fixes the band for every channel (no state).
-
-    ``f_floor`` (Hz) is the lowest frequency a searched band may start at; the
-    default is :data:`FLOOR_PER_FMAX` x ``fmax`` (capped at a quarter of the
-    tree's top, fs/2.56). Envelope analysis demodulates a resonance the impacts
-    excite and reads the modulation up to ``fmax``; a band reaching down into the
-    envelope's own range demodulates the machine's shaft and blade-pass harmonics
-    themselves (their beats are lines at shaft orders), and the Bedrosian
-    condition for the envelope to be the modulation alone needs the band above
-    the modulation's spectrum. Two ``fmax`` keeps the first shaft harmonics out
-    of the band while leaving the whole tree above it.
     """
     a = as_channels(x)
     fs = check_fs(fs)
@@ -141,8 +128,6 @@ def envelope_spectrum(
 
     # A band narrower than 2*fmax cannot carry envelope content (both sidebands) up to fmax.
     min_bw = min_bandwidth if min_bandwidth is not None else 2.0 * fmax
-    if f_floor is None:
-        f_floor = min(FLOOR_PER_FMAX * fmax, fs / 2.56 / 4)
     key = (fs, n, float(min_bw), float(f_floor))
     cands = _candidate_bands(*key)
     prev: list[BandState | None] = [None] * ch if state is None else list(state)
