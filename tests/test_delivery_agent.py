@@ -27,10 +27,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.spool import Spool
 from tests.edge._helpers import build, edge_config, write_toml
 from tests.infra.model_server import ModelServerProcess
-from tests.infra.mosquitto import Mosquitto
+from tests.infra.mosquitto import Mosquitto, free_port
 from tests.infra.pipeline import ConsumerProcess, consumer_config
 from tests.infra.pipeline import write_toml as write_consumer_toml
-from tests.test_consumer_pipeline import assert_exactly_once, wait_for
+from tests.infra.scrape import scrape
+from tests.test_consumer_pipeline import assert_exactly_once, stored, wait_for
+from tests.test_dashboard_api import served
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 CHANNELS = 4
@@ -167,3 +169,49 @@ def test_agent_sigkilled_with_unconfirmed_reports_loses_none(
     assert spool_left(tmp_path / "spool") == set()
     log2 = (tmp_path / "run2.log").read_text(errors="replace")
     assert f"recovered {len(left)} unacknowledged reports" in log2
+
+
+async def test_spool_full_of_unconfirmed_reports_drops_the_oldest_and_counts_them(
+    mosquitto_factory: Callable[..., Mosquitto], model_server: ModelServerProcess,
+    tmp_path: Path,
+) -> None:
+    """A 64 KiB spool (the smallest allowed) and 160 reports nobody confirms: the oldest are
+    dropped and counted (status and /metrics); once the consumer is up the store holds
+    exactly the kept reports and the dashboard's gaps API reports the dropped range."""
+    broker = mosquitto_factory().start()
+    root, dev = "spoolfull", "gw-sfull"
+    n = 40 * CHANNELS
+    metrics_port = free_port()
+    watch = StatusWatch(broker.port, root, dev)
+    d = agent_config(tmp_path, broker.port, root, dev, seconds=40, pace="fast",
+                     spool={"max_bytes": 64 * 1024, "segment_bytes": 16 * 1024},
+                     status={"metrics_port": metrics_port})
+    consumer, db = consumer_for(tmp_path, broker.port, model_server.url, root)
+    try:
+        agent = start_agent(write_toml(tmp_path / "edge.toml", d), tmp_path / "agent.log")
+        st = watch.wait(lambda s: s["reports"] == n and s["spool"]["unconfirmed"] == (
+            s["spool"]["reports"]) and s["link"]["inflight"] == 0, 60,
+            "every report computed, and those kept PUBACKed")
+        dropped = st["spool"]["dropped"]
+        kept = st["spool"]["reports"]
+        assert dropped > 0 and kept > 0 and dropped + kept == n, st["spool"]
+        assert st["spool"]["confirmed"] == 0
+        print(f"spool full: {dropped} of {n} reports dropped, {kept} kept unconfirmed")
+        m = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert m.value("pumpwatch_edge_spool_dropped_reports_total") == dropped
+        consumer.start()
+        assert wait_exit(agent, 90, tmp_path / "agent.log") == 0
+    finally:
+        watch.close()
+        consumer.stop()
+    epoch = int(st["epoch"], 16)
+    # drop-oldest: what is left is the newest run of the stream
+    assert_exactly_once(db, {(dev, epoch, s) for s in range(dropped, n)})
+    assert len(stored(db)) == kept
+    async with served(str(db)) as client, client.get(
+            f"/api/devices/{dev}/gaps?grace_s=0") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["missing"] == dropped
+    assert [(g["epoch"], g["first"], g["last"]) for g in body["gaps"]] == [
+        (f"{epoch:016x}", 0, dropped - 1)]
