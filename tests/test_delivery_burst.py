@@ -38,12 +38,13 @@ from tests.test_consumer_pipeline import assert_exactly_once, stored, wait_for
 ROOT = "burst"
 BROKER_MAX_PACKET = 128 * 1024
 CONSUMER_MAX_PAYLOAD = 32 * 1024  # below the broker's: "oversize" is the consumer's verdict
-# Size of the burst. Measured here (2 cores shared by several test runs, load ~8): 8,000
-# messages cost 47 s (32 s to drain 14,000 reports), so the issue's example of 20,000 would
-# cost ~2 min of a suite that must stay under 15 min. 6,000 messages (~5,300 good ones of 2
-# reports each, 600 bad, ~100 duplicates) cost ~35 s: the largest within the ~40 s budget.
-# PUMPWATCH_BURST_MESSAGES overrides it (e.g. 20000 for a longer run).
-MESSAGES = int(os.environ.get("PUMPWATCH_BURST_MESSAGES", "6000"))
+# Size of the burst. Measured here (2 cores shared by several test runs): 8,000 messages
+# cost 47 s at load ~8 (32 s to drain 14,000 reports); 6,000 cost 30 s at load ~8 and 47 s
+# at load ~11; so the issue's example of 20,000 would cost ~2-3 min of a suite that must stay
+# under 15 min. 5,000 messages (~4,400 good ones of 2 reports each, 500 bad, ~90 duplicates)
+# stay within the ~40 s this test may cost even on a busy machine. PUMPWATCH_BURST_MESSAGES
+# overrides it (e.g. 20000 for a longer run).
+MESSAGES = int(os.environ.get("PUMPWATCH_BURST_MESSAGES", "5000"))
 PER_MESSAGE = 2
 BAD_DEVICES = 24  # bad messages spread so no device exceeds its dead-letter burst budget
 Identity = tuple[str, int, int]
@@ -136,22 +137,23 @@ def dead_letter_rows(db: Path) -> dict[bytes, list[tuple[str, str]]]:
     return out
 
 
-def progress_watch(db: Path, expected: int, within_s: float) -> list[float]:
-    """Poll the row count until ``expected``; the times (s) between increments."""
+def progress_watch(db: Path, expected: int, within_s: float) -> list[tuple[float, int]]:
+    """Poll the row count until ``expected``: each pause (s) between increments, with the
+    row count it ended at."""
     t0 = last = time.monotonic()
-    seen = 0
-    intervals: list[float] = []
+    seen = first = len(stored(db))  # rows from before (the probe)
+    pauses: list[tuple[float, int]] = []
     while seen < expected:
         now = time.monotonic()
         if now - t0 > within_s:
             raise AssertionError(f"{seen} of {expected} rows after {within_s} s")
         n = len(stored(db))
         if n > seen:
-            if seen:  # the first rows wait for the model and store to warm up
-                intervals.append(now - last)
+            if seen > first:  # the first new rows wait for the consumer to start up
+                pauses.append((now - last, n))
             seen, last = n, now
         time.sleep(0.2)
-    return intervals
+    return pauses
 
 
 def test_mixed_burst_into_a_backlogged_consumer_is_fully_accounted(
@@ -239,14 +241,15 @@ def test_mixed_burst_into_a_backlogged_consumer_is_fully_accounted(
     consumer = ConsumerProcess(toml, log).start()
     t0 = time.monotonic()
     try:
-        intervals = progress_watch(db, len(expected), within_s=240)
+        pauses = progress_watch(db, len(expected), within_s=240)
         drain_s = time.monotonic() - t0
         want_keys = {message_key(t, p) for _, t, p in bad}
         wait_for(lambda: want_keys <= set(dead_letter_rows(db)), 30, "every dead letter")
     finally:
         assert consumer.stop() == 0, consumer.log_tail()
     print(f"{len(expected)} reports from {len(burst)} messages drained in {drain_s:.1f} s; "
-          f"longest pause between new rows {max(intervals, default=0):.1f} s")
+          f"longest pause between new rows {max(pauses, default=(0.0, 0))[0]:.1f} s "
+          f"(at row {max(pauses, default=(0.0, 0))[1]})")
 
     assert_exactly_once(db, expected)
     letters = dead_letter_rows(db)
@@ -263,6 +266,7 @@ def test_mixed_burst_into_a_backlogged_consumer_is_fully_accounted(
     # the refused packets never reached the consumer
     assert not [k for k in letters if k in {message_key(topic("big"), h) for h in huge}]
     # never stalled: rows kept arriving while the backlog drained
-    assert max(intervals, default=0) < 15.0, intervals  # the issue's stall: 120 s
+    longest = max(pauses, default=(0.0, 0))
+    assert longest[0] < 15.0, longest  # the issue's stall: no new row for 120 s
     text = log.read_text(errors="replace")
     assert text.count("mqtt connected") == 2, consumer.log_tail()
