@@ -153,8 +153,10 @@ def test_publishing_to_another_devices_topic_is_refused(
         col.stop()
     assert "Not authorized (0x87)" in caplog.text
     assert st["last_error"] and "0x87" in st["last_error"]
-    # each batch in flight is refused once, then the failure hold: no hot retry loop
-    assert 1 <= st["failed_messages"] <= 2
+    # each batch in flight is refused once, then the failure hold: no hot retry loop. Three
+    # intervals of 2 channels are at most 3 messages (how many are in flight before the
+    # first refusal returns depends on the machine's load), so more than 3 is a retry.
+    assert 1 <= st["failed_messages"] <= 3
     assert st["acked"] == 0 and st["spool"]["reports"] == 6
     assert col.identities() == []
 
