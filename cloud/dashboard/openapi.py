@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import lifecycle
+
 Schema = dict[str, Any]
 
 
@@ -144,6 +146,9 @@ SCHEMAS: dict[str, Schema] = {
         "state": {"type": "string", "enum": ["raised", "cleared"]},
         "raised": ISO, "raised_ms": MS, "cleared": STR_NULL, "cleared_ms": NUM_NULL,
         "updated_ms": MS, "reason": STR, "evidence": _array(_ref("Evidence")),
+        "parent": {**STR_NULL, "description": "an episode's asset alarm"},
+        "lifecycle": {"type": ["object", "null"], "description": "asset alarms: status, "
+                      "assignee, verdict, ... (docs/monitoring.md)"},
     }),
     "Alarms": _obj({"alarms": _array(_ref("Alarm"))}),
     "Gap": _obj({
@@ -224,10 +229,13 @@ PATHS: dict[str, Schema] = {
                       "404": _json("Error", "no archived report"), **_ERR},
     }},
     "/api/alarms": {"get": {
-        "summary": "Alarm episodes, newest raised first",
+        "summary": "Alarms (pumps' asset alarms and their channel episodes), newest raised "
+                   "first",
         "operationId": "listAlarms",
         "parameters": [
             _param("pump", "query", "only this pump", _CHANNEL),
+            _param("kind", "query", "asset alarms, channel episodes, or both",
+                   {"type": "string", "enum": ["all", "asset", "episode"], "default": "all"}),
             _param("state", "query", "filter by state",
                    {"type": "string", "enum": ["all", "raised", "cleared"], "default": "all"}),
             _param("limit", "query", "at most this many (1-1000)",
@@ -291,12 +299,14 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "pumpwatch dashboard API",
             "version": "1",
-            "description": "Read-only. Optional bearer token (Authorization: Bearer, or "
+            "description": "Read-only but for the alarm lifecycle (POST /api/alarms/{id}/"
+                           "ack|assign|close, token in the Authorization header). Optional "
+                           "bearer token (Authorization: Bearer, or "
                            "access_token query parameter for EventSource).",
         },
-        "paths": PATHS,
+        "paths": {**PATHS, **lifecycle.OPENAPI_PATHS},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **lifecycle.OPENAPI_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
