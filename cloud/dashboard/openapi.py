@@ -75,6 +75,11 @@ SCHEMAS: dict[str, Schema] = {
             "a model version's latest monitoring run (docs/monitoring.md): model_version, "
             "status (ok, drift, insufficient_data, never_run), checked_ns, unexplained, "
             "features, spectrum, prediction, usage, report")}),
+        "quality": {"type": "object", "additionalProperties": {"type": "object"},
+                    "description": "label-based quality per model version from closed asset "
+                    "alarms (cloud/monitor/quality.py): open, acknowledged, closed, faults, "
+                    "no_fault_found, precision, condition_agreement, confusion, "
+                    "time_to_detection_s"},
     }),
     "PumpSummary": _obj({
         "pump": STR, "site": STR, "channel": {**STR, "description": "the worst channel"},
