@@ -72,8 +72,9 @@ def call(base: str, method: str, path: str, body: object = None, *,
 
 def alarm_events(base: str, done: Any, timeout_s: float = 20.0) -> list[dict[str, Any]]:
     """The stream's alarm events from the start (catch-up), up to the first ``done``."""
-    req = urllib.request.Request(  # noqa: S310 -- loopback http onlybase.rstrip("/") + "/api/stream?last_event_id=0.0",
-                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    req = urllib.request.Request(  # noqa: S310 -- loopback http only
+        base.rstrip("/") + "/api/stream?last_event_id=0.0",
+        headers={"Authorization": f"Bearer {TOKEN}"})
     out: list[dict[str, Any]] = []
     kind = ""
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 -- loopback

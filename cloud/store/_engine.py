@@ -59,6 +59,7 @@ from .records import (
 )
 
 ZONES_BY_RANK = "?ABCD"
+_UNNAMED = frozenset({"healthy", "unknown", "sensor_fault"})
 
 
 class Session(Protocol):
@@ -162,10 +163,11 @@ class SQLStore:
         pump without one opens one (with the model, manifest and condition of the pump's
         newest result in this commit). The asset row is rewritten after its episodes, so
         its ``updated_ns`` moves (the stream and the result topics carry it)."""
+        # The pump's newest result naming a condition (not healthy/unknown/sensor fault),
+        # else its newest: what the model said when the alarm was raised.
         newest: dict[str, ResultRow] = {}
-        for r in fresh:
-            if r.pump not in newest or r.t0_ns >= newest[r.pump].t0_ns:
-                newest[r.pump] = r
+        for r in sorted(fresh, key=lambda r: (r.condition not in _UNNAMED, r.t0_ns)):
+            newest[r.pump] = r
         assets: dict[str, AlarmRow | None] = {}
         out: list[AlarmRow] = []
         touched: dict[str, AlarmRow] = {}
