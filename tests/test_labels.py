@@ -73,6 +73,19 @@ def test_export_reads_back_into_training(tmp_path: Path) -> None:
     clf = fit(TrainConfig(), reports, names)  # models.training takes them as they are
     assert set(clf.classes) == {"bearing_outer", "healthy"}
 
+    # pumpwatch train takes the export beside the simulated training split
+    trained = pumpwatch("train", "--out", str(tmp_path / "m"), "--pumps-per-class", "1",
+                        "--test-pumps-per-class", "1", "--calib-pumps-per-class", "0",
+                        "--seconds", "1", "--quiet", "--labels", str(out))
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["n_label_reports"] == 8
+    (out / "labels.jsonl").write_text(
+        (out / "labels.jsonl").read_text().replace('"bearing_outer"', '"gremlins"'))
+    refused = pumpwatch("train", "--out", str(tmp_path / "m2"), "--quiet", "--labels", str(out))
+    assert refused.returncode == 2 and "gremlins" in refused.stderr
+    assert not (tmp_path / "m2").exists()
+
     # a window that closed nothing exports nothing
     empty = pumpwatch("labels", "export", "--store", url, "--since", "2000-01-01T00:00:00Z",
                       "--until", "2001-01-01T00:00:00Z", "--out", str(tmp_path / "none"))
