@@ -357,15 +357,18 @@ async def test_openapi_describes_every_route_and_nothing_else(client: Client) ->
     async with client.get("/api/openapi.json") as resp:
         doc = await resp.json()
     assert doc == msgspec.json.decode(msgspec.json.encode(DOC))
-    routes = {
-        r.resource.canonical
-        for r in create_app(DashboardSettings(store_url="sqlite:///x.db")).router.routes()
-        if r.resource is not None and r.resource.canonical.startswith("/api/")
-        and r.method == "GET"
-    }
-    assert routes == set(doc["paths"])
+    methods: dict[str, set[str]] = {}
+    for r in create_app(DashboardSettings(store_url="sqlite:///x.db")).router.routes():
+        if r.resource is not None and r.resource.canonical.startswith("/api/") \
+                and r.method in ("GET", "POST"):
+            methods.setdefault(r.resource.canonical, set()).add(r.method.lower())
+    assert set(methods) == set(doc["paths"])
     for path, item in doc["paths"].items():
-        assert set(item) == {"get"}, path  # read-only
+        assert set(item) == methods[path], path
+        if "post" in item:  # only the alarm lifecycle writes
+            assert path.startswith("/api/alarms/{id}/") and set(item) == {"post"}
+            assert "200" in item["post"]["responses"]
+            continue
         assert "200" in item["get"]["responses"]
         declared = item["get"].get("parameters", [])
         params = {p["name"] for p in declared if p["in"] == "path"}
@@ -423,7 +426,7 @@ async def test_alarms_raised_and_cleared_by_the_consumers_alarm_path(filled: str
         evidence = [EvidenceRow("env_bpfo", 14.2, "BPFO 176.2 Hz, 3 harmonics")]
         await commit(filled, p2[:1], alarms=alarm_path(), anomalous=True, anomaly_score=7.9,
                      evidence=evidence)
-        async with c.get("/api/alarms?state=raised") as resp:
+        async with c.get("/api/alarms?state=raised&kind=episode") as resp:
             (a,) = (await checked(resp, "/api/alarms"))["alarms"]
         assert a["pump"] == "p2" and a["kind"] == "anomaly"
         assert a["raised_ms"] == (T0 + 20 * S) / 1e6
@@ -434,10 +437,15 @@ async def test_alarms_raised_and_cleared_by_the_consumers_alarm_path(filled: str
             pumps = {p["pump"]: p for p in (await checked(resp, "/api/pumps"))["pumps"]}
         assert pumps["p2"]["alarm_state"] == "raised" and pumps["p1"]["alarm_state"] == "none"
         await commit(filled, p2[1:], alarms=alarm_path())  # one clean window clears it
-        async with c.get("/api/alarms?state=raised") as resp:
+        async with c.get("/api/alarms?state=raised&kind=episode") as resp:
             assert (await checked(resp, "/api/alarms"))["alarms"] == []
-        async with c.get("/api/alarms?pump=p2") as resp:
+        # the pump's asset alarm stays raised until an operator closes it
+        async with c.get("/api/alarms?state=raised") as resp:
+            (asset,) = (await checked(resp, "/api/alarms"))["alarms"]
+        assert asset["kind"] == "asset" and asset["lifecycle"]["status"] == "open"
+        async with c.get("/api/alarms?pump=p2&kind=episode") as resp:
             (done,) = (await checked(resp, "/api/alarms"))["alarms"]
+        assert done["parent"] == asset["id"]
         assert done["state"] == "cleared" and done["id"] == a["id"]
         assert done["cleared_ms"] == (T0 + 21 * S) / 1e6
 

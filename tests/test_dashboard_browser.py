@@ -141,7 +141,7 @@ class Stack:
                 if what == "count":
                     return (await store.counts()).results
                 if what == "alarms":
-                    return await store.alarms(pump=pump)
+                    return await store.alarms(pump=pump, kind="episode")  # not the asset alarm
                 return max((r.stored_ns for r in await store.results(pump=pump)), default=None)
             finally:
                 await store.close()

@@ -114,17 +114,21 @@ async def test_alarm_reads_for_the_list_and_the_stream(store: Store) -> None:
     for i, flag in enumerate(flags):
         r = result(seq=i, pump="p1", t0_ns=i * S, anomalous=flag)
         outs.append(await store.commit(Commit(results=[r]), alarms=tracker.evaluate))
-    stamps = [a.updated_ns for o in outs for a in o.alarms]
-    assert len(stamps) == 3 and stamps == sorted(stamps)
-    by_update = await store.alarms()
+    # every commit writes its episode, then the pump's asset alarm (one: never closed)
+    assert [[a.kind for a in o.alarms] for o in outs] == [["anomaly", "asset"]] * 3
+    assert len({a.id for o in outs for a in o.alarms if a.kind == "asset"}) == 1
+    all_stamps = [a.updated_ns for o in outs for a in o.alarms]
+    assert all_stamps == sorted(all_stamps) and len(set(all_stamps)) == 6
+    stamps = [a.updated_ns for o in outs for a in o.alarms if a.kind != "asset"]
+    by_update = await store.alarms(kind="episode")
     assert [a.state for a in by_update] == ["cleared", "raised"]
-    newest = await store.alarms(order="raised_desc", limit=1)
+    newest = await store.alarms(order="raised_desc", limit=1, kind="episode")
     assert newest[0].raised_ns == 2 * S and newest[0].state == "raised"
     assert await store.active_alarms() == {"p1": 1}
     after = await store.alarms(since_updated_ns=stamps[1], upto_updated_ns=stamps[2])
     assert [a.updated_ns for a in after] == [stamps[2]]
     marks = await store.watermarks()
-    assert marks[1] == stamps[2] and marks[0] == outs[-1].stored_ns
+    assert marks[1] == all_stamps[-1] and marks[0] == outs[-1].stored_ns
     stored = await store.results_stored_after(outs[0].stored_ns)
     assert [r.seq for r in stored] == [1, 2]
     assert msgspec.structs.asdict(stored[0])["extra"] == {}

@@ -1,4 +1,5 @@
-"""The dashboard's HTTP server: read-only JSON API, live SSE stream, and the web page.
+"""The dashboard's HTTP server: JSON API (read-only but for the alarm lifecycle), live SSE
+stream, and the web page.
 
 Every read goes through the public read interface of :mod:`cloud.store`
 (SQLite or PostgreSQL, opened read-only on first use: :mod:`._store`); report
@@ -30,6 +31,7 @@ from cloud.metrics import metrics_handler
 from cloud.store import ResultRow, Store, StoreError
 from dsp.report import NAME_RE, NAME_RULE
 
+from . import lifecycle as alarm_lifecycle
 from . import models, rollout
 from ._store import StoreHandle
 from .metrics import DashboardMetrics
@@ -104,19 +106,22 @@ def error(status: int, message: str, parameter: str | None = None) -> web.Respon
 # -- query parameters -------------------------------------------------------------------------
 
 
+# /api/alarms?kind=: asset alarms (cloud/dashboard/lifecycle.py), channel episodes, or both
+ALARM_KINDS = ("all", "asset", "episode")
 # The query parameters each route accepts (a test holds the OpenAPI document to these).
 QUERY_PARAMS: dict[str, frozenset[str]] = {
     "/api/pumps": frozenset(),
     "/api/pumps/{pump}/history": frozenset({"since", "until", "channel", "max_points"}),
     "/api/pumps/{pump}/spectrum": frozenset({"channel"}),
     "/api/pumps/{pump}/spectra": frozenset({"channel", "n", "kind", "bins"}),
-    "/api/alarms": frozenset({"pump", "state", "limit"}),
+    "/api/alarms": frozenset({"pump", "state", "kind", "limit"}),
     "/api/classes": frozenset(),
     "/api/monitoring": frozenset(),
     "/api/rollout": frozenset(),
     "/api/devices/{device}/gaps": frozenset({"grace_s", "limit"}),
     "/api/openapi.json": frozenset(),
     "/api/stream": frozenset({"last_event_id"}),
+    "/api/alarms/{id}": frozenset(),  # cloud/dashboard/lifecycle.py
 }
 
 
@@ -365,10 +370,12 @@ async def get_alarms(request: web.Request) -> web.Response:
     check_params(request, "/api/alarms")
     pump = param_name(request, "pump")
     state = param_choice(request, "state", ("all", "raised", "cleared"), "all")
+    kind = param_choice(request, "kind", ALARM_KINDS, "all")
     limit = param_int(request, "limit", 200, 1, 1000)
     store = await request.app[STORE].get()
     alarms = await store.alarms(
-        pump=pump, state=None if state == "all" else state, limit=limit, order="raised_desc"
+        pump=pump, state=None if state == "all" else state, limit=limit, order="raised_desc",
+        kind=None if kind == "all" else kind,
     )
     return json_response({"alarms": [alarm_json(a) for a in alarms]})
 
@@ -480,6 +487,7 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app.router.add_get("/api/stream", get_stream)
     app.router.add_get("/metrics", metrics_handler(metrics.registry))  # docs/metrics.md
     models.install(app, metrics.registry, lambda: app[STORE])  # /api/monitoring, drift series
+    alarm_lifecycle.install(app, lambda: app[STORE], lambda: settings.token)  # /api/alarms/{id}
 
     def announce(kind: str, data: bytes) -> None:
         if HUB in app:

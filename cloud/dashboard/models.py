@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cloud.monitor.quality import store_quality
 from cloud.store import MonitorRun, StoreError
 
 from ._store import StoreHandle
@@ -120,7 +121,9 @@ def install(app: web.Application, registry: CollectorRegistry,
         runs = await s.monitor_runs()
         cache.runs = runs
         versions = sorted({m.model_version for m in await s.manifests()})
-        return web.json_response(models_json(runs, versions))
+        body = models_json(runs, versions)
+        body["quality"] = await store_quality(s)  # label-based, from closed asset alarms
+        return web.json_response(body)
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/api/monitoring", get_models)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import lifecycle
+
 Schema = dict[str, Any]
 
 
@@ -73,6 +75,11 @@ SCHEMAS: dict[str, Schema] = {
             "a model version's latest monitoring run (docs/monitoring.md): model_version, "
             "status (ok, drift, insufficient_data, never_run), checked_ns, unexplained, "
             "features, spectrum, prediction, usage, report")}),
+        "quality": {"type": "object", "additionalProperties": {"type": "object"},
+                    "description": "label-based quality per model version from closed asset "
+                    "alarms (cloud/monitor/quality.py): open, acknowledged, closed, faults, "
+                    "no_fault_found, precision, condition_agreement, confusion, "
+                    "time_to_detection_s"},
     }),
     "RolloutEvent": _obj({
         "event": {**STR, "description": "`auto-rollback`"},
@@ -172,6 +179,9 @@ SCHEMAS: dict[str, Schema] = {
         "state": {"type": "string", "enum": ["raised", "cleared"]},
         "raised": ISO, "raised_ms": MS, "cleared": STR_NULL, "cleared_ms": NUM_NULL,
         "updated_ms": MS, "reason": STR, "evidence": _array(_ref("Evidence")),
+        "parent": {**STR_NULL, "description": "an episode's asset alarm"},
+        "lifecycle": {"type": ["object", "null"], "description": "asset alarms: status, "
+                      "assignee, verdict, ... (docs/monitoring.md)"},
     }),
     "Alarms": _obj({"alarms": _array(_ref("Alarm"))}),
     "Gap": _obj({
@@ -252,10 +262,13 @@ PATHS: dict[str, Schema] = {
                       "404": _json("Error", "no archived report"), **_ERR},
     }},
     "/api/alarms": {"get": {
-        "summary": "Alarm episodes, newest raised first",
+        "summary": "Alarms (pumps' asset alarms and their channel episodes), newest raised "
+                   "first",
         "operationId": "listAlarms",
         "parameters": [
             _param("pump", "query", "only this pump", _CHANNEL),
+            _param("kind", "query", "asset alarms, channel episodes, or both",
+                   {"type": "string", "enum": ["all", "asset", "episode"], "default": "all"}),
             _param("state", "query", "filter by state",
                    {"type": "string", "enum": ["all", "raised", "cleared"], "default": "all"}),
             _param("limit", "query", "at most this many (1-1000)",
@@ -331,12 +344,14 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "pumpwatch dashboard API",
             "version": "1",
-            "description": "Read-only. Optional bearer token (Authorization: Bearer, or "
+            "description": "Read-only but for the alarm lifecycle (POST /api/alarms/{id}/"
+                           "ack|assign|close, token in the Authorization header). Optional "
+                           "bearer token (Authorization: Bearer, or "
                            "access_token query parameter for EventSource).",
         },
-        "paths": PATHS,
+        "paths": {**PATHS, **lifecycle.OPENAPI_PATHS},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **lifecycle.OPENAPI_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

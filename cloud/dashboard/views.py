@@ -120,6 +120,8 @@ def alarm_json(a: AlarmRow) -> Json:
         "cleared_ms": None if a.cleared_ns is None else ms(a.cleared_ns),
         "updated_ms": ms(a.updated_ns), "reason": a.reason,
         "evidence": [{"name": e.name, "value": num(e.value), "note": e.note} for e in a.evidence],
+        "parent": a.parent,
+        "lifecycle": None if a.lifecycle is None else msgspec.to_builtins(a.lifecycle),
     }
 
 

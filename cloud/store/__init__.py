@@ -16,11 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 from .base import AlarmEvaluator, ChannelKey, HistogramHook, SchemaError, Store, StoreError
+from .lifecycle import ACTIONS, AlarmChange, LifecycleError
 from .records import (
     DEAD_LETTER_KINDS,
+    NO_FAULT_FOUND,
+    AlarmEvent,
     AlarmOrder,
     AlarmRow,
     AlarmState,
+    AlarmStatus,
     ArchivedReport,
     Commit,
     CommitOutcome,
@@ -30,6 +34,7 @@ from .records import (
     Gap,
     HistCell,
     Identity,
+    Lifecycle,
     ManifestRow,
     MonitorRun,
     PruneOutcome,
@@ -59,11 +64,16 @@ def make_store(url: str, **options: Any) -> Store:
 
 
 __all__ = [
+    "ACTIONS",
     "DEAD_LETTER_KINDS",
+    "NO_FAULT_FOUND",
+    "AlarmChange",
     "AlarmEvaluator",
+    "AlarmEvent",
     "AlarmOrder",
     "AlarmRow",
     "AlarmState",
+    "AlarmStatus",
     "ArchivedReport",
     "ChannelKey",
     "Commit",
@@ -75,6 +85,8 @@ __all__ = [
     "HistCell",
     "HistogramHook",
     "Identity",
+    "Lifecycle",
+    "LifecycleError",
     "ManifestRow",
     "MonitorRun",
     "PruneOutcome",

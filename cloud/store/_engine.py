@@ -33,10 +33,12 @@ from typing import Any, Protocol
 import msgspec
 
 from . import _sql as q
-from . import delivery
+from . import delivery, lifecycle
 from ._dialect import Dialect
 from .base import AlarmEvaluator, ChannelKey, HistogramHook
+from .lifecycle import AlarmChange
 from .records import (
+    AlarmEvent,
     AlarmOrder,
     AlarmRow,
     ArchivedReport,
@@ -46,6 +48,7 @@ from .records import (
     Gap,
     HistCell,
     Identity,
+    Lifecycle,
     ManifestRow,
     MonitorRun,
     PruneOutcome,
@@ -56,6 +59,7 @@ from .records import (
 )
 
 ZONES_BY_RANK = "?ABCD"
+_UNNAMED = frozenset({"healthy", "unknown", "sensor_fault"})
 
 
 class Session(Protocol):
@@ -138,6 +142,7 @@ class SQLStore:
             stamped: list[AlarmRow] = []
             if written:
                 await self._lock_alarms(tx)
+                written = await self._group_assets(tx, written, fresh)
                 ((top,),) = await tx.fetch(q.ALARMS_TOP)
                 base = max(now, int(top) + 1)
                 stamped = [msgspec.structs.replace(a, updated_ns=base + i)
@@ -150,6 +155,50 @@ class SQLStore:
                                  len(q.ALARM_COLUMNS))
         return CommitOutcome(results_inserted=len(fresh), archived=n_archive,
                              dead_lettered=n_dead, stored_ns=now, alarms=stamped)
+
+    async def _group_assets(
+        self, tx: Session, written: list[AlarmRow], fresh: list[ResultRow]
+    ) -> list[AlarmRow]:
+        """Episodes join their pump's asset alarm that is not closed; a raised episode on a
+        pump without one opens one (with the model, manifest and condition of the pump's
+        newest result in this commit). The asset row is rewritten after its episodes, so
+        its ``updated_ns`` moves (the stream and the result topics carry it)."""
+        # The pump's newest result naming a condition (not healthy/unknown/sensor fault),
+        # else its newest: what the model said when the alarm was raised.
+        newest: dict[str, ResultRow] = {}
+        for r in sorted(fresh, key=lambda r: (r.condition not in _UNNAMED, r.t0_ns)):
+            newest[r.pump] = r
+        assets: dict[str, AlarmRow | None] = {}
+        out: list[AlarmRow] = []
+        touched: dict[str, AlarmRow] = {}
+        for a in written:
+            if a.kind == "asset":
+                out.append(a)
+                continue
+            if a.pump not in assets:
+                rows = await tx.fetch(self.dialect.sql(q.OPEN_ASSET), (a.pump,))
+                assets[a.pump] = None if not rows else AlarmRow(
+                    id=str(rows[0][0]), site=a.site, pump=a.pump, kind="asset",
+                    state="raised", raised_ns=int(rows[0][1]), reason="")
+            asset = assets[a.pump]
+            if asset is None and a.state == "raised":
+                latest = newest.get(a.pump)
+                condition = "" if latest is None else latest.condition
+                asset = AlarmRow(
+                    id=f"{a.pump}:asset:{a.raised_ns}", site=a.site, pump=a.pump,
+                    kind="asset", state="raised", raised_ns=a.raised_ns, reason="",
+                    lifecycle=Lifecycle(
+                        model_version="" if latest is None else latest.model_version,
+                        manifest_digest=None if latest is None else latest.manifest_digest,
+                        condition=condition))
+                assets[a.pump] = asset
+            if asset is None:
+                out.append(a)
+                continue
+            out.append(msgspec.structs.replace(a, parent=asset.id))
+            touched[asset.id] = msgspec.structs.replace(
+                asset, reason=f"{a.channel}: {a.reason}", evidence=a.evidence)
+        return out + list(touched.values())
 
     async def _write_latest(self, tx: Session, fresh: list[ResultRow]) -> None:
         newest: dict[tuple[str, str], ResultRow] = {}
@@ -178,6 +227,49 @@ class SQLStore:
                          [(*k, v, now) for k, v in sorted(new_states.items())],
                          len(q.STATE_COLUMNS))
         return alarms
+
+    async def change_alarm(self, alarm_id: str, change: AlarmChange) -> AlarmRow:
+        """Apply an operator's change to an asset alarm (see :mod:`.lifecycle`): the new
+        lifecycle and its event in one transaction, stamped like every alarm write (so
+        the live stream and result topics carry it). :class:`KeyError` for an unknown
+        asset alarm, :class:`~.lifecycle.LifecycleError` for a refused change."""
+        d = self.dialect
+        async with self._write() as tx:
+            await self._lock_alarms(tx)
+            sql = q.select(q.ALARM_COLUMNS, "alarms", " WHERE id = ? AND kind = 'asset'",
+                           "id", 1)
+            rows = await tx.fetch(d.sql(sql), (alarm_id,))
+            if not rows:
+                raise KeyError(alarm_id)
+            row = q.alarm_row(rows[0])
+            lc = row.lifecycle or Lifecycle()
+            classes: list[str] = []
+            if lc.manifest_digest:
+                got = await tx.fetch(d.sql("SELECT manifest FROM manifests WHERE digest = ?"),
+                                     (lc.manifest_digest,))
+                if got:
+                    body = msgspec.json.decode(str(got[0][0]))
+                    classes = [str(c.get("name")) for c in body.get("classes", [])]
+            new = lifecycle.apply(lc, change, classes)
+            ((top,),) = await tx.fetch(q.ALARMS_TOP)
+            stamp = max(time.time_ns(), int(top) + 1)
+            closed = new.status == "closed"
+            await tx.execute(d.sql(q.SET_LIFECYCLE), (
+                "cleared" if closed else "raised", change.at_ns if closed else None, stamp,
+                q.json_text(new), alarm_id))
+            detail = {k: v for k, v in msgspec.structs.asdict(change).items()
+                      if k not in ("action", "actor", "at_ns") and v is not None}
+            await self._bulk(tx, q.insert_events, [
+                (alarm_id, stamp, change.actor, change.action, q.json_text(detail))],
+                len(q.EVENT_COLUMNS))
+        return msgspec.structs.replace(row, lifecycle=new, updated_ns=stamp,
+                                       state="cleared" if closed else "raised",
+                                       cleared_ns=change.at_ns if closed else None)
+
+    async def alarm_events(self, alarm_id: str) -> list[AlarmEvent]:
+        async with self._read() as s:
+            return [q.event_row(r) for r in await s.fetch(self.dialect.sql(q.EVENTS),
+                                                         (alarm_id,))]
 
     async def prune(self, *, before_ns: int) -> PruneOutcome:
         d = self.dialect
@@ -374,8 +466,18 @@ class SQLStore:
         upto_updated_ns: int | None = None,
         limit: int | None = None,
         order: AlarmOrder = "updated",
+        kind: str | None = None,
+        parent: str | None = None,
+        alarm_id: str | None = None,
+        closed_since_ns: int | None = None,
+        closed_until_ns: int | None = None,
     ) -> list[AlarmRow]:
         w, params = q.where([("pump", "=", pump), ("state", "=", state),
+                             ("kind", "<>" if kind == "episode" else "=",
+                              "asset" if kind == "episode" else kind),
+                             ("parent", "=", parent),
+                             ("id", "=", alarm_id), ("cleared_ns", ">=", closed_since_ns),
+                             ("cleared_ns", "<", closed_until_ns),
                              ("updated_ns", ">", since_updated_ns),
                              ("updated_ns", "<=", upto_updated_ns)])
         by = "updated_ns, id" if order == "updated" else "raised_ns DESC, id DESC"

@@ -22,10 +22,12 @@ import msgspec
 
 from ._dialect import ColumnType, Dialect
 from .records import (
+    AlarmEvent,
     AlarmRow,
     ArchivedReport,
     DeadLetter,
     EvidenceRow,
+    Lifecycle,
     ManifestRow,
     ResultRow,
 )
@@ -197,6 +199,22 @@ MIGRATIONS: tuple[str, ...] = (
         summary TEXT NOT NULL
     );
     """,
+    # 7: the alarm lifecycle: asset alarms (kind 'asset') group a pump's channel episodes
+    # (parent), carry the operators' state (lifecycle, JSON); every change is an event
+    """
+    ALTER TABLE alarms ADD COLUMN parent TEXT;
+    ALTER TABLE alarms ADD COLUMN lifecycle TEXT;
+    CREATE INDEX alarms_parent ON alarms (parent);
+    CREATE INDEX alarms_kind ON alarms (kind, pump, state);
+    CREATE TABLE alarm_events (
+        alarm_id TEXT NOT NULL,
+        at_ns BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (alarm_id, at_ns)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -229,7 +247,11 @@ DEAD_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
 ALARM_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("id", "text"), ("site", "text"), ("pump", "text"), ("channel", "text"), ("kind", "text"),
     ("state", "text"), ("raised_ns", "i64"), ("cleared_ns", "i64"), ("updated_ns", "i64"),
-    ("reason", "text"), ("evidence", "text"),
+    ("reason", "text"), ("evidence", "text"), ("parent", "text"), ("lifecycle", "text"),
+)
+EVENT_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
+    ("alarm_id", "text"), ("at_ns", "i64"), ("actor", "text"), ("action", "text"),
+    ("detail", "text"),
 )
 MANIFEST_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("digest", "text"), ("model_version", "text"), ("manifest", "text"), ("stored_ns", "i64"),
@@ -348,19 +370,31 @@ def dead_row(row: Sequence[Any]) -> DeadLetter:
                       seq=s, payload=bytes(payload))
 
 
+_lifecycle_json = msgspec.json.Decoder(Lifecycle).decode
+
+
 def alarm_params(a: AlarmRow) -> tuple[Any, ...]:
     return (a.id, a.site, a.pump, a.channel, a.kind, a.state, a.raised_ns, a.cleared_ns,
-            a.updated_ns, a.reason, json_text(a.evidence))
+            a.updated_ns, a.reason, json_text(a.evidence), a.parent,
+            None if a.lifecycle is None else json_text(a.lifecycle))
 
 
 def alarm_row(row: Sequence[Any]) -> AlarmRow:
-    aid, site, pump, channel, kind, state, raised, cleared, updated, reason, evidence = row
+    (aid, site, pump, channel, kind, state, raised, cleared, updated, reason, evidence,
+     parent, lifecycle) = row
     return AlarmRow(
         id=aid, site=site, pump=pump, channel=channel, kind=kind,
         state="cleared" if state == "cleared" else "raised", raised_ns=raised,
         cleared_ns=cleared, updated_ns=updated, reason=reason,
-        evidence=_evidence_decode(evidence),
+        evidence=_evidence_decode(evidence), parent=parent,
+        lifecycle=None if lifecycle is None else _lifecycle_json(lifecycle),
     )
+
+
+def event_row(row: Sequence[Any]) -> AlarmEvent:
+    alarm_id, at_ns, actor, action, detail = row
+    return AlarmEvent(alarm_id=alarm_id, at_ns=int(at_ns), actor=actor, action=action,
+                      detail=detail)
 
 
 def manifest_row(row: Sequence[Any]) -> ManifestRow:
@@ -411,6 +445,20 @@ def insert_manifests(d: Dialect, n: int) -> str:
 def upsert_alarms(d: Dialect, n: int) -> str:
     return insert(d, "alarms", ALARM_COLUMNS, n, "id",
                   update=("state", "cleared_ns", "updated_ns", "reason", "evidence"))
+
+
+def insert_events(d: Dialect, n: int) -> str:
+    return insert(d, "alarm_events", EVENT_COLUMNS, n, "alarm_id, at_ns")
+
+
+# An episode's asset alarm: the pump's one that is not closed.
+OPEN_ASSET = ("SELECT id, raised_ns FROM alarms WHERE kind = 'asset' AND pump = ? "
+              "AND state = 'raised' ORDER BY raised_ns DESC LIMIT 1")
+# A lifecycle change (the state, closing time and lifecycle; parent and episodes stay).
+SET_LIFECYCLE = ("UPDATE alarms SET state = ?, cleared_ns = ?, updated_ns = ?, lifecycle = ? "
+                 "WHERE id = ? AND kind = 'asset'")
+EVENTS = (f"SELECT {names(EVENT_COLUMNS)} FROM alarm_events "  # noqa: S608
+          "WHERE alarm_id = ? ORDER BY at_ns")
 
 
 def insert_states(d: Dialect, n: int) -> str:
@@ -467,7 +515,8 @@ PRUNE: tuple[str, ...] = (
     "DELETE FROM results WHERE received_ns < ?",
     "DELETE FROM archive WHERE received_ns < ?",
     "DELETE FROM dead_letters WHERE received_ns < ?",
-    "DELETE FROM alarms WHERE state = 'cleared' AND updated_ns < ?",
+    # closed asset alarms are labels (pumpwatch labels export): kept
+    "DELETE FROM alarms WHERE state = 'cleared' AND kind <> 'asset' AND updated_ns < ?",
 )
 # A channel whose newest result was pruned leaves the fleet view (as when it had none).
 PRUNE_LATEST = (
@@ -486,7 +535,8 @@ HIST_START = "SELECT min(bucket_ns) FROM monitor_hist WHERE model_version = ?"
 LAST_T0 = "SELECT max(t0_ns) FROM results WHERE pump = ?"
 WATERMARKS = ("SELECT (SELECT coalesce(max(stored_ns), 0) FROM results), "
               "(SELECT coalesce(max(updated_ns), 0) FROM alarms)")
-ACTIVE_ALARMS = "SELECT pump, count(*) FROM alarms WHERE state = 'raised' GROUP BY pump"
+ACTIVE_ALARMS = ("SELECT pump, count(*) FROM alarms WHERE state = 'raised' AND kind <> 'asset' "
+                 "GROUP BY pump")
 ZONE_CASE = (
     "CASE iso_zone WHEN 'A' THEN 1 WHEN 'B' THEN 2 WHEN 'C' THEN 3 WHEN 'D' THEN 4 ELSE 0 END"
 )

@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from .lifecycle import AlarmChange
 from .records import (
+    AlarmEvent,
     AlarmOrder,
     AlarmRow,
     ArchivedReport,
@@ -145,10 +147,25 @@ class Store(Protocol):
         upto_updated_ns: int | None = None,
         limit: int | None = None,
         order: AlarmOrder = "updated",
+        kind: str | None = None,
+        parent: str | None = None,
+        alarm_id: str | None = None,
+        closed_since_ns: int | None = None,
+        closed_until_ns: int | None = None,
     ) -> list[AlarmRow]:
-        """Alarm episodes: ``since_updated_ns < updated_ns <= upto_updated_ns``; ``order``
+        """Alarms (episodes and asset alarms; ``kind`` ("episode": every kind but
+        "asset"), ``parent`` and ``alarm_id`` select):
+        ``since_updated_ns < updated_ns <= upto_updated_ns``, ``closed_since_ns <=
+        cleared_ns < closed_until_ns``; ``order``
         "updated" (by last write, oldest first: the live stream's) or "raised_desc"
         (newest raised first: the alarm list's)."""
+
+    async def change_alarm(self, alarm_id: str, change: AlarmChange) -> AlarmRow:
+        """Apply an operator's change to an asset alarm (see :mod:`.lifecycle`); the
+        alarm after it. KeyError: no such asset alarm; LifecycleError: refused."""
+
+    async def alarm_events(self, alarm_id: str) -> list[AlarmEvent]:
+        """An asset alarm's lifecycle changes, oldest first."""
 
     async def active_alarms(self) -> dict[str, int]:
         """Pump -> number of its alarm episodes in state "raised"."""

@@ -161,10 +161,53 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
 
 
 AlarmState = Literal["raised", "cleared"]
+# An asset alarm's lifecycle (one vocabulary: cloud.store.lifecycle moves between them).
+AlarmStatus = Literal["open", "acknowledged", "closed"]
+NO_FAULT_FOUND = "no_fault_found"
+
+
+class Lifecycle(msgspec.Struct, frozen=True, kw_only=True):
+    """An asset alarm's operator-facing state (``kind == "asset"`` rows only).
+
+    ``model_version``/``manifest_digest``/``condition``: what raised it (the newest
+    result of the pump in the raising commit: its model, bundle manifest and named
+    condition). ``verdict``: the confirmed failure mode when closed (a manifest class
+    or ``no_fault_found``); ``onset_ns``: when the operator says the fault began (for
+    time to detection), if they know.
+    """
+
+    status: AlarmStatus = "open"
+    model_version: str = ""
+    manifest_digest: str | None = None
+    condition: str = ""
+    acknowledged_by: str | None = None
+    acknowledged_ns: int | None = None
+    assignee: str | None = None
+    closed_by: str | None = None
+    closed_ns: int | None = None
+    verdict: str | None = None
+    action_taken: str | None = None
+    note: str | None = None
+    onset_ns: int | None = None
+
+
+class AlarmEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One lifecycle change of an asset alarm: who, when, what (``detail``: JSON text)."""
+
+    alarm_id: str
+    at_ns: int
+    actor: str
+    action: str  # "ack", "assign", "close"
+    detail: str = "{}"
 
 
 class AlarmRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One alarm episode of one pump channel, as the dashboard reads it.
+    """One alarm episode of one pump channel, or one pump's asset alarm, as the
+    dashboard reads it.
+
+    An asset alarm (``kind == "asset"``, ``channel`` None) groups the episodes raised
+    on its pump while it is not closed (their ``parent``); it stays ``raised`` until an
+    operator closes it (``lifecycle``), then ``cleared`` at the closing time.
 
     Written by the consumer's alarm state machines (``cloud.consumer.alarms``) in the
     store's commit, read by the dashboard: ``id`` stable per episode (upserted),
@@ -184,6 +227,8 @@ class AlarmRow(msgspec.Struct, frozen=True, kw_only=True):
     channel: str | None = None
     cleared_ns: int | None = None
     updated_ns: int = 0
+    parent: str | None = None  # an episode's asset alarm (``kind == "asset"``)
+    lifecycle: Lifecycle | None = None  # asset alarms only
 
 
 # by last write, oldest first (ties by id) / newest raised first (ties by id, descending)

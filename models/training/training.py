@@ -39,6 +39,7 @@ calibrated top-class confidence.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -184,9 +185,18 @@ def train(
     cfg: TrainConfig,
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    labelled: tuple[Sequence[dsp.Report], Sequence[str]] | None = None,
 ) -> TrainResult:
-    """Simulate, fit, and measure on the held-out split."""
+    """Simulate, fit, and measure on the held-out split. ``labelled``: more training
+    reports and their labels (operators' verdicts, :func:`.labels.read_labels`), added to
+    the simulated training split; each label must be a class the simulator trains
+    (ValueError naming the others). The held-out measurement stays simulated."""
     t0 = time.perf_counter()
+    extra_reports, extra_labels = labelled if labelled is not None else ((), ())
+    unknown = sorted(set(extra_labels) - set(CLASSES))
+    if unknown:  # before any simulation
+        raise ValueError(f"labels {unknown} are not classes the simulator trains "
+                         f"({list(CLASSES)})")
 
     def stage(name: str) -> Progress | None:
         if progress is None:
@@ -206,6 +216,11 @@ def train(
         progress=stage("simulate calibration"),
     ) if cfg.calib_pumps_per_class > 0 else None
     t_sim = time.perf_counter() - t0
+    if extra_labels:
+        g0 = max(tr.groups, default=-1) + 1  # each labelled report its own group
+        tr = dataclasses.replace(tr, reports=[*tr.reports, *extra_reports],
+                                 labels=[*tr.labels, *extra_labels],
+                                 groups=[*tr.groups, *range(g0, g0 + len(extra_labels))])
     clf = fit(cfg, tr.reports, tr.labels)
     classes = clf.classes  # the manifest's machine classes, in output order
     y_te = label_index(te.labels, classes)
@@ -241,6 +256,7 @@ def train(
         "sim_train_macro_f1": round(macro_f1(tr.labels, train_pred, classes), 4),
         **by_source,
         "n_train_reports": float(len(tr.reports)),
+        "n_label_reports": float(len(extra_labels)),
         "n_test_reports": float(len(te.reports)),
         "n_calibration_reports": float(len(ca.reports) if ca is not None else 0),
         **{f"sim_f1_{c}": round(float(v), 4) for c, v in zip(classes, f1, strict=True)},

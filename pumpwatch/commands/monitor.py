@@ -52,7 +52,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--no-registry", action="store_true",
                    help="neither read training statistics nor record the status")
     r.set_defaults(func=_run)
-    s = ms.add_parser("status", help="each registered version's drift status")
+    s = ms.add_parser("status", help="each registered version's drift status and label-based "
+                      "quality (closed alarms in the store)")
+    add_store_args(s)
     s.set_defaults(func=_status)
 
 
@@ -171,7 +173,7 @@ def _status(args: argparse.Namespace) -> int:
     reg = _registry(args)
     try:
         deployed = {d.model_version: d.endpoint for d in reg.deployments()}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for g in reg.list_groups():
             for p in reg.list_packages(g):
                 m = p.customer_metadata
@@ -183,13 +185,53 @@ def _status(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"pumpwatch monitor: {exc}")
         return 1
+    quality = _quality(args)
+    listed = {r["model_version"] for r in rows}
+    for r in rows:
+        r["quality"] = quality.get(r["model_version"])
+    extra = {v: q for v, q in quality.items() if v not in listed}
     if args.json:
-        print(json.dumps({"versions": rows}))
+        print(json.dumps({"versions": rows, "quality_unregistered": extra}))
         return 0
     for r in rows:
         print(f"{r['model_version']:30s} {r['endpoint'] or '-':12s} "
               f"{r['monitor_status'] or 'never run':18s} {r['monitor_checked'] or '':26s} "
               f"{r['monitor_unexplained']}")
-    if not rows:
+        if r["quality"] is not None:
+            print("    " + _quality_line(r["quality"]))
+    for v, q in extra.items():
+        print(f"{v:30s} (not in the registry)\n    {_quality_line(q)}")
+    if not rows and not extra:
         print("no deployed or monitored model version")
     return 0
+
+
+def _quality(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Label-based quality per version from the store; {} (and a note) if unreadable."""
+    import sys
+
+    from cloud.monitor.quality import store_quality
+    from cloud.store import StoreError, make_store
+
+    async def read() -> dict[str, dict[str, Any]]:
+        store = make_store(store_url(args), readonly=True) if "://" not in store_url(args) \
+            or store_url(args).startswith("sqlite:") else make_store(store_url(args))
+        await store.open()
+        try:
+            return await store_quality(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(read())
+    except (StoreError, OSError) as exc:
+        print(f"pumpwatch monitor: no label-based quality (store: {exc})", file=sys.stderr)
+        return {}
+
+
+def _quality_line(q: dict[str, Any]) -> str:
+    p = "-" if q["precision"] is None else f"{q['precision']:.2f}"
+    t = q["time_to_detection_s"]
+    ttd = "-" if t["median"] is None else f"{t['median']:.0f} s (n={t['n']})"
+    return (f"alarms: {q['open']} open, {q['acknowledged']} acknowledged, {q['closed']} "
+            f"closed; precision {p}; time to detection {ttd}; confusion {q['confusion']}")

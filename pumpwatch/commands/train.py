@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--baselines", type=Path, default=None,
                    help="baselines.npz (pumpwatch baseline fit) to ship in the same bundle")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--labels", type=Path, default=None, metavar="DIR",
+                   help="also train on operators' verdicts: a `pumpwatch labels export` "
+                   "directory (docs/monitoring.md)")
     p.set_defaults(func=run)
 
 
@@ -104,7 +107,20 @@ def run(args: argparse.Namespace) -> int:
         except BundleError as exc:
             print(f"pumpwatch train: {exc}", file=sys.stderr)
             return 2
-    result = train(cfg, progress=_Bar(args.quiet))
+    labelled = None
+    if args.labels is not None:
+        from models.training.labels import read_labels
+
+        try:
+            labelled = read_labels(args.labels)
+        except (OSError, ValueError) as exc:  # msgspec's decode errors are ValueErrors
+            print(f"pumpwatch train: --labels {args.labels}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        result = train(cfg, progress=_Bar(args.quiet), labelled=labelled)
+    except ValueError as exc:
+        print(f"pumpwatch train: --labels {args.labels}: {exc}", file=sys.stderr)
+        return 2
     tar = write_model(result, args.out, model_version=version, baselines=baselines)
     print(json.dumps(result.metrics))
     print(f"model {version}: {tar} (metrics in {args.out / 'metrics.json'})")

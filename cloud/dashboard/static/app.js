@@ -141,6 +141,8 @@
   }
 
   function applyAlarm(a) {
+    // A pump's asset alarm (its lifecycle) is the lifecycle panel's (alarms.js), not a channel episode.
+    if (a.kind === "asset") { window.dispatchEvent(new CustomEvent("pumpwatch-asset", { detail: a })); return; }
     const cur = state.alarms.get(a.id);
     if (cur && cur.updated_ms >= a.updated_ms) return;
     state.alarms.set(a.id, a);
