@@ -5,6 +5,11 @@ with a real broker and SQLite: while the endpoint is held, the consumer parses n
 more than ``consumer.max_in_flight_bytes`` (plus less than one message) however many
 messages arrive; the rest waits unparsed; parsed messages keep no payload; once the
 endpoint answers, every report is stored exactly once and the budget is empty.
+
+The SQLite store's bulk statements come in a bounded set of shapes (the sqlite3
+module caches a prepared statement per distinct text, and one of 1,000 rows holds
+about 1.3 MB of native memory: batches of every size once grew that cache to
+~160 MB).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pytest
 import dsp
 from cloud.consumer import Consumer, Scored, Target, config_from_dict
 from cloud.consumer.inflight import InFlightBytes
+from cloud.store._dialect import SQLITE, SQLITE_MAX_ROWS_PER_STATEMENT
 from tests.infra.mosquitto import Mosquitto
 from tests.infra.pipeline import Publisher, chunks, consumer_config, encoded_reports
 from tests.test_consumer_endpoint import ScriptedInvoker
@@ -49,6 +55,21 @@ def test_in_flight_budget_counts_bytes_whole_split_and_one_at_a_time(seed: int) 
     assert (b.held, b.reports, b.full, b.room) == (0, 0, False, 10_000)
     with pytest.raises(ValueError):
         b.remove(1)
+
+
+@pytest.mark.parametrize("width", [3, 20, 1500])
+def test_sqlite_bulk_statements_take_few_shapes_whatever_the_batch_sizes(width: int) -> None:
+    shapes: set[int] = set()
+    for n in [*range(1, 600), 4095, 4096, 4097, 9999]:
+        rows = [tuple(range(i * width, (i + 1) * width)) for i in range(n)]
+        chunks_ = SQLITE.row_chunks(rows, width)
+        assert sum(c for c, _ in chunks_) == n
+        assert [v for _, p in chunks_ for v in p] == [v for r in rows for v in r]
+        assert all(len(p) == c * width and c * width <= 32766 for c, p in chunks_)
+        shapes |= {c for c, _ in chunks_}
+    powers = {1 << k for k in range(SQLITE_MAX_ROWS_PER_STATEMENT.bit_length())}
+    assert shapes <= {p for p in powers if p * width <= 32766}
+    assert len(shapes) <= 8
 
 
 class HeldInvoker(ScriptedInvoker):
