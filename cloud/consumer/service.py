@@ -686,8 +686,8 @@ class Consumer:
                 for w in job.works:
                     ident = w.identity
                     self._recent[ident] = None
-                    if self._inflight.pop(ident, None) is not None:
-                        self.in_flight.remove(w.nbytes)
+                    if (gone := self._inflight.pop(ident, None)) is not None:
+                        self.in_flight.remove(gone.nbytes)
                     self._confirm(ident)
                     for t in w.waiters:
                         ledger.done(t)
