@@ -120,7 +120,7 @@ class ConsumerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     queue_size: PosInt = 2000
     # Payload bytes read and not yet acknowledged; beyond it the consumer stops reading
     # (the broker holds the rest). Bounds memory by bytes, not message counts.
-    max_unacked_bytes: Annotated[int, msgspec.Meta(ge=128 * 1024)] = 64 * 1024 * 1024
+    max_unacked_bytes: Annotated[int, msgspec.Meta(ge=128 * 1024)] = 32 * 1024 * 1024
     # Report bytes parsed and not yet committed (raw size; decoded they take about 3.5
     # times that); beyond it the consumer parses no more (what it read waits as bytes).
     max_in_flight_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 16 * 1024 * 1024
