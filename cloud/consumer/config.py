@@ -123,7 +123,7 @@ class ConsumerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_unacked_bytes: Annotated[int, msgspec.Meta(ge=128 * 1024)] = 32 * 1024 * 1024
     # Report bytes parsed and not yet committed (raw size; decoded they take about 3.5
     # times that); beyond it the consumer parses no more (what it read waits as bytes).
-    max_in_flight_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 16 * 1024 * 1024
+    max_in_flight_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 8 * 1024 * 1024
     commit_queue_size: PosInt = 256  # jobs waiting for the writer (invocations wait beyond)
     stats_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     drain_timeout_s: Pos = 10.0  # on shutdown: finish in-flight work for this long
