@@ -52,7 +52,7 @@ class Handoff(Generic[T]):
         self._bytes = 0  # taken by put, not yet released
         self._bytes_cv = threading.Condition()
         self._loop = loop
-        self._items: collections.deque[tuple[float, T]] = collections.deque()
+        self._items: collections.deque[tuple[float, T, int]] = collections.deque()
         self._slots = threading.Semaphore(capacity)
         self._ready = asyncio.Event()
         self._closed = threading.Event()
@@ -72,12 +72,13 @@ class Handoff(Generic[T]):
         if not self._take_bytes(nbytes) or self._closed.is_set():
             self._slots.release()
             return False
-        self._items.append((time.monotonic(), item))  # deque.append is thread-safe
+        self._items.append((time.monotonic(), item, nbytes))  # deque.append is thread-safe
         self._loop.call_soon_threadsafe(self._ready.set)
         return True
 
-    async def get_batch(self, max_items: int) -> list[T]:
-        """Wait for at least one item; return up to ``max_items`` in arrival order."""
+    async def get_batch(self, max_items: int, max_bytes: int | None = None) -> list[T]:
+        """Wait for at least one item; return up to ``max_items`` in arrival order, and
+        (always at least one) no more than ``max_bytes`` of their ``put`` sizes."""
         while not self._items:
             self._ready.clear()
             if self._items:
@@ -86,8 +87,13 @@ class Handoff(Generic[T]):
         out: list[T] = []
         depth = len(self._items)
         self._peak = max(self._peak, depth)
+        taken = 0
         while self._items and len(out) < max_items:
+            nbytes = self._items[0][2]
+            if out and max_bytes is not None and taken + nbytes > max_bytes:
+                break
             out.append(self._items.popleft()[1])
+            taken += nbytes
         self._total += len(out)
         for _ in out:
             self._slots.release()

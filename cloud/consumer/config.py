@@ -120,7 +120,10 @@ class ConsumerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     queue_size: PosInt = 2000
     # Payload bytes read and not yet acknowledged; beyond it the consumer stops reading
     # (the broker holds the rest). Bounds memory by bytes, not message counts.
-    max_unacked_bytes: Annotated[int, msgspec.Meta(ge=128 * 1024)] = 64 * 1024 * 1024
+    max_unacked_bytes: Annotated[int, msgspec.Meta(ge=128 * 1024)] = 32 * 1024 * 1024
+    # Report bytes parsed and not yet committed (raw size; decoded they take about 3.5
+    # times that); beyond it the consumer parses no more (what it read waits as bytes).
+    max_in_flight_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 8 * 1024 * 1024
     commit_queue_size: PosInt = 256  # jobs waiting for the writer (invocations wait beyond)
     stats_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     drain_timeout_s: Pos = 10.0  # on shutdown: finish in-flight work for this long

@@ -25,6 +25,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import ssl
@@ -54,6 +55,10 @@ class Delivery:
     generation: int
     received_ns: int
     published_ns: int | None
+
+    def without_payload(self) -> Delivery:
+        """What acking (and naming) it needs once parsed: the payload's memory is let go."""
+        return dataclasses.replace(self, payload=b"")
 
 
 @dataclass(slots=True)

@@ -50,9 +50,12 @@ confirmation costs one re-publication by the edge, which is confirmed again.
 Bounds: every retry waits with one :class:`~.backoff.Backoff` policy; the
 commit queue is bounded (invocations wait for the writer); the unacknowledged
 payload bytes are capped (``consumer.max_unacked_bytes``: the MQTT thread
-stops reading); dead letters are capped per message and per device
-(:mod:`.deadletters`). A side effect of a committed result that fails (a
-result-topic publish) is counted and skipped, never retried in a loop.
+stops reading), and so are the report bytes parsed and not yet committed
+(``consumer.max_in_flight_bytes``, :mod:`.inflight`: the ingest stops
+parsing; a parsed message keeps only its reports' bytes, not its payload);
+dead letters are capped per message and per device (:mod:`.deadletters`).
+A side effect of a committed result that fails (a result-topic publish) is
+counted and skipped, never retried in a loop.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ from .confirm import Confirmer
 from .deadletters import DeadLetterBudget
 from .endpoint import EndpointClient
 from .errors import EndpointConfigError, EndpointRejectedError, EndpointUnavailableError
+from .inflight import InFlightBytes
 from .ledger import AckLedger, Ticket
 from .metrics import ConsumerMetrics
 from .mqtt import Delivery, MqttSource
@@ -214,6 +218,8 @@ class Consumer:
         self._inflight: dict[Identity, Work] = {}
         self._recent: collections.OrderedDict[Identity, None] = collections.OrderedDict()
         self._ledger: AckLedger[Delivery] = AckLedger()
+        self.in_flight = InFlightBytes(config.consumer.max_in_flight_bytes)
+        self._in_flight_freed = asyncio.Event()
         self._jobs: JobQueue[Job] = JobQueue(config.consumer.commit_queue_size)
         self.confirmer = Confirmer()
         dcfg = config.dead_letters
@@ -358,19 +364,28 @@ class Consumer:
         loop = asyncio.get_running_loop()
         dcfg = self.config.dead_letters
         ledger = self._ledger
+        in_flight = self.in_flight
         while True:
-            deliveries = await self._handoff.get_batch(INGEST_CHUNK)
+            if in_flight.full:
+                in_flight.waits += 1
+                while in_flight.full:
+                    self._in_flight_freed.clear()
+                    await self._in_flight_freed.wait()
+            deliveries = await self._handoff.get_batch(INGEST_CHUNK, in_flight.room)
             candidates: list[tuple[Accepted, Ticket[Delivery], Delivery]] = []
             tickets: list[Ticket[Delivery]] = []
-            for d in deliveries:
-                ticket = ledger.open(d, generation=d.generation, nbytes=len(d.payload),
-                                     received_ns=d.received_ns)
-                tickets.append(ticket)
+            for full in deliveries:
                 parsed = parse_message(
-                    d.topic, d.payload, root=cfg.topic_root, max_payload=cfg.max_payload,
-                    received_ns=d.received_ns, max_dead_per_message=dcfg.max_per_message,
+                    full.topic, full.payload, root=cfg.topic_root,
+                    max_payload=cfg.max_payload, received_ns=full.received_ns,
+                    max_dead_per_message=dcfg.max_per_message,
                     max_dead_bytes=dcfg.max_payload_bytes,
                 )
+                # the reports hold their own raw bytes now: keep only what the ack needs
+                d = full.without_payload()
+                ticket = ledger.open(d, generation=d.generation, nbytes=len(full.payload),
+                                     received_ns=d.received_ns)
+                tickets.append(ticket)
                 self.counters.messages += 1
                 self.counters.reports += parsed.parts
                 self.counters.duplicates_in_message += parsed.duplicates
@@ -412,6 +427,7 @@ class Consumer:
                 )
                 ledger.part(ticket)
                 self._inflight[ident] = work
+                in_flight.add(work.nbytes)
                 for batch in self.batcher.add(work, now):
                     self._dispatch(batch)
             for ticket in tickets:
@@ -670,7 +686,8 @@ class Consumer:
                 for w in job.works:
                     ident = w.identity
                     self._recent[ident] = None
-                    self._inflight.pop(ident, None)
+                    if (gone := self._inflight.pop(ident, None)) is not None:
+                        self.in_flight.remove(gone.nbytes)
                     self._confirm(ident)
                     for t in w.waiters:
                         ledger.done(t)
@@ -678,6 +695,7 @@ class Consumer:
                     ledger.done(t)
                 for ident in job.confirms:
                     self._confirm(ident)
+            self._in_flight_freed.set()
             while len(self._recent) > RECENT_COMMITTED:
                 self._recent.popitem(last=False)
             self._send_confirmations()
@@ -820,6 +838,8 @@ class Consumer:
         out: dict[str, Any] = {
             "counters": dataclasses.asdict(self.counters),
             "in_flight_reports": len(self._inflight),
+            "in_flight_bytes": {"held": self.in_flight.held, "peak": self.in_flight.peak,
+                                "limit": self.in_flight.limit, "waits": self.in_flight.waits},
             "unacked_messages": len(self._ledger),
             "unacked_bytes": self._ledger.nbytes,
             "oldest_unacked_age_s": round((time.time_ns() - oldest) / 1e9, 3)
