@@ -398,13 +398,7 @@ class SageMakerRegistry:
         A canary needs nothing: SageMaker shifts the rest of the traffic after the
         bake time by itself (this says so while it bakes, and returns what serves
         once the endpoint is InService again)."""
-        endpoint = endpoint or self.endpoint
-        current = self.live_endpoint(endpoint)
-        if current is None:
-            raise RegistryError(f"endpoint {endpoint!r} does not exist")
-        tags = self._tags(current)
-        if tags.get(f"{TAG}group") != group:
-            raise RegistryError(f"endpoint {endpoint!r} does not serve group {group!r}")
+        endpoint, current, tags = self._serving(group, endpoint)
         if tags.get(f"{TAG}mode") == "shadow":
             return self.deploy(
                 group, endpoint, int(tags[f"{TAG}shadow-version"]), mode="canary",
@@ -418,6 +412,20 @@ class SageMakerRegistry:
         return Deployment(endpoint=endpoint, group=group, version=int(tags[f"{TAG}version"]),
                           deployed=current["EndpointConfigName"].rsplit("-", 1)[-1])
 
+    def _serving(
+        self, group: str, endpoint: str | None
+    ) -> tuple[str, dict[str, Any], dict[str, str]]:
+        """The endpoint (default ours), its DescribeEndpoint and its config's tags; an error
+        when it does not exist or serves another group."""
+        endpoint = endpoint or self.endpoint
+        current = self.live_endpoint(endpoint)
+        if current is None:
+            raise RegistryError(f"endpoint {endpoint!r} does not exist")
+        tags = self._tags(current)
+        if tags.get(f"{TAG}group") != group:
+            raise RegistryError(f"endpoint {endpoint!r} does not serve group {group!r}")
+        return endpoint, current, tags
+
     def rollback(
         self, group: str, endpoint: str | None = None, *, by: str | None = None,
         reason: str = "", automatic: bool = False,
@@ -429,13 +437,7 @@ class SageMakerRegistry:
         itself on an alarm, so a call here is always a person's (or the deployer's)."""
         del automatic
         actor = by or who()
-        endpoint = endpoint or self.endpoint
-        current = self.live_endpoint(endpoint)
-        if current is None:
-            raise RegistryError(f"endpoint {endpoint!r} does not exist")
-        tags = self._tags(current)
-        if tags.get(f"{TAG}group") != group:
-            raise RegistryError(f"endpoint {endpoint!r} does not serve group {group!r}")
+        endpoint, current, tags = self._serving(group, endpoint)
         previous = tags.get(f"{TAG}previous", "")
         if not previous:
             raise RegistryError(f"endpoint {endpoint!r} has no earlier configuration to go back to")
