@@ -5,6 +5,14 @@ fields only; never change a field's type). Content types:
 ``application/x-msgpack`` (production) and ``application/json`` (humans).
 A request is ``{"v": 1, "reports": [Report, ...]}``; the response carries one
 :class:`Result` per report, in request order.
+
+Optional ``shadow`` part: while a shadow rollout runs, a response may also carry
+a top-level ``shadow`` list of :class:`ShadowResult` -- a candidate version's
+results for reports that production answered earlier (in this or an earlier
+response; see docs/models.md "rolling out a model"). It is not a field of
+:class:`InvocationResponse`: a caller decodes it on its own with
+:class:`ShadowPart`, so a caller that ignores it is unaffected, and a shadow
+part that does not decode never rejects production's results.
 """
 
 from __future__ import annotations
@@ -112,3 +120,25 @@ class InvocationResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     #: the request's CustomAttributes ask for it (``manifest=1``).
     manifest_digest: str | None = None
     manifest: Manifest | None = None
+
+
+SHADOW_FIELD = "shadow"
+
+
+class ShadowResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A shadow (candidate) version's result for a report production answered.
+
+    ``result`` carries the report identity and the shadow's ``model_version``;
+    ``production`` names the version whose result the caller got for the same
+    report; ``pump_class`` is the report's asset ``kind`` ("" if it names none).
+    """
+
+    result: Result
+    production: str
+    pump_class: str = ""
+
+
+class ShadowPart(msgspec.Struct, frozen=True):
+    """The optional ``shadow`` part of a response body, decoded on its own (see above)."""
+
+    shadow: list[ShadowResult] = []

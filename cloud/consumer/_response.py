@@ -16,6 +16,11 @@ deterministic for that input: :func:`decode_response` raises
 :class:`ResponseError`, which the adapter turns into a rejection so the batch
 is bisected down to the report at fault and dead-lettered (see
 :mod:`.endpoint`), instead of being retried forever while every pump waits.
+
+The optional ``shadow`` part (a shadow version's results, dsp.results) is
+decoded on its own, third: one that does not decode is dropped and counted
+(``shadow_error``), never a rejection -- a candidate on trial must not cost
+production's results anything.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from dsp.results import InvocationResponse, Result
+from dsp.results import InvocationResponse, Result, ShadowPart, ShadowResult
 
 Encoding = Literal["msgpack", "json"]
 
@@ -55,6 +60,8 @@ class Scored:
     response: InvocationResponse
     extras: list[dict[str, Any]] = field(default_factory=list)
     manifest_json: bytes | None = None
+    shadow: list[ShadowResult] = field(default_factory=list)
+    shadow_error: str | None = None  # the shadow part was there but did not decode
 
     def extra_fields(self, i: int) -> dict[str, Any]:
         return self.extras[i] if i < len(self.extras) else {}
@@ -65,6 +72,7 @@ class _Decoders:
         mod = msgspec.msgpack if enc == "msgpack" else msgspec.json
         self.typed = mod.Decoder(InvocationResponse)
         self.fields = mod.Decoder(_Fields)
+        self.shadow = mod.Decoder(ShadowPart)
         self.any = mod.Decoder()
 
 
@@ -104,4 +112,12 @@ def decode_response(data: bytes, encoding: Encoding) -> Scored:
     manifest_json: bytes | None = None
     if response.manifest is not None:
         manifest_json = _json_encode(d.any.decode(raw.manifest))  # every field, known or not
-    return Scored(response, extras, manifest_json)
+    shadow: list[ShadowResult] = []
+    shadow_error: str | None = None
+    try:
+        shadow = d.shadow.decode(data).shadow
+        for i, s in enumerate(shadow):
+            _check_condition(i, s.result.condition)
+    except (msgspec.DecodeError, ResponseError) as exc:
+        shadow, shadow_error = [], f"shadow part dropped: {exc}"
+    return Scored(response, extras, manifest_json, shadow, shadow_error)

@@ -86,6 +86,7 @@ from cloud.store import (
     Identity,
     ManifestRow,
     ResultRow,
+    ShadowRow,
     Store,
     StoreError,
     make_store,
@@ -187,6 +188,9 @@ class Counters:
     alarms_published: int = 0
     manifest_requests: int = 0
     manifests_stored: int = 0
+    shadow_results: int = 0  # a shadow version's results the responses carried
+    shadow_inserted: int = 0  # of them, new to the store
+    shadow_dropped: int = 0  # responses whose shadow part did not decode (dropped)
     dead_letters_by_kind: dict[str, int] = field(default_factory=dict)
     result_publish_errors: int = 0  # result-topic publishes that failed (skipped)
     result_names_refused: int = 0  # result topics not built: a name breaks the name rule
@@ -612,7 +616,31 @@ class Consumer:
             )
         if self.histograms is not None:
             self.histograms.observe([w.accepted.report for w in works], results)
-        return Job(Commit(results=results, archive=archive, manifests=manifests), works=works)
+        return Job(Commit(results=results, archive=archive, manifests=manifests,
+                          shadow=self._shadow_rows(target, works, scored)), works=works)
+
+    def _shadow_rows(self, target: Target, works: list[Work], scored: Scored) -> list[ShadowRow]:
+        """A shadow version's results the response carried (for this or earlier batches,
+        of this consumer or another one: each names its report)."""
+        if scored.shadow_error is not None:
+            self.counters.shadow_dropped += 1
+            log.warning("%s: %s", target, scored.shadow_error)
+        if not scored.shadow:
+            return []
+        rx = works[0].received_ns if works else time.time_ns()
+        self.counters.shadow_results += len(scored.shadow)
+        return [
+            ShadowRow(
+                device=r.device, epoch=r.epoch, seq=r.seq, model_version=r.model_version,
+                production_version=s.production, pump_class=s.pump_class, site=r.site,
+                pump=r.pump, channel=r.channel, t0_ns=r.t0_ns, condition=r.condition,
+                probabilities=r.probabilities, anomaly_score=r.anomaly_score,
+                anomaly_threshold=r.anomaly_threshold, anomalous=r.anomalous,
+                decided_by=r.decided_by, received_ns=rx,
+            )
+            for s in scored.shadow
+            for r in (s.result,)
+        ]
 
     async def _model_dead_letter(self, target: Target, work: Work, reason: str) -> None:
         self.counters.model_dead_letters += 1
@@ -653,6 +681,7 @@ class Consumer:
                 archive=[a for j in jobs for a in j.commit.archive],
                 dead_letters=[d for j in jobs for d in j.commit.dead_letters],
                 manifests=[m for j in jobs for m in j.commit.manifests],
+                shadow=[s for j in jobs for s in j.commit.shadow],
             )
             evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
             backoff = Backoff(initial=0.1, maximum=10.0)
@@ -673,6 +702,7 @@ class Consumer:
             if self.histograms is not None:
                 self.histograms.committed(merged.results)
             self.counters.results_inserted += outcome.results_inserted
+            self.counters.shadow_inserted += outcome.shadow_inserted
             self.counters.alarm_writes += len(outcome.alarms)
             self._publish(merged.results, outcome.alarms, outcome.stored_ns)
             for r in merged.results:

@@ -41,6 +41,8 @@ from .records import (
     ResultRow,
     Series,
     SeriesChannel,
+    ShadowPair,
+    ShadowRow,
     StoreCounts,
     merge_extra,
 )
@@ -95,6 +97,8 @@ __all__ = [
     "SchemaError",
     "Series",
     "SeriesChannel",
+    "ShadowPair",
+    "ShadowRow",
     "Store",
     "StoreCounts",
     "StoreError",

@@ -55,6 +55,7 @@ from .records import (
     ResultRow,
     Series,
     SeriesChannel,
+    ShadowPair,
     StoreCounts,
 )
 
@@ -131,6 +132,9 @@ class SQLStore:
             n_dead = await self._bulk(tx, q.insert_dead,
                                       [q.dead_params(x) for x in commit.dead_letters],
                                       len(q.DEAD_COLUMNS))
+            n_shadow = await self._bulk(tx, q.insert_shadow,
+                                        [q.shadow_params(d, x, now) for x in commit.shadow],
+                                        len(q.SHADOW_COLUMNS))
             await self._write_latest(tx, fresh)
             if histograms is not None and fresh:
                 # Sorted by key, so two consumers adding to the same cells never deadlock.
@@ -154,7 +158,8 @@ class SQLStore:
                                  [q.alarm_params(a) for a in last.values()],
                                  len(q.ALARM_COLUMNS))
         return CommitOutcome(results_inserted=len(fresh), archived=n_archive,
-                             dead_lettered=n_dead, stored_ns=now, alarms=stamped)
+                             dead_lettered=n_dead, stored_ns=now, alarms=stamped,
+                             shadow_inserted=n_shadow)
 
     async def _group_assets(
         self, tx: Session, written: list[AlarmRow], fresh: list[ResultRow]
@@ -276,6 +281,7 @@ class SQLStore:
         async with self._write() as tx:
             r, a, dl, _alarms = [await tx.execute(d.sql(sql), (before_ns,)) for sql in q.PRUNE]
             await tx.execute(q.PRUNE_LATEST)
+            await tx.execute(d.sql(q.PRUNE_SHADOW), (before_ns,))
         return PruneOutcome(results=r, archive=a, dead_letters=dl)
 
     async def prune_dead_letters(self, *, max_bytes: int) -> int:
@@ -450,6 +456,24 @@ class SQLStore:
         sql = q.select((("id", "i64"), *q.DEAD_COLUMNS), "dead_letters", w, "id", limit)
         async with self._read() as s:
             return [q.dead_row(r) for r in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def shadow_pairs(
+        self, *, shadow_version: str | None = None, version_prefix: str | None = None,
+        since_ns: int | None = None, limit: int | None = None,
+    ) -> list[ShadowPair]:
+        """Stored shadow results joined with production's stored result for the same
+        report (a shadow row whose production result is not stored yet is left out),
+        oldest stored first; filtered by the shadow's version, a version prefix (a
+        model group's ``"group/"``) and the shadow row's commit time."""
+        w, params = q.where([("s.model_version", "=", shadow_version),
+                             ("s.stored_ns", ">=", since_ns)])
+        n = limit if version_prefix is None else None  # the prefix is matched here, below
+        sql = f"{q.SHADOW_PAIRS}{w} ORDER BY s.stored_ns, s.device, s.epoch, s.seq{q.limit(n)}"
+        async with self._read() as s:
+            rows = [q.shadow_pair(r) for r in await s.fetch(self.dialect.sql(sql), params)]
+        if version_prefix is not None:
+            rows = [r for r in rows if r.shadow_version.startswith(version_prefix)]
+        return rows if limit is None else rows[:limit]
 
     async def manifests(self) -> list[ManifestRow]:
         async with self._read() as s:

@@ -30,6 +30,8 @@ from .records import (
     Lifecycle,
     ManifestRow,
     ResultRow,
+    ShadowPair,
+    ShadowRow,
 )
 
 _U64 = 1 << 64
@@ -215,6 +217,33 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (alarm_id, at_ns)
     );
     """,
+    # 8: a shadow (candidate) version's results beside production's, once per report and
+    # version (the model server returns them in the response's optional shadow part)
+    """
+    CREATE TABLE shadow_results (
+        device TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        model_version TEXT NOT NULL,
+        production_version TEXT NOT NULL,
+        pump_class TEXT NOT NULL,
+        site TEXT NOT NULL,
+        pump TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        t0_ns BIGINT NOT NULL,
+        condition TEXT NOT NULL,
+        probabilities TEXT NOT NULL,
+        anomaly_score DOUBLE PRECISION,
+        anomaly_threshold DOUBLE PRECISION,
+        anomalous BOOLEAN NOT NULL,
+        decided_by TEXT,
+        received_ns BIGINT NOT NULL,
+        stored_ns BIGINT NOT NULL,
+        PRIMARY KEY (device, epoch, seq, model_version)
+    ) {without_rowid};
+    CREATE INDEX shadow_results_version ON shadow_results (model_version, stored_ns);
+    CREATE INDEX shadow_results_received ON shadow_results (received_ns);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -270,6 +299,14 @@ HIST_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
 )
 RUN_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("model_version", "text"), ("checked_ns", "i64"), ("status", "text"), ("summary", "text"),
+)
+SHADOW_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
+    ("device", "text"), ("epoch", "i64"), ("seq", "i64"), ("model_version", "text"),
+    ("production_version", "text"), ("pump_class", "text"), ("site", "text"),
+    ("pump", "text"), ("channel", "text"), ("t0_ns", "i64"), ("condition", "text"),
+    ("probabilities", "text"), ("anomaly_score", "f64"), ("anomaly_threshold", "f64"),
+    ("anomalous", "bool"), ("decided_by", "text"), ("received_ns", "i64"),
+    ("stored_ns", "i64"),
 )
 HIST_KEY = "model_version, target, regime, bucket_ns, health, feature, bin"
 KEY3: tuple[ColumnType, ...] = ("text", "i64", "i64")
@@ -345,6 +382,25 @@ def result_row(row: Sequence[Any]) -> ResultRow:
         received_ns=received_ns, stored_ns=stored_ns, extra=_extra_json(extra),
         manifest_digest=manifest_digest,
     )
+
+
+def shadow_params(d: Dialect, r: ShadowRow, stored_ns: int) -> tuple[Any, ...]:
+    return (
+        r.device, to_i64(r.epoch), r.seq, r.model_version, r.production_version,
+        r.pump_class, r.site, r.pump, r.channel, r.t0_ns, r.condition,
+        json_text(r.probabilities), r.anomaly_score, r.anomaly_threshold,
+        d.boolean(r.anomalous), r.decided_by, r.received_ns, stored_ns,
+    )
+
+
+def shadow_pair(row: Sequence[Any]) -> ShadowPair:
+    (device, epoch, seq, pclass, pver, pcond, pscore, sver, scond, sscore, sdec,
+     stored) = row
+    return ShadowPair(device=device, epoch=from_i64(epoch), seq=seq, pump_class=pclass,
+                      production_version=pver, production_condition=pcond,
+                      production_score=real(pscore), shadow_version=sver,
+                      shadow_condition=scond, shadow_score=real(sscore),
+                      shadow_decided_by=sdec, stored_ns=int(stored))
 
 
 def archive_params(a: ArchivedReport) -> tuple[Any, ...]:
@@ -436,6 +492,20 @@ def insert_archive(d: Dialect, n: int) -> str:
 
 def insert_dead(d: Dialect, n: int) -> str:
     return insert(d, "dead_letters", DEAD_COLUMNS, n, "key, part")
+
+
+def insert_shadow(d: Dialect, n: int) -> str:
+    return insert(d, "shadow_results", SHADOW_COLUMNS, n, "device, epoch, seq, model_version")
+
+
+# Stored shadow results beside production's stored result for the same report.
+SHADOW_PAIRS = (
+    "SELECT s.device, s.epoch, s.seq, s.pump_class, r.model_version, r.condition, "
+    "r.anomaly_score, s.model_version, s.condition, s.anomaly_score, s.decided_by, "
+    "s.stored_ns FROM shadow_results s JOIN results r "
+    "ON r.device = s.device AND r.epoch = s.epoch AND r.seq = s.seq"
+)
+PRUNE_SHADOW = "DELETE FROM shadow_results WHERE received_ns < ?"
 
 
 def insert_manifests(d: Dialect, n: int) -> str:

@@ -33,6 +33,7 @@ from .records import (
     PruneOutcome,
     ResultRow,
     Series,
+    ShadowPair,
     StoreCounts,
 )
 
@@ -169,6 +170,12 @@ class Store(Protocol):
 
     async def active_alarms(self) -> dict[str, int]:
         """Pump -> number of its alarm episodes in state "raised"."""
+
+    async def shadow_pairs(
+        self, *, shadow_version: str | None = None, version_prefix: str | None = None,
+        since_ns: int | None = None, limit: int | None = None,
+    ) -> list[ShadowPair]:
+        """Stored shadow results beside production's stored result for the same report."""
 
     async def manifests(self) -> list[ManifestRow]:
         """Every stored bundle manifest, oldest first."""

@@ -99,6 +99,57 @@ def merge_extra(typed: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return {**typed, **{k: extra[k] for k in merged}, "extra_fields": merged}
 
 
+class ShadowRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A shadow (candidate) version's result for a report, as stored (``shadow_results``).
+
+    Unique on (report identity, ``model_version``): a re-delivered shadow result
+    is stored once. ``production_version`` names the version whose result the
+    caller got for the same report (that result is in ``results``);
+    ``pump_class`` is the report's asset kind ("" if none); ``decided_by`` the
+    rule that named the shadow's condition. ``stored_ns`` filled in by the store.
+    """
+
+    device: str
+    epoch: int
+    seq: int
+    model_version: str
+    production_version: str
+    pump_class: str
+    site: str
+    pump: str
+    channel: str
+    t0_ns: int
+    condition: str
+    probabilities: dict[str, float]
+    anomaly_score: float
+    anomaly_threshold: float
+    anomalous: bool
+    decided_by: str | None
+    received_ns: int
+    stored_ns: int = 0
+
+    @property
+    def identity(self) -> Identity:
+        return (self.device, self.epoch, self.seq)
+
+
+class ShadowPair(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored shadow result beside production's stored result for the same report."""
+
+    device: str
+    epoch: int
+    seq: int
+    pump_class: str
+    production_version: str  # the version of the stored production result
+    production_condition: str
+    production_score: float
+    shadow_version: str
+    shadow_condition: str
+    shadow_score: float
+    shadow_decided_by: str | None
+    stored_ns: int  # when the shadow row was stored
+
+
 class MonitorRun(msgspec.Struct, frozen=True, kw_only=True):
     """A model version's latest monitoring run (cloud.monitor): its status and a JSON
     summary (worst features, prediction shares, usage, report path) for the dashboard."""
@@ -276,10 +327,11 @@ class Commit(msgspec.Struct, kw_only=True):
     dead_letters: list[DeadLetter] = []
     alarms: list[AlarmRow] = []  # upserted on id, in list order
     manifests: list[ManifestRow] = []  # inserted once per digest
+    shadow: list[ShadowRow] = []  # a shadow version's results, once per (identity, version)
 
     def __len__(self) -> int:
         return (len(self.results) + len(self.archive) + len(self.dead_letters)
-                + len(self.alarms) + len(self.manifests))
+                + len(self.alarms) + len(self.manifests) + len(self.shadow))
 
 
 class CommitOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -289,6 +341,7 @@ class CommitOutcome(msgspec.Struct, frozen=True, kw_only=True):
     archived: int
     dead_lettered: int
     stored_ns: int
+    shadow_inserted: int = 0
     alarms: list[AlarmRow] = []  # as written, updated_ns stamped
 
 

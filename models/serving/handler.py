@@ -29,10 +29,12 @@ import numpy as np
 from dsp.report import QUALITY_NAMES, SUPPORTED_VERSIONS, Report
 from dsp.results import (
     RESULT_SCHEMA_VERSION,
+    SHADOW_FIELD,
     Evidence,
     InvocationRequest,
     InvocationResponse,
     Result,
+    ShadowResult,
 )
 
 from ._diagnose_batch import diagnose_bearings
@@ -151,13 +153,17 @@ def decode_request(body: bytes, content_type: str | None) -> list[Report]:
 def encode_response(
     response: InvocationResponse, accept: str,
     extras: Sequence[Mapping[str, Any]] | None = None,
+    shadow: Sequence[ShadowResult] = (),
 ) -> bytes:
-    """Wire bytes; ``extras`` (one mapping per result) become top-level result fields."""
+    """Wire bytes; ``extras`` (one mapping per result) become top-level result fields;
+    ``shadow`` results go in the optional top-level ``shadow`` part (dsp.results)."""
     body: InvocationResponse | dict[str, Any] = response
-    if extras is not None:
+    if extras is not None or shadow:
         plain: dict[str, Any] = msgspec.to_builtins(response)
-        for res, more in zip(plain["results"], extras, strict=True):
+        for res, more in zip(plain["results"], extras or (), strict=extras is not None):
             res.update(more)
+        if shadow:
+            plain[SHADOW_FIELD] = msgspec.to_builtins(list(shadow))
         body = plain
     return _mp_encoder.encode(body) if accept == MSGPACK else _json_encoder.encode(body)
 
@@ -405,12 +411,13 @@ class Handled(NamedTuple):
 
 def handle(
     bundle: Bundle, body: bytes, content_type: str | None, accept: str | None,
-    custom_attributes: str | None = None,
+    custom_attributes: str | None = None, *, shadow: Sequence[ShadowResult] = (),
 ) -> Handled:
     """Whole request -> its answer (and how many reports it scored, for metrics).
 
     ``custom_attributes`` is the request's CustomAttributes header: ``manifest=1``
-    includes the bundle's full manifest in the response.
+    includes the bundle's full manifest in the response. ``shadow``: a shadow's
+    earlier results the response carries in its optional ``shadow`` part.
     """
     req_mt = media_type(content_type, default=MSGPACK)
     out_mt = media_type(accept, default=req_mt or MSGPACK)
@@ -420,7 +427,7 @@ def handle(
     response, extras = score_with_fields(
         bundle, reports, with_manifest=wants_manifest(custom_attributes)
     )
-    return Handled(encode_response(response, out_mt, extras), out_mt, len(reports))
+    return Handled(encode_response(response, out_mt, extras, shadow), out_mt, len(reports))
 
 
 def invoke(

@@ -112,8 +112,8 @@ class VersionStats:
 
 
 @dataclass
-class _Pairs:
-    """Paired results (shadow): same reports, both versions."""
+class Pairs:
+    """Paired results (shadow): the same reports scored by production and the candidate."""
 
     n: int = 0
     agree: int = 0
@@ -122,15 +122,16 @@ class _Pairs:
     score_shift: float = 0.0
     changes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def add(self, p: Result, c: Result) -> None:
+    def add(self, prod_condition: str, prod_score: float, cand_condition: str,
+            cand_score: float) -> None:
         self.n += 1
-        self.prod[p.condition] += 1
-        self.cand[c.condition] += 1
-        if p.condition == c.condition:
+        self.prod[prod_condition] += 1
+        self.cand[cand_condition] += 1
+        if prod_condition == cand_condition:
             self.agree += 1
         else:
-            self.changes[(p.condition, c.condition)] += 1
-        self.score_shift += c.anomaly_score - p.anomaly_score
+            self.changes[(prod_condition, cand_condition)] += 1
+        self.score_shift += cand_score - prod_score
 
     def to_dict(self) -> dict[str, Any]:
         n = self.n
@@ -147,6 +148,31 @@ class _Pairs:
         }
 
 
+class Comparison:
+    """The one shadow comparison, per pump class and overall (``"*"``).
+
+    Fed by the model server (pairs it scored), by ``pumpwatch models compare
+    --store`` (pairs the consumer stored) and by the SageMaker data-capture
+    reader (pairs read back from capture files): the same figures from any source.
+    """
+
+    def __init__(self) -> None:
+        self.pairs: dict[str, Pairs] = {}
+
+    def add(self, pclass: str, prod_condition: str, prod_score: float, cand_condition: str,
+            cand_score: float) -> None:
+        for key in ("*", pclass or "unspecified"):
+            self.pairs.setdefault(key, Pairs()).add(prod_condition, prod_score, cand_condition,
+                                                    cand_score)
+
+    @property
+    def reports(self) -> int:
+        return self.pairs["*"].n if "*" in self.pairs else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: p.to_dict() for k, p in sorted(self.pairs.items())}
+
+
 class Rollout:
     """The running comparison of one candidate against production (one per trial)."""
 
@@ -155,7 +181,7 @@ class Rollout:
         self.candidate = candidate
         self.trial = trial
         self.stats = {production: VersionStats(), candidate: VersionStats()}
-        self.pairs: dict[str, _Pairs] = {}  # pump class -> pairs ("*": overall)
+        self.comparison = Comparison()  # shadow: pump class -> pairs ("*": overall)
         self.classes: dict[str, dict[str, VersionStats]] = {}
         self.shadow_skipped = 0  # shadow batches dropped because the shadow queue was full
         self.fallbacks = 0  # canary reports production scored because the candidate failed
@@ -189,10 +215,9 @@ class Rollout:
     def compare(self, reports: Sequence[Report], prod: Sequence[Result],
                 cand: Sequence[Result]) -> None:
         """Shadow: pair production's and the candidate's results for the same reports."""
-        overall = self.pairs.setdefault("*", _Pairs())
         for rep, p, c in zip(reports, prod, cand, strict=True):
-            overall.add(p, c)
-            self.pairs.setdefault(pump_class(rep), _Pairs()).add(p, c)
+            self.comparison.add(pump_class(rep), p.condition, p.anomaly_score, c.condition,
+                                c.anomaly_score)
 
     def verdict(self) -> str | None:
         """Why the candidate must be rolled back now, or None (limits not crossed yet)."""
@@ -225,8 +250,7 @@ class Rollout:
             "started": self.trial.started,
             "by": self.trial.by,
             "versions": {v: s.to_dict() for v, s in self.stats.items()},
-            "comparison": {k: p.to_dict() for k, p in sorted(self.pairs.items())}
-            if self.trial.mode == "shadow" else None,
+            "comparison": self.comparison.to_dict() if self.trial.mode == "shadow" else None,
             "by_pump_class": {
                 k: {v: s.to_dict() for v, s in per.items()} for k, per in sorted(
                     self.classes.items())
@@ -236,4 +260,5 @@ class Rollout:
         }
 
 
-__all__ = ["LATENCY_WINDOW", "Rollout", "VersionStats", "bucket", "pump_class", "to_candidate"]
+__all__ = ["LATENCY_WINDOW", "Comparison", "Pairs", "Rollout", "VersionStats", "bucket",
+           "pump_class", "to_candidate"]

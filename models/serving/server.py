@@ -72,7 +72,7 @@ import os
 import signal
 import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +82,7 @@ import msgspec
 from aiohttp import web
 
 from dsp.report import Report
-from dsp.results import RESULT_SCHEMA_VERSION, InvocationResponse, Result
+from dsp.results import RESULT_SCHEMA_VERSION, InvocationResponse, Result, ShadowResult
 from models.registry.local import Deployment, LocalRegistry
 from models.registry.rollout import Candidate
 
@@ -125,6 +125,11 @@ H_VARIANT = "X-Amzn-Invoked-Production-Variant"
 H_VERSION = "X-Pumpwatch-Model-Version"
 SHADOW_QUEUE = 16  # shadow batches waiting to be scored; beyond, they are skipped (counted)
 SHADOW_MAX_WAIT_S = 0.25  # a shadow batch waits this long at most for no invocation in flight
+# The shadow's per-report results ride back to callers on later responses (the optional
+# ``shadow`` part, dsp.results): at most SHADOW_PER_RESPONSE per response; at most
+# SHADOW_OUTBOX wait for a response (beyond, the oldest are dropped and counted).
+SHADOW_OUTBOX = 8192
+SHADOW_PER_RESPONSE = 512
 MAX_EVENTS = 50
 
 
@@ -408,6 +413,10 @@ class ModelServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self.last_rollout: dict[str, object] | None = None
+        # the shadow's results waiting for a response to carry them (see SHADOW_OUTBOX)
+        self._outbox: deque[ShadowResult] = deque()
+        self.shadow_sent = 0
+        self.shadow_dropped = 0
 
     # --- lifecycle ----------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -688,11 +697,32 @@ class ModelServer:
             else:
                 ro.scored(ro.candidate, reports, resp.results, time.perf_counter() - t0)
                 ro.compare(reports, prod, resp.results)
+                self._post_shadow(reports, prod, resp.results)
             self._judge(ro)
+
+    def _post_shadow(self, reports: list[Report], prod: list[Result],
+                     cand: list[Result]) -> None:
+        """Queue the shadow's results for the next responses to carry (oldest dropped)."""
+        for rep, p, c in zip(reports, prod, cand, strict=True):
+            if len(self._outbox) >= SHADOW_OUTBOX:
+                self._outbox.popleft()
+                self.shadow_dropped += 1
+            self._outbox.append(ShadowResult(c, p.model_version, rep.asset.kind or ""))
+
+    def _take_shadow(self) -> list[ShadowResult]:
+        n = min(len(self._outbox), SHADOW_PER_RESPONSE)
+        return [self._outbox.popleft() for _ in range(n)]
+
+    def _untake_shadow(self, taken: list[ShadowResult]) -> None:
+        """A response that failed gives its shadow results back (they go out on the next)."""
+        self._outbox.extendleft(reversed(taken))
+        while len(self._outbox) > SHADOW_OUTBOX:
+            self._outbox.pop()
+            self.shadow_dropped += 1
 
     def _score_rollout(
         self, prod: Bundle, cand: Bundle, ro: Rollout, body: bytes, content_type: str | None,
-        accept: str | None, custom: str | None,
+        accept: str | None, custom: str | None, shadow: list[ShadowResult],
     ) -> tuple[bytes, str, dict[str, int], str]:
         """Score a request during a rollout -> (body, content type, reports per version that
         scored them, the version the response names)."""
@@ -711,7 +741,7 @@ class ModelServer:
                     self._shadow_q.put_nowait((ro, cand, reports, resp.results))
                 except asyncio.QueueFull:
                     ro.shadow_skipped += 1
-            return encode_response(resp, out_mt, extras), out_mt, \
+            return encode_response(resp, out_mt, extras, shadow), out_mt, \
                 {prod.model_version: len(reports)}, prod.model_version
         routes = ro.routes(reports)
         cand_idx = [i for i, c in enumerate(routes) if c]
@@ -754,7 +784,8 @@ class ModelServer:
         more: Extras | None = None
         if any(e is not None for e in fields):
             more = [dict(e or {}) for e in fields]
-        return encode_response(response, out_mt, more), out_mt, counts, head.model_version
+        return encode_response(response, out_mt, more, shadow), out_mt, counts, \
+            head.model_version
 
     async def _rollout(self, request: web.Request) -> web.Response:
         """The running rollout's comparison (JSON), the last finished one, and events."""
@@ -765,6 +796,9 @@ class ModelServer:
             "rollout": None if ro is None else ro.to_dict(),
             "last": self.last_rollout,
             "events": self.events,
+            # the shadow's per-report results: sent back on responses, waiting, dropped
+            "shadow_results": {"sent": self.shadow_sent, "waiting": len(self._outbox),
+                               "dropped": self.shadow_dropped},
         })
 
     # --- handlers -----------------------------------------------------------------------
@@ -936,25 +970,33 @@ class ModelServer:
         body = await request.read()
         target = request.headers.get(H_TARGET)
         ro, cand = self.store.rollout, self.store.candidate
-        if bundle is None and not target and ro is not None and cand is not None:
-            prod = await self.store.get(None)
-            out, ctype, counts, version = self._score_rollout(
-                prod, cand, ro, body, request.headers.get("Content-Type"),
-                request.headers.get("Accept"), custom,
-            )
-            for v, n in counts.items():
-                self.metrics.scored(v, n)
-            if ro.mode == "canary":
-                self._judge(ro)
-        else:
-            if bundle is None:
-                bundle = await self.store.get(target)
-            out, ctype, n_reports = handle(
-                bundle, body, request.headers.get("Content-Type"), request.headers.get("Accept"),
-                custom,
-            )
-            version = bundle.model_version
-            self.metrics.scored(version, n_reports)
+        default = bundle is None and not target
+        # the default bundle's responses carry the shadow's earlier results back
+        shadow = self._take_shadow() if default else []
+        try:
+            if default and ro is not None and cand is not None:
+                prod = await self.store.get(None)
+                out, ctype, counts, version = self._score_rollout(
+                    prod, cand, ro, body, request.headers.get("Content-Type"),
+                    request.headers.get("Accept"), custom, shadow,
+                )
+                for v, n in counts.items():
+                    self.metrics.scored(v, n)
+                if ro.mode == "canary":
+                    self._judge(ro)
+            else:
+                if bundle is None:
+                    bundle = await self.store.get(target)
+                out, ctype, n_reports = handle(
+                    bundle, body, request.headers.get("Content-Type"),
+                    request.headers.get("Accept"), custom, shadow=shadow,
+                )
+                version = bundle.model_version
+                self.metrics.scored(version, n_reports)
+        except BaseException:
+            self._untake_shadow(shadow)
+            raise
+        self.shadow_sent += len(shadow)
         headers = {H_VARIANT: self.cfg.variant, H_VERSION: version}
         if custom is not None:
             headers[H_CUSTOM] = custom
