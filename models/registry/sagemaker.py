@@ -39,6 +39,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -411,6 +412,31 @@ class SageMakerRegistry:
             )
         return Deployment(endpoint=endpoint, group=group, version=int(tags[f"{TAG}version"]),
                           deployed=current["EndpointConfigName"].rsplit("-", 1)[-1])
+
+    def compare(
+        self, group: str, endpoint: str | None = None, *, since: datetime,
+        until: datetime, capture_s3_uri: str | None = None,
+    ) -> dict[str, Any]:
+        """The shadow test's comparison, read back from data capture (see
+        :mod:`models.registry.capture`): the production and shadow variants' captured
+        results in [since, until), paired by report identity, compared like the local
+        server's. The capture location is the endpoint's (DescribeEndpoint
+        ``DataCaptureConfig``), else ``capture_s3_uri`` or the registry's."""
+        from .capture import CaptureReader
+
+        endpoint, current, tags = self._serving(group, endpoint)
+        dest = (current.get("DataCaptureConfig") or {}).get("DestinationS3Uri") or \
+            capture_s3_uri or self.capture_s3_uri
+        if not dest:
+            raise RegistryError(f"endpoint {endpoint!r} has no data capture configured, so a "
+                                "shadow variant's answers were not recorded anywhere")
+        out = CaptureReader(self.s3, dest).compare(endpoint, self.variant,
+                                                   self.shadow_variant, since, until)
+        shadow = tags.get(f"{TAG}shadow-version")
+        out["running"] = tags.get(f"{TAG}mode") == "shadow"
+        out["production"] = f"{group}/{tags.get(f'{TAG}version')}"
+        out["candidate"] = f"{group}/{shadow}" if shadow else None
+        return out
 
     def _serving(
         self, group: str, endpoint: str | None

@@ -99,11 +99,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     h.add_argument("--endpoint", default=None)
     h.set_defaults(func=_history)
 
-    cmp_ = ms.add_parser("compare", help="the running rollout's comparison, from the model server")
+    cmp_ = ms.add_parser(
+        "compare", help="a shadow's comparison with production: from the model server, the "
+        "results store (--store) or SageMaker data capture (--sagemaker)")
     cmp_.add_argument("group")
     cmp_.add_argument("--url", default=None,
                       help="model server URL (default $PUMPWATCH_MODEL_SERVER or "
                       "http://127.0.0.1:8080)")
+    cmp_.add_argument("--store", default=None, metavar="URL",
+                      help="compute it from the shadow results the consumer stored "
+                      "(sqlite:///path or postgresql://...) instead of asking the server")
+    cmp_.add_argument("--version", type=int, default=None,
+                      help="--store: this shadow version (default: the newest stored)")
+    cmp_.add_argument("--endpoint", default=None, help="--sagemaker: the endpoint")
+    cmp_.add_argument("--hours", type=float, default=24.0,
+                      help="--store / --sagemaker: the last HOURS of shadow results (default 24)")
+    cmp_.add_argument("--capture", default=None, metavar="S3URI",
+                      help="--sagemaker: data capture location (default: the endpoint's)")
     cmp_.set_defaults(func=_compare)
 
     sh = ms.add_parser(
@@ -327,6 +339,11 @@ def _compare(args: argparse.Namespace) -> int:
 
     from models.serving.errors import RegistryError
 
+    if args.store:
+        return _compare_stored(args)
+    if args.sagemaker:
+        return _compare_capture(args)
+
     url = (args.url or os.environ.get("PUMPWATCH_MODEL_SERVER") or "http://127.0.0.1:8080")
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/rollout", timeout=10) as r:  # noqa: S310
@@ -350,6 +367,89 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_stored(args: argparse.Namespace) -> int:
+    """The comparison from the store's shadow_results joined with production's results."""
+    import asyncio
+    import time
+
+    from cloud.store import make_store
+    from models.serving.rollout import Comparison
+
+    async def read() -> list[Any]:
+        store = make_store(args.store)
+        await store.open()
+        try:
+            since = time.time_ns() - int(args.hours * 3600e9)
+            version = None if args.version is None else f"{args.group}/{args.version}"
+            return await store.shadow_pairs(shadow_version=version,
+                                            version_prefix=f"{args.group}/", since_ns=since)
+        finally:
+            await store.close()
+
+    pairs = asyncio.run(read())
+    if not pairs:
+        if args.json:
+            print(json.dumps({"source": "store", "shown": None}))
+        else:
+            print(f"no stored shadow results of group {args.group!r} in the last "
+                  f"{args.hours:g} h")
+        return 1
+    newest = max(pairs, key=lambda p: p.stored_ns).shadow_version
+    cand = newest if args.version is None else f"{args.group}/{args.version}"
+    cmp_ = Comparison()
+    production: dict[str, int] = {}
+    for p in pairs:
+        if p.shadow_version != cand:
+            continue
+        production[p.production_version] = production.get(p.production_version, 0) + 1
+        cmp_.add(p.pump_class, p.production_condition, p.production_score, p.shadow_condition,
+                 p.shadow_score)
+    shown = {"mode": "shadow", "candidate": cand, "production": sorted(production),
+             "comparison": cmp_.to_dict(), "hours": args.hours}
+    if args.json:
+        print(json.dumps({"source": "store", "shown": shown}))
+        return 0
+    print(f"shadow: {cand} beside {', '.join(sorted(production))} (stored results, last "
+          f"{args.hours:g} h)")
+    _print_pairs(shown["comparison"])
+    return 0
+
+
+def _compare_capture(args: argparse.Namespace) -> int:
+    """SageMaker: the shadow variant's answers, read back from data capture."""
+    from datetime import UTC, datetime, timedelta
+
+    from models.registry.sagemaker import SageMakerRegistry
+    from models.serving.errors import RegistryError
+
+    reg: object = _registry(args)
+    if not isinstance(reg, SageMakerRegistry):
+        raise RegistryError("data capture is SageMaker's: add --sagemaker")
+    until = datetime.now(UTC)
+    out = reg.compare(args.group, args.endpoint, since=until - timedelta(hours=args.hours),
+                      until=until + timedelta(minutes=1), capture_s3_uri=args.capture)
+    if args.json:
+        print(json.dumps({"source": out["source"], "shown": out}))
+        return 0 if out["paired"] else 1
+    state = "running" if out["running"] else "not running now"
+    print(f"shadow: {out['candidate']} beside {out['production']} ({state}; data capture "
+          f"{out['capture']}, {out['records']['production']} + {out['records']['shadow']} "
+          f"records, {out['shadow_unpaired']} shadow results unpaired, "
+          f"{out['undecodable']} lines undecodable)")
+    _print_pairs(out["comparison"])
+    return 0 if out["paired"] else 1
+
+
+def _print_pairs(comparison: dict[str, Any]) -> None:
+    for cls, c in comparison.items():
+        if not c.get("reports"):
+            continue
+        name = "overall" if cls == "*" else f"class {cls}"
+        shift = ", ".join(f"{k} {v:+.3f}" for k, v in c["label_shift"].items() if v)
+        print(f"  {name:24s} agreement {c['agreement']:.3f} over {c['reports']} reports; "
+              f"score shift {c['mean_anomaly_score_shift']:+.4f}; label shift: {shift or 'none'}")
+
+
 def _print_comparison(ro: dict[str, Any]) -> None:
     state = f"ended: {ro['ended']}" if ro.get("ended") else "running"
     share = f" {ro['percent']:g} % of pumps" if ro.get("percent") else ""
@@ -358,13 +458,7 @@ def _print_comparison(ro: dict[str, Any]) -> None:
         print(f"  {v:24s} reports {st['reports']:6d}  errors {st['errors']}/{st['calls']}  "
               f"p50 {st['latency_p50_ms']} ms  p95 {st['latency_p95_ms']} ms  "
               f"ood {st['ood_share']:.3f}  mean score {st['mean_anomaly_score']}")
-    for cls, c in (ro.get("comparison") or {}).items():
-        if not c.get("reports"):
-            continue
-        name = "overall" if cls == "*" else f"class {cls}"
-        shift = ", ".join(f"{k} {v:+.3f}" for k, v in c["label_shift"].items() if v)
-        print(f"  {name:24s} agreement {c['agreement']:.3f} over {c['reports']} reports; "
-              f"score shift {c['mean_anomaly_score_shift']:+.4f}; label shift: {shift or 'none'}")
+    _print_pairs(ro.get("comparison") or {})
 
 
 @_guard
