@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,7 @@ def _put(s3: Any, bucket: str, variant: str, lines: list[tuple[datetime, str]]) 
 
 @pytest.fixture
 def capture(moto_server: str, bundles: tuple[Bundle, Bundle],
-            request: pytest.FixtureRequest) -> Iterator[tuple[Any, str, list[dsp.Report]]]:
+            request: pytest.FixtureRequest) -> tuple[Any, str, list[dsp.Report]]:
     v1, v2 = bundles
     s3 = client(moto_server, "s3")
     bucket = f"cap-{request.node.name.lower().replace('_', '-')[:40]}"
@@ -105,7 +104,7 @@ def capture(moto_server: str, bundles: tuple[Bundle, Bundle],
     shadow[1] = (shadow[1][0], shadow[1][1] + "\n{not json")  # one undecodable line
     _put(s3, bucket, "AllTraffic", prod)
     _put(s3, bucket, "Shadow", shadow)
-    yield s3, bucket, reps
+    return s3, bucket, reps
 
 
 def _expected(v1: Bundle, v2: Bundle, reps: list[dsp.Report]) -> dict[str, Any]:
