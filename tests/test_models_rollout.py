@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
-from dsp.results import Result
+from dsp.results import InvocationResponse, Result, ShadowPart
 from models.registry.local import LocalRegistry
 from models.registry.rollout import Candidate, RolloutLimits
 from models.serving.bundle import write_bundle
@@ -182,6 +183,19 @@ async def test_callers_get_production_answer_byte_for_byte_while_a_shadow_runs(
         assert "label shift: healthy -1.000, unknown +1.000" in text
         assert await asyncio.to_thread(cli, [*base, "other", "--url", srv_url]) == 1
         assert "no rollout of group 'other'" in capsys.readouterr().out
+        # the next response carries the shadow's six results in its optional shadow part;
+        # production's results in it are what they were, and a caller that does not know
+        # the part decodes the body as before
+        async with s.post(url, data=body, headers=hdr) as r:
+            after = await r.read()
+        dec = msgspec.msgpack.Decoder(InvocationResponse)
+        assert dec.decode(after).results == dec.decode(before).results
+        shadow = msgspec.msgpack.Decoder(ShadowPart).decode(after).shadow
+        assert [(x.result.seq, x.result.condition, x.result.model_version, x.production)
+                for x in shadow] == [(i, "unknown", f"{G}/2", f"{G}/1") for i in range(6)]
+        assert msgspec.msgpack.Decoder(ShadowPart).decode(before).shadow == []
+        async with s.get(f"http://127.0.0.1:{srv.port}/rollout") as r:
+            assert (await r.json())["shadow_results"]["sent"] == 6
 
 
 def test_sigterm_during_a_busy_shadow_exits_promptly_and_cleanly(reg: LocalRegistry) -> None:

@@ -110,6 +110,17 @@ def _rows(db: Path) -> list[ResultRow]:
         return []
 
 
+def _shadow_count(db: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            return int(con.execute("SELECT count(*) FROM shadow_results").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0  # not created yet
+
+
 def _wait(pred: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -193,6 +204,18 @@ def test_shadow_canary_auto_rollback_and_promote_through_one_unchanged_pipeline(
     versions = shown["versions"]
     assert versions[f"{GROUP}/2"]["errors"] == 0
     assert versions[f"{GROUP}/2"]["latency_p50_ms"] is not None
+    # the shadow's per-report results ride back on later responses (the contract's optional
+    # shadow part): one more report brings the last of them; the unchanged consumer stores
+    # them (shadow_results), and compare --store gets the same figures from the stored rows
+    stack.publish([_report(seq, 1, "centrifugal-0", "centrifugal")])
+    seq += 1
+    _wait(lambda: _shadow_count(stack.db) >= n_shadow, 30, "the shadow's results stored")
+    assert _shadow_count(stack.db) == n_shadow  # the flush's own one waits for a response
+    capsys.readouterr()
+    assert stack.models("--json", "compare", GROUP, "--store", f"sqlite:///{stack.db}") == 0
+    stored = json.loads(capsys.readouterr().out)["shown"]
+    assert (stored["candidate"], stored["production"]) == (f"{GROUP}/2", [f"{GROUP}/1"])
+    assert stored["comparison"] == cmp_
     assert stack.models("rollback", GROUP, "--reason", "seen enough") == 0
     _wait(lambda: stack.rollout()["rollout"] is None, 20, "shadow dropped")
 
