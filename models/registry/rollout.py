@@ -6,9 +6,10 @@ Vocabulary (the same for the local registry and SageMaker):
   version and, while a rollout runs, one :class:`Candidate` beside it.
 - ``mode="all"`` (a plain deploy) switches production at once and ends any rollout.
 - ``mode="shadow"``: every batch is scored by both; callers get production's
-  results, the candidate's are only compared (the model server keeps the
-  comparison, ``GET /rollout``; on SageMaker a shadow variant's answers go to
-  data capture).
+  results, and the candidate's in the response's optional ``shadow`` part (the
+  consumer stores them in ``shadow_results``); the model server keeps the
+  comparison (``GET /rollout``). On SageMaker a shadow variant's answers go to
+  data capture (:mod:`.capture` reads them back).
 - ``mode="canary"``: ``percent`` of the pumps, chosen by a hash of the pump id
   (stable: a pump never flips between versions while the share stays put,
   and raising the share only adds pumps), are scored by the candidate; every

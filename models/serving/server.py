@@ -45,7 +45,9 @@ Rollout: when the registry deployment names a candidate beside production
 (:mod:`models.registry.rollout`), requests without a target model are scored as
 :mod:`models.serving.rollout` describes -- shadow: production answers, the
 candidate scores the same decoded reports afterwards (a bounded queue, in the
-event loop, yielding to invocations) and the pairs are compared; canary: the
+event loop, yielding to invocations) and the pairs are compared, and the
+candidate's per-report results ride back to callers on the next responses (the
+contract's optional ``shadow`` part; a bounded outbox); canary: the
 candidate scores the pumps its hash share names, production the rest and any
 the candidate fails on. The candidate crossing one of its deployment's limits
 is dropped at once and the rollback recorded in the registry.
