@@ -253,3 +253,33 @@ def test_a_result_written_with_a_manifest_shows_display_name_and_fields_live(
     text = cell.inner_text()
     assert "0.432" in text and "distance to centroid" in text
     assert not page.is_hidden("#extra-title")
+
+
+def test_the_shadow_part_is_decoded_on_its_own_and_never_rejects_production() -> None:
+    """A response's optional shadow part (dsp.results.ShadowPart): decoded beside the typed
+    response; one that does not decode is dropped with a reason, production's results kept."""
+    import msgspec
+
+    from cloud.consumer import decode_response
+    from dsp.results import RESULT_SCHEMA_VERSION, InvocationResponse, Result, ShadowResult
+
+    def res(seq: int, condition: str, version: str) -> Result:
+        return Result(v=1, device="d", epoch=1, seq=seq, site="s", pump="p", channel="x",
+                      t0_ns=0, condition=condition, probabilities={condition: 1.0},
+                      anomaly_score=0.5, anomaly_threshold=1.0, anomalous=False,
+                      baseline="fleet", iso_zone="A", velocity_rms=0.1, model_version=version)
+
+    resp = InvocationResponse(RESULT_SCHEMA_VERSION, "g/1", [res(0, "healthy", "g/1")])
+    plain = msgspec.to_builtins(resp)
+    for enc, mod in (("msgpack", msgspec.msgpack), ("json", msgspec.json)):
+        assert decode_response(mod.encode(plain), enc).shadow == []  # type: ignore[arg-type]
+        good = {**plain, "shadow": msgspec.to_builtins(
+            [ShadowResult(res(7, "unknown", "g/2"), "g/1", "screw")])}
+        got = decode_response(mod.encode(good), enc)  # type: ignore[arg-type]
+        assert got.response == resp and got.shadow_error is None
+        assert [(s.result.seq, s.result.condition, s.production, s.pump_class)
+                for s in got.shadow] == [(7, "unknown", "g/1", "screw")]
+        bad = {**plain, "shadow": [{"result": {"seq": "not a number"}, "production": 3}]}
+        got = decode_response(mod.encode(bad), enc)  # type: ignore[arg-type]
+        assert got.response == resp and got.shadow == []
+        assert got.shadow_error is not None and "shadow part dropped" in got.shadow_error
