@@ -150,6 +150,12 @@ def decode_request(body: bytes, content_type: str | None) -> list[Report]:
     return req.reports
 
 
+class _Shadowed(InvocationResponse, frozen=True, omit_defaults=True):
+    """A response with the optional ``shadow`` part, for encoding only (dsp.results)."""
+
+    shadow: list[ShadowResult] = msgspec.field(default_factory=list)
+
+
 def encode_response(
     response: InvocationResponse, accept: str,
     extras: Sequence[Mapping[str, Any]] | None = None,
@@ -157,14 +163,17 @@ def encode_response(
 ) -> bytes:
     """Wire bytes; ``extras`` (one mapping per result) become top-level result fields;
     ``shadow`` results go in the optional top-level ``shadow`` part (dsp.results)."""
-    body: InvocationResponse | dict[str, Any] = response
-    if extras is not None or shadow:
+    body: InvocationResponse | _Shadowed | dict[str, Any] = response
+    if extras is not None:
         plain: dict[str, Any] = msgspec.to_builtins(response)
-        for res, more in zip(plain["results"], extras or (), strict=extras is not None):
+        for res, more in zip(plain["results"], extras, strict=True):
             res.update(more)
         if shadow:
             plain[SHADOW_FIELD] = msgspec.to_builtins(list(shadow))
         body = plain
+    elif shadow:  # typed, encoded in one pass (to_builtins costs ~2x)
+        body = _Shadowed(**{f: getattr(response, f) for f in response.__struct_fields__},
+                         shadow=list(shadow))
     return _mp_encoder.encode(body) if accept == MSGPACK else _json_encoder.encode(body)
 
 
