@@ -191,6 +191,8 @@ def test_api_relays_the_running_shadow_comparison_and_the_rollback_event(
     assert body["endpoint"] == "pumpwatch" and body["production"] == f"{GROUP}/1"
     ro = body["rollout"]
     assert ro == own["rollout"]  # relayed unchanged (no traffic in between)
+    assert body["shadow_results"] == own["shadow_results"]
+    assert set(body["shadow_results"]) == {"sent", "waiting", "dropped"}
     assert (ro["mode"], ro["candidate"], ro["production"]) == ("shadow", f"{GROUP}/2",
                                                                f"{GROUP}/1")
     n = PER_CLASS * len(CLASS_TEMPLATES)

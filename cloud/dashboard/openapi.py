@@ -108,6 +108,9 @@ SCHEMAS: dict[str, Schema] = {
                  "description": "the last finished trial, as `rollout` plus `ended` (why)"},
         "events": {**_array(_ref("RolloutEvent")),
                    "description": "automatic rollbacks since the model server started"},
+        "shadow_results": {"type": ["object", "null"], "description": (
+            "the shadow's per-report results the server returns on responses (the "
+            "consumer stores them in shadow_results): sent, waiting, dropped")},
     }),
     "PumpSummary": _obj({
         "pump": STR, "site": STR, "channel": {**STR, "description": "the worst channel"},

@@ -70,6 +70,8 @@ def envelope(state: State, url: str | None, *, error: str | None = None,
         "rollout": b.get("rollout") if isinstance(b.get("rollout"), dict) else None,
         "last": b.get("last") if isinstance(b.get("last"), dict) else None,
         "events": [e for e in events if isinstance(e, dict)] if isinstance(events, list) else [],
+        "shadow_results": b.get("shadow_results")
+        if isinstance(b.get("shadow_results"), dict) else None,
     }
 
 
