@@ -34,7 +34,7 @@ from models.serving.handler import MSGPACK, encode_response, score_with_fields
 from models.serving.physics import PhysicsParams
 from models.serving.rollout import Rollout
 from tests.infra.model_server import request_body, synth_reports
-from tests.infra.moto_server import client
+from tests.infra.moto_server import ACCOUNT, client
 from tests.test_aws_sagemaker_rollout import CONFIG, ENDPOINT_ARN, NOW
 
 T0 = datetime(2026, 12, 2, 17, 40, tzinfo=UTC)  # the records straddle 18:00: two hour prefixes
@@ -205,3 +205,49 @@ def test_sagemaker_registry_compare_reads_the_endpoints_capture(
     assert out["capture"] == f"s3://{bucket}/capture"
     v1, v2 = bundles
     assert out["comparison"] == _expected(v1, v2, reps[:15])
+
+
+def test_cli_compare_on_the_sagemaker_backend_reads_the_capture(
+    moto_server: str, bundles: tuple[Bundle, Bundle], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``pumpwatch models --sagemaker compare GROUP``: the endpoint and its config's tags on
+    moto's SageMaker, the capture (the last hour, written now) on moto's S3."""
+    from pumpwatch.cli import main as cli
+
+    for k, v in (("AWS_ENDPOINT_URL", moto_server), ("AWS_ACCESS_KEY_ID", "testing"),
+                 ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(k, v)
+    v1, v2 = bundles
+    sm, s3 = client(moto_server, "sagemaker"), client(moto_server, "s3")
+    sm.create_model(ModelName="pw-cli-m1", ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/x",
+                    PrimaryContainer={"Image": "img"})
+    sm.create_endpoint_config(
+        EndpointConfigName="pw-cli-c1",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "pw-cli-m1",
+                             "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
+        Tags=[{"Key": "pumpwatch:group", "Value": "pumps"},
+              {"Key": "pumpwatch:version", "Value": "1"},
+              {"Key": "pumpwatch:mode", "Value": "shadow"},
+              {"Key": "pumpwatch:shadow-version", "Value": "2"}])
+    sm.create_endpoint(EndpointName="pw-cli", EndpointConfigName="pw-cli-c1")
+    s3.create_bucket(Bucket="cap-cli")
+    reps = _reports()[:8]
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    for variant, bundle in (("AllTraffic", v1), ("Shadow", v2)):
+        s3.put_object(Bucket="cap-cli",
+                      Key=f"capture/pw-cli/{variant}/{at:%Y/%m/%d/%H}/{at:%M-%S}-x.jsonl",
+                      Body=(_line(bundle, reps, at, variant) + "\n").encode())
+    base = ["models", "--sagemaker", "--s3-prefix", "s3://models/pw", "--image", "img",
+            "--region", "us-east-1"]
+    capsys.readouterr()
+    assert cli([*base, "--json", "compare", "pumps", "--endpoint", "pw-cli", "--capture",
+                "s3://cap-cli/capture", "--hours", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)["shown"]
+    assert (out["production"], out["candidate"], out["paired"]) == ("pumps/1", "pumps/2", 8)
+    assert out["comparison"] == _expected(v1, v2, reps)
+    assert cli([*base, "compare", "pumps", "--endpoint", "pw-cli", "--capture",
+                "s3://cap-cli/capture", "--hours", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "shadow: pumps/2 beside pumps/1 (running; data capture s3://cap-cli/capture" in text
+    assert "overall" in text and "over 8 reports" in text
