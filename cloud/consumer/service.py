@@ -93,6 +93,7 @@ from cloud.store import (
 from dsp.results import Result
 
 from ..monitor.histograms import Histograms
+from ..monitor.usage import Usage
 from . import topics
 from ._queue import Handoff, JobQueue, QueueStats
 from ._response import Scored
@@ -160,6 +161,7 @@ class Job:
     works: list[Work] = field(default_factory=list)
     tickets: list[Ticket[Delivery]] = field(default_factory=list)
     confirms: list[Identity] = field(default_factory=list)  # dead letters of their device
+    usage: Usage | None = None  # the batch's usage counts (cloud.monitor.usage)
 
 
 @dataclass(slots=True)
@@ -239,6 +241,11 @@ class Consumer:
         self.alarms = AlarmTracker(config.alarms)
         self.histograms = (Histograms(flush_s=config.monitor.flush_s)
                            if config.monitor.enabled else None)
+        # usage of calls without results (errors), for the next commit; each target's
+        # model version as last answered (what an error is attributed to)
+        self.usage = Usage() if config.monitor.enabled else None
+        self._usage_flush_queued = False
+        self._target_versions: dict[Target, str] = {}
         self._pump_states = topics.PumpStates()
         self._invocations: set[asyncio.Task[None]] = set()
         self._committing = False
@@ -529,10 +536,10 @@ class Consumer:
                     raise
                 finally:
                     self._release_slot(ok)
-                    self.metrics.endpoint_seconds.labels(str(target), outcome).observe(
-                        time.perf_counter() - t0
-                    )
+                    elapsed = time.perf_counter() - t0
+                    self.metrics.endpoint_seconds.labels(str(target), outcome).observe(elapsed)
             except EndpointRejectedError as exc:
+                await self._usage_error(target, "rejected")
                 if len(works) == 1:
                     await self._model_dead_letter(target, works[0], str(exc))
                     return
@@ -543,6 +550,7 @@ class Consumer:
                 await self._invoke(target, works[half:])
                 return
             except EndpointUnavailableError as exc:
+                await self._usage_error(target, "unavailable")
                 self.counters.endpoint_retries += 1
                 level = logging.ERROR if isinstance(exc, EndpointConfigError) else logging.WARNING
                 delay = backoff.delay()
@@ -550,8 +558,20 @@ class Consumer:
                         target, len(works), delay, exc)
                 await asyncio.sleep(delay)
                 continue
-            await self._jobs.put(self._result_job(target, works, scored))
+            await self._jobs.put(self._result_job(target, works, scored, elapsed))
             return
+
+    async def _usage_error(self, target: Target, outcome: str) -> None:
+        """Count a failed call; it waits for the next commit, for which an empty job is
+        queued (once until the writer takes it), so an outage's errors are stored during
+        it."""
+        if self.usage is None:
+            return
+        self.usage.error(model_version=self._target_versions.get(target, ""),
+                         target=str(target), outcome=outcome)
+        if not self._usage_flush_queued:
+            self._usage_flush_queued = True
+            await self._jobs.put(Job(Commit()))
 
     @staticmethod
     def _check_identities(target: Target, works: list[Work], results: list[Result]) -> None:
@@ -580,7 +600,8 @@ class Consumer:
         self._want_manifest[target] = bool(digest) and digest not in self._manifests
         return out
 
-    def _result_job(self, target: Target, works: list[Work], scored: Scored) -> Job:
+    def _result_job(self, target: Target, works: list[Work], scored: Scored,
+                    latency_s: float = 0.0) -> Job:
         tname = str(target)
         resp = scored.response
         manifests = self._new_manifests(target, scored)
@@ -612,7 +633,15 @@ class Consumer:
             )
         if self.histograms is not None:
             self.histograms.observe([w.accepted.report for w in works], results)
-        return Job(Commit(results=results, archive=archive, manifests=manifests), works=works)
+        usage = None
+        if self.usage is not None:  # per batch: one count per (version, pump) of the batch
+            usage = Usage()
+            usage.invocation(target=tname, latency_s=latency_s, reports=collections.Counter(
+                (r.model_version, r.pump) for r in results))
+            if results:
+                self._target_versions[target] = results[-1].model_version
+        return Job(Commit(results=results, archive=archive, manifests=manifests), works=works,
+                   usage=usage)
 
     async def _model_dead_letter(self, target: Target, work: Work, reason: str) -> None:
         self.counters.model_dead_letters += 1
@@ -632,7 +661,12 @@ class Consumer:
             reason=reason + capped_note(raw, cap), payload=raw[:cap],
             device=ident[0], epoch=ident[1], seq=ident[2],
         )
-        await self._jobs.put(Job(Commit(dead_letters=[dl]), works=[work]))
+        usage = None
+        if self.usage is not None:
+            usage = Usage()
+            usage.dead_letter(model_version=self._target_versions.get(target, ""),
+                              target=str(target), pump=work.accepted.report.pump)
+        await self._jobs.put(Job(Commit(dead_letters=[dl]), works=[work], usage=usage))
 
     # -- commit and ack ----------------------------------------------------------------------
 
@@ -654,6 +688,12 @@ class Consumer:
                 dead_letters=[d for j in jobs for d in j.commit.dead_letters],
                 manifests=[m for j in jobs for m in j.commit.manifests],
             )
+            if self.usage is not None:
+                for j in jobs:
+                    if j.usage is not None:
+                        self.usage.merge(j.usage)
+                merged.usage = self.usage.take()  # with the batches' results, or alone
+                self._usage_flush_queued = False
             evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
             backoff = Backoff(initial=0.1, maximum=10.0)
             while True:

@@ -42,6 +42,7 @@ from .records import (
     Series,
     SeriesChannel,
     StoreCounts,
+    UsageCell,
     merge_extra,
 )
 from .sqlite import SQLiteStore
@@ -98,6 +99,7 @@ __all__ = [
     "Store",
     "StoreCounts",
     "StoreError",
+    "UsageCell",
     "make_store",
     "merge_extra",
 ]

@@ -56,6 +56,7 @@ from .records import (
     Series,
     SeriesChannel,
     StoreCounts,
+    UsageCell,
 )
 
 ZONES_BY_RANK = "?ABCD"
@@ -136,6 +137,8 @@ class SQLStore:
                 # Sorted by key, so two consumers adding to the same cells never deadlock.
                 cells = sorted(histograms(fresh))
                 await self._bulk(tx, q.add_hist, cells, len(q.HIST_COLUMNS))
+            if commit.usage:  # sorted by key, as the histograms (no deadlock)
+                await self._bulk(tx, q.add_usage, sorted(commit.usage), len(q.USAGE_COLUMNS))
             written = list(commit.alarms)
             if alarms is not None and fresh:
                 written += await self._evaluate_alarms(tx, alarms, fresh, now)
@@ -496,6 +499,16 @@ class SQLStore:
         async with self._read() as s:
             return [(str(v), str(t), str(r), int(b), str(h), str(f), int(i), float(x))
                     for v, t, r, b, h, f, i, x in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def usage(
+        self, *, since_ns: int, until_ns: int, model_version: str | None = None
+    ) -> list[UsageCell]:
+        w, params = q.where([("bucket_ns", ">=", since_ns), ("bucket_ns", "<", until_ns),
+                             ("model_version", "=", model_version)])
+        sql = q.select(q.USAGE_COLUMNS, "monitor_usage", w, q.USAGE_KEY, None)
+        async with self._read() as s:
+            return [(str(v), str(t), str(p), int(b), str(m), int(i), float(x))
+                    for v, t, p, b, m, i, x in await s.fetch(self.dialect.sql(sql), params)]
 
     async def histogram_start(self, model_version: str) -> int | None:
         async with self._read() as s:
