@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -177,3 +178,43 @@ async def test_consumer_counts_usage_in_its_commits(
     assert sum(x["errors"]["unavailable"] for x in s.values()) >= 1 <= proxy.stats["503"]
     assert u["latency_ms"]["p50"] is not None and u["latency_ms"]["p99"] >= u["latency_ms"]["p50"]
     assert set(u["targets"]) == {"pumpwatch"}
+
+
+async def test_dashboard_serves_usage_in_the_api_and_as_series(tmp_path: Path) -> None:
+    from tests.infra.scrape import assert_documented, parse
+    from tests.test_dashboard_api import checked, served
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    u = Usage()
+    for k in range(10):
+        u.invocation(target="pumpwatch", latency_s=0.01 * (k + 1), reports={("m/1", "p1"): 4})
+    u.error(model_version="m/1", target="pumpwatch", outcome="rejected")
+    u.dead_letter(model_version="m/1", target="pumpwatch", pump="p1")
+    old = Usage()  # two days ago: outside the 24 h window
+    old.invocation(target="pumpwatch", latency_s=1.0, reports={("m/1", "p1"): 99},
+                   now_ns=time.time_ns() - 2 * 86400 * 10**9)
+    s = make_store(url, synchronous="normal")
+    await s.open()
+    await s.commit(Commit(usage=u.cells() + old.cells()))
+    await s.close()
+    async with served(url) as c:
+        async with c.get("/api/monitoring") as resp:
+            body = await checked(resp, "/api/monitoring")
+        async with c.get("/metrics") as resp:
+            text = await resp.text()
+    m = body["usage"]["versions"]["m/1"]
+    assert (m["invocations"], m["reports"], m["dead_letters"]) == (10, 40, 1)
+    assert m["errors"] == {"unavailable": 0, "rejected": 1}
+    assert m["pumps"] == {"p1": {"reports": 40, "dead_letters": 1}} and m["pumps_total"] == 1
+    assert 40 <= m["latency_ms"]["p50"] <= 70
+    assert 'pumpwatch_model_invocations{model_version="m/1",target="pumpwatch"} 10.0' in text
+    assert 'pumpwatch_model_scored_reports{model_version="m/1",target="pumpwatch"} 40.0' in text
+    assert ('pumpwatch_model_invocation_errors{model_version="m/1",outcome="rejected",'
+            'target="pumpwatch"} 1.0') in text
+    assert 'pumpwatch_model_dead_letters{model_version="m/1",target="pumpwatch"} 1.0' in text
+    p99 = next(x for x in text.splitlines() if x.startswith(
+        'pumpwatch_model_latency_seconds{model_version="m/1",quantile="0.99"'))
+    assert 0.08 <= float(p99.split()[-1]) <= 0.13
+    scrape = parse(text)
+    assert_documented(scrape, "pumpwatch_model_")
+    assert_documented(scrape, "pumpwatch_feature_")
