@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from pathlib import Path
 from typing import Any
-
-import time
 
 import msgspec
 import numpy as np
@@ -76,7 +75,8 @@ def test_models_page_shows_each_versions_drift(browser: Any, tmp_path: Path) -> 
         drift = page.locator("#models tr[data-version='pumps/1']")
         assert drift.get_attribute("data-status") == "drift"
         assert "log:v1x" in drift.inner_text()
-        assert page.locator("#models tr[data-version='pumps/2']").get_attribute("data-status") == "ok"
+        ok = page.locator("#models tr[data-version='pumps/2']")
+        assert ok.get_attribute("data-status") == "ok"
 
         a = page.locator("#usage tr[data-target='pumpwatch/site-a']")
         assert a.get_attribute("data-version") == "pumps/1"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,3 +219,30 @@ async def test_dashboard_serves_usage_in_the_api_and_as_series(tmp_path: Path) -
     scrape = parse(text)
     assert_documented(scrape, "pumpwatch_model_")
     assert_documented(scrape, "pumpwatch_feature_")
+
+
+def test_monitor_status_shows_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pumpwatch.cli import main
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    u = Usage()
+    for k in range(4):
+        u.invocation(target="pumpwatch", latency_s=0.02, reports={("pumps/7", f"p{k}"): 5})
+    u.error(model_version="pumps/7", target="pumpwatch", outcome="unavailable")
+
+    async def seed() -> None:
+        s = make_store(url, synchronous="normal")
+        await s.open()
+        await s.commit(Commit(usage=u.cells()))
+        await s.close()
+
+    asyncio.run(seed())
+    reg = ["monitor", "--registry", str(tmp_path / "reg")]
+    assert main([*reg, "--json", "status", "--store", url]) == 0
+    shown = json.loads(capsys.readouterr().out)["usage_unregistered"]["pumps/7"]
+    assert (shown["invocations"], shown["reports"], shown["errors_total"]) == (4, 20, 1)
+    assert shown["pumps_total"] == 4
+    assert main([*reg, "status", "--store", url]) == 0
+    text = capsys.readouterr().out
+    assert "pumps/7" in text and "usage (24 h): 4 calls, 20 reports, 1 errors (1 unavailable" \
+        in text

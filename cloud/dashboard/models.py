@@ -5,9 +5,9 @@ usage and its label-based quality.
 for: its drift status, when it was checked, the unexplained features, the worst
 features, the prediction shares, the histograms' report counts of the run's window and
 the report's path (``pumpwatch monitor run`` writes them; see docs/monitoring.md); its
-``usage`` over the last :data:`USAGE_WINDOW_NS` (calls, reports, errors, dead letters,
-latency quantiles per version, bundle and pump: :mod:`cloud.monitor.usage`, merged
-across every consumer of the store); and its label-based ``quality`` (closed asset
+``usage`` over the last 24 h (calls, reports, errors, dead letters, latency quantiles
+per version, bundle and pump: :mod:`cloud.monitor.usage`, merged across every
+consumer of the store); and its label-based ``quality`` (closed asset
 alarms: :mod:`cloud.monitor.quality`). ``/metrics`` gains the drift and usage series
 (``pumpwatch_feature_drift{feature,model_version}``,
 ``pumpwatch_model_invocations{model_version,target}``, ...), read from a cache that a
@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -30,29 +29,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cloud.monitor.histograms import BUCKET_NS
 from cloud.monitor.quality import store_quality
-from cloud.monitor.usage import QUANTILES, summarize
-from cloud.store import MonitorRun, Store, StoreError
+from cloud.monitor.usage import QUANTILES, usage_json
+from cloud.store import MonitorRun, StoreError
 
 from ._store import StoreHandle
 
 log = logging.getLogger(__name__)
 STATUS_VALUE = {"ok": 0.0, "drift": 1.0, "insufficient_data": -1.0}
-USAGE_WINDOW_NS = 24 * 3600 * 1_000_000_000  # usage: the hour buckets of the last 24 h
-
-
-async def usage_json(store: Store, *, now_ns: int | None = None,
-                     window_ns: int = USAGE_WINDOW_NS) -> dict[str, Any]:
-    """Usage per model version over the hour buckets that overlap the last ``window_ns``
-    (the current, partial one included)."""
-    now = time.time_ns() if now_ns is None else now_ns
-    since = (now - window_ns) - (now - window_ns) % BUCKET_NS
-    until = now - now % BUCKET_NS + BUCKET_NS
-    cells = await store.usage(since_ns=since, until_ns=until)
-    return {"since_ns": since, "until_ns": until, "versions": summarize(cells)}
-
-
 def models_json(runs: list[MonitorRun], manifests: list[str]) -> dict[str, Any]:
     by: dict[str, dict[str, Any]] = {}
     for r in runs:
@@ -186,4 +170,4 @@ def install(app: web.Application, registry: CollectorRegistry,
     app.router.add_get("/api/monitoring", get_models)
 
 
-__all__ = ["USAGE_WINDOW_NS", "install", "models_json", "usage_json"]
+__all__ = ["install", "models_json"]

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ..store.base import Store
 from ..store.records import UsageCell
 from .histograms import BUCKET_NS
 
@@ -59,6 +60,7 @@ LATENCY_PER_DECADE = 10
 LATENCY_EDGES_S: tuple[float, ...] = tuple(
     LATENCY_LO_S * 10 ** (k / LATENCY_PER_DECADE) for k in range(6 * LATENCY_PER_DECADE + 1))
 QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
+USAGE_WINDOW_NS = 24 * 3600 * 1_000_000_000  # what the dashboard and `monitor status` show
 Key = tuple[str, str, str, int, str, int]
 
 
@@ -219,6 +221,17 @@ def summarize(cells: Sequence[UsageCell], *, max_pumps: int = 50) -> dict[str, d
     return dict(sorted(out.items()))
 
 
+async def usage_json(store: Store, *, now_ns: int | None = None,
+                     window_ns: int = USAGE_WINDOW_NS) -> dict[str, Any]:
+    """:func:`summarize` of the hour buckets that overlap the last ``window_ns`` (the
+    current, partial one included), with the window's bounds."""
+    now = time.time_ns() if now_ns is None else now_ns
+    since = (now - window_ns) - (now - window_ns) % BUCKET_NS
+    until = now - now % BUCKET_NS + BUCKET_NS
+    cells = await store.usage(since_ns=since, until_ns=until)
+    return {"since_ns": since, "until_ns": until, "versions": summarize(cells)}
+
+
 def edges_ms() -> list[float]:
     """The latency histogram's edges in ms (for documentation and plots)."""
     return (np.asarray(LATENCY_EDGES_S) * 1e3).round(6).tolist()
@@ -226,5 +239,6 @@ def edges_ms() -> list[float]:
 
 __all__ = [
     "ALL_PUMPS", "ERRORS", "ERROR_OUTCOMES", "LATENCY_EDGES_S", "METRICS", "QUANTILES",
-    "Usage", "edges_ms", "latency_bin", "merge_cells", "quantile", "summarize",
+    "USAGE_WINDOW_NS", "Usage", "edges_ms", "latency_bin", "merge_cells", "quantile",
+    "summarize", "usage_json",
 ]
