@@ -464,7 +464,7 @@ def create_app(settings: DashboardSettings) -> web.Application:
         hub = StreamHub(hub_store, poll_s=settings.poll_s)
         app[STORE] = store
         app[HUB] = hub
-        if settings.mqtt is not None:
+        if settings.mqtt is not None and settings.mqtt.publish_results:
             app[PUBLISHER] = AlarmPublisher(settings.mqtt)
             app[PUBLISHER].start()
         task = asyncio.create_task(hub.run(), name="dashboard-stream-hub")
