@@ -12,7 +12,8 @@ Theory of operation
 * ``commit`` is one transaction: results (``RETURNING`` the identities it
   inserted, so exactly the new rows go on), manifests, archive rows, dead
   letters, each channel's newest result (``latest``), the alarm state
-  machines over the new rows, then the alarm writes. ``stored_ns`` is taken
+  machines over the new rows, then the alarm writes, and last the usage counters
+  (``Commit.usage``, added to the stored cells). ``stored_ns`` is taken
   inside the transaction, just before the first insert, so a commit's stamp
   trails its visibility by the transaction's own duration only (the live
   stream's look-back covers that; see :mod:`cloud.dashboard.stream`).
@@ -137,8 +138,6 @@ class SQLStore:
                 # Sorted by key, so two consumers adding to the same cells never deadlock.
                 cells = sorted(histograms(fresh))
                 await self._bulk(tx, q.add_hist, cells, len(q.HIST_COLUMNS))
-            if commit.usage:  # sorted by key, as the histograms (no deadlock)
-                await self._bulk(tx, q.add_usage, sorted(commit.usage), len(q.USAGE_COLUMNS))
             written = list(commit.alarms)
             if alarms is not None and fresh:
                 written += await self._evaluate_alarms(tx, alarms, fresh, now)
@@ -156,6 +155,11 @@ class SQLStore:
                 await self._bulk(tx, q.upsert_alarms,
                                  [q.alarm_params(a) for a in last.values()],
                                  len(q.ALARM_COLUMNS))
+            if commit.usage:
+                # Last: every consumer's commits add to the same few cells (a version's
+                # calls and latency), so their row locks are held for the shortest time;
+                # sorted by key (as the histograms), two commits never deadlock.
+                await self._bulk(tx, q.add_usage, sorted(commit.usage), len(q.USAGE_COLUMNS))
         return CommitOutcome(results_inserted=len(fresh), archived=n_archive,
                              dead_lettered=n_dead, stored_ns=now, alarms=stamped)
 
