@@ -253,7 +253,11 @@ OPENAPI_PATHS: dict[str, Any] = {
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "AssetAlarm": {"type": "object", "additionalProperties": True, "required": [
         "id", "pump", "kind", "state", "lifecycle", "severity", "since", "episodes",
-        "evidence", "recommended_action", "events", "verdicts"]},
+        "evidence", "recommended_action", "events", "verdicts"], "properties": {
+        "published": {"type": ["boolean", "null"], "description": "POST answers only: "
+                      "whether the stored change was handed to the broker (QoS 1, "
+                      "{root}/sites/{site}/pumps/{pump}/alarms); null: the dashboard has "
+                      "no --mqtt-config"}}},
 }
 
 __all__ = ["OPENAPI_PATHS", "OPENAPI_SCHEMAS", "asset_detail", "asset_json", "install"]
