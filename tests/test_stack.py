@@ -254,6 +254,9 @@ def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, state: Path) -> None
         assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
         assert all(ln.startswith(("{", "--- ", "listening on ", "pumpwatch dashboard listening"))
                    for ln in lines), f"{name}: a log line that is not JSON"
+    # the dashboard's alarm-change publisher connected with its own certificate (mTLS)
+    dash_log = (state / "logs" / "dashboard.log").read_text()
+    assert "mqtt connected to localhost" in dash_log and "pumpwatch-stack-dashboard" in dash_log
 
 
 def _wait_for(pred: object, timeout: float) -> bool:
