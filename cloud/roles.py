@@ -69,17 +69,19 @@ ROLES: Mapping[Role, tuple[Grant, ...]] = {
         *_g("receive", "{root}/acks/{self}"),
     ),
     # the cloud consumer: reads every report (shared subscription), writes results and
-    # confirmations
+    # confirmations; retains only each pump's condition (its latest state)
     "consumer": (
         *_g("subscribe", "$share/+/{root}/devices/+/reports", "{root}/devices/+/reports"),
         *_g("receive", "{root}/devices/+/reports"),
         *_g("publish", "{root}/sites/#", "{root}/acks/+"),
-        *_g("retain", "{root}/sites/#"),
+        *_g("retain", "{root}/sites/+/pumps/+/condition"),
     ),
-    # a dashboard: results and device status, read only
+    # a dashboard: reads results and device status; publishes (never retained) the
+    # operators' alarm lifecycle changes it stores (cloud/dashboard/publish.py)
     "dashboard": (
         *_g("subscribe", "{root}/sites/#", "{root}/devices/+/status"),
         *_g("receive", "{root}/sites/#", "{root}/devices/+/status"),
+        *_g("publish", "{root}/sites/+/pumps/+/alarms"),
     ),
     # an operator's diagnostic client: reads everything below the root (never as a share
     # member, so it cannot take reports away from the consumers), writes nothing

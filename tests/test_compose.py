@@ -56,6 +56,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
     assert s["consumer"]["depends_on"]["model-server"]["condition"] == "service_healthy"
     for name in ("broker", "model-server", "dashboard"):
         assert s[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert "/etc/pumpwatch/dashboard.toml" in s["dashboard"]["command"]
     published = {p["published"] for svc in s.values() for p in svc.get("ports", [])}
     assert published == {"8883", "8080", "8000"}
 
@@ -122,9 +123,14 @@ def test_init_script_prepares_state_and_the_mounted_configs_load(tmp_path: Path)
         assert (key.st_uid, key.st_mode & 0o077) == (1883, 0)
         assert (state / "broker" / "data").stat().st_uid == 1883
     # the files the containers mount at /etc/pumpwatch, with /state pointing at ours
-    for name in ("edge.toml", "cloud.toml"):
+    for name in ("edge.toml", "cloud.toml", "dashboard.toml"):
         text = (ROOT / "docker" / "compose" / name).read_text().replace("/state", str(state))
         (tmp_path / name).write_text(text)
+    from cloud.dashboard.publish import load_mqtt_config
+
+    dash = load_mqtt_config(tmp_path / "dashboard.toml")  # alarm changes, its own identity
+    assert dash.host == "broker" and dash.tls is not None and dash.tls.cert is not None
+    assert Path(dash.tls.cert).is_file() and dash.tls.cert.endswith("clients/dashboard.crt")
     edge = load_edge_config(tmp_path / "edge.toml")
     assert [p.id for p in edge.pumps] == ["p01", "p02"]
     src = simulated_source(edge)

@@ -96,6 +96,8 @@ def test_mosquitto_and_aws_iot_grant_the_same(role: Role, root: str) -> None:
         assert allowed == {("publish", f"{root}/devices/gw-1/reports"),
                            ("publish", f"{root}/devices/gw-1/status"),
                            ("subscribe", f"{root}/acks/gw-1"), ("receive", f"{root}/acks/gw-1")}
+    if role == "dashboard":  # it publishes the operators' alarm changes, nothing else
+        assert {t for a, t in allowed if a == "publish"} == {f"{root}/sites/s1/pumps/p1/alarms"}
     if role != "consumer":
         assert not any(t.startswith("$share/") for _, t in allowed)
         assert not any(a == "publish" and "/acks/" in t for a, t in allowed)
@@ -105,7 +107,8 @@ def test_retain_is_granted_only_on_status_and_results() -> None:
     retained = {r: [g.filter for g in grants(r, root="pumpwatch", name="n") if g.action == "retain"]
                 for r in ROLE_NAMES}
     assert retained == {"device": ["pumpwatch/devices/n/status"],
-                        "consumer": ["pumpwatch/sites/#"], "dashboard": [], "operator": []}
+                        "consumer": ["pumpwatch/sites/+/pumps/+/condition"], "dashboard": [],
+                        "operator": []}
     assert iot_allows(device_policy(), "gw", "retain", "pumpwatch/devices/gw/status")
     assert not iot_allows(device_policy(), "gw", "retain", "pumpwatch/devices/gw/reports")
 
@@ -127,7 +130,8 @@ def test_mosquitto_retains_exactly_where_aws_iot_does(role: Role, root: str) -> 
             mqtt_match(f, topic) for f in guard)
         aws = iot_allows(policy, me, "publish", topic) and iot_allows(policy, me, "retain", topic)
         assert mosquitto == aws, (role, topic)
-    assert retain_filters(root=root) == [f"{root}/devices/%u/status", f"{root}/sites/#"]
+    assert retain_filters(root=root) == [f"{root}/devices/%u/status",
+                                         f"{root}/sites/+/pumps/+/condition"]
 
 
 def test_the_committed_policy_is_rendered_from_the_table() -> None:

@@ -75,6 +75,12 @@ def test_prepare_writes_certificates_and_configs_the_components_accept(reachable
     cfg = load_cloud_config(tmp_path / "cloud.toml")
     assert cfg.mqtt.port == 18883 and cfg.mqtt.tls is not None
     assert cfg.store.url == opts.store_url
+    from cloud.dashboard.publish import load_mqtt_config
+
+    dash = load_mqtt_config(tmp_path / "dashboard.toml")  # alarm changes, dashboard's cert
+    assert dash.port == 18883 and dash.tls is not None and dash.tls.cert is not None
+    assert dash.tls.cert.endswith("clients/dashboard.crt") and dash.client_id != cfg.mqtt.client_id
+    assert opts.dashboard_args()[-2:] == ["--mqtt-config", str(tmp_path / "dashboard.toml")]
     for dev, pumps in devices(plan_fleet(opts)).items():
         path = tmp_path / "edge" / dev / "edge.toml"
         assert path.read_text() == edge_config(opts, dev, pumps)
@@ -248,6 +254,9 @@ def test_demo_end_to_end_scores_a_short_run(tmp_path: Path, state: Path) -> None
         assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
         assert all(ln.startswith(("{", "--- ", "listening on ", "pumpwatch dashboard listening"))
                    for ln in lines), f"{name}: a log line that is not JSON"
+    # the dashboard's alarm-change publisher connected with its own certificate (mTLS)
+    dash_log = (state / "logs" / "dashboard.log").read_text()
+    assert "mqtt connected to localhost" in dash_log and "pumpwatch-stack-dashboard" in dash_log
 
 
 def _wait_for(pred: object, timeout: float) -> bool:

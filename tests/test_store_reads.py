@@ -23,7 +23,7 @@ from tests.test_store_sqlite import result as _result
 S = 1_000_000_000
 STORE_DIR = Path(cloud.store.__file__).parent
 TABLES = ("results", "archive", "dead_letters", "alarms", "alarm_state", "manifests", "latest",
-          "monitor_hist", "monitor_runs")
+          "monitor_hist", "monitor_runs", "monitor_usage")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -78,10 +78,14 @@ class MqttSource:
     """Owns one paho client. ``start`` connects (in the background); ``stop`` disconnects."""
 
     def __init__(
-        self, config: MqttConfig, handoff: Handoff[Delivery], *, subscribe: bool = True
+        self, config: MqttConfig, handoff: Handoff[Delivery], *, subscribe: bool = True,
+        publish_only: bool = False,
     ) -> None:
+        """``subscribe`` False: retiring (see the consumer); ``publish_only``: a publisher
+        that neither subscribes nor unsubscribes (the dashboard's alarm changes)."""
         self.config = config
         self._subscribe = subscribe
+        self._publish_only = publish_only
         self._handoff = handoff
         self.stats = MqttStats()
         self._generation = 0
@@ -205,7 +209,9 @@ class MqttSource:
                 "without persistence): messages queued for it meanwhile are gone",
                 self.config.client_id,
             )
-        if self._subscribe:
+        if self._publish_only:
+            pass
+        elif self._subscribe:
             client.subscribe(self.config.subscription, options=SubscribeOptions(qos=1))
         else:
             # Retiring: the session's queued messages still arrive; no new ones are assigned.

@@ -94,6 +94,7 @@ from cloud.store import (
 from dsp.results import Result
 
 from ..monitor.histograms import Histograms
+from ..monitor.usage import Usage
 from . import topics
 from ._queue import Handoff, JobQueue, QueueStats
 from ._response import Scored
@@ -161,6 +162,7 @@ class Job:
     works: list[Work] = field(default_factory=list)
     tickets: list[Ticket[Delivery]] = field(default_factory=list)
     confirms: list[Identity] = field(default_factory=list)  # dead letters of their device
+    usage: Usage | None = None  # the batch's usage counts (cloud.monitor.usage)
 
 
 @dataclass(slots=True)
@@ -243,6 +245,11 @@ class Consumer:
         self.alarms = AlarmTracker(config.alarms)
         self.histograms = (Histograms(flush_s=config.monitor.flush_s)
                            if config.monitor.enabled else None)
+        # usage of calls without results (errors), for the next commit; each target's
+        # model version as last answered (what an error is attributed to)
+        self.usage = Usage() if config.monitor.enabled else None
+        self._usage_flush_queued = False
+        self._target_versions: dict[Target, str] = {}
         self._pump_states = topics.PumpStates()
         self._invocations: set[asyncio.Task[None]] = set()
         self._committing = False
@@ -533,10 +540,10 @@ class Consumer:
                     raise
                 finally:
                     self._release_slot(ok)
-                    self.metrics.endpoint_seconds.labels(str(target), outcome).observe(
-                        time.perf_counter() - t0
-                    )
+                    elapsed = time.perf_counter() - t0
+                    self.metrics.endpoint_seconds.labels(str(target), outcome).observe(elapsed)
             except EndpointRejectedError as exc:
+                await self._usage_error(target, "rejected")
                 if len(works) == 1:
                     await self._model_dead_letter(target, works[0], str(exc))
                     return
@@ -547,6 +554,7 @@ class Consumer:
                 await self._invoke(target, works[half:])
                 return
             except EndpointUnavailableError as exc:
+                await self._usage_error(target, "unavailable")
                 self.counters.endpoint_retries += 1
                 level = logging.ERROR if isinstance(exc, EndpointConfigError) else logging.WARNING
                 delay = backoff.delay()
@@ -554,8 +562,20 @@ class Consumer:
                         target, len(works), delay, exc)
                 await asyncio.sleep(delay)
                 continue
-            await self._jobs.put(self._result_job(target, works, scored))
+            await self._jobs.put(self._result_job(target, works, scored, elapsed))
             return
+
+    async def _usage_error(self, target: Target, outcome: str) -> None:
+        """Count a failed call; it waits for the next commit, for which an empty job is
+        queued (once until the writer takes it), so an outage's errors are stored during
+        it."""
+        if self.usage is None:
+            return
+        self.usage.error(model_version=self._target_versions.get(target, ""),
+                         target=str(target), outcome=outcome)
+        if not self._usage_flush_queued:
+            self._usage_flush_queued = True
+            await self._jobs.put(Job(Commit()))
 
     @staticmethod
     def _check_identities(target: Target, works: list[Work], results: list[Result]) -> None:
@@ -584,7 +604,8 @@ class Consumer:
         self._want_manifest[target] = bool(digest) and digest not in self._manifests
         return out
 
-    def _result_job(self, target: Target, works: list[Work], scored: Scored) -> Job:
+    def _result_job(self, target: Target, works: list[Work], scored: Scored,
+                    latency_s: float = 0.0) -> Job:
         tname = str(target)
         resp = scored.response
         manifests = self._new_manifests(target, scored)
@@ -616,8 +637,16 @@ class Consumer:
             )
         if self.histograms is not None:
             self.histograms.observe([w.accepted.report for w in works], results)
+        usage = None
+        if self.usage is not None:  # per batch: one count per (version, pump) of the batch
+            usage = Usage()
+            usage.invocation(target=tname, latency_s=latency_s, reports=collections.Counter(
+                (r.model_version, r.pump) for r in results))
+            if results:
+                self._target_versions[target] = results[-1].model_version
         return Job(Commit(results=results, archive=archive, manifests=manifests,
-                          shadow=self._shadow_rows(target, works, scored)), works=works)
+                          shadow=self._shadow_rows(target, works, scored)), works=works,
+                   usage=usage)
 
     def _shadow_rows(self, target: Target, works: list[Work], scored: Scored) -> list[ShadowRow]:
         """A shadow version's results the response carried (for this or earlier batches,
@@ -660,7 +689,12 @@ class Consumer:
             reason=reason + capped_note(raw, cap), payload=raw[:cap],
             device=ident[0], epoch=ident[1], seq=ident[2],
         )
-        await self._jobs.put(Job(Commit(dead_letters=[dl]), works=[work]))
+        usage = None
+        if self.usage is not None:
+            usage = Usage()
+            usage.dead_letter(model_version=self._target_versions.get(target, ""),
+                              target=str(target), pump=work.accepted.report.pump)
+        await self._jobs.put(Job(Commit(dead_letters=[dl]), works=[work], usage=usage))
 
     # -- commit and ack ----------------------------------------------------------------------
 
@@ -683,6 +717,12 @@ class Consumer:
                 manifests=[m for j in jobs for m in j.commit.manifests],
                 shadow=[s for j in jobs for s in j.commit.shadow],
             )
+            if self.usage is not None:
+                for j in jobs:
+                    if j.usage is not None:
+                        self.usage.merge(j.usage)
+                merged.usage = self.usage.take()  # with the batches' results, or alone
+                self._usage_flush_queued = False
             evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
             backoff = Backoff(initial=0.1, maximum=10.0)
             while True:

@@ -5,8 +5,13 @@
   committed for it). A dashboard subscribing gets the whole fleet's current
   state at once from the retained messages.
 * ``{root}/sites/{site}/pumps/{pump}/alarms`` -- not retained, QoS 1: every
-  alarm write (raised, zone change, cleared), the same JSON as the store's
-  ``alarms`` row and the dashboard's ``Alarm``.
+  alarm write (raised, zone change, cleared; the pump's asset alarm with each of
+  its episodes), the same JSON as the store's ``alarms`` row and the dashboard's
+  ``Alarm``; and every operator's lifecycle change of an asset alarm (ack,
+  assign, close with a verdict), published by the dashboard that stored it, with
+  the stored change as ``event`` (who, when, what: the store's ``alarm_events``
+  row) beside the alarm after it (its ``lifecycle``: status, who acknowledged,
+  assignee, verdict...).
 * ``{root}/acks/{device}`` -- not retained, QoS 1: confirmations of committed
   reports to the device that sent them (msgpack, :mod:`dsp.confirm`).
 
@@ -26,7 +31,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from cloud.store import AlarmRow, ResultRow
+from cloud.store import AlarmEvent, AlarmRow, ResultRow
 
 from .validate import name_ok
 
@@ -58,6 +63,12 @@ class ConditionMessage(msgspec.Struct, frozen=True, kw_only=True):
 class AlarmMessage(msgspec.Struct, frozen=True, kw_only=True):
     v: int = 1
     alarm: AlarmRow
+
+
+class AlarmChangeMessage(AlarmMessage, frozen=True, kw_only=True):
+    """An operator's lifecycle change: the asset alarm after it, and the stored change."""
+
+    event: AlarmEvent
 
 
 _encode = msgspec.json.Encoder().encode
@@ -109,5 +120,8 @@ class PumpStates:
         return _encode(ConditionMessage(site=site, pump=pump, channels=self._pumps[(site, pump)]))
 
 
-def alarm_message(alarm: AlarmRow) -> bytes:
-    return _encode(AlarmMessage(alarm=alarm))
+def alarm_message(alarm: AlarmRow, event: AlarmEvent | None = None) -> bytes:
+    """An alarm write (``event`` None) or an operator's change of an asset alarm."""
+    if event is None:
+        return _encode(AlarmMessage(alarm=alarm))
+    return _encode(AlarmChangeMessage(alarm=alarm, event=event))

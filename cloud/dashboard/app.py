@@ -27,6 +27,7 @@ import msgspec
 from aiohttp import web
 
 import dsp
+from cloud.consumer.config import MqttConfig
 from cloud.metrics import metrics_handler
 from cloud.store import ResultRow, Store, StoreError
 from dsp.report import NAME_RE, NAME_RULE
@@ -36,6 +37,7 @@ from . import models, rollout
 from ._store import StoreHandle
 from .metrics import DashboardMetrics
 from .openapi import openapi_document
+from .publish import AlarmPublisher
 from .stream import CursorError, StreamHub, event_stream, parse_cursor
 from .views import (
     alarm_json,
@@ -78,6 +80,9 @@ class DashboardSettings:
     model_server: str | None = None
     model_server_timeout_s: float = 2.0
     model_server_watch_s: float = 2.0  # how often new rollback events are looked for
+    #: the broker the operators' alarm changes are published to (None: not published;
+    #: cloud/dashboard/publish.py)
+    mqtt: MqttConfig | None = None
 
 
 class ParamError(Exception):
@@ -89,6 +94,7 @@ class ParamError(Exception):
 
 STORE: web.AppKey[StoreHandle] = web.AppKey("store", StoreHandle)
 HUB: web.AppKey[StreamHub] = web.AppKey("hub", StreamHub)
+PUBLISHER: web.AppKey[AlarmPublisher] = web.AppKey("publisher", AlarmPublisher)
 SETTINGS: web.AppKey[DashboardSettings] = web.AppKey("settings", DashboardSettings)
 
 
@@ -447,7 +453,7 @@ async def get_index(request: web.Request) -> web.FileResponse:
 
 
 def create_app(settings: DashboardSettings) -> web.Application:
-    metrics = DashboardMetrics(lambda: app.get(HUB))
+    metrics = DashboardMetrics(lambda: app.get(HUB), lambda: app.get(PUBLISHER))
     app = web.Application(middlewares=[metrics.middleware, host_check, errors_and_auth])
     app[SETTINGS] = settings
 
@@ -458,10 +464,15 @@ def create_app(settings: DashboardSettings) -> web.Application:
         hub = StreamHub(hub_store, poll_s=settings.poll_s)
         app[STORE] = store
         app[HUB] = hub
+        if settings.mqtt is not None and settings.mqtt.publish_results:
+            app[PUBLISHER] = AlarmPublisher(settings.mqtt)
+            app[PUBLISHER].start()
         task = asyncio.create_task(hub.run(), name="dashboard-stream-hub")
         try:
             yield
         finally:
+            if PUBLISHER in app:
+                await asyncio.to_thread(app[PUBLISHER].stop)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             hub.close_all()
@@ -487,7 +498,8 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app.router.add_get("/api/stream", get_stream)
     app.router.add_get("/metrics", metrics_handler(metrics.registry))  # docs/metrics.md
     models.install(app, metrics.registry, lambda: app[STORE])  # /api/monitoring, drift series
-    alarm_lifecycle.install(app, lambda: app[STORE], lambda: settings.token)  # /api/alarms/{id}
+    alarm_lifecycle.install(app, lambda: app[STORE], lambda: settings.token,  # /api/alarms/{id}
+                            publisher=lambda: app.get(PUBLISHER))
 
     def announce(kind: str, data: bytes) -> None:
         if HUB in app:

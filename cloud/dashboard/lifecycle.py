@@ -7,9 +7,11 @@ it, by digest) and its change history; ``POST /api/alarms/{id}/ack``,
 the operator; ``assignee``; ``verdict``, ``action_taken``, ``note``, ``onset``)
 through :meth:`cloud.store.Store.change_alarm`, which stores it with who and
 when and stamps the alarm like every alarm write, so the live stream (SSE)
-carries the change to every open page. The dashboard has no MQTT connection,
-so these changes are not on the result topics (the consumer publishes the
-asset alarm with each episode it writes).
+carries the change to every open page; then, when the dashboard has a broker
+(:mod:`.publish`), the change is published QoS 1 on the pump's alarm topic
+(the asset alarm after it and the stored event). The answer's ``published``
+says whether it was (null: no broker configured); a failed publish never undoes
+the stored change.
 
 Writes: the API's store handle is read only for SQLite (it must never block the
 consumer), so this module opens its own writable handle on first write (SQLite
@@ -44,6 +46,7 @@ from cloud.store import (
 from dsp.results import Manifest
 
 from ._store import StoreHandle
+from .publish import AlarmPublisher
 from .views import alarm_json, iso, ms
 
 Json = dict[str, Any]
@@ -134,9 +137,11 @@ def _onset_ns(text: str | None) -> int | None:
 
 
 def install(app: web.Application, read: Callable[[], StoreHandle],
-            token: Callable[[], str | None]) -> None:
+            token: Callable[[], str | None], *,
+            publisher: Callable[[], AlarmPublisher | None] = lambda: None) -> None:
     """Add the lifecycle routes to a dashboard app (``read``: the API's store handle;
-    ``token``: the dashboard's bearer token, if any)."""
+    ``token``: the dashboard's bearer token, if any; ``publisher``: where stored changes
+    are published, if anywhere)."""
     handles: dict[str, StoreHandle] = {}
 
     async def writable() -> Store:
@@ -182,12 +187,23 @@ def install(app: web.Application, read: Callable[[], StoreHandle],
             note=body.note, onset_ns=onset)
         alarm_id = request.match_info["id"]
         try:
-            await (await writable()).change_alarm(alarm_id, change)
+            store = await writable()
+            row = await store.change_alarm(alarm_id, change)
         except KeyError:
             return _error(404, f"no asset alarm {alarm_id!r}")
         except LifecycleError as exc:
             return _error(409, str(exc))
+        published: bool | None = None
+        pub = publisher()
+        if pub is not None:  # after the commit: the store is the record
+            stored = [e for e in await store.alarm_events(alarm_id) if e.at_ns == row.updated_ns]
+            event = stored[-1] if stored else AlarmEvent(
+                alarm_id=alarm_id, at_ns=row.updated_ns, actor=change.actor,
+                action=change.action)
+            published = pub.publish(row, event)
         detail = await asset_detail(await read().get(), alarm_id)
+        if detail is not None:
+            detail["published"] = published
         return web.json_response(detail)
 
     app.cleanup_ctx.append(cleanup)
@@ -237,7 +253,11 @@ OPENAPI_PATHS: dict[str, Any] = {
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "AssetAlarm": {"type": "object", "additionalProperties": True, "required": [
         "id", "pump", "kind", "state", "lifecycle", "severity", "since", "episodes",
-        "evidence", "recommended_action", "events", "verdicts"]},
+        "evidence", "recommended_action", "events", "verdicts"], "properties": {
+        "published": {"type": ["boolean", "null"], "description": "POST answers only: "
+                      "whether the stored change was handed to the broker (QoS 1, "
+                      "{root}/sites/{site}/pumps/{pump}/alarms); null: the dashboard has "
+                      "no --mqtt-config"}}},
 }
 
 __all__ = ["OPENAPI_PATHS", "OPENAPI_SCHEMAS", "asset_detail", "asset_json", "install"]

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from cloud.metrics import DURATION_BUCKETS, counter, gauge, new_registry
 
+from .publish import AlarmPublisher
 from .stream import StreamHub
 
 P = "pumpwatch_dashboard_"
@@ -28,9 +29,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class DashboardMetrics:
-    """One dashboard's registry; ``hub`` returns the running stream hub (or None)."""
+    """One dashboard's registry; ``hub`` returns the running stream hub (or None),
+    ``publisher`` the alarm-change publisher (None: not configured)."""
 
-    def __init__(self, hub: Callable[[], StreamHub | None]) -> None:
+    def __init__(self, hub: Callable[[], StreamHub | None],
+                 publisher: Callable[[], AlarmPublisher | None] = lambda: None) -> None:
         self.registry = new_registry()
         self.requests = Counter(
             P + "requests", "HTTP requests, by route and status code", ["route", "code"],
@@ -41,6 +44,7 @@ class DashboardMetrics:
             ["route"], buckets=DURATION_BUCKETS, registry=self.registry,
         )
         self.registry.register(_HubCollector(hub))
+        self.registry.register(_PublisherCollector(publisher))
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -83,6 +87,24 @@ class _HubCollector(Collector):
                       "Subscribers dropped for falling behind (they reconnect and resume)",
                       s.subscribers_dropped)
         yield counter(P + "stream_poll_errors", "Store polls that failed", s.errors)
+
+
+class _PublisherCollector(Collector):
+    def __init__(self, publisher: Callable[[], AlarmPublisher | None]) -> None:
+        self._publisher = publisher
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        p = self._publisher()
+        s = p.stats if p is not None else None
+        yield counter(P + "alarm_changes_published", "Operators' alarm changes published on "
+                      "the alarm topics (0 when no [mqtt] is configured)",
+                      s.published if s else 0)
+        yield counter(P + "alarm_changes_unpublished", "Alarm changes stored but not "
+                      "published (broker not connected, refused, or a name outside the rule)",
+                      (s.failed + s.refused_names) if s else 0)
 
 
 __all__ = ["DashboardMetrics"]

@@ -1,12 +1,18 @@
-"""The dashboard's models API and drift series: each model version's latest monitoring run.
+"""The dashboard's models API and series: each model version's latest monitoring run, its
+usage and its label-based quality.
 
 ``GET /api/monitoring`` answers every model version the store has a run or a manifest
 for: its drift status, when it was checked, the unexplained features, the worst
-features, the prediction shares, the usage of the run's window and the report's
-path (``pumpwatch monitor run`` writes them; see docs/monitoring.md). ``/metrics``
-gains the drift series (``pumpwatch_feature_drift{feature,model_version}``, ...),
-read from a cache that a background task refreshes from the store every
-``refresh_s`` (a scrape never waits on the database).
+features, the prediction shares, the histograms' report counts of the run's window and
+the report's path (``pumpwatch monitor run`` writes them; see docs/monitoring.md); its
+``usage`` over the last 24 h (calls, reports, errors, dead letters, latency quantiles
+per version, bundle and pump: :mod:`cloud.monitor.usage`, merged across every
+consumer of the store); and its label-based ``quality`` (closed asset
+alarms: :mod:`cloud.monitor.quality`). ``/metrics`` gains the drift and usage series
+(``pumpwatch_feature_drift{feature,model_version}``,
+``pumpwatch_model_invocations{model_version,target}``, ...), read from a cache that a
+background task refreshes from the store every ``refresh_s`` (a scrape never waits on
+the database).
 """
 
 from __future__ import annotations
@@ -24,14 +30,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cloud.monitor.quality import store_quality
+from cloud.monitor.usage import QUANTILES, usage_json
 from cloud.store import MonitorRun, StoreError
 
 from ._store import StoreHandle
 
 log = logging.getLogger(__name__)
 STATUS_VALUE = {"ok": 0.0, "drift": 1.0, "insufficient_data": -1.0}
-
-
 def models_json(runs: list[MonitorRun], manifests: list[str]) -> dict[str, Any]:
     by: dict[str, dict[str, Any]] = {}
     for r in runs:
@@ -45,6 +50,7 @@ def models_json(runs: list[MonitorRun], manifests: list[str]) -> dict[str, Any]:
 class _Cache:
     def __init__(self) -> None:
         self.runs: list[MonitorRun] = []
+        self.usage: dict[str, dict[str, Any]] = {}
 
 
 class _DriftCollector(Collector):
@@ -88,6 +94,36 @@ class _DriftCollector(Collector):
             for h, n in (body.get("usage") or {}).get("health", {}).items():
                 reports.add_metric([h, v], float(n))
         yield from (drift, violation, status, checked, share, reports)
+        yield from self._usage()
+
+    def _usage(self) -> Iterator[Metric]:
+        lv = ["model_version", "target"]
+        calls = GaugeMetricFamily(
+            "pumpwatch_model_invocations", "Endpoint calls answered with results in the last "
+            "24 h (hour buckets), every consumer of the store", labels=lv)
+        scored = GaugeMetricFamily(
+            "pumpwatch_model_scored_reports", "Reports scored in the last 24 h", labels=lv)
+        errors = GaugeMetricFamily(
+            "pumpwatch_model_invocation_errors", "Endpoint calls that failed in the last 24 h, "
+            "by outcome (unavailable, rejected)", labels=[*lv, "outcome"])
+        dead = GaugeMetricFamily(
+            "pumpwatch_model_dead_letters", "Reports the model refused (dead-lettered) in the "
+            "last 24 h", labels=lv)
+        latency = GaugeMetricFamily(
+            "pumpwatch_model_latency_seconds", "Endpoint call latency quantile over the last "
+            "24 h, read from the merged fixed-edge histogram", labels=[*lv, "quantile"])
+        for v, u in self._cache.usage.items():
+            for t, s in u.get("targets", {}).items():
+                calls.add_metric([v, t], float(s["invocations"]))
+                scored.add_metric([v, t], float(s["reports"]))
+                dead.add_metric([v, t], float(s["dead_letters"]))
+                for outcome, n in s["errors"].items():
+                    errors.add_metric([v, t, outcome], float(n))
+                for q in QUANTILES:
+                    x = s["latency_ms"].get(f"p{round(100 * q)}")
+                    if x is not None:
+                        latency.add_metric([v, t, str(q)], x / 1e3)
+        yield from (calls, scored, errors, dead, latency)
 
 
 def install(app: web.Application, registry: CollectorRegistry,
@@ -99,7 +135,9 @@ def install(app: web.Application, registry: CollectorRegistry,
     async def refresh() -> None:
         while True:
             try:
-                cache.runs = await (await store().get()).monitor_runs()
+                s = await store().get()
+                cache.runs = await s.monitor_runs()
+                cache.usage = (await usage_json(s))["versions"]
             except StoreError as exc:
                 log.debug("models: store not readable yet: %s", exc)
             await asyncio.sleep(refresh_s)
@@ -122,6 +160,9 @@ def install(app: web.Application, registry: CollectorRegistry,
         cache.runs = runs
         versions = sorted({m.model_version for m in await s.manifests()})
         body = models_json(runs, versions)
+        usage = await usage_json(s)
+        cache.usage = usage["versions"]
+        body["usage"] = usage
         body["quality"] = await store_quality(s)  # label-based, from closed asset alarms
         return web.json_response(body)
 

@@ -80,6 +80,16 @@ SCHEMAS: dict[str, Schema] = {
                     "alarms (cloud/monitor/quality.py): open, acknowledged, closed, faults, "
                     "no_fault_found, precision, condition_agreement, confusion, "
                     "time_to_detection_s"},
+        "usage": _obj({
+            "since_ns": {"type": "integer"}, "until_ns": {"type": "integer"},
+            "versions": {"type": "object", "additionalProperties": {"type": "object"},
+                         "description": "per model version over the hour buckets of the "
+                         "last 24 h, every consumer merged (cloud/monitor/usage.py): "
+                         "invocations, reports, errors {unavailable, rejected}, "
+                         "errors_total, error_rate, dead_letters, latency_ms {p50, p95, "
+                         "p99}, latency_calls, targets {target: the same}, pumps {pump: "
+                         "{reports, dead_letters}} (the 50 busiest), pumps_total"},
+        }),
     }),
     "RolloutEvent": _obj({
         "event": {**STR, "description": "`auto-rollback`"},
@@ -286,7 +296,8 @@ PATHS: dict[str, Schema] = {
         "responses": {"200": _json("Classes", "classes"), **_ERR},
     }},
     "/api/monitoring": {"get": {
-        "summary": "Each model version's drift status from its latest monitoring run",
+        "summary": "Each model version's drift status from its latest monitoring run, its "
+                   "usage (last 24 h) and its label-based quality",
         "operationId": "listMonitoring",
         "responses": {"200": _json("Monitoring", "model versions"), **_ERR},
     }},

@@ -44,6 +44,7 @@ from .records import (
     ShadowPair,
     ShadowRow,
     StoreCounts,
+    UsageCell,
     merge_extra,
 )
 from .sqlite import SQLiteStore
@@ -102,6 +103,7 @@ __all__ = [
     "Store",
     "StoreCounts",
     "StoreError",
+    "UsageCell",
     "make_store",
     "merge_extra",
 ]

@@ -12,7 +12,8 @@ Theory of operation
 * ``commit`` is one transaction: results (``RETURNING`` the identities it
   inserted, so exactly the new rows go on), manifests, archive rows, dead
   letters, each channel's newest result (``latest``), the alarm state
-  machines over the new rows, then the alarm writes. ``stored_ns`` is taken
+  machines over the new rows, then the alarm writes, and last the usage counters
+  (``Commit.usage``, added to the stored cells). ``stored_ns`` is taken
   inside the transaction, just before the first insert, so a commit's stamp
   trails its visibility by the transaction's own duration only (the live
   stream's look-back covers that; see :mod:`cloud.dashboard.stream`).
@@ -57,6 +58,7 @@ from .records import (
     SeriesChannel,
     ShadowPair,
     StoreCounts,
+    UsageCell,
 )
 
 ZONES_BY_RANK = "?ABCD"
@@ -157,6 +159,11 @@ class SQLStore:
                 await self._bulk(tx, q.upsert_alarms,
                                  [q.alarm_params(a) for a in last.values()],
                                  len(q.ALARM_COLUMNS))
+            if commit.usage:
+                # Last: every consumer's commits add to the same few cells (a version's
+                # calls and latency), so their row locks are held for the shortest time;
+                # sorted by key (as the histograms), two commits never deadlock.
+                await self._bulk(tx, q.add_usage, sorted(commit.usage), len(q.USAGE_COLUMNS))
         return CommitOutcome(results_inserted=len(fresh), archived=n_archive,
                              dead_lettered=n_dead, stored_ns=now, alarms=stamped,
                              shadow_inserted=n_shadow)
@@ -520,6 +527,16 @@ class SQLStore:
         async with self._read() as s:
             return [(str(v), str(t), str(r), int(b), str(h), str(f), int(i), float(x))
                     for v, t, r, b, h, f, i, x in await s.fetch(self.dialect.sql(sql), params)]
+
+    async def usage(
+        self, *, since_ns: int, until_ns: int, model_version: str | None = None
+    ) -> list[UsageCell]:
+        w, params = q.where([("bucket_ns", ">=", since_ns), ("bucket_ns", "<", until_ns),
+                             ("model_version", "=", model_version)])
+        sql = q.select(q.USAGE_COLUMNS, "monitor_usage", w, q.USAGE_KEY, None)
+        async with self._read() as s:
+            return [(str(v), str(t), str(p), int(b), str(m), int(i), float(x))
+                    for v, t, p, b, m, i, x in await s.fetch(self.dialect.sql(sql), params)]
 
     async def histogram_start(self, model_version: str) -> int | None:
         async with self._read() as s:

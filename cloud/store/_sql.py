@@ -244,6 +244,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX shadow_results_version ON shadow_results (model_version, stored_ns);
     CREATE INDEX shadow_results_received ON shadow_results (received_ns);
     """,
+    # 9: model usage (cloud/monitor/usage.py): mergeable counters and a fixed-edge latency
+    # histogram per (model version, bundle, pump, time bucket, metric, bin); commits add
+    """
+    CREATE TABLE monitor_usage (
+        model_version TEXT NOT NULL,
+        target TEXT NOT NULL,
+        pump TEXT NOT NULL,
+        bucket_ns BIGINT NOT NULL,
+        metric TEXT NOT NULL,
+        bin INTEGER NOT NULL,
+        value DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (model_version, target, pump, bucket_ns, metric, bin)
+    ) {without_rowid};
+    CREATE INDEX monitor_usage_bucket ON monitor_usage (bucket_ns);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -308,6 +323,11 @@ SHADOW_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("anomalous", "bool"), ("decided_by", "text"), ("received_ns", "i64"),
     ("stored_ns", "i64"),
 )
+USAGE_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
+    ("model_version", "text"), ("target", "text"), ("pump", "text"), ("bucket_ns", "i64"),
+    ("metric", "text"), ("bin", "i32"), ("value", "f64"),
+)
+USAGE_KEY = "model_version, target, pump, bucket_ns, metric, bin"
 HIST_KEY = "model_version, target, regime, bucket_ns, health, feature, bin"
 KEY3: tuple[ColumnType, ...] = ("text", "i64", "i64")
 TEXT3: tuple[ColumnType, ...] = ("text", "text", "text")
@@ -551,6 +571,12 @@ def add_hist(d: Dialect, n: int) -> str:
     """Add ``n`` cells to the monitoring histograms (a new cell starts at its value)."""
     return insert(d, "monitor_hist", HIST_COLUMNS, n, HIST_KEY,
                   update=("value = monitor_hist.value + excluded.value",))
+
+
+def add_usage(d: Dialect, n: int) -> str:
+    """Add ``n`` usage cells (a new cell starts at its value)."""
+    return insert(d, "monitor_usage", USAGE_COLUMNS, n, USAGE_KEY,
+                  update=("value = monitor_usage.value + excluded.value",))
 
 
 def upsert_runs(d: Dialect, n: int) -> str:

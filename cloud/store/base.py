@@ -35,6 +35,7 @@ from .records import (
     Series,
     ShadowPair,
     StoreCounts,
+    UsageCell,
 )
 
 ChannelKey = tuple[str, str, str]  # (site, pump, channel)
@@ -94,13 +95,20 @@ class Store(Protocol):
         """Write results, archive rows, dead letters and alarms in one durable transaction;
         with ``alarms``, also run it over the newly inserted results (see
         :class:`AlarmEvaluator`) and write its states and alarm rows in the same one; with
-        ``histograms``, add its cells for the newly inserted results in the same one."""
+        ``histograms``, add its cells for the newly inserted results in the same one; the
+        commit's ``usage`` cells are added in the same one too."""
 
     async def histograms(
         self, *, since_ns: int, until_ns: int, model_version: str | None = None
     ) -> list[HistCell]:
         """Monitoring histogram cells of the time buckets ``since_ns <= bucket_ns <
         until_ns`` (of one model version, or all), ordered by key."""
+
+    async def usage(
+        self, *, since_ns: int, until_ns: int, model_version: str | None = None
+    ) -> list[UsageCell]:
+        """Model usage cells (``cloud.monitor.usage``) of the time buckets ``since_ns <=
+        bucket_ns < until_ns`` (of one model version, or all), ordered by key."""
 
     async def histogram_start(self, model_version: str) -> int | None:
         """The first time bucket with histograms of ``model_version``; None if none."""

@@ -17,6 +17,9 @@ Identity = tuple[str, int, int]
 # One monitoring histogram cell: (model_version, target, regime, bucket_ns, health, feature,
 # bin, value); commits add ``value`` to the stored cell (see cloud.monitor.histograms).
 HistCell = tuple[str, str, str, int, str, str, int, float]
+# One usage cell: (model_version, target, pump, bucket_ns, metric, bin, value); commits add
+# ``value`` to the stored cell (see cloud.monitor.usage).
+UsageCell = tuple[str, str, str, int, str, int, float]
 
 # Why a dead letter was dead-lettered, coarsely; the free-text reason says exactly.
 DeadLetterKind = Literal[
@@ -328,6 +331,9 @@ class Commit(msgspec.Struct, kw_only=True):
     alarms: list[AlarmRow] = []  # upserted on id, in list order
     manifests: list[ManifestRow] = []  # inserted once per digest
     shadow: list[ShadowRow] = []  # a shadow version's results, once per (identity, version)
+    # usage counters added in the same transaction (cloud.monitor.usage); not rows of data,
+    # so not counted by len()
+    usage: list[UsageCell] = []
 
     def __len__(self) -> int:
         return (len(self.results) + len(self.archive) + len(self.dead_letters)

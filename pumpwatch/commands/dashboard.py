@@ -44,6 +44,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         f"automatic rollbacks) the Models page shows, read from its GET /rollout "
         f"(default ${MODEL_SERVER_ENV} if set, else none: the page says so)",
     )
+    p.add_argument(
+        "--mqtt-config", type=Path, metavar="TOML",
+        help="publish the operators' alarm changes (ack, assign, close) QoS 1 on the result "
+        "topics' {root}/sites/{site}/pumps/{pump}/alarms: a file with an [mqtt] section (the "
+        "consumer's keys; client_id default pumpwatch-dashboard; a certificate of the "
+        "dashboard role). Default: not published (the store and live stream carry them)",
+    )
     p.set_defaults(func=run)
 
 
@@ -77,9 +84,20 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"pumpwatch dashboard: --model-server: {exc}", file=sys.stderr)
             return 2
+    mqtt = None
+    if args.mqtt_config is not None:
+        from cloud.consumer.errors import ConfigError
+        from cloud.dashboard.publish import load_mqtt_config
+
+        try:
+            mqtt = load_mqtt_config(args.mqtt_config)
+        except ConfigError as exc:
+            print(f"pumpwatch dashboard: --mqtt-config: {exc}", file=sys.stderr)
+            return 2
     settings = DashboardSettings(
         store_url=store_url(args), host=args.host, port=args.port, token=token,
         poll_s=args.poll, allowed_hosts=tuple(args.allowed_hosts), model_server=model_server,
+        mqtt=mqtt,
     )
     if token is None and not _loopback(args.host):
         print(f"pumpwatch dashboard: warning: bound to {args.host} without a token: anyone who "

@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--no-registry", action="store_true",
                    help="neither read training statistics nor record the status")
     r.set_defaults(func=_run)
-    s = ms.add_parser("status", help="each registered version's drift status and label-based "
-                      "quality (closed alarms in the store)")
+    s = ms.add_parser("status", help="each registered version's drift status, its usage "
+                      "(last 24 h) and label-based quality (closed alarms in the store)")
     add_store_args(s)
     s.set_defaults(func=_status)
 
@@ -185,48 +185,73 @@ def _status(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"pumpwatch monitor: {exc}")
         return 1
-    quality = _quality(args)
+    quality, usage = _from_store(args)
     listed = {r["model_version"] for r in rows}
     for r in rows:
         r["quality"] = quality.get(r["model_version"])
+        r["usage"] = usage.get(r["model_version"])
     extra = {v: q for v, q in quality.items() if v not in listed}
+    extra_usage = {v: u for v, u in usage.items() if v not in listed}
     if args.json:
-        print(json.dumps({"versions": rows, "quality_unregistered": extra}))
+        print(json.dumps({"versions": rows, "quality_unregistered": extra,
+                          "usage_unregistered": extra_usage}))
         return 0
     for r in rows:
         print(f"{r['model_version']:30s} {r['endpoint'] or '-':12s} "
               f"{r['monitor_status'] or 'never run':18s} {r['monitor_checked'] or '':26s} "
               f"{r['monitor_unexplained']}")
+        if r["usage"] is not None:
+            print("    " + _usage_line(r["usage"]))
         if r["quality"] is not None:
             print("    " + _quality_line(r["quality"]))
-    for v, q in extra.items():
-        print(f"{v:30s} (not in the registry)\n    {_quality_line(q)}")
-    if not rows and not extra:
+    for v in sorted(extra.keys() | extra_usage.keys()):
+        print(f"{v or '(no version yet)':30s} (not in the registry)")
+        if v in extra_usage:
+            print("    " + _usage_line(extra_usage[v]))
+        if v in extra:
+            print("    " + _quality_line(extra[v]))
+    if not rows and not extra and not extra_usage:
         print("no deployed or monitored model version")
     return 0
 
 
-def _quality(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Label-based quality per version from the store; {} (and a note) if unreadable."""
+Versions = dict[str, dict[str, Any]]
+
+
+def _from_store(args: argparse.Namespace) -> tuple[Versions, Versions]:
+    """Label-based quality and usage (last 24 h) per version from the store; empty (and a
+    note) if it is unreadable."""
     import sys
 
     from cloud.monitor.quality import store_quality
+    from cloud.monitor.usage import usage_json
     from cloud.store import StoreError, make_store
 
-    async def read() -> dict[str, dict[str, Any]]:
+    async def read() -> tuple[Versions, Versions]:
         store = make_store(store_url(args), readonly=True) if "://" not in store_url(args) \
             or store_url(args).startswith("sqlite:") else make_store(store_url(args))
         await store.open()
         try:
-            return await store_quality(store)
+            return await store_quality(store), (await usage_json(store))["versions"]
         finally:
             await store.close()
 
     try:
         return asyncio.run(read())
     except (StoreError, OSError) as exc:
-        print(f"pumpwatch monitor: no label-based quality (store: {exc})", file=sys.stderr)
-        return {}
+        print(f"pumpwatch monitor: no usage or label-based quality (store: {exc})",
+              file=sys.stderr)
+        return {}, {}
+
+
+def _usage_line(u: dict[str, Any]) -> str:
+    lat = u["latency_ms"]
+    q = "/".join("-" if lat[k] is None else f"{lat[k]:.1f}" for k in ("p50", "p95", "p99"))
+    e = u["errors"]
+    return (f"usage (24 h): {u['invocations']} calls, {u['reports']} reports, "
+            f"{u['errors_total']} errors ({e.get('unavailable', 0)} unavailable, "
+            f"{e.get('rejected', 0)} rejected), {u['dead_letters']} dead letters, latency "
+            f"p50/p95/p99 {q} ms; {len(u['targets'])} bundles, {u['pumps_total']} pumps")
 
 
 def _quality_line(q: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ so a second start reuses it::
     state/registry/       model registry: trained and baseline bundles, deployments
     state/edge/gw-NN/     one edge agent's config (edge.toml) and disk spool
     state/cloud.toml      the consumer's config
+    state/dashboard.toml  the dashboard's broker connection (publishes alarm changes)
     state/pumpwatch.db    results store (SQLite), read by the dashboard
     state/logs/           one log file per process
 
@@ -139,7 +140,8 @@ class StackOptions:
     def dashboard_args(self) -> list[str]:
         """``pumpwatch dashboard`` arguments (the token file: :func:`ensure_dashboard_token`)."""
         args = ["--store", self.store_url, "--host", self.dashboard_host,
-                "--port", str(self.dashboard_port), "--model-server", self.endpoint_url]
+                "--port", str(self.dashboard_port), "--model-server", self.endpoint_url,
+                "--mqtt-config", str(self.path("dashboard.toml"))]
         if self.dashboard_public:
             args += ["--token-file", str(self.dashboard_token_path)]
         return args
@@ -293,6 +295,22 @@ def cloud_config(opts: StackOptions) -> str:
     text += toml_table("endpoint", {"name": ENDPOINT_NAME, "endpoint_url": opts.endpoint_url})
     text += toml_table("store", {"url": opts.store_url, "synchronous": "normal"})
     text += toml_table("consumer", {"stats_interval_s": 10.0})
+    return text
+
+
+def dashboard_config(opts: StackOptions) -> str:
+    """The dashboard's ``dashboard.toml``: mTLS with the dashboard's certificate (role
+    ``dashboard``: it publishes the operators' alarm changes on the alarm topics)."""
+    pki = opts.path("pki")
+    text = toml_table("mqtt", {
+        "host": "localhost", "port": opts.broker_port,
+        "client_id": "pumpwatch-stack-dashboard", "reconnect_max_s": 5.0,
+    })
+    text += toml_table("mqtt.tls", {
+        "ca": pki / "ca.crt",
+        "cert": pki / "clients" / f"{DASHBOARD_ID}.crt",
+        "key": pki / "clients" / f"{DASHBOARD_ID}.key",
+    })
     return text
 
 

@@ -46,6 +46,7 @@ from .plan import (
     ENDPOINT_NAME,
     StackOptions,
     cloud_config,
+    dashboard_config,
     devices,
     edge_config,
     ensure_dashboard_token,
@@ -135,6 +136,7 @@ class Stack:
         except BrokerConfigError as exc:
             raise StackError(f"{exc} (use --state)") from None
         o.path("cloud.toml").write_text(cloud_config(o))
+        o.path("dashboard.toml").write_text(dashboard_config(o))
         for dev, pumps in self.by_device.items():
             o.path("edge", dev).mkdir(parents=True, exist_ok=True)
             o.path("edge", dev, "edge.toml").write_text(edge_config(o, dev, pumps))

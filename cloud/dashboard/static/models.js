@@ -1,6 +1,7 @@
 // The Models page (models.html): the model server's running rollout and its automatic
 // rollbacks, from /api/rollout (re-read every 5 s, and at once on the live stream's
-// `rollout` event), and each version's latest monitoring run, from /api/monitoring.
+// `rollout` event), and each version's latest monitoring run, its usage (calls, reports,
+// errors, dead letters, latency) and its label-based quality, from /api/monitoring.
 "use strict";
 (() => {
   const params = new URLSearchParams(location.search);
@@ -156,6 +157,81 @@
     }
   }
 
+  const count = (x) => (num(x) ? String(x) : "-");
+  const secs = (x) => (num(x) ? `${x.toFixed(0)} s` : "-");
+
+  function usageRows(usage) {
+    const tbody = $("usage").querySelector("tbody");
+    const pumps = $("usage-pumps").querySelector("tbody");
+    tbody.replaceChildren();
+    pumps.replaceChildren();
+    const versions = usage.versions || {};
+    for (const [v, u] of Object.entries(versions)) {
+      for (const [t, s] of Object.entries(u.targets || {})) {
+        const tr = document.createElement("tr");
+        tr.dataset.version = v;
+        tr.dataset.target = t;
+        cell(tr, v || "(before the first answer)");
+        cell(tr, t);
+        cell(tr, count(s.invocations), "calls");
+        cell(tr, count(s.reports), "reports");
+        cell(tr, `${s.errors_total} (${s.errors.unavailable || 0} / ${s.errors.rejected || 0})`, "errors");
+        cell(tr, pct(s.error_rate), "error-rate");
+        cell(tr, count(s.dead_letters), "dead-letters");
+        cell(tr, ms(s.latency_ms.p50), "p50");
+        cell(tr, ms(s.latency_ms.p95), "p95");
+        cell(tr, ms(s.latency_ms.p99), "p99");
+        tbody.append(tr);
+      }
+      for (const [p, s] of Object.entries(u.pumps || {})) {
+        const tr = document.createElement("tr");
+        tr.dataset.version = v;
+        tr.dataset.pump = p;
+        cell(tr, v);
+        cell(tr, p);
+        cell(tr, count(s.reports), "reports");
+        cell(tr, count(s.dead_letters), "dead-letters");
+        pumps.append(tr);
+      }
+    }
+    $("usage-empty").hidden = Object.keys(versions).length > 0;
+  }
+
+  function qualityRows(quality) {
+    const tbody = $("quality").querySelector("tbody");
+    const conf = $("confusion").querySelector("tbody");
+    tbody.replaceChildren();
+    conf.replaceChildren();
+    for (const [v, q] of Object.entries(quality)) {
+      const tr = document.createElement("tr");
+      tr.dataset.version = v;
+      cell(tr, v);
+      cell(tr, count(q.open), "open");
+      cell(tr, count(q.acknowledged), "acknowledged");
+      cell(tr, count(q.closed), "closed");
+      cell(tr, pct(q.precision), "precision");
+      cell(tr, pct(q.condition_agreement), "agreement");
+      const t = q.time_to_detection_s || {};
+      cell(tr, t.n ? `${secs(t.median)} / ${secs(t.max)} (n=${t.n})` : "-", "ttd");
+      tbody.append(tr);
+      for (const [named, verdicts] of Object.entries(q.confusion || {})) {
+        for (const [verdict, n] of Object.entries(verdicts)) {
+          const row = document.createElement("tr");
+          row.dataset.version = v;
+          row.dataset.named = named;
+          row.dataset.verdict = verdict;
+          if (named === verdict) row.className = "agree";
+          cell(row, v);
+          cell(row, named);
+          cell(row, verdict);
+          cell(row, String(n), "n");
+          conf.append(row);
+        }
+      }
+    }
+    $("quality-empty").hidden = Object.keys(quality).length > 0;
+  }
+
   async function loadMonitoring() {
     try {
       const body = await fetchJson("/api/monitoring");
@@ -177,6 +253,8 @@
         tbody.append(tr);
       }
       $("models-empty").hidden = body.models.length > 0;
+      usageRows(body.usage || {});
+      qualityRows(body.quality || {});
     } catch (err) {
       const p = $("models-error");
       p.textContent = String(err);
