@@ -50,6 +50,8 @@ needs no file at all)::
                             # a constant impact size, no load-zone model)
     cage_depth = 0.6        # ball: impact modulation depth at cage rate (FTF)
     race_ratio = 0.6        # ball: inner-race strike size relative to the outer-race one
+    spin_wander = 0.0       # ball: how much a strike depends on the wandering spin axis
+                            # (0: every strike lands; 1: half of them miss)
 
 Units: rpm, Hz, seconds, mm, m/s^2. Severity 1 is a machine due for repair
 (ISO zone D for the synchronous faults; impacts that clip a +-50 g sensor).
@@ -298,12 +300,16 @@ class FaultConfig:
     position_deg: float | None = None  # outer race: angle from the load-zone centre
     cage_depth: float = 0.6  # ball: impact modulation depth at cage rate
     race_ratio: float = 0.6  # ball: inner-race strike size / outer-race strike size
+    # ball: the defect faces the race contact paths only on some spins (the ball's spin
+    # axis wanders): each strike loses this share of its size on a random half of them
+    spin_wander: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (0 <= self.cage_depth <= 1 and 0 <= self.race_ratio <= 1):
+        if not (0 <= self.cage_depth <= 1 and 0 <= self.race_ratio <= 1
+                and 0 <= self.spin_wander <= 1):
             raise PumpConfigError(
-                f"fault {self.kind}: cage_depth and race_ratio must be in 0..1, got "
-                f"{self.cage_depth}, {self.race_ratio}"
+                f"fault {self.kind}: cage_depth, race_ratio and spin_wander must be in 0..1, "
+                f"got {self.cage_depth}, {self.race_ratio}, {self.spin_wander}"
             )
         if self.position_deg is not None and not math.isfinite(self.position_deg):
             raise PumpConfigError(f"fault {self.kind}: position_deg must be finite")

@@ -44,7 +44,13 @@ A pump's acceleration at each sensor is the sum of
   defect in and out of the load zone: FTF sidebands) and alternate between
   the races, the inner-race strike ``race_ratio`` of the outer one (so 2xBSF
   shows, and BSF the more the two strikes differ: near 1 the spin line is
-  weak). Impact size grows as
+  weak). A ball's spin axis is not fixed, so its defect faces the contact
+  paths only on some spins: with ``spin_wander`` w, each strike independently
+  keeps its size or (probability 1/2) loses the share w of it. That moves
+  the spin lines' power (2xBSF, BSF) into a broadband envelope floor, by
+  ``(1 - w/2)^2 / (1 - w + w^2/2)`` for the lines, while the cage-rate
+  modulation stays (real ball faults show weak spin lines beside their cage
+  sidebands more often than a clean 2xBSF comb). Impact size grows as
   ``s * 100**(s - 1)`` with severity ``s`` (damage grows exponentially). The
   impulse train rings every structural mode: two-pole resonators with zeros
   at DC, run in parallel as one filter (shared denominator, one ``lfilter``
@@ -166,7 +172,7 @@ def mean_impact_factor(f: FaultConfig) -> float:
     """The mean size of a bearing fault's impacts relative to its unmodulated peak (0..1):
     the shaft-rate modulation of an inner-race defect, the load an outer-race defect
     carries at its position (static share plus the rotating share's mean), the cage-rate
-    modulation and the two race strikes of a rolling-element defect (see
+    modulation, the two race strikes and the spin-axis wander of a rolling-element defect (see
     ``_add_impacts``)."""
     if f.kind == "inner_race":
         return 0.3 + 0.7 * 0.5
@@ -176,7 +182,7 @@ def mean_impact_factor(f: FaultConfig) -> float:
         static = load_zone_factor(f.position_deg)
         return (1 - _ROTATING_LOAD) * static + _ROTATING_LOAD * 0.5
     if f.kind == "ball":
-        return (1 - 0.5 * f.cage_depth) * 0.5 * (1 + f.race_ratio)
+        return (1 - 0.5 * f.cage_depth) * 0.5 * (1 + f.race_ratio) * (1 - 0.5 * f.spin_wander)
     return 1.0
 
 
@@ -572,13 +578,15 @@ class PumpSynth:
             if k1 >= k0:
                 ks = np.arange(k0, k1 + 1, dtype=np.float64)
                 p = np.interp(ks, theta, np.arange(-1, n, dtype=np.float64))  # in (-1, n-1]
-                draws = imp.rng.standard_normal((ks.size, 2))
+                kind = imp.fault.kind
+                wander = imp.fault.spin_wander if kind == "ball" else 0.0
+                # a third draw only where it is used: other faults keep their streams
+                draws = imp.rng.standard_normal((ks.size, 3 if wander > 0 else 2))
                 period = fs / (imp.order * self.fr0)
                 delay = np.minimum(np.abs(draws[:, 0]) * _SLIP * period, lead.size - 2)
                 rev_k = np.interp(p, np.arange(-1, n, dtype=np.float64), rev)
                 sev = imp.fault.severity_at((i0 + p) / fs)
                 amp = imp.peak * _impact_scale(sev) * np.maximum(1 + 0.15 * draws[:, 1], 0.2)
-                kind = imp.fault.kind
                 if kind == "inner_race":
                     amp *= 0.3 + 0.7 * 0.5 * (1 + np.cos(2 * np.pi * rev_k + self.load_phase))
                 elif kind == "outer_race" and imp.fault.position_deg is not None:
@@ -593,6 +601,8 @@ class PumpSynth:
                         1 + np.cos(2 * np.pi * ftf * rev_k + self.load_phase))
                     # outer / inner race strike
                     amp *= np.where(ks % 2 == 0, 1.0, imp.fault.race_ratio)
+                    if wander > 0:  # the defect misses the contact path on half the spins
+                        amp *= np.where(draws[:, 2] > 0, 1.0, 1.0 - wander)
                 # ceil: a crossing between the previous block's last sample and this one's
                 # first lands on the first, however the stream is split.
                 j = np.ceil(p + delay).astype(np.int64)

@@ -71,12 +71,6 @@ def test_baseline_from_first_half_of_normal_separates_every_fault_file(
         assert auroc(neg, pos) >= 0.99, f.name
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15 (open): the slip- and speed-wide comb search of models.serving abstains "
-    "on 2 of the 40 windows (OR021; none named wrongly: the endpoint's classifier names them), "
-    "38/40 against the fixed-band method's 40/40. Measured, not re-tuned on these files.",
-)
 def test_physics_diagnosis_inner_vs_outer_beats_fixed_band(
     cwru: Path, asset: dsp.Asset
 ) -> None:

@@ -179,6 +179,32 @@ def test_ball_fault_shows_cage_sidebands_and_a_weak_spin_line() -> None:
     assert cage > 3 * floor(f, e, ftf, 0.5), f"seed={SEED}: no cage-rate line"
 
 
+
+def test_ball_spin_axis_wander_weakens_the_spin_lines_not_the_cage_modulation() -> None:
+    """Strikes that miss on random spins (``spin_wander``): the 2xBSF line loses height
+    over its floor, by about the stated line-power factor, while the cage-rate line
+    relative to 2xBSF does not fall (the load-zone modulation stays)."""
+    fs = 25600.0
+
+    def lines(wander: float) -> tuple[float, float]:
+        cfg = PumpConfig(fs=fs, sensors=ONE, resonances=(Resonance(4000.0, 0.04, 1.0),),
+                         faults=(FaultConfig(kind="ball", severity=0.6, cage_depth=0.8,
+                                             race_ratio=0.8, spin_wander=wander),))
+        x, truth = render(cfg, 8)
+        o = cfg.bearings[0].defect_orders()
+        fr = truth["rpm"] / 60
+        f, e = envelope(x[0], fs, 1500.0)
+        _, center = peak(f, e, 2 * o["bsf"] * fr, 0.003)
+        _, cage = peak(f, e, o["ftf"] * fr, 0.01)
+        return center / floor(f, e, 2 * o["bsf"] * fr), cage / center
+
+    steady, steady_cage = lines(0.0)
+    wandering, wandering_cage = lines(0.9)
+    assert wandering < 0.6 * steady, f"seed={SEED}: {wandering:.1f} vs {steady:.1f}"
+    assert wandering_cage > 0.8 * steady_cage, f"seed={SEED}"
+    with pytest.raises(PumpConfigError, match="spin_wander"):
+        FaultConfig(kind="ball", severity=0.5, spin_wander=1.5)
+
 def test_magnet_mount_peaks_at_its_resonance_and_rolls_off_above() -> None:
     fs = 25600.0
     res = (Resonance(1500.0, 0.5 - 1e-3, 1.0),)  # broad: flat forcing over the band

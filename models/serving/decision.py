@@ -33,8 +33,9 @@ decides, and the result says which (``decided_by``):
 2. ``physics`` -- a bearing-defect family is clear in the envelope spectrum
    (:mod:`models.serving._diagnose_batch`: a principal line 4x its floor with a
    further member 3x, off the shaft orders, in a comb as wide as the speed and
-   slip uncertainty): that defect is named whatever the classifier says; the
-   family's strength and lit lines are in the evidence.
+   slip uncertainty; or joint evidence, three members 3x off the shaft orders
+   in the family that scores highest): that defect is named whatever the
+   classifier says; the family's strength and lit lines are in the evidence.
 3. ``ood`` -- the classifier's features fall outside the support of its
    training data (:mod:`models.serving.support`); a confident-looking
    probability is not used. The condition is ``healthy`` when everything

@@ -35,8 +35,10 @@ pump" -- a healthy machine may look like many things:
 - bearing kinematics 0.5-3 % off catalog (rolling-element slip); outer-race
   defects anywhere from the load-zone centre to opposite it (steady or
   1x-modulated impacts); ball faults with cage modulation 0.4-1 deep (FTF
-  sidebands) and an inner-race strike 0.1-0.9 of the outer one (near 1 the
-  1xBSF spin line all but vanishes; lower, it rivals 2xBSF);
+  sidebands), an inner-race strike 0.3-1 of the outer one (near 1 the
+  1xBSF spin line all but vanishes; lower, it rivals 2xBSF) and a spin-axis
+  wander of 0-0.9 (strikes that miss on random spins: weaker spin lines
+  beside the cage modulation, as real ball faults show);
 - sensor mounting: ideal, stud, adhesive or magnet (mounted resonance
   +-30 % of the mount's nominal, Q 5-30); noise floor 0.002-0.1 m/s^2 and a
   sensor gain error of 0.5-2x;
@@ -174,7 +176,8 @@ def _fault(rng: np.random.Generator, kind: str, background: float) -> FaultConfi
                         position_deg=float(rng.uniform(0.0, 180.0)))
     elif kind == "ball":
         f = FaultConfig(kind="ball", severity=sev, cage_depth=float(rng.uniform(0.4, 1.0)),
-                        race_ratio=float(rng.uniform(0.1, 0.9)))
+                        race_ratio=float(rng.uniform(0.3, 1.0)),
+                        spin_wander=float(rng.uniform(0.0, 0.9)))
     else:
         f = FaultConfig(kind=kind, severity=sev)  # type: ignore[arg-type]
     if kind in BEARING_KINDS:  # the mean impact rings at IMPACT_RATIO x the background
