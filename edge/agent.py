@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -63,6 +63,15 @@ from .transports import make_transport
 log = logging.getLogger(__name__)
 
 STATUS_VERSION = 1
+
+
+def ring_capacity(cfg: EdgeConfig, overflow: Literal["block", "drop"]) -> int:
+    """Samples per channel of the agent's ring: the report interval being framed lives
+    in it, plus the time DSP may fall behind (``pipeline.ring_s``; a source that waits,
+    ``"block"``, needs at most 0.25 s of it), at least two source blocks."""
+    ring_s = cfg.pipeline.ring_s if overflow == "drop" else min(cfg.pipeline.ring_s, 0.25)
+    slack = max(round(ring_s * cfg.report.fs), 2 * cfg.source.block_size, 1)
+    return cfg.report.interval_samples + slack
 
 
 class Agent:
@@ -109,15 +118,8 @@ class Agent:
         ovf = overflow or cfg.pipeline.overflow
         if ovf == "auto":
             ovf = "drop" if cfg.source.pace == "realtime" else "block"
-        ring_s = cfg.pipeline.ring_s
-        if ovf == "block":  # a source that waits needs only a little decoupling
-            ring_s = min(ring_s, 0.25)
-        # the interval being framed lives in the ring: one interval plus the time DSP
-        # may fall behind (ring_s)
-        slack = max(round(ring_s * rc.fs), 2 * cfg.source.block_size, 1)
-        self.ring = SampleRing(
-            n_ch, rc.interval_samples + slack, overflow="block" if ovf == "block" else "drop"
-        )
+        mode: Literal["block", "drop"] = "block" if ovf == "block" else "drop"
+        self.ring = SampleRing(n_ch, ring_capacity(cfg, mode), overflow=mode)
         step = cfg.pipeline.chunk_channels
         self._groups = [(lo, min(lo + step, n_ch)) for lo in range(0, n_ch, step)]
         self.builder = ReportBuilder(cfg, self.epoch)
