@@ -1,7 +1,7 @@
 """Edge agent benchmark: how many 25.6 kHz channels one core sustains end to end.
 
-``python -m bench.edge --json`` runs the whole agent (acquisition ring, framer,
-dsp with every feature and the envelope, report encoding, spool with fsync,
+``python -m bench.edge --json`` runs the whole agent (acquisition ring and its
+interval framing, dsp with every feature and the envelope, report encoding, spool with fsync,
 MQTT publishing and PUBACKs) pinned to one core, against a local Mosquitto
 pinned to the other core, fed from pre-generated samples in memory as fast as
 it will go. The last line printed is one JSON object:
@@ -11,8 +11,14 @@ it will go. The last line printed is one JSON object:
   last report is PUBACKed; ``realtime_channels_per_core_wall`` divides by wall
   time instead (lower when other work shares the core);
 * ``reports_per_s``, ``published``, ``acked`` (reports), ``messages``;
-* ``rss_mb``: peak resident memory of the process when the agent stops (the
-  dsp-only and FFT-limit passes run after it), at ``channels``;
+* ``rss_mb``: peak resident memory of the agent's process when the agent
+  stops (the dsp-only and FFT-limit passes run after it), at ``channels``.
+  The process is the agent's alone: the broker, its test helper and the PKI
+  code (``cryptography``) run in the parent, so the imports are the agent's
+  (plus ``bench.edge`` itself); the bench signal stands in for a sensor
+  driver and holds about 1 MB (``source_mb``, inside ``rss_mb``); the ring is
+  sized as a live agent's (one interval plus ``pipeline.ring_s``, ``--ring
+  live``), though the source waits instead of dropping samples;
 * ``dsp_channels_per_core``: the same data through ``dsp.analyze`` + encoding
   alone (what the pipeline costs on top of the DSP is the difference).
 
@@ -36,6 +42,10 @@ channel-seconds they cover divided by that time is the ceiling an agent doing
 nothing but its FFTs would reach; ``limit_share`` is the realtime figure over
 it, ``fft_mflop_per_channel_s`` the work (5/2 N log2 N per real transform,
 5 N log2 N per complex one) and ``fft_gflops`` the core's rate on it.
+
+``--single`` runs once in this process; without ``--port`` it starts its own
+broker, whose helper's imports (and with ``--tls`` ``cryptography``) then count
+in ``rss_mb`` (``broker_helper`` says so).
 
 The machine is shared: read the load printed with the figures (``loadavg``).
 """
@@ -303,6 +313,7 @@ def fft_limit(cfg: EdgeConfig, intervals: int, change_s: float) -> dict[str, flo
 
 
 CORES = cores()
+BENCH_ONLY = ("cloud.pki", "cryptography", "tests.infra.mosquitto")
 
 
 def start_broker(tmp: Path, *, tls: bool) -> tuple[Mosquitto, dict[str, str] | None]:
@@ -420,6 +431,8 @@ def run_once(
         "rss_mb": round(rss_mb, 1),
         "source_mb": round(source.nbytes / 2**20, 2),  # the bench signal, inside rss_mb
         "broker_helper": broker is not None,  # the test broker's helper in this process
+        # what the agent itself never imports, loaded in the measured process
+        "bench_only_modules": sorted(m for m in BENCH_ONLY if m in sys.modules),
         "ring_peak": agent.ring.stats.peak,
         "ring": ring,
         "ring_capacity": agent.ring.capacity,
