@@ -5,8 +5,9 @@ Theory of operation
 Three threads of ours plus the transport's network thread:
 
 * ``acquire`` reads blocks from the source into the :class:`~edge.ring.SampleRing`
-  (bounded; a live source overwrites the oldest unread samples when DSP falls
-  behind, a replay waits).
+  (bounded; when DSP falls behind a live source the ring loses samples, the
+  oldest unread or, while DSP holds its interval, the arriving ones; a replay
+  waits).
 * ``compute`` takes each report interval straight from the ring (a lease on
   its samples, no second copy; :meth:`~edge.ring.SampleRing.take`), runs
   :class:`~edge.pipeline.ReportBuilder` (dsp.analyze vectorized over
