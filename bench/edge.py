@@ -156,7 +156,12 @@ class ShiftingSource:
     VARIANTS = 16
 
     def __init__(
-        self, cfg: EdgeConfig, *, seconds: float, change_s: float = 4.0, seed: int = 0,
+        self,
+        cfg: EdgeConfig,
+        *,
+        seconds: float,
+        change_s: float = 4.0,
+        seed: int = 0,
     ) -> None:
         self._names = tuple(ch.source for _p, ch in cfg.channels)
         channels, fs, block = len(self._names), cfg.report.fs, cfg.source.block_size
@@ -180,8 +185,9 @@ class ShiftingSource:
                 row = tab[v, :n]
                 row[:] = rng.standard_normal(n, dtype=np.float32)
                 row *= 0.3
-                row += np.convolve(np.concatenate([imp, imp[: len(ring) - 1]]), ring,
-                                   mode="valid")[:n]
+                row += np.convolve(np.concatenate([imp, imp[: len(ring) - 1]]), ring, mode="valid")[
+                    :n
+                ]
                 row += (2.0 * np.sin(2 * np.pi * f1 * t + v)).astype(np.float32)
                 row += (0.6 * np.sin(2 * np.pi * 6 * f1 * t + 2 * v)).astype(np.float32)
             tab[:, n:] = tab[:, :block]
@@ -268,6 +274,7 @@ def fft_limit(cfg: EdgeConfig, intervals: int, change_s: float) -> dict[str, flo
             arr = np.asarray(a)
             calls.append((name, arr.shape, arr.dtype, n))
             return fn(a, n=n, axis=axis, **kw)
+
         return rec
 
     for name in real:
@@ -291,8 +298,11 @@ def fft_limit(cfg: EdgeConfig, intervals: int, change_s: float) -> dict[str, flo
         per = (2.5 if name in ("rfft", "irfft") else 5.0) * length * np.log2(max(2, length))
         flop += times * batch * per
         rng = np.random.default_rng(0)
-        arr = rng.standard_normal(shape).astype(dtype) if dtype.kind != "c" else (
-            rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+        arr = (
+            rng.standard_normal(shape).astype(dtype)
+            if dtype.kind != "c"
+            else (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+        )
         inputs.append((real[name], arr, n, times))
     best = 0.0  # each distinct transform: its best of 3 timings, times how often it ran
     for fn, arr, n, times in inputs:
@@ -383,9 +393,11 @@ def run_once(
             def counted(lo: int, *a: Any, **kw: Any) -> Any:
                 before = [None if st is None else st.band for st in agent.builder.band_states]
                 out = inner(lo, *a, **kw)
-                switches[0] += sum(1 for b0, st in zip(before, agent.builder.band_states,
-                                                       strict=True)
-                                   if b0 is not None and st is not None and st.band != b0)
+                switches[0] += sum(
+                    1
+                    for b0, st in zip(before, agent.builder.band_states, strict=True)
+                    if b0 is not None and st is not None and st.band != b0
+                )
                 return out
 
             agent.builder.build_part = counted  # type: ignore[method-assign]
@@ -421,11 +433,12 @@ def run_once(
         "messages": pub.messages,
         "dsp_share": round(agent.compute_s / cpu, 3),  # of the agent's CPU time
         "cpu_s_per_channel_s": round(cpu / (channels * seconds), 7),
-        "band_searches": int(sum(s.searches for s in agent.builder.band_states
-                                 if s is not None)),
+        "band_searches": int(sum(s.searches for s in agent.builder.band_states if s is not None)),
         "band_switches": switches[0],
-        "search_share": round(sum(s.searches for s in agent.builder.band_states
-                                  if s is not None) / max(1, produced), 3),
+        "search_share": round(
+            sum(s.searches for s in agent.builder.band_states if s is not None) / max(1, produced),
+            3,
+        ),
         "malloc_tuned": malloc_tuned,
         **limit,
         "rss_mb": round(rss_mb, 1),
@@ -463,8 +476,14 @@ def run_child(
                 os.sched_setaffinity(broker.pid, {other})
             tls_args: tuple[str, ...] = ()
             if files is not None:
-                tls_args = ("--tls-ca", files["ca"], "--tls-cert", files["cert"],
-                            "--tls-key", files["key"])
+                tls_args = (
+                    "--tls-ca",
+                    files["ca"],
+                    "--tls-cert",
+                    files["cert"],
+                    "--tls-key",
+                    files["key"],
+                )
             p = subprocess.run(
                 [
                     sys.executable,
@@ -502,18 +521,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--single", action="store_true", help="one run in this process")
     ap.add_argument("--json", action="store_true", help="last line: one JSON object")
     ap.add_argument("--tls", action="store_true", help="--single: mutual TLS + ACL broker")
-    ap.add_argument("--ring", choices=["live", "replay"], default="live",
-                    help="the ring's size: a live agent's (interval + pipeline.ring_s) or a "
-                    "replay's (interval + 0.25 s)")
+    ap.add_argument(
+        "--ring",
+        choices=["live", "replay"],
+        default="live",
+        help="the ring's size: a live agent's (interval + pipeline.ring_s) or a "
+        "replay's (interval + 0.25 s)",
+    )
     ap.add_argument("--port", type=int, help="--single: a broker already running here")
     ap.add_argument("--tls-ca", help="--single with --port: the broker's CA (mTLS)")
     ap.add_argument("--tls-cert", help="--single with --port: the device certificate")
     ap.add_argument("--tls-key", help="--single with --port: the device key")
     ap.add_argument("--transport", choices=["paho", "awsiot"], default="paho")
-    ap.add_argument("--band-change-s", type=float, default=32.0,
-                    help="stream seconds between a channel's resonance moves (module doc)")
-    ap.add_argument("--scales", default="32,1024",
-                    help="other channel counts for cpu_s_per_channel_s_N (TLS off)")
+    ap.add_argument(
+        "--band-change-s",
+        type=float,
+        default=32.0,
+        help="stream seconds between a channel's resonance moves (module doc)",
+    )
+    ap.add_argument(
+        "--scales",
+        default="32,1024",
+        help="other channel counts for cpu_s_per_channel_s_N (TLS off)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("bench.edge")
@@ -521,25 +551,43 @@ def main(argv: list[str] | None = None) -> int:
         files = None
         if args.tls_ca:
             files = {"ca": args.tls_ca, "cert": args.tls_cert or "", "key": args.tls_key or ""}
-        r = run_once(args.channels, args.seconds, log, port=args.port, tls_files=files,
-                     tls=args.tls, transport=args.transport, change_s=args.band_change_s,
-                     ring=args.ring)
+        r = run_once(
+            args.channels,
+            args.seconds,
+            log,
+            port=args.port,
+            tls_files=files,
+            tls=args.tls,
+            transport=args.transport,
+            change_s=args.band_change_s,
+            ring=args.ring,
+        )
         print(json.dumps(r))
         return 0 if r["published"] == r["acked"] and r["exit"] == 0 else 1
     key = "realtime_channels_per_core"
-    common = ("--transport", args.transport, "--band-change-s", str(args.band_change_s),
-              "--ring", args.ring)
+    common = (
+        "--transport",
+        args.transport,
+        "--band-change-s",
+        str(args.band_change_s),
+        "--ring",
+        args.ring,
+    )
     load = [round(x, 2) for x in os.getloadavg()]
 
     def median_run(channels: int, tls: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        runs = [run_child(channels, args.seconds, tls=tls, extra=common)
-                for _ in range(args.repeat)]
+        runs = [
+            run_child(channels, args.seconds, tls=tls, extra=common) for _ in range(args.repeat)
+        ]
         for r in runs:
-            print(f"{channels:5d} ch tls={tls!s:5} {r[key]:8.1f} ch/core  dsp-only "
-                  f"{r['dsp_channels_per_core']:8.1f}  fft limit "
-                  f"{r['fft_limit_channels_per_core']:8.1f}"
-                  f"  rss {r['rss_mb']:.0f} MB  {r['published']}/{r['acked']} published/acked  "
-                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+            print(
+                f"{channels:5d} ch tls={tls!s:5} {r[key]:8.1f} ch/core  dsp-only "
+                f"{r['dsp_channels_per_core']:8.1f}  fft limit "
+                f"{r['fft_limit_channels_per_core']:8.1f}"
+                f"  rss {r['rss_mb']:.0f} MB  {r['published']}/{r['acked']} published/acked  "
+                f"load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
         return sorted(runs, key=lambda r: r[key])[len(runs) // 2], runs
 
     plain, plain_runs = median_run(args.channels, False)
@@ -547,18 +595,20 @@ def main(argv: list[str] | None = None) -> int:
     every = plain_runs + tls_runs
     result = dict(plain)
     limit = statistics.median(r["fft_limit_channels_per_core"] for r in every)
-    result.update({
-        "runs": [r[key] for r in plain_runs],
-        "realtime_channels_per_core_tls": tls[key],
-        "runs_tls": [r[key] for r in tls_runs],
-        "rss_mb": max(r["rss_mb"] for r in plain_runs),
-        "rss_mb_tls": max(r["rss_mb"] for r in tls_runs),
-        "fft_limit_channels_per_core": round(limit, 1),
-        "limit_share": round(plain[key] / limit, 3),
-        "limit_share_tls": round(tls[key] / limit, 3),
-        f"cpu_s_per_channel_s_{args.channels}": plain["cpu_s_per_channel_s"],
-        "median_of": args.repeat,
-    })
+    result.update(
+        {
+            "runs": [r[key] for r in plain_runs],
+            "realtime_channels_per_core_tls": tls[key],
+            "runs_tls": [r[key] for r in tls_runs],
+            "rss_mb": max(r["rss_mb"] for r in plain_runs),
+            "rss_mb_tls": max(r["rss_mb"] for r in tls_runs),
+            "fft_limit_channels_per_core": round(limit, 1),
+            "limit_share": round(plain[key] / limit, 3),
+            "limit_share_tls": round(tls[key] / limit, 3),
+            f"cpu_s_per_channel_s_{args.channels}": plain["cpu_s_per_channel_s"],
+            "median_of": args.repeat,
+        }
+    )
     ok = all(r["published"] == r["acked"] and r["exit"] == 0 for r in every)
     for n in (int(v) for v in args.scales.split(",") if v.strip()):
         med, runs = median_run(n, False)

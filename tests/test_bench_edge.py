@@ -34,10 +34,28 @@ KEYS = [
 def test_bench_edge_smoke() -> None:
     need("mosquitto", None if mosquitto_available() else MOSQUITTO_MISSING)
     out = subprocess.run(
-        [sys.executable, "-m", "bench.edge", "--json", "--channels", "8", "--seconds", "3",
-         "--repeat", "1", "--scales", "4,16", "--band-change-s", "1"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-        text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            "-m",
+            "bench.edge",
+            "--json",
+            "--channels",
+            "8",
+            "--seconds",
+            "3",
+            "--repeat",
+            "1",
+            "--scales",
+            "4,16",
+            "--band-change-s",
+            "1",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for key in KEYS:
