@@ -1,7 +1,7 @@
 """Edge agent benchmark: how many 25.6 kHz channels one core sustains end to end.
 
-``python -m bench.edge --json`` runs the whole agent (acquisition ring, framer,
-dsp with every feature and the envelope, report encoding, spool with fsync,
+``python -m bench.edge --json`` runs the whole agent (acquisition ring and its
+interval framing, dsp with every feature and the envelope, report encoding, spool with fsync,
 MQTT publishing and PUBACKs) pinned to one core, against a local Mosquitto
 pinned to the other core, fed from pre-generated samples in memory as fast as
 it will go. The last line printed is one JSON object:
@@ -11,8 +11,14 @@ it will go. The last line printed is one JSON object:
   last report is PUBACKed; ``realtime_channels_per_core_wall`` divides by wall
   time instead (lower when other work shares the core);
 * ``reports_per_s``, ``published``, ``acked`` (reports), ``messages``;
-* ``rss_mb``: peak resident memory of the process when the agent stops (the
-  dsp-only and FFT-limit passes run after it), at ``channels``;
+* ``rss_mb``: peak resident memory of the agent's process when the agent
+  stops (the dsp-only and FFT-limit passes run after it), at ``channels``.
+  The process is the agent's alone: the broker, its test helper and the PKI
+  code (``cryptography``) run in the parent, so the imports are the agent's
+  (plus ``bench.edge`` itself); the bench signal stands in for a sensor
+  driver and holds about 1 MB (``source_mb``, inside ``rss_mb``); the ring is
+  sized as a live agent's (one interval plus ``pipeline.ring_s``, ``--ring
+  live``), though the source waits instead of dropping samples;
 * ``dsp_channels_per_core``: the same data through ``dsp.analyze`` + encoding
   alone (what the pipeline costs on top of the DSP is the difference).
 
@@ -37,6 +43,10 @@ nothing but its FFTs would reach; ``limit_share`` is the realtime figure over
 it, ``fft_mflop_per_channel_s`` the work (5/2 N log2 N per real transform,
 5 N log2 N per complex one) and ``fft_gflops`` the core's rate on it.
 
+``--single`` runs once in this process; without ``--port`` it starts its own
+broker, whose helper's imports (and with ``--tls`` ``cryptography``) then count
+in ``rss_mb`` (``broker_helper`` says so).
+
 The machine is shared: read the load printed with the figures (``loadavg``).
 """
 
@@ -60,22 +70,25 @@ import threading
 import time
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 import scipy.fft
 
 import dsp
 
-from edge.agent import Agent
+from edge.agent import Agent, ring_capacity
 from edge.config import EdgeConfig, config_from_dict
 from edge.memory import keep_large_blocks
 from edge.pipeline import ReportBuilder
+from edge.ring import SampleRing
 from simulator.source import Block
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.infra.mosquitto import Mosquitto
+
+if TYPE_CHECKING:
+    from tests.infra.mosquitto import Mosquitto
 
 
 def cores() -> tuple[int, int | None]:
@@ -130,38 +143,58 @@ def make_config(
 
 class ShiftingSource:
     """The bench signal (module doc): per channel a 1x line, blade pass, noise and
-    impacts at about BPFO of a 6205 ringing at one of two resonances; two 0.25 s
-    loops precomputed (one per resonance), each channel reading from the one its
-    schedule says, so producing a block costs one selection."""
+    impacts at about BPFO of a 6205 ringing at one of two resonances.
+
+    Precomputed as ``VARIANTS`` rows of a 0.25 s loop per resonance; channel ``c``
+    plays row ``c % VARIANTS``, shifted in time by its own offset, and reads from the
+    resonance its schedule says. So the source holds about 1 MB at any channel count,
+    as a sensor driver's buffers would (a copy of 2 x 0.25 s of every channel would be
+    13 MB at 256 channels, memory of the bench, not of the agent). Each block is one
+    reused buffer: the agent copies a block into its ring before it asks for the next.
+    """
+
+    VARIANTS = 16
 
     def __init__(
-        self, cfg: EdgeConfig, *, seconds: float, change_s: float = 4.0, seed: int = 0,
+        self,
+        cfg: EdgeConfig,
+        *,
+        seconds: float,
+        change_s: float = 4.0,
+        seed: int = 0,
     ) -> None:
         self._names = tuple(ch.source for _p, ch in cfg.channels)
         channels, fs, block = len(self._names), cfg.report.fs, cfg.source.block_size
         self._fs, self._total, self._block, self._change = fs, round(seconds * fs), block, change_s
         n = round(0.25 * fs)
         n -= n % block
+        self._n = n
         rng = np.random.default_rng(seed)
         t = np.arange(n) / fs
         f1 = round(49.2 * n / fs) * fs / n  # whole cycles per loop
         period = int(fs / (4 * f1 * 3.58)) or 1  # impacts at ~3.58 x 4 x 1x: whole per loop
         taps = np.arange(int(0.004 * fs)) / fs
-        self._bufs = []
+        rows = min(self.VARIANTS, channels)
+        self._tables = []  # per resonance (rows, n + block): a block never wraps
         for fr in (3200.0, 7500.0):
             ring = (np.exp(-taps * 900.0) * np.sin(2 * np.pi * fr * taps)).astype(np.float32)
-            buf = np.empty((channels, n), dtype=np.float32)
-            for c in range(channels):
+            tab = np.empty((rows, n + block), dtype=np.float32)
+            for v in range(rows):
                 imp = np.zeros(n, dtype=np.float32)
-                imp[(c * 7) % period :: period] = 4.0
-                row = buf[c]
+                imp[(v * 7) % period :: period] = 4.0
+                row = tab[v, :n]
                 row[:] = rng.standard_normal(n, dtype=np.float32)
                 row *= 0.3
-                row += np.convolve(np.concatenate([imp, imp[: len(ring) - 1]]), ring,
-                                   mode="valid")[:n]
-                row += (2.0 * np.sin(2 * np.pi * f1 * t + c)).astype(np.float32)
-                row += (0.6 * np.sin(2 * np.pi * 6 * f1 * t + 2 * c)).astype(np.float32)
-            self._bufs.append(buf)
+                row += np.convolve(np.concatenate([imp, imp[: len(ring) - 1]]), ring, mode="valid")[
+                    :n
+                ]
+                row += (2.0 * np.sin(2 * np.pi * f1 * t + v)).astype(np.float32)
+                row += (0.6 * np.sin(2 * np.pi * 6 * f1 * t + 2 * v)).astype(np.float32)
+            tab[:, n:] = tab[:, :block]
+            self._tables.append(tab)
+        self._row = [c % rows for c in range(channels)]
+        self._shift = [(c * 977) % n for c in range(channels)]
+        self._out = np.empty((channels, block), dtype=np.float32)
         # channel c's resonance flips every change_s, its schedule offset by c/channels
         self._offset = (np.arange(channels) / max(1, channels)) * change_s
 
@@ -173,17 +206,23 @@ class ShiftingSource:
     def fs(self) -> float:
         return self._fs
 
+    @property
+    def nbytes(self) -> int:
+        """What the source holds (its tables and the block buffer)."""
+        return sum(t.nbytes for t in self._tables) + self._out.nbytes
+
     def blocks(self) -> Iterator[Block]:
-        a, b = self._bufs
-        n_buf = a.shape[1]
+        a, b = self._tables
+        out, rows, shift, n_loop = self._out, self._row, self._shift, self._n
         start = time.time_ns()
         i = 0
         while i < self._total:
             n = min(self._block, self._total - i)
-            j = i % n_buf
             use_b = ((i / self._fs + self._offset) // self._change) % 2 == 1
-            x = np.where(use_b[:, None], b[:, j : j + n], a[:, j : j + n])
-            yield Block(x, start + round(i * 1e9 / self._fs), self._fs, self._names)
+            for c, (r, sh, on_b) in enumerate(zip(rows, shift, use_b.tolist(), strict=True)):
+                j = (i + sh) % n_loop
+                out[c, :n] = (b if on_b else a)[r, j : j + n]
+            yield Block(out[:, :n], start + round(i * 1e9 / self._fs), self._fs, self._names)
             i += n
 
 
@@ -235,6 +274,7 @@ def fft_limit(cfg: EdgeConfig, intervals: int, change_s: float) -> dict[str, flo
             arr = np.asarray(a)
             calls.append((name, arr.shape, arr.dtype, n))
             return fn(a, n=n, axis=axis, **kw)
+
         return rec
 
     for name in real:
@@ -258,8 +298,11 @@ def fft_limit(cfg: EdgeConfig, intervals: int, change_s: float) -> dict[str, flo
         per = (2.5 if name in ("rfft", "irfft") else 5.0) * length * np.log2(max(2, length))
         flop += times * batch * per
         rng = np.random.default_rng(0)
-        arr = rng.standard_normal(shape).astype(dtype) if dtype.kind != "c" else (
-            rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+        arr = (
+            rng.standard_normal(shape).astype(dtype)
+            if dtype.kind != "c"
+            else (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+        )
         inputs.append((real[name], arr, n, times))
     best = 0.0  # each distinct transform: its best of 3 timings, times how often it ran
     for fn, arr, n, times in inputs:
@@ -280,11 +323,17 @@ def fft_limit(cfg: EdgeConfig, intervals: int, change_s: float) -> dict[str, flo
 
 
 CORES = cores()
+BENCH_ONLY = ("cloud.pki", "cryptography", "tests.infra.mosquitto")
 
 
-def tls_broker(tmp: Path) -> tuple[Mosquitto, dict[str, str]]:
-    """A Mosquitto with only the mTLS listener and role grants of the local stack, and the bench
-    device's certificate (--tls)."""
+def start_broker(tmp: Path, *, tls: bool) -> tuple[Mosquitto, dict[str, str] | None]:
+    """A fresh Mosquitto; with ``tls`` only the mTLS listener and role grants of the
+    local stack, and the bench device's certificate (the files for ``[mqtt.tls]``)."""
+    from tests.infra.mosquitto import Mosquitto
+
+    if not tls:
+        broker = Mosquitto(tmp / "mosquitto", persistence=False, max_inflight_messages=1000)
+        return broker.start(), None
     from cloud import pki
 
     pki.init_ca(tmp / "pki")
@@ -296,7 +345,7 @@ def tls_broker(tmp: Path) -> tuple[Mosquitto, dict[str, str]]:
         max_inflight_messages=1000,
         tls_pki=tmp / "pki",
     )
-    return broker, {"ca": str(tmp / "pki" / "ca.crt"), "cert": str(crt), "key": str(key)}
+    return broker.start(), {"ca": str(tmp / "pki" / "ca.crt"), "cert": str(crt), "key": str(key)}
 
 
 def run_once(
@@ -304,45 +353,51 @@ def run_once(
     seconds: float,
     log: logging.Logger,
     *,
+    port: int | None = None,
+    tls_files: dict[str, str] | None = None,
     tls: bool = False,
     transport: str = "paho",
     change_s: float = 32.0,
+    ring: str = "live",
 ) -> dict[str, Any]:
+    """One agent run in this process. With ``port``, against a broker someone else
+    started (``run_child``: the broker, its test helper and the PKI code stay out of
+    the measured process); without, this process starts one (its helper's imports,
+    and with TLS ``cryptography``, then count in ``rss_mb``: ``broker_helper``)."""
     agent_core, other = CORES
-    malloc_tuned = keep_large_blocks()  # as edge/run.py does before the agent starts
     with tempfile.TemporaryDirectory(prefix="bench-edge-") as d:
         tmp = Path(d)
-        tls_files: dict[str, str] | None = None
-        if tls or transport == "awsiot":
-            broker, tls_files = tls_broker(tmp)
-        else:
-            broker = Mosquitto(tmp / "mosquitto", persistence=False, max_inflight_messages=1000)
-        broker.start()
-        try:
+        broker = None
+        if port is None:
+            broker, tls_files = start_broker(tmp, tls=tls or transport == "awsiot")
+            port = broker.port
             if other is not None and broker.pid is not None:
                 os.sched_setaffinity(broker.pid, {other})
+        try:
             os.sched_setaffinity(0, {agent_core})  # threads started from now on inherit it
-            if broker.pid is not None and other is not None:
-                os.sched_setaffinity(broker.pid, {other})
-            cfg = make_config(
-                tmp, broker.port, channels, seconds, tls=tls_files, transport=transport
-            )
+            malloc_tuned = keep_large_blocks()  # as edge/run.py does before the agent starts
+            cfg = make_config(tmp, port, channels, seconds, tls=tls_files, transport=transport)
+            source = ShiftingSource(cfg, seconds=seconds, change_s=change_s)
             agent = Agent(
                 cfg,
-                ShiftingSource(cfg, seconds=seconds, change_s=change_s),
+                source,
                 exit_when_drained=True,
                 overflow="block",
                 drain_timeout_s=120,
             )
+            if ring == "live":  # sized as a live agent's ring; the bench source still waits
+                agent.ring = SampleRing(channels, ring_capacity(cfg, "drop"), overflow="block")
             switches = [0]
             inner = agent.builder.build_part
 
             def counted(lo: int, *a: Any, **kw: Any) -> Any:
                 before = [None if st is None else st.band for st in agent.builder.band_states]
                 out = inner(lo, *a, **kw)
-                switches[0] += sum(1 for b0, st in zip(before, agent.builder.band_states,
-                                                       strict=True)
-                                   if b0 is not None and st is not None and st.band != b0)
+                switches[0] += sum(
+                    1
+                    for b0, st in zip(before, agent.builder.band_states, strict=True)
+                    if b0 is not None and st is not None and st.band != b0
+                )
                 return out
 
             agent.builder.build_part = counted  # type: ignore[method-assign]
@@ -356,7 +411,8 @@ def run_once(
             dsp_rate = dsp_only(cfg)
             limit = fft_limit(cfg, max(2, min(33, round(seconds) + 1)), change_s)
         finally:
-            broker.stop()
+            if broker is not None:
+                broker.stop()
     pub = agent.publisher.stats
     produced = agent.spool.stats.appended
     out = {
@@ -377,15 +433,22 @@ def run_once(
         "messages": pub.messages,
         "dsp_share": round(agent.compute_s / cpu, 3),  # of the agent's CPU time
         "cpu_s_per_channel_s": round(cpu / (channels * seconds), 7),
-        "band_searches": int(sum(s.searches for s in agent.builder.band_states
-                                 if s is not None)),
+        "band_searches": int(sum(s.searches for s in agent.builder.band_states if s is not None)),
         "band_switches": switches[0],
-        "search_share": round(sum(s.searches for s in agent.builder.band_states
-                                  if s is not None) / max(1, produced), 3),
+        "search_share": round(
+            sum(s.searches for s in agent.builder.band_states if s is not None) / max(1, produced),
+            3,
+        ),
         "malloc_tuned": malloc_tuned,
         **limit,
         "rss_mb": round(rss_mb, 1),
+        "source_mb": round(source.nbytes / 2**20, 2),  # the bench signal, inside rss_mb
+        "broker_helper": broker is not None,  # the test broker's helper in this process
+        # what the agent itself never imports, loaded in the measured process
+        "bench_only_modules": sorted(m for m in BENCH_ONLY if m in sys.modules),
         "ring_peak": agent.ring.stats.peak,
+        "ring": ring,
+        "ring_capacity": agent.ring.capacity,
         "spool_peak_bytes": agent.spool.stats.peak_bytes,
         "inflight_peak": pub.inflight_peak,
         "disconnects": agent.disconnects,
@@ -399,26 +462,51 @@ def run_once(
     return out
 
 
-def run_child(channels: int, seconds: float, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One run in a fresh process, so its peak RSS is its own."""
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.edge",
-            "--single",
-            "--json",
-            "--channels",
-            str(channels),
-            "--seconds",
-            str(seconds),
-            *extra,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_child(
+    channels: int, seconds: float, *, tls: bool, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """One run in a fresh process against a broker started here, so the child's peak
+    RSS is the agent's: its imports, ring, DSP, spool and MQTT client, and the bench
+    signal (``source_mb``), but neither the broker's test helper nor the PKI code."""
+    _agent_core, other = CORES
+    with tempfile.TemporaryDirectory(prefix="bench-edge-broker-") as d:
+        broker, files = start_broker(Path(d), tls=tls or "awsiot" in extra)
+        try:
+            if other is not None and broker.pid is not None:
+                os.sched_setaffinity(broker.pid, {other})
+            tls_args: tuple[str, ...] = ()
+            if files is not None:
+                tls_args = (
+                    "--tls-ca",
+                    files["ca"],
+                    "--tls-cert",
+                    files["cert"],
+                    "--tls-key",
+                    files["key"],
+                )
+            p = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.edge",
+                    "--single",
+                    "--json",
+                    "--channels",
+                    str(channels),
+                    "--seconds",
+                    str(seconds),
+                    "--port",
+                    str(broker.port),
+                    *tls_args,
+                    *extra,
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        finally:
+            broker.stop()
     if p.returncode not in (0, 1) or not p.stdout.strip():
         raise RuntimeError(f"bench run failed ({p.returncode}): {p.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
@@ -433,32 +521,73 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--single", action="store_true", help="one run in this process")
     ap.add_argument("--json", action="store_true", help="last line: one JSON object")
     ap.add_argument("--tls", action="store_true", help="--single: mutual TLS + ACL broker")
+    ap.add_argument(
+        "--ring",
+        choices=["live", "replay"],
+        default="live",
+        help="the ring's size: a live agent's (interval + pipeline.ring_s) or a "
+        "replay's (interval + 0.25 s)",
+    )
+    ap.add_argument("--port", type=int, help="--single: a broker already running here")
+    ap.add_argument("--tls-ca", help="--single with --port: the broker's CA (mTLS)")
+    ap.add_argument("--tls-cert", help="--single with --port: the device certificate")
+    ap.add_argument("--tls-key", help="--single with --port: the device key")
     ap.add_argument("--transport", choices=["paho", "awsiot"], default="paho")
-    ap.add_argument("--band-change-s", type=float, default=32.0,
-                    help="stream seconds between a channel's resonance moves (module doc)")
-    ap.add_argument("--scales", default="32,1024",
-                    help="other channel counts for cpu_s_per_channel_s_N (TLS off)")
+    ap.add_argument(
+        "--band-change-s",
+        type=float,
+        default=32.0,
+        help="stream seconds between a channel's resonance moves (module doc)",
+    )
+    ap.add_argument(
+        "--scales",
+        default="32,1024",
+        help="other channel counts for cpu_s_per_channel_s_N (TLS off)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("bench.edge")
     if args.single:
-        r = run_once(args.channels, args.seconds, log, tls=args.tls, transport=args.transport,
-                     change_s=args.band_change_s)
+        files = None
+        if args.tls_ca:
+            files = {"ca": args.tls_ca, "cert": args.tls_cert or "", "key": args.tls_key or ""}
+        r = run_once(
+            args.channels,
+            args.seconds,
+            log,
+            port=args.port,
+            tls_files=files,
+            tls=args.tls,
+            transport=args.transport,
+            change_s=args.band_change_s,
+            ring=args.ring,
+        )
         print(json.dumps(r))
         return 0 if r["published"] == r["acked"] and r["exit"] == 0 else 1
     key = "realtime_channels_per_core"
-    common = ("--transport", args.transport, "--band-change-s", str(args.band_change_s))
+    common = (
+        "--transport",
+        args.transport,
+        "--band-change-s",
+        str(args.band_change_s),
+        "--ring",
+        args.ring,
+    )
     load = [round(x, 2) for x in os.getloadavg()]
 
     def median_run(channels: int, tls: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        runs = [run_child(channels, args.seconds, (*common, *(("--tls",) if tls else ())))
-                for _ in range(args.repeat)]
+        runs = [
+            run_child(channels, args.seconds, tls=tls, extra=common) for _ in range(args.repeat)
+        ]
         for r in runs:
-            print(f"{channels:5d} ch tls={tls!s:5} {r[key]:8.1f} ch/core  dsp-only "
-                  f"{r['dsp_channels_per_core']:8.1f}  fft limit "
-                  f"{r['fft_limit_channels_per_core']:8.1f}"
-                  f"  rss {r['rss_mb']:.0f} MB  {r['published']}/{r['acked']} published/acked  "
-                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+            print(
+                f"{channels:5d} ch tls={tls!s:5} {r[key]:8.1f} ch/core  dsp-only "
+                f"{r['dsp_channels_per_core']:8.1f}  fft limit "
+                f"{r['fft_limit_channels_per_core']:8.1f}"
+                f"  rss {r['rss_mb']:.0f} MB  {r['published']}/{r['acked']} published/acked  "
+                f"load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
         return sorted(runs, key=lambda r: r[key])[len(runs) // 2], runs
 
     plain, plain_runs = median_run(args.channels, False)
@@ -466,18 +595,20 @@ def main(argv: list[str] | None = None) -> int:
     every = plain_runs + tls_runs
     result = dict(plain)
     limit = statistics.median(r["fft_limit_channels_per_core"] for r in every)
-    result.update({
-        "runs": [r[key] for r in plain_runs],
-        "realtime_channels_per_core_tls": tls[key],
-        "runs_tls": [r[key] for r in tls_runs],
-        "rss_mb": max(r["rss_mb"] for r in plain_runs),
-        "rss_mb_tls": max(r["rss_mb"] for r in tls_runs),
-        "fft_limit_channels_per_core": round(limit, 1),
-        "limit_share": round(plain[key] / limit, 3),
-        "limit_share_tls": round(tls[key] / limit, 3),
-        f"cpu_s_per_channel_s_{args.channels}": plain["cpu_s_per_channel_s"],
-        "median_of": args.repeat,
-    })
+    result.update(
+        {
+            "runs": [r[key] for r in plain_runs],
+            "realtime_channels_per_core_tls": tls[key],
+            "runs_tls": [r[key] for r in tls_runs],
+            "rss_mb": max(r["rss_mb"] for r in plain_runs),
+            "rss_mb_tls": max(r["rss_mb"] for r in tls_runs),
+            "fft_limit_channels_per_core": round(limit, 1),
+            "limit_share": round(plain[key] / limit, 3),
+            "limit_share_tls": round(tls[key] / limit, 3),
+            f"cpu_s_per_channel_s_{args.channels}": plain["cpu_s_per_channel_s"],
+            "median_of": args.repeat,
+        }
+    )
     ok = all(r["published"] == r["acked"] and r["exit"] == 0 for r in every)
     for n in (int(v) for v in args.scales.split(",") if v.strip()):
         med, runs = median_run(n, False)

@@ -1,17 +1,20 @@
-"""The edge agent: source -> ring -> framer -> dsp -> spool -> transport, with status.
+"""The edge agent: source -> ring (which frames) -> dsp -> spool -> transport, with status.
 
 Theory of operation
 -------------------
 Three threads of ours plus the transport's network thread:
 
 * ``acquire`` reads blocks from the source into the :class:`~edge.ring.SampleRing`
-  (bounded; a live source overwrites the oldest unread samples when DSP falls
-  behind, a replay waits).
-* ``compute`` reads the ring, cuts report intervals with :class:`dsp.Framer`,
-  runs :class:`~edge.pipeline.ReportBuilder` (dsp.analyze vectorized over
-  channels) and appends the interval's reports to the spool in one group
-  commit. Before it starts an interval it writes the progress mark, so reports
-  lost to a crash mid-computation are counted and logged at the next start.
+  (bounded; when DSP falls behind a live source the ring loses samples, the
+  oldest unread or, while DSP holds its interval, the arriving ones; a replay
+  waits).
+* ``compute`` takes each report interval straight from the ring (a lease on
+  its samples, no second copy; :meth:`~edge.ring.SampleRing.take`), runs
+  :class:`~edge.pipeline.ReportBuilder` (dsp.analyze vectorized over
+  channels) on it group by group of channels and appends the interval's
+  reports to the spool in one group commit. Before it starts an interval it
+  writes the progress mark, so reports lost to a crash mid-computation are
+  counted and logged at the next start.
 * the caller's thread (:meth:`Agent.run`) drains: it feeds transport events to
   the :class:`~edge.publisher.Publisher`, publishes what the publisher hands
   out, publishes the retained status every ``status.interval_s`` and syncs the
@@ -31,11 +34,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-import dsp
 from simulator.source import Source
 
 from .config import EdgeConfig
@@ -43,7 +45,7 @@ from .link import LinkLog
 from .metrics import MetricsServer, render
 from .pipeline import COMPUTING, SPOOLED, ProgressMark, Record, ReportBuilder
 from .publisher import Publisher
-from .ring import Chunk, SampleRing
+from .ring import Interval, SampleRing
 from .sources import channel_index
 from .spool import Spool, SpoolError
 from .transport import (
@@ -62,6 +64,15 @@ from .transports import make_transport
 log = logging.getLogger(__name__)
 
 STATUS_VERSION = 1
+
+
+def ring_capacity(cfg: EdgeConfig, overflow: Literal["block", "drop"]) -> int:
+    """Samples per channel of the agent's ring: the report interval being framed lives
+    in it, plus the time DSP may fall behind (``pipeline.ring_s``; a source that waits,
+    ``"block"``, needs at most 0.25 s of it), at least two source blocks."""
+    ring_s = cfg.pipeline.ring_s if overflow == "drop" else min(cfg.pipeline.ring_s, 0.25)
+    slack = max(round(ring_s * cfg.report.fs), 2 * cfg.source.block_size, 1)
+    return cfg.report.interval_samples + slack
 
 
 class Agent:
@@ -108,16 +119,10 @@ class Agent:
         ovf = overflow or cfg.pipeline.overflow
         if ovf == "auto":
             ovf = "drop" if cfg.source.pace == "realtime" else "block"
-        ring_s = cfg.pipeline.ring_s
-        if ovf == "block":  # a source that waits needs only a little decoupling
-            ring_s = min(ring_s, 0.25)
-        capacity = max(round(ring_s * rc.fs), 2 * cfg.source.block_size, 1)
-        self.ring = SampleRing(n_ch, capacity, overflow="block" if ovf == "block" else "drop")
+        mode: Literal["block", "drop"] = "block" if ovf == "block" else "drop"
+        self.ring = SampleRing(n_ch, ring_capacity(cfg, mode), overflow=mode)
         step = cfg.pipeline.chunk_channels
         self._groups = [(lo, min(lo + step, n_ch)) for lo in range(0, n_ch, step)]
-        self.framers = [
-            dsp.Framer(size=rc.interval_samples, hop=rc.interval_samples) for _ in self._groups
-        ]
         self.builder = ReportBuilder(cfg, self.epoch)
         # warm up (FFT plans, caches) before samples arrive, so a live source's first
         # interval does not find the ring full; results discarded, no seq used
@@ -214,13 +219,15 @@ class Agent:
         n = len(self._idx)
         try:
             while not self._halt.is_set():
-                # modest reads: the framer holds the partial interval, no big transients
-                chunk = self.ring.read(min(rc.interval_samples, 8192), timeout=0.5)
-                if chunk is None:
-                    if self.ring.closed and self.ring.stats.depth == 0:
+                iv = self.ring.take(rc.interval_samples, timeout=0.5)
+                if iv is None:
+                    if self.ring.drained:
                         break
                     continue
-                self._compute_chunk(chunk, n)
+                try:
+                    self._compute_interval(iv, n)
+                finally:
+                    self.ring.release()
         except Exception as exc:
             log.exception("computation failed")
             self.errors.append(f"compute: {exc}")
@@ -228,57 +235,41 @@ class Agent:
             self._compute_done.set()
             self._wake.set()
 
-    def _compute_chunk(self, chunk: Chunk, n: int) -> None:
-        """Frame and analyze one ring chunk, group by group of channels.
-
-        Each channel group has its own framer, so an interval's window is copied
-        out and analyzed one group at a time (a few MB) instead of all channels at
-        once; the interval's reports are then spooled together (one group commit)."""
+    def _compute_interval(self, iv: Interval, n: int) -> None:
+        """Analyze one leased interval group by group of channels (views of the ring,
+        a few MB of DSP temporaries at a time), then spool its reports together (one
+        group commit)."""
         base = self.builder.seq
-        per_window: list[list[Record]] = []
-        for (lo, hi), framer in zip(self._groups, self.framers, strict=True):
-            rpm = None if chunk.rpm is None else chunk.rpm[lo:hi]
-            wins = framer.push(chunk.samples[lo:hi], chunk.t0_ns, chunk.fs)
-            if lo == 0:  # every group frames identically: group 0 speaks for all
-                per_window = [[] for _ in wins]
-                if wins:
-                    self.mark.write(self.epoch, base, base + n * len(wins), COMPUTING)
-            if len(wins) != len(per_window):
-                raise RuntimeError(f"channel groups framed differently at t0={chunk.t0_ns}")
-            t = time.thread_time()  # CPU time of this thread: unaffected by other load
-            for k, w in enumerate(wins):
-                per_window[k] += self.builder.build_part(
-                    lo,
-                    w.samples,
-                    w.t0_ns,
-                    seq0=base + k * n,
-                    after_restart=w.after_restart,
-                    rpm=rpm,
-                )
-            self.compute_s += time.thread_time() - t
-        for recs in per_window:
-            try:
-                with self._lock:
-                    self.spool.append(recs, stamp_ns=time.time_ns())
-            except SpoolError as exc:
-                # the disk refused (full, I/O error): these reports are lost, the agent
-                # carries on and says so (status last_error, lost_spool_errors)
-                self.lost_to_spool_errors += len(recs)
-                self.errors_nonfatal.append(str(exc))
-                log.error("%d reports lost: %s", len(recs), exc, extra={
-                    "device": self.cfg.device, "epoch": f"{self.epoch:016x}",
-                    "seq": recs[0][1] if recs else None,
-                })
-            self.builder.seq += n
-            self.builder.intervals += 1
-            self.intervals += 1
-            self.mark.write(
-                self.epoch,
-                self.builder.seq,
-                base + n * len(per_window),
-                COMPUTING if self.builder.seq < base + n * len(per_window) else SPOOLED,
+        self.mark.write(self.epoch, base, base + n, COMPUTING)
+        recs: list[Record] = []
+        t = time.thread_time()  # CPU time of this thread: unaffected by other load
+        for lo, hi in self._groups:
+            recs += self.builder.build_part(
+                lo,
+                iv.rows(lo, hi),
+                iv.t0_ns,
+                seq0=base,
+                after_restart=iv.after_restart,
+                rpm=None if iv.rpm is None else iv.rpm[lo:hi],
             )
-            self._wake.set()
+        self.compute_s += time.thread_time() - t
+        try:
+            with self._lock:
+                self.spool.append(recs, stamp_ns=time.time_ns())
+        except SpoolError as exc:
+            # the disk refused (full, I/O error): these reports are lost, the agent
+            # carries on and says so (status last_error, lost_spool_errors)
+            self.lost_to_spool_errors += len(recs)
+            self.errors_nonfatal.append(str(exc))
+            log.error("%d reports lost: %s", len(recs), exc, extra={
+                "device": self.cfg.device, "epoch": f"{self.epoch:016x}",
+                "seq": recs[0][1] if recs else None,
+            })
+        self.builder.seq += n
+        self.builder.intervals += 1
+        self.intervals += 1
+        self.mark.write(self.epoch, self.builder.seq, base + n, SPOOLED)
+        self._wake.set()
 
     def _emit(self, ev: Event) -> None:
         self._inbox.append(ev)
@@ -349,9 +340,9 @@ class Agent:
                 else round((time.time_ns() - oldest) / 1e9, 1),
             },
             "ring": asdict(self.ring.stats),
-            "framer": {
-                "restarts": self.framers[0].stats.restarts,
-                "discarded": sum(f.stats.discarded for f in self.framers),
+            "framer": {  # framing is the ring's (edge.ring): kept here for readers
+                "restarts": self.ring.stats.restarts,
+                "discarded": self.ring.stats.discarded,
             },
             "lost_at_start": self.lost_at_start,
             **extra,

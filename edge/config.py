@@ -163,7 +163,7 @@ class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class PipelineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    ring_s: PositiveS = 1.0  # seconds of samples the acquisition ring holds (live sources)
+    ring_s: PositiveS = 1.0  # seconds DSP may fall behind: the ring holds an interval + this
     # when DSP falls behind: "drop" the oldest samples (a live sensor cannot wait) or
     # "block" the source (replays, faster-than-real-time); "auto": drop only when paced
     # in real time

@@ -6,8 +6,17 @@ with ``mmap`` and returns them with ``munmap``, so each interval faults tens
 of megabytes of fresh pages in again: measured, a quarter of the DSP time.
 Raising the mmap threshold and the trim threshold keeps those blocks in the
 heap and reuses them; resident memory then stays at the loop's peak instead
-of breathing, which is what a daemon with a fixed workload wants. Elsewhere
-(musl, macOS) this is a no-op.
+of breathing, which is what a daemon with a fixed workload wants.
+
+It also caps glibc at one malloc arena (``M_ARENA_MAX``, as the environment
+variable ``MALLOC_ARENA_MAX=1`` would). By default every thread that
+allocates gets an arena of its own: the acquisition thread's blocks, the
+compute thread's DSP temporaries and the MQTT thread's buffers then each keep
+their own free memory, which the others cannot reuse (with the thresholds
+above it is never trimmed either). Measured at 256 channels: about 10 MB less
+peak RSS, no measurable CPU cost (numpy allocates with the GIL held, so the
+threads hardly contend for the arena's lock). Call it before the agent's
+threads start. Elsewhere (musl, macOS) this is a no-op.
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's upper bound for this setting on 64-bit
 TRIM_THRESHOLD = 128 * 1024 * 1024
+ARENA_MAX = 1
 
 
 def keep_large_blocks() -> bool:
-    """Ask glibc to keep freed DSP-sized blocks for reuse; True when it took effect."""
+    """Ask glibc to keep freed DSP-sized blocks for reuse, in one arena; True when it
+    took effect."""
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -36,8 +48,10 @@ def keep_large_blocks() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    ok = (
+        bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        and bool(mallopt(_M_ARENA_MAX, ARENA_MAX))
     )
     log.debug("malloc tuning for the DSP loop: %s", "on" if ok else "not available")
     return ok

@@ -122,7 +122,7 @@ def render(status: Mapping[str, Any], *, dsp_seconds: float) -> str:
     ring = status["ring"]
     e.gauge("ring_samples", "Unread samples per channel in the acquisition ring", ring["depth"])
     e.gauge("ring_capacity_samples", "Acquisition ring capacity per channel", ring["capacity"])
-    e.counter("ring_dropped_samples", "Samples per channel overwritten before DSP read them",
+    e.counter("ring_dropped_samples", "Samples per channel lost because the ring was full",
               ring["dropped"])
     e.counter("framer_restarts", "Report framing restarts (gaps, rate changes)",
               status["framer"]["restarts"])

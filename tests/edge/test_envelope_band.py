@@ -18,6 +18,7 @@ import dsp
 from edge.agent import Agent
 from edge.config import EdgeConfig
 from edge.pipeline import ReportBuilder
+from edge.ring import SampleRing
 from edge.sources import simulated_source
 from simulator import FaultConfig, PumpConfig
 from simulator.recordings import write_npz
@@ -58,21 +59,22 @@ def _per_record_switches(cfg: EdgeConfig, x: NDArray[np.float32]) -> list[int]:
 
 
 def _framed(cfg: EdgeConfig, x: NDArray[np.float32], block: int) -> list[bytes]:
-    """Reports as the agent computes them: blocks -> one framer per channel group ->
-    ReportBuilder.build_part per window."""
+    """Reports as the agent computes them: blocks -> the ring's intervals (views) ->
+    ReportBuilder.build_part per channel group."""
     b = ReportBuilder(cfg, 7)
     n = cfg.report.interval_samples
     groups = [(lo, min(lo + b.chunk, b.n_channels)) for lo in range(0, b.n_channels, b.chunk)]
-    framers = [dsp.Framer(size=n, hop=n) for _ in groups]
+    ring = SampleRing(b.n_channels, n + block, overflow="block")
     out: list[tuple[int, bytes]] = []
     for start in range(0, x.shape[1], block):
-        t0 = round(start * 1e9 / cfg.report.fs)
-        for (lo, hi), fr in zip(groups, framers, strict=True):
-            for w in fr.push(x[lo:hi, start : start + block], t0, cfg.report.fs):
-                seq0 = round(w.t0_ns * cfg.report.fs / 1e9) // n * b.n_channels
-                recs = b.build_part(lo, w.samples, w.t0_ns, seq0=seq0,
-                                    after_restart=w.after_restart)
+        ring.write(x[:, start : start + block], round(start * 1e9 / cfg.report.fs), cfg.report.fs)
+        while (iv := ring.take(n, timeout=0)) is not None:
+            seq0 = round(iv.t0_ns * cfg.report.fs / 1e9) // n * b.n_channels
+            for lo, hi in groups:
+                recs = b.build_part(lo, iv.rows(lo, hi), iv.t0_ns, seq0=seq0,
+                                    after_restart=iv.after_restart)
                 out += [(s, p) for _e, s, p in recs]
+            ring.release()
     return [p for _s, p in sorted(out)]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 from pathlib import Path
 
 import msgspec
@@ -21,49 +23,140 @@ from ._helpers import build, edge_config
 FS = 1000.0
 
 
-def _drain(ring: SampleRing, maxn: int) -> list[tuple[np.ndarray, int]]:
+def _intervals(ring: SampleRing, n: int) -> list[tuple[np.ndarray, int, bool]]:
+    """Every whole interval the ring has now, each copied out (rows taken in two
+    groups, as the agent takes them by channel group: each used before the next
+    rows() call) and released."""
     out = []
-    while (c := ring.read(maxn, timeout=0)) is not None:
-        out.append((c.samples, c.t0_ns))
+    while (iv := ring.take(n, timeout=0)) is not None:
+        half = ring.channels // 2
+        first = iv.rows(0, half).copy()
+        x = np.concatenate([first, iv.rows(half, ring.channels)])
+        out.append((x, iv.t0_ns, iv.after_restart))
+        ring.release()
     return out
 
 
-def test_ring_chunking_never_changes_the_stream() -> None:
+def test_ring_intervals_never_depend_on_how_the_stream_was_written() -> None:
     seed = random.randrange(1 << 30)
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((3, 5000)).astype(np.float32)
-    ring = SampleRing(3, 700, overflow="block")
-    got: list[np.ndarray] = []
-    pos = 0
-    while pos < x.shape[1]:
-        n = int(rng.integers(1, 300))
-        ring.write(x[:, pos : pos + n], round(pos * 1e9 / FS), FS)
-        pos += n
-        for s, t in _drain(ring, int(rng.integers(1, 500))):
-            assert t == round((sum(g.shape[1] for g in got)) * 1e9 / FS), f"seed={seed}"
-            got.append(s)
-    np.testing.assert_array_equal(np.concatenate(got, axis=1), x, err_msg=f"seed={seed}")
+    n = 97
+    x = rng.standard_normal((3, 40 * n + 13)).astype(np.float32)
+    for cuts in ("random", "single"):
+        ring = SampleRing(3, n + 41, overflow="block")
+        got: list[np.ndarray] = []
+        pos = 0
+        while pos < x.shape[1]:
+            k = 1 if cuts == "single" else int(rng.integers(1, 42))
+            ring.write(x[:, pos : pos + k], round(pos * 1e9 / FS), FS)
+            pos += k
+            for s, t, fresh in _intervals(ring, n):
+                assert t == round(len(got) * n * 1e9 / FS), f"seed={seed}"
+                assert fresh == (not got), f"seed={seed}"
+                got.append(s)
+        assert len(got) == 40, f"seed={seed}"
+        np.testing.assert_array_equal(
+            np.concatenate(got, axis=1), x[:, : 40 * n], err_msg=f"seed={seed} {cuts}"
+        )
+        assert ring.stats.depth == 13 and ring.stats.restarts == 0
 
 
-def test_ring_never_mixes_runs_across_a_gap() -> None:
-    ring = SampleRing(1, 100)
-    ring.write(np.ones((1, 10), np.float32), 0, FS)
-    ring.write(np.ones((1, 10), np.float32), 50_000_000, FS)  # 40 samples missing
-    chunks = _drain(ring, 100)
-    assert [(s.shape[1], t) for s, t in chunks] == [(10, 0), (10, 50_000_000)]
-    assert ring.stats.runs == 2
+def test_ring_intervals_are_views_of_the_ring_and_one_copy_when_they_wrap() -> None:
+    ring = SampleRing(4, 150, overflow="block")
+    x = np.arange(4 * 200, dtype=np.float32).reshape(4, 200)
+    ring.write(x[:, :100], 0, FS)
+    iv = ring.take(100, timeout=0)
+    assert iv is not None and not iv.wraps
+    rows = iv.rows(1, 3)
+    assert np.shares_memory(rows, ring._buf)  # no second copy of the samples
+    np.testing.assert_array_equal(rows, x[1:3, :100])
+    ring.release()
+    ring.write(x[:, 100:200], round(100 * 1e9 / FS), FS)  # 100..149, then 0..49 physically
+    iv = ring.take(100, timeout=0)
+    assert iv is not None and iv.wraps and iv.t0_ns == round(100 * 1e9 / FS)
+    a = iv.rows(0, 2)
+    assert not np.shares_memory(a, ring._buf)
+    np.testing.assert_array_equal(a, x[0:2, 100:200])
+    b = iv.rows(2, 4)
+    assert np.shares_memory(a, b)  # one reused scratch buffer, group by group
+    np.testing.assert_array_equal(b, x[2:4, 100:200])
+    ring.release()
 
 
-def test_ring_drop_mode_overwrites_oldest_and_counts() -> None:
+def test_ring_never_splices_intervals_across_a_gap() -> None:
+    ring = SampleRing(2, 200)
+    one = np.ones((2, 30), np.float32)
+    ring.write(one, 0, FS)
+    ring.write(one, 30_000_000, FS)  # continues: 60 samples of one run
+    ring.write(one, 100_000_000, FS)  # 40 samples missing
+    ring.write(one, 130_000_000, FS)
+    got = _intervals(ring, 50)
+    # 0..49 of the first run; its last 10 samples discarded; 50 of the second run
+    assert [(t, fresh) for _x, t, fresh in got] == [(0, True), (100_000_000, True)]
+    assert ring.stats.runs == 2 and ring.stats.discarded == 10 and ring.stats.restarts == 1
+    ring.write(one[:, :10], 170_000_000, FS)  # a rate change starts a run too
+    ring.write(one[:, :10], 180_000_000, FS / 2)
+    ring.close()
+    assert ring.take(50, timeout=0) is None and ring.drained
+
+
+def test_ring_drop_mode_drops_oldest_and_counts() -> None:
     ring = SampleRing(2, 100, overflow="drop")
     x = np.arange(250, dtype=np.float32)[None, :].repeat(2, axis=0)
     ring.write(x, 0, FS)
     assert ring.stats.dropped == 150
-    chunks = _drain(ring, 1000)
-    assert len(chunks) == 1
-    s, t = chunks[0]
+    ((s, t, fresh),) = _intervals(ring, 100)
     np.testing.assert_array_equal(s[0], np.arange(150, 250))
-    assert t == round(150 * 1e9 / FS)  # the reader sees the jump; the framer restarts
+    assert t == round(150 * 1e9 / FS) and fresh  # the reader sees the jump
+
+
+def test_ring_drop_mode_never_overwrites_the_leased_interval() -> None:
+    ring = SampleRing(2, 100, overflow="drop")
+    x = np.arange(400, dtype=np.float32)[None, :].repeat(2, axis=0)
+    ring.write(x[:, :60], 0, FS)
+    iv = ring.take(60, timeout=0)
+    assert iv is not None
+    ring.write(x[:, 60:200], round(60 * 1e9 / FS), FS)  # 40 fit; 100 arrive while leased
+    np.testing.assert_array_equal(iv.rows(0, 2)[0], np.arange(60))  # untouched
+    assert ring.stats.dropped == 100
+    ring.release()
+    ring.write(x[:, 200:260], round(200 * 1e9 / FS), FS)  # after the gap: a new run
+    got = _intervals(ring, 60)
+    assert [(t, fresh) for _x, t, fresh in got] == [(round(200 * 1e9 / FS), True)]
+    np.testing.assert_array_equal(got[0][0][0], np.arange(200, 260))
+    assert ring.stats.discarded == 40  # 60..99: a run too short for an interval
+
+
+def test_ring_drop_mode_under_a_live_writer_never_tears_an_interval() -> None:
+    """A writer thread that never waits for the ring (paced like a sensor) and a reader
+    slower than it: every interval taken is exactly the source's samples at its time
+    (sample k carries the value k), however many were lost meanwhile."""
+    ring = SampleRing(3, 700, overflow="drop")
+    total, n = 20_000, 400
+
+    def write() -> None:
+        for k in range(0, total, 50):
+            x = np.arange(k, k + 50, dtype=np.float32)[None, :].repeat(3, axis=0)
+            ring.write(x, round(k * 1e9 / FS), FS)
+            time.sleep(0.0002)  # the sensor's pace, not a synchronisation
+        ring.close()
+
+    t = threading.Thread(target=write)
+    t.start()
+    taken = 0
+    while (iv := ring.take(n, timeout=5.0)) is not None:
+        first = round(iv.t0_ns * FS / 1e9)
+        want = np.arange(first, first + n, dtype=np.float32)
+        for lo, hi in ((0, 2), (2, 3)):
+            rows = iv.rows(lo, hi)
+            time.sleep(0.002)  # DSP's time with the lease held: the writer runs on
+            np.testing.assert_array_equal(rows, np.broadcast_to(want, rows.shape))
+        ring.release()
+        taken += 1
+    t.join()
+    assert taken >= 5 and ring.drained
+    assert ring.stats.dropped > 0  # the reader was slower: samples were lost, not spliced
+    assert ring.stats.restarts > 0
 
 
 def _pub(tmp_path: Path, **kw: object) -> tuple[Publisher, Spool]:
