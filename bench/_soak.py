@@ -122,7 +122,7 @@ class Device:
                 if isinstance(ev, Acked):
                     self.pub.on_ack(ev.token, ev.ok, ev.reason, now)
                 elif isinstance(ev, Message):
-                    self.pub.on_confirm(ev.payload)
+                    self.pub.on_confirm(ev.payload, now)
                 elif isinstance(ev, Connected):
                     self.pub.on_connect(now, ev.max_packet, self.topic)
                 elif isinstance(ev, Disconnected):

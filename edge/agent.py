@@ -401,7 +401,7 @@ class Agent:
                     self.publisher.on_ack(ev.token, ev.ok, ev.reason, now)
             elif isinstance(ev, Message):
                 with self._lock:
-                    self.publisher.on_confirm(ev.payload)
+                    self.publisher.on_confirm(ev.payload, now)
             elif isinstance(ev, Subscribed):
                 with self._lock:
                     self.publisher.on_subscribed(ev.ok, ev.reason)

@@ -53,7 +53,7 @@ def test_unconfirmed_reports_go_out_again_after_the_timeout_in_the_window(
     tmp_path: Path,
 ) -> None:
     pub, sp = _pub(tmp_path, max_message_bytes=8192, rate=1e6, inflight=2,
-                   confirm_timeout_s=30.0)
+                   confirm_timeout_s=30.0, rng=lambda: 0.0)
     _fill(sp, 60)
     token = 1
     first: list[tuple[int, int]] = []
@@ -66,12 +66,13 @@ def test_unconfirmed_reports_go_out_again_after_the_timeout_in_the_window(
         now += 0.01
     assert first == [(1, i) for i in range(60)]
     assert pub.poll(now + 29.0) == []
-    # lost confirmations: after the timeout they are published again, oldest first,
-    # at most `inflight` messages at once
+    # nothing confirmed for the timeout: a probe of the oldest, one in-flight window's
+    # worth (not all 60), out at most `inflight` messages at once
     outs = pub.poll(now + 31.0)
     assert len(outs) == 2
     assert outs[0].keys[0] == (1, 0)
-    assert sp.stats.republished == 60
+    assert sp.stats.republished == pub.probe_reports == sum(len(o.keys) for o in outs) < 60
+    assert pub.poll(now + 60.0) == []  # the next silent round waits twice as long
     for k, o in enumerate(outs):
         pub.sent(o, 1000 + k)
     # the confirmation arrives now: in-flight copies are settled too
