@@ -343,6 +343,11 @@ class Agent:
                 if (t_unc := self.spool.oldest_unconfirmed()) is None
                 else round(now - t_unc, 1),
                 "republished": sp.republished,
+                # of which: passed over by the confirmations (the broker lost them), and
+                # sent as probes while the cloud confirmed nothing (edge/republish.py)
+                "republished_passed": self.spool.schedule.stats.passed,
+                "republished_probed": self.spool.schedule.stats.probed,
+                "probe_rounds": self.spool.schedule.stats.rounds,
                 "confirmed": sp.confirmed,
                 "oldest_age_s": None
                 if oldest is None
