@@ -165,7 +165,8 @@ class Publisher:
         """Batches to publish now (their reports are leased from the spool)."""
         out: list[Outgoing] = []
         self._last_now = max(self._last_now, now)
-        if self.confirm_timeout_s is not None and self._confirm_ok:
+        if self.confirm_timeout_s is not None and self._confirm_ok and self.connected:
+            # (offline, nothing could go out, and its queued confirmations come first)
             self.spool.expire(now, self.confirm_timeout_s, probe=self.probe_reports)
         if not self.connected or self.held(now):
             return out
@@ -297,7 +298,7 @@ class Publisher:
             return self._hold_until - now
         if self.connected and self.spool.pending and len(self._inflight) < self.inflight:
             return self._bucket.wait_s(now)
-        if self.confirm_timeout_s is not None and self._confirm_ok:
+        if self.confirm_timeout_s is not None and self._confirm_ok and self.connected:
             t = self.spool.next_expiry(self.confirm_timeout_s)
             if t is not None:
                 return max(0.0, min(1.0, t - now))

@@ -29,7 +29,8 @@ time passed in (``now``, monotonic seconds), no clock reads:
   oldest unconfirmed reports, at most ``probe`` of them (the publisher passes one
   in-flight window's worth). Any confirmation ends the silence and resets its
   backoff; so does a reconnect (:meth:`RepublishSchedule.reconnected`: the
-  broker may have restarted without its queues).
+  broker may have restarted without its queues) -- still at most one probe per
+  ``timeout``.
 
 Bounded: re-publications over the frontier spend *credit*, one per report, earned
 one per report the cloud confirms (at most ``4 * probe`` saved): the edge
@@ -142,10 +143,11 @@ class RepublishSchedule:
 
     def reconnected(self, now: float) -> None:
         """The link is up again: the broker may have restarted without its queues, so
-        silence is counted from now at the first level (a probe after one ``timeout``)."""
+        silence backs off from the first level again (the next probe at most one
+        ``timeout`` after the last probe or confirmation; a link that keeps reconnecting
+        cannot postpone probes for ever, nor send more than one per ``timeout``)."""
         self._now = max(self._now, now)
         self._silent_level = 0
-        self._round_base = now
         self._jitter = 1.0 + 0.5 * self.rng()
 
     def clear(self) -> None:

@@ -111,11 +111,17 @@ def test_a_confirmation_or_a_reconnect_ends_the_silence_backoff() -> None:
         s.delivered((1, q), 0.0)
     assert len(s.due(10.0, T, probe=5)) == 5
     assert s.next_due(T) == 30.0  # the second round waits twice as long
-    s.reconnected(12.0)  # the broker may have restarted without its queues
-    assert s.next_due(T) == 22.0
-    assert len(s.due(22.0, T, probe=5)) == 5 and s.next_due(T) == 42.0
+    s.reconnected(12.0)  # the broker may have restarted: back to the first level
+    assert s.next_due(T) == 20.0  # one timeout after the last probe, not after 12.0
+    assert len(s.due(20.0, T, probe=5)) == 5 and s.next_due(T) == 40.0
     s.settled([(1, 50)], 25.0)  # alive: silence counted from now, first level
     assert s.next_due(T) == 35.0
+    at = []
+    for k in range(20):  # a link reconnecting every second neither stops probes nor
+        s.reconnected(36.0 + k)  # sends more than one per timeout
+        if s.due(36.0 + k, T, probe=5):
+            at.append(36.0 + k)
+    assert at == [36.0, 46.0]
 
 
 def test_jitter_spreads_devices_out_and_never_probes_early() -> None:
@@ -124,6 +130,8 @@ def test_jitter_spreads_devices_out_and_never_probes_early() -> None:
     for _ in range(50):
         s = RepublishSchedule(rng=rng.random)
         s.delivered((1, 0), 0.0)
+        s.delivered((1, 1), 0.0)
+        s.settled([(1, 1)], 0.0)  # the cloud spoke at 0.0, then fell silent (an outage)
         s.reconnected(0.0)
         nxt = s.next_due(T)
         assert nxt is not None
