@@ -25,7 +25,11 @@ Accounting, independent of the consumer's own counters: ``lost`` = good identiti
 without a result row at the end; ``duplicates_stored`` = result rows beyond one per
 identity; ``unaccounted`` = bad messages with neither a dead letter (by their key)
 nor a counted budget drop; ``republished`` = the devices' re-publications;
-``gaps_reported`` = missing reports the store's gap query still sees at the end
+``republished_passed`` / ``republished_probed`` / ``probe_rounds``: how the
+re-publish schedule chose them; ``republished_already_stored``: copies the store
+already had (the consumer's ``already_stored``: re-publications it did not need, and
+the broker's own redeliveries); ``gaps_reported`` = missing reports
+the store's gap query still sees at the end
 (``gaps_reported_good_devices``: of which in the edge devices' streams; the rest
 are the holes the bad messages leave in their senders' streams);
 ``dead_letter_rows``; ``consumer_rss_peak_mb`` / ``broker_rss_peak_mb`` sampled
@@ -122,7 +126,7 @@ class Device:
                 if isinstance(ev, Acked):
                     self.pub.on_ack(ev.token, ev.ok, ev.reason, now)
                 elif isinstance(ev, Message):
-                    self.pub.on_confirm(ev.payload)
+                    self.pub.on_confirm(ev.payload, now)
                 elif isinstance(ev, Connected):
                     self.pub.on_connect(now, ev.max_packet, self.topic)
                 elif isinstance(ev, Disconnected):
@@ -318,6 +322,7 @@ def soak_run(*, work: Path, messages: int, minutes: float | None, devices: int,
         stepper.join(5)
         drained_s = time.monotonic() - t0
         republished = sum(d.spool.stats.republished for d in devs)
+        sched = [d.spool.schedule.stats for d in devs]
         undrained = sum(d.spool.stats.records for d in devs)
         dropped = sum(d.spool.stats.dropped for d in devs)
         good_ids = {(d.name, d.epoch, s) for d in devs for s in range(d.next_seq)}
@@ -343,6 +348,13 @@ def soak_run(*, work: Path, messages: int, minutes: float | None, devices: int,
             "offered_s": round(offered_s, 1), "drained_s": round(drained_s, 1),
             "lost": lost, "duplicates_stored": duplicates, "unaccounted": unaccounted,
             "republished": republished, "gaps_reported": sum(gaps.values()),
+            # of which: passed over by the confirmations / sent as probes in silent rounds
+            # (edge/republish.py); copies the store already had (unneeded, or redelivered)
+            "republished_passed": sum(x.passed for x in sched),
+            "republished_probed": sum(x.probed for x in sched),
+            "probe_rounds": sum(x.rounds for x in sched),
+            "republished_already_stored": sum(s["counters"].get("already_stored", 0)
+                                              for s in consumer_stats),
             # of which in the edge devices' streams (the rest: holes the bad messages left in
             # their senders' streams, e.g. truncated batches -- real, and reported)
             "gaps_reported_good_devices": gaps_good,

@@ -334,6 +334,11 @@ class Agent:
                 if (t_unc := self.spool.oldest_unconfirmed()) is None
                 else round(now - t_unc, 1),
                 "republished": sp.republished,
+                # of which: passed over by the confirmations (the broker lost them), and
+                # sent as probes while the cloud confirmed nothing (edge/republish.py)
+                "republished_passed": self.spool.schedule.stats.passed,
+                "republished_probed": self.spool.schedule.stats.probed,
+                "probe_rounds": self.spool.schedule.stats.rounds,
                 "confirmed": sp.confirmed,
                 "oldest_age_s": None
                 if oldest is None
@@ -392,7 +397,7 @@ class Agent:
                     self.publisher.on_ack(ev.token, ev.ok, ev.reason, now)
             elif isinstance(ev, Message):
                 with self._lock:
-                    self.publisher.on_confirm(ev.payload)
+                    self.publisher.on_confirm(ev.payload, now)
             elif isinstance(ev, Subscribed):
                 with self._lock:
                     self.publisher.on_subscribed(ev.ok, ev.reason)

@@ -119,6 +119,11 @@ def render(status: Mapping[str, Any], *, dsp_seconds: float) -> str:
             "(0: none)", sp["unconfirmed_oldest_age_s"] or 0.0)
     e.counter("spool_republished_reports", "Reports published again (no confirmation in "
               "time)", sp["republished"])
+    e.counter("spool_republished_passed_reports", "Reports published again because later "
+              "ones were confirmed and they were not (lost by the broker)",
+              sp["republished_passed"])
+    e.counter("spool_republish_probe_rounds", "Probes sent while the cloud confirmed nothing "
+              "for the confirm timeout", sp["probe_rounds"])
     ring = status["ring"]
     e.gauge("ring_samples", "Unread samples per channel in the acquisition ring", ring["depth"])
     e.gauge("ring_capacity_samples", "Acquisition ring capacity per channel", ring["capacity"])

@@ -17,8 +17,10 @@ does the sending. Time is passed in (``now``, monotonic seconds).
   spool (they are gone for good) -- or, with end-to-end confirmation on
   (``confirm_timeout_s`` set), makes them *unconfirmed*: they stay until a
   confirmation from the cloud covers them (:meth:`Publisher.on_confirm`), and
-  :meth:`Publisher.poll` first returns those unconfirmed for longer than the
-  confirm timeout to the pending queue, so they go out again (same identity,
+  :meth:`Publisher.poll` first returns those the re-publish schedule names
+  (:mod:`edge.republish`: passed over by the confirmations, or a probe of at
+  most one in-flight window's worth when the cloud has confirmed nothing for the
+  confirm timeout) to the pending queue, so they go out again (same identity,
   oldest first) under the same window and rate as any other; a failure reason code (e.g. 0x87 not
   authorized, 0x97 quota exceeded) is logged with the reason, the reports go
   back to the spool, and publishing pauses for ``failure_backoff_s`` (doubling
@@ -127,6 +129,8 @@ class Publisher:
         self._configured_room = self.max_message_bytes - self._overhead
         self._room = self._configured_room
         self.stats.inflight_capacity = self.inflight
+        self.spool.schedule.rng = self.rng
+        self._last_now = self.now
 
     # -- link events ------------------------------------------------------------------
 
@@ -134,6 +138,9 @@ class Publisher:
         """The link is up; ``max_packet``: the broker's Maximum Packet Size, if announced
         (a message over it would get the connection closed, again and again)."""
         self.connected = True
+        self._last_now = max(self._last_now, now)
+        if self.confirming:
+            self.spool.schedule.reconnected(now)
         room = self._configured_room
         if max_packet:
             # PUBLISH fixed header (<= 5) + topic (2 + len) + packet id (2) + properties (<= 5)
@@ -157,8 +164,10 @@ class Publisher:
     def poll(self, now: float, limit: int | None = None) -> list[Outgoing]:
         """Batches to publish now (their reports are leased from the spool)."""
         out: list[Outgoing] = []
-        if self.confirm_timeout_s is not None and self._confirm_ok:
-            self.spool.expire(now, self.confirm_timeout_s)
+        self._last_now = max(self._last_now, now)
+        if self.confirm_timeout_s is not None and self._confirm_ok and self.connected:
+            # (offline, nothing could go out, and its queued confirmations come first)
+            self.spool.expire(now, self.confirm_timeout_s, probe=self.probe_reports)
         if not self.connected or self.held(now):
             return out
         while len(self._inflight) + len(out) < self.inflight and (
@@ -196,6 +205,7 @@ class Publisher:
         self.spool.release(out.keys)
 
     def on_ack(self, token: int, ok: bool, reason: str, now: float) -> None:
+        self._last_now = max(self._last_now, now)
         out = self._inflight.pop(token, None)
         self.stats.inflight = len(self._inflight)
         if out is None:
@@ -234,8 +244,16 @@ class Publisher:
                   "reports until it is granted (%d PUBACKed reports settled now); grant the "
                   "device read on its acks topic", reason, n)
 
-    def on_confirm(self, payload: bytes) -> int:
-        """A confirmation from the cloud: settle the reports it covers. Returns how many."""
+    @property
+    def probe_reports(self) -> int:
+        """A silent round's probe: one in-flight window's worth of reports (at the
+        average reports per message sent so far)."""
+        per = self.stats.reports // self.stats.messages if self.stats.messages else 1
+        return self.inflight * max(1, per)
+
+    def on_confirm(self, payload: bytes, now: float | None = None) -> int:
+        """A confirmation from the cloud: settle the reports it covers (``now``: monotonic
+        s, default the latest time passed in). Returns how many."""
         try:
             msg = decode_confirmation(payload)
         except ConfirmDecodeError as exc:
@@ -247,7 +265,9 @@ class Publisher:
             log.warning("ignoring a confirmation for device %r", msg.device)
             return 0
         self.stats.confirmations += 1
-        n = sum(self.spool.confirm(e.epoch, e.ranges) for e in msg.epochs)
+        if now is not None:
+            self._last_now = max(self._last_now, now)
+        n = sum(self.spool.confirm(e.epoch, e.ranges, self._last_now) for e in msg.epochs)
         self.stats.confirmed_reports += n
         return n
 
@@ -278,7 +298,7 @@ class Publisher:
             return self._hold_until - now
         if self.connected and self.spool.pending and len(self._inflight) < self.inflight:
             return self._bucket.wait_s(now)
-        if self.confirm_timeout_s is not None and self._confirm_ok:
+        if self.confirm_timeout_s is not None and self._confirm_ok and self.connected:
             t = self.spool.next_expiry(self.confirm_timeout_s)
             if t is not None:
                 return max(0.0, min(1.0, t - now))

@@ -49,14 +49,14 @@ End-to-end confirmation (the broker is not trusted with data): with it on, a
 PUBACK only makes a record *unconfirmed* (:meth:`Spool.delivered`, in memory
 with the time of the PUBACK); it leaves the spool when the cloud's
 confirmation covers it (:meth:`Spool.confirm`, written to the ``.ack`` file
-like an ack). :meth:`Spool.expire` returns records unconfirmed for longer than
-the confirm timeout to pending, so the normal drain publishes them again
-(oldest first, same identity, under the same rate limit and in-flight window).
-Each re-publication of a record doubles its timeout (up to
-``2**MAX_BACKOFF_LEVEL`` times): a cloud that is merely behind its backlog
-is not flooded with copies of what it has not reached yet. The schedule is one
-FIFO of PUBACK times per backoff level (O(1) per record). A confirmation for a
-record that is pending or leased again also settles it. After a restart,
+like an ack). :meth:`Spool.expire` returns the unconfirmed records that
+:class:`edge.republish.RepublishSchedule` names to pending, so the normal drain
+publishes them again (oldest first, same identity, under the same rate limit and
+in-flight window): those the confirmations have passed over (the broker lost
+them), or, when the cloud has confirmed nothing for the confirm timeout, a
+bounded probe of the oldest -- never everything that waits, so a cloud that is
+merely behind its backlog is not flooded with copies of what it has not reached
+yet. A confirmation for a record that is pending or leased again also settles it. After a restart,
 unconfirmed records are pending, so they are published (and confirmed) again.
 The byte bound, drop-oldest and drop counting cover unconfirmed records too.
 
@@ -66,7 +66,6 @@ The spool does no clock reads: callers pass ``stamp_ns`` (append time) and
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import fcntl
 import logging
@@ -77,6 +76,8 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .republish import MAX_LEVEL, RepublishSchedule
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ MAX_RECORD = 16 * 1024 * 1024
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 
 PENDING, LEASED, ACKED, UNCONFIRMED = 0, 1, 2, 3
-MAX_BACKOFF_LEVEL = 5  # a record's confirm timeout doubles per re-publication, up to x32
+MAX_BACKOFF_LEVEL = MAX_LEVEL  # a record's confirm timeout doubles per re-publication
 
 Key = tuple[int, int]  # (epoch, seq): the report identity within one device
 
@@ -251,13 +252,10 @@ class Spool:
         self.stats = SpoolStats()
         self._segments: list[_Segment] = []
         self._leases: dict[Key, tuple[_Segment, int]] = {}
-        # unconfirmed records -> (segment, index, PUBACK time); the re-publish schedule is
-        # the FIFO of (PUBACK time, key); entries whose time no longer matches are stale
-        self._unconfirmed: dict[Key, tuple[_Segment, int, float]] = {}
-        self._schedule: list[collections.deque[tuple[float, Key]]] = [
-            collections.deque() for _ in range(MAX_BACKOFF_LEVEL + 1)
-        ]
-        self._level: dict[Key, int] = {}  # re-published records: their backoff level
+        # PUBACKed and not confirmed (unconfirmed, or pending / leased again after a
+        # timeout) -> (segment, index); when to publish them again: the schedule
+        self._unconfirmed: dict[Key, tuple[_Segment, int]] = {}
+        self.schedule = RepublishSchedule()
         self._dir_dirty = False
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -433,8 +431,8 @@ class Spool:
                     self.stats.unconfirmed -= 1
                 if seg.state[i] != ACKED:  # also expired ones, pending again
                     key = (seg.index.epochs[i], seg.index.seqs[i])
-                    self._unconfirmed.pop(key, None)
-                    self._level.pop(key, None)
+                    if self._unconfirmed.pop(key, None) is not None:
+                        self.schedule.forget(key)
             self._delete(seg)
             log.warning(
                 "spool full (%d > %d bytes): dropped the oldest %d unacknowledged reports "
@@ -603,19 +601,22 @@ class Spool:
             seg.state[i] = UNCONFIRMED
             seg.n_leased -= 1
             seg.n_unconfirmed += 1
-            self._unconfirmed[key] = (seg, i, now)
-            self._schedule[self._level.get(key, 0)].append((now, key))
+            self._unconfirmed[key] = (seg, i)
+            self.schedule.delivered(key, now)
             n += 1
         self.stats.leased -= n
         self.stats.unconfirmed += n
         return n
 
-    def confirm(self, epoch: int, ranges: Iterable[tuple[int, int]]) -> int:
+    def confirm(self, epoch: int, ranges: Iterable[tuple[int, int]],
+                now: float | None = None) -> int:
         """Settle the records of ``epoch`` whose seq is in ``ranges`` (inclusive): the cloud
         committed them. Unconfirmed, pending-again-by-timeout and leased records all count;
-        the rest is not waiting here. Idempotent. Returns how many were settled."""
+        the rest is not waiting here. Idempotent. Returns how many were settled.
+        ``now`` (monotonic s; default: the latest time passed in) feeds the schedule."""
         self._check_open()
         done: list[tuple[_Segment, int]] = []
+        settled: list[Key] = []
         waiting = len(self._unconfirmed) + len(self._leases)
         for a, b in ranges:
             if b - a + 1 <= 4 * waiting + 16:
@@ -626,38 +627,38 @@ class Spool:
             for key in keys:
                 ent = self._unconfirmed.pop(key, None)
                 lease = self._leases.pop(key, None)
-                self._level.pop(key, None)
                 if lease is not None and lease[0].state[lease[1]] == LEASED:
                     done.append(lease)  # published again meanwhile; its PUBACK is moot
+                    settled.append(key)
                 elif ent is not None and ent[0].state[ent[1]] in (UNCONFIRMED, PENDING):
-                    done.append((ent[0], ent[1]))  # PENDING: expired, not yet sent again
+                    done.append(ent)  # PENDING: expired, not yet sent again
+                    settled.append(key)
                 else:
                     self.stats.confirms_unknown += 1
+                    if ent is not None:
+                        self.schedule.forget(key)
+        self.schedule.settled(settled, now)
         n = self._settle(done)
         self.stats.confirmed += n
         return n
 
-    def expire(self, now: float, timeout: float) -> int:
-        """Unconfirmed records older than their timeout (``timeout`` seconds, doubled per
-        earlier re-publication) go back to pending: they are published again, oldest
-        first. Returns how many."""
+    def expire(self, now: float, timeout: float, *, probe: int = 1 << 30) -> int:
+        """Unconfirmed records the schedule names due (``timeout``: the confirm timeout;
+        ``probe``: at most this many per silent round; see :mod:`edge.republish`) go
+        back to pending: they are published again, oldest first. Returns how many."""
         self._check_open()
         n = 0
-        for level, sched in enumerate(self._schedule):
-            limit = now - timeout * (1 << level)
-            while sched and sched[0][0] <= limit:
-                t, key = sched.popleft()
-                ent = self._unconfirmed.get(key)
-                if ent is None or ent[2] != t:
-                    continue  # confirmed, dropped or re-sent since
-                seg, i, _t = ent
-                if seg.state[i] != UNCONFIRMED:
-                    continue
-                seg.state[i] = PENDING
-                seg.n_unconfirmed -= 1
-                seg.hint = min(seg.hint, i)
-                self._level[key] = min(level + 1, MAX_BACKOFF_LEVEL)
-                n += 1
+        for key in self.schedule.due(now, timeout, probe):
+            ent = self._unconfirmed.get(key)
+            if ent is None:
+                continue
+            seg, i = ent
+            if seg.state[i] != UNCONFIRMED:
+                continue
+            seg.state[i] = PENDING
+            seg.n_unconfirmed -= 1
+            seg.hint = min(seg.hint, i)
+            n += 1
         self.stats.unconfirmed -= n
         self.stats.republished += n
         return n
@@ -666,31 +667,17 @@ class Spool:
         """Settle every unconfirmed record as if confirmed (confirmations cannot arrive:
         see :meth:`edge.publisher.Publisher.on_subscribed`). Returns how many."""
         self._check_open()
-        done = [(seg, i) for seg, i, _t in self._unconfirmed.values()
+        done = [(seg, i) for seg, i in self._unconfirmed.values()
                 if seg.state[i] == UNCONFIRMED]
         self._unconfirmed.clear()
-        for sched in self._schedule:
-            sched.clear()
-        self._level.clear()
+        self.schedule.clear()
         n = self._settle(done)
         self.stats.acked += n
         return n
 
-    def _live_head(self, level: int) -> float | None:
-        sched = self._schedule[level]
-        while sched:
-            t, key = sched[0]
-            ent = self._unconfirmed.get(key)
-            if ent is not None and ent[2] == t and ent[0].state[ent[1]] == UNCONFIRMED:
-                return t
-            sched.popleft()
-        return None
-
     def next_expiry(self, timeout: float) -> float | None:
-        """When the next unconfirmed record times out (monotonic s), if any."""
-        due = [t + timeout * (1 << lv) for lv in range(len(self._schedule))
-               if (t := self._live_head(lv)) is not None]
-        return min(due) if due else None
+        """The earliest time (monotonic s) an unconfirmed record may be due, if any."""
+        return self.schedule.next_due(timeout)
 
     def _settle(self, done: list[tuple[_Segment, int]]) -> int:
         """Mark records acked for good (``.ack`` entries; emptied sealed segments go)."""
@@ -743,8 +730,7 @@ class Spool:
 
     def oldest_unconfirmed(self) -> float | None:
         """PUBACK time (monotonic s) of the longest-waiting unconfirmed record, if any."""
-        heads = [t for lv in range(len(self._schedule)) if (t := self._live_head(lv)) is not None]
-        return min(heads) if heads else None
+        return self.schedule.oldest()
 
     def oldest_stamp_ns(self) -> int | None:
         """Append time of the oldest unacknowledged record (loads at most one index)."""

@@ -77,6 +77,12 @@ async def test_consumer_metrics_count_what_happened(
     assert s.value("pumpwatch_consumer_acks_total") == total
     assert s.value("pumpwatch_consumer_unacked_messages") == 0
     assert s.value("pumpwatch_consumer_in_flight_reports") == 0
+    # the in-flight byte budget: nothing held once committed; it did hold the reports
+    assert s.value("pumpwatch_consumer_in_flight_bytes") == 0
+    assert s.value("pumpwatch_consumer_in_flight_bytes_peak") > 0
+    assert s.value("pumpwatch_consumer_in_flight_bytes_limit") == (
+        consumer.config.consumer.max_in_flight_bytes)
+    assert s.value("pumpwatch_consumer_in_flight_full_waits_total") >= 0
     assert s.value("pumpwatch_consumer_breaker_state", state="closed") == 1
     assert s.value("pumpwatch_consumer_breaker_state", state="open") == 0
     assert s.value("pumpwatch_consumer_mqtt_connected") == 1

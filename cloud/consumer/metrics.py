@@ -129,6 +129,14 @@ def _gauges(s: dict[str, Any]) -> Iterator[Metric]:
                 max(0.0, s["oldest_unacked_age_s"]))
     yield gauge(P + "in_flight_reports", "Reports between acceptance and commit",
                 s["in_flight_reports"])
+    ifb = s["in_flight_bytes"]
+    yield gauge(P + "in_flight_bytes", "Raw bytes of the reports between acceptance and "
+                "commit (parsing stops at consumer.max_in_flight_bytes)", ifb["held"])
+    yield gauge(P + "in_flight_bytes_peak", "Highest in-flight report bytes since start",
+                ifb["peak"])
+    yield gauge(P + "in_flight_bytes_limit", "consumer.max_in_flight_bytes", ifb["limit"])
+    yield counter(P + "in_flight_full_waits", "Times parsing waited for the in-flight byte "
+                  "budget", ifb["waits"])
     yield gauge(P + "batcher_open_reports", "Reports waiting in an open batch",
                 s["batcher_open_items"])
     q = s["commit_queue"]

@@ -59,6 +59,8 @@ def test_agent_metrics_follow_the_status(tmp_path: Path, mosquitto: Mosquitto) -
         assert s.value("pumpwatch_edge_info", device=cfg.device, site="lab",
                        epoch=f"{agent.epoch:016x}") == 1
         assert s.value("pumpwatch_edge_lost_reports_total", reason="spool_error") == 0
+        assert s.value("pumpwatch_edge_spool_republished_passed_reports_total") == 0
+        assert s.value("pumpwatch_edge_spool_republish_probe_rounds_total") == 0
         per_report = s.value("pumpwatch_edge_dsp_seconds_per_report")
         assert per_report == pytest.approx(s.value("pumpwatch_edge_dsp_seconds_total") / 10)
         assert 0 < per_report < 1.0

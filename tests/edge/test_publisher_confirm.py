@@ -53,7 +53,7 @@ def test_unconfirmed_reports_go_out_again_after_the_timeout_in_the_window(
     tmp_path: Path,
 ) -> None:
     pub, sp = _pub(tmp_path, max_message_bytes=8192, rate=1e6, inflight=2,
-                   confirm_timeout_s=30.0)
+                   confirm_timeout_s=30.0, rng=lambda: 0.0)
     _fill(sp, 60)
     token = 1
     first: list[tuple[int, int]] = []
@@ -66,12 +66,13 @@ def test_unconfirmed_reports_go_out_again_after_the_timeout_in_the_window(
         now += 0.01
     assert first == [(1, i) for i in range(60)]
     assert pub.poll(now + 29.0) == []
-    # lost confirmations: after the timeout they are published again, oldest first,
-    # at most `inflight` messages at once
+    # nothing confirmed for the timeout: a probe of the oldest, one in-flight window's
+    # worth (not all 60), out at most `inflight` messages at once
     outs = pub.poll(now + 31.0)
     assert len(outs) == 2
     assert outs[0].keys[0] == (1, 0)
-    assert sp.stats.republished == 60
+    assert sp.stats.republished == pub.probe_reports == sum(len(o.keys) for o in outs) < 60
+    assert pub.poll(now + 60.0) == []  # the next silent round waits twice as long
     for k, o in enumerate(outs):
         pub.sent(o, 1000 + k)
     # the confirmation arrives now: in-flight copies are settled too
@@ -105,3 +106,24 @@ def test_a_refused_acks_subscription_falls_back_to_puback_and_says_so(tmp_path: 
     assert sp.stats.records == 0 and pub.poll(1000.0) == []
     pub.on_subscribed(True, "Granted QoS 1")  # a later connection's subscription granted
     assert pub.confirming
+
+
+def test_offline_nothing_is_probed_and_a_reconnect_restarts_the_backoff(tmp_path: Path) -> None:
+    """While the link is down nothing is due (nothing could go out, and the confirmations
+    the session kept come first after the reconnect); after it, silence is probed from the
+    first level again."""
+    pub, sp = _pub(tmp_path, max_message_bytes=8192, rate=1e6, inflight=2,
+                   confirm_timeout_s=30.0, rng=lambda: 0.0)
+    _fill(sp, 10)
+    for t, _ in _send_all(pub, 0.0, 1):
+        pub.on_ack(t, True, "Success", 0.0)
+    outs = pub.poll(31.0)  # silent for the timeout: a probe (2 x 10 reports >= all 10)
+    assert len(outs) == 1 and sp.stats.republished == 10
+    pub.sent(outs[0], 2000)
+    pub.on_ack(2000, True, "Success", 31.5)
+    assert sp.stats.unconfirmed == 10
+    pub.on_disconnect(40.0, "gone")
+    assert pub.poll(500.0) == [] and sp.stats.republished == 10  # offline: nothing due
+    assert pub.next_wakeup(500.0) == 1.0
+    pub.on_connect(500.0)  # 31.5 + 60 (second round) long past: probed at once
+    assert pub.poll(500.0) and sp.stats.republished == 20

@@ -32,7 +32,10 @@ def test_puback_keeps_the_record_until_a_confirmation_covers_it(tmp_path: Path) 
 
 
 def test_timeout_puts_unconfirmed_back_oldest_first(tmp_path: Path) -> None:
+    """Nothing confirmed for the timeout: a probe of the oldest (the next one waits twice
+    as long); a confirmation ends the silence; late confirmations settle copies too."""
     with Spool(tmp_path, max_bytes=1 << 20) as sp:
+        sp.schedule.rng = lambda: 0.0  # no jitter: exact times
         sp.append(_recs(1, range(6)))
         a = [r.key for r in sp.lease(3)]
         sp.delivered(a, now=10.0)
@@ -41,19 +44,37 @@ def test_timeout_puts_unconfirmed_back_oldest_first(tmp_path: Path) -> None:
         assert sp.next_expiry(30.0) == 40.0
         assert sp.expire(39.9, 30.0) == 0
         assert sp.expire(45.0, 30.0) == 3 and sp.stats.republished == 3
-        assert sp.next_expiry(30.0) == 50.0
+        assert sp.next_expiry(30.0) == 105.0  # silent again: the next round at 2 x 30 s
         assert [r.seq for r in sp.lease(10)] == [0, 1, 2]
         # a confirmation for a record published again settles it while in flight
-        assert sp.confirm(1, [(0, 0)]) == 1
+        assert sp.confirm(1, [(0, 0)], now=46.0) == 1
         assert sp.delivered([(1, 0), (1, 1), (1, 2)], now=50.0) == 2
         assert sp.stats.acks_unknown == 1
+        assert sp.next_expiry(30.0) == 76.0  # the cloud spoke: silence counted afresh
+        assert sp.expire(76.0, 30.0) == 3  # seq 3..5 (seq 1, 2 were PUBACKed at 50)
         # a late confirmation of an expired record not yet sent again settles it too
-        # seq 1, 2 were published again: their timeout doubled (due at 50 + 60)
-        assert sp.expire(100.0, 30.0) == 3
-        assert sp.next_expiry(30.0) == 110.0
-        assert sp.expire(110.0, 30.0) == 2
-        assert sp.confirm(1, [(1, 5)]) == 5
-        assert sp.stats.records == 0 and sp.pending == 0
+        assert sp.confirm(1, [(1, 5)], now=77.0) == 5
+        assert sp.stats.records == 0 and sp.pending == 0 and sp.next_expiry(30.0) is None
+
+
+def test_records_the_confirmations_pass_over_go_out_again_at_the_confirm_rate(
+    tmp_path: Path,
+) -> None:
+    """Seq 5.. are confirmed, 0..4 are not (the broker lost them): they are published
+    again a timeout after the confirmations passed them, one per confirmed report."""
+    with Spool(tmp_path, max_bytes=1 << 20) as sp:
+        sp.schedule.rng = lambda: 0.0
+        sp.append(_recs(1, range(10)))
+        for q in range(10):
+            sp.delivered([r.key for r in sp.lease(1)], now=float(q))
+        for k, q in enumerate(range(5, 9)):
+            assert sp.confirm(1, [(q, q)], now=12.0 + 3 * k) == 1
+        assert sp.expire(21.9, 10.0) == 0  # passed at 12.0: not yet a timeout ago
+        assert sp.expire(22.0, 10.0) == 4  # four confirmed: four credits
+        assert [r.seq for r in sp.lease(10)] == [0, 1, 2, 3]
+        assert sp.confirm(1, [(9, 9)], now=24.0) == 1
+        assert sp.expire(24.5, 10.0) == 1 and [r.seq for r in sp.peek(10)] == [4]
+        assert sp.schedule.stats.passed == 5 and sp.schedule.stats.rounds == 0
 
 
 def test_full_spool_of_unconfirmed_drops_oldest_and_counts(tmp_path: Path) -> None:
@@ -134,10 +155,11 @@ def test_random_confirmation_traffic_matches_a_model(tmp_path: Path, seed: int) 
 
 
 def test_each_republication_doubles_the_timeout_up_to_a_cap(tmp_path: Path) -> None:
-    """A cloud that is only behind is not flooded: 30, 60, 120, ... s, at most x32."""
+    """A silent cloud gets one probe per round: 30, 60, 120, ... s apart, at most x32."""
     from edge.spool import MAX_BACKOFF_LEVEL
 
     with Spool(tmp_path, max_bytes=1 << 20) as sp:
+        sp.schedule.rng = lambda: 0.0  # no jitter: exact times
         sp.append(_recs(1, range(1)))
         now, due = 0.0, []
         for _ in range(MAX_BACKOFF_LEVEL + 3):
@@ -150,4 +172,4 @@ def test_each_republication_doubles_the_timeout_up_to_a_cap(tmp_path: Path) -> N
             assert sp.expire(now, 30.0) == 1
         assert due == [30.0 * 2 ** min(k, MAX_BACKOFF_LEVEL) for k in range(len(due))]
         assert sp.confirm(1, [(0, 0)]) == 1
-        assert sp.stats.records == 0 and not sp._level
+        assert sp.stats.records == 0 and sp.schedule.level((1, 0)) is None
