@@ -333,10 +333,22 @@ def test_acl_roles_consumer_and_dashboard(broker: Mosquitto, pkidir: Path) -> No
         assert dev.pub("pumpwatch/sites/lab/pumps/p1/condition") == 0x87  # only the cloud
         assert con.pub("pumpwatch/sites/lab/pumps/p1/condition", b"c1", retain=True) < 0x80
         assert con.pub("pumpwatch/devices/gw-acl/reports") == 0x87  # cannot forge reports
-        assert dash.pub("pumpwatch/sites/lab/pumps/p1/alarms") == 0x87  # read-only
-        time.sleep(0.3)
-        con_got = [m[:2] for m in con.messages()]
-        dash_got = [m[:2] for m in dash.messages()]
+        # The dashboard publishes operators' alarm changes, never conditions or reports.
+        assert dash.pub("pumpwatch/sites/lab/pumps/p1/condition") == 0x87
+        assert dash.pub("pumpwatch/devices/gw-acl/reports") == 0x87
+        assert dash.pub("pumpwatch/sites/lab/pumps/p1/alarms", b"a1") < 0x80
+        want_con = {("pumpwatch/devices/gw-acl/reports", b"r1")}
+        want_dash = {("pumpwatch/sites/lab/pumps/p1/condition", b"c1"),
+                     ("pumpwatch/devices/gw-acl/status", b"s1"),
+                     ("pumpwatch/sites/lab/pumps/p1/alarms", b"a1")}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # wait for what must arrive
+            con_got = [m[:2] for m in con.messages()]
+            dash_got = [m[:2] for m in dash.messages()]
+            if want_con <= set(con_got) and want_dash <= set(dash_got):
+                break
+            time.sleep(0.02)
+        assert ("pumpwatch/sites/lab/pumps/p1/alarms", b"a1") in dash_got
         assert ("pumpwatch/devices/gw-acl/reports", b"r1") in con_got
         assert not any(t.endswith("/status") for t, _ in con_got)
         assert ("pumpwatch/sites/lab/pumps/p1/condition", b"c1") in dash_got
