@@ -117,7 +117,10 @@ def test_the_stack_sets_a_token_whenever_the_dashboard_binds_beyond_loopback(
     # and the dashboard started with those arguments requires it
     o = StackOptions(state=tmp_path / "0.0.0.0", dashboard_host="0.0.0.0",
                      dashboard_port=free_port())
-    proc = dashboard(store, *o.dashboard_args()[2:])  # its own --store replaced by ours
+    args = o.dashboard_args()[2:]  # its own --store replaced by ours
+    i = args.index("--mqtt-config")  # the stack writes that file; this test has no broker
+    del args[i:i + 2]
+    proc = dashboard(store, *args)
     try:
         secret = o.dashboard_token_path.read_text().strip()
         assert get(o.dashboard_port, "/api/pumps", "127.0.0.1") == 401
