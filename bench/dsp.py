@@ -22,8 +22,10 @@ the same data:
   ``scipy.fft.rfft``, all ``axis=-1``. The baseline does no band search and no
   line clipping.
 Both sides run pinned to one core with BLAS/FFT threads at one, in one
-process with the edge agent's malloc tuning (``edge.memory``). Figures are
-medians over ``--runs``. The last line printed is one JSON object.
+process with the edge agent's malloc tuning (``edge.memory``), and are timed
+in process CPU time (as bench.edge), so other work on a shared core does not
+count against either side. Figures are medians over ``--runs``. The last line
+printed is one JSON object.
 
 Envelope: ``envelope_msps`` is the envelope path as the agent runs it, over
 the stream's intervals with each channel's band tracked (dsp.bandtrack: the
@@ -114,13 +116,13 @@ def _envelope_batched(x: np.ndarray, cfg: dsp.ReportConfig, band: tuple[float, f
     spent, count = 0.0, 0
     for start in range(0, x.shape[1] - n + 1, n):
         seg = x[:, start : start + n]
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         y = scipy.signal.sosfiltfilt(sos, seg, axis=-1)
         z = scipy.signal.hilbert(y, axis=-1)
         e = z.real * z.real + z.imag * z.imag
         e -= e.mean(axis=-1, keepdims=True)
         np.abs(scipy.fft.rfft(e, axis=-1)[:, :lines])
-        spent += time.perf_counter() - t0
+        spent += time.process_time() - t0
         count += 1
     return spent / count
 
@@ -134,10 +136,10 @@ def _envelope_stream(x: np.ndarray, cfg: dsp.ReportConfig) -> float:
     # the stream's intervals again and again: long enough for the search schedule
     for k in range(warm + 16):
         i = k % (x.shape[1] // n)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         r = dsp.envelope_spectrum(x[:, i * n : (i + 1) * n], cfg.fs, state=state)
         if k >= warm:
-            spent += time.perf_counter() - t0
+            spent += time.process_time() - t0
             timed += 1
         state = r.state
     _LAST_BANDS[:] = [tuple(b) for b in r.band]
@@ -153,9 +155,9 @@ def _project_band() -> tuple[float, float]:
 
 
 def _timed(fn: object, *args: object) -> float:
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     fn(*args)  # type: ignore[operator]
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def _wire(cfg: dsp.ReportConfig, seeds: range) -> tuple[int, float]:

@@ -43,6 +43,7 @@ from .spectra import WINDOWS, WindowName, rfft_freqs, segment_count, welch_from_
 #: Relative search window for bearing-defect lines: real lines sit 1-3 % off the catalog
 #: orders (rolling-element slip, a textbook fact), on top of a given speed's own error.
 DEFECT_LINE_TOL = 0.03
+_DEFECTS = ("bpfo", "bpfi", "bsf", "ftf")
 
 F64 = NDArray[np.float64]
 MAX_REPORT_BYTES = 5120  # one AWS IoT metering step
@@ -206,22 +207,28 @@ def _orders(asset: Asset) -> dict[str, float] | None:
 def _dead_samples(a: NDArray[np.floating], fullscale: F64, min_run: int) -> NDArray[np.int64]:
     """Per channel, samples inside runs of >= ``min_run`` identical values below full scale.
 
-    One comparison pass; the runs themselves are only measured on the (rare) channels
-    with at least ``min_run - 1`` repeated neighbours.
+    One comparison pass; the full-scale test and the runs themselves are only
+    computed on the (rare) channels with at least ``min_run - 1`` repeated
+    neighbours (masking can only lower that count).
     """
     out = np.zeros(a.shape[0], dtype=np.int64)
     same = a[:, 1:] == a[:, :-1]
-    if np.isfinite(fullscale).any():  # a clipped stretch is flagged as clipping, not dropout
-        same &= np.abs(a[:, 1:]) < (fullscale * (1 - 1e-6))[:, None].astype(a.dtype)
-    for c in np.flatnonzero(same.sum(axis=-1) >= min_run - 1):
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], same[c].view(np.int8), [0]))))
+    if np.count_nonzero(same) < min_run - 1:  # one fast count over all channels
+        return out
+    limit = (fullscale * (1 - 1e-6)).astype(a.dtype)
+    for c in np.flatnonzero(np.count_nonzero(same, axis=-1) >= min_run - 1):
+        row = same[c]
+        if np.isfinite(limit[c]):  # a clipped stretch is flagged as clipping, not dropout
+            row &= np.abs(a[c, 1:]) < limit[c]
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.view(np.int8), [0]))))
         runs = edges[1::2] - edges[::2] + 1  # pairs of equal neighbours -> samples
         out[c] = int(runs[runs >= min_run].sum())
     return out
 
 
-def _opt(v: float) -> float | None:
-    return float(v) if np.isfinite(v) else None
+def _opts(v: F64) -> list[float | None]:
+    """Per channel: the value as a float, None where it is not finite."""
+    return [x if math.isfinite(x) else None for x in np.asarray(v, dtype=np.float64).tolist()]
 
 
 def _num(v: float) -> float:
@@ -271,8 +278,10 @@ def analyze(
         mom = moments(a)
     fullscale = np.array([s.full_scale or np.inf for s in specs])
     clipped = np.zeros(ch, dtype=np.int64)
-    if np.isfinite(fullscale).any():
-        clipped = (np.abs(a) >= (fullscale * (1 - 1e-6))[:, None].astype(a.dtype)).sum(axis=-1)
+    limit = (fullscale * (1 - 1e-6)).astype(a.dtype)
+    # only a channel whose extreme reaches full scale has samples to count
+    for row in np.flatnonzero(mom["peak"] >= limit).tolist():
+        clipped[row] = np.count_nonzero(np.abs(a[row]) >= limit[row])
     dead = _dead_samples(a, fullscale, max(_DROPOUT_MIN_SAMPLES, round(DROPOUT_MIN_S * fs)))
 
     # --- spectra and features ------------------------------------------------------
@@ -326,15 +335,16 @@ def analyze(
     if cfg.envelope:
         env = envelope_spectrum(
             a, fs, band=cfg.env_band, fmax=cfg.env_fmax, remove_lines=cfg.env_remove_lines,
-            state=None if after_restart else band_state,
+            state=None if after_restart else band_state, mean=mom["mean"],
         )
-        for key in ("bpfo", "bpfi", "bsf", "ftf"):
-            o = np.array([od[key] if od else np.nan for od in orders])
-            prom[key] = line_prominence(env.freqs, env.spectrum, o * fr, tol=DEFECT_LINE_TOL)
-        o2 = np.array([2 * od["bsf"] if od else np.nan for od in orders])
-        prom["bsf"] = np.fmax(
-            prom["bsf"], line_prominence(env.freqs, env.spectrum, o2 * fr, tol=DEFECT_LINE_TOL)
+        # the defect lines of every channel in one pass: BPFO, BPFI, BSF, FTF, 2 x BSF
+        o = np.array(
+            [[od[k] for k in _DEFECTS] + [2 * od["bsf"]] if od else [np.nan] * 5
+             for od in orders]
         )
+        p = line_prominence(env.freqs, env.spectrum, o * fr[:, None], tol=DEFECT_LINE_TOL)
+        prom = {k: p[:, j] for j, k in enumerate(_DEFECTS)}
+        prom["bsf"] = np.fmax(prom["bsf"], p[:, 4])
 
     # --- per-channel structs ---------------------------------------------------------
     spec_codes, spec_off = quantize.quantize_db(quantize.to_db(psd[:, : cfg.lines]), cfg.step_db)
@@ -345,53 +355,69 @@ def analyze(
         env_df = float(env.freqs[1] * max(1, env.spectrum.shape[-1] // cfg.env_lines))
     out: list[ChannelResult] = []
     bands = [(_num(b0), _num(b1)) for b0, b1 in cfg.bands]
+    vband = (_num(cfg.velocity_band[0]), _num(cfg.velocity_band[1]))
+    df = _num(freqs[1])
+    # one conversion per array, not one numpy scalar per channel and field
+    spec_data = quantize.pack_rows(spec_codes)
+    spec_off_l = spec_off.tolist()
+    rms, peak, crest = mom["rms"].tolist(), mom["peak"].tolist(), mom["crest"].tolist()
+    kurt, skew = mom["kurtosis"].tolist(), mom["skewness"].tolist()
+    vel_l, band_rms_l = vel.tolist(), band_rms.tolist()
+    lines = [_opts(v) for v in (v1, v2, v3, vb)]
+    none = [None] * ch
+    envl = [_opts(prom[k]) for k in _DEFECTS] if prom else [none] * 4
+    env_k = _opts(env.kurtosis) if env is not None else none
+    given_rpm = np.array([bool(s.rpm) for s in specs])
+    flag: NDArray[np.int64] = (
+        np.where(bad_counts > 0, Q_NONFINITE, 0)
+        | np.where(clipped > 0, Q_CLIPPED, 0)
+        | np.where(constant, Q_CONSTANT, 0)
+        | np.where(dead > 0, Q_DROPOUT, 0)
+        | np.where(uncertain & ~given_rpm, Q_SPEED_UNCERTAIN, 0)
+        | (Q_RESTART if after_restart else 0)
+    )
+    flags_l, bad_l, clip_l, dead_l = (
+        flag.tolist(), bad_counts.tolist(), clipped.tolist(), dead.tolist()
+    )
+    env_parts: list[tuple[Spectrum, tuple[float, float]]] | None = None
+    if env is not None and env_codes is not None and env_off is not None:
+        n_env = int(env_codes.shape[-1])
+        env_parts = [
+            (
+                Spectrum(df=env_df, n=n_env, step_db=cfg.env_step_db, offset_db=off, data=data),
+                (_num(b0), _num(b1)),
+            )
+            for off, data, (b0, b1) in zip(
+                env_off.tolist(), quantize.pack_rows(env_codes), env.band.tolist(), strict=True
+            )
+        ]
+    n_spec = int(spec_codes.shape[-1])
     for c, s in enumerate(specs):
         limits = s.asset.zone_limits or ISO_ZONE_LIMITS[(s.asset.iso_group, s.asset.foundation)]
-        flags = 0
-        if bad_counts[c]:
-            flags |= Q_NONFINITE
-        if clipped[c]:
-            flags |= Q_CLIPPED
-        if constant[c]:
-            flags |= Q_CONSTANT
-        if dead[c]:
-            flags |= Q_DROPOUT
-        if after_restart:
-            flags |= Q_RESTART
-        if uncertain[c] and not s.rpm:
-            flags |= Q_SPEED_UNCERTAIN
         spectrum = Spectrum(
-            df=_num(freqs[1]), n=int(spec_codes.shape[-1]), step_db=cfg.step_db,
-            offset_db=float(spec_off[c]), data=quantize.pack_codes(spec_codes[c]),
+            df=df, n=n_spec, step_db=cfg.step_db, offset_db=spec_off_l[c], data=spec_data[c],
         )
-        envelope = None
-        band = None
-        if env is not None and env_codes is not None and env_off is not None:
-            envelope = Spectrum(
-                df=env_df, n=int(env_codes.shape[-1]), step_db=cfg.env_step_db,
-                offset_db=float(env_off[c]), data=quantize.pack_codes(env_codes[c]),
-            )
-            band = (_num(env.band[c, 0]), _num(env.band[c, 1]))
+        envelope, band = env_parts[c] if env_parts is not None else (None, None)
         feats = Features(
-            rms=float(mom["rms"][c]),
-            peak=float(mom["peak"][c]),
-            crest=float(mom["crest"][c]),
-            kurtosis=float(mom["kurtosis"][c]),
-            skewness=float(mom["skewness"][c]),
-            velocity_rms=float(vel[c]),
-            velocity_band=(_num(cfg.velocity_band[0]), _num(cfg.velocity_band[1])),
-            iso_zone=iso_zone(float(vel[c]), limits),  # type: ignore[arg-type]
-            band_rms=[float(v) for v in band_rms[c]],
+            rms=rms[c],
+            peak=peak[c],
+            crest=crest[c],
+            kurtosis=kurt[c],
+            skewness=skew[c],
+            velocity_rms=vel_l[c],
+            velocity_band=vband,
+            iso_zone=iso_zone(vel_l[c], limits),  # type: ignore[arg-type]
+            band_rms=band_rms_l[c],
             bands=bands,
-            v1x=_opt(v1[c]),
-            v2x=_opt(v2[c]),
-            v3x=_opt(v3[c]),
-            vbpf=_opt(vb[c]),
-            env_bpfo=_opt(prom["bpfo"][c]) if prom else None,
-            env_bpfi=_opt(prom["bpfi"][c]) if prom else None,
-            env_bsf=_opt(prom["bsf"][c]) if prom else None,
-            env_ftf=_opt(prom["ftf"][c]) if prom else None,
-            env_kurtosis=_opt(env.kurtosis[c]) if env is not None else None,
+            v1x=lines[0][c],
+            v2x=lines[1][c],
+            v3x=lines[2][c],
+            vbpf=lines[3][c],
+            env_bpfo=envl[0][c],
+            env_bpfi=envl[1][c],
+            env_bsf=envl[2][c],
+            env_ftf=envl[3][c],
+            env_kurtosis=env_k[c],
         )
         out.append(
             ChannelResult(
@@ -400,8 +426,8 @@ def analyze(
                 spectrum=spectrum,
                 envelope=envelope,
                 envelope_band=band,
-                quality=Quality(flags=flags, nonfinite=int(bad_counts[c]), clipped=int(clipped[c]),
-                                dead=int(dead[c])),
+                quality=Quality(flags=flags_l[c], nonfinite=bad_l[c], clipped=clip_l[c],
+                                dead=dead_l[c]),
                 n_avg=n_avg,
                 band_state=env.state[c] if env is not None and env.state is not None else None,
             )

@@ -96,6 +96,7 @@ def envelope_spectrum(
     f_floor: float = 10.0,
     state: Sequence[BandState | None] | None = None,
     tracking: BandTracking = DEFAULT_TRACKING,
+    mean: NDArray[np.floating] | None = None,
 ) -> EnvelopeResult:
     """Squared-envelope spectrum up to ``fmax`` Hz at the record's full resolution.
 
@@ -105,7 +106,8 @@ def envelope_spectrum(
     of its stream (``None`` for all or some channels: a fresh start, which
     searches every candidate and takes the most impulsive), and the result's
     ``state`` is what to pass with the next report. A ``(low, high)`` pair in
-    Hz fixes the band for every channel (no state).
+    Hz fixes the band for every channel (no state). ``mean``: each channel's mean
+    (``(channels,)``), when the caller has it already (as :func:`dsp.analyze` does).
     """
     a = as_channels(x)
     fs = check_fs(fs)
@@ -113,16 +115,18 @@ def envelope_spectrum(
     if not 0 < fmax < fs / 2:
         raise ValueError(f"fmax must be in (0, fs/2 = {fs / 2}) Hz, got {fmax=}")
     ch = a.shape[0]
-    centered = a - a.mean(axis=-1, keepdims=True, dtype=np.float64).astype(a.dtype)
+    mu = a.mean(axis=-1, dtype=np.float64) if mean is None else np.asarray(mean)
+    centered = a - mu.astype(a.dtype)[:, None]
     # A short taper keeps the record's wrap-around step from posing as an impact.
-    spec = scipy.fft.rfft(centered * _taper(n, a.dtype.str), axis=-1)
-    if remove_lines:
-        spec = _clip_lines(spec, overwrite=True)  # our own rFFT output
+    centered *= _taper(n, a.dtype.str)
+    spec = scipy.fft.rfft(centered, axis=-1, overwrite_x=True)
     n_lines = int(fmax * n / fs) + 1
     freqs = np.arange(n_lines) * fs / n
     if band is not None:
         lo, hi = check_band(band, fs)
         k0, k1 = max(1, int(np.ceil(lo * n / fs))), int(np.floor(hi * n / fs)) + 1
+        if remove_lines:
+            _clip_lines(spec, overwrite=True, upto=k1)  # our own rFFT output
         env = _Envelopes(spec, [(k0, k1)] * ch, n_lines, fs, n)
         return EnvelopeResult(freqs, env.spectrum, env.band, env.kurtosis)
 
@@ -130,6 +134,8 @@ def envelope_spectrum(
     min_bw = min_bandwidth if min_bandwidth is not None else 2.0 * fmax
     key = (fs, n, float(min_bw), float(f_floor))
     cands = _candidate_bands(*key)
+    if remove_lines:  # only the candidates' bins are ever read
+        _clip_lines(spec, overwrite=True, upto=max(k1 for _, k1 in cands))
     prev: list[BandState | None] = [None] * ch if state is None else list(state)
     if len(prev) != ch:
         raise ValueError(f"state must hold one entry per channel ({ch}), got {len(prev)}")
@@ -143,7 +149,7 @@ def envelope_spectrum(
     cur: list[BandState] = []
     searched = np.zeros(ch, dtype=bool)
     fresh = [c for c, s in enumerate(prev) if s is None]
-    started = dict(zip(fresh, _search(spec[fresh], cands, n), strict=True)) if fresh else {}
+    started = dict(zip(fresh, _search(spec, fresh, cands, n), strict=True)) if fresh else {}
     for c, s in enumerate(prev):
         cur.append(BandState.start(key, started[c]) if s is None else s)
     searched[fresh] = True
@@ -154,7 +160,7 @@ def envelope_spectrum(
     ]
     if due:
         moved = []
-        for c, sk in zip(due, _search(spec[due], cands, n), strict=True):
+        for c, sk in zip(due, _search(spec, due, cands, n), strict=True):
             s = cur[c].searched(sk, tracking)
             if s.band != cur[c].band:
                 moved.append(c)
@@ -167,20 +173,46 @@ def envelope_spectrum(
 
 
 def _search(
-    spec: NDArray[np.complexfloating], cands: tuple[tuple[int, int], ...], n: int
+    spec: NDArray[np.complexfloating],
+    rows: Sequence[int],
+    cands: tuple[tuple[int, int], ...],
+    n: int,
 ) -> F64:
-    """Spectral kurtosis of every candidate band for each row: ``(rows, candidates)``.
+    """Spectral kurtosis of every candidate band for each of ``rows``: ``(rows, candidates)``.
 
     Each band's complex envelope is critically sampled (one point per bin), the
-    cheapest form that still shows impacts; the taper's ramps are left out. One
-    band at a time: batching a whole tree level measured no faster here and holds
-    several times the memory.
+    cheapest form that still shows impacts; the taper's ramps are left out. The
+    bands of one width (a tree level, less its floor band) go through one batched
+    inverse FFT, gathered straight from ``spec`` (no copy of the searched rows'
+    spectra). The envelope is complex (a band's analytic signal shifted to
+    baseband), so a real-input transform does not apply.
     """
-    out = np.empty((spec.shape[0], len(cands)))
-    for j, (k0, k1) in enumerate(cands):
-        z = scipy.fft.ifft(spec[:, k0:k1], axis=-1)
-        out[:, j] = _sk(_inner(z.real**2 + z.imag**2, n))
+    out = np.empty((len(rows), len(cands)))
+    r = np.asarray(rows, dtype=np.intp)[:, None]
+    for w, js in _widths(cands).items():
+        k0s = np.array([cands[j][0] for j in js], dtype=np.intp)
+        bins = np.lib.stride_tricks.sliding_window_view(spec, w, axis=-1)[r, k0s]
+        z = scipy.fft.ifft(bins, axis=-1, overwrite_x=True)  # (rows, bands, w), our copy
+        out[:, js] = _sk(_inner(_power(z), n))
     return out
+
+
+@lru_cache(maxsize=32)
+def _widths(cands: tuple[tuple[int, int], ...]) -> dict[int, list[int]]:
+    """Candidate indices grouped by band width (bins), in order."""
+    groups: dict[int, list[int]] = {}
+    for j, (k0, k1) in enumerate(cands):
+        groups.setdefault(k1 - k0, []).append(j)
+    return groups
+
+
+def _power(z: NDArray[np.complexfloating]) -> NDArray[np.floating]:
+    """``|z|^2`` in ``z``'s precision: ``abs`` (one vectorized pass over the complex
+    array) then an in-place square, several times faster than ``re^2 + im^2`` through
+    the strided ``.real``/``.imag`` views."""
+    e = np.abs(z)
+    e *= e
+    return e
 
 
 class _Envelopes:
@@ -213,25 +245,30 @@ class _Envelopes:
         for w, members in groups.items():
             idx = np.array([r for r, _ in members], dtype=np.intp)
             k0s = np.array([k for _, k in members], dtype=np.intp)
-            bins = spec[idx[:, None], k0s[:, None] + np.arange(w)]
+            bins = np.lib.stride_tricks.sliding_window_view(spec, w, axis=-1)[idx, k0s]
+            # zero-padded: the oversampled baseband, m >= 2w points so that the squared
+            # envelope (content up to w bins) is sampled without aliasing
             m = scipy.fft.next_fast_len(max(2 * w, 2 * self.n_lines + 2))
-            z = scipy.fft.ifft(bins, n=m, axis=-1)  # zero-padded: the oversampled baseband
             # in the record's precision (float32 for the agent): no float64 copy, and the
             # rFFT below runs at single precision
-            e = z.real * z.real
-            e += z.imag * z.imag
+            e = _power(scipy.fft.ifft(bins, n=m, axis=-1))
+            # SK from the critically sampled envelope (one point per bin), the estimator
+            # the search uses: the oversampled one above sees more of each impact's peak
+            # and reads ~10 % higher. When m is a multiple of w the critical samples are
+            # every (m/w)-th point of ``e`` (scaled by (w/m)^2, which SK does not see), so
+            # no second inverse FFT; the bands at the floor have other widths.
+            if m % w == 0:
+                ec = np.ascontiguousarray(e[:, :: m // w])
+            else:
+                ec = _power(scipy.fft.ifft(bins, axis=-1, overwrite_x=True))
+            self.kurtosis[idx] = _sk(ec)
+            self.sk_inner[idx] = _sk(_inner(ec, self.n))
             mean = e.mean(axis=-1, keepdims=True, dtype=np.float64)
             e -= mean.astype(e.dtype)
-            se = scipy.fft.rfft(e, axis=-1)[:, : self.n_lines]
+            se = scipy.fft.rfft(e, axis=-1, overwrite_x=True)[:, : self.n_lines]
             self.spectrum[idx] = 2.0 * np.abs(se) / (m * np.maximum(mean, 1e-300))
             self.band[idx, 0] = k0s * self.fs / self.n
             self.band[idx, 1] = (k0s + w) * self.fs / self.n
-            # SK from the critically sampled envelope, the estimator the search uses: the
-            # oversampled one above sees more of each impact's peak and reads ~10 % higher
-            zc = scipy.fft.ifft(bins, axis=-1)
-            ec = zc.real**2 + zc.imag**2
-            self.kurtosis[idx] = _sk(ec)
-            self.sk_inner[idx] = _sk(_inner(ec, self.n))
 
 
 def _inner(e: NDArray[np.floating], n: int) -> NDArray[np.floating]:
@@ -265,7 +302,7 @@ def _taper(n: int, dtype: str) -> NDArray[np.floating]:
 
 def _clip_lines(
     spec: NDArray[np.complexfloating], *, span: int = 64, factor: float = 2.0,
-    overwrite: bool = False,
+    overwrite: bool = False, upto: int | None = None,
 ) -> NDArray[np.complexfloating]:
     """Pull discrete lines down to ``factor`` x the local median magnitude, keeping phase.
 
@@ -274,45 +311,41 @@ def _clip_lines(
     spectrum and pass untouched. The local median is taken over blocks of
     ``span`` bins, which narrow lines cannot move.
 
-    Computed on the power ``|X|^2`` in the spectrum's precision (float32 for the
-    agent's records): one partial selection per block finds the lower middle
-    value and the upper one is the minimum above it, so the median of the
-    magnitudes is exact (``sqrt`` is monotonic) without ``np.median``'s two-pivot
-    selection, magnitudes of every bin, or a repeated per-bin floor array.
+    Computed on the magnitudes in the spectrum's precision (float32 for the
+    agent's records, one vectorized ``abs`` pass). The median is exact: the
+    blocks are sorted (numpy's SIMD sort of short rows is faster than a partial
+    selection of them) and the middle one or two values read. Only the bins above
+    the limit are scaled (about 6 % of a noise floor's bins exceed twice the
+    median: Rayleigh), gathered by index. ``upto``: only the blocks holding bins
+    ``[0, upto)`` are clipped (the rest are left as they are: the caller never
+    reads them; the blocks, so the medians, are the same either way).
     ``overwrite``: scale ``spec`` itself (the caller's own temporary).
     """
-    ch, nb = spec.shape
-    power = spec.real * spec.real
-    power += spec.imag * spec.imag
+    nb = spec.shape[-1]
     out = spec if overwrite else spec.copy()
     full = nb // span
-    # row slices of C-ordered arrays reshape as views: the scaling lands in ``out``
-    _clip_blocks(power[:, : full * span].reshape(ch, full, span),
-                 out[:, : full * span].reshape(ch, full, span), factor)
-    if nb > full * span:  # the short last block gets its own median
-        _clip_blocks(power[:, full * span :], out[:, full * span :], factor)
+    blocks = full if upto is None else min(full, -(-upto // span))
+    _clip_blocks(out, 0, blocks, span, factor)
+    if nb > full * span and (upto is None or upto > full * span):
+        _clip_blocks(out, full * span, 1, nb - full * span, factor)  # the short last block
     return out
 
 
 def _clip_blocks(
-    power: NDArray[np.floating], out: NDArray[np.complexfloating], factor: float
+    out: NDArray[np.complexfloating], start: int, blocks: int, span: int, factor: float
 ) -> None:
-    """Scale ``out`` (last axis: one block) where ``power`` exceeds ``(factor*median)^2``."""
-    m = power.shape[-1]
-    h = (m - 1) // 2
-    part = np.partition(power, h, axis=-1)
-    med = np.sqrt(part[..., h])
-    if m % 2 == 0:
-        med += np.sqrt(part[..., h + 1 :].min(axis=-1))
-        med *= 0.5
-    lim2 = med * med
-    lim2 *= factor * factor
-    # dense: about 6 % of a noise floor's bins exceed twice the median (Rayleigh), too
-    # many for gathering them to beat one pass over the block
-    s = lim2[..., None] / np.maximum(power, np.finfo(power.dtype).tiny)
-    np.minimum(s, 1.0, out=s)
-    np.sqrt(s, out=s)
-    out *= s
+    """Clip ``blocks`` blocks of ``span`` bins of each row of ``out`` from bin ``start``."""
+    ch = out.shape[0]
+    mag = np.abs(out[:, start : start + blocks * span]).reshape(ch, blocks, span)
+    srt = np.sort(mag, axis=-1)
+    h = (span - 1) // 2
+    lim = srt[..., h] if span % 2 else srt[..., h] + srt[..., h + 1]
+    lim *= factor if span % 2 else 0.5 * factor
+    # flat indices into (ch, blocks, span) of the bins above their block's limit
+    hit = np.flatnonzero(mag > lim[..., None])
+    scale = lim.reshape(-1)[hit // span] / mag.reshape(-1)[hit]
+    row, col = np.divmod(hit, blocks * span)
+    out[row, col + start] *= scale
 
 
 def _sk(e: NDArray[np.floating]) -> F64:
@@ -335,14 +368,24 @@ def line_prominence(
 ) -> F64:
     """Envelope line height at ``f`` over the median level around it (per channel).
 
-    The height is the maximum within ``max(1 bin, tol*f)`` of ``f`` (speed is
-    never known exactly); the reference is the median over ``f +- max(10 bins,
-    span*f)``. About 1 where there is no line; NaN where ``f`` is unknown or
-    out of range.
+    ``f`` is ``(channels,)`` or ``(channels, k)`` (``k`` lines per channel, all in one
+    pass); the result has its shape. The height is the maximum within ``max(1 bin,
+    tol*f)`` of ``f`` (speed is never known exactly); the reference is the median
+    over ``f +- max(10 bins, span*f)``. About 1 where there is no line; NaN where
+    ``f`` is unknown or out of range.
     """
     df = float(freqs[1] - freqs[0])
     nl = spectrum.shape[-1]
-    fc = np.asarray(f, dtype=np.float64)
+    fa = np.asarray(f, dtype=np.float64)
+    shape = fa.shape
+    if fa.ndim not in (1, 2) or shape[0] != spectrum.shape[0]:
+        raise ValueError(
+            f"f must be (channels,) or (channels, k) with channels={spectrum.shape[0]}, "
+            f"got shape {shape}"
+        )
+    per = 1 if fa.ndim == 1 else shape[1]
+    fc = fa.reshape(-1)
+    rows = np.repeat(np.arange(spectrum.shape[0]), per)[:, None]
     ok = np.isfinite(fc) & (fc > 0)
     fc = np.where(ok, fc, 1.0)
     w = np.maximum(df, tol * fc)
@@ -352,7 +395,6 @@ def line_prominence(
     k1 = np.ceil((fc + w) / df).astype(np.intp) + 1
     r0 = np.maximum(1, ((fc - ref) / df).astype(np.intp))
     r1 = np.minimum(nl, ((fc + ref) / df).astype(np.intp) + 1)
-    rows = np.arange(spectrum.shape[0])[:, None]
     # Heights: max over [k0, k1); references: median over [r0, r1), both vectorized by
     # padding each row's window (NaN sorts last, so the median index stays exact).
     hl = int(max(1, (k1 - k0)[ok].max(initial=1)))
@@ -364,8 +406,9 @@ def line_prominence(
     rvals = np.where(ridx < r1[:, None], spectrum[rows, np.clip(ridx, 0, nl - 1)], np.nan)
     rvals.sort(axis=-1)
     count = np.maximum(1, r1 - r0)
-    lo_mid = rvals[rows[:, 0], np.clip((count - 1) // 2, 0, rl - 1)]
-    hi_mid = rvals[rows[:, 0], np.clip(count // 2, 0, rl - 1)]
+    at = np.arange(fc.shape[0])
+    lo_mid = rvals[at, np.clip((count - 1) // 2, 0, rl - 1)]
+    hi_mid = rvals[at, np.clip(count // 2, 0, rl - 1)]
     med = 0.5 * (lo_mid + hi_mid)
     good = ok & (med > 0)
-    return np.where(good, height / np.where(good, med, 1.0), np.nan)
+    return np.where(good, height / np.where(good, med, 1.0), np.nan).reshape(shape)

@@ -37,12 +37,19 @@ def quantize_db(
     if not (0.0 < step <= 6.0):
         raise ValueError(f"step must be in (0, 6] dB, got {step=}")
     d = np.asarray(db, dtype=np.float64)
-    top = np.where(np.isfinite(d), d, -np.inf).max(axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
+    top = d.max(axis=-1, keepdims=True)  # NaN or inf anywhere makes its top non-finite
+    finite = bool(np.isfinite(top).all())
+    if not finite:
+        top = np.where(np.isfinite(d), d, -np.inf).max(axis=-1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
     offset = top - 255.0 * step
-    codes = np.rint((d - offset) / step)
-    codes = np.where(np.isnan(codes), 0.0, codes)  # NaN lines decode as the floor
-    return np.clip(codes, 0, 255).astype(np.uint8), offset[..., 0]
+    codes = d - offset
+    codes /= step
+    np.rint(codes, out=codes)
+    if not finite:
+        codes = np.where(np.isnan(codes), 0.0, codes)  # NaN lines decode as the floor
+    np.clip(codes, 0, 255, out=codes)
+    return codes.astype(np.uint8), offset[..., 0]
 
 
 def dequantize_db(codes: NDArray[np.uint8], step: float, offset: float) -> NDArray[np.float64]:
@@ -57,6 +64,21 @@ def pack_codes(codes: NDArray[np.uint8]) -> bytes:
         delta[0] = c[0]
         np.subtract(c[1:], c[:-1], out=delta[1:])  # wraps modulo 256
     return _compressor.compress(delta.tobytes())
+
+
+def pack_rows(codes: NDArray[np.uint8]) -> list[bytes]:
+    """:func:`pack_codes` of each row of ``codes`` ``(spectra, lines)``: one delta pass
+    over all of them, then one compressed frame per row (the same bytes)."""
+    c = np.asarray(codes, dtype=np.uint8)
+    if c.ndim != 2:
+        raise ValueError(f"codes must be (spectra, lines), got shape {c.shape}")
+    delta = np.empty_like(c)
+    if c.shape[1]:
+        delta[:, 0] = c[:, 0]
+        np.subtract(c[:, 1:], c[:, :-1], out=delta[:, 1:])
+    raw = memoryview(delta.tobytes())
+    width = c.shape[1]
+    return [_compressor.compress(raw[i * width : (i + 1) * width]) for i in range(c.shape[0])]
 
 
 def _inflate(data: bytes, limit: int) -> bytes:

@@ -1,0 +1,121 @@
+"""The hot path's shortcuts give what the plain computations give (issue 21).
+
+Each shortcut of ``dsp.analyze``/``dsp.envelope_spectrum`` is checked against
+the straightforward computation it replaces: line clipping against an
+``np.median`` reference, the band in use's SK from decimated points against a
+second inverse FFT, the batched band search against one band at a time, the
+defect lines in one pass against one call per line, the spectra's delta coding
+of all rows against one row at a time, and grouped Welch frames and moments
+against one pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.fft
+
+import dsp
+from dsp import quantize, spectra
+from dsp.envelope import _candidate_bands, _clip_lines, _Envelopes, _search, _sk
+from dsp.features import moments
+from dsp.spectra import welch_from_frames
+
+FS = 25600.0
+N = 25600
+
+
+def _record(channels: int, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(N) / FS
+    x = rng.standard_normal((channels, N))
+    x += 3.0 * np.sin(2 * np.pi * 49.0 * t) + np.sin(2 * np.pi * 294.0 * t)  # lines to clip
+    x[:, ::211] += 6.0  # impacts
+    return x.astype(np.float32)
+
+
+def _spectrum(channels: int) -> np.ndarray:
+    return scipy.fft.rfft(_record(channels), axis=-1)
+
+
+def _clip_reference(spec: np.ndarray, span: int = 64, factor: float = 2.0) -> np.ndarray:
+    out = spec.copy()
+    for start in range(0, spec.shape[-1], span):
+        block = out[:, start : start + span]
+        mag = np.abs(block)
+        lim = factor * np.median(mag, axis=-1, keepdims=True)
+        block *= np.minimum(1.0, lim / np.maximum(mag, 1e-30))
+    return out
+
+
+def test_clip_lines_matches_a_median_reference() -> None:
+    spec = _spectrum(4)
+    got = _clip_lines(spec)
+    ref = _clip_reference(spec)
+    assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
+    assert np.abs(got).max() < 0.2 * np.abs(spec).max()  # the lines were pulled down
+    assert np.array_equal(spec, _spectrum(4))  # not overwritten unless asked
+
+
+def test_clip_lines_upto_clips_exactly_the_blocks_asked_for() -> None:
+    spec = _spectrum(3)
+    full = _clip_lines(spec)
+    part = _clip_lines(spec, upto=1000)  # blocks 0..15 (bins < 1024)
+    assert np.array_equal(part[:, :1024], full[:, :1024])
+    assert np.array_equal(part[:, 1024:], spec[:, 1024:])
+
+
+def test_band_in_use_sk_from_decimated_points_matches_a_second_inverse_fft() -> None:
+    spec = _clip_lines(_spectrum(5))
+    cands = _candidate_bands(FS, N, 1000.0, 10.0)
+    bands = [cands[j] for j in (5, 12, 1, 5, 0)]  # 2500, 1250, 5000 and a floor band (4990)
+    env = _Envelopes(spec, bands, 501, FS, N)
+    for c, (k0, k1) in enumerate(bands):
+        z = scipy.fft.ifft(spec[c, k0:k1])
+        assert abs(env.kurtosis[c] - _sk((np.abs(z) ** 2)[None])[0]) < 1e-4
+
+
+def test_batched_search_matches_one_band_at_a_time() -> None:
+    spec = _clip_lines(_spectrum(6))
+    cands = _candidate_bands(FS, N, 1000.0, 10.0)
+    rows = [4, 1, 5]
+    got = _search(spec, rows, cands, N)
+    for i, r in enumerate(rows):
+        for j, (k0, k1) in enumerate(cands):
+            e = np.abs(scipy.fft.ifft(spec[r, k0:k1])) ** 2
+            m = e.shape[-1]
+            drop = int(np.ceil(int(0.05 * N) / N * m)) + 2
+            ref = _sk(e[None, drop : m - drop])[0]
+            assert abs(got[i, j] - ref) < 1e-4
+
+
+def test_defect_lines_in_one_pass_match_one_call_per_line() -> None:
+    r = dsp.envelope_spectrum(_record(4), FS)
+    f = np.array([[87.0, 130.0, 57.0, 19.5], [90.0, np.nan, 60.0, 20.0],
+                  [85.0, 128.0, 600.0, 0.0], [88.0, 133.0, 58.0, 19.0]])
+    together = dsp.line_prominence(r.freqs, r.spectrum, f, tol=0.03)
+    assert together.shape == f.shape
+    for k in range(f.shape[1]):
+        one = dsp.line_prominence(r.freqs, r.spectrum, f[:, k], tol=0.03)
+        np.testing.assert_array_equal(together[:, k], one)
+
+
+def test_pack_rows_gives_the_bytes_of_pack_codes() -> None:
+    codes = np.random.default_rng(3).integers(0, 256, size=(5, 1600)).astype(np.uint8)
+    assert quantize.pack_rows(codes) == [quantize.pack_codes(row) for row in codes]
+
+
+def test_welch_and_moments_of_many_channels_match_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = _record(40)
+    frames = np.lib.stride_tricks.sliding_window_view(x, 4096, axis=-1)[:, ::2048]
+    grouped = welch_from_frames(frames, FS, lines=1601)
+    monkeypatch.setattr(spectra, "_GROUP_BYTES", 1 << 40)
+    one_pass = welch_from_frames(frames, FS, lines=1601)
+    np.testing.assert_allclose(grouped, one_pass, rtol=1e-6)
+    m = moments(x)
+    for i in range(0, 40, 7):
+        one = moments(x[i : i + 1])
+        for key, v in m.items():
+            assert np.array_equal(v[i : i + 1], one[key]), key
