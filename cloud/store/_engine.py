@@ -132,7 +132,7 @@ class SQLStore:
                                       [q.dead_params(x) for x in commit.dead_letters],
                                       len(q.DEAD_COLUMNS))
             await self._write_latest(tx, fresh)
-            if histograms is not None and fresh:
+            if histograms is not None:  # also without new rows: a flush writes what it holds
                 # Sorted by key, so two consumers adding to the same cells never deadlock.
                 cells = sorted(histograms(fresh))
                 await self._bulk(tx, q.add_hist, cells, len(q.HIST_COLUMNS))
