@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import dsp
+from cloud.monitor import histograms
 from cloud.monitor.histograms import (
     BY_NAME,
     FEATURES,
@@ -210,7 +211,11 @@ def test_spectrum_levels_of_a_batch_are_each_reports_band_means() -> None:
     assert np.isfinite(got).all()  # both sensors reach every band
 
 
-def test_a_batch_committed_in_parts_or_twice_counts_each_report_once() -> None:
+@pytest.mark.parametrize("bin_rows", [1, 4, 1024])  # binned per commit, every few, at flush
+def test_a_batch_committed_in_parts_or_twice_counts_each_report_once(
+    bin_rows: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(histograms, "BIN_ROWS", bin_rows)
     reps = reports(16, seed=5)
     rows = rows_for(reps)
     h = Histograms(flush_s=1e9)

@@ -72,6 +72,7 @@ SPECTRUM_BANDS: tuple[tuple[float, float], ...] = tuple(
 )
 SPECTRUM_EVERY = 16  # reports per reduced spectrum decoded (see spectrum_sampled)
 MAX_PENDING = 1 << 16  # observed reports awaiting their commit (older ones are forgotten)
+BIN_ROWS = 1024  # committed reports binned together (see Histograms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,26 +228,42 @@ def bin_index(values: F64) -> NDArray[np.int64]:
     return idx.astype(np.int64)
 
 
-def feature_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> F64:
-    """``(n, len(FEATURES))`` monitored values (on their histogram's scale)."""
-    n = len(reports)
-    rows = [
+Row = tuple[float | None, ...]  # a report's scalars: see _row_values
+
+
+def _row_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> list[Row]:
+    """Per report: the scalar features (:data:`SCALAR_FEATURES`), the anomaly score and
+    the speed its regime is taken from (the result's, else the report's)."""
+    return [
         (f.velocity_rms, f.rms, f.peak, f.crest, f.kurtosis, f.skewness,
          f.v1x, f.v2x, f.v3x, f.vbpf, f.env_bpfo, f.env_bpfi, f.env_bsf, f.env_ftf,
-         f.env_kurtosis, rep.speed.rpm or None)
-        for rep in reports for f in (rep.features,)
+         f.env_kurtosis, rep.speed.rpm or None, r.anomaly_score,
+         r.rpm if r.rpm is not None else rep.speed.rpm)
+        for rep, r in zip(reports, results, strict=True) for f in (rep.features,)
     ]
+
+
+def _values(rows: Sequence[Row], spectra: Sequence[tuple[int, Spectrum]]) -> tuple[F64, F64]:
+    """``(n, len(FEATURES))`` monitored values (on their histogram's scale) of ``rows``
+    with the reduced spectra of ``spectra`` (row, spectrum) decoded; and their speeds."""
+    n = len(rows)
+    raw = np.array(rows, dtype=np.float64).reshape(n, _NS + 2)  # None -> NaN
     values = np.empty((n, len(FEATURES)))
-    values[:, :_NS] = np.array(rows, dtype=np.float64).reshape(n, _NS)  # None -> NaN
+    values[:, :_NS] = raw[:, :_NS]
     values[:, _NS:_NS + _NB] = np.nan
-    sampled = [i for i, rep in enumerate(reports) if spectrum_sampled(rep)]
-    if sampled:
-        values[sampled, _NS:_NS + _NB] = spectrum_levels_many(
-            [reports[i].spectrum for i in sampled])
-    values[:, -1] = [r.anomaly_score for r in results]
+    if spectra:
+        values[[i for i, _ in spectra], _NS:_NS + _NB] = spectrum_levels_many(
+            [sp for _, sp in spectra])
+    values[:, -1] = raw[:, _NS]
     with np.errstate(invalid="ignore", divide="ignore"):
         values[:, _LOG] = np.log10(np.maximum(values[:, _LOG], LOG_FLOOR))
-    return values
+    return values, raw[:, _NS + 1]
+
+
+def feature_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> F64:
+    """``(n, len(FEATURES))`` monitored values (on their histogram's scale)."""
+    spectra = [(i, rep.spectrum) for i, rep in enumerate(reports) if spectrum_sampled(rep)]
+    return _values(_row_values(reports, results), spectra)[0]
 
 
 Key = tuple[str, str, str, int, str]
@@ -266,6 +283,53 @@ class _Batch:
     cidx: NDArray[np.intp]  # (n,)
     spec_rows: NDArray[np.intp]  # rows with every band present
     spec: F64  # (len(spec_rows), len(SPECTRUM_BANDS))
+
+
+@dataclass(slots=True, eq=False)
+class _Observed:
+    """One observed batch, kept until its rows are committed, not yet binned (binning
+    waits for :data:`BIN_ROWS` committed rows: numpy's cost per call is spread over them):
+    per report its scalars, key without the regime, category; the sampled spectra."""
+
+    rows: list[Row]
+    keys: list[tuple[str, str, int, str]]  # (model version, target, bucket, health)
+    categories: list[Category]
+    spectra: dict[int, Spectrum]  # row -> its spectrum, for the sampled rows
+
+
+def _bin(parts: Sequence[tuple[_Observed, NDArray[np.intp] | None]]) -> _Batch:
+    """Bin the rows ``idx`` (None: all) of each observed batch, together."""
+    rows: list[Row] = []
+    keys: list[tuple[str, str, int, str]] = []
+    cats: list[Category] = []
+    spectra: list[tuple[int, Spectrum]] = []
+    for obs, idx in parts:
+        base = len(rows)
+        if idx is None:
+            rows += obs.rows
+            keys += obs.keys
+            cats += obs.categories
+            spectra += [(base + i, sp) for i, sp in obs.spectra.items()]
+        else:
+            take = idx.tolist()
+            rows += [obs.rows[i] for i in take]
+            keys += [obs.keys[i] for i in take]
+            cats += [obs.categories[i] for i in take]
+            spectra += [(base + j, obs.spectra[i]) for j, i in enumerate(take)
+                        if i in obs.spectra]
+    values, rpm = _values(rows, spectra)
+    regimes = regime_names(rpm)
+    local: dict[Key, int] = {}
+    kidx = [local.setdefault((k[0], k[1], regimes[i], k[2], k[3]), len(local))
+            for i, k in enumerate(keys)]
+    local_c: dict[Category, int] = {}
+    cidx = [local_c.setdefault(c, len(local_c)) for c in cats]
+    spec = values[:, _NS:_NS + _NB]
+    spec_rows = np.flatnonzero(np.isfinite(spec).all(axis=1))
+    return _Batch(keys=list(local), kidx=np.array(kidx, dtype=np.intp),
+                  bins=bin_index(values).astype(np.int16), categories=list(local_c),
+                  cidx=np.array(cidx, dtype=np.intp), spec_rows=spec_rows,
+                  spec=spec[spec_rows])
 
 
 _NAMES = [f.name for f in FEATURES]
@@ -404,18 +468,18 @@ def aggregate(
 class Histograms:
     """The consumer's side of the monitoring histograms (see the module docstring).
 
-    Three calls: :meth:`observe` per scored batch, the store calls the object itself
-    (:class:`cloud.store.HistogramHook`) inside the commit, and :meth:`committed` after
-    it returned. The hook stages the new rows (which rows of which observed batch);
-    :meth:`committed` adds them to the counts held in memory (:class:`_Counts`: one
-    ``np.add.at`` per batch), and every ``flush_s`` the hook returns all of them as
-    cells for that commit to add (``flush_s = 0``: every commit). A commit that failed
-    and is retried stages its rows again, so nothing is counted twice; what is held
-    when the process dies (at most ``flush_s`` of reports) is lost, never doubled; a
-    consumer that stops writes what it holds (:meth:`flush_next`, then a commit with no
-    rows). The database sees one upsert per cell per flush, whatever the report rate. A
-    bug here never blocks a commit: it is logged and counted, and the histograms miss
-    rows.
+    Three calls: :meth:`observe` per scored batch (it keeps each report's scalars, by
+    identity), the store calls the object itself (:class:`cloud.store.HistogramHook`)
+    inside the commit, and :meth:`committed` after it returned. The hook stages the new
+    rows (which rows of which observed batch); :meth:`committed` keeps them, and once
+    :data:`BIN_ROWS` are kept bins them together and adds them to the counts held
+    (:class:`_Counts`). Every ``flush_s`` the hook returns all of it as cells for that
+    commit to add (``flush_s = 0``: every commit). A commit that failed and is retried
+    stages its rows again, so nothing is counted twice; what is held when the process
+    dies (at most ``flush_s`` of reports) is lost, never doubled; a consumer that stops
+    writes what it holds (:meth:`flush_next`, then a commit with no rows). The database
+    sees one upsert per cell per flush, whatever the report rate. A bug here never blocks
+    a commit: it is logged and counted, and the histograms miss rows.
     """
 
     def __init__(self, *, bucket_ns: int = BUCKET_NS, flush_s: float = 10.0,
@@ -423,9 +487,12 @@ class Histograms:
         self.bucket_ns = bucket_ns
         self.flush_s = flush_s
         self._clock = clock
-        self._pending: OrderedDict[Identity, tuple[_Batch, int]] = OrderedDict()
+        self._pending: OrderedDict[Identity, tuple[_Observed, int]] = OrderedDict()
         self._held = _Counts()
-        self._staged: list[tuple[_Batch, NDArray[np.intp] | None]] = []
+        self._kept: list[tuple[_Observed, NDArray[np.intp] | None]] = []  # committed
+        self._kept_rows = 0
+        self._staged: list[tuple[_Observed, NDArray[np.intp] | None]] = []
+        self._staged_rows = 0
         self._flushing = False
         self._last_flush = clock()
         self.observed = 0
@@ -436,26 +503,27 @@ class Histograms:
     @property
     def held(self) -> bool:
         """Whether counts are held that no commit has written yet."""
-        return bool(self._held)
+        return bool(self._held) or bool(self._kept)
 
     def flush_next(self) -> None:
         """Make the next commit write every count held (e.g. before stopping)."""
         self._last_flush = -math.inf
 
     def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
-        """Bin one scored batch (``reports[i]`` scored as ``results[i]``)."""
+        """Keep one scored batch (``reports[i]`` scored as ``results[i]``) until its
+        commit."""
         try:
             self._observe(reports, results)
         except Exception:
             self.errors += 1
-            log.exception("monitoring histograms: binning %d reports failed", len(reports))
+            log.exception("monitoring histograms: observing %d reports failed", len(reports))
 
     def __call__(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         try:
             return self.cells(rows)
         except Exception:
             self.errors += 1
-            self._staged, self._flushing = [], False
+            self._staged, self._staged_rows, self._flushing = [], 0, False
             log.exception("monitoring histograms: cells of %d results failed", len(rows))
             return []
 
@@ -465,44 +533,38 @@ class Histograms:
         pending = self._pending
         for r in rows:
             pending.pop(r.identity, None)
-        try:
-            if self._flushing:
-                self._held = _Counts()
-                self._last_flush = self._clock()
-                self.flushes += 1
-            else:
-                for batch, idx in self._staged:
-                    self._held.add(batch, idx)
-        except Exception:
-            self.errors += 1
-            log.exception("monitoring histograms: adding %d results failed", len(rows))
-        self._staged, self._flushing = [], False
+        if self._flushing:
+            self._held, self._kept, self._kept_rows = _Counts(), [], 0
+            self._last_flush = self._clock()
+            self.flushes += 1
+        else:
+            self._kept += self._staged
+            self._kept_rows += self._staged_rows
+            if self._kept_rows >= BIN_ROWS:
+                kept, self._kept, self._kept_rows = self._kept, [], 0
+                try:
+                    self._held.add(_bin(kept), None)
+                except Exception:
+                    self.errors += 1
+                    log.exception("monitoring histograms: binning %d results failed",
+                                  sum(len(o.rows) if i is None else i.size for o, i in kept))
+        self._staged, self._staged_rows, self._flushing = [], 0, False
 
     def _observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
         if not reports:
             return
-        values = feature_values(reports, results)
-        bins = bin_index(values).astype(np.int16)
-        spec = values[:, _NS:_NS + _NB]
-        spec_rows = np.flatnonzero(np.isfinite(spec).all(axis=1))
-        rpm = np.array([r.rpm if r.rpm is not None else rep.speed.rpm
-                        for r, rep in zip(results, reports, strict=True)], dtype=np.float64)
-        regimes = regime_names(rpm)
         bucket = self.bucket_ns
-        local: dict[Key, int] = {}
-        kidx = [local.setdefault((r.model_version, r.target, regimes[i],
-                                  r.t0_ns - r.t0_ns % bucket, health(r)), len(local))
-                for i, r in enumerate(results)]
-        cats: dict[Category, int] = {}
-        cidx = [cats.setdefault((r.condition, rule if isinstance(
-                    rule := r.extra.get("decided_by"), str) else None), len(cats))
-                for r in results]
-        batch = _Batch(keys=list(local), kidx=np.array(kidx, dtype=np.intp), bins=bins,
-                       categories=list(cats), cidx=np.array(cidx, dtype=np.intp),
-                       spec_rows=spec_rows, spec=spec[spec_rows])
+        obs = _Observed(
+            rows=_row_values(reports, results),
+            keys=[(r.model_version, r.target, r.t0_ns - r.t0_ns % bucket, health(r))
+                  for r in results],
+            categories=[(r.condition, rule if isinstance(
+                rule := r.extra.get("decided_by"), str) else None) for r in results],
+            spectra={i: rep.spectrum for i, rep in enumerate(reports) if spectrum_sampled(rep)},
+        )
         pending = self._pending
         for i, r in enumerate(results):
-            pending[r.identity] = (batch, i)
+            pending[r.identity] = (obs, i)
         self.observed += len(results)
         while len(pending) > MAX_PENDING:
             pending.popitem(last=False)
@@ -511,7 +573,7 @@ class Histograms:
     def cells(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         """Stage ``rows`` (newly stored); the cells to add in this commit (all counts held,
         when a flush is due; else none)."""
-        groups: dict[int, tuple[_Batch, list[int]]] = {}
+        groups: dict[int, tuple[_Observed, list[int]]] = {}
         pending = self._pending
         for r in rows:
             hit = pending.get(r.identity)
@@ -521,15 +583,22 @@ class Histograms:
                     groups[id(hit[0])] = (hit[0], [hit[1]])
                 else:
                     g[1].append(hit[1])
-        staged: list[tuple[_Batch, NDArray[np.intp] | None]] = []
-        for batch, idx in groups.values():
-            whole = len(idx) == batch.kidx.size and idx == list(range(len(idx)))
-            staged.append((batch, None if whole else np.unique(np.array(idx, dtype=np.intp))))
-        self._staged = staged
+        staged: list[tuple[_Observed, NDArray[np.intp] | None]] = []
+        n = 0
+        for obs, idx in groups.values():
+            if len(idx) == len(obs.rows) and idx == list(range(len(idx))):
+                staged.append((obs, None))
+                n += len(idx)
+            else:
+                take = np.unique(np.array(idx, dtype=np.intp))
+                staged.append((obs, take))
+                n += take.size
+        self._staged, self._staged_rows = staged, n
         self._flushing = self._clock() - self._last_flush >= self.flush_s
         if not self._flushing:
             return []
         total = self._held.copy()
-        for batch, rows_idx in staged:
-            total.add(batch, rows_idx)
+        parts = self._kept + staged
+        if parts:
+            total.add(_bin(parts), None)
         return total.cells()
