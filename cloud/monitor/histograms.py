@@ -40,12 +40,14 @@ partition, feature, bin):
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import logging
 import math
+import operator
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -332,6 +334,8 @@ def _bin(parts: Sequence[tuple[_Observed, NDArray[np.intp] | None]]) -> _Batch:
                   spec=spec[spec_rows])
 
 
+_IDENTITY = operator.attrgetter("device", "epoch", "seq")  # ResultRow.identity, in C
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 _NAMES = [f.name for f in FEATURES]
 _W = int(_BINS.max()) + 3  # column of a bin: bin + 1 (so "missing", -1, is column 0)
 _FW = len(FEATURES) * _W
@@ -487,7 +491,8 @@ class Histograms:
         self.bucket_ns = bucket_ns
         self.flush_s = flush_s
         self._clock = clock
-        self._pending: OrderedDict[Identity, tuple[_Observed, int]] = OrderedDict()
+        # identity -> (observed batch, row), oldest first (insertion order)
+        self._pending: dict[Identity, tuple[_Observed, int]] = {}
         self._held = _Counts()
         self._kept: list[tuple[_Observed, NDArray[np.intp] | None]] = []  # committed
         self._kept_rows = 0
@@ -531,8 +536,8 @@ class Histograms:
         """The commit holding ``rows`` returned: keep what it staged (or forget what it
         flushed) and the rows' observations."""
         pending = self._pending
-        for r in rows:
-            pending.pop(r.identity, None)
+        collections.deque(map(pending.pop, map(_IDENTITY, rows), itertools.repeat(None)),
+                          maxlen=0)
         if self._flushing:
             self._held, self._kept, self._kept_rows = _Counts(), [], 0
             self._last_flush = self._clock()
@@ -563,26 +568,26 @@ class Histograms:
             spectra={i: rep.spectrum for i, rep in enumerate(reports) if spectrum_sampled(rep)},
         )
         pending = self._pending
-        for i, r in enumerate(results):
-            pending[r.identity] = (obs, i)
+        rows = zip(itertools.repeat(obs), range(len(results)), strict=False)
+        pending.update(zip(map(_IDENTITY, results), rows, strict=True))
         self.observed += len(results)
-        while len(pending) > MAX_PENDING:
-            pending.popitem(last=False)
-            self.forgotten += 1
+        if len(pending) > MAX_PENDING:
+            excess = len(pending) - MAX_PENDING
+            for ident in list(itertools.islice(pending, excess)):
+                del pending[ident]
+            self.forgotten += excess
 
     def cells(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         """Stage ``rows`` (newly stored); the cells to add in this commit (all counts held,
         when a flush is due; else none)."""
         groups: dict[int, tuple[_Observed, list[int]]] = {}
-        pending = self._pending
-        for r in rows:
-            hit = pending.get(r.identity)
-            if hit is not None:
-                g = groups.get(id(hit[0]))
-                if g is None:
-                    groups[id(hit[0])] = (hit[0], [hit[1]])
-                else:
-                    g[1].append(hit[1])
+        hits = [h for h in map(self._pending.get, map(_IDENTITY, rows)) if h is not None]
+        for obs, grp in itertools.groupby(hits, key=_FIRST):  # runs of one batch's rows
+            g = groups.get(id(obs))
+            if g is None:
+                groups[id(obs)] = (obs, list(map(_SECOND, grp)))
+            else:
+                g[1].extend(map(_SECOND, grp))
         staged: list[tuple[_Observed, NDArray[np.intp] | None]] = []
         n = 0
         for obs, idx in groups.values():
