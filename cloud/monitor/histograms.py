@@ -2,12 +2,13 @@
 
 Theory of operation
 -------------------
-The consumer hands every scored batch to :meth:`Histograms.observe` (one call,
-numpy across the batch: O(features) per report). Each report becomes one row
-of bin indexes, kept by identity until its commit; the store calls
-:meth:`Histograms.cells` inside the commit with the result rows it *newly*
-inserted, so a redelivered report is never counted twice whichever consumer
-stores it, and the cells are added to the stored ones (``value = value + ..``):
+The consumer hands every scored batch to :meth:`Histograms.observe`
+(O(features) per report): each report's scalars are kept by identity until
+its commit; the store calls :meth:`Histograms.cells` inside the commit with the
+result rows it *newly* inserted, so a redelivered report is never counted twice
+whichever consumer stores it. Committed reports are binned together, a
+thousand at a time (numpy across them), into counts held in memory, and every
+``flush_s`` a commit adds them to the stored cells (``value = value + ..``):
 any number of consumers merge into the same histograms.
 
 A cell is keyed by (model version, bundle target, regime, time bucket, health
