@@ -100,6 +100,17 @@ def _inflate(data: bytes, limit: int) -> bytes:
         raise ValueError(f"spectrum data is not valid {CODEC}: {exc}") from None
 
 
+def unpack_deltas(data: bytes, n: int) -> bytes:
+    """The ``n`` delta-coded lines of ``data``, decompressed (the cumulative sum modulo
+    256 gives the codes); raises ValueError on corrupt or short data."""
+    if not 0 <= n <= MAX_LINES:
+        raise ValueError(f"line count must be in 0..{MAX_LINES}, got {n}")
+    raw = _inflate(data, n)
+    if len(raw) != n:
+        raise ValueError(f"spectrum data holds {len(raw)} lines, header says {n}")
+    return raw
+
+
 def unpack_codes(data: bytes, n: int) -> NDArray[np.uint8]:
     """Inverse of :func:`pack_codes`; raises ValueError on corrupt or short data."""
     if not 0 <= n <= MAX_LINES:

@@ -91,3 +91,30 @@ async def test_drift_end_to_end(
         assert {a.pump for a in await store.alarms()} == {"p3"}
     finally:
         await store.close()
+
+
+async def test_a_stopping_consumer_writes_the_counts_it_holds(
+    mosquitto_factory: Callable[..., Mosquitto], model_server: ModelServerProcess,
+    tmp_path: Path,
+) -> None:
+    broker = mosquitto_factory(max_inflight_messages=1000).start()
+    db = tmp_path / "r.db"
+    root = "monstop"
+    n = 48
+    cfg = consumer_config(broker_port=broker.port, endpoint_url=model_server.url, db=db,
+                          topic_root=root, monitor={"flush_s": 3600.0})  # no flush running
+    reps = phase(0, seed=7)[:n]
+    store = make_store(f"sqlite:///{db}")
+    async with running_consumer(cfg) as consumer:
+        with Publisher("127.0.0.1", broker.port, "pub-monstop") as pub:
+            msgs = [dsp.encode_batch("devM", reps[i:i + 8]) for i in range(0, n, 8)]
+            await asyncio.to_thread(pub.publish_all, f"{root}/devices/devM/reports", msgs)
+            await await_rows(db, n, 60)
+        await store.open()
+        assert consumer.histograms is not None and consumer.histograms.held
+        assert await store.histograms(since_ns=T0, until_ns=T0 + HOUR) == []  # held
+    try:
+        cells = await store.histograms(since_ns=T0, until_ns=T0 + HOUR)
+        assert sum(c[7] for c in cells if c[5] == "n") == n
+    finally:
+        await store.close()

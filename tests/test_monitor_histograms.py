@@ -16,13 +16,17 @@ import numpy as np
 import pytest
 
 import dsp
+from cloud.monitor import histograms
 from cloud.monitor.histograms import (
     BY_NAME,
     FEATURES,
+    SPECTRUM_BANDS,
     Histograms,
     bin_index,
     regime,
     regime_names,
+    spectrum_levels,
+    spectrum_levels_many,
     spectrum_sampled,
 )
 from cloud.store import Commit, ResultRow, Store, make_store
@@ -178,5 +182,74 @@ async def test_monitor_runs_keep_the_newest_check_and_the_first_bucket_is_known(
                                                   status=status, summary="{}"))
         (run,) = await s.monitor_runs()
         assert (run.checked_ns, run.status) == (9, "ok")
+    finally:
+        await s.close()
+
+
+def test_spectrum_levels_of_a_batch_are_each_reports_band_means() -> None:
+    # Reference: every line dequantized, the band's lines [ceil(lo/df), ceil(hi/df))
+    # averaged. Two layouts in one batch (12 kHz and 25.6 kHz sensors), decoded together.
+    reps = reports(3, seed=4)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(12000).astype(np.float32)
+    cfg = dsp.ReportConfig().at_rate(12000.0)
+    spec = dsp.ChannelSpec(asset=dsp.Asset(), rpm=1800.0, rpm_source="given")
+    (res,) = dsp.analyze(x[None, :], cfg, [spec])
+    reps.append(dsp.make_report(res, cfg, spec, device="d1", epoch=16, seq=99, site="s",
+                                pump="p1", channel="x", t0_ns=0))
+    got = spectrum_levels_many([r.spectrum for r in reps])
+    for row, r in zip(got, reps, strict=True):
+        db, df = r.spectrum.db(), r.spectrum.df
+        for k, (lo, hi) in enumerate(SPECTRUM_BANDS):
+            a, b = int(np.ceil(lo / df)), int(np.ceil(hi / df))
+            if b <= db.size and b > a:
+                assert row[k] == pytest.approx(db[a:b].mean(), abs=1e-9)
+            else:
+                assert np.isnan(row[k])
+    assert np.array_equal(got[1], spectrum_levels(reps[1]), equal_nan=True)
+    assert reps[0].spectrum.df != reps[-1].spectrum.df  # two layouts in the batch
+    assert np.isfinite(got).all()  # both sensors reach every band
+
+
+@pytest.mark.parametrize("bin_rows", [1, 4, 1024])  # binned per commit, every few, at flush
+def test_a_batch_committed_in_parts_or_twice_counts_each_report_once(
+    bin_rows: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(histograms, "BIN_ROWS", bin_rows)
+    reps = reports(16, seed=5)
+    rows = rows_for(reps)
+    h = Histograms(flush_s=1e9)
+    h.observe(reps, rows)
+    h(rows[3:9] + rows[3:5])  # a part, with two rows twice
+    h.committed(rows[3:9])
+    h(rows[12:])
+    h.committed(rows[:16])  # the rest committed elsewhere (not new here): forgotten
+    assert h.held and h(rows) == []
+    h.flush_next()
+    t = totals(h([]))
+    assert t[("n", 0)] == 10 and t[("class:healthy", 0)] == 10
+    expect = Histograms(flush_s=0)
+    idx = [*range(3, 9), *range(12, 16)]
+    expect.observe([reps[i] for i in idx], [rows[i] for i in idx])
+    assert t == pytest.approx(totals(expect([rows[i] for i in idx])))
+
+
+async def test_held_counts_are_written_by_a_commit_without_rows(tmp_path: Path) -> None:
+    # what a consumer does when it stops (Consumer._flush_histograms)
+    reps = reports(5, seed=6)
+    rows = rows_for(reps)
+    h = Histograms(flush_s=3600.0)
+    s = await opened(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        h.observe(reps, rows)
+        await s.commit(Commit(results=rows), histograms=h)
+        h.committed(rows)
+        assert h.held and await s.histograms(since_ns=0, until_ns=10**12) == []
+        h.flush_next()
+        await s.commit(Commit(), histograms=h)
+        h.committed([])
+        assert not h.held and h.flushes == 1
+        got = totals(await s.histograms(since_ns=0, until_ns=10**12))
+        assert got[("n", 0)] == 5
     finally:
         await s.close()

@@ -335,7 +335,23 @@ class Consumer:
                 for t in [writer, timer, *chores, *self._invocations]:
                     t.cancel()
             self._tg = None
+            await self._flush_histograms()
         log.info("final stats %s", msgspec.json.encode(self.stats()).decode())
+
+    async def _flush_histograms(self) -> None:
+        """Write the monitoring counts held in memory (the writer has stopped): a clean
+        stop loses none of what was committed."""
+        h = self.histograms
+        if h is None or not h.held:
+            return
+        h.flush_next()
+        try:
+            await self.store.commit(Commit(), histograms=h)
+        except StoreError as exc:
+            log.error("monitoring histograms: the final flush failed, the counts since the "
+                      "last one are lost: %s", exc)
+            return
+        h.committed([])
 
     def _stop_mqtt(self, retire: bool) -> None:
         assert self._mqtt is not None

@@ -2,12 +2,13 @@
 
 Theory of operation
 -------------------
-The consumer hands every scored batch to :meth:`Histograms.observe` (one call,
-numpy across the batch: O(features) per report). Each report becomes one row
-of bin indexes, kept by identity until its commit; the store calls
-:meth:`Histograms.cells` inside the commit with the result rows it *newly*
-inserted, so a redelivered report is never counted twice whichever consumer
-stores it, and the cells are added to the stored ones (``value = value + ..``):
+The consumer hands every scored batch to :meth:`Histograms.observe`
+(O(features) per report): each report's scalars are kept by identity until
+its commit; the store calls :meth:`Histograms.cells` inside the commit with the
+result rows it *newly* inserted, so a redelivered report is never counted twice
+whichever consumer stores it. Committed reports are binned together, a
+thousand at a time (numpy across them), into counts held in memory, and every
+``flush_s`` a commit adds them to the stored cells (``value = value + ..``):
 any number of consumers merge into the same histograms.
 
 A cell is keyed by (model version, bundle target, regime, time bucket, health
@@ -40,19 +41,22 @@ partition, feature, bin):
 
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
 import logging
 import math
+import operator
 import time
-from collections import OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from dsp.quantize import unpack_codes
-from dsp.report import Report
+from dsp.quantize import unpack_deltas
+from dsp.report import Report, Spectrum
 from dsp.results import HEALTHY, SENSOR_FAULT, UNKNOWN
 
 from ..store.records import HistCell, Identity, ResultRow
@@ -71,6 +75,7 @@ SPECTRUM_BANDS: tuple[tuple[float, float], ...] = tuple(
 )
 SPECTRUM_EVERY = 16  # reports per reduced spectrum decoded (see spectrum_sampled)
 MAX_PENDING = 1 << 16  # observed reports awaiting their commit (older ones are forgotten)
+BIN_ROWS = 1024  # committed reports binned together (see Histograms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,24 +155,61 @@ def health(r: ResultRow) -> str:
     return "healthy" if r.condition == HEALTHY else "unknown"
 
 
+_BAND_LO_HZ = np.array([b[0] for b in SPECTRUM_BANDS])
+_BAND_HI_HZ = np.array([b[1] for b in SPECTRUM_BANDS])
+
+
+@functools.lru_cache(maxsize=64)
+def _band_lines(df: float, n: int) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+    """Lines ``[lo, hi)`` of each band on a spectrum of ``n`` lines ``df`` Hz apart, and
+    the bands it reaches (indexes)."""
+    lo = np.ceil(_BAND_LO_HZ / df).astype(np.intp)
+    hi = np.ceil(_BAND_HI_HZ / df).astype(np.intp)
+    ok = hi <= n
+    lo, hi = np.minimum(lo, n), np.minimum(hi, n)
+    ok &= hi > lo
+    for a in (lo, hi):
+        a.flags.writeable = False  # cached: shared by every call
+    reach = np.flatnonzero(ok)
+    reach.flags.writeable = False
+    return lo, hi, reach
+
+
+def spectrum_levels_many(spectra: Sequence[Spectrum]) -> F64:
+    """``(len(spectra), len(SPECTRUM_BANDS))``: the mean level (dB) of each spectrum's
+    lines in each band; NaN where it does not reach a band.
+
+    Spectra of one layout (``df``, ``n``) are decoded together: their delta codes side by
+    side in one array, and only the lines up to the top band are summed (the cumulative
+    sum modulo 256 of a prefix is the prefix of the codes)."""
+    out = np.full((len(spectra), _NB), np.nan)
+    layouts: dict[tuple[float, int], list[int]] = {}
+    for i, sp in enumerate(spectra):
+        layouts.setdefault((sp.df, sp.n), []).append(i)
+    for (df, n), idx in layouts.items():
+        lo, hi, reach = _band_lines(df, n)
+        if not reach.size:
+            continue
+        top = int(hi[reach].max())
+        raw = b"".join([unpack_deltas(spectra[i].data, n) for i in idx])
+        delta = np.frombuffer(raw, dtype=np.uint8).reshape(len(idx), n)[:, :top]
+        codes = np.cumsum(delta, axis=1, dtype=np.uint8)  # wraps modulo 256, as encoded
+        csum = np.zeros((len(idx), top + 1), dtype=np.int64)
+        np.cumsum(codes, axis=1, dtype=np.int64, out=csum[:, 1:])
+        lo_r, hi_r = lo[reach], hi[reach]
+        mean_codes = (csum[:, hi_r] - csum[:, lo_r]) / (hi_r - lo_r)
+        step = np.array([spectra[i].step_db for i in idx])
+        offset = np.array([spectra[i].offset_db for i in idx])
+        out[np.ix_(np.array(idx, dtype=np.intp), reach)] = (
+            mean_codes * step[:, None] + offset[:, None])
+    return out
+
+
 def spectrum_levels(report: Report) -> F64:
     """Mean level (dB) of the report's power spectrum in each :data:`SPECTRUM_BANDS`
     band; NaN where the spectrum does not reach a band."""
-    sp = report.spectrum
-    codes = unpack_codes(sp.data, sp.n).astype(np.float64)
-    out = np.full(_NB, np.nan)
-    if codes.size == 0:
-        return out
-    csum = np.concatenate(([0.0], np.cumsum(codes)))
-    lo = np.ceil(np.array([b[0] for b in SPECTRUM_BANDS]) / sp.df).astype(np.int64)
-    hi = np.ceil(np.array([b[1] for b in SPECTRUM_BANDS]) / sp.df).astype(np.int64)
-    ok = hi <= codes.size
-    lo, hi = np.minimum(lo, codes.size), np.minimum(hi, codes.size)
-    ok &= hi > lo
-    n = np.maximum(hi - lo, 1)
-    mean_codes = (csum[hi] - csum[lo]) / n
-    out[ok] = mean_codes[ok] * sp.step_db + sp.offset_db
-    return out
+    levels: F64 = spectrum_levels_many([report.spectrum])[0]
+    return levels
 
 
 def spectrum_sampled(report: Report) -> bool:
@@ -180,99 +222,235 @@ def spectrum_sampled(report: Report) -> bool:
 def bin_index(values: F64) -> NDArray[np.int64]:
     """``(n, len(FEATURES))`` values on their scale -> bin indexes (-1 = missing)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        idx = np.floor((values - _LO) / _WIDTH) + 1
-        idx = np.minimum(np.maximum(idx, 0.0), _BINS + 1.0)
+        idx = np.subtract(values, _LO)
+        idx /= _WIDTH  # a division, as the edges are defined (not * 1 / width)
+        np.floor(idx, out=idx)
+        np.clip(idx, -1.0, _BINS, out=idx)  # underflow -> 0, overflow -> bins + 1
+        idx += 1.0
     idx[~np.isfinite(values)] = -1
     return idx.astype(np.int64)
 
 
-def feature_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> F64:
-    """``(n, len(FEATURES))`` monitored values (on their histogram's scale)."""
-    n = len(reports)
-    rows = [
+Row = tuple[float | None, ...]  # a report's scalars: see _row_values
+
+
+def _row_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> list[Row]:
+    """Per report: the scalar features (:data:`SCALAR_FEATURES`), the anomaly score and
+    the speed its regime is taken from (the result's, else the report's)."""
+    return [
         (f.velocity_rms, f.rms, f.peak, f.crest, f.kurtosis, f.skewness,
          f.v1x, f.v2x, f.v3x, f.vbpf, f.env_bpfo, f.env_bpfi, f.env_bsf, f.env_ftf,
-         f.env_kurtosis, rep.speed.rpm or None)
-        for rep in reports for f in (rep.features,)
+         f.env_kurtosis, rep.speed.rpm or None, r.anomaly_score,
+         r.rpm if r.rpm is not None else rep.speed.rpm)
+        for rep, r in zip(reports, results, strict=True) for f in (rep.features,)
     ]
+
+
+def _values(rows: Sequence[Row], spectra: Sequence[tuple[int, Spectrum]]) -> tuple[F64, F64]:
+    """``(n, len(FEATURES))`` monitored values (on their histogram's scale) of ``rows``
+    with the reduced spectra of ``spectra`` (row, spectrum) decoded; and their speeds."""
+    n = len(rows)
+    raw = np.array(rows, dtype=np.float64).reshape(n, _NS + 2)  # None -> NaN
     values = np.empty((n, len(FEATURES)))
-    values[:, :_NS] = np.array(rows, dtype=np.float64).reshape(n, _NS)
+    values[:, :_NS] = raw[:, :_NS]
     values[:, _NS:_NS + _NB] = np.nan
-    for i, rep in enumerate(reports):
-        if spectrum_sampled(rep):
-            values[i, _NS:_NS + _NB] = spectrum_levels(rep)
-    values[:, -1] = [r.anomaly_score for r in results]
+    if spectra:
+        values[[i for i, _ in spectra], _NS:_NS + _NB] = spectrum_levels_many(
+            [sp for _, sp in spectra])
+    values[:, -1] = raw[:, _NS]
     with np.errstate(invalid="ignore", divide="ignore"):
         values[:, _LOG] = np.log10(np.maximum(values[:, _LOG], LOG_FLOOR))
-    return values
+    return values, raw[:, _NS + 1]
+
+
+def feature_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> F64:
+    """``(n, len(FEATURES))`` monitored values (on their histogram's scale)."""
+    spectra = [(i, rep.spectrum) for i, rep in enumerate(reports) if spectrum_sampled(rep)]
+    return _values(_row_values(reports, results), spectra)[0]
+
+
+Key = tuple[str, str, str, int, str]
+Category = tuple[str, str | None]  # (condition, decided_by rule or None)
 
 
 @dataclass(slots=True, eq=False)
 class _Batch:
-    """One observed batch: per report its key, bins, spectrum levels and categories."""
+    """One observed batch, kept whole until its rows are committed: per report the index
+    of its key in ``keys``, its bins, the index of its category in ``categories``; the
+    complete reduced spectra."""
 
-    keys: list[tuple[str, str, str, int, str]]
-    bins: NDArray[np.int16]
-    spectra: NDArray[np.float32]
-    categories: list[tuple[str, ...]]
+    keys: list[Key]
+    kidx: NDArray[np.intp]  # (n,)
+    bins: NDArray[np.int16]  # (n, len(FEATURES))
+    categories: list[Category]
+    cidx: NDArray[np.intp]  # (n,)
+    spec_rows: NDArray[np.intp]  # rows with every band present
+    spec: F64  # (len(spec_rows), len(SPECTRUM_BANDS))
 
 
+@dataclass(slots=True, eq=False)
+class _Observed:
+    """One observed batch, kept until its rows are committed, not yet binned (binning
+    waits for :data:`BIN_ROWS` committed rows: numpy's cost per call is spread over them):
+    per report its scalars, key without the regime, category; the sampled spectra."""
+
+    rows: list[Row]
+    keys: list[tuple[str, str, int, str]]  # (model version, target, bucket, health)
+    categories: list[Category]
+    spectra: dict[int, Spectrum]  # row -> its spectrum, for the sampled rows
+
+
+def _bin(parts: Sequence[tuple[_Observed, NDArray[np.intp] | None]]) -> _Batch:
+    """Bin the rows ``idx`` (None: all) of each observed batch, together."""
+    rows: list[Row] = []
+    keys: list[tuple[str, str, int, str]] = []
+    cats: list[Category] = []
+    spectra: list[tuple[int, Spectrum]] = []
+    for obs, idx in parts:
+        base = len(rows)
+        if idx is None:
+            rows += obs.rows
+            keys += obs.keys
+            cats += obs.categories
+            spectra += [(base + i, sp) for i, sp in obs.spectra.items()]
+        else:
+            take = idx.tolist()
+            rows += [obs.rows[i] for i in take]
+            keys += [obs.keys[i] for i in take]
+            cats += [obs.categories[i] for i in take]
+            spectra += [(base + j, obs.spectra[i]) for j, i in enumerate(take)
+                        if i in obs.spectra]
+    values, rpm = _values(rows, spectra)
+    regimes = regime_names(rpm)
+    local: dict[Key, int] = {}
+    kidx = [local.setdefault((k[0], k[1], regimes[i], k[2], k[3]), len(local))
+            for i, k in enumerate(keys)]
+    local_c: dict[Category, int] = {}
+    cidx = [local_c.setdefault(c, len(local_c)) for c in cats]
+    spec = values[:, _NS:_NS + _NB]
+    spec_rows = np.flatnonzero(np.isfinite(spec).all(axis=1))
+    return _Batch(keys=list(local), kidx=np.array(kidx, dtype=np.intp),
+                  bins=bin_index(values).astype(np.int16), categories=list(local_c),
+                  cidx=np.array(cidx, dtype=np.intp), spec_rows=spec_rows,
+                  spec=spec[spec_rows])
+
+
+_IDENTITY = operator.attrgetter("device", "epoch", "seq")  # ResultRow.identity, in C
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 _NAMES = [f.name for f in FEATURES]
-_WIDTH_MAX = int(_BINS.max()) + 3  # column = bin + 1 (so "missing", -1, is column 0)
+_W = int(_BINS.max()) + 3  # column of a bin: bin + 1 (so "missing", -1, is column 0)
+_FW = len(FEATURES) * _W
+_COLS = np.arange(len(FEATURES), dtype=np.intp) * _W + 1  # + bin = the cell's column
 _IU = np.triu_indices(_NB)
-_ROWS = np.arange(len(FEATURES))
-Key = tuple[str, str, str, int, str]
+_CROSS_BINS = (_IU[0] * _NB + _IU[1]).tolist()
 
 
-class _Acc:
-    """Counts of one key, in arrays (added to per report group, turned into cells once)."""
+def category_names(c: Category) -> tuple[str, ...]:
+    """The categorical counts one result adds to (``class:{condition}``, and
+    ``decided_by:{rule}`` when the result names its rule)."""
+    cond, rule = c
+    return (f"class:{cond}",) if rule is None else (f"class:{cond}", f"decided_by:{rule}")
 
-    __slots__ = ("cats", "counts", "n", "spec_cross", "spec_n", "spec_sum")
 
-    def __init__(self) -> None:
-        self.counts = np.zeros((len(FEATURES), _WIDTH_MAX))
-        self.cats: dict[str, float] = {}
-        self.n = 0.0
-        self.spec_n = 0.0
-        self.spec_sum = np.zeros(_NB)
-        self.spec_cross = np.zeros((_NB, _NB))
+class _Counts:
+    """Counts of any number of keys, one row per key (its *slot*) in preallocated arrays
+    grown by doubling: adding a batch is a few array operations, whatever its keys."""
 
-    def add(self, bins: NDArray[np.integer], spectra: NDArray[np.floating],
-            categories: Sequence[Sequence[str]]) -> None:
-        m = len(bins)
-        flat = (_ROWS * _WIDTH_MAX + bins.astype(np.int64) + 1).ravel()
-        self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
-        self.n += m
-        for cs in categories:
-            for c in cs:
-                self.cats[c] = self.cats.get(c, 0.0) + 1.0
-        spec = spectra.astype(np.float64)
-        spec = spec[np.isfinite(spec).all(axis=1)]
-        if spec.shape[0]:
-            self.spec_n += spec.shape[0]
-            self.spec_sum += spec.sum(0)
-            self.spec_cross += spec.T @ spec
+    __slots__ = ("cats", "counts", "keys", "n", "slots", "spec_cross", "spec_n", "spec_sum")
 
-    def merge(self, other: _Acc) -> None:
-        self.counts += other.counts
-        for c, v in other.cats.items():
-            self.cats[c] = self.cats.get(c, 0.0) + v
-        self.n += other.n
-        self.spec_n += other.spec_n
-        self.spec_sum += other.spec_sum
-        self.spec_cross += other.spec_cross
+    def __init__(self, capacity: int = 8) -> None:
+        self.slots: dict[Key, int] = {}
+        self.keys: list[Key] = []
+        self.counts = np.zeros((capacity, _FW), dtype=np.int64)  # slot, feature * _W + col
+        self.n = np.zeros(capacity, dtype=np.int64)
+        self.spec_n = np.zeros(capacity, dtype=np.int64)
+        self.spec_sum = np.zeros((capacity, _NB))
+        self.spec_cross = np.zeros((capacity, _NB, _NB))
+        self.cats: Counter[tuple[int, str]] = Counter()
 
-    def cells(self, key: Key) -> list[HistCell]:
-        rows, cols = np.nonzero(self.counts)
-        out: list[HistCell] = [(*key, _NAMES[j], int(c) - 1, float(self.counts[j, c]))
-                               for j, c in zip(rows.tolist(), cols.tolist(), strict=True)]
-        out.append((*key, "n", 0, self.n))
-        out += [(*key, name, 0, v) for name, v in self.cats.items()]
-        if self.spec_n:
-            out.append((*key, "spec_n", 0, self.spec_n))
-            out += [(*key, "spec_sum", i, float(v)) for i, v in enumerate(self.spec_sum)]
-            out += [(*key, "spec_cross", int(i * _NB + j), float(self.spec_cross[i, j]))
-                    for i, j in zip(*_IU, strict=True)]
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def slot(self, key: Key) -> int:
+        s = self.slots.get(key)
+        if s is None:
+            s = self.slots[key] = len(self.keys)
+            self.keys.append(key)
+            if s == self.n.size:
+                for name in ("counts", "n", "spec_n", "spec_sum", "spec_cross"):
+                    old = getattr(self, name)
+                    new = np.zeros((2 * old.shape[0], *old.shape[1:]), dtype=old.dtype)
+                    new[:old.shape[0]] = old
+                    setattr(self, name, new)
+        return s
+
+    def copy(self) -> _Counts:
+        c = _Counts(self.n.size)
+        c.slots, c.keys, c.cats = dict(self.slots), list(self.keys), Counter(self.cats)
+        for name in ("counts", "n", "spec_n", "spec_sum", "spec_cross"):
+            getattr(c, name)[...] = getattr(self, name)
+        return c
+
+    def add_rows(self, slots: NDArray[np.intp], bins: NDArray[np.integer],
+                 spec_slots: NDArray[np.intp], spec: F64,
+                 names: Counter[tuple[int, str]]) -> None:
+        """Add ``m`` reports: their slots, bins ``(m, len(FEATURES))``, the complete
+        spectra (``(k, len(SPECTRUM_BANDS))``) with their slots, category counts."""
+        if slots.size:
+            flat = (slots * _FW)[:, None] + _COLS + bins
+            np.add.at(self.counts.reshape(-1), flat.ravel(), 1)
+            np.add.at(self.n, slots, 1)
+        self.cats.update(names)
+        if not spec_slots.size:
+            return
+        for s in np.unique(spec_slots).tolist():
+            sub = spec[spec_slots == s]
+            self.spec_n[s] += sub.shape[0]
+            self.spec_sum[s] += sub.sum(axis=0)
+            self.spec_cross[s] += sub.T @ sub
+
+    def add(self, batch: _Batch, idx: NDArray[np.intp] | None) -> None:
+        """Add the rows ``idx`` (each once; None: all) of ``batch``."""
+        key_slot = np.array([self.slot(k) for k in batch.keys], dtype=np.intp)
+        if idx is None:
+            kidx, bins, cidx = batch.kidx, batch.bins, batch.cidx
+            spec_rows, spec = batch.spec_rows, batch.spec
+        else:
+            kidx, bins, cidx = batch.kidx[idx], batch.bins[idx], batch.cidx[idx]
+            chosen = np.zeros(batch.kidx.size, dtype=bool)
+            chosen[idx] = True
+            take = chosen[batch.spec_rows]
+            spec_rows, spec = batch.spec_rows[take], batch.spec[take]
+        slots = key_slot[kidx]
+        nc = len(batch.categories)
+        per = np.bincount(kidx * nc + cidx, minlength=len(batch.keys) * nc)
+        names: Counter[tuple[int, str]] = Counter()
+        for j in np.flatnonzero(per).tolist():
+            s, count = int(key_slot[j // nc]), int(per[j])
+            for name in category_names(batch.categories[j % nc]):
+                names[(s, name)] += count
+        self.add_rows(slots, bins, key_slot[batch.kidx[spec_rows]], spec, names)
+
+    def cells(self) -> list[HistCell]:
+        used = len(self.keys)
+        keys = self.keys
+        counts = self.counts[:used]
+        s_idx, col = np.nonzero(counts)
+        values = counts[s_idx, col].tolist()
+        out: list[HistCell] = [
+            (*keys[s], _NAMES[c // _W], c % _W - 1, float(v))
+            for s, c, v in zip(s_idx.tolist(), col.tolist(), values, strict=True)
+        ]
+        for s, key in enumerate(keys):
+            if self.n[s]:
+                out.append((*key, "n", 0, float(self.n[s])))
+            if self.spec_n[s]:
+                out.append((*key, "spec_n", 0, float(self.spec_n[s])))
+                out += [(*key, "spec_sum", i, v) for i, v in enumerate(self.spec_sum[s].tolist())]
+                cross = self.spec_cross[s][_IU].tolist()
+                out += [(*key, "spec_cross", b, v)
+                        for b, v in zip(_CROSS_BINS, cross, strict=True)]
+        out += [(*keys[s], name, 0, float(v)) for (s, name), v in self.cats.items() if v]
         return out
 
 
@@ -282,23 +460,31 @@ def aggregate(
 ) -> list[HistCell]:
     """The cells of ``m`` reports of one key: ``bins`` (m, len(FEATURES)) bin indexes,
     ``spectra`` (m, len(SPECTRUM_BANDS)) band levels, each report's category names."""
-    acc = _Acc()
-    acc.add(bins, spectra, categories)
-    return acc.cells(key)
+    acc = _Counts(1)
+    s = acc.slot(key)
+    spec = np.asarray(spectra, dtype=np.float64)
+    spec = spec[np.isfinite(spec).all(axis=1)]
+    acc.add_rows(np.full(len(bins), s, dtype=np.intp), np.asarray(bins, dtype=np.intp),
+                 np.full(spec.shape[0], s, dtype=np.intp), spec,
+                 Counter((s, name) for cs in categories for name in cs))
+    return acc.cells()
 
 
 class Histograms:
     """The consumer's side of the monitoring histograms (see the module docstring).
 
-    Three calls: :meth:`observe` per scored batch, the store calls the object itself
-    (:class:`cloud.store.HistogramHook`) inside the commit, and :meth:`committed` after
-    it returned. The hook stages the new rows' counts; :meth:`committed` adds them to
-    the counts held in memory, and every ``flush_s`` the hook returns all of them as
-    cells for that commit to add (``flush_s = 0``: every commit). A commit that failed
-    and is retried stages its rows again, so nothing is counted twice; what is held
-    when the process dies (at most ``flush_s`` of reports) is lost, never doubled. The
-    database sees one upsert per cell per flush, whatever the report rate. A bug here
-    never blocks a commit: it is logged and counted, and the histograms miss rows.
+    Three calls: :meth:`observe` per scored batch (it keeps each report's scalars, by
+    identity), the store calls the object itself (:class:`cloud.store.HistogramHook`)
+    inside the commit, and :meth:`committed` after it returned. The hook stages the new
+    rows (which rows of which observed batch); :meth:`committed` keeps them, and once
+    :data:`BIN_ROWS` are kept bins them together and adds them to the counts held
+    (:class:`_Counts`). Every ``flush_s`` the hook returns all of it as cells for that
+    commit to add (``flush_s = 0``: every commit). A commit that failed and is retried
+    stages its rows again, so nothing is counted twice; what is held when the process
+    dies (at most ``flush_s`` of reports) is lost, never doubled; a consumer that stops
+    writes what it holds (:meth:`flush_next`, then a commit with no rows). The database
+    sees one upsert per cell per flush, whatever the report rate. A bug here never blocks
+    a commit: it is logged and counted, and the histograms miss rows.
     """
 
     def __init__(self, *, bucket_ns: int = BUCKET_NS, flush_s: float = 10.0,
@@ -306,9 +492,13 @@ class Histograms:
         self.bucket_ns = bucket_ns
         self.flush_s = flush_s
         self._clock = clock
-        self._pending: OrderedDict[Identity, tuple[_Batch, int]] = OrderedDict()
-        self._held: dict[Key, _Acc] = {}
-        self._staged: dict[Key, _Acc] = {}
+        # identity -> (observed batch, row), oldest first (insertion order)
+        self._pending: dict[Identity, tuple[_Observed, int]] = {}
+        self._held = _Counts()
+        self._kept: list[tuple[_Observed, NDArray[np.intp] | None]] = []  # committed
+        self._kept_rows = 0
+        self._staged: list[tuple[_Observed, NDArray[np.intp] | None]] = []
+        self._staged_rows = 0
         self._flushing = False
         self._last_flush = clock()
         self.observed = 0
@@ -316,101 +506,105 @@ class Histograms:
         self.errors = 0
         self.flushes = 0
 
+    @property
+    def held(self) -> bool:
+        """Whether counts are held that no commit has written yet."""
+        return bool(self._held) or bool(self._kept)
+
     def flush_next(self) -> None:
         """Make the next commit write every count held (e.g. before stopping)."""
         self._last_flush = -math.inf
 
     def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
-        """Bin one scored batch (``reports[i]`` scored as ``results[i]``)."""
+        """Keep one scored batch (``reports[i]`` scored as ``results[i]``) until its
+        commit."""
         try:
             self._observe(reports, results)
         except Exception:
             self.errors += 1
-            log.exception("monitoring histograms: binning %d reports failed", len(reports))
+            log.exception("monitoring histograms: observing %d reports failed", len(reports))
 
     def __call__(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         try:
             return self.cells(rows)
         except Exception:
             self.errors += 1
-            self._staged, self._flushing = {}, False
+            self._staged, self._staged_rows, self._flushing = [], 0, False
             log.exception("monitoring histograms: cells of %d results failed", len(rows))
             return []
 
     def committed(self, rows: Sequence[ResultRow]) -> None:
         """The commit holding ``rows`` returned: keep what it staged (or forget what it
         flushed) and the rows' observations."""
-        for r in rows:
-            self._pending.pop(r.identity, None)
+        pending = self._pending
+        collections.deque(map(pending.pop, map(_IDENTITY, rows), itertools.repeat(None)),
+                          maxlen=0)
         if self._flushing:
-            self._held = {}
+            self._held, self._kept, self._kept_rows = _Counts(), [], 0
             self._last_flush = self._clock()
             self.flushes += 1
         else:
-            for key, acc in self._staged.items():
-                held = self._held.get(key)
-                if held is None:
-                    self._held[key] = acc
-                else:
-                    held.merge(acc)
-        self._staged, self._flushing = {}, False
+            self._kept += self._staged
+            self._kept_rows += self._staged_rows
+            if self._kept_rows >= BIN_ROWS:
+                kept, self._kept, self._kept_rows = self._kept, [], 0
+                try:
+                    self._held.add(_bin(kept), None)
+                except Exception:
+                    self.errors += 1
+                    log.exception("monitoring histograms: binning %d results failed",
+                                  sum(len(o.rows) if i is None else i.size for o, i in kept))
+        self._staged, self._staged_rows, self._flushing = [], 0, False
 
     def _observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
         if not reports:
             return
-        values = feature_values(reports, results)
-        bins = bin_index(values).astype(np.int16)
-        spectra = values[:, _NS:_NS + _NB].astype(np.float32)
-        rpm = np.array([r.rpm if r.rpm is not None else rep.speed.rpm
-                        for r, rep in zip(results, reports, strict=True)], dtype=np.float64)
-        regimes = regime_names(rpm)
         bucket = self.bucket_ns
-        batch = _Batch(
-            keys=[(r.model_version, r.target, regimes[i], r.t0_ns - r.t0_ns % bucket, health(r))
-                  for i, r in enumerate(results)],
-            bins=bins, spectra=spectra, categories=[],
+        obs = _Observed(
+            rows=_row_values(reports, results),
+            keys=[(r.model_version, r.target, r.t0_ns - r.t0_ns % bucket, health(r))
+                  for r in results],
+            categories=[(r.condition, rule if isinstance(
+                rule := r.extra.get("decided_by"), str) else None) for r in results],
+            spectra={i: rep.spectrum for i, rep in enumerate(reports) if spectrum_sampled(rep)},
         )
-        for r in results:
-            rule = r.extra.get("decided_by")
-            batch.categories.append((f"class:{r.condition}", f"decided_by:{rule}")
-                                    if isinstance(rule, str) else (f"class:{r.condition}",))
         pending = self._pending
-        for i, r in enumerate(results):
-            pending[r.identity] = (batch, i)
+        rows = zip(itertools.repeat(obs), range(len(results)), strict=False)
+        pending.update(zip(map(_IDENTITY, results), rows, strict=True))
         self.observed += len(results)
-        while len(self._pending) > MAX_PENDING:
-            self._pending.popitem(last=False)
-            self.forgotten += 1
+        if len(pending) > MAX_PENDING:
+            excess = len(pending) - MAX_PENDING
+            for ident in list(itertools.islice(pending, excess)):
+                del pending[ident]
+            self.forgotten += excess
 
     def cells(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         """Stage ``rows`` (newly stored); the cells to add in this commit (all counts held,
         when a flush is due; else none)."""
-        groups: dict[tuple[int, Key], tuple[_Batch, list[int]]] = {}
-        for r in rows:
-            hit = self._pending.get(r.identity)
-            if hit is not None:
-                batch, i = hit
-                key = batch.keys[i]
-                g = groups.get((id(batch), key))
-                if g is None:
-                    groups[(id(batch), key)] = (batch, [i])
-                else:
-                    g[1].append(i)
-        staged: dict[Key, _Acc] = {}
-        for (_b, key), (batch, idx) in groups.items():
-            acc = staged.get(key)
-            if acc is None:
-                acc = staged[key] = _Acc()
-            acc.add(batch.bins[idx], batch.spectra[idx], [batch.categories[i] for i in idx])
-        self._staged = staged
+        groups: dict[int, tuple[_Observed, list[int]]] = {}
+        hits = [h for h in map(self._pending.get, map(_IDENTITY, rows)) if h is not None]
+        for obs, grp in itertools.groupby(hits, key=_FIRST):  # runs of one batch's rows
+            g = groups.get(id(obs))
+            if g is None:
+                groups[id(obs)] = (obs, list(map(_SECOND, grp)))
+            else:
+                g[1].extend(map(_SECOND, grp))
+        staged: list[tuple[_Observed, NDArray[np.intp] | None]] = []
+        n = 0
+        for obs, idx in groups.values():
+            if len(idx) == len(obs.rows) and idx == list(range(len(idx))):
+                staged.append((obs, None))
+                n += len(idx)
+            else:
+                take = np.unique(np.array(idx, dtype=np.intp))
+                staged.append((obs, take))
+                n += take.size
+        self._staged, self._staged_rows = staged, n
         self._flushing = self._clock() - self._last_flush >= self.flush_s
         if not self._flushing:
             return []
-        out: list[HistCell] = []
-        for key in self._held.keys() | staged.keys():
-            total = _Acc()
-            for part in (self._held.get(key), staged.get(key)):
-                if part is not None:
-                    total.merge(part)
-            out += total.cells(key)
-        return out
+        total = self._held.copy()
+        parts = self._kept + staged
+        if parts:
+            total.add(_bin(parts), None)
+        return total.cells()

@@ -138,7 +138,7 @@ class SQLStore:
                                         [q.shadow_params(d, x, now) for x in commit.shadow],
                                         len(q.SHADOW_COLUMNS))
             await self._write_latest(tx, fresh)
-            if histograms is not None and fresh:
+            if histograms is not None:  # also without new rows: a flush writes what it holds
                 # Sorted by key, so two consumers adding to the same cells never deadlock.
                 cells = sorted(histograms(fresh))
                 await self._bulk(tx, q.add_hist, cells, len(q.HIST_COLUMNS))
