@@ -7,7 +7,8 @@
   fresh SQLite store, ``synchronous=normal``), median of ``--pairs`` pairs (target
   <= 1.05). Per run, batches of 64 reports are decoded from their wire bytes
   (``dsp.decode_report``), turned into result rows and committed with the alarm
-  tracker; "on" adds ``Histograms.observe``, the commit hook and ``committed``. One run
+  tracker; "on" adds ``Histograms.observe``, the commit hook and ``committed``, and the
+  per-batch usage counts (``cloud.monitor.usage.Usage``) added in each commit. One run
   of each, first, is not counted (the process's first run pays one-off costs: ~15 % more
   parse time, which biased the first pair's ratio). The real consumer
   also spends CPU on MQTT, validation and the endpoint call, which this run leaves
@@ -44,6 +45,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import asyncio
+import collections
 import json
 import statistics
 import sys
@@ -66,8 +68,17 @@ from cloud.monitor.histograms import (
     Histograms,
 )
 from cloud.monitor.run import evaluate, monitor
+from cloud.monitor.usage import Usage
 from cloud.consumer._validate import parse_message
-from cloud.store import ArchivedReport, Commit, EvidenceRow, HistCell, ResultRow, make_store
+from cloud.store import (
+    ArchivedReport,
+    Commit,
+    EvidenceRow,
+    HistCell,
+    ResultRow,
+    UsageCell,
+    make_store,
+)
 from dsp.results import InvocationRequest, InvocationResponse
 from models.serving.bundle import builtin_bundle
 from models.serving.handler import score
@@ -146,6 +157,7 @@ async def _store_run(messages: list[tuple[str, bytes]], response: bytes, *, on: 
     await store.open()
     tracker = AlarmTracker(AlarmConfig())
     hist = Histograms() if on else None  # the consumer's default: a flush every 10 s
+    usage = Usage() if on else None  # usage per batch, added in each commit (as the consumer)
     req_enc = msgspec.msgpack.Encoder()
     resp_dec = msgspec.msgpack.Decoder(InvocationResponse)
     n = 0
@@ -178,8 +190,15 @@ async def _store_run(messages: list[tuple[str, bytes]], response: bytes, *, on: 
             if k + 8 >= len(messages):
                 hist.flush_next()  # the run's counts are written, as a flush would
             hist.observe(reps, rows)
-        await store.commit(Commit(results=rows, archive=archive), alarms=tracker.evaluate,
-                           histograms=hist)
+        cells: list[UsageCell] = []
+        if usage is not None:
+            batch = Usage()
+            batch.invocation(target="pumpwatch", latency_s=0.005, reports=collections.Counter(
+                (r.model_version, r.pump) for r in rows))
+            usage.merge(batch)
+            cells = usage.take()
+        await store.commit(Commit(results=rows, archive=archive, usage=cells),
+                           alarms=tracker.evaluate, histograms=hist)
         if hist is not None:
             hist.committed(rows)
         n += len(rows)
