@@ -233,12 +233,16 @@ def config_from_dict(data: dict[str, Any], *, source: str = "consumer config") -
         raise ConfigError(getattr(exc, "problems", [str(exc)]), source=source) from None
 
 
-def load_config(path: str | Path) -> ConsumerConfig:
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's table; a file that cannot be read or parsed is a ConfigError naming it."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", source=str(p)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(p)) from None
-    return config_from_dict(data, source=str(p))
+
+
+def load_config(path: str | Path) -> ConsumerConfig:
+    return config_from_dict(read_toml(path), source=str(path))

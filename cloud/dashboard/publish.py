@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cloud.consumer import topics
 from cloud.consumer._queue import Handoff
-from cloud.consumer.config import MqttConfig
+from cloud.consumer.config import MqttConfig, read_toml
 from cloud.consumer.errors import ConfigError
 from cloud.consumer.mqtt import Delivery, MqttSource
 from cloud.store import AlarmEvent, AlarmRow
@@ -55,14 +54,7 @@ def mqtt_config(data: dict[str, Any], *, source: str = "dashboard config") -> Mq
 
 
 def load_mqtt_config(path: str | Path) -> MqttConfig:
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=str(p)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=str(p)) from None
-    return mqtt_config(data, source=str(p))
+    return mqtt_config(read_toml(path), source=str(path))
 
 
 @dataclass(slots=True)
