@@ -36,6 +36,17 @@ decides, and the result says which (``decided_by``):
    slip uncertainty; or joint evidence, three members 3x off the shaft orders
    in the family that scores highest): that defect is named whatever the
    classifier says; the family's strength and lit lines are in the evidence.
+   **Weak evidence** also decides here: where no family is clear but exactly
+   one family's principal line stands 3x off the shaft orders and that family
+   scores highest (``FamilyCall.weak``), it is named when the pump's baseline
+   says anomalous *and* the classifier names no fault (``healthy``,
+   ``unknown``/unsure, or its features are outside the training support). One
+   3x line is in about 5 % of simulated non-bearing reports, so alone it names
+   nothing; with the baseline's flag (about 1 % false alarms) a healthy
+   machine is named a bearing fault in about 0.05 % of reports, while an
+   anomalous machine the classifier cannot name gets the defect its envelope
+   points to (see :mod:`models.serving._diagnose_batch`). A classifier that
+   names a fault keeps it.
 3. ``ood`` -- the classifier's features fall outside the support of its
    training data (:mod:`models.serving.support`); a confident-looking
    probability is not used. The condition is ``healthy`` when everything
@@ -172,6 +183,18 @@ def decide(
             ]))
             continue
         outside = ood[i] if ood is not None else []
+        no_fault = unsure[i] or labels[i] in (HEALTHY, UNKNOWN) or bool(outside)
+        if fam.weak is not None and anomalous[i] and no_fault:
+            out.append(Decision(fam.weak, "physics", True, [
+                *notes,
+                Evidence("decision", 0.0,
+                         f"weak {fam.weak} envelope evidence (one family's principal line "
+                         "3x off the shaft orders, no other family's) on a machine its "
+                         f"baseline calls anomalous; {said}"
+                         + (", outside its training support" if outside else "")
+                         + ": named by physics"),
+            ]))
+            continue
         if outside:
             healthy = not anomalous[i] and zones[i] in OOD_HEALTHY_ZONES and not signature[i]
             cond = HEALTHY if healthy else UNKNOWN
