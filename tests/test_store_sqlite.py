@@ -256,5 +256,5 @@ async def test_a_version_3_store_migrates_keeping_its_rows(tmp_path: Path) -> No
     finally:
         await s.close()
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
     con.close()
