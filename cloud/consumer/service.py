@@ -94,6 +94,7 @@ from cloud.store import (
 from dsp.results import Result
 
 from ..monitor.histograms import Histograms
+from ..monitor.retention import prune_monitoring
 from ..monitor.usage import Usage
 from . import topics
 from ._queue import Handoff, JobQueue, QueueStats
@@ -870,7 +871,8 @@ class Consumer:
     async def _retention_loop(self) -> None:
         scfg = self.config.store
         max_dl_bytes = self.config.dead_letters.retention_max_bytes
-        if scfg.retention_days is None and max_dl_bytes is None:
+        monitor_days = self.config.monitor.retention_days
+        if scfg.retention_days is None and max_dl_bytes is None and monitor_days is None:
             return
         while True:
             try:
@@ -884,6 +886,10 @@ class Consumer:
                     if n:
                         log.info("retention: pruned %d dead letters beyond %d bytes", n,
                                  max_dl_bytes)
+                if monitor_days is not None:
+                    cells = await prune_monitoring(self.store, retention_days=monitor_days)
+                    if cells.histograms or cells.usage:
+                        log.info("retention: pruned monitoring cells %s", cells)
             except StoreError as exc:
                 log.error("retention prune failed: %s", exc)
             await asyncio.sleep(scfg.prune_interval_s)
