@@ -428,8 +428,12 @@ class Consumer:
                     self.counters.dead_letters += len(dead)
                     self.counters.dead_letters_dropped += len(parsed.dead) - len(dead)
                     ledger.part(ticket)
+                    usage = None
+                    if self.usage is not None:  # no model saw them: version "pre-model"
+                        usage = Usage()
+                        usage.rejected_before_model(parsed.dead_pumps)
                     await self._jobs.put(Job(Commit(dead_letters=dead), tickets=[ticket],
-                                             confirms=parsed.confirmable))
+                                             confirms=parsed.confirmable, usage=usage))
                 candidates += [(a, ticket, d) for a in parsed.accepted]
             fresh = [a.identity for a, _, _ in candidates if a.identity not in self._inflight]
             known = await self._known(fresh)
