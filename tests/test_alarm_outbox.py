@@ -11,7 +11,7 @@ import pytest
 
 from cloud.consumer.alarms import AlarmConfig, AlarmTracker
 from cloud.dashboard.outbox import Entry, Outbox, key_of
-from cloud.store import AlarmChange, AlarmEvent, AlarmRow, Commit, make_store
+from cloud.store import AlarmChange, AlarmEvent, AlarmRow, Commit, Store, make_store
 from tests.test_consumer_alarms import row
 
 
@@ -147,5 +147,40 @@ async def test_the_store_is_the_outbox(url: str) -> None:
         assert await s.alarm_outbox_depth() == (0, None)
         # the history is unchanged by the outbox's marks
         assert [e.action for e in await s.alarm_events(a1)] == ["ack", "close"]
+    finally:
+        await s.close()
+
+
+async def test_the_publisher_bounds_the_outbox_and_counts_its_drops(tmp_path: Path) -> None:
+    """The adapter's round without a broker: the pending changes beyond the bound and past
+    the age limit are dropped, counted by reason, and the depth is what is left."""
+    from cloud.consumer.config import MqttConfig
+    from cloud.dashboard.publish import AlarmPublisher
+
+    evaluate = AlarmTracker(AlarmConfig(raise_k=1, window_n=1, clear_m=1,
+                                        zone_alarm_at=None)).evaluate
+    s = make_store(f"sqlite:///{tmp_path / 'b.db'}")
+    await s.open()
+    try:
+        await s.commit(Commit(results=[row(1, anomalous=True, pump=p) for p in "ABC"]),
+                       alarms=evaluate)
+        stamps = []
+        for p in "ABC":
+            (a,) = await s.alarms(kind="asset", pump=p)
+            stamps.append((await s.change_alarm(a.id, AlarmChange(
+                action="ack", actor="ann", at_ns=5))).updated_ns)
+
+        async def store() -> Store:
+            return s
+
+        pub = AlarmPublisher(MqttConfig(), store, max_pending=2, max_age_s=3600)
+        await pub.step(now_ns=stamps[-1])
+        assert pub.stats.dropped == {"over_bound": 1}
+        assert (pub.stats.depth, pub.stats.oldest_ns) == (2, stamps[1])
+        await pub.step(now_ns=stamps[-1])  # nothing more to drop, nothing handed (no broker)
+        assert pub.stats.dropped == {"over_bound": 1} and pub.stats.handed == 0
+        await pub.step(now_ns=stamps[-1] + 3601 * 10**9)
+        assert pub.stats.dropped == {"over_bound": 1, "age": 2}
+        assert pub.stats.depth == 0 and await s.alarm_outbox_depth() == (0, None)
     finally:
         await s.close()

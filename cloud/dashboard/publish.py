@@ -151,15 +151,20 @@ class AlarmPublisher:
         for outcome, keys in ob.marks().items():
             await store.mark_alarm_events(keys, outcome=outcome, at_ns=now)
             ob.marked(keys)
-        old, over = await store.drop_alarm_outbox(
-            older_than_ns=now - int(self.max_age_s * 1e9), max_pending=self.max_pending,
-            at_ns=now)
-        for reason, n in (("age", old), ("over_bound", over)):
-            if n:
-                ob.dropped(reason, n)
-                log.error("alarm outbox: %d change(s) dropped unpublished (%s; bounds: %d "
-                          "pending, %.0f s)", n, reason, self.max_pending, self.max_age_s)
+        # Reads only, unless there is something to write: on SQLite every write takes the
+        # database's one write lock, which the consumer's commits need.
+        cutoff = now - int(self.max_age_s * 1e9)
         depth, oldest = await store.alarm_outbox_depth()
+        if depth > self.max_pending or (oldest is not None and oldest < cutoff):
+            old, over = await store.drop_alarm_outbox(
+                older_than_ns=cutoff, max_pending=self.max_pending, at_ns=now)
+            for reason, n in (("age", old), ("over_bound", over)):
+                if n:
+                    ob.dropped(reason, n)
+                    log.error("alarm outbox: %d change(s) dropped unpublished (%s; bounds: "
+                              "%d pending, %.0f s)", n, reason, self.max_pending,
+                              self.max_age_s)
+            depth, oldest = await store.alarm_outbox_depth()
         pending = await store.alarm_outbox(limit=2 * ob.window) if depth else []
         ob.load(pending, depth=depth, oldest_ns=oldest)
         src = self._source
