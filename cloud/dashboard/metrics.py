@@ -116,6 +116,8 @@ class _PublisherCollector(Collector):
                     "by the broker (the outbox, in the store)", s.depth if s else 0)
         yield gauge(P + "alarm_outbox_in_flight", "Alarm changes handed to the broker "
                     "connection, not yet acknowledged", s.in_flight if s else 0)
+        yield counter(P + "alarm_outbox_errors", "Outbox rounds that failed (store "
+                      "unreachable, ...): retried", p.errors if p is not None else 0)
         oldest = (time.time_ns() - s.oldest_ns) / 1e9 if s and s.oldest_ns else 0.0
         yield gauge(P + "alarm_outbox_oldest_seconds", "Age of the oldest pending alarm "
                     "change (0: none)", max(oldest, 0.0))

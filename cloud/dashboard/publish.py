@@ -130,12 +130,12 @@ class AlarmPublisher:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # before the round: a PUBACK during it wakes the next one
             try:
                 await self.step()
             except Exception as exc:  # the store or the broker: logged, retried next round
                 self.errors += 1
                 log.error("alarm outbox round failed (retrying): %s", exc)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
