@@ -112,6 +112,12 @@ class AlarmPublisher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        try:  # PUBACKs not yet marked: else the next start publishes them again
+            async with asyncio.timeout(2.0):
+                await self._write_marks(await self._store(), time.time_ns())
+        except Exception as exc:
+            log.warning("alarm outbox: marks not written at stop (published again on the "
+                        "next start): %s", exc)
         if self._source is not None:
             await asyncio.to_thread(self._source.stop)
             self._source = None
@@ -146,11 +152,14 @@ class AlarmPublisher:
             await self._step(await self._store(),
                              time.time_ns() if now_ns is None else now_ns)
 
+    async def _write_marks(self, store: Store, now: int) -> None:
+        for outcome, keys in self.outbox.marks().items():
+            await store.mark_alarm_events(keys, outcome=outcome, at_ns=now)
+            self.outbox.marked(keys)
+
     async def _step(self, store: Store, now: int) -> None:
         ob = self.outbox
-        for outcome, keys in ob.marks().items():
-            await store.mark_alarm_events(keys, outcome=outcome, at_ns=now)
-            ob.marked(keys)
+        await self._write_marks(store, now)
         # Reads only, unless there is something to write: on SQLite every write takes the
         # database's one write lock, which the consumer's commits need.
         cutoff = now - int(self.max_age_s * 1e9)
