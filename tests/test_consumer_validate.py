@@ -125,8 +125,11 @@ def _check_accounted(payload: bytes, p: Parsed) -> str:
         assert len(p.dead) == 1
         assert p.dead[0].part == -1
         assert p.dead[0].reason
+        assert p.dead_pumps == [None]  # usage counts it once, pump unknown
         return "message:" + p.dead[0].kind
     assert p.parts == len(batch.reports)
+    # usage counts every dead-lettered report before the model, with its pump if known
+    assert len(p.dead_pumps) == p.dead_parts
     expected = set(range(len(batch.reports))) - _dup_indices(batch)
     if len(p.dead) == 1 and p.dead[0].part == -1:
         # more than max_dead_per_message bad reports collapse into one message-level letter

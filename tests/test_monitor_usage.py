@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -19,6 +20,8 @@ import dsp
 from cloud.monitor.usage import (
     ALL_PUMPS,
     LATENCY_EDGES_S,
+    PRE_MODEL,
+    UNKNOWN_PUMP,
     Usage,
     latency_bin,
     merge_cells,
@@ -246,3 +249,62 @@ def test_monitor_status_shows_usage(tmp_path: Path, capsys: pytest.CaptureFixtur
     text = capsys.readouterr().out
     assert "pumps/7" in text and "usage (24 h): 4 calls, 20 reports, 1 errors (1 unavailable" \
         in text
+
+
+async def test_dead_letters_before_the_model_count_under_pre_model_per_pump(
+    mosquitto_factory: Callable[..., Mosquitto], model_server: ModelServerProcess,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Reports rejected by validation reach no model version: they are counted under the
+    version "pre-model" (target ""), per pump where the report decoded and came from the
+    device it names, else pump "?"; the scored version's dead letters stay the model's."""
+    broker = mosquitto_factory(max_inflight_messages=1000).start()
+    db = tmp_path / "r.db"
+    root = "premodel"
+    topic = f"{root}/devices/devP/reports"
+    good = encoded_reports("devP", 4, range(30))  # p1, p2, p3 in turn
+
+    def nonfinite(seq: int, pump: str) -> bytes:  # decodes, fails check_report
+        rep = dsp.decode_report(good[0])
+        features = msgspec.structs.replace(rep.features, kurtosis=float("nan"))
+        rep = msgspec.structs.replace(rep, seq=100 + seq, pump=pump, features=features)
+        return dsp.encode_report(rep)
+
+    spoof = encoded_reports("devQ", 4, range(1))  # a report naming another device
+    messages = [
+        dsp.encode_batch("devP", [*good[:10], nonfinite(1, "p2")]),
+        dsp.encode_batch("devP", [nonfinite(2, "p2"), *good[10:20]]),
+        dsp.encode_batch("devP", [*good[20:25], *spoof]),
+        dsp.encode_batch("devP", good[25:])[:-40],  # truncated: the whole message, no pump
+        dsp.encode_batch("devP", good[25:]),
+    ]
+    cfg = fault_config(broker.port, model_server.url, db, root)
+    async with running_consumer(cfg) as consumer:
+        with Publisher("127.0.0.1", broker.port, "pub-premodel") as pub:
+            await asyncio.to_thread(pub.publish_all, topic, messages)
+        await await_rows(db, 30, 30)
+        await until(lambda: consumer.counters.dead_letters == 4 and not consumer.usage, 10)
+    store = make_store(f"sqlite:///{db}")
+    await store.open()
+    try:
+        cells = await store.usage(since_ns=0, until_ns=1 << 62)
+    finally:
+        await store.close()
+    s = summarize(cells)
+    assert PRE_MODEL in s, s.keys()
+    pre = s[PRE_MODEL]
+    assert pre["dead_letters"] == 4
+    assert pre["pumps"] == {"p2": {"reports": 0, "dead_letters": 2},
+                            UNKNOWN_PUMP: {"reports": 0, "dead_letters": 2}}
+    assert set(pre["targets"]) == {""} and pre["invocations"] == pre["reports"] == 0
+    (version,) = set(s) - {PRE_MODEL}
+    assert s[version]["reports"] == 30 and s[version]["dead_letters"] == 0
+
+    from pumpwatch.cli import main
+
+    reg = ["monitor", "--registry", str(tmp_path / "reg")]
+    # the command runs its own event loop: off this one
+    assert await asyncio.to_thread(main, [*reg, "status", "--store", f"sqlite:///{db}"]) == 0
+    text = capsys.readouterr().out
+    assert "pre-model" in text and "dead letters before the model" in text
+    assert "4 dead letters" in text

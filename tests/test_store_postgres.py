@@ -147,6 +147,6 @@ async def test_a_version_3_database_migrates_keeping_its_rows(postgres_url: str)
     conn = await asyncpg.connect(postgres_url)
     try:
         assert await conn.fetchval("SELECT max(version) FROM pumpwatch_schema") == \
-            SCHEMA_VERSION == 9
+            SCHEMA_VERSION == 10
     finally:
         await conn.close()

@@ -256,5 +256,29 @@ async def test_a_version_3_store_migrates_keeping_its_rows(tmp_path: Path) -> No
     finally:
         await s.close()
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+    con.close()
+
+
+async def test_alarm_changes_stored_before_the_outbox_are_not_replayed(tmp_path: Path) -> None:
+    """Migration 10 (the alarm-change outbox): changes already stored are marked
+    ``before_outbox``, so a dashboard that starts publishing does not replay history."""
+    db = tmp_path / "v9.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    for migration in MIGRATIONS[:9]:
+        con.executescript(migration)
+    con.execute("PRAGMA user_version=9")
+    con.execute("INSERT INTO alarm_events (alarm_id, at_ns, actor, action, detail) "
+                "VALUES ('p1:asset:1', 5, 'ann', 'ack', '{}')")
+    con.close()
+    s = SQLiteStore(str(db))
+    await s.open()
+    try:
+        assert await s.alarm_outbox_depth() == (0, None)
+        assert [e.action for e in await s.alarm_events("p1:asset:1")] == ["ack"]
+    finally:
+        await s.close()
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT published_ns, publish_outcome FROM alarm_events").fetchall() == [
+        (5, "before_outbox")]
     con.close()

@@ -53,6 +53,9 @@ class Parsed:
     duplicates: int = 0  # reports repeated within this message (accounted for by the first)
     dead_parts: int = 0  # reports (or the whole message) dead-lettered, before collapsing
     confirmable: list[Identity] = field(default_factory=list)  # dead, of the sending device
+    # per dead-lettered part (before collapsing): the pump of a report that decoded and
+    # came from the device it names, else None (the whole message, undecodable, spoofed)
+    dead_pumps: list[str | None] = field(default_factory=list)
 
     @property
     def parts(self) -> int:
@@ -101,12 +104,13 @@ def parse_message(
     out = Parsed()
     key = b""
 
-    def dead(part: int, err: RemoteError, data: bytes) -> None:
+    def dead(part: int, err: RemoteError, data: bytes, pump: str | None = None) -> None:
         nonlocal key
         if not key:
             key = message_key(topic, payload)
         ident = err.identity
         out.dead_parts += 1
+        out.dead_pumps.append(pump)
         out.dead.append(
             DeadLetter(
                 key=key, part=part, received_ns=received_ns, topic=topic, kind=err.kind,
@@ -141,6 +145,7 @@ def parse_message(
     seen: set[Identity] = set()
     for index, raw_report in enumerate(batch.reports):
         raw = bytes(raw_report)
+        pump: str | None = None
         try:
             try:
                 report = dsp.decode_report(raw)
@@ -154,6 +159,7 @@ def parse_message(
                     f"report device {report.device!r} differs from topic device {device!r}",
                     identity=report.identity,
                 )
+            pump = report.pump
             check_report(report)
             # Stores keep 64-bit integers: a larger value would fail every commit it is in.
             if report.epoch >= _U64 or report.seq > _I64_MAX or not (
@@ -166,7 +172,7 @@ def parse_message(
                     identity=report.identity if report.epoch < _U64 else None,
                 )
         except RemoteError as err:
-            dead(index, err, raw)
+            dead(index, err, raw, pump)
             if err.kind != "spoofed" and err.identity is not None and err.identity[0] == device:
                 out.confirmable.append(err.identity)
             continue

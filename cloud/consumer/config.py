@@ -165,6 +165,10 @@ class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Counts are held in memory and written with a commit this often (0: every commit):
     # the database sees one upsert per cell per flush; a crash loses at most this much.
     flush_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # Histogram and usage cells of hour buckets older than this are pruned (each model
+    # version's first day, its live reference, is kept); None: kept forever. At least 2
+    # days (cloud.monitor.retention.MIN_RETENTION_DAYS: the live window and the reference).
+    retention_days: Annotated[float, msgspec.Meta(ge=2)] | None = 400.0
 
 
 class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

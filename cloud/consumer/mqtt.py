@@ -31,6 +31,7 @@ import random
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,10 +80,12 @@ class MqttSource:
 
     def __init__(
         self, config: MqttConfig, handoff: Handoff[Delivery], *, subscribe: bool = True,
-        publish_only: bool = False,
+        publish_only: bool = False, on_puback: Callable[[int, bool, str], None] | None = None,
     ) -> None:
         """``subscribe`` False: retiring (see the consumer); ``publish_only``: a publisher
-        that neither subscribes nor unsubscribes (the dashboard's alarm changes)."""
+        that neither subscribes nor unsubscribes (the dashboard's alarm changes);
+        ``on_puback(mid, ok, reason)``: called in the event loop for each PUBACK of a
+        :meth:`publish_tracked` message (ok: reason code below 0x80)."""
         self.config = config
         self._subscribe = subscribe
         self._publish_only = publish_only
@@ -93,6 +96,7 @@ class MqttSource:
         self.connected = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        self._on_puback = on_puback
         c = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
@@ -118,6 +122,8 @@ class MqttSource:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        if on_puback is not None:
+            c.on_publish = self._on_publish
         self._client = c
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -184,7 +190,30 @@ class MqttSource:
         self.stats.published += 1
         return True
 
+    def publish_tracked(self, topic: str, payload: bytes) -> int | None:
+        """QoS 1 publish whose PUBACK reaches ``on_puback``: the packet id, or None if not
+        connected or refused by paho. paho keeps an unacknowledged message and sends it
+        again (same id) after a reconnect, so its PUBACK still comes."""
+        if not self.stats.connected:
+            self.stats.publish_skipped += 1
+            return None
+        info = self._client.publish(topic, payload, qos=1)
+        # NO_CONN (the link dropped just now): paho holds the message and sends it on the
+        # next connection, so it is handed over all the same
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self.stats.publish_skipped += 1
+            return None
+        self.stats.published += 1
+        return int(info.mid)
+
     # -- paho callbacks (network thread) ---------------------------------------------------------
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        if self._on_puback is not None:
+            ok = not bool(getattr(reason, "is_failure", False))
+            self._loop.call_soon_threadsafe(self._on_puback, mid, ok, str(reason))
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any

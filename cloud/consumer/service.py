@@ -94,6 +94,7 @@ from cloud.store import (
 from dsp.results import Result
 
 from ..monitor.histograms import Histograms
+from ..monitor.retention import prune_monitoring
 from ..monitor.usage import Usage
 from . import topics
 from ._queue import Handoff, JobQueue, QueueStats
@@ -427,8 +428,12 @@ class Consumer:
                     self.counters.dead_letters += len(dead)
                     self.counters.dead_letters_dropped += len(parsed.dead) - len(dead)
                     ledger.part(ticket)
+                    usage = None
+                    if self.usage is not None:  # no model saw them: version "pre-model"
+                        usage = Usage()
+                        usage.rejected_before_model(parsed.dead_pumps)
                     await self._jobs.put(Job(Commit(dead_letters=dead), tickets=[ticket],
-                                             confirms=parsed.confirmable))
+                                             confirms=parsed.confirmable, usage=usage))
                 candidates += [(a, ticket, d) for a in parsed.accepted]
             fresh = [a.identity for a, _, _ in candidates if a.identity not in self._inflight]
             known = await self._known(fresh)
@@ -870,7 +875,8 @@ class Consumer:
     async def _retention_loop(self) -> None:
         scfg = self.config.store
         max_dl_bytes = self.config.dead_letters.retention_max_bytes
-        if scfg.retention_days is None and max_dl_bytes is None:
+        monitor_days = self.config.monitor.retention_days
+        if scfg.retention_days is None and max_dl_bytes is None and monitor_days is None:
             return
         while True:
             try:
@@ -884,6 +890,10 @@ class Consumer:
                     if n:
                         log.info("retention: pruned %d dead letters beyond %d bytes", n,
                                  max_dl_bytes)
+                if monitor_days is not None:
+                    cells = await prune_monitoring(self.store, retention_days=monitor_days)
+                    if cells.histograms or cells.usage:
+                        log.info("retention: pruned monitoring cells %s", cells)
             except StoreError as exc:
                 log.error("retention prune failed: %s", exc)
             await asyncio.sleep(scfg.prune_interval_s)

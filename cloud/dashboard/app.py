@@ -464,15 +464,21 @@ def create_app(settings: DashboardSettings) -> web.Application:
         hub = StreamHub(hub_store, poll_s=settings.poll_s)
         app[STORE] = store
         app[HUB] = hub
+        outbox_store: StoreHandle | None = None
         if settings.mqtt is not None and settings.mqtt.publish_results:
-            app[PUBLISHER] = AlarmPublisher(settings.mqtt)
+            # the outbox marks changes published: SQLite needs a writable handle of its own
+            sqlite = "://" not in settings.store_url or settings.store_url.startswith("sqlite:")
+            outbox_store = StoreHandle(settings.store_url, writable=True) if sqlite else store
+            app[PUBLISHER] = AlarmPublisher(settings.mqtt, outbox_store.get)
             app[PUBLISHER].start()
         task = asyncio.create_task(hub.run(), name="dashboard-stream-hub")
         try:
             yield
         finally:
             if PUBLISHER in app:
-                await asyncio.to_thread(app[PUBLISHER].stop)
+                await app[PUBLISHER].stop()
+            if outbox_store is not None and outbox_store is not store:
+                await outbox_store.close()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             hub.close_all()

@@ -9,9 +9,12 @@ through :meth:`cloud.store.Store.change_alarm`, which stores it with who and
 when and stamps the alarm like every alarm write, so the live stream (SSE)
 carries the change to every open page; then, when the dashboard has a broker
 (:mod:`.publish`), the change is published QoS 1 on the pump's alarm topic
-(the asset alarm after it and the stored event). The answer's ``published``
-says whether it was (null: no broker configured); a failed publish never undoes
-the stored change.
+(the asset alarm after it and the stored event) through the outbox
+(:mod:`.outbox`: pending in the store until the broker's PUBACK, so a change made
+while the broker is down is published when it is back). The answer's
+``published`` says whether it was handed to a connected broker right away (false:
+it waits in the outbox; null: no broker configured); publishing never undoes the
+stored change.
 
 Writes: the API's store handle is read only for SQLite (it must never block the
 consumer), so this module opens its own writable handle on first write (SQLite
@@ -195,12 +198,13 @@ def install(app: web.Application, read: Callable[[], StoreHandle],
             return _error(409, str(exc))
         published: bool | None = None
         pub = publisher()
-        if pub is not None:  # after the commit: the store is the record
-            stored = [e for e in await store.alarm_events(alarm_id) if e.at_ns == row.updated_ns]
-            event = stored[-1] if stored else AlarmEvent(
-                alarm_id=alarm_id, at_ns=row.updated_ns, actor=change.actor,
-                action=change.action)
-            published = pub.publish(row, event)
+        if pub is not None:  # after the commit: the store is the record (and the outbox)
+            try:
+                published = await pub.publish(AlarmEvent(
+                    alarm_id=alarm_id, at_ns=row.updated_ns, actor=change.actor,
+                    action=change.action))
+            except Exception:  # the outbox keeps it; its loop tries again
+                published = False
         detail = await asset_detail(await read().get(), alarm_id)
         if detail is not None:
             detail["published"] = published
@@ -255,9 +259,10 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "id", "pump", "kind", "state", "lifecycle", "severity", "since", "episodes",
         "evidence", "recommended_action", "events", "verdicts"], "properties": {
         "published": {"type": ["boolean", "null"], "description": "POST answers only: "
-                      "whether the stored change was handed to the broker (QoS 1, "
-                      "{root}/sites/{site}/pumps/{pump}/alarms); null: the dashboard has "
-                      "no --mqtt-config"}}},
+                      "whether the stored change was handed to a connected broker right "
+                      "away (QoS 1, {root}/sites/{site}/pumps/{pump}/alarms); false: it "
+                      "waits in the outbox and is published on reconnect; null: the "
+                      "dashboard has no --mqtt-config"}}},
 }
 
 __all__ = ["OPENAPI_PATHS", "OPENAPI_SCHEMAS", "asset_detail", "asset_json", "install"]

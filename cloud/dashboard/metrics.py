@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cloud.metrics import DURATION_BUCKETS, counter, gauge, new_registry
@@ -99,12 +99,28 @@ class _PublisherCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         p = self._publisher()
         s = p.stats if p is not None else None
-        yield counter(P + "alarm_changes_published", "Operators' alarm changes published on "
-                      "the alarm topics (0 when no [mqtt] is configured)",
-                      s.published if s else 0)
-        yield counter(P + "alarm_changes_unpublished", "Alarm changes stored but not "
-                      "published (broker not connected, refused, or a name outside the rule)",
-                      (s.failed + s.refused_names) if s else 0)
+        yield counter(P + "alarm_changes_published", "Operators' alarm changes the broker "
+                      "acknowledged (PUBACK) on the alarm topics (0 when no [mqtt] is "
+                      "configured)", s.published if s else 0)
+        yield counter(P + "alarm_changes_refused", "Alarm changes the broker refused (PUBACK "
+                      "reason >= 0x80) or with a site/pump outside the name rule: not retried",
+                      s.refused if s else 0)
+        dropped = CounterMetricFamily(P + "alarm_changes_dropped", "Alarm changes dropped "
+                                      "unpublished from the outbox, by reason (age: pending "
+                                      "longer than its bound; over_bound: beyond its size)",
+                                      labels=["reason"])
+        for reason in ("age", "over_bound"):
+            dropped.add_metric([reason], float(s.dropped.get(reason, 0) if s else 0))
+        yield dropped
+        yield gauge(P + "alarm_outbox_depth", "Alarm changes stored and not yet acknowledged "
+                    "by the broker (the outbox, in the store)", s.depth if s else 0)
+        yield gauge(P + "alarm_outbox_in_flight", "Alarm changes handed to the broker "
+                    "connection, not yet acknowledged", s.in_flight if s else 0)
+        yield counter(P + "alarm_outbox_errors", "Outbox rounds that failed (store "
+                      "unreachable, ...): retried", p.errors if p is not None else 0)
+        oldest = (time.time_ns() - s.oldest_ns) / 1e9 if s and s.oldest_ns else 0.0
+        yield gauge(P + "alarm_outbox_oldest_seconds", "Age of the oldest pending alarm "
+                    "change (0: none)", max(oldest, 0.0))
 
 
 __all__ = ["DashboardMetrics"]

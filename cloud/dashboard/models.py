@@ -108,7 +108,8 @@ class _DriftCollector(Collector):
             "by outcome (unavailable, rejected)", labels=[*lv, "outcome"])
         dead = GaugeMetricFamily(
             "pumpwatch_model_dead_letters", "Reports the model refused (dead-lettered) in the "
-            "last 24 h", labels=lv)
+            "last 24 h; model_version=\"pre-model\", target=\"\": those dead-lettered before "
+            "any model saw them (validation)", labels=lv)
         latency = GaugeMetricFamily(
             "pumpwatch_model_latency_seconds", "Endpoint call latency quantile over the last "
             "24 h, read from the merged fixed-edge histogram", labels=[*lv, "quantile"])

@@ -45,6 +45,7 @@ from .drift import (
     window,
 )
 from .histograms import BUCKET_NS, BY_NAME, HEALTH, UNEXPLAINED
+from .retention import REFERENCE_WINDOW_NS
 
 Status = Literal["ok", "drift", "insufficient_data"]
 DAY_NS = 86_400 * 1_000_000_000
@@ -196,8 +197,8 @@ async def monitor(
                                   model_version=model_version)
     if reference is None:
         first = await store.histogram_start(model_version)
-        if first is not None and first + DAY_NS <= since_ns:
-            reference = (first, first + DAY_NS)
+        if first is not None and first + REFERENCE_WINDOW_NS <= since_ns:
+            reference = (first, first + REFERENCE_WINDOW_NS)  # kept by retention
     ref: list[HistCell] = []
     if reference is not None:
         ref = await store.histograms(since_ns=reference[0], until_ns=reference[1],

@@ -24,7 +24,12 @@ A cell is keyed by (model version, bundle target, pump, time bucket, metric, bin
     model refused (ModelError: the batch is bisected), attributed to the version the
     target last answered with ("" before its first answer).
 ``dead_letters`` (per pump)
-    reports the model refused alone (dead-lettered, kind ``model``).
+    reports the model refused alone (dead-lettered, kind ``model``); and, under the
+    version :data:`PRE_MODEL` (``"pre-model"``, target ``""``), the reports
+    dead-lettered *before* the model (validation: malformed, schema, name, spoofed,
+    oversize, ...), which no model version saw: per pump where the report decoded and
+    came from the device it names, else pump :data:`UNKNOWN_PUMP` (``"?"``, outside
+    the name rule; a whole message that failed counts once there).
 ``latency`` (pump ``*``, bin ``i``)
     the call's latency on the fixed log edges :data:`LATENCY_EDGES_S` (10 bins per
     decade, 0.1 ms to 100 s; bin 0 below, bin ``len(edges)`` above): quantiles are
@@ -48,6 +53,8 @@ from ..store.records import UsageCell
 from .histograms import BUCKET_NS
 
 ALL_PUMPS = "*"
+PRE_MODEL = "pre-model"  # the "version" of reports dead-lettered before any model saw them
+UNKNOWN_PUMP = "?"  # a dead letter whose pump is not known (no valid name looks like it)
 INVOCATIONS = "invocations"
 REPORTS = "reports"
 DEAD_LETTERS = "dead_letters"
@@ -151,6 +158,15 @@ class Usage:
         """One report the model refused alone."""
         self._add((model_version, target, pump, self._bucket(now_ns), DEAD_LETTERS, 0), 1.0)
 
+    def rejected_before_model(self, pumps: Iterable[str | None], *,
+                              now_ns: int | None = None) -> None:
+        """Reports dead-lettered before the model, one per entry (its pump, or None when
+        unknown): version :data:`PRE_MODEL`, target ``""``."""
+        b = self._bucket(now_ns)
+        for pump in pumps:
+            self._add((PRE_MODEL, "", UNKNOWN_PUMP if pump is None else pump, b,
+                       DEAD_LETTERS, 0), 1.0)
+
     def merge(self, other: Usage) -> None:
         for k, v in other._cells.items():
             self._add(k, v)
@@ -238,7 +254,7 @@ def edges_ms() -> list[float]:
 
 
 __all__ = [
-    "ALL_PUMPS", "ERRORS", "ERROR_OUTCOMES", "LATENCY_EDGES_S", "METRICS", "QUANTILES",
-    "USAGE_WINDOW_NS", "Usage", "edges_ms", "latency_bin", "merge_cells", "quantile",
-    "summarize", "usage_json",
+    "ALL_PUMPS", "ERRORS", "ERROR_OUTCOMES", "LATENCY_EDGES_S", "METRICS", "PRE_MODEL",
+    "QUANTILES", "UNKNOWN_PUMP", "USAGE_WINDOW_NS", "Usage", "edges_ms", "latency_bin",
+    "merge_cells", "quantile", "summarize", "usage_json",
 ]

@@ -51,6 +51,7 @@ from .records import (
     Identity,
     Lifecycle,
     ManifestRow,
+    MonitorPruneOutcome,
     MonitorRun,
     PruneOutcome,
     ResultRow,
@@ -271,12 +272,56 @@ class SQLStore:
                 q.json_text(new), alarm_id))
             detail = {k: v for k, v in msgspec.structs.asdict(change).items()
                       if k not in ("action", "actor", "at_ns") and v is not None}
+            after = msgspec.structs.replace(row, lifecycle=new, updated_ns=stamp,
+                                            state="cleared" if closed else "raised",
+                                            cleared_ns=change.at_ns if closed else None)
+            # the alarm after the change rides with its event: the outbox publishes it
+            # later as it was now, even after further changes
             await self._bulk(tx, q.insert_events, [
-                (alarm_id, stamp, change.actor, change.action, q.json_text(detail))],
-                len(q.EVENT_COLUMNS))
-        return msgspec.structs.replace(row, lifecycle=new, updated_ns=stamp,
-                                       state="cleared" if closed else "raised",
-                                       cleared_ns=change.at_ns if closed else None)
+                (alarm_id, stamp, change.actor, change.action, q.json_text(detail),
+                 q.json_text(after))], len(q.EVENT_WRITE_COLUMNS))
+        return after
+
+    # -- the alarm-change outbox (cloud/dashboard/outbox.py) ------------------------------------
+
+    async def alarm_outbox(self, *, limit: int) -> list[tuple[AlarmRow, AlarmEvent]]:
+        """Changes not yet published, oldest first: the asset alarm after each, and it."""
+        async with self._read() as s:
+            rows = await s.fetch(self.dialect.sql(q.OUTBOX), (limit,))
+        return [(q.alarm_snapshot(str(r[5])), q.event_row(r[:5])) for r in rows]
+
+    async def alarm_outbox_depth(self) -> tuple[int, int | None]:
+        """How many changes wait for publishing, and the oldest one's time (ns)."""
+        async with self._read() as s:
+            ((n, oldest),) = await s.fetch(q.OUTBOX_DEPTH)
+        return int(n), None if oldest is None else int(oldest)
+
+    async def mark_alarm_events(
+        self, keys: Sequence[tuple[str, int]], *, outcome: str, at_ns: int
+    ) -> int:
+        """Take changes (``(alarm_id, at_ns)``) out of the outbox with ``outcome``
+        (``puback``, ``refused``, ``dropped:<why>``); how many were still pending."""
+        if not keys:
+            return 0
+        sql = self.dialect.sql(q.OUTBOX_MARK)
+        async with self._write() as tx:
+            return sum([await tx.execute(sql, (at_ns, outcome, a, t)) for a, t in keys])
+
+    async def drop_alarm_outbox(
+        self, *, older_than_ns: int, max_pending: int, at_ns: int
+    ) -> tuple[int, int]:
+        """Bound the outbox: drop (mark ``dropped:age`` / ``dropped:over_bound``) the
+        pending changes older than ``older_than_ns`` and those beyond the newest
+        ``max_pending``; how many of each."""
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending=}")
+        d = self.dialect
+        async with self._write() as tx:
+            old = await tx.execute(d.sql(q.OUTBOX_DROP_OLD),
+                                   (at_ns, "dropped:age", older_than_ns))
+            over = await tx.execute(d.sql(q.OUTBOX_DROP_OVER),
+                                    (at_ns, "dropped:over_bound", max_pending - 1))
+        return old, over
 
     async def alarm_events(self, alarm_id: str) -> list[AlarmEvent]:
         async with self._read() as s:
@@ -290,6 +335,20 @@ class SQLStore:
             await tx.execute(q.PRUNE_LATEST)
             await tx.execute(d.sql(q.PRUNE_SHADOW), (before_ns,))
         return PruneOutcome(results=r, archive=a, dead_letters=dl)
+
+    async def prune_monitoring(self, *, before_ns: int, reference_ns: int) -> MonitorPruneOutcome:
+        """Delete monitoring histogram cells of time buckets before ``before_ns``, except
+        each model version's first ``reference_ns`` (its default live reference window),
+        and usage cells before ``before_ns``."""
+        d = self.dialect
+        async with self._write() as tx:
+            starts = await tx.fetch(q.HIST_VERSIONS)
+            hist = 0
+            for version, first in starts:
+                hist += await tx.execute(d.sql(q.PRUNE_HIST), (
+                    version, before_ns, int(first) + reference_ns))
+            usage = await tx.execute(d.sql(q.PRUNE_USAGE), (before_ns,))
+        return MonitorPruneOutcome(histograms=hist, usage=usage)
 
     async def prune_dead_letters(self, *, max_bytes: int) -> int:
         """Delete the oldest dead letters beyond ``max_bytes`` stored; returns how many."""

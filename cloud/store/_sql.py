@@ -259,6 +259,17 @@ MIGRATIONS: tuple[str, ...] = (
     ) {without_rowid};
     CREATE INDEX monitor_usage_bucket ON monitor_usage (bucket_ns);
     """,
+    # 10: the alarm-change outbox (cloud/dashboard/outbox.py): each change keeps the asset
+    # alarm as it was after it (``alarm``, JSON) and whether it reached the broker
+    # (``published_ns`` NULL: pending; ``publish_outcome`` 'puback', 'refused',
+    # 'dropped:<why>'); changes stored before the outbox are not replayed
+    """
+    ALTER TABLE alarm_events ADD COLUMN alarm TEXT;
+    ALTER TABLE alarm_events ADD COLUMN published_ns BIGINT;
+    ALTER TABLE alarm_events ADD COLUMN publish_outcome TEXT NOT NULL DEFAULT '';
+    UPDATE alarm_events SET published_ns = at_ns, publish_outcome = 'before_outbox';
+    CREATE INDEX alarm_events_outbox ON alarm_events (published_ns, at_ns);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -297,6 +308,8 @@ EVENT_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("alarm_id", "text"), ("at_ns", "i64"), ("actor", "text"), ("action", "text"),
     ("detail", "text"),
 )
+# written with each change: the asset alarm after it (what the outbox publishes)
+EVENT_WRITE_COLUMNS: tuple[tuple[str, ColumnType], ...] = (*EVENT_COLUMNS, ("alarm", "text"))
 MANIFEST_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("digest", "text"), ("model_version", "text"), ("manifest", "text"), ("stored_ns", "i64"),
 )
@@ -467,6 +480,15 @@ def alarm_row(row: Sequence[Any]) -> AlarmRow:
     )
 
 
+def alarm_snapshot(text: str) -> AlarmRow:
+    """An alarm stored as JSON (``json_text(row)``; evidence NaN went out as null)."""
+    body = msgspec.json.decode(text)
+    for e in body.get("evidence") or []:
+        if isinstance(e, list) and len(e) > 1 and e[1] is None:
+            e[1] = _NAN
+    return msgspec.convert(body, AlarmRow)
+
+
 def event_row(row: Sequence[Any]) -> AlarmEvent:
     alarm_id, at_ns, actor, action, detail = row
     return AlarmEvent(alarm_id=alarm_id, at_ns=int(at_ns), actor=actor, action=action,
@@ -538,7 +560,7 @@ def upsert_alarms(d: Dialect, n: int) -> str:
 
 
 def insert_events(d: Dialect, n: int) -> str:
-    return insert(d, "alarm_events", EVENT_COLUMNS, n, "alarm_id, at_ns")
+    return insert(d, "alarm_events", EVENT_WRITE_COLUMNS, n, "alarm_id, at_ns")
 
 
 # An episode's asset alarm: the pump's one that is not closed.
@@ -549,6 +571,19 @@ SET_LIFECYCLE = ("UPDATE alarms SET state = ?, cleared_ns = ?, updated_ns = ?, l
                  "WHERE id = ? AND kind = 'asset'")
 EVENTS = (f"SELECT {names(EVENT_COLUMNS)} FROM alarm_events "  # noqa: S608
           "WHERE alarm_id = ? ORDER BY at_ns")
+# The outbox: changes not yet published, oldest first (at_ns is unique: the alarm stamp).
+OUTBOX = (f"SELECT {names(EVENT_COLUMNS)}, alarm FROM alarm_events "  # noqa: S608
+          "WHERE published_ns IS NULL ORDER BY at_ns LIMIT ?")
+OUTBOX_DEPTH = "SELECT count(*), min(at_ns) FROM alarm_events WHERE published_ns IS NULL"
+OUTBOX_MARK = ("UPDATE alarm_events SET published_ns = ?, publish_outcome = ? "
+               "WHERE alarm_id = ? AND at_ns = ? AND published_ns IS NULL")
+OUTBOX_DROP_OLD = ("UPDATE alarm_events SET published_ns = ?, publish_outcome = ? "
+                   "WHERE published_ns IS NULL AND at_ns < ?")
+# beyond the newest ``max_pending``: the oldest are dropped
+OUTBOX_DROP_OVER = (
+    "UPDATE alarm_events SET published_ns = ?, publish_outcome = ? WHERE published_ns IS NULL "
+    "AND at_ns < (SELECT at_ns FROM alarm_events WHERE published_ns IS NULL "
+    "ORDER BY at_ns DESC LIMIT 1 OFFSET ?)")
 
 
 def insert_states(d: Dialect, n: int) -> str:
@@ -619,6 +654,13 @@ PRUNE_LATEST = (
     "DELETE FROM latest WHERE NOT EXISTS (SELECT 1 FROM results r "
     "WHERE r.device = latest.device AND r.epoch = latest.epoch AND r.seq = latest.seq)"
 )
+# Monitoring retention (cloud/monitor/retention.py): per model version, the cells older
+# than the cutoff, except the version's first ``reference`` ns (its default live reference
+# window, cloud/monitor/run.py): parameters version, cutoff, version start + reference.
+HIST_VERSIONS = "SELECT model_version, min(bucket_ns) FROM monitor_hist GROUP BY model_version"
+PRUNE_HIST = ("DELETE FROM monitor_hist WHERE model_version = ? AND bucket_ns < ? "
+              "AND bucket_ns >= ?")
+PRUNE_USAGE = "DELETE FROM monitor_usage WHERE bucket_ns < ?"
 COUNTS = ("SELECT (SELECT count(*) FROM results), (SELECT count(*) FROM archive), "
           "(SELECT count(*) FROM dead_letters)")
 MANIFESTS = f"SELECT {names(MANIFEST_COLUMNS)} FROM manifests ORDER BY stored_ns, digest"  # noqa: S608

@@ -29,6 +29,7 @@ from .records import (
     HistCell,
     Identity,
     ManifestRow,
+    MonitorPruneOutcome,
     MonitorRun,
     PruneOutcome,
     ResultRow,
@@ -248,3 +249,26 @@ class Store(Protocol):
 
     async def prune_dead_letters(self, *, max_bytes: int) -> int:
         """Delete the oldest dead letters beyond ``max_bytes`` stored; returns how many."""
+
+    async def prune_monitoring(self, *, before_ns: int, reference_ns: int) -> MonitorPruneOutcome:
+        """Delete monitoring histogram cells of buckets before ``before_ns`` except each
+        model version's first ``reference_ns`` (its default live reference window), and
+        usage cells of buckets before ``before_ns`` (``cloud.monitor.retention``)."""
+
+    async def alarm_outbox(self, *, limit: int) -> list[tuple[AlarmRow, AlarmEvent]]:
+        """Alarm changes not yet published, oldest first (``cloud.dashboard.outbox``): the
+        asset alarm as it was after each change, and the change."""
+
+    async def alarm_outbox_depth(self) -> tuple[int, int | None]:
+        """(pending alarm changes, the oldest one's ``at_ns`` or None)."""
+
+    async def mark_alarm_events(
+        self, keys: Sequence[tuple[str, int]], *, outcome: str, at_ns: int
+    ) -> int:
+        """Take the changes ``(alarm_id, at_ns)`` out of the outbox with ``outcome``."""
+
+    async def drop_alarm_outbox(
+        self, *, older_than_ns: int, max_pending: int, at_ns: int
+    ) -> tuple[int, int]:
+        """Drop pending changes older than ``older_than_ns`` and beyond the newest
+        ``max_pending``; (dropped for age, dropped over the bound)."""

@@ -373,6 +373,13 @@ class PruneOutcome(msgspec.Struct, frozen=True, kw_only=True):
     dead_letters: int
 
 
+class MonitorPruneOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """Monitoring cells deleted by retention (``Store.prune_monitoring``)."""
+
+    histograms: int
+    usage: int
+
+
 class StoreCounts(msgspec.Struct, frozen=True, kw_only=True):
     results: int
     archive: int

@@ -185,6 +185,8 @@ def _status(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"pumpwatch monitor: {exc}")
         return 1
+    from cloud.monitor.usage import PRE_MODEL
+
     quality, usage = _from_store(args)
     listed = {r["model_version"] for r in rows}
     for r in rows:
@@ -205,7 +207,10 @@ def _status(args: argparse.Namespace) -> int:
         if r["quality"] is not None:
             print("    " + _quality_line(r["quality"]))
     for v in sorted(extra.keys() | extra_usage.keys()):
-        print(f"{v or '(no version yet)':30s} (not in the registry)")
+        if v == PRE_MODEL:  # cloud.monitor.usage: rejected before any model saw them
+            print(f"{v:30s} (dead letters before the model: no version)")
+        else:
+            print(f"{v or '(no version yet)':30s} (not in the registry)")
         if v in extra_usage:
             print("    " + _usage_line(extra_usage[v]))
         if v in extra:

@@ -171,8 +171,10 @@
         const tr = document.createElement("tr");
         tr.dataset.version = v;
         tr.dataset.target = t;
-        cell(tr, v || "(before the first answer)");
-        cell(tr, t);
+        // "pre-model": reports dead-lettered before any model saw them (no version, no bundle)
+        cell(tr, v === "pre-model" ? "pre-model (rejected before the model)"
+          : v || "(before the first answer)");
+        cell(tr, t || "-");
         cell(tr, count(s.invocations), "calls");
         cell(tr, count(s.reports), "reports");
         cell(tr, `${s.errors_total} (${s.errors.unavailable || 0} / ${s.errors.rejected || 0})`, "errors");
