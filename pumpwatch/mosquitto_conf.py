@@ -37,6 +37,7 @@ the broker key) to that user.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -50,6 +51,9 @@ from pathlib import Path
 from cloud.roles import Role, dynsec_config, retain_filters
 
 BROKER_USER = "mosquitto"
+#: where :func:`broker_dir_for` puts a broker directory its user could not reach where
+#: it was asked for (a checkout under root's 0700 home, say)
+BROKER_FALLBACK_ROOT = Path("/var/lib/pumpwatch")
 #: where distributions put the plugin (Debian/Ubuntu multiarch, then the upstream layout)
 DYNSEC_PLUGIN_PATHS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
@@ -255,6 +259,47 @@ def check_reachable(top: Path) -> None:
                 f"the broker runs as {BROKER_USER!r}, which cannot enter {parent} (mode "
                 f"{st.st_mode & 0o777:o}): put the broker directory {top} somewhere it can"
             )
+
+
+def broker_dir_for(wanted: Path) -> tuple[Path, str | None]:
+    """The directory the broker runs from for ``wanted`` (resolved), and a line to tell
+    the user when it is not ``wanted`` itself.
+
+    ``wanted`` is used when the broker's user can reach it (or there is nothing to
+    check: not root, no ``mosquitto`` user). Otherwise (as root, ``wanted`` below a
+    directory that user cannot traverse, such as ``/root``) the broker gets
+    ``BROKER_FALLBACK_ROOT/broker-<digest of wanted>`` and ``wanted`` becomes a symlink
+    to it, so a second start finds the same persistence; an empty directory already at
+    ``wanted`` is replaced by the link, anything else there is refused
+    (:class:`BrokerConfigError`), as is a fallback the user cannot reach either."""
+    try:
+        check_reachable(wanted)
+        return wanted.resolve(), None
+    except BrokerConfigError as exc:
+        refused = exc
+    digest = hashlib.sha256(str(wanted.absolute()).encode()).hexdigest()[:12]
+    target = BROKER_FALLBACK_ROOT / f"broker-{digest}"
+    if wanted.is_symlink() and wanted.resolve() == target.resolve():
+        return target.resolve(), None  # linked by an earlier start: said then
+    if wanted.is_dir() and not wanted.is_symlink():
+        if any(wanted.iterdir()):
+            raise BrokerConfigError(f"{refused}; {wanted} is not empty, so it was not "
+                                    f"moved to {target}") from None
+        wanted.rmdir()
+    elif wanted.exists() or wanted.is_symlink():
+        raise BrokerConfigError(f"{refused}; {wanted} is in the way of a link to "
+                                f"{target}") from None
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        check_reachable(target)
+    except BrokerConfigError as exc:
+        raise BrokerConfigError(f"{refused}; the fallback {target} is out of its reach too "
+                                f"({exc})") from None
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    wanted.symlink_to(target, target_is_directory=True)
+    return target.resolve(), (f"the broker runs as {BROKER_USER!r}, which cannot reach "
+                              f"{wanted.parent}: its directory is {target} "
+                              f"(linked from {wanted})")
 
 
 def write_broker_config(

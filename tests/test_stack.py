@@ -8,6 +8,7 @@ the consumer, the dashboard and simulated edge agents, 2 pumps x 3 axes.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,18 +106,85 @@ def test_prepare_writes_certificates_and_configs_the_components_accept(reachable
     assert ecfg.mqtt.transport == "awsiot" and ecfg.mqtt.port == 18883
 
 
-def test_a_state_the_broker_user_cannot_reach_is_one_clear_error(tmp_path: Path) -> None:
-    """As root the broker drops to `mosquitto`; pytest's tmp root (0700) is out of its reach.
-    Not root, the broker runs as this user and the same state is fine."""
+@needs_broker
+def test_a_state_the_broker_user_cannot_reach_gets_a_broker_directory_it_can(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root the broker drops to `mosquitto`, which cannot traverse pytest's tmp root
+    (0700), as it cannot a checkout under /root: the stack puts the broker's directory
+    under a root it can reach, links it from the state, and the real broker starts from it
+    and saves its persistence there as its own user. Not root, the state's own directory
+    is used and nothing is linked."""
+    from pumpwatch import mosquitto_conf
     from pumpwatch.stack import Stack
-    from pumpwatch.stack.procs import StackError
 
-    stack = Stack(StackOptions(state=tmp_path / "s", pumps=1))
-    if os.geteuid() == 0:
-        with pytest.raises(StackError, match=r"cannot enter .* \(use --state\)"):
-            stack.prepare()
-    else:
-        stack.prepare()
+    fallback = Path(tempfile.mkdtemp(prefix="pumpwatch-test-fallback-"))
+    os.chmod(fallback, 0o711)  # noqa: S103 - traversable, as /var/lib is
+    monkeypatch.setattr(mosquitto_conf, "BROKER_FALLBACK_ROOT", fallback / "pumpwatch")
+    state = tmp_path / "s"
+    said = io.StringIO()
+    opts = StackOptions(state=state, pumps=1, broker_port=free_port())
+    try:
+        Stack(opts, out=said).prepare()
+        link = state / "broker"
+        conf = (link / "mosquitto.conf").read_text()
+        if os.geteuid() == 0:
+            assert link.is_symlink()
+            home = link.resolve()
+            assert home.parent == (fallback / "pumpwatch").resolve()
+            assert str(tmp_path) not in conf and str(home) in conf  # paths the broker reaches
+            assert "cannot reach" in said.getvalue()
+            Stack(opts).prepare()  # a second start finds its link and the same directory
+            assert link.resolve() == home
+        else:
+            assert not link.is_symlink()
+            home = link.resolve()
+        broker = subprocess.Popen(["mosquitto", "-c", str(link / "mosquitto.conf")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 15
+            while not _tcp_open(opts.broker_port):
+                assert broker.poll() is None, broker.stderr.read() if broker.stderr else ""
+                assert time.monotonic() < deadline, "broker not listening after 15 s"
+                time.sleep(0.1)
+        finally:
+            broker.terminate()
+            broker.wait(timeout=15)
+        assert (home / "data" / "mosquitto.db").is_file()  # written as the broker's user
+    finally:
+        shutil.rmtree(fallback, ignore_errors=True)
+
+
+def test_a_broker_link_is_not_made_over_files_already_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pumpwatch import mosquitto_conf
+
+    monkeypatch.setattr(mosquitto_conf, "check_reachable", _unreachable_in(tmp_path))
+    monkeypatch.setattr(mosquitto_conf, "BROKER_FALLBACK_ROOT", tmp_path / "fallback")
+    wanted = tmp_path / "state" / "broker"
+    (wanted / "data").mkdir(parents=True)
+    with pytest.raises(mosquitto_conf.BrokerConfigError, match="is not empty"):
+        mosquitto_conf.broker_dir_for(wanted)
+    assert not (tmp_path / "fallback").exists() and (wanted / "data").is_dir()
+    (wanted / "data").rmdir()
+    home, said = mosquitto_conf.broker_dir_for(wanted)  # an empty one is replaced by the link
+    assert wanted.is_symlink() and wanted.resolve() == home and said is not None
+    assert mosquitto_conf.broker_dir_for(wanted) == (home, None)
+
+
+def _unreachable_in(top: Path) -> Callable[[Path], None]:
+    """``check_reachable`` for a broker user who cannot enter ``top/state``."""
+    from pumpwatch.mosquitto_conf import BrokerConfigError
+
+    def check(path: Path) -> None:
+        if path.resolve().is_relative_to((top / "state").resolve()):
+            raise BrokerConfigError(f"cannot enter {top}")
+    return check
+
+
+def _tcp_open(port: int) -> bool:
+    from pumpwatch.stack.procs import tcp_open
+
+    return tcp_open(port)
 
 
 def _rows(pump: str, t0s: range, anomalous: bool, cond: str, baseline: str = "pump") -> list[

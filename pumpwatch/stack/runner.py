@@ -116,10 +116,10 @@ class Stack:
     def prepare(self) -> None:
         from cloud.pki import init_ca, issue, issued_path, role_of
         from cloud.roles import Role
-        from pumpwatch.mosquitto_conf import BrokerConfigError, write_broker_config
+        from pumpwatch.mosquitto_conf import BrokerConfigError, broker_dir_for, write_broker_config
 
         o = self.opts
-        for d in ("logs", "models", "registry", "broker", "edge"):
+        for d in ("logs", "models", "registry", "edge"):
             o.path(d).mkdir(parents=True, exist_ok=True)
         pki = o.path("pki")
         if not (pki / "ca.crt").is_file():
@@ -131,8 +131,10 @@ class Stack:
             if not crt.is_file() or role_of(crt) != role:  # (re)issue one made before roles
                 issue(pki, role, name, force=True)
         try:
-            write_broker_config(o.path("broker"), pki_dir=pki, port=o.broker_port,
-                                host="127.0.0.1")
+            broker, moved = broker_dir_for(o.path("broker"))
+            if moved:
+                self._say(moved)
+            write_broker_config(broker, pki_dir=pki, port=o.broker_port, host="127.0.0.1")
         except BrokerConfigError as exc:
             raise StackError(f"{exc} (use --state)") from None
         o.path("cloud.toml").write_text(cloud_config(o))
