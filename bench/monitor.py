@@ -59,6 +59,7 @@ import msgspec
 import numpy as np
 
 import dsp
+from bench._consumer_cpu import consumer_overhead
 from cloud.consumer.alarms import AlarmConfig, AlarmTracker
 from cloud.monitor.drift import Thresholds
 from cloud.monitor.histograms import (
@@ -207,13 +208,24 @@ async def _store_run(messages: list[tuple[str, bytes]], response: bytes, *, on: 
     return cpu / n
 
 
-def cpu_overhead(reports: list[dsp.Report], pairs: int, work: Path,
-                 quiet: bool) -> dict[str, Any]:
+def wire(reports: Sequence[dsp.Report], root: str = "pumpwatch") -> list[tuple[str, bytes]]:
+    """MQTT messages of ``reports``: 8 of one device per message (a gateway's channels),
+    ``{root}/devices/{device}/reports``; devices in turn."""
     by_device: dict[str, list[bytes]] = {}
     for r in reports:
         by_device.setdefault(r.device, []).append(dsp.encode_report(r))
-    messages = [(f"pumpwatch/devices/{d}/reports", dsp.encode_batch(d, raws[i:i + 8]))
-                for d, raws in by_device.items() for i in range(0, len(raws), 8)]
+    per = {d: [dsp.encode_batch(d, raws[i:i + 8]) for i in range(0, len(raws), 8)]
+           for d, raws in by_device.items()}
+    out: list[tuple[str, bytes]] = []
+    for k in range(max(map(len, per.values()), default=0)):
+        out += [(f"{root}/devices/{d}/reports", msgs[k]) for d, msgs in per.items()
+                if k < len(msgs)]
+    return out
+
+
+def store_path_overhead(reports: list[dsp.Report], pairs: int, work: Path,
+                        quiet: bool) -> dict[str, Any]:
+    messages = wire(reports)
     response = msgspec.msgpack.encode(score(builtin_bundle(), reports[:64]))
     ratios, on_s, off_s = [], [], []
     tag = 0
@@ -231,10 +243,11 @@ def cpu_overhead(reports: list[dsp.Report], pairs: int, work: Path,
         off_s.append(got[False])
         say(f"pair {p}: on {got[True] * 1e6:.0f} us/report, off {got[False] * 1e6:.0f}: "
             f"{ratios[-1]:.3f}", quiet)
-    return {"cpu_overhead_ratio": round(statistics.median(ratios), 4),
-            "cpu_us_per_report_on": round(statistics.median(on_s) * 1e6, 1),
-            "cpu_us_per_report_off": round(statistics.median(off_s) * 1e6, 1),
-            "cpu_pairs": pairs, "cpu_reports_per_run": len(reports)}
+    return {"store_path_overhead_ratio": round(statistics.median(ratios), 4),
+            "store_path_ratios": [round(r, 4) for r in ratios],
+            "store_path_us_per_report_on": round(statistics.median(on_s) * 1e6, 1),
+            "store_path_us_per_report_off": round(statistics.median(off_s) * 1e6, 1),
+            "store_path_pairs": pairs, "store_path_reports_per_run": len(reports)}
 
 
 # -- monitor run time ---------------------------------------------------------------------------
@@ -390,6 +403,12 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=800, help="healthy reports per drift pool")
     ap.add_argument("--cpu-reports", type=int, default=4096,
                     help="reports per CPU run (the fleet's reports, repeated)")
+    ap.add_argument("--consumer-reports", type=int, default=16384,
+                    help="reports per run of the real consumer (after its warm-up)")
+    ap.add_argument("--warmup-reports", type=int, default=1024,
+                    help="reports per consumer run before its CPU is read (not counted)")
+    ap.add_argument("--no-consumer", action="store_true", help="skip the real consumer runs")
+    ap.add_argument("--only-cpu", action="store_true", help="stop after the CPU figures")
     ap.add_argument("--channels", type=int, default=200)
     ap.add_argument("--no-real", action="store_true")
     args = ap.parse_args()
@@ -401,7 +420,20 @@ def main() -> None:
         pumps = simulated(args.pumps, args.seconds, 1)
         flat = unique([r for p in pumps for r in p])
         reps = (flat * (-(-args.cpu_reports // len(flat))))[:args.cpu_reports]
-        out |= cpu_overhead(unique(reps), args.pairs, work, quiet)
+        if not args.no_consumer:
+            say("the real consumer, monitoring on and off", quiet)
+            creps = unique((flat * (-(-args.consumer_reports // len(flat))))
+                           [:args.consumer_reports])
+            warm = [msgspec.structs.replace(r, epoch=2) for r in creps[:args.warmup_reports]]
+            out |= consumer_overhead(
+                work, warmup=wire(warm, ""), warmup_reports=len(warm),
+                messages=wire(creps, ""), reports=len(creps), pairs=args.pairs,
+                say=lambda m: say(m, quiet))
+        say("the store path in process, monitoring on and off", quiet)
+        out |= store_path_overhead(unique(reps), args.pairs, work, quiet)
+        if args.only_cpu:
+            print(json.dumps(out))
+            return
         say("monitor run over one day", quiet)
         out |= asyncio.run(_run_time(work, args.channels))
         say("false drift", quiet)
