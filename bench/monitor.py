@@ -328,7 +328,8 @@ def false_drift(n: int, windows: int, seed: int) -> tuple[dict[str, Any], list[H
     live_rows = scored(live_reps)
     rng = np.random.default_rng(seed)
     size = min(300, len(live_reps) * 3 // 4)
-    drifted, named = 0, {}
+    drifted = 0
+    named: dict[str, int] = {}
     for _ in range(windows):
         idx = np.sort(rng.choice(len(live_reps), size=size, replace=False))
         reps = [live_reps[i] for i in idx]
@@ -408,6 +409,8 @@ def main() -> None:
     ap.add_argument("--warmup-reports", type=int, default=1024,
                     help="reports per consumer run before its CPU is read (not counted)")
     ap.add_argument("--no-consumer", action="store_true", help="skip the real consumer runs")
+    ap.add_argument("--no-store-path", action="store_true",
+                    help="skip the in-process store path runs")
     ap.add_argument("--only-cpu", action="store_true", help="stop after the CPU figures")
     ap.add_argument("--channels", type=int, default=200)
     ap.add_argument("--no-real", action="store_true")
@@ -429,8 +432,9 @@ def main() -> None:
                 work, warmup=wire(warm, ""), warmup_reports=len(warm),
                 messages=wire(creps, ""), reports=len(creps), pairs=args.pairs,
                 say=lambda m: say(m, quiet))
-        say("the store path in process, monitoring on and off", quiet)
-        out |= store_path_overhead(unique(reps), args.pairs, work, quiet)
+        if not args.no_store_path:
+            say("the store path in process, monitoring on and off", quiet)
+            out |= store_path_overhead(unique(reps), args.pairs, work, quiet)
         if args.only_cpu:
             print(json.dumps(out))
             return
