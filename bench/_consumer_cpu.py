@@ -58,18 +58,6 @@ def stored(db: Path) -> int:
     return int(n)
 
 
-def wait_stored(db: Path, n: int, timeout: float, proc: ConsumerProcess) -> bool:
-    """Poll until ``n`` result rows are stored; False after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while stored(db) < n:
-        if time.monotonic() > deadline:
-            return False
-        if not proc.running:
-            raise RuntimeError(f"consumer exited:\n{proc.log_tail()}")
-        time.sleep(0.02)  # a poll interval (the condition is the row count)
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class Run:
     on: bool
@@ -85,68 +73,120 @@ class Run:
 Messages = Sequence[tuple[str, bytes]]  # (topic after the root: "/devices/...", payload)
 
 
-def one_run(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
-            on: bool, warmup: Messages, warmup_reports: int, messages: Messages,
-            reports: int) -> Run:
-    root = f"m{name}"
-    db = work / f"{name}.db"
-    cfg = consumer_config(
-        broker_port=broker.port, endpoint_url=server.url, db=db, topic_root=root,
-        client_id=f"bench-{name}", group=f"bench-{name}",
-        batch={"max_size": 128, "max_delay_ms": 50}, store={"synchronous": "full"},
-        monitor={"enabled": on},
-    )
-    proc = ConsumerProcess(write_toml(work / f"{name}.toml", cfg), work / f"{name}.log")
-    proc.start()
+class _Side:
+    """One consumer of a pair: its config, process, store and root."""
+
+    def __init__(self, work: Path, broker: Mosquitto, server: ModelServerProcess, name: str,
+                 on: bool) -> None:
+        self.on = on
+        self.root = f"m{name}"
+        self.db = work / f"{name}.db"
+        cfg = consumer_config(
+            broker_port=broker.port, endpoint_url=server.url, db=self.db,
+            topic_root=self.root, client_id=f"bench-{name}", group=f"bench-{name}",
+            batch={"max_size": 128, "max_delay_ms": 50}, store={"synchronous": "full"},
+            monitor={"enabled": on},
+        )
+        self.proc = ConsumerProcess(write_toml(work / f"{name}.toml", cfg),
+                                    work / f"{name}.log")
+        self.cpu0 = self.t0 = 0.0
+        self.done: Run | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.proc is not None
+        return self.proc.proc.pid
+
+    def connected(self) -> bool:
+        if not self.proc.running:
+            raise RuntimeError(f"consumer exited:\n{self.proc.log_tail()}")
+        return "mqtt connected" in self.proc.log_tail(200)
+
+    def stored(self) -> int:
+        if not self.proc.running:
+            raise RuntimeError(f"consumer exited:\n{self.proc.log_tail()}")
+        return stored(self.db)
+
+
+def _until(cond: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)  # a poll interval (the condition is what is waited for)
+    return True
+
+
+def pair_run(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
+             first_on: bool, warmup: Messages, warmup_reports: int, messages: Messages,
+             reports: int) -> tuple[Run, Run]:
+    """Two consumers at once, monitoring on and off, each fed every message (in turn,
+    ``first_on`` first): both see the same machine at the same time. (on, off) runs."""
+    sides = [_Side(work, broker, server, f"{name}{'on' if on else 'off'}", on)
+             for on in (first_on, not first_on)]
+    for s in sides:
+        s.proc.start()
     try:
-        deadline = time.monotonic() + 60
-        while "mqtt connected" not in proc.log_tail(200):
-            if time.monotonic() > deadline or not proc.running:
-                raise RuntimeError(f"consumer did not connect:\n{proc.log_tail()}")
-            time.sleep(0.02)
-        assert proc.proc is not None
-        pid = proc.proc.pid
+        if not _until(lambda: all(s.connected() for s in sides), 60):
+            raise RuntimeError("consumers did not connect:\n"
+                               + "\n".join(s.proc.log_tail() for s in sides))
         with Publisher("127.0.0.1", broker.port, f"bench-pub-{name}", max_inflight=200) as pub:
-            # the warm-up, again until stored (a message published before the consumer's
+            # the warm-up, again until stored (a message published before a consumer's
             # subscription is granted has no subscriber): duplicates are stored once
             while True:
                 for topic, payload in warmup:
-                    pub.publish(root + topic, payload)
-                if wait_stored(db, warmup_reports, 10, proc):
+                    for s in sides:
+                        pub.publish(s.root + topic, payload)
+                if _until(lambda: all(s.stored() >= warmup_reports for s in sides), 10):
                     break
-            if (got := stored(db)) != warmup_reports:
-                raise RuntimeError(f"{got} rows after the warm-up, expected {warmup_reports}")
-            cpu0, t0 = process_cpu_s(pid), time.monotonic()
+            for s in sides:
+                if (got := s.stored()) != warmup_reports:
+                    raise RuntimeError(f"{got} rows after the warm-up, expected "
+                                       f"{warmup_reports}")
+                s.cpu0, s.t0 = process_cpu_s(s.pid), time.monotonic()
             for topic, payload in messages:
-                pub.publish(root + topic, payload)
-            if not wait_stored(db, warmup_reports + reports, 300, proc):
-                raise RuntimeError(f"{stored(db) - warmup_reports}/{reports} stored in 300 s")
-            cpu1, t1 = process_cpu_s(pid), time.monotonic()
+                for s in sides:
+                    pub.publish(s.root + topic, payload)
+
+            def finished() -> bool:
+                for s in sides:
+                    if s.done is None and s.stored() >= warmup_reports + reports:
+                        s.done = Run(on=s.on, cpu_s=process_cpu_s(s.pid) - s.cpu0,
+                                     reports=reports, wall_s=time.monotonic() - s.t0)
+                return all(s.done is not None for s in sides)
+
+            if not _until(finished, 300):
+                raise RuntimeError("not all reports stored in 300 s: "
+                                   + ", ".join(f"{s.stored() - warmup_reports}/{reports}"
+                                               for s in sides))
     finally:
-        proc.stop(30)
-    return Run(on=on, cpu_s=cpu1 - cpu0, reports=reports, wall_s=t1 - t0)
+        for s in sides:
+            s.proc.stop(30)
+    runs = {s.on: s.done for s in sides}
+    on, off = runs[True], runs[False]
+    assert on is not None and off is not None
+    return on, off
 
 
 def consumer_overhead(work: Path, *, warmup: Messages, warmup_reports: int, messages: Messages,
                       reports: int, pairs: int,
                       say: Callable[[str], None]) -> dict[str, Any]:
-    """``pairs`` pairs of runs (order alternating) after one pair not counted."""
+    """``pairs`` pairs of runs (which one is fed first alternating) after one pair not
+    counted."""
     broker = Mosquitto(work / "mosquitto", max_inflight_messages=1000,
                        log_types=("error", "warning"))
     runs: list[tuple[Run, Run]] = []
     with broker, ModelServerProcess() as server:
         for p in range(-1, pairs):  # pair -1: the warm-up (broker, server, page cache)
-            got: dict[bool, Run] = {}
-            for on in ((True, False) if p % 2 == 0 else (False, True)):
-                got[on] = one_run(work, broker, server, f"{p + 1:02d}{'on' if on else 'off'}",
-                                  on=on, warmup=warmup, warmup_reports=warmup_reports,
-                                  messages=messages, reports=reports)
-            ratio = got[True].per_report_s / got[False].per_report_s
+            on, off = pair_run(work, broker, server, f"{p + 1:02d}", first_on=p % 2 == 0,
+                               warmup=warmup, warmup_reports=warmup_reports,
+                               messages=messages, reports=reports)
+            ratio = on.per_report_s / off.per_report_s
             say(f"consumer pair {p}{' (warm-up, not counted)' if p < 0 else ''}: on "
-                f"{got[True].per_report_s * 1e6:.0f} us/report ({got[True].wall_s:.1f} s), off "
-                f"{got[False].per_report_s * 1e6:.0f} ({got[False].wall_s:.1f} s): {ratio:.3f}")
+                f"{on.per_report_s * 1e6:.0f} us/report ({on.wall_s:.1f} s), off "
+                f"{off.per_report_s * 1e6:.0f} ({off.wall_s:.1f} s): {ratio:.3f}")
             if p >= 0:
-                runs.append((got[True], got[False]))
+                runs.append((on, off))
     ratios = [on.per_report_s / off.per_report_s for on, off in runs]
     return {
         "cpu_overhead_ratio": round(statistics.median(ratios), 4),
