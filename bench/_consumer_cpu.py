@@ -117,13 +117,13 @@ def _until(cond: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def pair_run(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
-             first_on: bool, warmup: Messages, warmup_reports: int, messages: Messages,
-             reports: int) -> tuple[Run, Run]:
-    """Two consumers at once, monitoring on and off, each fed every message (in turn,
-    ``first_on`` first): both see the same machine at the same time. (on, off) runs."""
+def side_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
+              sides_on: Sequence[bool], warmup: Messages, warmup_reports: int,
+              messages: Messages, reports: int) -> list[Run]:
+    """One consumer per entry of ``sides_on`` (monitoring on or off), all at once, each fed
+    every message (in turn, in that order); their runs."""
     sides = [_Side(work, broker, server, f"{name}{'on' if on else 'off'}", on)
-             for on in (first_on, not first_on)]
+             for on in sides_on]
     for s in sides:
         s.proc.start()
     try:
@@ -162,14 +162,27 @@ def pair_run(work: Path, broker: Mosquitto, server: ModelServerProcess, name: st
     finally:
         for s in sides:
             s.proc.stop(30)
-    runs = {s.on: s.done for s in sides}
-    on, off = runs[True], runs[False]
-    assert on is not None and off is not None
-    return on, off
+    runs = [s.done for s in sides]
+    assert all(r is not None for r in runs)
+    return runs  # type: ignore[return-value]
+
+
+def pair_run(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
+             first_on: bool, concurrent: bool, **feed: Any) -> tuple[Run, Run]:
+    """(on, off): both consumers at once (``concurrent``: they see the same machine at the
+    same time), or one after the other; ``first_on``: the on one fed (or run) first."""
+    order = (first_on, not first_on)
+    if concurrent:
+        runs = side_runs(work, broker, server, name, sides_on=order, **feed)
+    else:
+        runs = [side_runs(work, broker, server, name, sides_on=(on,), **feed)[0]
+                for on in order]
+    by = {r.on: r for r in runs}
+    return by[True], by[False]
 
 
 def consumer_overhead(work: Path, *, warmup: Messages, warmup_reports: int, messages: Messages,
-                      reports: int, pairs: int,
+                      reports: int, pairs: int, concurrent: bool = False,
                       say: Callable[[str], None]) -> dict[str, Any]:
     """``pairs`` pairs of runs (which one is fed first alternating) after one pair not
     counted."""
@@ -179,7 +192,7 @@ def consumer_overhead(work: Path, *, warmup: Messages, warmup_reports: int, mess
     with broker, ModelServerProcess() as server:
         for p in range(-1, pairs):  # pair -1: the warm-up (broker, server, page cache)
             on, off = pair_run(work, broker, server, f"{p + 1:02d}", first_on=p % 2 == 0,
-                               warmup=warmup, warmup_reports=warmup_reports,
+                               concurrent=concurrent, warmup=warmup, warmup_reports=warmup_reports,
                                messages=messages, reports=reports)
             ratio = on.per_report_s / off.per_report_s
             say(f"consumer pair {p}{' (warm-up, not counted)' if p < 0 else ''}: on "
@@ -199,6 +212,7 @@ def consumer_overhead(work: Path, *, warmup: Messages, warmup_reports: int, mess
             statistics.median(on.reports / on.wall_s for on, _ in runs), 1),
         "consumer_reports_per_s_off": round(
             statistics.median(off.reports / off.wall_s for _, off in runs), 1),
-        "cpu_pairs": pairs, "cpu_reports_per_run": reports,
+        "cpu_pairs": pairs, "cpu_pairs_concurrent": concurrent,
+        "cpu_reports_per_run": reports,
         "cpu_warmup_reports_per_run": warmup_reports,
     }

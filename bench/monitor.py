@@ -46,6 +46,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import asyncio
 import collections
+import gc
 import json
 import statistics
 import sys
@@ -151,26 +152,53 @@ def cells_of(reports: Sequence[dsp.Report], rows: Sequence[ResultRow]) -> list[H
 # -- cpu overhead -------------------------------------------------------------------------------
 
 
-async def _store_run(messages: list[tuple[str, bytes]], response: bytes, *, on: bool,
-                     tag: int, work: Path) -> float:
-    """One run of the consumer's per-report CPU path (see the module docstring)."""
-    store = make_store(f"sqlite:///{work / f'o{tag}.db'}", synchronous="normal")
-    await store.open()
-    tracker = AlarmTracker(AlarmConfig())
-    hist = Histograms() if on else None  # the consumer's default: a flush every 10 s
-    usage = Usage() if on else None  # usage per batch, added in each commit (as the consumer)
-    req_enc = msgspec.msgpack.Encoder()
-    resp_dec = msgspec.msgpack.Decoder(InvocationResponse)
-    n = 0
-    t0 = time.process_time()
-    for k in range(0, len(messages), 8):  # 8 messages of 8 reports: one batch of 64
+def wire(reports: Sequence[dsp.Report], root: str = "pumpwatch") -> list[tuple[str, bytes]]:
+    """MQTT messages of ``reports``: 8 of one device per message (a gateway's channels),
+    ``{root}/devices/{device}/reports``; devices in turn."""
+    by_device: dict[str, list[bytes]] = {}
+    for r in reports:
+        by_device.setdefault(r.device, []).append(dsp.encode_report(r))
+    per = {d: [dsp.encode_batch(d, raws[i:i + 8]) for i in range(0, len(raws), 8)]
+           for d, raws in by_device.items()}
+    out: list[tuple[str, bytes]] = []
+    for k in range(max(map(len, per.values()), default=0)):
+        out += [(f"{root}/devices/{d}/reports", msgs[k]) for d, msgs in per.items()
+                if k < len(msgs)]
+    return out
+
+
+class _StorePath:
+    """The consumer's per-report CPU path, one batch per :meth:`step` (see the module
+    docstring), over its own fresh SQLite store."""
+
+    def __init__(self, messages: list[tuple[str, bytes]], response: bytes, *, on: bool,
+                 tag: int, work: Path) -> None:
+        self.messages, self.response, self.on, self.tag = messages, response, on, tag
+        self.store = make_store(f"sqlite:///{work / f'o{tag}.db'}", synchronous="normal")
+        self.tracker = AlarmTracker(AlarmConfig())
+        self.hist = Histograms() if on else None  # the consumer's default: a flush every 10 s
+        self.usage = Usage() if on else None  # per batch, added in each commit (as the consumer)
+        self.req_enc = msgspec.msgpack.Encoder()
+        self.resp_dec = msgspec.msgpack.Decoder(InvocationResponse)
+        self.reports = 0
+        self.cpu_s = 0.0
+
+    @property
+    def batches(self) -> int:
+        return -(-len(self.messages) // 8)
+
+    async def step(self, b: int) -> None:
+        """Batch ``b``: 8 messages of 8 reports, one batch of 64; its CPU time added."""
+        t0 = time.process_time()
+        tag, messages, hist, usage = self.tag, self.messages, self.hist, self.usage
+        k = 8 * b
         accepted = []
         for topic, payload in messages[k:k + 8]:
             accepted += parse_message(topic, payload, root="pumpwatch", max_payload=128 * 1024,
                                       received_ns=time.time_ns()).accepted
         reps = [a.report for a in accepted]
-        req_enc.encode(InvocationRequest(v=1, reports=reps))  # what the endpoint is sent
-        resp = resp_dec.decode(response)  # what it answers (a batch of the same size)
+        self.req_enc.encode(InvocationRequest(v=1, reports=reps))  # what the endpoint is sent
+        resp = self.resp_dec.decode(self.response)  # its answer (a batch of the same size)
         rows, archive = [], []
         for a, r in zip(accepted, resp.results, strict=False):
             rep = a.report
@@ -188,7 +216,7 @@ async def _store_run(messages: list[tuple[str, bytes]], response: bytes, *, on: 
                 pump=rep.pump, channel=rep.channel, t0_ns=rep.t0_ns, received_ns=0,
                 report=a.raw))
         if hist is not None:
-            if k + 8 >= len(messages):
+            if b == self.batches - 1:
                 hist.flush_next()  # the run's counts are written, as a flush would
             hist.observe(reps, rows)
         cells: list[UsageCell] = []
@@ -198,29 +226,28 @@ async def _store_run(messages: list[tuple[str, bytes]], response: bytes, *, on: 
                 (r.model_version, r.pump) for r in rows))
             usage.merge(batch)
             cells = usage.take()
-        await store.commit(Commit(results=rows, archive=archive, usage=cells),
-                           alarms=tracker.evaluate, histograms=hist)
+        await self.store.commit(Commit(results=rows, archive=archive, usage=cells),
+                                alarms=self.tracker.evaluate, histograms=hist)
         if hist is not None:
             hist.committed(rows)
-        n += len(rows)
-    cpu = time.process_time() - t0
-    await store.close()
-    return cpu / n
+        self.reports += len(rows)
+        self.cpu_s += time.process_time() - t0
 
 
-def wire(reports: Sequence[dsp.Report], root: str = "pumpwatch") -> list[tuple[str, bytes]]:
-    """MQTT messages of ``reports``: 8 of one device per message (a gateway's channels),
-    ``{root}/devices/{device}/reports``; devices in turn."""
-    by_device: dict[str, list[bytes]] = {}
-    for r in reports:
-        by_device.setdefault(r.device, []).append(dsp.encode_report(r))
-    per = {d: [dsp.encode_batch(d, raws[i:i + 8]) for i in range(0, len(raws), 8)]
-           for d, raws in by_device.items()}
-    out: list[tuple[str, bytes]] = []
-    for k in range(max(map(len, per.values()), default=0)):
-        out += [(f"{root}/devices/{d}/reports", msgs[k]) for d, msgs in per.items()
-                if k < len(msgs)]
-    return out
+async def _store_pair(messages: list[tuple[str, bytes]], response: bytes, *, tag: int,
+                      work: Path) -> tuple[float, float]:
+    """CPU seconds per report (on, off) of one store path each, stepped batch by batch in
+    turn (the order alternating per batch): both see the same machine at the same time."""
+    on = _StorePath(messages, response, on=True, tag=tag, work=work)
+    off = _StorePath(messages, response, on=False, tag=tag + 1, work=work)
+    for s in (on, off):
+        await s.store.open()
+    for b in range(on.batches):
+        for s in ((on, off) if b % 2 == 0 else (off, on)):
+            await s.step(b)
+    for s in (on, off):
+        await s.store.close()
+    return on.cpu_s / on.reports, off.cpu_s / off.reports
 
 
 def store_path_overhead(reports: list[dsp.Report], pairs: int, work: Path,
@@ -228,20 +255,14 @@ def store_path_overhead(reports: list[dsp.Report], pairs: int, work: Path,
     messages = wire(reports)
     response = msgspec.msgpack.encode(score(builtin_bundle(), reports[:64]))
     ratios, on_s, off_s = [], [], []
-    tag = 0
-    for on in (True, False):  # warm-up, not counted: the process's first run pays one-off costs
-        tag += 1
-        asyncio.run(_store_run(messages, response, on=on, tag=tag, work=work))
+    # warm-up, not counted: the process's first run pays one-off costs
+    asyncio.run(_store_pair(messages, response, tag=0, work=work))
     for p in range(pairs):
-        order = (True, False) if p % 2 == 0 else (False, True)
-        got: dict[bool, float] = {}
-        for on in order:
-            tag += 1
-            got[on] = asyncio.run(_store_run(messages, response, on=on, tag=tag, work=work))
-        ratios.append(got[True] / got[False])
-        on_s.append(got[True])
-        off_s.append(got[False])
-        say(f"pair {p}: on {got[True] * 1e6:.0f} us/report, off {got[False] * 1e6:.0f}: "
+        on, off = asyncio.run(_store_pair(messages, response, tag=2 * p + 2, work=work))
+        ratios.append(on / off)
+        on_s.append(on)
+        off_s.append(off)
+        say(f"store path pair {p}: on {on * 1e6:.0f} us/report, off {off * 1e6:.0f}: "
             f"{ratios[-1]:.3f}", quiet)
     return {"store_path_overhead_ratio": round(statistics.median(ratios), 4),
             "store_path_ratios": [round(r, 4) for r in ratios],
@@ -408,6 +429,9 @@ def main() -> None:
                     help="reports per run of the real consumer (after its warm-up)")
     ap.add_argument("--warmup-reports", type=int, default=1024,
                     help="reports per consumer run before its CPU is read (not counted)")
+    ap.add_argument("--concurrent", action="store_true",
+                    help="run a pair's two consumers at once (less noise, but each pays for "
+                    "sharing the cores with the other, which dilutes the ratio)")
     ap.add_argument("--no-consumer", action="store_true", help="skip the real consumer runs")
     ap.add_argument("--no-store-path", action="store_true",
                     help="skip the in-process store path runs")
@@ -423,6 +447,8 @@ def main() -> None:
         pumps = simulated(args.pumps, args.seconds, 1)
         flat = unique([r for p in pumps for r in p])
         reps = (flat * (-(-args.cpu_reports // len(flat))))[:args.cpu_reports]
+        gc.collect()
+        gc.freeze()  # the fixture lives to the end: not scanned by every collection
         if not args.no_consumer:
             say("the real consumer, monitoring on and off", quiet)
             creps = unique((flat * (-(-args.consumer_reports // len(flat))))
@@ -431,7 +457,7 @@ def main() -> None:
             out |= consumer_overhead(
                 work, warmup=wire(warm, ""), warmup_reports=len(warm),
                 messages=wire(creps, ""), reports=len(creps), pairs=args.pairs,
-                say=lambda m: say(m, quiet))
+                concurrent=args.concurrent, say=lambda m: say(m, quiet))
         if not args.no_store_path:
             say("the store path in process, monitoring on and off", quiet)
             out |= store_path_overhead(unique(reps), args.pairs, work, quiet)
