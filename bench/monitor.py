@@ -48,6 +48,7 @@ import asyncio
 import collections
 import gc
 import json
+import operator
 import statistics
 import sys
 import tempfile
@@ -87,6 +88,7 @@ from models.serving.handler import score
 from models.training.train_sim import CLASSES, pump_reports, random_pump
 from tests.infra.model_server import resonant_reports, synth_reports
 
+_VERSION_PUMP = operator.attrgetter("model_version", "pump")
 HOUR = 3600 * 1_000_000_000
 DAY = 24 * HOUR
 NB = len(SPECTRUM_BANDS)
@@ -223,7 +225,7 @@ class _StorePath:
         if usage is not None:
             batch = Usage()
             batch.invocation(target="pumpwatch", latency_s=0.005, reports=collections.Counter(
-                (r.model_version, r.pump) for r in rows))
+                map(_VERSION_PUMP, rows)))
             usage.merge(batch)
             cells = usage.take()
         await self.store.commit(Commit(results=rows, archive=archive, usage=cells),

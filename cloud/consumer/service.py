@@ -66,6 +66,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import operator
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -116,6 +117,7 @@ from .metrics import ConsumerMetrics
 from .mqtt import Delivery, MqttSource
 
 log = logging.getLogger(__name__)
+_VERSION_PUMP = operator.attrgetter("model_version", "pump")  # usage per (version, pump)
 
 INGEST_CHUNK = 256  # deliveries parsed per store lookup
 
@@ -669,7 +671,7 @@ class Consumer:
         if self.usage is not None:  # per batch: one count per (version, pump) of the batch
             usage = Usage()
             usage.invocation(target=tname, latency_s=latency_s, reports=collections.Counter(
-                (r.model_version, r.pump) for r in results))
+                map(_VERSION_PUMP, results)))
             if results:
                 self._target_versions[target] = results[-1].model_version
         return Job(Commit(results=results, archive=archive, manifests=manifests,

@@ -155,11 +155,15 @@ def regime_names(rpm: F64) -> list[str]:
 
 
 def health(r: ResultRow) -> str:
-    if r.condition == SENSOR_FAULT:
+    return _health(r.condition, r.anomalous)
+
+
+def _health(condition: str, anomalous: bool) -> str:
+    if condition == SENSOR_FAULT:
         return "sensor_fault"
-    if r.anomalous or r.condition not in (HEALTHY, UNKNOWN):
+    if anomalous or condition not in (HEALTHY, UNKNOWN):
         return "fault"
-    return "healthy" if r.condition == HEALTHY else "unknown"
+    return "healthy" if condition == HEALTHY else "unknown"
 
 
 _BAND_LO_HZ = np.array([b[0] for b in SPECTRUM_BANDS])
@@ -624,14 +628,20 @@ class Histograms:
         if not reports:
             return
         bucket = self.bucket_ns
-        keys, kidx = _index([(r.model_version, r.target, r.t0_ns - r.t0_ns % bucket,
-                              health(r)) for r in results])
-        cats, cidx = _index([(r.condition, rule if isinstance(
-            rule := r.extra.get("decided_by"), str) else None) for r in results])
+        # one pass over the results: what their keys and categories are made of, then the
+        # few distinct ones made into keys and categories
+        facts, fidx = _index([
+            (r.model_version, r.target, r.t0_ns - r.t0_ns % bucket, r.condition, r.anomalous,
+             rule if isinstance(rule := r.extra.get("decided_by"), str) else None)
+            for r in results])
+        keys, key_of = _index([(v, t, b, _health(c, a)) for v, t, b, c, a, _ in facts])
+        cats, cat_of = _index([(c, rule) for _, _, _, c, _, rule in facts])
+        every = SPECTRUM_EVERY  # spectrum_sampled, inline
         obs = _Observed(
-            raw=_raw(_row_values(reports, results)), keys=keys, kidx=kidx, categories=cats,
-            cidx=cidx,
-            spectra={i: rep.spectrum for i, rep in enumerate(reports) if spectrum_sampled(rep)},
+            raw=_raw(_row_values(reports, results)), keys=keys, kidx=key_of[fidx],
+            categories=cats, cidx=cat_of[fidx],
+            spectra={i: rep.spectrum for i, rep in enumerate(reports)
+                     if (rep.seq * 0x9E3779B1 + rep.epoch) % every == 0},
         )
         serial = self._serial
         self._serial += 1
