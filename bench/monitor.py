@@ -2,17 +2,29 @@
 
     python -m bench.monitor [--json] [--pairs 5] [--pumps 24] [--seconds 12]
 
-* ``cpu_overhead_ratio``: CPU seconds per report of the consumer's store path with
-  monitoring on / off, in paired runs in this process (order alternating, each on a
-  fresh SQLite store, ``synchronous=normal``), median of ``--pairs`` pairs (target
-  <= 1.05). Per run, batches of 64 reports are decoded from their wire bytes
-  (``dsp.decode_report``), turned into result rows and committed with the alarm
-  tracker; "on" adds ``Histograms.observe``, the commit hook and ``committed``, and the
-  per-batch usage counts (``cloud.monitor.usage.Usage``) added in each commit. One run
-  of each, first, is not counted (the process's first run pays one-off costs: ~15 % more
-  parse time, which biased the first pair's ratio). The real consumer
-  also spends CPU on MQTT, validation and the endpoint call, which this run leaves
-  out, so the ratio here is an upper bound of the consumer's.
+* ``cpu_overhead_ratio``: the real consumer's CPU seconds per report with monitoring
+  on / off (:mod:`bench._consumer_cpu`): ``pumpwatch cloud`` processes against one
+  Mosquitto and one model server (their CPU not counted), their configs differing only
+  in ``[monitor] enabled``, fed the same ``--consumer-reports`` reports (24 simulated
+  pumps, 8 reports per message); per run the utime + stime of the consumer's process
+  over exactly the reports stored after a warm-up of ``--warmup-reports``. Median of
+  ``--pairs`` pairs (order alternating) after one pair not counted (target <= 1.05). The
+  two runs of a pair run one after the other (a user's consumer alone with the broker
+  and the model server); ``--concurrent`` runs them at once (the noise of the shared
+  machine hits both alike, but each pays for sharing the cores with the other, which
+  dilutes the ratio: a lower bound).
+* ``store_path_overhead_ratio``: the same ratio for the consumer's store path alone, in
+  this process: batches of 64 reports decoded from their wire bytes
+  (``parse_message``), the request encoded and a recorded answer decoded, result rows
+  built and committed with the alarm tracker to a fresh SQLite store
+  (``synchronous=normal``); "on" adds ``Histograms.observe``, the commit hook and
+  ``committed``, and the per-batch usage counts added in each commit. On and off step
+  batch by batch in turn (the order alternating), so both see the same machine; median
+  of ``--pairs`` pairs after one not counted. Each run ends with one histogram flush
+  (the consumer flushes every 10 s, i.e. once per ~20-40k reports, here once per
+  ``--cpu-reports``), and MQTT, the endpoint's HTTP and the consumer's queues are left
+  out: an upper bound of the real ratio, kept as the figure that tracks the monitor's
+  own cost.
 * ``monitor_run_s``: ``cloud.monitor.run.monitor`` over one day of a 200-channel
   fleet's histograms (1 report per channel and second, 4 regimes, healthy and fault
   partitions; cells drawn as multinomial counts) against the day before, read from a
