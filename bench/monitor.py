@@ -2,17 +2,29 @@
 
     python -m bench.monitor [--json] [--pairs 5] [--pumps 24] [--seconds 12]
 
-* ``cpu_overhead_ratio``: CPU seconds per report of the consumer's store path with
-  monitoring on / off, in paired runs in this process (order alternating, each on a
-  fresh SQLite store, ``synchronous=normal``), median of ``--pairs`` pairs (target
-  <= 1.05). Per run, batches of 64 reports are decoded from their wire bytes
-  (``dsp.decode_report``), turned into result rows and committed with the alarm
-  tracker; "on" adds ``Histograms.observe``, the commit hook and ``committed``, and the
-  per-batch usage counts (``cloud.monitor.usage.Usage``) added in each commit. One run
-  of each, first, is not counted (the process's first run pays one-off costs: ~15 % more
-  parse time, which biased the first pair's ratio). The real consumer
-  also spends CPU on MQTT, validation and the endpoint call, which this run leaves
-  out, so the ratio here is an upper bound of the consumer's.
+* ``cpu_overhead_ratio``: the real consumer's CPU seconds per report with monitoring
+  on / off (:mod:`bench._consumer_cpu`): ``pumpwatch cloud`` processes against one
+  Mosquitto and one model server (their CPU not counted), their configs differing only
+  in ``[monitor] enabled``, fed the same ``--consumer-reports`` reports (24 simulated
+  pumps, 8 reports per message); per run the utime + stime of the consumer's process
+  over exactly the reports stored after a warm-up of ``--warmup-reports``. Median of
+  ``--pairs`` pairs (order alternating) after one pair not counted (target <= 1.05). The
+  two runs of a pair run one after the other (a user's consumer alone with the broker
+  and the model server); ``--concurrent`` runs them at once (the noise of the shared
+  machine hits both alike, but each pays for sharing the cores with the other, which
+  dilutes the ratio: a lower bound).
+* ``store_path_overhead_ratio``: the same ratio for the consumer's store path alone, in
+  this process: batches of 64 reports decoded from their wire bytes
+  (``parse_message``), the request encoded and a recorded answer decoded, result rows
+  built and committed with the alarm tracker to a fresh SQLite store
+  (``synchronous=normal``); "on" adds ``Histograms.observe``, the commit hook and
+  ``committed``, and the per-batch usage counts added in each commit. On and off step
+  batch by batch in turn (the order alternating), so both see the same machine; median
+  of ``--pairs`` pairs after one not counted. Each run ends with one histogram flush
+  (the consumer flushes every 10 s, i.e. once per ~20-40k reports, here once per
+  ``--cpu-reports``), and MQTT, the endpoint's HTTP and the consumer's queues are left
+  out: an upper bound of the real ratio, kept as the figure that tracks the monitor's
+  own cost.
 * ``monitor_run_s``: ``cloud.monitor.run.monitor`` over one day of a 200-channel
   fleet's histograms (1 report per channel and second, 4 regimes, healthy and fault
   partitions; cells drawn as multinomial counts) against the day before, read from a
@@ -46,7 +58,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import asyncio
 import collections
+import gc
 import json
+import operator
 import statistics
 import sys
 import tempfile
@@ -59,6 +73,7 @@ import msgspec
 import numpy as np
 
 import dsp
+from bench._consumer_cpu import consumer_overhead
 from cloud.consumer.alarms import AlarmConfig, AlarmTracker
 from cloud.monitor.drift import Thresholds
 from cloud.monitor.histograms import (
@@ -85,6 +100,7 @@ from models.serving.handler import score
 from models.training.train_sim import CLASSES, pump_reports, random_pump
 from tests.infra.model_server import resonant_reports, synth_reports
 
+_VERSION_PUMP = operator.attrgetter("model_version", "pump")
 HOUR = 3600 * 1_000_000_000
 DAY = 24 * HOUR
 NB = len(SPECTRUM_BANDS)
@@ -150,26 +166,53 @@ def cells_of(reports: Sequence[dsp.Report], rows: Sequence[ResultRow]) -> list[H
 # -- cpu overhead -------------------------------------------------------------------------------
 
 
-async def _store_run(messages: list[tuple[str, bytes]], response: bytes, *, on: bool,
-                     tag: int, work: Path) -> float:
-    """One run of the consumer's per-report CPU path (see the module docstring)."""
-    store = make_store(f"sqlite:///{work / f'o{tag}.db'}", synchronous="normal")
-    await store.open()
-    tracker = AlarmTracker(AlarmConfig())
-    hist = Histograms() if on else None  # the consumer's default: a flush every 10 s
-    usage = Usage() if on else None  # usage per batch, added in each commit (as the consumer)
-    req_enc = msgspec.msgpack.Encoder()
-    resp_dec = msgspec.msgpack.Decoder(InvocationResponse)
-    n = 0
-    t0 = time.process_time()
-    for k in range(0, len(messages), 8):  # 8 messages of 8 reports: one batch of 64
+def wire(reports: Sequence[dsp.Report], root: str = "pumpwatch") -> list[tuple[str, bytes]]:
+    """MQTT messages of ``reports``: 8 of one device per message (a gateway's channels),
+    ``{root}/devices/{device}/reports``; devices in turn."""
+    by_device: dict[str, list[bytes]] = {}
+    for r in reports:
+        by_device.setdefault(r.device, []).append(dsp.encode_report(r))
+    per = {d: [dsp.encode_batch(d, raws[i:i + 8]) for i in range(0, len(raws), 8)]
+           for d, raws in by_device.items()}
+    out: list[tuple[str, bytes]] = []
+    for k in range(max(map(len, per.values()), default=0)):
+        out += [(f"{root}/devices/{d}/reports", msgs[k]) for d, msgs in per.items()
+                if k < len(msgs)]
+    return out
+
+
+class _StorePath:
+    """The consumer's per-report CPU path, one batch per :meth:`step` (see the module
+    docstring), over its own fresh SQLite store."""
+
+    def __init__(self, messages: list[tuple[str, bytes]], response: bytes, *, on: bool,
+                 tag: int, work: Path) -> None:
+        self.messages, self.response, self.on, self.tag = messages, response, on, tag
+        self.store = make_store(f"sqlite:///{work / f'o{tag}.db'}", synchronous="normal")
+        self.tracker = AlarmTracker(AlarmConfig())
+        self.hist = Histograms() if on else None  # the consumer's default: a flush every 10 s
+        self.usage = Usage() if on else None  # per batch, added in each commit (as the consumer)
+        self.req_enc = msgspec.msgpack.Encoder()
+        self.resp_dec = msgspec.msgpack.Decoder(InvocationResponse)
+        self.reports = 0
+        self.cpu_s = 0.0
+
+    @property
+    def batches(self) -> int:
+        return -(-len(self.messages) // 8)
+
+    async def step(self, b: int) -> None:
+        """Batch ``b``: 8 messages of 8 reports, one batch of 64; its CPU time added."""
+        t0 = time.process_time()
+        tag, messages, hist, usage = self.tag, self.messages, self.hist, self.usage
+        k = 8 * b
         accepted = []
         for topic, payload in messages[k:k + 8]:
             accepted += parse_message(topic, payload, root="pumpwatch", max_payload=128 * 1024,
                                       received_ns=time.time_ns()).accepted
         reps = [a.report for a in accepted]
-        req_enc.encode(InvocationRequest(v=1, reports=reps))  # what the endpoint is sent
-        resp = resp_dec.decode(response)  # what it answers (a batch of the same size)
+        self.req_enc.encode(InvocationRequest(v=1, reports=reps))  # what the endpoint is sent
+        resp = self.resp_dec.decode(self.response)  # its answer (a batch of the same size)
         rows, archive = [], []
         for a, r in zip(accepted, resp.results, strict=False):
             rep = a.report
@@ -187,54 +230,59 @@ async def _store_run(messages: list[tuple[str, bytes]], response: bytes, *, on: 
                 pump=rep.pump, channel=rep.channel, t0_ns=rep.t0_ns, received_ns=0,
                 report=a.raw))
         if hist is not None:
-            if k + 8 >= len(messages):
+            if b == self.batches - 1:
                 hist.flush_next()  # the run's counts are written, as a flush would
             hist.observe(reps, rows)
         cells: list[UsageCell] = []
         if usage is not None:
             batch = Usage()
             batch.invocation(target="pumpwatch", latency_s=0.005, reports=collections.Counter(
-                (r.model_version, r.pump) for r in rows))
+                map(_VERSION_PUMP, rows)))
             usage.merge(batch)
             cells = usage.take()
-        await store.commit(Commit(results=rows, archive=archive, usage=cells),
-                           alarms=tracker.evaluate, histograms=hist)
+        await self.store.commit(Commit(results=rows, archive=archive, usage=cells),
+                                alarms=self.tracker.evaluate, histograms=hist)
         if hist is not None:
             hist.committed(rows)
-        n += len(rows)
-    cpu = time.process_time() - t0
-    await store.close()
-    return cpu / n
+        self.reports += len(rows)
+        self.cpu_s += time.process_time() - t0
 
 
-def cpu_overhead(reports: list[dsp.Report], pairs: int, work: Path,
-                 quiet: bool) -> dict[str, Any]:
-    by_device: dict[str, list[bytes]] = {}
-    for r in reports:
-        by_device.setdefault(r.device, []).append(dsp.encode_report(r))
-    messages = [(f"pumpwatch/devices/{d}/reports", dsp.encode_batch(d, raws[i:i + 8]))
-                for d, raws in by_device.items() for i in range(0, len(raws), 8)]
+async def _store_pair(messages: list[tuple[str, bytes]], response: bytes, *, tag: int,
+                      work: Path) -> tuple[float, float]:
+    """CPU seconds per report (on, off) of one store path each, stepped batch by batch in
+    turn (the order alternating per batch): both see the same machine at the same time."""
+    on = _StorePath(messages, response, on=True, tag=tag, work=work)
+    off = _StorePath(messages, response, on=False, tag=tag + 1, work=work)
+    for s in (on, off):
+        await s.store.open()
+    for b in range(on.batches):
+        for s in ((on, off) if b % 2 == 0 else (off, on)):
+            await s.step(b)
+    for s in (on, off):
+        await s.store.close()
+    return on.cpu_s / on.reports, off.cpu_s / off.reports
+
+
+def store_path_overhead(reports: list[dsp.Report], pairs: int, work: Path,
+                        quiet: bool) -> dict[str, Any]:
+    messages = wire(reports)
     response = msgspec.msgpack.encode(score(builtin_bundle(), reports[:64]))
     ratios, on_s, off_s = [], [], []
-    tag = 0
-    for on in (True, False):  # warm-up, not counted: the process's first run pays one-off costs
-        tag += 1
-        asyncio.run(_store_run(messages, response, on=on, tag=tag, work=work))
+    # warm-up, not counted: the process's first run pays one-off costs
+    asyncio.run(_store_pair(messages, response, tag=0, work=work))
     for p in range(pairs):
-        order = (True, False) if p % 2 == 0 else (False, True)
-        got: dict[bool, float] = {}
-        for on in order:
-            tag += 1
-            got[on] = asyncio.run(_store_run(messages, response, on=on, tag=tag, work=work))
-        ratios.append(got[True] / got[False])
-        on_s.append(got[True])
-        off_s.append(got[False])
-        say(f"pair {p}: on {got[True] * 1e6:.0f} us/report, off {got[False] * 1e6:.0f}: "
+        on, off = asyncio.run(_store_pair(messages, response, tag=2 * p + 2, work=work))
+        ratios.append(on / off)
+        on_s.append(on)
+        off_s.append(off)
+        say(f"store path pair {p}: on {on * 1e6:.0f} us/report, off {off * 1e6:.0f}: "
             f"{ratios[-1]:.3f}", quiet)
-    return {"cpu_overhead_ratio": round(statistics.median(ratios), 4),
-            "cpu_us_per_report_on": round(statistics.median(on_s) * 1e6, 1),
-            "cpu_us_per_report_off": round(statistics.median(off_s) * 1e6, 1),
-            "cpu_pairs": pairs, "cpu_reports_per_run": len(reports)}
+    return {"store_path_overhead_ratio": round(statistics.median(ratios), 4),
+            "store_path_ratios": [round(r, 4) for r in ratios],
+            "store_path_us_per_report_on": round(statistics.median(on_s) * 1e6, 1),
+            "store_path_us_per_report_off": round(statistics.median(off_s) * 1e6, 1),
+            "store_path_pairs": pairs, "store_path_reports_per_run": len(reports)}
 
 
 # -- monitor run time ---------------------------------------------------------------------------
@@ -315,7 +363,8 @@ def false_drift(n: int, windows: int, seed: int) -> tuple[dict[str, Any], list[H
     live_rows = scored(live_reps)
     rng = np.random.default_rng(seed)
     size = min(300, len(live_reps) * 3 // 4)
-    drifted, named = 0, {}
+    drifted = 0
+    named: dict[str, int] = {}
     for _ in range(windows):
         idx = np.sort(rng.choice(len(live_reps), size=size, replace=False))
         reps = [live_reps[i] for i in idx]
@@ -390,6 +439,17 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=800, help="healthy reports per drift pool")
     ap.add_argument("--cpu-reports", type=int, default=4096,
                     help="reports per CPU run (the fleet's reports, repeated)")
+    ap.add_argument("--consumer-reports", type=int, default=16384,
+                    help="reports per run of the real consumer (after its warm-up)")
+    ap.add_argument("--warmup-reports", type=int, default=1024,
+                    help="reports per consumer run before its CPU is read (not counted)")
+    ap.add_argument("--concurrent", action="store_true",
+                    help="run a pair's two consumers at once (less noise, but each pays for "
+                    "sharing the cores with the other, which dilutes the ratio)")
+    ap.add_argument("--no-consumer", action="store_true", help="skip the real consumer runs")
+    ap.add_argument("--no-store-path", action="store_true",
+                    help="skip the in-process store path runs")
+    ap.add_argument("--only-cpu", action="store_true", help="stop after the CPU figures")
     ap.add_argument("--channels", type=int, default=200)
     ap.add_argument("--no-real", action="store_true")
     args = ap.parse_args()
@@ -401,7 +461,23 @@ def main() -> None:
         pumps = simulated(args.pumps, args.seconds, 1)
         flat = unique([r for p in pumps for r in p])
         reps = (flat * (-(-args.cpu_reports // len(flat))))[:args.cpu_reports]
-        out |= cpu_overhead(unique(reps), args.pairs, work, quiet)
+        gc.collect()
+        gc.freeze()  # the fixture lives to the end: not scanned by every collection
+        if not args.no_consumer:
+            say("the real consumer, monitoring on and off", quiet)
+            creps = unique((flat * (-(-args.consumer_reports // len(flat))))
+                           [:args.consumer_reports])
+            warm = [msgspec.structs.replace(r, epoch=2) for r in creps[:args.warmup_reports]]
+            out |= consumer_overhead(
+                work, warmup=wire(warm, ""), warmup_reports=len(warm),
+                messages=wire(creps, ""), reports=len(creps), pairs=args.pairs,
+                concurrent=args.concurrent, say=lambda m: say(m, quiet))
+        if not args.no_store_path:
+            say("the store path in process, monitoring on and off", quiet)
+            out |= store_path_overhead(unique(reps), args.pairs, work, quiet)
+        if args.only_cpu:
+            print(json.dumps(out))
+            return
         say("monitor run over one day", quiet)
         out |= asyncio.run(_run_time(work, args.channels))
         say("false drift", quiet)

@@ -49,8 +49,9 @@ import math
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -136,23 +137,33 @@ def regime(rpm: float | None) -> str:
     return "unknown"
 
 
-_REGIME_NAMES = ("unknown", *(regime(lo + 1.0) for lo in REGIME_EDGES_RPM[:-1]))
+REGIME_NAMES = ("unknown", *(regime(lo + 1.0) for lo in REGIME_EDGES_RPM[:-1]))
 _REGIME_EDGES = np.array(REGIME_EDGES_RPM[1:-1])
+
+
+def regime_index(rpm: F64) -> NDArray[np.intp]:
+    """Index in :data:`REGIME_NAMES` of :func:`regime` of every value of ``rpm`` (NaN or
+    <= 0: unknown, 0)."""
+    idx = np.searchsorted(_REGIME_EDGES, rpm, side="right") + 1
+    idx[~(np.isfinite(rpm) & (rpm > 0))] = 0
+    return idx
 
 
 def regime_names(rpm: F64) -> list[str]:
     """:func:`regime` of every value of ``rpm`` (NaN or <= 0: unknown)."""
-    idx = np.searchsorted(_REGIME_EDGES, rpm, side="right") + 1
-    idx[~(np.isfinite(rpm) & (rpm > 0))] = 0
-    return [_REGIME_NAMES[i] for i in idx.tolist()]
+    return [REGIME_NAMES[i] for i in regime_index(rpm).tolist()]
 
 
 def health(r: ResultRow) -> str:
-    if r.condition == SENSOR_FAULT:
+    return _health(r.condition, r.anomalous)
+
+
+def _health(condition: str, anomalous: bool) -> str:
+    if condition == SENSOR_FAULT:
         return "sensor_fault"
-    if r.anomalous or r.condition not in (HEALTHY, UNKNOWN):
+    if anomalous or condition not in (HEALTHY, UNKNOWN):
         return "fault"
-    return "healthy" if r.condition == HEALTHY else "unknown"
+    return "healthy" if condition == HEALTHY else "unknown"
 
 
 _BAND_LO_HZ = np.array([b[0] for b in SPECTRUM_BANDS])
@@ -246,11 +257,11 @@ def _row_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> list
     ]
 
 
-def _values(rows: Sequence[Row], spectra: Sequence[tuple[int, Spectrum]]) -> tuple[F64, F64]:
-    """``(n, len(FEATURES))`` monitored values (on their histogram's scale) of ``rows``
-    with the reduced spectra of ``spectra`` (row, spectrum) decoded; and their speeds."""
-    n = len(rows)
-    raw = np.array(rows, dtype=np.float64).reshape(n, _NS + 2)  # None -> NaN
+def _values(raw: F64, spectra: Sequence[tuple[int, Spectrum]]) -> tuple[F64, F64]:
+    """``(n, len(FEATURES))`` monitored values (on their histogram's scale) of ``raw``
+    (``(n, len(SCALAR_FEATURES) + 2)``: rows of :func:`_row_values`, None as NaN) with the
+    reduced spectra of ``spectra`` (row, spectrum) decoded; and their speeds."""
+    n = raw.shape[0]
     values = np.empty((n, len(FEATURES)))
     values[:, :_NS] = raw[:, :_NS]
     values[:, _NS:_NS + _NB] = np.nan
@@ -263,10 +274,18 @@ def _values(rows: Sequence[Row], spectra: Sequence[tuple[int, Spectrum]]) -> tup
     return values, raw[:, _NS + 1]
 
 
+def _raw(rows: Sequence[Row]) -> F64:
+    """``rows`` as one array, None as NaN (numpy's conversion; fromiter over the flattened
+    rows costs about 2/3 of ``np.array(rows)``)."""
+    n = len(rows) * (_NS + 2)
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=n)
+    return flat.reshape(len(rows), _NS + 2)
+
+
 def feature_values(reports: Sequence[Report], results: Sequence[ResultRow]) -> F64:
     """``(n, len(FEATURES))`` monitored values (on their histogram's scale)."""
     spectra = [(i, rep.spectrum) for i, rep in enumerate(reports) if spectrum_sampled(rep)]
-    return _values(_row_values(reports, results), spectra)[0]
+    return _values(_raw(_row_values(reports, results)), spectra)[0]
 
 
 Key = tuple[str, str, str, int, str]
@@ -291,52 +310,84 @@ class _Batch:
 @dataclass(slots=True, eq=False)
 class _Observed:
     """One observed batch, kept until its rows are committed, not yet binned (binning
-    waits for :data:`BIN_ROWS` committed rows: numpy's cost per call is spread over them):
-    per report its scalars, key without the regime, category; the sampled spectra."""
+    waits for :data:`BIN_ROWS` committed rows: numpy's cost per call is spread over them).
+    Arrays, not Python objects per report: what waits for its commit is a handful of
+    objects per batch, so the consumer's garbage collector has no more to scan or promote
+    with monitoring on. Per report its scalars (a row of ``raw``), the index of its key
+    without the regime in ``keys`` and of its category in ``categories``; the sampled
+    spectra by row."""
 
-    rows: list[Row]
+    raw: F64  # (n, len(SCALAR_FEATURES) + 2), see _row_values
     keys: list[tuple[str, str, int, str]]  # (model version, target, bucket, health)
+    kidx: NDArray[np.intp]  # (n,)
     categories: list[Category]
+    cidx: NDArray[np.intp]  # (n,)
     spectra: dict[int, Spectrum]  # row -> its spectrum, for the sampled rows
 
 
+def _index(items: Sequence[Hashable]) -> tuple[list[Any], NDArray[np.intp]]:
+    """The distinct ``items`` (first seen first) and the index of each item in them."""
+    seen: dict[Hashable, int] = {}
+    idx = [seen.setdefault(k, len(seen)) for k in items]
+    return list(seen), np.array(idx, dtype=np.intp)
+
+
+def _merge_index(parts: Sequence[tuple[Sequence[Hashable], NDArray[np.intp]]]
+                 ) -> tuple[list[Any], NDArray[np.intp]]:
+    """Concatenate (distinct items, index) pairs into one, items distinct again."""
+    seen: dict[Hashable, int] = {}
+    out: list[NDArray[np.intp]] = []
+    for items, idx in parts:
+        remap = np.array([seen.setdefault(k, len(seen)) for k in items], dtype=np.intp)
+        out.append(remap[idx] if idx.size else idx)
+    return list(seen), (np.concatenate(out) if out else np.zeros(0, dtype=np.intp))
+
+
 def _bin(parts: Sequence[tuple[_Observed, NDArray[np.intp] | None]]) -> _Batch:
-    """Bin the rows ``idx`` (None: all) of each observed batch, together."""
-    rows: list[Row] = []
-    keys: list[tuple[str, str, int, str]] = []
-    cats: list[Category] = []
+    """Bin the rows ``idx`` (sorted, distinct; None: all) of each observed batch,
+    together."""
+    raws: list[F64] = []
+    keys: list[tuple[Sequence[Hashable], NDArray[np.intp]]] = []
+    cats: list[tuple[Sequence[Hashable], NDArray[np.intp]]] = []
     spectra: list[tuple[int, Spectrum]] = []
+    base = 0
     for obs, idx in parts:
-        base = len(rows)
         if idx is None:
-            rows += obs.rows
-            keys += obs.keys
-            cats += obs.categories
+            raws.append(obs.raw)
+            keys.append((obs.keys, obs.kidx))
+            cats.append((obs.categories, obs.cidx))
             spectra += [(base + i, sp) for i, sp in obs.spectra.items()]
+            base += obs.kidx.size
         else:
-            take = idx.tolist()
-            rows += [obs.rows[i] for i in take]
-            keys += [obs.keys[i] for i in take]
-            cats += [obs.categories[i] for i in take]
-            spectra += [(base + j, obs.spectra[i]) for j, i in enumerate(take)
-                        if i in obs.spectra]
-    values, rpm = _values(rows, spectra)
-    regimes = regime_names(rpm)
-    local: dict[Key, int] = {}
-    kidx = [local.setdefault((k[0], k[1], regimes[i], k[2], k[3]), len(local))
-            for i, k in enumerate(keys)]
-    local_c: dict[Category, int] = {}
-    cidx = [local_c.setdefault(c, len(local_c)) for c in cats]
+            raws.append(obs.raw[idx])
+            keys.append((obs.keys, obs.kidx[idx]))
+            cats.append((obs.categories, obs.cidx[idx]))
+            if obs.spectra:
+                sampled = np.fromiter(obs.spectra, dtype=np.intp, count=len(obs.spectra))
+                pos = np.searchsorted(idx, sampled)
+                hit = (pos < idx.size) & (idx[np.minimum(pos, idx.size - 1)] == sampled)
+                spectra += [(base + p, obs.spectra[i]) for i, p in
+                            zip(sampled[hit].tolist(), pos[hit].tolist(), strict=True)]
+            base += idx.size
+    values, rpm = _values(np.concatenate(raws), spectra)
+    key_list, gk = _merge_index(keys)
+    cat_list, cidx = _merge_index(cats)
+    nr = len(REGIME_NAMES)
+    codes, kidx = np.unique(gk * nr + regime_index(rpm), return_inverse=True)
+    local: list[Key] = []
+    for c in codes.tolist():
+        k = key_list[c // nr]
+        local.append((k[0], k[1], REGIME_NAMES[c % nr], k[2], k[3]))
     spec = values[:, _NS:_NS + _NB]
     spec_rows = np.flatnonzero(np.isfinite(spec).all(axis=1))
-    return _Batch(keys=list(local), kidx=np.array(kidx, dtype=np.intp),
-                  bins=bin_index(values).astype(np.int16), categories=list(local_c),
-                  cidx=np.array(cidx, dtype=np.intp), spec_rows=spec_rows,
-                  spec=spec[spec_rows])
+    return _Batch(keys=local, kidx=kidx.reshape(-1).astype(np.intp),
+                  bins=bin_index(values).astype(np.int16), categories=cat_list,
+                  cidx=cidx, spec_rows=spec_rows, spec=spec[spec_rows])
 
 
 _IDENTITY = operator.attrgetter("device", "epoch", "seq")  # ResultRow.identity, in C
-_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+_ROW_BITS = 20  # a pending report's number: its batch's serial << _ROW_BITS | its row
+_ROW_MASK = (1 << _ROW_BITS) - 1
 _NAMES = [f.name for f in FEATURES]
 _W = int(_BINS.max()) + 3  # column of a bin: bin + 1 (so "missing", -1, is column 0)
 _FW = len(FEATURES) * _W
@@ -492,8 +543,11 @@ class Histograms:
         self.bucket_ns = bucket_ns
         self.flush_s = flush_s
         self._clock = clock
-        # identity -> (observed batch, row), oldest first (insertion order)
-        self._pending: dict[Identity, tuple[_Observed, int]] = {}
+        # identity -> its batch's serial << _ROW_BITS | its row, oldest first (insertion
+        # order); an int, not a tuple: nothing more for the garbage collector per report
+        self._pending: dict[Identity, int] = {}
+        self._batches: dict[int, _Observed] = {}  # serial -> batch, with rows pending
+        self._serial = 0
         self._held = _Counts()
         self._kept: list[tuple[_Observed, NDArray[np.intp] | None]] = []  # committed
         self._kept_rows = 0
@@ -539,6 +593,7 @@ class Histograms:
         pending = self._pending
         collections.deque(map(pending.pop, map(_IDENTITY, rows), itertools.repeat(None)),
                           maxlen=0)
+        self._forget_batches()
         if self._flushing:
             self._held, self._kept, self._kept_rows = _Counts(), [], 0
             self._last_flush = self._clock()
@@ -553,52 +608,78 @@ class Histograms:
                 except Exception:
                     self.errors += 1
                     log.exception("monitoring histograms: binning %d results failed",
-                                  sum(len(o.rows) if i is None else i.size for o, i in kept))
+                                  sum(o.kidx.size if i is None else i.size for o, i in kept))
         self._staged, self._staged_rows, self._flushing = [], 0, False
 
+    def _forget_batches(self) -> None:
+        """Drop the observed batches older than the oldest report still pending (reports
+        are committed about in the order they were observed)."""
+        batches = self._batches
+        oldest = (next(iter(self._pending.values())) >> _ROW_BITS if self._pending
+                  else self._serial)
+        for serial in list(itertools.takewhile(oldest.__gt__, batches)):
+            del batches[serial]
+
     def _observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
+        for k in range(0, len(results), _ROW_MASK + 1):
+            self._observe_part(reports[k:k + _ROW_MASK + 1], results[k:k + _ROW_MASK + 1])
+
+    def _observe_part(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
         if not reports:
             return
         bucket = self.bucket_ns
+        # one pass over the results: what their keys and categories are made of, then the
+        # few distinct ones made into keys and categories
+        facts, fidx = _index([
+            (r.model_version, r.target, r.t0_ns - r.t0_ns % bucket, r.condition, r.anomalous,
+             rule if isinstance(rule := r.extra.get("decided_by"), str) else None)
+            for r in results])
+        keys, key_of = _index([(v, t, b, _health(c, a)) for v, t, b, c, a, _ in facts])
+        cats, cat_of = _index([(c, rule) for _, _, _, c, _, rule in facts])
+        every = SPECTRUM_EVERY  # spectrum_sampled, inline
         obs = _Observed(
-            rows=_row_values(reports, results),
-            keys=[(r.model_version, r.target, r.t0_ns - r.t0_ns % bucket, health(r))
-                  for r in results],
-            categories=[(r.condition, rule if isinstance(
-                rule := r.extra.get("decided_by"), str) else None) for r in results],
-            spectra={i: rep.spectrum for i, rep in enumerate(reports) if spectrum_sampled(rep)},
+            raw=_raw(_row_values(reports, results)), keys=keys, kidx=key_of[fidx],
+            categories=cats, cidx=cat_of[fidx],
+            spectra={i: rep.spectrum for i, rep in enumerate(reports)
+                     if (rep.seq * 0x9E3779B1 + rep.epoch) % every == 0},
         )
+        serial = self._serial
+        self._serial += 1
+        self._batches[serial] = obs
         pending = self._pending
-        rows = zip(itertools.repeat(obs), range(len(results)), strict=False)
-        pending.update(zip(map(_IDENTITY, results), rows, strict=True))
+        first = serial << _ROW_BITS
+        pending.update(zip(map(_IDENTITY, results), range(first, first + len(results)),
+                           strict=False))
         self.observed += len(results)
         if len(pending) > MAX_PENDING:
             excess = len(pending) - MAX_PENDING
             for ident in list(itertools.islice(pending, excess)):
                 del pending[ident]
             self.forgotten += excess
+            self._forget_batches()
 
     def cells(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         """Stage ``rows`` (newly stored); the cells to add in this commit (all counts held,
         when a flush is due; else none)."""
-        groups: dict[int, tuple[_Observed, list[int]]] = {}
         hits = [h for h in map(self._pending.get, map(_IDENTITY, rows)) if h is not None]
-        for obs, grp in itertools.groupby(hits, key=_FIRST):  # runs of one batch's rows
-            g = groups.get(id(obs))
-            if g is None:
-                groups[id(obs)] = (obs, list(map(_SECOND, grp)))
-            else:
-                g[1].extend(map(_SECOND, grp))
         staged: list[tuple[_Observed, NDArray[np.intp] | None]] = []
         n = 0
-        for obs, idx in groups.values():
-            if len(idx) == len(obs.rows) and idx == list(range(len(idx))):
-                staged.append((obs, None))
-                n += len(idx)
+        if hits:
+            numbers = np.array(hits, dtype=np.int64)
+            serials = numbers >> _ROW_BITS
+            first = int(serials[0])
+            if first == int(serials.max()) == int(serials.min()):
+                groups = [(first, numbers)]
             else:
-                take = np.unique(np.array(idx, dtype=np.intp))
-                staged.append((obs, take))
-                n += take.size
+                groups = [(int(s), numbers[serials == s]) for s in np.unique(serials)]
+            for serial, got in groups:
+                obs = self._batches[serial]
+                idx = np.unique(got & _ROW_MASK).astype(np.intp)
+                if idx.size == obs.kidx.size:  # distinct rows, as many as the batch: all
+                    staged.append((obs, None))
+                else:
+                    staged.append((obs, idx))
+                n += idx.size
         self._staged, self._staged_rows = staged, n
         self._flushing = self._clock() - self._last_flush >= self.flush_s
         if not self._flushing:

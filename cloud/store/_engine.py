@@ -75,6 +75,13 @@ class Session(Protocol):
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         """Run one query; its rows."""
 
+    async def execute_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> int:
+        """Run statements in order (SQLite: in one hop to its thread); rows they changed."""
+
+    def defer(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement last in this write transaction, just before its COMMIT (SQLite:
+        in the same hop). Its failure fails the transaction, as any statement's."""
+
 
 class SQLStore:
     """The shared half of both stores (see the module docstring)."""
@@ -98,10 +105,12 @@ class SQLStore:
     async def _bulk(
         self, tx: Session, build: Any, rows: Sequence[Sequence[Any]], width: int
     ) -> int:
-        n = 0
-        for count, params in self.dialect.row_chunks(rows, width):
-            n += await tx.execute(build(self.dialect, count), params)
-        return n
+        chunks = self.dialect.row_chunks(rows, width)
+        if len(chunks) == 1:
+            ((count, params),) = chunks
+            return await tx.execute(build(self.dialect, count), params)
+        return await tx.execute_many([(build(self.dialect, count), params)
+                                      for count, params in chunks])
 
     async def _bulk_fetch(
         self, tx: Session, build: Any, rows: Sequence[Sequence[Any]], width: int
@@ -163,8 +172,10 @@ class SQLStore:
             if commit.usage:
                 # Last: every consumer's commits add to the same few cells (a version's
                 # calls and latency), so their row locks are held for the shortest time;
-                # sorted by key (as the histograms), two commits never deadlock.
-                await self._bulk(tx, q.add_usage, sorted(commit.usage), len(q.USAGE_COLUMNS))
+                # sorted by key (as the histograms), two commits never deadlock. Deferred
+                # to the COMMIT's hop (SQLite): the usage costs no round trip of its own.
+                for count, params in d.row_chunks(sorted(commit.usage), len(q.USAGE_COLUMNS)):
+                    tx.defer(q.add_usage(d, count), params)
         return CommitOutcome(results_inserted=len(fresh), archived=n_archive,
                              dead_lettered=n_dead, stored_ns=now, alarms=stamped,
                              shadow_inserted=n_shadow)

@@ -66,9 +66,19 @@ class _Conn:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self.deferred: list[tuple[str, Sequence[Any]]] = []  # run before the COMMIT
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return _count(await self.conn.execute(sql, *params))
+
+    async def execute_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> int:
+        n = 0
+        for sql, params in statements:
+            n += await self.execute(sql, params)
+        return n
+
+    def defer(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.deferred.append((sql, params))
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return [tuple(r) for r in await self.conn.fetch(sql, *params)]
@@ -102,7 +112,9 @@ class PostgresStore(SQLStore):
             async with pool.acquire() as conn:
                 if write:
                     async with conn.transaction():
-                        yield _Conn(conn)
+                        tx = _Conn(conn)
+                        yield tx
+                        await tx.execute_many(tx.deferred)
                 else:
                     yield _Conn(conn)
         except StoreError:

@@ -70,6 +70,7 @@ class _Thread:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.conn: sqlite3.Connection | None = None
         self.path = path
+        self.deferred: list[tuple[str, Sequence[Any]]] = []  # run with the COMMIT
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -96,6 +97,12 @@ class _Thread:
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return await self.call(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def execute_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> int:
+        return await self.call(lambda conn: _run(conn, statements))
+
+    def defer(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.deferred.append((sql, params))
 
 
 class SQLiteStore(SQLStore):
@@ -131,10 +138,13 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"store {self.url} is open read-only")
         async with self._lock:
             await writer.call(lambda conn: conn.execute("BEGIN IMMEDIATE"))
+            writer.deferred = []
             try:
                 yield writer
-                await writer.call(lambda conn: conn.execute("COMMIT"))
+                last, writer.deferred = writer.deferred, []
+                await writer.call(lambda conn: _run(conn, [*last, ("COMMIT", ())]))
             except BaseException:
+                writer.deferred = []
                 await writer.call(_rollback)
                 raise
 
@@ -221,6 +231,13 @@ class SQLiteStore(SQLStore):
                 continue
             await loop.run_in_executor(thread.executor, _close, thread)
             thread.executor.shutdown(wait=True)
+
+
+def _run(conn: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]) -> int:
+    before = conn.total_changes
+    for sql, params in statements:
+        conn.execute(sql, params)
+    return conn.total_changes - before
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
