@@ -105,9 +105,10 @@ def welch_from_frames(
     ``lines`` keeps only the first lines (the rest are never squared). Many
     channels ``(channels, segments, nfft)`` go through in groups of about 1.5 MB of
     windowed frames (8 channels of 1 s at 25.6 kHz), windowed into one buffer
-    reused by every group: the frames, their spectra and the squares stay in the
-    core's L2 cache (measured at 64 channels: 15-25 % faster than groups of 3 MB,
-    30 % faster than one pass over all of them).
+    reused by every group: the frames, their spectra and the squares stay near the
+    core's 2 MB L2 cache (measured at 64 channels, with the squares of
+    ``_mean_power``: 9.4 -> 7.8 ms per interval against 3 MB groups squared via
+    ``abs``, and about a quarter faster than one pass over all of them).
     """
     nfft = frames.shape[-1]
     segs = frames.shape[-2]
