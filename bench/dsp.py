@@ -250,7 +250,7 @@ def main() -> None:
         "report_bytes": report_bytes,
         "raw_int16_bytes": raw,
         "wire_ratio": round(raw / report_bytes, 1),
-        "max_db_error": round(max_db_error, 4),
+        "max_db_error": round(max_db_error, 5),
         "step_db": cfg.step_db,
         "loadavg": [round(v, 2) for v in os.getloadavg()],
     }

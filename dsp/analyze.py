@@ -207,17 +207,22 @@ def _orders(asset: Asset) -> dict[str, float] | None:
 def _dead_samples(a: NDArray[np.floating], fullscale: F64, min_run: int) -> NDArray[np.int64]:
     """Per channel, samples inside runs of >= ``min_run`` identical values below full scale.
 
-    One comparison pass; the full-scale test and the runs themselves are only
-    computed on the (rare) channels with at least ``min_run - 1`` repeated
-    neighbours (masking can only lower that count).
+    A run of ``min_run`` samples holds ``min_run - 1`` equal neighbours, so it holds
+    one pair ``(i, i + 1)`` with ``i`` a multiple of ``min_run - 1``: comparing only
+    those pairs (one in ``min_run - 1`` of the samples) finds every channel that may
+    have a run. The full comparison, the full-scale test and the runs themselves
+    are only computed on those (rare) channels.
     """
     out = np.zeros(a.shape[0], dtype=np.int64)
-    same = a[:, 1:] == a[:, :-1]
-    if np.count_nonzero(same) < min_run - 1:  # one fast count over all channels
+    step = max(1, min_run - 1)
+    n = a.shape[1]
+    pairs = a[:, 0 : n - 1 : step] == a[:, 1:n:step]
+    rows = np.flatnonzero(pairs.any(axis=-1))
+    if rows.size == 0:
         return out
     limit = (fullscale * (1 - 1e-6)).astype(a.dtype)
-    for c in np.flatnonzero(np.count_nonzero(same, axis=-1) >= min_run - 1):
-        row = same[c]
+    for c in rows.tolist():
+        row = a[c, 1:] == a[c, :-1]
         if np.isfinite(limit[c]):  # a clipped stretch is flagged as clipping, not dropout
             row &= np.abs(a[c, 1:]) < limit[c]
         edges = np.flatnonzero(np.diff(np.concatenate(([0], row.view(np.int8), [0]))))

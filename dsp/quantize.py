@@ -23,8 +23,11 @@ MAX_LINES = 65536
 
 def to_db(power: NDArray[np.floating], *, floor: float = 1e-30) -> NDArray[np.float64]:
     """10 log10 of a power quantity, with zeros and negatives mapped to ``floor``."""
-    p = np.asarray(power, dtype=np.float64)
-    return 10.0 * np.log10(np.maximum(p, floor))
+    p = np.array(power, dtype=np.float64)  # our own copy, worked on in place
+    np.maximum(p, floor, out=p)
+    np.log10(p, out=p)
+    p *= 10.0
+    return p
 
 
 def quantize_db(

