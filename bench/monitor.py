@@ -327,7 +327,7 @@ async def _run_time(work: Path, channels: int) -> dict[str, Any]:
         cells = _day_cells(rng, day0 + d * DAY, channels)
         n_cells += len(cells)
 
-        def hook(_rows: object, cells: list[HistCell] = cells) -> list[HistCell]:
+        def hook(rows: Sequence[ResultRow], cells: list[HistCell] = cells) -> list[HistCell]:
             return cells
         row = ResultRow(device="x", epoch=1, seq=d, site="s", pump="p", channel="c", t0_ns=0,
                         condition="healthy", probabilities={}, anomaly_score=0.0,
