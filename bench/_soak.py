@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import random
 import sqlite3
@@ -271,7 +272,7 @@ def soak_run(*, work: Path, messages: int, minutes: float | None, devices: int,
         stepper.start()
         t0 = time.monotonic()
         while True:
-            frac = (time.monotonic() - t0) / (minutes * 60) if deadline else sent / total_msgs
+            frac = (time.monotonic() - t0) / (minutes * 60) if minutes else sent / total_msgs
             if (deadline and time.monotonic() >= deadline) or (not deadline and sent >= total_msgs):
                 break
             d = devs[sent % len(devs)]
@@ -298,7 +299,7 @@ def soak_run(*, work: Path, messages: int, minutes: float | None, devices: int,
                 consumer_stats.append(_final_stats(log_path))
                 time.sleep(4.0)
                 consumer.start()
-                _wait(lambda n=n_before: consumer_connected(n + 1), 30)
+                _wait(functools.partial(consumer_connected, n_before + 1), 30)
             if frac >= 0.65 and intruder is None:
                 say("fault: a device subscribes into the consumers' shared group")
                 intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gw-intruder",
