@@ -21,7 +21,6 @@ inside it are in).
 from __future__ import annotations
 
 import os
-import sqlite3
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,13 @@ from typing import Any
 
 from tests.infra.model_server import ModelServerProcess
 from tests.infra.mosquitto import Mosquitto
-from tests.infra.pipeline import ConsumerProcess, Publisher, consumer_config, write_toml
+from tests.infra.pipeline import (
+    ConsumerProcess,
+    Publisher,
+    consumer_config,
+    stored_results,
+    write_toml,
+)
 
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
@@ -41,21 +46,6 @@ def process_cpu_s(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
     return (int(fields[11]) + int(fields[12])) * TICK_S  # fields 14 and 15 of proc(5)
-
-
-def stored(db: Path) -> int:
-    """Result rows in the consumer's SQLite store (0 before it exists)."""
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-        try:
-            (n,) = con.execute("SELECT count(*) FROM results").fetchone()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # the schema is not there yet
-        return 0
-    return int(n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +95,7 @@ class _Side:
     def stored(self) -> int:
         if not self.proc.running:
             raise RuntimeError(f"consumer exited:\n{self.proc.log_tail()}")
-        return stored(self.db)
+        return stored_results(self.db)
 
 
 def _until(cond: Callable[[], bool], timeout: float) -> bool:

@@ -72,6 +72,7 @@ from tests.infra.pipeline import (
     chunks,
     consumer_config,
     encoded_reports,
+    stored_results,
     write_toml,
 )
 
@@ -92,20 +93,6 @@ def _rows(db: Path) -> list[tuple[str, int, int, int | None, int]]:
         ).fetchall()
     finally:
         con.close()
-
-
-def _count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-        try:
-            (n,) = con.execute("SELECT count(*) FROM results").fetchone()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 0
-    return int(n)
 
 
 def _final_stats(log: Path) -> dict[str, Any]:
@@ -144,7 +131,7 @@ class Phase:
 
     def wait(self, n: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while _count(self.db) < n and time.monotonic() < deadline:
+        while stored_results(self.db) < n and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def stop(self) -> dict[str, Any]:

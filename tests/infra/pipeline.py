@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -53,6 +54,22 @@ def _signal(fs: float, n: int, rpm: float, seed: int, outer: float) -> np.ndarra
         x += np.convolve(imp, ring)[:n]
     x += 0.4 * rng.standard_normal(n)
     return x.astype(np.float32)
+
+
+def stored_results(db: Path) -> int:
+    """Result rows in a consumer's SQLite store, read-only (0 before it or its schema
+    exists)."""
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            (n,) = con.execute("SELECT count(*) FROM results").fetchone()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    return int(n)
 
 
 @functools.cache
