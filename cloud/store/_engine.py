@@ -105,12 +105,8 @@ class SQLStore:
     async def _bulk(
         self, tx: Session, build: Any, rows: Sequence[Sequence[Any]], width: int
     ) -> int:
-        chunks = self.dialect.row_chunks(rows, width)
-        if len(chunks) == 1:
-            ((count, params),) = chunks
-            return await tx.execute(build(self.dialect, count), params)
         return await tx.execute_many([(build(self.dialect, count), params)
-                                      for count, params in chunks])
+                                      for count, params in self.dialect.row_chunks(rows, width)])
 
     async def _bulk_fetch(
         self, tx: Session, build: Any, rows: Sequence[Sequence[Any]], width: int

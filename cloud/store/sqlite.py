@@ -88,17 +88,14 @@ class _Thread:
             raise StoreError(f"sqlite error on {self.path}: {exc}") from exc
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            before = conn.total_changes
-            conn.execute(sql, params)
-            return conn.total_changes - before
-
-        return await self.call(run)
+        return await self.execute_many([(sql, params)])
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return await self.call(lambda conn: conn.execute(sql, params).fetchall())
 
     async def execute_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> int:
+        if not statements:  # nothing to run: no hop to the thread
+            return 0
         return await self.call(lambda conn: _run(conn, statements))
 
     def defer(self, sql: str, params: Sequence[Any] = ()) -> None:
