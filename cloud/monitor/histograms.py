@@ -636,12 +636,10 @@ class Histograms:
             for r in results])
         keys, key_of = _index([(v, t, b, _health(c, a)) for v, t, b, c, a, _ in facts])
         cats, cat_of = _index([(c, rule) for _, _, _, c, _, rule in facts])
-        every = SPECTRUM_EVERY  # spectrum_sampled, inline
         obs = _Observed(
             raw=_raw(_row_values(reports, results)), keys=keys, kidx=key_of[fidx],
             categories=cats, cidx=cat_of[fidx],
-            spectra={i: rep.spectrum for i, rep in enumerate(reports)
-                     if (rep.seq * 0x9E3779B1 + rep.epoch) % every == 0},
+            spectra={i: rep.spectrum for i, rep in enumerate(reports) if spectrum_sampled(rep)},
         )
         serial = self._serial
         self._serial += 1
