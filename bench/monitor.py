@@ -57,10 +57,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import asyncio
-import collections
 import gc
 import json
-import operator
 import statistics
 import sys
 import tempfile
@@ -83,7 +81,7 @@ from cloud.monitor.histograms import (
     Histograms,
 )
 from cloud.monitor.run import evaluate, monitor
-from cloud.monitor.usage import Usage
+from cloud.monitor.usage import Usage, reports_by_version_pump
 from cloud.consumer._validate import parse_message
 from cloud.store import (
     ArchivedReport,
@@ -100,7 +98,6 @@ from models.serving.handler import score
 from models.training.train_sim import CLASSES, pump_reports, random_pump
 from tests.infra.model_server import resonant_reports, synth_reports
 
-_VERSION_PUMP = operator.attrgetter("model_version", "pump")
 HOUR = 3600 * 1_000_000_000
 DAY = 24 * HOUR
 NB = len(SPECTRUM_BANDS)
@@ -236,8 +233,8 @@ class _StorePath:
         cells: list[UsageCell] = []
         if usage is not None:
             batch = Usage()
-            batch.invocation(target="pumpwatch", latency_s=0.005, reports=collections.Counter(
-                map(_VERSION_PUMP, rows)))
+            batch.invocation(target="pumpwatch", latency_s=0.005,
+                             reports=reports_by_version_pump(rows))
             usage.merge(batch)
             cells = usage.take()
         await self.store.commit(Commit(results=rows, archive=archive, usage=cells),

@@ -66,7 +66,6 @@ import contextlib
 import dataclasses
 import gc
 import logging
-import operator
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -97,7 +96,7 @@ from dsp.results import Result
 
 from ..monitor.histograms import Histograms
 from ..monitor.retention import prune_monitoring
-from ..monitor.usage import Usage
+from ..monitor.usage import Usage, reports_by_version_pump
 from . import topics
 from ._queue import Handoff, JobQueue, QueueStats
 from ._response import Scored
@@ -117,7 +116,6 @@ from .metrics import ConsumerMetrics
 from .mqtt import Delivery, MqttSource
 
 log = logging.getLogger(__name__)
-_VERSION_PUMP = operator.attrgetter("model_version", "pump")  # usage per (version, pump)
 
 INGEST_CHUNK = 256  # deliveries parsed per store lookup
 
@@ -670,8 +668,8 @@ class Consumer:
         usage = None
         if self.usage is not None:  # per batch: one count per (version, pump) of the batch
             usage = Usage()
-            usage.invocation(target=tname, latency_s=latency_s, reports=collections.Counter(
-                map(_VERSION_PUMP, results)))
+            usage.invocation(target=tname, latency_s=latency_s,
+                             reports=reports_by_version_pump(results))
             if results:
                 self._target_versions[target] = results[-1].model_version
         return Job(Commit(results=results, archive=archive, manifests=manifests,

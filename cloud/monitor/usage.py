@@ -41,7 +41,9 @@ time (usage is load, so it is counted when it happens, not by window time).
 
 from __future__ import annotations
 
+import collections
 import math
+import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -49,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from ..store.base import Store
-from ..store.records import UsageCell
+from ..store.records import ResultRow, UsageCell
 from .histograms import BUCKET_NS
 
 ALL_PUMPS = "*"
@@ -69,6 +71,15 @@ LATENCY_EDGES_S: tuple[float, ...] = tuple(
 QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
 USAGE_WINDOW_NS = 24 * 3600 * 1_000_000_000  # what the dashboard and `monitor status` show
 Key = tuple[str, str, str, int, str, int]
+
+
+_VERSION_PUMP = operator.attrgetter("model_version", "pump")
+
+
+def reports_by_version_pump(results: Iterable[ResultRow]) -> collections.Counter[tuple[str, str]]:
+    """``results`` counted per (model version, pump): :meth:`Usage.invocation`'s
+    ``reports``."""
+    return collections.Counter(map(_VERSION_PUMP, results))
 
 
 def latency_bin(seconds: float) -> int:
