@@ -269,7 +269,8 @@ def broker_dir_for(wanted: Path) -> tuple[Path, str | None]:
     check: not root, no ``mosquitto`` user). Otherwise (as root, ``wanted`` below a
     directory that user cannot traverse, such as ``/root``) the broker gets
     ``BROKER_FALLBACK_ROOT/broker-<digest of wanted>`` and ``wanted`` becomes a symlink
-    to it, so a second start finds the same persistence; an empty directory already at
+    to it, so a second start finds the same persistence (through the link, which
+    resolves to a place that user reaches: nothing to say then); an empty directory already at
     ``wanted`` is replaced by the link, anything else there is refused
     (:class:`BrokerConfigError`), as is a fallback the user cannot reach either."""
     try:
@@ -279,8 +280,6 @@ def broker_dir_for(wanted: Path) -> tuple[Path, str | None]:
         refused = exc
     digest = hashlib.sha256(str(wanted.absolute()).encode()).hexdigest()[:12]
     target = BROKER_FALLBACK_ROOT / f"broker-{digest}"
-    if wanted.is_symlink() and wanted.resolve() == target.resolve():
-        return target.resolve(), None  # linked by an earlier start: said then
     if wanted.is_dir() and not wanted.is_symlink():
         if any(wanted.iterdir()):
             raise BrokerConfigError(f"{refused}; {wanted} is not empty, so it was not "
