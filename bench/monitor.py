@@ -18,7 +18,7 @@
   (``parse_message``), the request encoded and a recorded answer decoded, result rows
   built and committed with the alarm tracker to a fresh SQLite store
   (``synchronous=normal``); "on" adds ``Histograms.observe``, the commit hook and
-  ``committed``, and the per-batch usage counts added in each commit. On and off step
+  ``committed``, and the per-batch usage counts, written with the flush. On and off step
   batch by batch in turn (the order alternating), so both see the same machine; median
   of ``--pairs`` pairs after one not counted. Each run ends with one histogram flush
   (the consumer flushes every 10 s, i.e. once per ~20-40k reports, here once per
@@ -188,7 +188,7 @@ class _StorePath:
         self.store = make_store(f"sqlite:///{work / f'o{tag}.db'}", synchronous="normal")
         self.tracker = AlarmTracker(AlarmConfig())
         self.hist = Histograms() if on else None  # the consumer's default: a flush every 10 s
-        self.usage = Usage() if on else None  # per batch, added in each commit (as the consumer)
+        self.usage = Usage() if on else None  # per batch, written with the flush (as the consumer)
         self.req_enc = msgspec.msgpack.Encoder()
         self.resp_dec = msgspec.msgpack.Decoder(InvocationResponse)
         self.reports = 0
@@ -236,7 +236,8 @@ class _StorePath:
             batch.invocation(target="pumpwatch", latency_s=0.005,
                              reports=reports_by_version_pump(rows))
             usage.merge(batch)
-            cells = usage.take()
+            if hist is not None and hist.due():  # written with the flush, as the consumer
+                cells = usage.take()
         await self.store.commit(Commit(results=rows, archive=archive, usage=cells),
                                 alarms=self.tracker.evaluate, histograms=hist)
         if hist is not None:

@@ -19,6 +19,7 @@ import pytest
 
 import dsp
 from cloud.monitor.run import monitor
+from cloud.monitor.usage import summarize
 from cloud.store import make_store
 from tests.infra.model_server import ModelServerProcess, resonant_reports, synth_reports
 from tests.infra.mosquitto import Mosquitto
@@ -113,8 +114,58 @@ async def test_a_stopping_consumer_writes_the_counts_it_holds(
         await store.open()
         assert consumer.histograms is not None and consumer.histograms.held
         assert await store.histograms(since_ns=T0, until_ns=T0 + HOUR) == []  # held
+        assert consumer.usage and await store.usage(since_ns=0, until_ns=1 << 62) == []
     try:
         cells = await store.histograms(since_ns=T0, until_ns=T0 + HOUR)
         assert sum(c[7] for c in cells if c[5] == "n") == n
+        usage = summarize(await store.usage(since_ns=0, until_ns=1 << 62))
+        assert sum(v["reports"] for v in usage.values()) == n
+    finally:
+        await store.close()
+
+
+async def test_an_idle_consumer_writes_its_counts_when_the_flush_falls_due(
+    mosquitto_factory: Callable[..., Mosquitto], model_server: ModelServerProcess,
+    tmp_path: Path,
+) -> None:
+    """A commit flushes when ``flush_s`` has passed since the last flush; the reports
+    committed just after one are written by the commit with no rows the consumer queues
+    when the next flush falls due and nothing else is coming, not held until more
+    reports arrive."""
+    broker = mosquitto_factory(max_inflight_messages=1000).start()
+    db = tmp_path / "r.db"
+    root = "monidle"
+    cfg = consumer_config(broker_port=broker.port, endpoint_url=model_server.url, db=db,
+                          topic_root=root, monitor={"flush_s": 1.0})
+    reps = phase(0, seed=8)[:32]
+    store = make_store(f"sqlite:///{db}")
+    await store.open()
+
+    async def written() -> tuple[float, float]:
+        usage = summarize(await store.usage(since_ns=0, until_ns=1 << 62))
+        cells = await store.histograms(since_ns=T0, until_ns=T0 + HOUR)
+        return (sum(v["reports"] for v in usage.values()),
+                sum(c[7] for c in cells if c[5] == "n"))
+
+    async def until_written(n: int) -> None:
+        deadline = asyncio.get_running_loop().time() + 30
+        while await written() != (n, n):
+            assert asyncio.get_running_loop().time() < deadline, await written()
+            await asyncio.sleep(0.05)
+
+    try:
+        async with running_consumer(cfg) as consumer:
+            with Publisher("127.0.0.1", broker.port, "pub-monidle") as pub:
+                topic = f"{root}/devices/devM/reports"
+                await asyncio.to_thread(pub.publish_all, topic, [dsp.encode_batch(
+                    "devM", reps[i:i + 8]) for i in range(0, 16, 8)])
+                await until_written(16)  # by a commit of results, or by an idle flush
+                flushes = consumer.histograms.flushes if consumer.histograms else 0
+                await asyncio.to_thread(pub.publish_all, topic, [dsp.encode_batch(
+                    "devM", reps[i:i + 8]) for i in range(16, 32, 8)])
+                await await_rows(db, 32, 30)
+                await until_written(32)  # nothing more arrives: the idle flush writes them
+                assert consumer.histograms is not None
+                assert consumer.histograms.flushes > flushes
     finally:
         await store.close()

@@ -76,6 +76,34 @@ def test_binning_has_fixed_edges_with_under_overflow_and_missing() -> None:
     assert regime_names(rpm) == [regime(float(x)) for x in rpm]
 
 
+def test_feature_values_read_each_field_missing_ones_as_missing() -> None:
+    # Per report, field by field: a missing line (None), a speed of 0 (none measured) and
+    # a result without a speed (the regime then comes from the report's speed).
+    import math
+
+    reps = reports(3, seed=7)
+    reps[1] = msgspec.structs.replace(
+        reps[1], features=msgspec.structs.replace(reps[1].features, env_bpfo=None, v2x=None),
+        speed=dsp.Speed(0.0, "unknown"))
+    rows = rows_for(reps)
+    rows[2] = msgspec.structs.replace(rows[2], rpm=None, anomaly_score=0.25)
+    got = histograms.feature_values(reps, rows)
+    for i, (rep, row) in enumerate(zip(reps, rows, strict=True)):
+        for j, f in enumerate(histograms.SCALAR_FEATURES):
+            name = f.name.removeprefix("log:")
+            v = (rep.speed.rpm or None) if name == "rpm" else getattr(rep.features, name)
+            if v is None:
+                assert np.isnan(got[i, j]), (i, f.name)
+            else:
+                want = math.log10(max(v, histograms.LOG_FLOOR)) if f.name.startswith("log:") \
+                    else v
+                assert got[i, j] == pytest.approx(want), (i, f.name)
+        assert got[i, -1] == pytest.approx(math.log10(row.anomaly_score))
+    assert np.isnan(got[1, [f.name for f in FEATURES].index("rpm")])
+    raw = histograms._raw(histograms._row_values(reps, rows))
+    assert raw[2, -1] == reps[2].speed.rpm and raw[0, -1] == rows[0].rpm  # the regime's speed
+
+
 def test_every_feature_of_a_report_lands_in_one_bin_and_categories_count() -> None:
     reps = reports(6)
     h = Histograms(flush_s=0)

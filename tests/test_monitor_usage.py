@@ -29,6 +29,7 @@ from cloud.monitor.usage import (
     summarize,
 )
 from cloud.store import Commit, make_store
+from cloud.store.records import UsageCell
 from tests.infra.fault_proxy import FaultProxy
 from tests.infra.model_server import ModelServerProcess
 from tests.infra.mosquitto import Mosquitto
@@ -124,6 +125,15 @@ async def test_two_consumers_usage_adds_up_in_the_store(
     assert s["latency_calls"] == 30 and s["latency_ms"]["p50"] is not None
 
 
+async def usage_cells(db: Path) -> list[UsageCell]:
+    store = make_store(f"sqlite:///{db}")
+    await store.open()
+    try:
+        return list(await store.usage(since_ns=0, until_ns=1 << 62))
+    finally:
+        await store.close()
+
+
 @pytest.fixture(scope="module")
 def model_server() -> Iterator[ModelServerProcess]:
     with ModelServerProcess() as srv:
@@ -143,7 +153,8 @@ async def test_consumer_counts_usage_in_its_commits(
     with FaultProxy(model_server.url) as proxy:
         proxy.poison(poison)
         cfg = fault_config(broker.port, proxy.url, db, root,
-                           batch={"max_size": 32, "max_delay_ms": 50})
+                           batch={"max_size": 32, "max_delay_ms": 50},
+                           monitor={"flush_s": 3600.0})  # held: written on errors, at the stop
         async with running_consumer(cfg) as consumer:
             with Publisher("127.0.0.1", broker.port, "pub-usage") as pub:
                 await asyncio.to_thread(
@@ -155,7 +166,11 @@ async def test_consumer_counts_usage_in_its_commits(
                     pub.publish_all, f"{root}/devices/devU/reports",
                     [dsp.encode_batch("devU", b) for b in chunks(reports[120:], 8)])
                 await await_rows(db, 239, 30)
-            await until(lambda: not consumer.usage, 10)
+            # while it runs: the outage's errors are stored (each failed call queues a
+            # commit of what is held), the reports scored since the last one are held
+            during = summarize(await usage_cells(db))
+            assert sum(x["errors"]["unavailable"] for x in during.values()) >= 1
+            assert sum(x["reports"] for x in during.values()) < 239
             counters = consumer.counters
     store = make_store(f"sqlite:///{db}")
     await store.open()
@@ -283,7 +298,7 @@ async def test_dead_letters_before_the_model_count_under_pre_model_per_pump(
         with Publisher("127.0.0.1", broker.port, "pub-premodel") as pub:
             await asyncio.to_thread(pub.publish_all, topic, messages)
         await await_rows(db, 30, 30)
-        await until(lambda: consumer.counters.dead_letters == 4 and not consumer.usage, 10)
+        assert await until(lambda: consumer.counters.dead_letters == 4, 10)
     store = make_store(f"sqlite:///{db}")
     await store.open()
     try:

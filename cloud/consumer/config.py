@@ -159,7 +159,7 @@ class DeadLetterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
 
 class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Monitoring histograms (docs/monitoring.md): added inside each commit when on."""
+    """Monitoring histograms and usage counts (docs/monitoring.md), when on."""
 
     enabled: bool = True
     # Counts are held in memory and written with a commit this often (0: every commit):

@@ -165,6 +165,7 @@ class Job:
     tickets: list[Ticket[Delivery]] = field(default_factory=list)
     confirms: list[Identity] = field(default_factory=list)  # dead letters of their device
     usage: Usage | None = None  # the batch's usage counts (cloud.monitor.usage)
+    write_usage: bool = False  # write the usage counts held in this commit (not at a flush)
 
 
 @dataclass(slots=True)
@@ -310,6 +311,9 @@ class Consumer:
                     chores.append(tg.create_task(self._gap_loop(), name="gaps"))
                 if cfg.consumer.stats_interval_s > 0:
                     chores.append(tg.create_task(self._stats_loop(), name="stats"))
+                if self.histograms is not None and self.histograms.flush_s > 0:
+                    chores.append(tg.create_task(self._monitor_flush_loop(self.histograms),
+                                                 name="monitor-flush"))
                 log.info(
                     "consuming %s from %s:%s (client id %s) -> endpoint %s%s -> store %s",
                     cfg.mqtt.subscription, cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.client_id,
@@ -349,17 +353,27 @@ class Consumer:
     async def _flush_histograms(self) -> None:
         """Write the monitoring counts held in memory (the writer has stopped): a clean
         stop loses none of what was committed."""
-        h = self.histograms
-        if h is None or not h.held:
+        h, usage = self.histograms, self.usage
+        if h is None or not (h.held or usage):
             return
         h.flush_next()
         try:
-            await self.store.commit(Commit(), histograms=h)
+            await self.store.commit(Commit(usage=usage.take() if usage else []), histograms=h)
         except StoreError as exc:
-            log.error("monitoring histograms: the final flush failed, the counts since the "
-                      "last one are lost: %s", exc)
+            log.error("monitoring: the final flush failed, the histogram and usage counts "
+                      "since the last one are lost: %s", exc)
             return
         h.committed([])
+
+    async def _monitor_flush_loop(self, h: Histograms) -> None:
+        """Every ``flush_s``: when counts are held and due but no commit is coming, queue one
+        with no rows, so an idle consumer's last counts are written, not held until the next
+        report arrives."""
+        while True:
+            await asyncio.sleep(h.flush_s)
+            if (h.due() and (h.held or self.usage) and self._jobs.empty()
+                    and not self._committing):
+                await self._jobs.put(Job(Commit(), write_usage=True))
 
     def _stop_mqtt(self, retire: bool) -> None:
         assert self._mqtt is not None
@@ -594,16 +608,16 @@ class Consumer:
             return
 
     async def _usage_error(self, target: Target, outcome: str) -> None:
-        """Count a failed call; it waits for the next commit, for which an empty job is
-        queued (once until the writer takes it), so an outage's errors are stored during
-        it."""
+        """Count a failed call, and queue an empty job (once until the writer takes it) that
+        writes the usage counts held: an outage's errors are stored during it, not at the
+        next flush."""
         if self.usage is None:
             return
         self.usage.error(model_version=self._target_versions.get(target, ""),
                          target=str(target), outcome=outcome)
         if not self._usage_flush_queued:
             self._usage_flush_queued = True
-            await self._jobs.put(Job(Commit()))
+            await self._jobs.put(Job(Commit(), write_usage=True))
 
     @staticmethod
     def _check_identities(target: Target, works: list[Work], results: list[Result]) -> None:
@@ -749,8 +763,13 @@ class Consumer:
                 for j in jobs:
                     if j.usage is not None:
                         self.usage.merge(j.usage)
-                merged.usage = self.usage.take()  # with the batches' results, or alone
-                self._usage_flush_queued = False
+                # Held, and written with the histograms' flush (every flush_s: one upsert
+                # per cell, not one per pump and commit), or at once after a failed call
+                # (an empty job is queued: an outage's errors are stored during it).
+                h = self.histograms
+                if (h is not None and h.due()) or any(j.write_usage for j in jobs):
+                    merged.usage = self.usage.take()
+                    self._usage_flush_queued = False
             evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
             backoff = Backoff(initial=0.1, maximum=10.0)
             while True:

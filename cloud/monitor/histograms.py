@@ -569,6 +569,12 @@ class Histograms:
         """Make the next commit write every count held (e.g. before stopping)."""
         self._last_flush = -math.inf
 
+    def due(self) -> bool:
+        """Whether the next commit writes every count held (``flush_s`` since the last
+        flush, or :meth:`flush_next`): the consumer writes its usage counts in that commit
+        too."""
+        return self._clock() - self._last_flush >= self.flush_s
+
     def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
         """Keep one scored batch (``reports[i]`` scored as ``results[i]``) until its
         commit."""
@@ -679,7 +685,7 @@ class Histograms:
                     staged.append((obs, idx))
                 n += idx.size
         self._staged, self._staged_rows = staged, n
-        self._flushing = self._clock() - self._last_flush >= self.flush_s
+        self._flushing = self.due()
         if not self._flushing:
             return []
         total = self._held.copy()

@@ -5,13 +5,16 @@ Theory of operation
 The consumer counts per *batch*, never per report: one :meth:`Usage.invocation`
 per endpoint call answered (its latency, and how many reports of each pump it
 scored), one :meth:`Usage.error` per call that failed, one
-:meth:`Usage.dead_letter` per report the model refused. A batch's counts travel
-with its results (``Commit.usage``) and the store adds them in the same
-transaction (``value = value + excluded.value``, table ``monitor_usage``), so
-what is counted is exactly what was committed, and any number of consumers merge
-into the same cells. A call that failed has no results to travel with: its error
-waits in the consumer for the next commit (the consumer queues an empty one, so
-an outage's errors are visible during the outage).
+:meth:`Usage.dead_letter` per report the model refused. The consumer adds each
+batch's counts to the ones it holds and writes them with the monitoring
+histograms' flush (every ``flush_s``, 10 s by default: one upsert per cell, not
+one per pump and commit) in a commit (``Commit.usage``), where the store adds
+them to the stored cells (``value = value + excluded.value``, table
+``monitor_usage``), so any number of consumers merge into the same cells. A call
+that failed makes the consumer write what it holds at once (it queues an empty
+commit), so an outage's errors are visible during the outage; an idle consumer
+writes what it holds when the flush falls due, and a stopping one before it
+exits. A consumer killed loses at most ``flush_s`` of counts, as the histograms.
 
 A cell is keyed by (model version, bundle target, pump, time bucket, metric, bin):
 
