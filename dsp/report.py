@@ -54,7 +54,7 @@ QUALITY_NAMES = {
 }
 
 
-class Bearing(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+class Bearing(msgspec.Struct, gc=False, frozen=True, omit_defaults=True, array_like=True):
     """Rolling-element bearing geometry (mm, degrees)."""
 
     n_balls: Annotated[int, msgspec.Meta(ge=3, le=200)]
@@ -65,7 +65,7 @@ class Bearing(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
     location: str | None = None  # e.g. "DE", "NDE"
 
 
-class Asset(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+class Asset(msgspec.Struct, gc=False, frozen=True, omit_defaults=True, array_like=True):
     """The pump, described well enough to interpret its spectra without a side channel."""
 
     bearings: list[Bearing] = []
@@ -78,12 +78,12 @@ class Asset(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
     kind: str | None = None
 
 
-class Speed(msgspec.Struct, frozen=True, array_like=True):
+class Speed(msgspec.Struct, gc=False, frozen=True, array_like=True):
     rpm: NonNeg
     source: Literal["measured", "estimated", "given", "unknown"]
 
 
-class Features(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+class Features(msgspec.Struct, gc=False, frozen=True, omit_defaults=True, array_like=True):
     """Scalar features. Acceleration in m/s^2, velocity in mm/s RMS."""
 
     rms: NonNeg
@@ -109,7 +109,7 @@ class Features(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True)
     env_kurtosis: float | None = None  # spectral kurtosis of the demodulation band
 
 
-class Spectrum(msgspec.Struct, frozen=True, array_like=True):
+class Spectrum(msgspec.Struct, gc=False, frozen=True, array_like=True):
     """A quantized spectrum in dB: line k is at ``f0 + k * df`` Hz."""
 
     df: Annotated[float, msgspec.Meta(gt=0)]
@@ -130,7 +130,7 @@ class Spectrum(msgspec.Struct, frozen=True, array_like=True):
         return (self.f0 + self.df * np.arange(self.n)).astype(np.float64)
 
 
-class Quality(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+class Quality(msgspec.Struct, gc=False, frozen=True, omit_defaults=True, array_like=True):
     """Sample quality over the interval: flag bits and the sample counts behind them.
 
     ``nonfinite``: NaN/inf samples (replaced by 0); ``clipped``: samples at the
@@ -147,7 +147,7 @@ class Quality(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
         return [name for bit, name in QUALITY_NAMES.items() if self.flags & bit]
 
 
-class Report(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+class Report(msgspec.Struct, gc=False, frozen=True, omit_defaults=True, array_like=True):
     """One channel, one report interval.
 
     Identity is (device, epoch, seq). ``spectrum`` is the Welch-averaged power

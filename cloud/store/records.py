@@ -48,13 +48,13 @@ DEAD_LETTER_KINDS: tuple[str, ...] = (
 )
 
 
-class EvidenceRow(msgspec.Struct, frozen=True):
+class EvidenceRow(msgspec.Struct, gc=False, frozen=True):
     name: str
     value: float
     note: str = ""
 
 
-class ResultRow(msgspec.Struct, frozen=True, kw_only=True):
+class ResultRow(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     """One report's result as stored.
 
     ``published_ns`` is the publisher's clock (MQTT user property, if sent),
@@ -102,7 +102,7 @@ def merge_extra(typed: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return {**typed, **{k: extra[k] for k in merged}, "extra_fields": merged}
 
 
-class ShadowRow(msgspec.Struct, frozen=True, kw_only=True):
+class ShadowRow(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     """A shadow (candidate) version's result for a report, as stored (``shadow_results``).
 
     Unique on (report identity, ``model_version``): a re-delivered shadow result
@@ -175,7 +175,7 @@ class ManifestRow(msgspec.Struct, frozen=True, kw_only=True):
     stored_ns: int = 0
 
 
-class ArchivedReport(msgspec.Struct, frozen=True, kw_only=True):
+class ArchivedReport(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     """An accepted report's encoded bytes (exactly as received) and its index fields."""
 
     device: str
@@ -193,7 +193,7 @@ class ArchivedReport(msgspec.Struct, frozen=True, kw_only=True):
         return (self.device, self.epoch, self.seq)
 
 
-class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+class DeadLetter(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     """A message, or one report of a message, that could not be accepted.
 
     ``key`` + ``part`` make a dead letter idempotent: ``key`` is a digest of
