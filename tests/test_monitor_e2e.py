@@ -20,7 +20,7 @@ import pytest
 import dsp
 from cloud.monitor.run import monitor
 from cloud.monitor.usage import summarize
-from cloud.store import make_store
+from cloud.store import Store, make_store
 from tests.infra.model_server import ModelServerProcess, resonant_reports, synth_reports
 from tests.infra.mosquitto import Mosquitto
 from tests.infra.pipeline import Publisher, consumer_config
@@ -116,12 +116,17 @@ async def test_a_stopping_consumer_writes_the_counts_it_holds(
         assert await store.histograms(since_ns=T0, until_ns=T0 + HOUR) == []  # held
         assert consumer.usage and await store.usage(since_ns=0, until_ns=1 << 62) == []
     try:
-        cells = await store.histograms(since_ns=T0, until_ns=T0 + HOUR)
-        assert sum(c[7] for c in cells if c[5] == "n") == n
-        usage = summarize(await store.usage(since_ns=0, until_ns=1 << 62))
-        assert sum(v["reports"] for v in usage.values()) == n
+        assert await counts_written(store) == (n, n)
     finally:
         await store.close()
+
+
+async def counts_written(store: Store) -> tuple[float, float]:
+    """(reports in the stored usage, reports in the stored histograms of hour 0)."""
+    usage = summarize(await store.usage(since_ns=0, until_ns=1 << 62))
+    cells = await store.histograms(since_ns=T0, until_ns=T0 + HOUR)
+    return (sum(v["reports"] for v in usage.values()),
+            sum(c[7] for c in cells if c[5] == "n"))
 
 
 async def test_an_idle_consumer_writes_its_counts_when_the_flush_falls_due(
@@ -141,16 +146,10 @@ async def test_an_idle_consumer_writes_its_counts_when_the_flush_falls_due(
     store = make_store(f"sqlite:///{db}")
     await store.open()
 
-    async def written() -> tuple[float, float]:
-        usage = summarize(await store.usage(since_ns=0, until_ns=1 << 62))
-        cells = await store.histograms(since_ns=T0, until_ns=T0 + HOUR)
-        return (sum(v["reports"] for v in usage.values()),
-                sum(c[7] for c in cells if c[5] == "n"))
-
     async def until_written(n: int) -> None:
         deadline = asyncio.get_running_loop().time() + 30
-        while await written() != (n, n):
-            assert asyncio.get_running_loop().time() < deadline, await written()
+        while await counts_written(store) != (n, n):
+            assert asyncio.get_running_loop().time() < deadline, await counts_written(store)
             await asyncio.sleep(0.05)
 
     try:

@@ -263,7 +263,7 @@ def test_a_batch_committed_in_parts_or_twice_counts_each_report_once(
 
 
 async def test_held_counts_are_written_by_a_commit_without_rows(tmp_path: Path) -> None:
-    # what a consumer does when it stops (Consumer._flush_histograms)
+    # what a consumer does when it stops (Consumer._flush_monitoring)
     reps = reports(5, seed=6)
     rows = rows_for(reps)
     h = Histograms(flush_s=3600.0)

@@ -347,10 +347,10 @@ class Consumer:
                 for t in [writer, timer, *chores, *self._invocations]:
                     t.cancel()
             self._tg = None
-            await self._flush_histograms()
+            await self._flush_monitoring()
         log.info("final stats %s", msgspec.json.encode(self.stats()).decode())
 
-    async def _flush_histograms(self) -> None:
+    async def _flush_monitoring(self) -> None:
         """Write the monitoring counts held in memory (the writer has stopped): a clean
         stop loses none of what was committed."""
         h, usage = self.histograms, self.usage
