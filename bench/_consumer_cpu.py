@@ -6,24 +6,43 @@ per run a fresh ``pumpwatch cloud --config FILE`` process over a fresh SQLite st
 (the consumer's defaults: batches of up to 128 reports or 50 ms, ``synchronous=full``,
 histograms flushed every 10 s), its config differing only in ``[monitor] enabled``.
 Every run is fed the same reports (same identities, bytes and order) on its own topic
-root by a paho QoS 1 publisher in this process.
+root by a paho QoS 1 publisher in this process. The CPU of a consumer is the utime +
+stime of its process (all threads, from ``/proc/PID/stat``); the broker's, the model
+server's and this process's CPU are not counted.
 
-Per run: the consumer starts and connects; ``warmup`` reports are published (again
-until they are stored, which also proves the subscription) and not counted; then the
-consumer's CPU (utime + stime of its process, all threads, from ``/proc/PID/stat``) is
-read, the ``reports`` are published, and once every one of them has a result row the
-CPU is read again: CPU seconds per report = the difference / ``reports``. The broker's,
-the model server's and this process's CPU are not counted. ``SIGTERM`` then stops the
-consumer (its final histogram flush is outside the window; the 10 s flushes that fall
-inside it are in).
+Three ways to run a pair (on, off), each started with ``warmup`` reports published
+(again until they are stored, which also proves the subscription) and not counted:
+
+* **interleaved** (the default): both consumers run, and the reports are fed in
+  ``chunks``, in turn: chunk 1 to one consumer until every report of it is stored,
+  then chunk 1 to the other, then chunk 2 (the order alternating per chunk), so the
+  one measured runs alone with the broker and the model server while the other idles,
+  and a change of the shared host's speed (which moves one run of several seconds by
+  up to ~15 % against the next) hits both alike. A consumer's window runs from the
+  start of its first chunk to the start of its ``tail`` (a chunk of other reports
+  published after the last counted one, not counted), or, for the one fed last, to
+  the end of the other's tail: each window holds its own reports' whole work (the
+  acks and result publications after the last row is stored included) and as much
+  idling as the other's.
+* **sequential**: one consumer after the other, each fed every report at once (a
+  user's consumer alone): the window runs from the first publish until every report
+  has a result row, so the work after the last row (its histogram bookkeeping, acks
+  and publications) falls outside it.
+* **concurrent**: both at once, each fed every report (the noise hits both alike, but
+  each pays for sharing the cores with the other, which dilutes the ratio: a lower
+  bound).
+
+``SIGTERM`` then stops the consumers (their final histogram flush is outside the
+window; the 10 s flushes that fall inside it are in).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +99,7 @@ class _Side:
         self.proc = ConsumerProcess(write_toml(work / f"{name}.toml", cfg),
                                     work / f"{name}.log")
         self.cpu0 = self.t0 = 0.0
+        self.expected = 0  # result rows its store holds once every report fed is stored
         self.done: Run | None = None
 
     @property
@@ -107,11 +127,15 @@ def _until(cond: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def side_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
-              sides_on: Sequence[bool], warmup: Messages, warmup_reports: int,
-              messages: Messages, reports: int) -> list[Run]:
-    """One consumer per entry of ``sides_on`` (monitoring on or off), all at once, each fed
-    every message (in turn, in that order); their runs."""
+Chunk = tuple[Messages, int]  # messages and the reports they hold
+MODES = ("interleaved", "sequential", "concurrent")
+
+
+@contextlib.contextmanager
+def _started(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
+             sides_on: Sequence[bool], warmup: Chunk) -> Iterator[tuple[list[_Side], Publisher]]:
+    """One consumer per entry of ``sides_on`` (monitoring on or off), started, connected
+    and warmed up; stopped on exit."""
     sides = [_Side(work, broker, server, f"{name}{'on' if on else 'off'}", on)
              for on in sides_on]
     for s in sides:
@@ -123,56 +147,112 @@ def side_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, name: s
         with Publisher("127.0.0.1", broker.port, f"bench-pub-{name}", max_inflight=200) as pub:
             # the warm-up, again until stored (a message published before a consumer's
             # subscription is granted has no subscriber): duplicates are stored once
+            messages, reports = warmup
             while True:
-                for topic, payload in warmup:
+                for topic, payload in messages:
                     for s in sides:
                         pub.publish(s.root + topic, payload)
-                if _until(lambda: all(s.stored() >= warmup_reports for s in sides), 10):
+                if _until(lambda: all(s.stored() >= reports for s in sides), 10):
                     break
             for s in sides:
-                if (got := s.stored()) != warmup_reports:
-                    raise RuntimeError(f"{got} rows after the warm-up, expected "
-                                       f"{warmup_reports}")
-                s.cpu0, s.t0 = process_cpu_s(s.pid), time.monotonic()
-            for topic, payload in messages:
-                for s in sides:
-                    pub.publish(s.root + topic, payload)
-
-            def finished() -> bool:
-                for s in sides:
-                    if s.done is None and s.stored() >= warmup_reports + reports:
-                        s.done = Run(on=s.on, cpu_s=process_cpu_s(s.pid) - s.cpu0,
-                                     reports=reports, wall_s=time.monotonic() - s.t0)
-                return all(s.done is not None for s in sides)
-
-            if not _until(finished, 300):
-                raise RuntimeError("not all reports stored in 300 s: "
-                                   + ", ".join(f"{s.stored() - warmup_reports}/{reports}"
-                                               for s in sides))
+                if (got := s.stored()) != reports:
+                    raise RuntimeError(f"{got} rows after the warm-up, expected {reports}")
+                s.expected = reports
+            yield sides, pub
     finally:
         for s in sides:
             s.proc.stop(30)
+
+
+def _feed(pub: Publisher, side: _Side, chunk: Chunk) -> None:
+    """Publish ``chunk`` to ``side`` and wait until every report of it is stored."""
+    messages, reports = chunk
+    for topic, payload in messages:
+        pub.publish(side.root + topic, payload)
+    side.expected += reports
+    if not _until(lambda: side.stored() >= side.expected, 300):
+        raise RuntimeError(f"{side.root}: {side.stored()}/{side.expected} rows stored in 300 s")
+
+
+def side_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
+              sides_on: Sequence[bool], warmup: Chunk, chunks: Sequence[Chunk]) -> list[Run]:
+    """Sequential (one side) or concurrent runs: every side fed every chunk at once; a
+    side's window ends when its last report is stored."""
+    messages = [m for c in chunks for m in c[0]]
+    reports = sum(n for _, n in chunks)
+    with _started(work, broker, server, name, sides_on=sides_on, warmup=warmup) as (sides, pub):
+        for s in sides:
+            s.cpu0, s.t0 = process_cpu_s(s.pid), time.monotonic()
+        for topic, payload in messages:
+            for s in sides:
+                pub.publish(s.root + topic, payload)
+        total = sides[0].expected + reports
+
+        def finished() -> bool:
+            for s in sides:
+                if s.done is None and s.stored() >= total:
+                    s.done = Run(on=s.on, cpu_s=process_cpu_s(s.pid) - s.cpu0,
+                                 reports=reports, wall_s=time.monotonic() - s.t0)
+            return all(s.done is not None for s in sides)
+
+        if not _until(finished, 300):
+            raise RuntimeError("not all reports stored in 300 s: " + ", ".join(
+                f"{s.stored()}/{total}" for s in sides))
     runs = [s.done for s in sides]
     assert all(r is not None for r in runs)
     return runs  # type: ignore[return-value]
 
 
+def interleaved_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
+                     first_on: bool, warmup: Chunk, chunks: Sequence[Chunk],
+                     tail: Chunk) -> tuple[Run, Run]:
+    """(on, off), interleaved (see the module docstring); ``first_on``: the on one fed
+    first in the first chunk."""
+    with _started(work, broker, server, name, sides_on=(first_on, not first_on),
+                  warmup=warmup) as (sides, pub):
+        busy = {id(s): 0.0 for s in sides}
+        order = sides
+        for k, chunk in enumerate(chunks):
+            order = sides if k % 2 == 0 else sides[::-1]
+            for s in order:
+                if k == 0:
+                    s.cpu0 = process_cpu_s(s.pid)
+                t0 = time.monotonic()
+                _feed(pub, s, chunk)
+                busy[id(s)] += time.monotonic() - t0
+        last, other = order  # the one fed first in the last chunk gets the tail
+        cpu_last = process_cpu_s(last.pid) - last.cpu0
+        _feed(pub, last, tail)
+        cpu_other = process_cpu_s(other.pid) - other.cpu0
+    reports = sum(n for _, n in chunks)
+    by = {s.on: Run(on=s.on, cpu_s=cpu, reports=reports, wall_s=busy[id(s)])
+          for s, cpu in ((last, cpu_last), (other, cpu_other))}
+    return by[True], by[False]
+
+
 def pair_run(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
-             first_on: bool, concurrent: bool, **feed: Any) -> tuple[Run, Run]:
-    """(on, off): both consumers at once (``concurrent``: they see the same machine at the
-    same time), or one after the other; ``first_on``: the on one fed (or run) first."""
+             first_on: bool, mode: str, warmup: Chunk, chunks: Sequence[Chunk],
+             tail: Chunk) -> tuple[Run, Run]:
+    """(on, off) in ``mode`` (see the module docstring); ``first_on``: the on one fed (or
+    run) first."""
+    if mode == "interleaved":
+        return interleaved_runs(work, broker, server, name, first_on=first_on, warmup=warmup,
+                                chunks=chunks, tail=tail)
     order = (first_on, not first_on)
-    if concurrent:
-        runs = side_runs(work, broker, server, name, sides_on=order, **feed)
+    if mode == "concurrent":
+        runs = side_runs(work, broker, server, name, sides_on=order, warmup=warmup,
+                         chunks=chunks)
+    elif mode == "sequential":
+        runs = [side_runs(work, broker, server, name, sides_on=(on,), warmup=warmup,
+                          chunks=chunks)[0] for on in order]
     else:
-        runs = [side_runs(work, broker, server, name, sides_on=(on,), **feed)[0]
-                for on in order]
+        raise ValueError(f"mode {mode!r}: not one of {', '.join(MODES)}")
     by = {r.on: r for r in runs}
     return by[True], by[False]
 
 
-def consumer_overhead(work: Path, *, warmup: Messages, warmup_reports: int, messages: Messages,
-                      reports: int, pairs: int, concurrent: bool = False,
+def consumer_overhead(work: Path, *, warmup: Chunk, chunks: Sequence[Chunk], tail: Chunk,
+                      pairs: int, mode: str = "interleaved",
                       say: Callable[[str], None]) -> dict[str, Any]:
     """``pairs`` pairs of runs (which one is fed first alternating) after one pair not
     counted."""
@@ -182,12 +262,11 @@ def consumer_overhead(work: Path, *, warmup: Messages, warmup_reports: int, mess
     with broker, ModelServerProcess() as server:
         for p in range(-1, pairs):  # pair -1: the warm-up (broker, server, page cache)
             on, off = pair_run(work, broker, server, f"{p + 1:02d}", first_on=p % 2 == 0,
-                               concurrent=concurrent, warmup=warmup, warmup_reports=warmup_reports,
-                               messages=messages, reports=reports)
+                               mode=mode, warmup=warmup, chunks=chunks, tail=tail)
             ratio = on.per_report_s / off.per_report_s
             say(f"consumer pair {p}{' (warm-up, not counted)' if p < 0 else ''}: on "
-                f"{on.per_report_s * 1e6:.0f} us/report ({on.wall_s:.1f} s), off "
-                f"{off.per_report_s * 1e6:.0f} ({off.wall_s:.1f} s): {ratio:.3f}")
+                f"{on.per_report_s * 1e6:.1f} us/report ({on.wall_s:.1f} s), off "
+                f"{off.per_report_s * 1e6:.1f} ({off.wall_s:.1f} s): {ratio:.3f}")
             if p >= 0:
                 runs.append((on, off))
     ratios = [on.per_report_s / off.per_report_s for on, off in runs]
@@ -202,7 +281,7 @@ def consumer_overhead(work: Path, *, warmup: Messages, warmup_reports: int, mess
             statistics.median(on.reports / on.wall_s for on, _ in runs), 1),
         "consumer_reports_per_s_off": round(
             statistics.median(off.reports / off.wall_s for _, off in runs), 1),
-        "cpu_pairs": pairs, "cpu_pairs_concurrent": concurrent,
-        "cpu_reports_per_run": reports,
-        "cpu_warmup_reports_per_run": warmup_reports,
+        "cpu_pairs": pairs, "cpu_mode": mode, "cpu_chunks": len(chunks),
+        "cpu_reports_per_run": sum(n for _, n in chunks),
+        "cpu_warmup_reports_per_run": warmup[1],
     }

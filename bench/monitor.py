@@ -1,18 +1,21 @@
 """Model monitoring benchmark: histogram cost in the consumer's commit path, run time, drift.
 
-    python -m bench.monitor [--json] [--pairs 5] [--pumps 24] [--seconds 12]
+    python -m bench.monitor [--json] [--pairs 9] [--pumps 24] [--seconds 12]
 
 * ``cpu_overhead_ratio``: the real consumer's CPU seconds per report with monitoring
   on / off (:mod:`bench._consumer_cpu`): ``pumpwatch cloud`` processes against one
   Mosquitto and one model server (their CPU not counted), their configs differing only
   in ``[monitor] enabled``, fed the same ``--consumer-reports`` reports (24 simulated
-  pumps, 8 reports per message); per run the utime + stime of the consumer's process
-  over exactly the reports stored after a warm-up of ``--warmup-reports``. Median of
-  ``--pairs`` pairs (order alternating) after one pair not counted (target <= 1.05). The
-  two runs of a pair run one after the other (a user's consumer alone with the broker
-  and the model server); ``--concurrent`` runs them at once (the noise of the shared
-  machine hits both alike, but each pays for sharing the cores with the other, which
-  dilutes the ratio: a lower bound).
+  pumps, 8 reports per message) after a warm-up of ``--warmup-reports``; per run the
+  utime + stime of the consumer's process. Median of ``--pairs`` pairs (which one is fed
+  first alternating) after one pair not counted (target <= 1.05). By default a pair's
+  two consumers are fed in turn, ``--chunks`` chunks each (``--mode interleaved``): the
+  one measured runs alone with the broker and the model server while the other idles,
+  and the shared host's changes of speed, which move one run of several seconds by up
+  to ~15 % against the next, hit both alike (one run after the other, ``--mode
+  sequential``, spread single pairs over 0.84-1.29 on this host). ``--mode concurrent``
+  runs them at once (each pays for sharing the cores with the other, which dilutes the
+  ratio: a lower bound).
 * ``store_path_overhead_ratio``: the same ratio for the consumer's store path alone, in
   this process: batches of 64 reports decoded from their wire bytes
   (``parse_message``), the request encoded and a recorded answer decoded, result rows
@@ -71,7 +74,7 @@ import msgspec
 import numpy as np
 
 import dsp
-from bench._consumer_cpu import consumer_overhead
+from bench._consumer_cpu import MODES, consumer_overhead
 from cloud.consumer.alarms import AlarmConfig, AlarmTracker
 from cloud.monitor.drift import Thresholds
 from cloud.monitor.histograms import (
@@ -430,7 +433,7 @@ def real_figures(reference: list[HistCell]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=9)
     ap.add_argument("--pumps", type=int, default=24)
     ap.add_argument("--seconds", type=int, default=12)
     ap.add_argument("--windows", type=int, default=100)
@@ -441,9 +444,11 @@ def main() -> None:
                     help="reports per run of the real consumer (after its warm-up)")
     ap.add_argument("--warmup-reports", type=int, default=1024,
                     help="reports per consumer run before its CPU is read (not counted)")
-    ap.add_argument("--concurrent", action="store_true",
-                    help="run a pair's two consumers at once (less noise, but each pays for "
-                    "sharing the cores with the other, which dilutes the ratio)")
+    ap.add_argument("--mode", choices=MODES, default="interleaved",
+                    help="how a pair's two consumers are run (bench._consumer_cpu): fed in "
+                    "turn chunk by chunk (default), one after the other, or at once")
+    ap.add_argument("--chunks", type=int, default=8,
+                    help="chunks of the --consumer-reports the interleaved mode feeds in turn")
     ap.add_argument("--no-consumer", action="store_true", help="skip the real consumer runs")
     ap.add_argument("--no-store-path", action="store_true",
                     help="skip the in-process store path runs")
@@ -466,10 +471,13 @@ def main() -> None:
             creps = unique((flat * (-(-args.consumer_reports // len(flat))))
                            [:args.consumer_reports])
             warm = [msgspec.structs.replace(r, epoch=2) for r in creps[:args.warmup_reports]]
+            step = -(-len(creps) // max(1, args.chunks))
+            parts = [creps[k:k + step] for k in range(0, len(creps), step)]
+            tail = [msgspec.structs.replace(r, epoch=3) for r in parts[0]]
             out |= consumer_overhead(
-                work, warmup=wire(warm, ""), warmup_reports=len(warm),
-                messages=wire(creps, ""), reports=len(creps), pairs=args.pairs,
-                concurrent=args.concurrent, say=lambda m: say(m, quiet))
+                work, warmup=(wire(warm, ""), len(warm)),
+                chunks=[(wire(c, ""), len(c)) for c in parts], tail=(wire(tail, ""), len(tail)),
+                pairs=args.pairs, mode=args.mode, say=lambda m: say(m, quiet))
         if not args.no_store_path:
             say("the store path in process, monitoring on and off", quiet)
             out |= store_path_overhead(unique(reps), args.pairs, work, quiet)
