@@ -20,7 +20,7 @@
   this process: batches of 64 reports decoded from their wire bytes
   (``parse_message``), the request encoded and a recorded answer decoded, result rows
   built and committed with the alarm tracker to a fresh SQLite store
-  (``synchronous=normal``); "on" adds ``Histograms.observe``, the commit hook and
+  (``synchronous=normal``); "on" adds ``Histograms.observe`` and ``prepare``, the commit hook and
   ``committed``, and the per-batch usage counts, written with the flush. On and off step
   batch by batch in turn (the order alternating), so both see the same machine; median
   of ``--pairs`` pairs after one not counted. Each run ends with one histogram flush
@@ -159,7 +159,7 @@ def unique(reports: list[dsp.Report]) -> list[dsp.Report]:
 
 def cells_of(reports: Sequence[dsp.Report], rows: Sequence[ResultRow]) -> list[HistCell]:
     h = Histograms(flush_s=0)
-    h.observe(reports, rows)
+    h.prepare([h.observe(reports, rows)])
     return h(rows)
 
 
@@ -232,7 +232,7 @@ class _StorePath:
         if hist is not None:
             if b == self.batches - 1:
                 hist.flush_next()  # the run's counts are written, as a flush would
-            hist.observe(reps, rows)
+            hist.prepare([hist.observe(reps, rows)])
         cells: list[UsageCell] = []
         if usage is not None:
             batch = Usage()
@@ -244,7 +244,7 @@ class _StorePath:
         await self.store.commit(Commit(results=rows, archive=archive, usage=cells),
                                 alarms=self.tracker.evaluate, histograms=hist)
         if hist is not None:
-            hist.committed(rows)
+            hist.committed()
         self.reports += len(rows)
         self.cpu_s += time.process_time() - t0
 

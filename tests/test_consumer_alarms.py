@@ -16,8 +16,10 @@ from cloud.store import AlarmRow, Commit, ResultRow, SQLiteStore
 
 def row(t: int, *, anomalous: bool = False, zone: str = "A", vel: float = 1.0,
         pump: str = "P1", channel: str = "x") -> ResultRow:
+    # one device per channel: every (pump, channel, t) is a report of its own identity
     return ResultRow(
-        device="d", epoch=1, seq=t, site="s", pump=pump, channel=channel, t0_ns=t * 10**9,
+        device=f"d-{pump}-{channel}", epoch=1, seq=t, site="s", pump=pump, channel=channel,
+        t0_ns=t * 10**9,
         condition="normal", probabilities={"normal": 1.0}, anomaly_score=2.0 if anomalous
         else 0.5, anomaly_threshold=1.0, anomalous=anomalous, baseline="pump", iso_zone=zone,
         velocity_rms=vel, rpm=None, evidence=[], model_version="m", target="t",

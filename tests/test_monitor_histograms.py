@@ -108,7 +108,7 @@ def test_every_feature_of_a_report_lands_in_one_bin_and_categories_count() -> No
     reps = reports(6)
     h = Histograms(flush_s=0)
     rows = rows_for(reps)
-    h.observe(reps, rows)
+    h.prepare([h.observe(reps, rows)])
     t = totals(h(rows))
     assert t[("n", 0)] == 6 and t[("class:healthy", 0)] == 6
     assert t[("decided_by:classifier", 0)] == 6
@@ -119,8 +119,8 @@ def test_every_feature_of_a_report_lands_in_one_bin_and_categories_count() -> No
     assert all(0 < b <= BY_NAME["log:velocity_rms"].bins for b in vel)
     sampled = sum(map(spectrum_sampled, reps))  # 1 in 16 reports' spectra, by identity
     assert t.get(("spec_n", 0), 0) == sampled and 1 <= sampled < 6
-    h.committed(rows)
-    assert h(rows) == []  # forgotten once committed
+    h.committed()
+    assert h(rows) == [] and h.unobserved == 6  # a commit's rows count in that commit only
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -149,15 +149,15 @@ async def test_two_consumers_merge_and_redeliveries_count_once(url: str) -> None
             for k in range(0, len(part), 5):
                 idx = part[k:k + 5]
                 batch_reps, batch_rows = [reps[i] for i in idx], [rows[i] for i in idx]
-                h.observe(batch_reps, batch_rows)
+                h.prepare([h.observe(batch_reps, batch_rows)])
                 await store.commit(Commit(results=batch_rows), histograms=h)
-                h.committed(batch_rows)
+                h.committed()
 
         await asyncio.gather(run(a, ha, list(range(0, 40, 2))), run(b, hb, list(range(1, 40, 2))))
         await run(b, hb, list(range(0, 20, 2)))
         got = await a.histograms(since_ns=0, until_ns=10**12)
         expect = Histograms(flush_s=0)
-        expect.observe(reps, rows)
+        expect.prepare([expect.observe(reps, rows)])
         assert totals(got) == pytest.approx(totals(expect(rows)))
         assert totals(got)[("n", 0)] == 40
         assert {c[0] for c in got} == {"m1"} and {c[3] for c in got} == {0}
@@ -176,15 +176,15 @@ async def test_counts_are_held_until_a_flush_and_a_failed_commit_counts_once(
     h = Histograms(flush_s=10.0, clock=lambda: now[0])
     s = await opened(f"sqlite:///{tmp_path / 'r.db'}")
     try:
-        h.observe(reps[:6], rows[:6])
+        h.prepare([h.observe(reps[:6], rows[:6])])
         await s.commit(Commit(results=rows[:6]), histograms=h)
-        h.committed(rows[:6])
+        h.committed()
         assert await s.histograms(since_ns=0, until_ns=10**12) == []  # held
         now[0] = 11.0
-        h.observe(reps[6:], rows[6:])
+        h.prepare([h.observe(reps[6:], rows[6:])])
         assert h(rows[6:])  # a flush is due: this commit fails (never committed) ...
         await s.commit(Commit(results=rows[6:]), histograms=h)  # ... and is retried
-        h.committed(rows[6:])
+        h.committed()
         got = totals(await s.histograms(since_ns=0, until_ns=10**12))
         assert got[("n", 0)] == 12 and h.flushes == 1
     finally:
@@ -202,7 +202,7 @@ async def test_monitor_runs_keep_the_newest_check_and_the_first_bucket_is_known(
         reps = reports(4, seed=3)
         rows = [msgspec.structs.replace(r, t0_ns=7200 * S + r.t0_ns) for r in rows_for(reps)]
         h = Histograms(flush_s=0)
-        h.observe(reps, rows)
+        h.prepare([h.observe(reps, rows)])
         await s.commit(Commit(results=rows), histograms=h)
         assert await s.histogram_start("m1") == 7200 * S
         for checked, status in ((5, "drift"), (9, "ok"), (7, "drift")):  # 7 arrives late
@@ -240,26 +240,50 @@ def test_spectrum_levels_of_a_batch_are_each_reports_band_means() -> None:
 
 
 @pytest.mark.parametrize("bin_rows", [1, 4, 1024])  # binned per commit, every few, at flush
-def test_a_batch_committed_in_parts_or_twice_counts_each_report_once(
+def test_commits_count_their_new_rows_once_and_a_retry_only_its_own(
     bin_rows: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(histograms, "BIN_ROWS", bin_rows)
     reps = reports(16, seed=5)
     rows = rows_for(reps)
     h = Histograms(flush_s=1e9)
-    h.observe(reps, rows)
-    h(rows[3:9] + rows[3:5])  # a part, with two rows twice
-    h.committed(rows[3:9])
-    h(rows[12:])
-    h.committed(rows[:16])  # the rest committed elsewhere (not new here): forgotten
-    assert h.held and h(rows) == []
+    # one commit of three jobs' batches; new: rows 3-8 (the rest stored before), and rows
+    # 3 and 4 are in it twice (a redelivery in another job)
+    h.prepare([h.observe(reps[:6], rows[:6]), h.observe(reps[6:12], rows[6:12]),
+               h.observe(reps[3:5], rows[3:5])])
+    assert h(rows[3:9] + rows[3:5]) == []  # held: no flush due
+    h.committed()
+    h.prepare([h.observe(reps[9:], rows[9:])])
+    h(rows[9:])  # this attempt fails ...
+    h(rows[12:])  # ... and the retry finds 9-11 stored by another consumer meanwhile
+    h.committed()
+    assert h.held and h([]) == []
+    h.prepare([])
+    h(rows[:2])  # new rows of no prepared batch: not counted, and counted as such
+    h.committed()
+    assert h.unobserved == 2
     h.flush_next()
     t = totals(h([]))
     assert t[("n", 0)] == 10 and t[("class:healthy", 0)] == 10
     expect = Histograms(flush_s=0)
     idx = [*range(3, 9), *range(12, 16)]
-    expect.observe([reps[i] for i in idx], [rows[i] for i in idx])
+    expect.prepare([expect.observe([reps[i] for i in idx], [rows[i] for i in idx])])
     assert t == pytest.approx(totals(expect([rows[i] for i in idx])))
+
+
+async def test_a_report_twice_in_one_commit_is_stored_and_counted_once(url: str) -> None:
+    reps = reports(6, seed=8)
+    rows = rows_for(reps)
+    s = await opened(url)
+    try:
+        h = Histograms(flush_s=0)
+        h.prepare([h.observe(reps, rows), h.observe(reps[:2], rows[:2])])
+        out = await s.commit(Commit(results=rows + rows[:2]), histograms=h)
+        h.committed()
+        assert out.results_inserted == 6
+        assert totals(await s.histograms(since_ns=0, until_ns=10**12))[("n", 0)] == 6
+    finally:
+        await s.close()
 
 
 async def test_held_counts_are_written_by_a_commit_without_rows(tmp_path: Path) -> None:
@@ -269,13 +293,13 @@ async def test_held_counts_are_written_by_a_commit_without_rows(tmp_path: Path) 
     h = Histograms(flush_s=3600.0)
     s = await opened(f"sqlite:///{tmp_path / 'r.db'}")
     try:
-        h.observe(reps, rows)
+        h.prepare([h.observe(reps, rows)])
         await s.commit(Commit(results=rows), histograms=h)
-        h.committed(rows)
+        h.committed()
         assert h.held and await s.histograms(since_ns=0, until_ns=10**12) == []
         h.flush_next()
         await s.commit(Commit(), histograms=h)
-        h.committed([])
+        h.committed()
         assert not h.held and h.flushes == 1
         got = totals(await s.histograms(since_ns=0, until_ns=10**12))
         assert got[("n", 0)] == 5

@@ -94,7 +94,7 @@ from cloud.store import (
 )
 from dsp.results import Result
 
-from ..monitor.histograms import Histograms
+from ..monitor.histograms import Histograms, Observed
 from ..monitor.retention import prune_monitoring
 from ..monitor.usage import Usage, reports_by_version_pump
 from . import topics
@@ -165,6 +165,7 @@ class Job:
     tickets: list[Ticket[Delivery]] = field(default_factory=list)
     confirms: list[Identity] = field(default_factory=list)  # dead letters of their device
     usage: Usage | None = None  # the batch's usage counts (cloud.monitor.usage)
+    observed: Observed | None = None  # the batch, for the monitoring histograms
     write_usage: bool = False  # write the usage counts held in this commit (not at a flush)
 
 
@@ -357,13 +358,14 @@ class Consumer:
         if h is None or not (h.held or usage):
             return
         h.flush_next()
+        h.prepare([])
         try:
             await self.store.commit(Commit(usage=usage.take() if usage else []), histograms=h)
         except StoreError as exc:
             log.error("monitoring: the final flush failed, the histogram and usage counts "
                       "since the last one are lost: %s", exc)
             return
-        h.committed([])
+        h.committed()
 
     async def _monitor_flush_loop(self, h: Histograms) -> None:
         """Every ``flush_s``: when counts are held and due but no commit is coming, queue one
@@ -677,8 +679,8 @@ class Consumer:
                     received_ns=w.received_ns, report=w.accepted.raw,
                 )
             )
-        if self.histograms is not None:
-            self.histograms.observe([w.accepted.report for w in works], results)
+        observed = (self.histograms.observe([w.accepted.report for w in works], results)
+                    if self.histograms is not None else None)
         usage = None
         if self.usage is not None:  # per batch: one count per (version, pump) of the batch
             usage = Usage()
@@ -688,7 +690,7 @@ class Consumer:
                 self._target_versions[target] = results[-1].model_version
         return Job(Commit(results=results, archive=archive, manifests=manifests,
                           shadow=self._shadow_rows(target, works, scored)), works=works,
-                   usage=usage)
+                   usage=usage, observed=observed)
 
     def _shadow_rows(self, target: Target, works: list[Work], scored: Scored) -> list[ShadowRow]:
         """A shadow version's results the response carried (for this or earlier batches,
@@ -771,6 +773,8 @@ class Consumer:
                     merged.usage = self.usage.take()
                     self._usage_flush_queued = False
             evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
+            if self.histograms is not None:
+                self.histograms.prepare([j.observed for j in jobs if j.observed is not None])
             backoff = Backoff(initial=0.1, maximum=10.0)
             while True:
                 t0 = time.perf_counter()
@@ -787,7 +791,7 @@ class Consumer:
                     await asyncio.sleep(delay)
             self.counters.commits += 1
             if self.histograms is not None:
-                self.histograms.committed(merged.results)
+                self.histograms.committed()
             self.counters.results_inserted += outcome.results_inserted
             self.counters.shadow_inserted += outcome.shadow_inserted
             self.counters.alarm_writes += len(outcome.alarms)

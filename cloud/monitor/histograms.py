@@ -2,14 +2,15 @@
 
 Theory of operation
 -------------------
-The consumer hands every scored batch to :meth:`Histograms.observe`
-(O(features) per report): each report's scalars are kept by identity until
-its commit; the store calls :meth:`Histograms.cells` inside the commit with the
-result rows it *newly* inserted, so a redelivered report is never counted twice
-whichever consumer stores it. Committed reports are binned together, a
-thousand at a time (numpy across them), into counts held in memory, and every
-``flush_s`` a commit adds them to the stored cells (``value = value + ..``):
-any number of consumers merge into the same histograms.
+The consumer hands every scored batch to :meth:`Histograms.observe`, which
+computes nothing: the batch (its reports and result rows) travels with its job
+to the commit that stores its rows (:meth:`Histograms.prepare`); the store
+calls the hook inside the commit with the result rows it *newly* inserted, so
+a redelivered report is never counted twice whichever consumer stores it.
+Committed reports are binned together, a thousand at a time (numpy across
+them: O(features) per report, no cost per batch), into counts held in memory,
+and every ``flush_s`` a commit adds them to the stored cells (``value = value
++ ..``): any number of consumers merge into the same histograms.
 
 A cell is keyed by (model version, bundle target, regime, time bucket, health
 partition, feature, bin):
@@ -41,7 +42,6 @@ partition, feature, bin):
 
 from __future__ import annotations
 
-import collections
 import functools
 import itertools
 import logging
@@ -60,7 +60,7 @@ from dsp.quantize import unpack_deltas
 from dsp.report import Report, Spectrum
 from dsp.results import HEALTHY, SENSOR_FAULT, UNKNOWN
 
-from ..store.records import HistCell, Identity, ResultRow
+from ..store.records import HistCell, ResultRow
 
 log = logging.getLogger(__name__)
 F64 = NDArray[np.float64]
@@ -75,7 +75,6 @@ SPECTRUM_BANDS: tuple[tuple[float, float], ...] = tuple(
     (10.0 * 2 ** (k / 2), 10.0 * 2 ** ((k + 1) / 2)) for k in range(17)
 )
 SPECTRUM_EVERY = 16  # reports per reduced spectrum decoded (see spectrum_sampled)
-MAX_PENDING = 1 << 16  # observed reports awaiting their commit (older ones are forgotten)
 BIN_ROWS = 1024  # committed reports binned together (see Histograms)
 
 
@@ -307,22 +306,34 @@ class _Batch:
     spec: F64  # (len(spec_rows), len(SPECTRUM_BANDS))
 
 
-@dataclass(slots=True, eq=False)
-class _Observed:
-    """One observed batch, kept until its rows are committed, not yet binned (binning
-    waits for :data:`BIN_ROWS` committed rows: numpy's cost per call is spread over them).
-    Arrays, not Python objects per report: what waits for its commit is a handful of
-    objects per batch, so the consumer's garbage collector has no more to scan or promote
-    with monitoring on. Per report its scalars (a row of ``raw``), the index of its key
-    without the regime in ``keys`` and of its category in ``categories``; the sampled
-    spectra by row."""
+Fact = tuple[str, str, int, str, bool, str | None]  # see _facts
 
-    raw: F64  # (n, len(SCALAR_FEATURES) + 2), see _row_values
-    keys: list[tuple[str, str, int, str]]  # (model version, target, bucket, health)
-    kidx: NDArray[np.intp]  # (n,)
-    categories: list[Category]
-    cidx: NDArray[np.intp]  # (n,)
-    spectra: dict[int, Spectrum]  # row -> its spectrum, for the sampled rows
+
+def _facts(results: Sequence[ResultRow], bucket: int) -> list[Fact]:
+    """Per result what its key and category are made of: model version, target, time
+    bucket, condition, anomalous, the ``decided_by`` rule (None without one)."""
+    return [(r.model_version, r.target, r.t0_ns - r.t0_ns % bucket, r.condition, r.anomalous,
+             rule if isinstance(rule := r.extra.get("decided_by"), str) else None)
+            for r in results]
+
+
+@dataclass(slots=True, eq=False)
+class Observed:
+    """One scored batch, read while the consumer still has it at hand (its reports' and
+    results' fields are in cache: read a thousand reports later, they cost twice as much)
+    into plain Python values, no numpy: what numpy costs per call is spread over the
+    :data:`BIN_ROWS` committed reports binned together. Carried with its job to the commit
+    (:meth:`Histograms.prepare`), then kept until binned. Per report its scalars
+    (:func:`_row_values`) and its facts (:func:`_facts`), the sampled spectra by row, and
+    the result rows (their identities, when a commit stored only some of them)."""
+
+    rows: list[Row]
+    facts: list[Fact]
+    spectra: list[tuple[int, Spectrum]]
+    results: Sequence[ResultRow]
+
+
+Part = tuple[Observed, NDArray[np.intp] | None]  # the rows ``idx`` of a batch (None: all)
 
 
 def _index(items: Sequence[Hashable]) -> tuple[list[Any], NDArray[np.intp]]:
@@ -332,62 +343,42 @@ def _index(items: Sequence[Hashable]) -> tuple[list[Any], NDArray[np.intp]]:
     return list(seen), np.array(idx, dtype=np.intp)
 
 
-def _merge_index(parts: Sequence[tuple[Sequence[Hashable], NDArray[np.intp]]]
-                 ) -> tuple[list[Any], NDArray[np.intp]]:
-    """Concatenate (distinct items, index) pairs into one, items distinct again."""
-    seen: dict[Hashable, int] = {}
-    out: list[NDArray[np.intp]] = []
-    for items, idx in parts:
-        remap = np.array([seen.setdefault(k, len(seen)) for k in items], dtype=np.intp)
-        out.append(remap[idx] if idx.size else idx)
-    return list(seen), (np.concatenate(out) if out else np.zeros(0, dtype=np.intp))
-
-
-def _bin(parts: Sequence[tuple[_Observed, NDArray[np.intp] | None]]) -> _Batch:
-    """Bin the rows ``idx`` (sorted, distinct; None: all) of each observed batch,
+def _bin(parts: Sequence[Part]) -> _Batch:
+    """Bin the rows ``idx`` (distinct, ascending; None: all) of each observed batch,
     together."""
-    raws: list[F64] = []
-    keys: list[tuple[Sequence[Hashable], NDArray[np.intp]]] = []
-    cats: list[tuple[Sequence[Hashable], NDArray[np.intp]]] = []
+    rows: list[Row] = []
+    facts: list[Fact] = []
     spectra: list[tuple[int, Spectrum]] = []
-    base = 0
     for obs, idx in parts:
+        base = len(rows)
         if idx is None:
-            raws.append(obs.raw)
-            keys.append((obs.keys, obs.kidx))
-            cats.append((obs.categories, obs.cidx))
-            spectra += [(base + i, sp) for i, sp in obs.spectra.items()]
-            base += obs.kidx.size
+            rows += obs.rows
+            facts += obs.facts
+            spectra += [(base + i, sp) for i, sp in obs.spectra]
         else:
-            raws.append(obs.raw[idx])
-            keys.append((obs.keys, obs.kidx[idx]))
-            cats.append((obs.categories, obs.cidx[idx]))
-            if obs.spectra:
-                sampled = np.fromiter(obs.spectra, dtype=np.intp, count=len(obs.spectra))
-                pos = np.searchsorted(idx, sampled)
-                hit = (pos < idx.size) & (idx[np.minimum(pos, idx.size - 1)] == sampled)
-                spectra += [(base + p, obs.spectra[i]) for i, p in
-                            zip(sampled[hit].tolist(), pos[hit].tolist(), strict=True)]
-            base += idx.size
-    values, rpm = _values(np.concatenate(raws), spectra)
-    key_list, gk = _merge_index(keys)
-    cat_list, cidx = _merge_index(cats)
+            pick = idx.tolist()
+            rows += [obs.rows[i] for i in pick]
+            facts += [obs.facts[i] for i in pick]
+            at = {i: k for k, i in enumerate(pick)}
+            spectra += [(base + at[i], sp) for i, sp in obs.spectra if i in at]
+    distinct, fidx = _index(facts)
+    keys, key_of = _index([(v, t, b, _health(c, a)) for v, t, b, c, a, _ in distinct])
+    cats, cat_of = _index([(c, rule) for _, _, _, c, _, rule in distinct])
+    values, rpm = _values(_raw(rows), spectra)
     nr = len(REGIME_NAMES)
-    codes, kidx = np.unique(gk * nr + regime_index(rpm), return_inverse=True)
+    codes, kidx = np.unique(key_of[fidx] * nr + regime_index(rpm), return_inverse=True)
     local: list[Key] = []
     for c in codes.tolist():
-        k = key_list[c // nr]
+        k = keys[c // nr]
         local.append((k[0], k[1], REGIME_NAMES[c % nr], k[2], k[3]))
     spec = values[:, _NS:_NS + _NB]
     spec_rows = np.flatnonzero(np.isfinite(spec).all(axis=1))
     return _Batch(keys=local, kidx=kidx.reshape(-1).astype(np.intp),
-                  bins=bin_index(values).astype(np.int16), categories=cat_list,
-                  cidx=cidx, spec_rows=spec_rows, spec=spec[spec_rows])
+                  bins=bin_index(values).astype(np.int16), categories=cats,
+                  cidx=cat_of[fidx], spec_rows=spec_rows, spec=spec[spec_rows])
 
 
 _IDENTITY = operator.attrgetter("device", "epoch", "seq")  # ResultRow.identity, in C
-_ROW_BITS = 20  # a pending report's number: its batch's serial << _ROW_BITS | its row
-_ROW_MASK = (1 << _ROW_BITS) - 1
 _NAMES = [f.name for f in FEATURES]
 _W = int(_BINS.max()) + 3  # column of a bin: bin + 1 (so "missing", -1, is column 0)
 _FW = len(FEATURES) * _W
@@ -460,18 +451,11 @@ class _Counts:
             self.spec_sum[s] += sub.sum(axis=0)
             self.spec_cross[s] += sub.T @ sub
 
-    def add(self, batch: _Batch, idx: NDArray[np.intp] | None) -> None:
-        """Add the rows ``idx`` (each once; None: all) of ``batch``."""
+    def add(self, batch: _Batch) -> None:
+        """Add every row of ``batch``."""
         key_slot = np.array([self.slot(k) for k in batch.keys], dtype=np.intp)
-        if idx is None:
-            kidx, bins, cidx = batch.kidx, batch.bins, batch.cidx
-            spec_rows, spec = batch.spec_rows, batch.spec
-        else:
-            kidx, bins, cidx = batch.kidx[idx], batch.bins[idx], batch.cidx[idx]
-            chosen = np.zeros(batch.kidx.size, dtype=bool)
-            chosen[idx] = True
-            take = chosen[batch.spec_rows]
-            spec_rows, spec = batch.spec_rows[take], batch.spec[take]
+        kidx, bins, cidx = batch.kidx, batch.bins, batch.cidx
+        spec_rows, spec = batch.spec_rows, batch.spec
         slots = key_slot[kidx]
         nc = len(batch.categories)
         per = np.bincount(kidx * nc + cidx, minlength=len(batch.keys) * nc)
@@ -524,18 +508,21 @@ def aggregate(
 class Histograms:
     """The consumer's side of the monitoring histograms (see the module docstring).
 
-    Three calls: :meth:`observe` per scored batch (it keeps each report's scalars, by
-    identity), the store calls the object itself (:class:`cloud.store.HistogramHook`)
-    inside the commit, and :meth:`committed` after it returned. The hook stages the new
-    rows (which rows of which observed batch); :meth:`committed` keeps them, and once
-    :data:`BIN_ROWS` are kept bins them together and adds them to the counts held
-    (:class:`_Counts`). Every ``flush_s`` the hook returns all of it as cells for that
-    commit to add (``flush_s = 0``: every commit). A commit that failed and is retried
-    stages its rows again, so nothing is counted twice; what is held when the process
-    dies (at most ``flush_s`` of reports) is lost, never doubled; a consumer that stops
-    writes what it holds (:meth:`flush_next`, then a commit with no rows). The database
-    sees one upsert per cell per flush, whatever the report rate. A bug here never blocks
-    a commit: it is logged and counted, and the histograms miss rows.
+    Per commit: :meth:`observe` per scored batch (it returns the batch as an
+    :class:`Observed`, which travels with the batch's rows), :meth:`prepare` with the
+    observed batches whose rows the next commit stores, the store calls the object itself
+    (:class:`cloud.store.HistogramHook`) inside the commit with the rows it newly inserted,
+    and :meth:`committed` after the commit returned. The hook stages the new rows (which
+    rows of which observed batch: all of them, unless some were already stored);
+    :meth:`committed` keeps them, and once :data:`BIN_ROWS` are kept bins them together
+    and adds them to the counts held (:class:`_Counts`). Every ``flush_s`` the hook
+    returns all of it as cells for that commit to add (``flush_s = 0``: every commit). A
+    commit that failed and is retried stages its rows again, so nothing is counted twice;
+    what is held when the process dies (at most ``flush_s`` of reports) is lost, never
+    doubled; a consumer that stops writes what it holds (:meth:`flush_next`, then a
+    commit with no rows). The database sees one upsert per cell per flush, whatever the
+    report rate. A bug here never blocks a commit: it is logged and counted, and the
+    histograms miss rows.
     """
 
     def __init__(self, *, bucket_ns: int = BUCKET_NS, flush_s: float = 10.0,
@@ -543,20 +530,17 @@ class Histograms:
         self.bucket_ns = bucket_ns
         self.flush_s = flush_s
         self._clock = clock
-        # identity -> its batch's serial << _ROW_BITS | its row, oldest first (insertion
-        # order); an int, not a tuple: nothing more for the garbage collector per report
-        self._pending: dict[Identity, int] = {}
-        self._batches: dict[int, _Observed] = {}  # serial -> batch, with rows pending
-        self._serial = 0
+        self._parts: list[Observed] = []  # the next commit's observed batches (prepare)
+        self._parts_rows = 0
         self._held = _Counts()
-        self._kept: list[tuple[_Observed, NDArray[np.intp] | None]] = []  # committed
+        self._kept: list[Part] = []  # committed, not yet binned
         self._kept_rows = 0
-        self._staged: list[tuple[_Observed, NDArray[np.intp] | None]] = []
+        self._staged: list[Part] = []
         self._staged_rows = 0
         self._flushing = False
         self._last_flush = clock()
         self.observed = 0
-        self.forgotten = 0
+        self.unobserved = 0  # new rows the hook was given that no prepared batch holds
         self.errors = 0
         self.flushes = 0
 
@@ -575,14 +559,22 @@ class Histograms:
         too."""
         return self._clock() - self._last_flush >= self.flush_s
 
-    def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
-        """Keep one scored batch (``reports[i]`` scored as ``results[i]``) until its
-        commit."""
-        try:
-            self._observe(reports, results)
-        except Exception:
-            self.errors += 1
-            log.exception("monitoring histograms: observing %d reports failed", len(reports))
+    def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> Observed:
+        """One scored batch (``reports[i]`` scored as ``results[i]``), to hand to
+        :meth:`prepare` with the commit that stores its rows."""
+        if len(reports) != len(results):
+            raise ValueError(f"{len(reports)} reports scored as {len(results)} results")
+        self.observed += len(results)
+        return Observed(
+            rows=_row_values(reports, results), facts=_facts(results, self.bucket_ns),
+            spectra=[(i, rep.spectrum) for i, rep in enumerate(reports)
+                     if spectrum_sampled(rep)],
+            results=results)
+
+    def prepare(self, observed: Sequence[Observed]) -> None:
+        """The next commit stores the rows of ``observed`` (in this order: its results)."""
+        self._parts = list(observed)
+        self._parts_rows = sum(len(o.results) for o in self._parts)
 
     def __call__(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         try:
@@ -593,13 +585,9 @@ class Histograms:
             log.exception("monitoring histograms: cells of %d results failed", len(rows))
             return []
 
-    def committed(self, rows: Sequence[ResultRow]) -> None:
-        """The commit holding ``rows`` returned: keep what it staged (or forget what it
-        flushed) and the rows' observations."""
-        pending = self._pending
-        collections.deque(map(pending.pop, map(_IDENTITY, rows), itertools.repeat(None)),
-                          maxlen=0)
-        self._forget_batches()
+    def committed(self) -> None:
+        """The commit returned: keep what it staged (or forget what it flushed)."""
+        self._parts, self._parts_rows = [], 0
         if self._flushing:
             self._held, self._kept, self._kept_rows = _Counts(), [], 0
             self._last_flush = self._clock()
@@ -610,80 +598,41 @@ class Histograms:
             if self._kept_rows >= BIN_ROWS:
                 kept, self._kept, self._kept_rows = self._kept, [], 0
                 try:
-                    self._held.add(_bin(kept), None)
+                    self._held.add(_bin(kept))
                 except Exception:
                     self.errors += 1
                     log.exception("monitoring histograms: binning %d results failed",
-                                  sum(o.kidx.size if i is None else i.size for o, i in kept))
+                                  sum(len(o.rows) if i is None else i.size for o, i in kept))
         self._staged, self._staged_rows, self._flushing = [], 0, False
 
-    def _forget_batches(self) -> None:
-        """Drop the observed batches older than the oldest report still pending (reports
-        are committed about in the order they were observed)."""
-        batches = self._batches
-        oldest = (next(iter(self._pending.values())) >> _ROW_BITS if self._pending
-                  else self._serial)
-        for serial in list(itertools.takewhile(oldest.__gt__, batches)):
-            del batches[serial]
-
-    def _observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
-        for k in range(0, len(results), _ROW_MASK + 1):
-            self._observe_part(reports[k:k + _ROW_MASK + 1], results[k:k + _ROW_MASK + 1])
-
-    def _observe_part(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> None:
-        if not reports:
-            return
-        bucket = self.bucket_ns
-        # one pass over the results: what their keys and categories are made of, then the
-        # few distinct ones made into keys and categories
-        facts, fidx = _index([
-            (r.model_version, r.target, r.t0_ns - r.t0_ns % bucket, r.condition, r.anomalous,
-             rule if isinstance(rule := r.extra.get("decided_by"), str) else None)
-            for r in results])
-        keys, key_of = _index([(v, t, b, _health(c, a)) for v, t, b, c, a, _ in facts])
-        cats, cat_of = _index([(c, rule) for _, _, _, c, _, rule in facts])
-        obs = _Observed(
-            raw=_raw(_row_values(reports, results)), keys=keys, kidx=key_of[fidx],
-            categories=cats, cidx=cat_of[fidx],
-            spectra={i: rep.spectrum for i, rep in enumerate(reports) if spectrum_sampled(rep)},
-        )
-        serial = self._serial
-        self._serial += 1
-        self._batches[serial] = obs
-        pending = self._pending
-        first = serial << _ROW_BITS
-        pending.update(zip(map(_IDENTITY, results), range(first, first + len(results)),
-                           strict=False))
-        self.observed += len(results)
-        if len(pending) > MAX_PENDING:
-            excess = len(pending) - MAX_PENDING
-            for ident in list(itertools.islice(pending, excess)):
-                del pending[ident]
-            self.forgotten += excess
-            self._forget_batches()
+    def _stage(self, rows: Sequence[ResultRow]) -> tuple[list[Part], int]:
+        """Which rows of the prepared batches ``rows`` (distinct, newly inserted) are."""
+        parts = self._parts
+        if len(rows) == self._parts_rows:  # all of them (the usual commit: nothing redelivered)
+            return [(o, None) for o in parts if o.results], len(rows)
+        new = set(map(_IDENTITY, rows))
+        staged: list[Part] = []
+        n = 0
+        for o in parts:
+            idx: list[int] = []
+            for i, ident in enumerate(map(_IDENTITY, o.results)):
+                if ident in new:
+                    new.remove(ident)  # a report twice in one commit counts once
+                    idx.append(i)
+            if idx:
+                staged.append((o, None if len(idx) == len(o.results)
+                               else np.array(idx, dtype=np.intp)))
+                n += len(idx)
+        if new:
+            self.unobserved += len(new)
+            log.warning("monitoring histograms: %d new results of no prepared batch "
+                        "(not counted)", len(new))
+        return staged, n
 
     def cells(self, rows: Sequence[ResultRow]) -> list[HistCell]:
-        """Stage ``rows`` (newly stored); the cells to add in this commit (all counts held,
-        when a flush is due; else none)."""
-        hits = [h for h in map(self._pending.get, map(_IDENTITY, rows)) if h is not None]
-        staged: list[tuple[_Observed, NDArray[np.intp] | None]] = []
-        n = 0
-        if hits:
-            numbers = np.array(hits, dtype=np.int64)
-            serials = numbers >> _ROW_BITS
-            first = int(serials[0])
-            if first == int(serials.max()) == int(serials.min()):
-                groups = [(first, numbers)]
-            else:
-                groups = [(int(s), numbers[serials == s]) for s in np.unique(serials)]
-            for serial, got in groups:
-                obs = self._batches[serial]
-                idx = np.unique(got & _ROW_MASK).astype(np.intp)
-                if idx.size == obs.kidx.size:  # distinct rows, as many as the batch: all
-                    staged.append((obs, None))
-                else:
-                    staged.append((obs, idx))
-                n += idx.size
+        """Stage ``rows`` (newly stored: distinct rows of the prepared batches); the cells
+        to add in this commit (all counts held, when a flush is due; else none)."""
+        staged, n = self._stage(rows)
         self._staged, self._staged_rows = staged, n
         self._flushing = self.due()
         if not self._flushing:
@@ -691,5 +640,5 @@ class Histograms:
         total = self._held.copy()
         parts = self._kept + staged
         if parts:
-            total.add(_bin(parts), None)
+            total.add(_bin(parts))
         return total.cells()

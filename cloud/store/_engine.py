@@ -83,6 +83,20 @@ class Session(Protocol):
         in the same hop). Its failure fails the transaction, as any statement's."""
 
 
+def _fresh(results: Sequence[ResultRow], new: set[Identity]) -> list[ResultRow]:
+    """The rows of ``results`` this transaction inserted (identities ``new``, consumed),
+    each once (a report twice in one commit was inserted once)."""
+    if len(new) == len(results):  # every row new, so distinct
+        return list(results)
+    fresh: list[ResultRow] = []
+    for r in results:
+        ident = r.identity
+        if ident in new:
+            new.remove(ident)
+            fresh.append(r)
+    return fresh
+
+
 class SQLStore:
     """The shared half of both stores (see the module docstring)."""
 
@@ -130,7 +144,7 @@ class SQLStore:
                 len(q.RESULT_COLUMNS),
             )
             new = {(dev, q.from_i64(e), s) for dev, e, s in inserted}
-            fresh = [r for r in commit.results if r.identity in new]
+            fresh = _fresh(commit.results, new)
             await self._bulk(tx, q.insert_manifests,
                              [(m.digest, m.model_version, m.manifest, now)
                               for m in commit.manifests], len(q.MANIFEST_COLUMNS))

@@ -59,10 +59,10 @@ class AlarmEvaluator(Protocol):
 class HistogramHook(Protocol):
     """Monitoring histograms added inside a commit (``cloud.monitor.Histograms.cells``).
 
-    Called in every commit with the result rows the transaction newly inserted (so a
-    redelivered report is never counted twice, whichever consumer stores it; none in a
-    commit without new results, which may still write held counts); returns the cells
-    to add.
+    Called in every commit with the result rows the transaction newly inserted, each once
+    and in the commit's order (so a redelivered report is never counted twice, whichever
+    consumer stores it; none in a commit without new results, which may still write held
+    counts); returns the cells to add.
     """
 
     def __call__(self, rows: Sequence[ResultRow]) -> Sequence[HistCell]: ...
