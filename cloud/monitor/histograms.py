@@ -320,14 +320,15 @@ def _facts(results: Sequence[ResultRow], bucket: int) -> list[Fact]:
 @dataclass(slots=True, eq=False)
 class Observed:
     """One scored batch, read while the consumer still has it at hand (its reports' and
-    results' fields are in cache: read a thousand reports later, they cost twice as much)
-    into plain Python values, no numpy: what numpy costs per call is spread over the
+    results' fields are in cache: read a thousand reports later, they cost about twice as
+    much): its scalars as one array (:func:`_row_values`, one numpy call per batch) and
+    per report what its key and category are made of (:func:`_facts`, tuples), the
+    sampled spectra by row, and the result rows (their identities, for a commit that
+    stored only some of them). The rest of numpy's work is spread over the
     :data:`BIN_ROWS` committed reports binned together. Carried with its job to the commit
-    (:meth:`Histograms.prepare`), then kept until binned. Per report its scalars
-    (:func:`_row_values`) and its facts (:func:`_facts`), the sampled spectra by row, and
-    the result rows (their identities, when a commit stored only some of them)."""
+    (:meth:`Histograms.prepare`), then kept until binned."""
 
-    rows: list[Row]
+    raw: F64  # (n, len(SCALAR_FEATURES) + 2), see _row_values
     facts: list[Fact]
     spectra: list[tuple[int, Spectrum]]
     results: Sequence[ResultRow]
@@ -346,25 +347,25 @@ def _index(items: Sequence[Hashable]) -> tuple[list[Any], NDArray[np.intp]]:
 def _bin(parts: Sequence[Part]) -> _Batch:
     """Bin the rows ``idx`` (distinct, ascending; None: all) of each observed batch,
     together."""
-    rows: list[Row] = []
+    raws: list[F64] = []
     facts: list[Fact] = []
     spectra: list[tuple[int, Spectrum]] = []
     for obs, idx in parts:
-        base = len(rows)
+        base = len(facts)
         if idx is None:
-            rows += obs.rows
+            raws.append(obs.raw)
             facts += obs.facts
             spectra += [(base + i, sp) for i, sp in obs.spectra]
         else:
             pick = idx.tolist()
-            rows += [obs.rows[i] for i in pick]
+            raws.append(obs.raw[idx])
             facts += [obs.facts[i] for i in pick]
             at = {i: k for k, i in enumerate(pick)}
             spectra += [(base + at[i], sp) for i, sp in obs.spectra if i in at]
     distinct, fidx = _index(facts)
     keys, key_of = _index([(v, t, b, _health(c, a)) for v, t, b, c, a, _ in distinct])
     cats, cat_of = _index([(c, rule) for _, _, _, c, _, rule in distinct])
-    values, rpm = _values(_raw(rows), spectra)
+    values, rpm = _values(np.concatenate(raws), spectra)
     nr = len(REGIME_NAMES)
     codes, kidx = np.unique(key_of[fidx] * nr + regime_index(rpm), return_inverse=True)
     local: list[Key] = []
@@ -566,7 +567,7 @@ class Histograms:
             raise ValueError(f"{len(reports)} reports scored as {len(results)} results")
         self.observed += len(results)
         return Observed(
-            rows=_row_values(reports, results), facts=_facts(results, self.bucket_ns),
+            raw=_raw(_row_values(reports, results)), facts=_facts(results, self.bucket_ns),
             spectra=[(i, rep.spectrum) for i, rep in enumerate(reports)
                      if spectrum_sampled(rep)],
             results=results)
@@ -602,7 +603,7 @@ class Histograms:
                 except Exception:
                     self.errors += 1
                     log.exception("monitoring histograms: binning %d results failed",
-                                  sum(len(o.rows) if i is None else i.size for o, i in kept))
+                                  sum(len(o.facts) if i is None else i.size for o, i in kept))
         self._staged, self._staged_rows, self._flushing = [], 0, False
 
     def _stage(self, rows: Sequence[ResultRow]) -> tuple[list[Part], int]:
