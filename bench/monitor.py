@@ -229,17 +229,16 @@ class _StorePath:
                 device=rep.device, epoch=rep.epoch + tag, seq=rep.seq, site=rep.site,
                 pump=rep.pump, channel=rep.channel, t0_ns=rep.t0_ns, received_ns=0,
                 report=a.raw))
-        if hist is not None:
-            if b == self.batches - 1:
-                hist.flush_next()  # the run's counts are written, as a flush would
-            hist.prepare([hist.observe(reps, rows)])
+        if hist is not None and b == self.batches - 1:
+            hist.flush_next()  # the run's counts are written, as a flush would
+        flush = hist is not None and hist.prepare([hist.observe(reps, rows)])
         cells: list[UsageCell] = []
         if usage is not None:
             batch = Usage()
             batch.invocation(target="pumpwatch", latency_s=0.005,
                              reports=reports_by_version_pump(rows))
             usage.merge(batch)
-            if hist is not None and hist.due():  # written with the flush, as the consumer
+            if flush:  # written with the flush, as the consumer
                 cells = usage.take()
         await self.store.commit(Commit(results=rows, archive=archive, usage=cells),
                                 alarms=self.tracker.evaluate, histograms=hist)

@@ -286,6 +286,25 @@ async def test_a_report_twice_in_one_commit_is_stored_and_counted_once(url: str)
         await s.close()
 
 
+def test_the_flush_is_decided_once_per_commit_when_it_is_prepared() -> None:
+    # the consumer writes its usage counts in the commit prepare says flushes: the hook
+    # must not decide otherwise when the boundary passes while the commit runs
+    reps = reports(4, seed=9)
+    rows = rows_for(reps)
+    now = [0.0]
+    h = Histograms(flush_s=10.0, clock=lambda: now[0])
+    assert h.prepare([h.observe(reps[:2], rows[:2])]) is False
+    now[0] = 10.5
+    assert h(rows[:2]) == []  # held: not this commit's flush
+    h.committed()
+    assert h.held and h.flushes == 0
+    assert h.prepare([h.observe(reps[2:], rows[2:])]) is True
+    assert totals(h(rows[2:]))[("n", 0)] == 4
+    assert totals(h(rows[2:]))[("n", 0)] == 4  # a retry of the commit flushes as well
+    h.committed()
+    assert h.flushes == 1 and not h.held
+
+
 async def test_held_counts_are_written_by_a_commit_without_rows(tmp_path: Path) -> None:
     # what a consumer does when it stops (Consumer._flush_monitoring)
     reps = reports(5, seed=6)

@@ -761,20 +761,20 @@ class Consumer:
                 manifests=[m for j in jobs for m in j.commit.manifests],
                 shadow=[s for j in jobs for s in j.commit.shadow],
             )
+            flush = (self.histograms is not None and self.histograms.prepare(
+                [j.observed for j in jobs if j.observed is not None]))
             if self.usage is not None:
                 for j in jobs:
                     if j.usage is not None:
                         self.usage.merge(j.usage)
                 # Held, and written with the histograms' flush (every flush_s: one upsert
-                # per cell, not one per pump and commit), or at once after a failed call
-                # (an empty job is queued: an outage's errors are stored during it).
-                h = self.histograms
-                if (h is not None and h.due()) or any(j.write_usage for j in jobs):
+                # per cell, not one per pump and commit; prepare decided it for this commit),
+                # or at once after a failed call (an empty job is queued: an outage's errors
+                # are stored during it).
+                if flush or any(j.write_usage for j in jobs):
                     merged.usage = self.usage.take()
                     self._usage_flush_queued = False
             evaluate = self._evaluate_alarms if self.config.alarms.enabled else None
-            if self.histograms is not None:
-                self.histograms.prepare([j.observed for j in jobs if j.observed is not None])
             backoff = Backoff(initial=0.1, maximum=10.0)
             while True:
                 t0 = time.perf_counter()

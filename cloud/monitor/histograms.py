@@ -539,6 +539,7 @@ class Histograms:
         self._staged: list[Part] = []
         self._staged_rows = 0
         self._flushing = False
+        self._flush_decided: bool | None = None  # by prepare, for its commit
         self._last_flush = clock()
         self.observed = 0
         self.unobserved = 0  # new rows the hook was given that no prepared batch holds
@@ -555,9 +556,8 @@ class Histograms:
         self._last_flush = -math.inf
 
     def due(self) -> bool:
-        """Whether the next commit writes every count held (``flush_s`` since the last
-        flush, or :meth:`flush_next`): the consumer writes its usage counts in that commit
-        too."""
+        """Whether a commit prepared now writes every count held (``flush_s`` since the
+        last flush, or :meth:`flush_next`)."""
         return self._clock() - self._last_flush >= self.flush_s
 
     def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> Observed:
@@ -572,10 +572,15 @@ class Histograms:
                      if spectrum_sampled(rep)],
             results=results)
 
-    def prepare(self, observed: Sequence[Observed]) -> None:
-        """The next commit stores the rows of ``observed`` (in this order: its results)."""
+    def prepare(self, observed: Sequence[Observed]) -> bool:
+        """The next commit stores the rows of ``observed`` (in this order: its results).
+        Returns whether it writes every count held: decided here, once for the commit and
+        its retries, so the consumer writes its usage counts in the same commit (a check
+        of :meth:`due` in the hook could fall on the other side of the boundary)."""
         self._parts = list(observed)
         self._parts_rows = sum(len(o.results) for o in self._parts)
+        self._flush_decided = self.due()
+        return self._flush_decided
 
     def __call__(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         try:
@@ -588,7 +593,7 @@ class Histograms:
 
     def committed(self) -> None:
         """The commit returned: keep what it staged (or forget what it flushed)."""
-        self._parts, self._parts_rows = [], 0
+        self._parts, self._parts_rows, self._flush_decided = [], 0, None
         if self._flushing:
             self._held, self._kept, self._kept_rows = _Counts(), [], 0
             self._last_flush = self._clock()
@@ -632,10 +637,12 @@ class Histograms:
 
     def cells(self, rows: Sequence[ResultRow]) -> list[HistCell]:
         """Stage ``rows`` (newly stored: distinct rows of the prepared batches); the cells
-        to add in this commit (all counts held, when a flush is due; else none)."""
+        to add in this commit (all counts held, when a flush is due: as :meth:`prepare`
+        decided, else now; else none)."""
         staged, n = self._stage(rows)
         self._staged, self._staged_rows = staged, n
-        self._flushing = self.due()
+        decided = self._flush_decided
+        self._flushing = self.due() if decided is None else decided
         if not self._flushing:
             return []
         total = self._held.copy()
