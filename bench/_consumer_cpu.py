@@ -100,6 +100,7 @@ class _Side:
                                     work / f"{name}.log")
         self.cpu0 = self.t0 = 0.0
         self.expected = 0  # result rows its store holds once every report fed is stored
+        self.busy_s = 0.0  # wall time of its chunks (interleaved)
         self.done: Run | None = None
 
     @property
@@ -210,7 +211,6 @@ def interleaved_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, 
     first in the first chunk."""
     with _started(work, broker, server, name, sides_on=(first_on, not first_on),
                   warmup=warmup) as (sides, pub):
-        busy = {id(s): 0.0 for s in sides}
         order = sides
         for k, chunk in enumerate(chunks):
             order = sides if k % 2 == 0 else sides[::-1]
@@ -219,13 +219,13 @@ def interleaved_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, 
                     s.cpu0 = process_cpu_s(s.pid)
                 t0 = time.monotonic()
                 _feed(pub, s, chunk)
-                busy[id(s)] += time.monotonic() - t0
+                s.busy_s += time.monotonic() - t0
         last, other = order  # the one fed first in the last chunk gets the tail
         cpu_last = process_cpu_s(last.pid) - last.cpu0
         _feed(pub, last, tail)
         cpu_other = process_cpu_s(other.pid) - other.cpu0
     reports = sum(n for _, n in chunks)
-    by = {s.on: Run(on=s.on, cpu_s=cpu, reports=reports, wall_s=busy[id(s)])
+    by = {s.on: Run(on=s.on, cpu_s=cpu, reports=reports, wall_s=s.busy_s)
           for s, cpu in ((last, cpu_last), (other, cpu_other))}
     return by[True], by[False]
 

@@ -286,6 +286,16 @@ async def test_a_report_twice_in_one_commit_is_stored_and_counted_once(url: str)
         await s.close()
 
 
+def test_a_batch_that_cannot_be_read_is_counted_as_an_error_not_raised() -> None:
+    reps = reports(3, seed=10)
+    rows = rows_for(reps)
+    h = Histograms(flush_s=0)
+    assert h.observe(reps, rows[:2]) is None  # the consumer's commit goes on
+    assert h.errors == 1 and h.observed == 0
+    h.prepare([None, h.observe(reps[2:], rows[2:])])
+    assert totals(h(rows[2:]))[("n", 0)] == 1
+
+
 def test_the_flush_is_decided_once_per_commit_when_it_is_prepared() -> None:
     # the consumer writes its usage counts in the commit prepare says flushes: the hook
     # must not decide otherwise when the boundary passes while the commit runs

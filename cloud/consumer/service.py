@@ -762,7 +762,7 @@ class Consumer:
                 shadow=[s for j in jobs for s in j.commit.shadow],
             )
             flush = (self.histograms is not None and self.histograms.prepare(
-                [j.observed for j in jobs if j.observed is not None]))
+                [j.observed for j in jobs]))
             if self.usage is not None:
                 for j in jobs:
                     if j.usage is not None:

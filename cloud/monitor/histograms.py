@@ -293,9 +293,9 @@ Category = tuple[str, str | None]  # (condition, decided_by rule or None)
 
 @dataclass(slots=True, eq=False)
 class _Batch:
-    """One observed batch, kept whole until its rows are committed: per report the index
-    of its key in ``keys``, its bins, the index of its category in ``categories``; the
-    complete reduced spectra."""
+    """Committed rows binned together (:func:`_bin`): per report the index of its key in
+    ``keys``, its bins, the index of its category in ``categories``; the complete reduced
+    spectra."""
 
     keys: list[Key]
     kidx: NDArray[np.intp]  # (n,)
@@ -560,24 +560,32 @@ class Histograms:
         last flush, or :meth:`flush_next`)."""
         return self._clock() - self._last_flush >= self.flush_s
 
-    def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]) -> Observed:
+    def observe(self, reports: Sequence[Report], results: Sequence[ResultRow]
+                ) -> Observed | None:
         """One scored batch (``reports[i]`` scored as ``results[i]``), to hand to
-        :meth:`prepare` with the commit that stores its rows."""
-        if len(reports) != len(results):
-            raise ValueError(f"{len(reports)} reports scored as {len(results)} results")
+        :meth:`prepare` with the commit that stores its rows; None when reading it failed
+        (logged and counted: its rows are missing from the histograms)."""
+        try:
+            if len(reports) != len(results):
+                raise ValueError(f"{len(reports)} reports scored as {len(results)} results")
+            obs = Observed(
+                raw=_raw(_row_values(reports, results)), facts=_facts(results, self.bucket_ns),
+                spectra=[(i, rep.spectrum) for i, rep in enumerate(reports)
+                         if spectrum_sampled(rep)],
+                results=results)
+        except Exception:
+            self.errors += 1
+            log.exception("monitoring histograms: observing %d reports failed", len(reports))
+            return None
         self.observed += len(results)
-        return Observed(
-            raw=_raw(_row_values(reports, results)), facts=_facts(results, self.bucket_ns),
-            spectra=[(i, rep.spectrum) for i, rep in enumerate(reports)
-                     if spectrum_sampled(rep)],
-            results=results)
+        return obs
 
-    def prepare(self, observed: Sequence[Observed]) -> bool:
+    def prepare(self, observed: Sequence[Observed | None]) -> bool:
         """The next commit stores the rows of ``observed`` (in this order: its results).
         Returns whether it writes every count held: decided here, once for the commit and
         its retries, so the consumer writes its usage counts in the same commit (a check
         of :meth:`due` in the hook could fall on the other side of the boundary)."""
-        self._parts = list(observed)
+        self._parts = [o for o in observed if o is not None]
         self._parts_rows = sum(len(o.results) for o in self._parts)
         self._flush_decided = self.due()
         return self._flush_decided
