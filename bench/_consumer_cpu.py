@@ -86,15 +86,15 @@ class _Side:
     """One consumer of a pair: its config, process, store and root."""
 
     def __init__(self, work: Path, broker: Mosquitto, server: ModelServerProcess, name: str,
-                 on: bool) -> None:
-        self.on = on
+                 on: bool, *, control: bool = False) -> None:
+        self.on = on  # its role in the pair; monitoring runs when on, unless a control run
         self.root = f"m{name}"
         self.db = work / f"{name}.db"
         cfg = consumer_config(
             broker_port=broker.port, endpoint_url=server.url, db=self.db,
             topic_root=self.root, client_id=f"bench-{name}", group=f"bench-{name}",
             batch={"max_size": 128, "max_delay_ms": 50}, store={"synchronous": "full"},
-            monitor={"enabled": on},
+            monitor={"enabled": on and not control},
         )
         self.proc = ConsumerProcess(write_toml(work / f"{name}.toml", cfg),
                                     work / f"{name}.log")
@@ -134,11 +134,13 @@ MODES = ("interleaved", "sequential", "concurrent")
 
 @contextlib.contextmanager
 def _started(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
-             sides_on: Sequence[bool], warmup: Chunk) -> Iterator[tuple[list[_Side], Publisher]]:
+             sides_on: Sequence[bool], warmup: Chunk, control: bool = False,
+             ) -> Iterator[tuple[list[_Side], Publisher]]:
     """One consumer per entry of ``sides_on`` (monitoring on or off), started, connected
     and warmed up; stopped on exit."""
-    sides = [_Side(work, broker, server, f"{name}{'on' if on else 'off'}", on)
-             for on in sides_on]
+    # named by position, not by what they run: names of one length whichever is on
+    sides = [_Side(work, broker, server, f"{name}{'xy'[i]}", on, control=control)
+             for i, on in enumerate(sides_on)]
     for s in sides:
         s.proc.start()
     try:
@@ -176,12 +178,14 @@ def _feed(pub: Publisher, side: _Side, chunk: Chunk) -> None:
 
 
 def side_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
-              sides_on: Sequence[bool], warmup: Chunk, chunks: Sequence[Chunk]) -> list[Run]:
+              sides_on: Sequence[bool], warmup: Chunk, chunks: Sequence[Chunk],
+              control: bool = False) -> list[Run]:
     """Sequential (one side) or concurrent runs: every side fed every chunk at once; a
     side's window ends when its last report is stored."""
     messages = [m for c in chunks for m in c[0]]
     reports = sum(n for _, n in chunks)
-    with _started(work, broker, server, name, sides_on=sides_on, warmup=warmup) as (sides, pub):
+    with _started(work, broker, server, name, sides_on=sides_on, warmup=warmup,
+                  control=control) as (sides, pub):
         for s in sides:
             s.cpu0, s.t0 = process_cpu_s(s.pid), time.monotonic()
         for topic, payload in messages:
@@ -206,11 +210,11 @@ def side_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, name: s
 
 def interleaved_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
                      first_on: bool, warmup: Chunk, chunks: Sequence[Chunk],
-                     tail: Chunk) -> tuple[Run, Run]:
+                     tail: Chunk, control: bool = False) -> tuple[Run, Run]:
     """(on, off), interleaved (see the module docstring); ``first_on``: the on one fed
     first in the first chunk."""
     with _started(work, broker, server, name, sides_on=(first_on, not first_on),
-                  warmup=warmup) as (sides, pub):
+                  warmup=warmup, control=control) as (sides, pub):
         order = sides
         for k, chunk in enumerate(chunks):
             order = sides if k % 2 == 0 else sides[::-1]
@@ -232,19 +236,20 @@ def interleaved_runs(work: Path, broker: Mosquitto, server: ModelServerProcess, 
 
 def pair_run(work: Path, broker: Mosquitto, server: ModelServerProcess, name: str, *,
              first_on: bool, mode: str, warmup: Chunk, chunks: Sequence[Chunk],
-             tail: Chunk) -> tuple[Run, Run]:
+             tail: Chunk, control: bool = False) -> tuple[Run, Run]:
     """(on, off) in ``mode`` (see the module docstring); ``first_on``: the on one fed (or
-    run) first."""
+    run) first; ``control``: both with monitoring off (an A/A run: the harness's own
+    bias and spread)."""
     if mode == "interleaved":
         return interleaved_runs(work, broker, server, name, first_on=first_on, warmup=warmup,
-                                chunks=chunks, tail=tail)
+                                chunks=chunks, tail=tail, control=control)
     order = (first_on, not first_on)
     if mode == "concurrent":
         runs = side_runs(work, broker, server, name, sides_on=order, warmup=warmup,
-                         chunks=chunks)
+                         chunks=chunks, control=control)
     elif mode == "sequential":
         runs = [side_runs(work, broker, server, name, sides_on=(on,), warmup=warmup,
-                          chunks=chunks)[0] for on in order]
+                          chunks=chunks, control=control)[0] for on in order]
     else:
         raise ValueError(f"mode {mode!r}: not one of {', '.join(MODES)}")
     by = {r.on: r for r in runs}
@@ -252,25 +257,36 @@ def pair_run(work: Path, broker: Mosquitto, server: ModelServerProcess, name: st
 
 
 def consumer_overhead(work: Path, *, warmup: Chunk, chunks: Sequence[Chunk], tail: Chunk,
-                      pairs: int, mode: str = "interleaved",
+                      pairs: int, mode: str = "interleaved", control_pairs: int = 0,
                       say: Callable[[str], None]) -> dict[str, Any]:
     """``pairs`` pairs of runs (which one is fed first alternating) after one pair not
-    counted."""
-    broker = Mosquitto(work / "mosquitto", max_inflight_messages=1000,
-                       log_types=("error", "warning"))
+    counted; after each of the first ``control_pairs`` of them a control pair (both sides
+    with monitoring off, run as a pair is: the ratio the harness gives when there is
+    nothing to find)."""
     runs: list[tuple[Run, Run]] = []
-    with broker, ModelServerProcess() as server:
-        for p in range(-1, pairs):  # pair -1: the warm-up (broker, server, page cache)
-            on, off = pair_run(work, broker, server, f"{p + 1:02d}", first_on=p % 2 == 0,
-                               mode=mode, warmup=warmup, chunks=chunks, tail=tail)
+    controls: list[tuple[Run, Run]] = []
+    with ModelServerProcess() as server:
+        schedule = [(p, False) for p in range(-1, pairs)]
+        schedule[1:] = [x for p, _ in schedule[1:]
+                        for x in ([(p, False), (p, True)] if p < control_pairs else [(p, False)])]
+        for p, control in schedule:  # pair -1: the warm-up (server, page cache)
+            # a fresh broker per pair: what a broker's state does to the delivery pattern
+            # (and so to the consumers' batches) is not carried from one pair to the next
+            name = f"{p + 1:02d}{'c' if control else 'p'}"
+            with Mosquitto(work / f"mosquitto{name}", max_inflight_messages=1000,
+                           log_types=("error", "warning")) as broker:
+                on, off = pair_run(work, broker, server, name, first_on=p % 2 == 0,
+                                   mode=mode, warmup=warmup, chunks=chunks, tail=tail,
+                                   control=control)
             ratio = on.per_report_s / off.per_report_s
-            say(f"consumer pair {p}{' (warm-up, not counted)' if p < 0 else ''}: on "
+            what = "control pair (both off)" if control else "consumer pair"
+            say(f"{what} {p}{' (warm-up, not counted)' if p < 0 else ''}: on "
                 f"{on.per_report_s * 1e6:.1f} us/report ({on.wall_s:.1f} s), off "
                 f"{off.per_report_s * 1e6:.1f} ({off.wall_s:.1f} s): {ratio:.3f}")
             if p >= 0:
-                runs.append((on, off))
+                (controls if control else runs).append((on, off))
     ratios = [on.per_report_s / off.per_report_s for on, off in runs]
-    return {
+    out: dict[str, Any] = {
         "cpu_overhead_ratio": round(statistics.median(ratios), 4),
         "cpu_ratios": [round(r, 4) for r in ratios],
         "consumer_cpu_us_per_report_on": round(
@@ -285,3 +301,8 @@ def consumer_overhead(work: Path, *, warmup: Chunk, chunks: Sequence[Chunk], tai
         "cpu_reports_per_run": sum(n for _, n in chunks),
         "cpu_warmup_reports_per_run": warmup[1],
     }
+    if controls:
+        cr = [on.per_report_s / off.per_report_s for on, off in controls]
+        out |= {"cpu_control_ratio": round(statistics.median(cr), 4),
+                "cpu_control_ratios": [round(r, 4) for r in cr]}
+    return out

@@ -446,6 +446,9 @@ def main() -> None:
     ap.add_argument("--mode", choices=MODES, default="interleaved",
                     help="how a pair's two consumers are run (bench._consumer_cpu): fed in "
                     "turn chunk by chunk (default), one after the other, or at once")
+    ap.add_argument("--control-pairs", type=int, default=0,
+                    help="control pairs (both consumers with monitoring off) run between the "
+                    "first pairs: cpu_control_ratio, the harness's own bias and spread")
     ap.add_argument("--chunks", type=int, default=8,
                     help="chunks of the --consumer-reports the interleaved mode feeds in turn")
     ap.add_argument("--no-consumer", action="store_true", help="skip the real consumer runs")
@@ -476,7 +479,8 @@ def main() -> None:
             out |= consumer_overhead(
                 work, warmup=(wire(warm, ""), len(warm)),
                 chunks=[(wire(c, ""), len(c)) for c in parts], tail=(wire(tail, ""), len(tail)),
-                pairs=args.pairs, mode=args.mode, say=lambda m: say(m, quiet))
+                pairs=args.pairs, mode=args.mode, control_pairs=args.control_pairs,
+                say=lambda m: say(m, quiet))
         if not args.no_store_path:
             say("the store path in process, monitoring on and off", quiet)
             out |= store_path_overhead(unique(reps), args.pairs, work, quiet)
