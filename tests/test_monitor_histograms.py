@@ -119,6 +119,10 @@ def test_every_feature_of_a_report_lands_in_one_bin_and_categories_count() -> No
     assert all(0 < b <= BY_NAME["log:velocity_rms"].bins for b in vel)
     sampled = sum(map(spectrum_sampled, reps))  # 1 in 16 reports' spectra, by identity
     assert t.get(("spec_n", 0), 0) == sampled and 1 <= sampled < 6
+    many = reports(64, seed=3)
+    obs = h.observe(many, rows_for(many))
+    assert obs is not None
+    assert [i for i, _ in obs.spectra] == [i for i, r in enumerate(many) if spectrum_sampled(r)]
     h.committed()
     assert h(rows) == [] and h.unobserved == 6  # a commit's rows count in that commit only
 

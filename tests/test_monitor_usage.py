@@ -22,6 +22,7 @@ from cloud.monitor.usage import (
     LATENCY_EDGES_S,
     PRE_MODEL,
     UNKNOWN_PUMP,
+    Invocation,
     Usage,
     latency_bin,
     merge_cells,
@@ -89,6 +90,19 @@ def test_usage_counts_per_batch_and_summarizes_per_version_target_and_pump() -> 
     assert buckets == {T0, T0 + HOUR}
     assert all(c[2] == ALL_PUMPS for c in u.cells() if c[4] in ("invocations", "latency"))
     assert u.take() and not u
+
+
+def test_a_batch_invocation_merged_counts_as_the_call_itself() -> None:
+    # What a batch carries to its commit (Invocation) counts, once merged, exactly as the
+    # call counted at once, in the bucket of when it was answered.
+    reports = {("m/1", "p1"): 3, ("m/1", "p2"): 1, ("m/2", "p1"): 2}
+    direct = Usage()
+    direct.invocation(target="ep/a", latency_s=0.02, reports=reports, now_ns=T0 + HOUR)
+    held = Usage()
+    held.invocation(target="ep/a", latency_s=0.5, reports={("m/1", "p1"): 1}, now_ns=T0)
+    held.merge(Invocation(target="ep/a", latency_s=0.02, reports=reports, now_ns=T0 + HOUR))
+    assert [c for c in held.cells() if c[3] == T0 + HOUR] == direct.cells()
+    assert len([c for c in held.cells() if c[3] == T0]) == 3  # invocation, latency, reports
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

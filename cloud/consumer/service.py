@@ -96,7 +96,7 @@ from dsp.results import Result
 
 from ..monitor.histograms import Histograms, Observed
 from ..monitor.retention import prune_monitoring
-from ..monitor.usage import Usage, reports_by_version_pump
+from ..monitor.usage import Invocation, Usage, reports_by_version_pump
 from . import topics
 from ._queue import Handoff, JobQueue, QueueStats
 from ._response import Scored
@@ -164,7 +164,7 @@ class Job:
     works: list[Work] = field(default_factory=list)
     tickets: list[Ticket[Delivery]] = field(default_factory=list)
     confirms: list[Identity] = field(default_factory=list)  # dead letters of their device
-    usage: Usage | None = None  # the batch's usage counts (cloud.monitor.usage)
+    usage: Usage | Invocation | None = None  # the batch's usage (cloud.monitor.usage)
     observed: Observed | None = None  # the batch, for the monitoring histograms
     write_usage: bool = False  # write the usage counts held in this commit (not at a flush)
 
@@ -683,9 +683,8 @@ class Consumer:
                     if self.histograms is not None else None)
         usage = None
         if self.usage is not None:  # per batch: one count per (version, pump) of the batch
-            usage = Usage()
-            usage.invocation(target=tname, latency_s=latency_s,
-                             reports=reports_by_version_pump(results))
+            usage = Invocation(target=tname, latency_s=latency_s,
+                               reports=reports_by_version_pump(results), now_ns=time.time_ns())
             if results:
                 self._target_versions[target] = results[-1].model_version
         return Job(Commit(results=results, archive=archive, manifests=manifests,

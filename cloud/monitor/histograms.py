@@ -324,8 +324,8 @@ class Observed:
     much): its scalars as one array (:func:`_row_values`, one numpy call per batch) and
     per report what its key and category are made of (:func:`_facts`, tuples), the
     sampled spectra by row, and the result rows (their identities, for a commit that
-    stored only some of them). The rest of numpy's work is spread over the
-    :data:`BIN_ROWS` committed reports binned together. Carried with its job to the commit
+    stored only some of them; dropped once committed). The rest of numpy's work is spread
+    over the :data:`BIN_ROWS` committed reports binned together. Carried with its job to the commit
     (:meth:`Histograms.prepare`), then kept until binned."""
 
     raw: F64  # (n, len(SCALAR_FEATURES) + 2), see _row_values
@@ -570,8 +570,8 @@ class Histograms:
                 raise ValueError(f"{len(reports)} reports scored as {len(results)} results")
             obs = Observed(
                 raw=_raw(_row_values(reports, results)), facts=_facts(results, self.bucket_ns),
-                spectra=[(i, rep.spectrum) for i, rep in enumerate(reports)
-                         if spectrum_sampled(rep)],
+                spectra=[(i, rep.spectrum) for i, rep in enumerate(reports)  # spectrum_sampled
+                         if not (rep.seq * 0x9E3779B1 + rep.epoch) % SPECTRUM_EVERY],
                 results=results)
         except Exception:
             self.errors += 1
@@ -607,6 +607,8 @@ class Histograms:
             self._last_flush = self._clock()
             self.flushes += 1
         else:
+            for o, _ in self._staged:
+                o.results = ()  # their identities were needed by the commit's staging only
             self._kept += self._staged
             self._kept_rows += self._staged_rows
             if self._kept_rows >= BIN_ROWS:

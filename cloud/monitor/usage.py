@@ -49,6 +49,7 @@ import math
 import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,18 @@ def quantile(counts: Mapping[int, float], q: float) -> float | None:
     return edges[-1]
 
 
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One call answered, as :meth:`Usage.invocation` counts it, not yet counted: what a
+    batch carries to its commit (a :class:`Usage` of its own per batch costs a second
+    pass over its cells when merged)."""
+
+    target: str
+    latency_s: float
+    reports: Mapping[tuple[str, str], int]  # (model version, pump) -> reports scored
+    now_ns: int
+
+
 class Usage:
     """Usage counts held until a commit (see the module docstring); sans-IO, ``now_ns``
     passed in (default: the wall clock)."""
@@ -181,7 +194,11 @@ class Usage:
             self._add((PRE_MODEL, "", UNKNOWN_PUMP if pump is None else pump, b,
                        DEAD_LETTERS, 0), 1.0)
 
-    def merge(self, other: Usage) -> None:
+    def merge(self, other: Usage | Invocation) -> None:
+        if isinstance(other, Invocation):
+            self.invocation(target=other.target, latency_s=other.latency_s,
+                            reports=other.reports, now_ns=other.now_ns)
+            return
         for k, v in other._cells.items():
             self._add(k, v)
 
