@@ -2,20 +2,21 @@
 
     python -m bench.monitor [--json] [--pairs 9] [--pumps 24] [--seconds 12]
 
-* ``cpu_overhead_ratio``: the real consumer's CPU seconds per report with monitoring
-  on / off (:mod:`bench._consumer_cpu`): ``pumpwatch cloud`` processes against one
-  Mosquitto and one model server (their CPU not counted), their configs differing only
-  in ``[monitor] enabled``, fed the same ``--consumer-reports`` reports (24 simulated
+* ``cpu_overhead_ratio``: the real consumer's CPU seconds per report with monitoring on
+  / off (:mod:`bench._consumer_cpu`): ``pumpwatch cloud`` processes against a Mosquitto
+  per pair and one model server (their CPU not counted), their configs differing only in
+  ``[monitor] enabled``, fed the same ``--consumer-reports`` reports (24 simulated
   pumps, 8 reports per message) after a warm-up of ``--warmup-reports``; per run the
   utime + stime of the consumer's process. Median of ``--pairs`` pairs (which one is fed
-  first alternating) after one pair not counted (target <= 1.05). By default a pair's
-  two consumers are fed in turn, ``--chunks`` chunks each (``--mode interleaved``): the
-  one measured runs alone with the broker and the model server while the other idles,
-  and the shared host's changes of speed, which move one run of several seconds by up
-  to ~15 % against the next, hit both alike (one run after the other, ``--mode
-  sequential``, spread single pairs over 0.84-1.29 on this host). ``--mode concurrent``
-  runs them at once (each pays for sharing the cores with the other, which dilutes the
-  ratio: a lower bound).
+  first alternating) after one pair not counted (target <= 1.05); ``--control-pairs``
+  A/A pairs (both off) among them give ``cpu_control_ratio``, the harness's own bias. By
+  default a pair's two consumers are fed in turn, ``--chunks`` chunks each (``--mode
+  interleaved``): the one measured runs alone with the broker and the model server while
+  the other idles, and the shared host's changes of speed, which move one run of several
+  seconds by up to ~15 % against the next, hit both alike (one run after the other,
+  ``--mode sequential``, spread single pairs over 0.84-1.29 on this host). ``--mode
+  concurrent`` runs them at once (each pays for sharing the cores with the other, which
+  dilutes the ratio: a lower bound).
 * ``store_path_overhead_ratio``: the same ratio for the consumer's store path alone, in
   this process: batches of 64 reports decoded from their wire bytes
   (``parse_message``), the request encoded and a recorded answer decoded, result rows

@@ -325,8 +325,8 @@ class Observed:
     per report what its key and category are made of (:func:`_facts`, tuples), the
     sampled spectra by row, and the result rows (their identities, for a commit that
     stored only some of them; dropped once committed). The rest of numpy's work is spread
-    over the :data:`BIN_ROWS` committed reports binned together. Carried with its job to the commit
-    (:meth:`Histograms.prepare`), then kept until binned."""
+    over the :data:`BIN_ROWS` committed reports binned together. Carried with its job to
+    the commit (:meth:`Histograms.prepare`), then kept until binned."""
 
     raw: F64  # (n, len(SCALAR_FEATURES) + 2), see _row_values
     facts: list[Fact]
@@ -570,8 +570,8 @@ class Histograms:
                 raise ValueError(f"{len(reports)} reports scored as {len(results)} results")
             obs = Observed(
                 raw=_raw(_row_values(reports, results)), facts=_facts(results, self.bucket_ns),
-                spectra=[(i, rep.spectrum) for i, rep in enumerate(reports)  # spectrum_sampled
-                         if not (rep.seq * 0x9E3779B1 + rep.epoch) % SPECTRUM_EVERY],
+                spectra=[(i, rep.spectrum) for i, rep in enumerate(reports)
+                         if spectrum_sampled(rep)],
                 results=results)
         except Exception:
             self.errors += 1
