@@ -58,6 +58,36 @@ def describe_failure(exc: BaseException | None, host: str, port: int) -> str:
     return f"cannot connect to {where}: {exc}"
 
 
+def _is_alert(sock_error: str) -> bool:
+    """Whether a socket error is a TLS alert the broker sent (``[SSL: TLSV1_ALERT_...]``,
+    ``SSLV3_ALERT_...``): its reason for closing, in its own words."""
+    return "_ALERT_" in sock_error
+
+
+def _is_bare_eof(sock_error: str) -> bool:
+    """Whether a socket error is a TLS connection closed without an alert or a
+    close_notify (``ssl.SSLEOFError``'s message)."""
+    return sock_error.startswith("EOF occurred in violation of protocol")
+
+
+def refusal_reason(sock_error: str, alert: str | None) -> tuple[str, str | None]:
+    """The reason to report for a connection the broker closed before CONNACK, given
+    ``alert``, the TLS alert an earlier attempt of this failure episode saw; and the
+    alert to remember.
+
+    A broker refusing our certificate sends an alert and closes; under TLS 1.3 the
+    client's handshake has already finished, our CONNECT is in flight, and depending on
+    timing the next read returns the alert or only the closed connection (the alert lost
+    with the reset our unread CONNECT causes). A bare EOF after an alert from the same
+    broker is that same refusal: reported in the alert's words, so the link log sees one
+    state, not a change per attempt. Anything else is reported as it is."""
+    if _is_alert(sock_error):
+        return sock_error, sock_error
+    if alert is not None and _is_bare_eof(sock_error):
+        return alert, alert
+    return sock_error, alert
+
+
 class PahoTransport:
     """paho-mqtt client in its own network thread (``loop_start``): DSP never starves
     the keep-alive, and paho resends unacknowledged QoS 1 messages after a reconnect."""
@@ -109,6 +139,8 @@ class PahoTransport:
         # and then reports only "connection lost": the logged text is the reason
         self._sock_error: str | None = None
         self._refused = False  # CONNACK refused: the disconnect that follows says nothing new
+        # the TLS alert of this failure episode (refusal_reason); cleared on CONNACK
+        self._alert: str | None = None
 
     # -- paho callbacks (network thread) -------------------------------------------------
 
@@ -121,7 +153,7 @@ class PahoTransport:
         props: Properties | None,
     ) -> None:
         ok, why = _reason(rc)
-        self._sock_error = None
+        self._sock_error = self._alert = None  # a CONNACK: TLS let us in
         if not ok:  # logged by the agent (edge.link: once per change, then with backoff)
             log.debug("mqtt: broker refused the connection: %s", why)
             self._refused = True
@@ -159,6 +191,8 @@ class PahoTransport:
             self._refused = False
             return
         code = getattr(rc, "value", rc)
+        if sock is not None and not was:
+            sock, self._alert = refusal_reason(sock, self._alert)
         if sock is not None and (not was or code == 0x80):  # 0x80: "Unspecified error"
             why = sock if was else f"{self.cfg.host}:{self.cfg.port} closed the connection: {sock}"
         elif not was and code == 0x80:
