@@ -83,6 +83,13 @@ def puback_reason(code: object) -> tuple[bool, str]:
     return value < 0x80, f"{text} (0x{value:02x})"
 
 
+_TLS_READ_FAILURE = "AWS_IO_TLS_ERROR_READ_FAILURE"
+#: a connect that fails reading TLS before CONNACK: the broker closed the session after
+#: the handshake, which under TLS 1.3 is how a refused client certificate arrives
+_TLS_READ_HINT = (" (the broker closed the TLS session before CONNACK: a client "
+                  "certificate it does not accept, e.g. from another CA, or revoked?)")
+
+
 def _error_text(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
@@ -170,6 +177,9 @@ class AwsIotTransport:
         if data.connack_packet is not None and data.connack_packet.reason_code is not None:
             _ok, code = puback_reason(data.connack_packet.reason_code)
             why = f"connect refused: {code}"
+        elif getattr(data.exception, "name", None) == _TLS_READ_FAILURE:
+            # awscrt does not pass the broker's alert on: say what it most likely means
+            why += _TLS_READ_HINT
         # logged by the agent (edge.link: once per change, then with backoff)
         log.debug(
             "mqtt(awsiot): connection to %s:%d failed: %s", self.cfg.host, self.cfg.port, why

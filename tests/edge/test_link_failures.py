@@ -199,6 +199,28 @@ def test_certificate_the_broker_refuses_is_a_warning(
     assert f"127.0.0.1:{tls_broker.port}" in reason
 
 
+@pytest.mark.usefixtures("require_mosquitto")
+def test_certificate_the_broker_refuses_over_awsiot_is_a_warning_with_a_hint(
+    tmp_path: Path, tls_broker: Mosquitto, two_pkis: tuple[Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The AWS IoT transport (awscrt) gets no alert text, only "Failure during TLS
+    read": the line says what that most likely means, once."""
+    ours, other = two_pkis
+    d = edge_config(tmp_path, tls_broker.port, device="gw-tls", channels=1, source=REALTIME,
+                    mqtt_extra={"reconnect_min_s": 0.1, "reconnect_max_s": 0.2,
+                                "transport": "awsiot"})
+    crt, key = pki.issued_path(other, "device", "gw-tls")
+    d["mqtt"]["tls"] = {"ca": str(ours / "ca.crt"), "cert": str(crt), "key": str(key)}
+    cfg = build(d)
+    st = _run_failing(Agent(cfg, synthetic_source(cfg), overflow="block"), caplog, attempts=3)
+    warned = _warnings(caplog)
+    assert len(warned) == 1, warned
+    assert "AWS_IO_TLS_ERROR_READ_FAILURE" in warned[0], warned
+    assert "certificate it does not accept" in warned[0], warned
+    assert st["link"]["last_error"] in warned[0]
+
+
 def test_edge_startup_loads_no_scipy_signal_or_stats(tmp_path: Path) -> None:
     """`pumpwatch edge` as a process, up until its first link warning (a closed port):
     the modules it imported (``-X importtime``) hold no scipy.signal or scipy.stats, nor
