@@ -408,7 +408,7 @@ def real_figures(reference: list[HistCell]) -> dict[str, Any]:
 
     real = real_data_dir()
     if real is None:
-        return {"real": "not found (PUMPWATCH_REAL_DATA)"}
+        return {"real": "not found (set PUMPWATCH_REAL_DATA or provide ../shared/data/real)"}
     out: dict[str, Any] = {}
     for name, streams in (("cwru", cwru_streams(real)), ("ims", ims_streams(real))):
         reps: list[dsp.Report] = []
