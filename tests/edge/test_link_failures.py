@@ -152,9 +152,11 @@ def tls_broker(tmp_path: Path, two_pkis: tuple[Path, Path]) -> Iterator[Mosquitt
     b.stop()
 
 
-def _tls_agent(tmp_path: Path, broker: Mosquitto, ca_dir: Path, cert_dir: Path) -> Agent:
+def _tls_agent(tmp_path: Path, broker: Mosquitto, ca_dir: Path, cert_dir: Path,
+               transport: str = "paho") -> Agent:
     d = edge_config(tmp_path, broker.port, device="gw-tls", channels=1, source=REALTIME,
-                    mqtt_extra={"reconnect_min_s": 0.1, "reconnect_max_s": 0.2})
+                    mqtt_extra={"reconnect_min_s": 0.1, "reconnect_max_s": 0.2,
+                                "transport": transport})
     crt, key = pki.issued_path(cert_dir, "device", "gw-tls")
     d["mqtt"]["tls"] = {"ca": str(ca_dir / "ca.crt"), "cert": str(crt), "key": str(key)}
     cfg = build(d)
@@ -207,13 +209,8 @@ def test_certificate_the_broker_refuses_over_awsiot_is_a_warning_with_a_hint(
     """The AWS IoT transport (awscrt) gets no alert text, only "Failure during TLS
     read": the line says what that most likely means, once."""
     ours, other = two_pkis
-    d = edge_config(tmp_path, tls_broker.port, device="gw-tls", channels=1, source=REALTIME,
-                    mqtt_extra={"reconnect_min_s": 0.1, "reconnect_max_s": 0.2,
-                                "transport": "awsiot"})
-    crt, key = pki.issued_path(other, "device", "gw-tls")
-    d["mqtt"]["tls"] = {"ca": str(ours / "ca.crt"), "cert": str(crt), "key": str(key)}
-    cfg = build(d)
-    st = _run_failing(Agent(cfg, synthetic_source(cfg), overflow="block"), caplog, attempts=3)
+    agent = _tls_agent(tmp_path, tls_broker, ca_dir=ours, cert_dir=other, transport="awsiot")
+    st = _run_failing(agent, caplog, attempts=3)
     warned = _warnings(caplog)
     assert len(warned) == 1, warned
     assert "AWS_IO_TLS_ERROR_READ_FAILURE" in warned[0], warned
