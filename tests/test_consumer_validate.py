@@ -150,6 +150,9 @@ def _check_accounted(payload: bytes, p: Parsed) -> str:
 
 
 def _dup_indices(batch: dsp.ReportBatch) -> set[int]:
+    """Reports that repeat the identity of an earlier *valid* report of the message: a
+    report that is malformed (it would be a dead letter in a message of its own, e.g. a
+    corrupt spectrum under a repeated identity) is not a duplicate but a dead letter."""
     seen: set[tuple[str, int, int]] = set()
     dups = set()
     for i, raw in enumerate(batch.reports):
@@ -157,7 +160,7 @@ def _dup_indices(batch: dsp.ReportBatch) -> set[int]:
             r = dsp.decode_report(bytes(raw))
         except Exception:  # noqa: S112
             continue
-        if r.device != "dev1":
+        if r.device != "dev1" or not parse(dsp.encode_batch("dev1", [bytes(raw)])).accepted:
             continue
         if r.identity in seen:
             dups.add(i)
