@@ -22,7 +22,14 @@ from ._validate import check_band, check_fs, check_hop, check_nfft
 from .bandtrack import BandState
 from .config import InvalidConfigError
 from .envelope import envelope_spectrum, line_prominence
-from .features import ISO_ZONE_LIMITS, LineSpectrum, iso_zone, moments, psd_band_rms
+from .features import (
+    ISO_ZONE_LIMITS,
+    LineSpectrum,
+    iso_zone,
+    moments,
+    psd_band_rms,
+    tapered_rfft,
+)
 from .report import (
     Q_CLIPPED,
     Q_CONSTANT,
@@ -299,7 +306,11 @@ def analyze(
     vanes = np.array([s.asset.vanes or np.nan for s in specs])
     top_order = max(3.0, float(np.nanmax(vanes, initial=0.0)))
     line_fmax = min(fs / 2, max(cfg.velocity_band[1], 1.05 * top_order * cfg.rpm_range[1] / 60))
-    line = LineSpectrum(a, fs, fmax=line_fmax, mean=mom["mean"].astype(a.dtype))
+    mean = mom["mean"].astype(a.dtype)
+    # With the envelope on, one rFFT of the tapered record serves the line spectrum and
+    # the envelope (which then clips its lines in place: the line spectrum reads first).
+    tapered = tapered_rfft(a, mean) if cfg.envelope else None
+    line = LineSpectrum(a, fs, fmax=line_fmax, mean=mean, spectrum=tapered)
     vel = line.band_rms(cfg.velocity_band, velocity=True)
     band_rms = psd_band_rms(freqs, psd, list(cfg.bands), fs)
     constant = mom["max"] == mom["min"]
@@ -340,7 +351,7 @@ def analyze(
     if cfg.envelope:
         env = envelope_spectrum(
             a, fs, band=cfg.env_band, fmax=cfg.env_fmax, remove_lines=cfg.env_remove_lines,
-            state=None if after_restart else band_state, mean=mom["mean"],
+            state=None if after_restart else band_state, mean=mean, spectrum=tapered,
         )
         # the defect lines of every channel in one pass: BPFO, BPFI, BSF, FTF, 2 x BSF
         o = np.array(

@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from ._validate import check_band, check_fs
 from .bandtrack import BandState, BandTracking
-from .features import as_channels
+from .features import as_channels, record_ramp, tapered_rfft
 
 F64 = NDArray[np.float64]
 DEFAULT_TRACKING = BandTracking()
@@ -97,6 +97,7 @@ def envelope_spectrum(
     state: Sequence[BandState | None] | None = None,
     tracking: BandTracking = DEFAULT_TRACKING,
     mean: NDArray[np.floating] | None = None,
+    spectrum: NDArray[np.complexfloating] | None = None,
 ) -> EnvelopeResult:
     """Squared-envelope spectrum up to ``fmax`` Hz at the record's full resolution.
 
@@ -108,6 +109,9 @@ def envelope_spectrum(
     ``state`` is what to pass with the next report. A ``(low, high)`` pair in
     Hz fixes the band for every channel (no state). ``mean``: each channel's mean
     (``(channels,)``), when the caller has it already (as :func:`dsp.analyze` does).
+    ``spectrum``: :func:`dsp.features.tapered_rfft` of ``x``, when the caller has it
+    (:func:`dsp.analyze` shares it with the line spectrum); it is taken over (its
+    lines are clipped in place).
     """
     a = as_channels(x)
     fs = check_fs(fs)
@@ -115,11 +119,15 @@ def envelope_spectrum(
     if not 0 < fmax < fs / 2:
         raise ValueError(f"fmax must be in (0, fs/2 = {fs / 2}) Hz, got {fmax=}")
     ch = a.shape[0]
-    mu = a.mean(axis=-1, dtype=np.float64) if mean is None else np.asarray(mean)
-    centered = a - mu.astype(a.dtype)[:, None]
-    # A short taper keeps the record's wrap-around step from posing as an impact.
-    centered *= _taper(n, a.dtype.str)
-    spec = scipy.fft.rfft(centered, axis=-1, overwrite_x=True)
+    if spectrum is None:
+        # A short taper keeps the record's wrap-around step from posing as an impact.
+        spec = tapered_rfft(a, mean)
+    elif spectrum.shape != (ch, n // 2 + 1):
+        raise ValueError(
+            f"spectrum must be the rFFT of x, shape {(ch, n // 2 + 1)}, got {spectrum.shape}"
+        )
+    else:
+        spec = spectrum
     n_lines = int(fmax * n / fs) + 1
     freqs = np.arange(n_lines) * fs / n
     if band is not None:
@@ -279,25 +287,8 @@ def _inner(e: NDArray[np.floating], n: int) -> NDArray[np.floating]:
     a burst at each end of the record that would pose as the most impulsive band.
     """
     m = e.shape[-1]
-    cut = int(np.ceil(_ramp(n) / n * m)) + 2
+    cut = int(np.ceil(record_ramp(n) / n * m)) + 2
     return e[..., cut : m - cut] if m > 4 * cut else e
-
-
-def _ramp(n: int) -> int:
-    return max(1, int(0.05 * n))
-
-
-@lru_cache(maxsize=8)
-def _taper(n: int, dtype: str) -> NDArray[np.floating]:
-    # Tukey (tapered cosine), 5 % raised-cosine ramps at each end.
-    ramp = _ramp(n)
-    w = np.ones(n)
-    edge = 0.5 * (1.0 - np.cos(np.pi * np.arange(ramp) / ramp))
-    w[:ramp] = edge
-    w[n - ramp :] = edge[::-1]
-    w = w.astype(dtype)
-    w.setflags(write=False)
-    return w
 
 
 def _clip_lines(

@@ -70,10 +70,60 @@ def moments(x: NDArray[np.floating]) -> dict[str, F64]:
 _LINE_GROUP = 8  # channels per rFFT in LineSpectrum (input and spectrum stay in L2)
 
 
+def record_ramp(n: int) -> int:
+    """Samples in each raised-cosine ramp of :func:`record_taper` (5 % of the record;
+    none below 20 samples, where a ramp would zero the whole record)."""
+    return int(0.05 * n)
+
+
+@lru_cache(maxsize=8)
+def record_taper(n: int, dtype: str) -> NDArray[np.floating]:
+    """Tukey (tapered cosine) window of ``n`` samples: 5 % raised-cosine ramps at each end.
+
+    The record taper of every whole-interval spectrum: it keeps the record's
+    wrap-around step from posing as an impact in the envelope, and the line
+    spectrum's Hann window is applied on top of it (:class:`LineSpectrum`), so one
+    rFFT of the tapered record (:func:`tapered_rfft`) serves both. Read-only.
+    """
+    ramp = record_ramp(n)
+    w = np.ones(n)
+    if ramp:
+        edge = 0.5 * (1.0 - np.cos(np.pi * np.arange(ramp) / ramp))
+        w[:ramp] = edge
+        w[n - ramp :] = edge[::-1]
+    w = w.astype(dtype)
+    w.setflags(write=False)
+    return w
+
+
+def tapered_rfft(
+    x: NDArray[np.floating], mean: NDArray[np.floating] | None = None
+) -> NDArray[np.complexfloating]:
+    """rFFT of each channel's record, mean removed and tapered (:func:`record_taper`),
+    in the record's precision: ``(channels, n // 2 + 1)``. ``mean``: each channel's
+    mean (``(channels,)``) when the caller has it already."""
+    a = as_channels(x)
+    mu = a.mean(axis=-1, dtype=np.float64) if mean is None else np.asarray(mean)
+    centered = a - mu.astype(a.dtype)[:, None]
+    centered *= record_taper(a.shape[-1], a.dtype.str)
+    return scipy.fft.rfft(centered, axis=-1, overwrite_x=True)
+
+
+@lru_cache(maxsize=8)
+def _taper_lines(n: int, dtype: str) -> NDArray[np.complexfloating]:
+    """rFFT of :func:`record_taper` (what a unit mean contributes to the tapered
+    record's spectrum). Read-only."""
+    t = scipy.fft.rfft(record_taper(n, dtype))
+    t.setflags(write=False)
+    return t
+
+
 @lru_cache(maxsize=16)
-def _hann_scale(n: int, dtype: str) -> float:
-    """2 / (n sum w^2) of the periodic Hann window of ``n`` samples in ``dtype``."""
-    w = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(dtype).astype(np.float64)
+def _line_scale(n: int, dtype: str) -> float:
+    """2 / (n sum w^2) of :class:`LineSpectrum`'s window (periodic Hann times the
+    record taper) of ``n`` samples in ``dtype``."""
+    hann = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(dtype)
+    w = (hann * record_taper(n, dtype)).astype(np.float64)
     return 2.0 / (n * float(np.dot(w, w)))
 
 
@@ -99,15 +149,23 @@ def _hann_lines(spec: NDArray[np.complexfloating], k: int, n: int) -> NDArray[np
 
 
 class LineSpectrum:
-    """Hann-windowed spectrum of a whole interval: fine resolution (1/T Hz).
+    """Windowed spectrum of a whole interval: fine resolution (1/T Hz).
 
     Used for velocity (frequency-domain integration needs bins much narrower
     than the 1x line at low speeds), running speed and order amplitudes.
     ``power[k]`` is the one-sided mean-square contribution of bin k, so
     ``power.sum(-1)`` is the (windowed) mean square of the signal. With
-    ``fmax`` only the lines up to ``fmax`` Hz are kept. The window is applied
-    in the frequency domain to those lines only (see ``_hann_lines``), and the
-    channels go through the rFFT in groups of 8.
+    ``fmax`` only the lines up to ``fmax`` Hz are kept.
+
+    The window is periodic Hann times the record taper (:func:`record_taper`):
+    they differ only in the taper's 5 % ramps, where Hann is below 0.025, by at
+    most that much (the window's power, and so the scale, by 4e-5). So the
+    spectrum is built from the rFFT of the tapered record, the one the envelope
+    analysis uses as well: ``spectrum``, when the caller has it
+    (:func:`tapered_rfft` of ``x``; only read), saves one transform of the
+    record per report. Hann is applied in the frequency domain to the lines kept
+    only (see ``_hann_lines``); without ``spectrum`` the channels go through the
+    rFFT in groups of 8.
     """
 
     def __init__(
@@ -117,22 +175,42 @@ class LineSpectrum:
         *,
         fmax: float | None = None,
         mean: NDArray[np.floating] | None = None,
+        spectrum: NDArray[np.complexfloating] | None = None,
     ) -> None:
         a = as_channels(x)
         self.fs = check_fs(fs)
         self.n = n = a.shape[-1]
         half = n // 2 + 1
         k = half if fmax is None else min(half, int(np.ceil(fmax * n / self.fs)) + 3)
-        # Remove the mean exactly in the frequency domain: it is all in line 0 (n mean).
-        mu = (a.mean(axis=-1) if mean is None else np.asarray(mean)).astype(a.dtype)
-        mu *= a.dtype.type(n)
         p = np.empty((a.shape[0], k), dtype=a.dtype)
-        for i in range(0, a.shape[0], _LINE_GROUP):
-            spec = scipy.fft.rfft(a[i : i + _LINE_GROUP], axis=-1)
-            spec[:, 0] -= mu[i : i + _LINE_GROUP]
-            part = np.abs(_hann_lines(spec, k, n))
-            np.multiply(part, part, out=p[i : i + _LINE_GROUP])
-        p *= p.dtype.type(_hann_scale(n, a.dtype.str))
+        if spectrum is not None:
+            if spectrum.shape != (a.shape[0], half):
+                raise ValueError(
+                    f"spectrum must be the rFFT of x, shape {(a.shape[0], half)}, "
+                    f"got {spectrum.shape}"
+                )
+            part = np.abs(_hann_lines(spectrum, k, n))
+            np.multiply(part, part, out=p)
+        else:
+            # Per group: a copy tapered at its ramps only, and the mean removed in the
+            # frequency domain (the tapered mean is mean x the taper's rFFT).
+            mu = (a.mean(axis=-1) if mean is None else np.asarray(mean)).astype(a.dtype)
+            ramp = record_ramp(n)
+            taper = record_taper(n, a.dtype.str)
+            lead, trail = taper[:ramp], taper[n - ramp :]
+            t_lines = _taper_lines(n, a.dtype.str)[: k + 1]
+            buf = np.empty((min(_LINE_GROUP, a.shape[0]), n), dtype=a.dtype)
+            for i in range(0, a.shape[0], _LINE_GROUP):
+                g = slice(i, i + _LINE_GROUP)
+                b = buf[: a[g].shape[0]]
+                b[...] = a[g]
+                b[:, :ramp] *= lead
+                b[:, n - ramp :] *= trail
+                spec = scipy.fft.rfft(b, axis=-1, overwrite_x=True)
+                spec[:, : k + 1] -= mu[g, None] * t_lines
+                part = np.abs(_hann_lines(spec, k, n))
+                np.multiply(part, part, out=p[g])
+        p *= p.dtype.type(_line_scale(n, a.dtype.str))
         p[..., 0] *= 0.5
         self.power = p  # (channels, lines), (m/s^2)^2 per bin, input precision
         self.df = self.fs / self.n

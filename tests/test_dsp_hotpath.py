@@ -7,7 +7,8 @@ second inverse FFT, the batched band search against one band at a time, the
 defect lines in one pass against one call per line, the spectra's delta coding
 of all rows against one row at a time, grouped Welch frames and moments
 against one pass, the line spectrum's frequency-domain Hann window against the
-windowed samples' rFFT, the strided dropout scan against every neighbour pair,
+windowed samples' rFFT, the one tapered rFFT the line spectrum and the envelope
+share against one each, the strided dropout scan against every neighbour pair,
 and the band RMS slices against boolean masks.
 """
 
@@ -21,7 +22,7 @@ import dsp
 from dsp import quantize, spectra
 from dsp.analyze import _dead_samples
 from dsp.envelope import _candidate_bands, _clip_lines, _Envelopes, _search, _sk
-from dsp.features import LineSpectrum, moments
+from dsp.features import LineSpectrum, moments, record_taper, tapered_rfft
 from dsp.spectra import cosine_window, welch_from_frames
 
 FS = 25600.0
@@ -139,13 +140,38 @@ def test_line_spectrum_windows_in_the_frequency_domain_as_in_time(
 ) -> None:
     x = _record(5)[:, :n].astype(np.float64) + 0.3  # a mean to remove as well
     got = LineSpectrum(x, FS, fmax=fmax)
-    w = cosine_window("hann", n)
+    w = cosine_window("hann", n) * record_taper(n, x.dtype.str)
     spec = scipy.fft.rfft((x - x.mean(axis=-1, keepdims=True)) * w, axis=-1)
     ref = np.abs(spec) ** 2 * 2.0 / (n * np.dot(w, w))
     ref[:, 0] *= 0.5
     k = got.power.shape[-1]
     assert k == (ref.shape[-1] if fmax is None or n < 64 else int(np.ceil(fmax * n / FS)) + 3)
     np.testing.assert_allclose(got.power, ref[:, :k], rtol=1e-9, atol=1e-12 * ref.max())
+
+
+def test_line_spectrum_window_is_hann_but_for_the_taper_ramps() -> None:
+    # the record taper changes Hann only where Hann is below 0.025
+    w = record_taper(N, "<f8")
+    hann = cosine_window("hann", N)
+    assert np.abs(hann * w - hann).max() < 0.025
+    assert np.array_equal((hann * w)[N // 10 : -N // 10], hann[N // 10 : -N // 10])
+
+
+def test_one_tapered_rfft_serves_the_line_spectrum_and_the_envelope() -> None:
+    x = _record(12)
+    mean = x.mean(axis=-1)
+    spec = tapered_rfft(x, mean)
+    shared = LineSpectrum(x, FS, fmax=1000.0, spectrum=spec)
+    own = LineSpectrum(x, FS, fmax=1000.0, mean=mean)
+    np.testing.assert_allclose(shared.power, own.power, rtol=1e-5, atol=1e-7 * own.power.max())
+    env_shared = dsp.envelope_spectrum(x, FS, mean=mean, spectrum=spec)
+    env_own = dsp.envelope_spectrum(x, FS, mean=mean)
+    assert np.array_equal(env_shared.band, env_own.band)
+    np.testing.assert_allclose(env_shared.spectrum, env_own.spectrum, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="rFFT of x"):
+        LineSpectrum(x, FS, spectrum=spec[:, :-1])
+    with pytest.raises(ValueError, match="rFFT of x"):
+        dsp.envelope_spectrum(x, FS, spectrum=spec[:3])
 
 
 def _dead_reference(a: np.ndarray, fullscale: np.ndarray, min_run: int) -> np.ndarray:
