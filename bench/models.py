@@ -88,16 +88,11 @@ from models.training.training import (
 
 from .labels import FAULTS, Endpoint, clip_impacts, decided_by, make_variants, measure_stream
 from .labels import summarize
+from .real_data import MISSING, real_data_dir
 from .real_streams import CWRU_BEARING, IMS_BEARING, cwru_streams, fit_baselines, ims_streams
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASS_OF = {"inner_race": "bearing_inner", "outer_race": "bearing_outer", "ball": "bearing_ball"}
-
-
-def real_dir() -> Path | None:
-    env = os.environ.get("PUMPWATCH_REAL_DATA")
-    p = Path(env) if env else ROOT.parent / "shared" / "data" / "real"
-    return p if (p / "manifest.csv").exists() else None
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -361,9 +356,9 @@ def main() -> None:
         result.update(sim_calibration(clf, held_out))
     _log("simulator anomaly ...", quiet)
     result.update(sim_anomaly(16 if args.quick else 48, args.seed))
-    real = real_dir()
+    real = real_data_dir()
     if real is None:
-        msg = "real recordings not found (PUMPWATCH_REAL_DATA or ../shared/data/real)"
+        msg = MISSING
         if os.environ.get("CI") == "true":
             raise SystemExit(msg)
         _log(msg + ": skipping real-data figures", quiet)

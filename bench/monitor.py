@@ -404,11 +404,11 @@ def constructed_shift(n: int, seed: int, ref: list[HistCell]) -> dict[str, Any]:
 def real_figures(reference: list[HistCell]) -> dict[str, Any]:
     from bench.labels import replay_reports
     from bench.real_streams import cwru_streams, ims_streams
-    from tests.conftest import real_data_dir
+    from bench.real_data import MISSING, real_data_dir
 
     real = real_data_dir()
     if real is None:
-        return {"real": "not found (set PUMPWATCH_REAL_DATA or provide ../shared/data/real)"}
+        return {"real": MISSING}
     out: dict[str, Any] = {}
     for name, streams in (("cwru", cwru_streams(real)), ("ims", ims_streams(real))):
         reps: list[dsp.Report] = []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.real_data import MISSING, real_data_dir
 from tests.infra.require import need
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,20 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.infra.fixtures"]
 
 
-def real_data_dir() -> Path | None:
-    """Where the real recordings live (PUMPWATCH_REAL_DATA, else ../shared/data/real)."""
-    env = os.environ.get("PUMPWATCH_REAL_DATA")
-    p = Path(env) if env else ROOT.parent / "shared" / "data" / "real"
-    return p if (p / "manifest.csv").exists() else None
-
-
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real-recordings folder; skips when absent, fails under CI where it must exist."""
     p = real_data_dir()
     if p is None:
-        msg = "real recordings not found (set PUMPWATCH_REAL_DATA or provide ../shared/data/real)"
-        need("the real recordings", msg)
+        need("the real recordings", MISSING)
         raise AssertionError("unreachable")
     return p
 
