@@ -140,7 +140,8 @@ class Watcher:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex}",
                         protocol=mqtt.MQTTv5)
         c.tls_set(ca_certs=str(pkidir / "ca.crt"), certfile=str(crt), keyfile=str(key))
-        c.reconnect_delay_set(0.1, 0.5)
+        # paho annotates the delays int; it computes with them as seconds, fractions too
+        c.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         c.on_connect = self._on_connect
         c.on_subscribe = lambda *_a: self.subscribed.set()
         c.on_message = self._on_message

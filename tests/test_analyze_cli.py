@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from pumpwatch.cli import main
 ENV = ("env_bpfo", "env_bpfi", "env_bsf", "env_ftf")
 
 
-def analyze_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:
+def analyze_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, Any]]:
     assert main(["analyze", *argv, "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines]
@@ -23,7 +24,7 @@ def analyze_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:
     return rows
 
 
-def med(rows: list[dict], key: str) -> float:
+def med(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.median([r[key] for r in rows]))
 
 

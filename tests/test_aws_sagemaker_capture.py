@@ -35,7 +35,8 @@ from models.serving.physics import PhysicsParams
 from models.serving.rollout import Rollout
 from tests.infra.model_server import request_body, synth_reports
 from tests.infra.moto_server import ACCOUNT, client
-from tests.test_aws_sagemaker_rollout import CONFIG, ENDPOINT_ARN, NOW
+from tests.test_aws_sagemaker_rollout import CONFIG
+from tests.test_model_registry_sagemaker import ENDPOINT_ARN, NOW
 
 T0 = datetime(2026, 12, 2, 17, 40, tzinfo=UTC)  # the records straddle 18:00: two hour prefixes
 KINDS = ("centrifugal", "screw")
@@ -176,7 +177,7 @@ def test_sagemaker_registry_compare_reads_the_endpoints_capture(
     SageMaker: moto's DescribeEndpoint has no DataCaptureConfig), reads S3 from moto."""
     s3, bucket, reps = capture
     kw = {"region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "x"}
-    sm = boto3.client("sagemaker", **kw)  # type: ignore[call-overload]
+    sm = boto3.client("sagemaker", **kw)
     reg = SageMakerRegistry(sm, s3, s3_prefix="s3://models/pw", image_uri="img", endpoint="pw")
     name = "pw-pumps-1-shadow-2-20261202"
     with Stubber(sm) as stub:

@@ -39,8 +39,8 @@ CONFIG = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint-config/"
 @pytest.fixture
 def stubbed() -> Iterator[tuple[SageMakerRegistry, Stubber]]:
     kw = {"region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "x"}
-    sm = boto3.client("sagemaker", **kw)  # type: ignore[call-overload]
-    s3 = boto3.client("s3", **kw)  # type: ignore[call-overload]
+    sm = boto3.client("sagemaker", **kw)
+    s3 = boto3.client("s3", **kw)
     reg = SageMakerRegistry(
         sm, s3, s3_prefix="s3://models-bucket/pumpwatch", image_uri=IMAGE, role_arn=ROLE,
         endpoint="pw", capture_s3_uri=CAPTURE,
@@ -261,9 +261,10 @@ def test_the_deployer_creates_the_endpoint_with_the_first_approved_version(
     stubbed: tuple[SageMakerRegistry, Stubber],
 ) -> None:
     reg, stub = stubbed
-    event = {"source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change",
-             "id": "e1", "detail": {"ModelPackageGroupName": "pumps", "ModelPackageVersion": 1,
-                                    "ModelApprovalStatus": "Approved"}}
+    event: dict[str, Any] = {
+        "source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change",
+        "id": "e1", "detail": {"ModelPackageGroupName": "pumps", "ModelPackageVersion": 1,
+                               "ModelApprovalStatus": "Approved"}}
     stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
                           expected_params={"EndpointName": "pw"})
     package(stub, 1)

@@ -134,6 +134,6 @@ def test_init_script_prepares_state_and_the_mounted_configs_load(tmp_path: Path)
     edge = load_edge_config(tmp_path / "edge.toml")
     assert [p.id for p in edge.pumps] == ["p01", "p02"]
     src = simulated_source(edge)
-    assert len(src.channels) == 6  # type: ignore[attr-defined]
+    assert len(src.channels) == 6
     cloud = load_cloud_config(tmp_path / "cloud.toml")
     assert cloud.mqtt.host == "broker" and cloud.endpoint.endpoint_url == "http://model-server:8080"

@@ -62,7 +62,9 @@ def test_acks_go_out_in_arrival_order_and_only_on_their_connection(tmp_path: Pat
     c._mqtt = mq  # type: ignore[assignment]
     led = c._ledger
 
-    def ticket(mid: int, generation: int = 1, parts: int = 0, sealed: bool = True) -> Ticket:
+    def ticket(
+        mid: int, generation: int = 1, parts: int = 0, sealed: bool = True
+    ) -> Ticket[Delivery]:
         d = delivery(mid, generation)
         t = led.open(d, generation=generation, nbytes=10, received_ns=d.received_ns)
         for _ in range(parts):

@@ -151,7 +151,7 @@ class Stack:
             return pool.submit(asyncio.run, run()).result()
 
     def stored_ns(self, pump: str) -> int | None:
-        return self._read("stored_ns", pump)  # type: ignore[no-any-return]
+        return self._read("stored_ns", pump)
 
     def count(self) -> int:
         try:

@@ -9,6 +9,7 @@ bundle. Rule 1 (quality), 2 (physics), 3 (out of distribution), 4 (classifier).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import dsp
 from dsp.report import Q_CLIPPED, Q_CONSTANT, Q_DROPOUT, Q_NONFINITE
 from dsp.results import Result
 from models.serving.baseline import fit_baselines
-from models.serving.bundle import builtin_bundle, load_bundle, write_bundle
+from models.serving.bundle import Bundle, builtin_bundle, load_bundle, write_bundle
 from models.serving.classifier import SoftmaxClassifier
 from models.serving.decision import CLIPPED_SHARE
 from models.serving.handler import score
@@ -73,8 +74,8 @@ def report(
                            channel="x", t0_ns=seq * 10**9)
 
 
-def one(bundle: object, r: dsp.Report) -> Result:
-    (res,) = score(bundle, [r]).results  # type: ignore[arg-type]
+def one(bundle: Bundle, r: dsp.Report) -> Result:
+    (res,) = score(bundle, [r]).results
     return res
 
 
@@ -82,8 +83,13 @@ def names(res: Result) -> set[str]:
     return {e.name for e in res.evidence}
 
 
+class _Impacts(TypedDict):
+    rate_order: float
+    amp: float
+
+
 FS = 25600.0
-OUTER = {"rate_order": ORDERS["bpfo"], "amp": 4.0}
+OUTER: _Impacts = {"rate_order": ORDERS["bpfo"], "amp": 4.0}
 
 
 # --- rule 1: data quality ----------------------------------------------------------------

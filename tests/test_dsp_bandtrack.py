@@ -182,7 +182,8 @@ def test_every_rate_from_12_to_51_2_khz(fs: float) -> None:
         assert np.median([r[c].features.env_bpfo for r in tracked]) > 5.0, f"fs={fs}"
         assert bpfo < rc.env_fmax
         st = tracked[-1][c].band_state
-        assert st is not None and st.searches <= T.warmup + 2 + 2, f"fs={fs}: {st.searches}"
+        assert st is not None, f"fs={fs}"
+        assert st.searches <= T.warmup + 2 + 2, f"fs={fs}: {st.searches}"
 
 
 BOUND = T.search_every + T.confirm - 1  # reports, stated in dsp.bandtrack
@@ -241,6 +242,7 @@ def test_after_restart_searches_afresh() -> None:
     for i in range(5):
         res = dsp.analyze(x[:, i * n : (i + 1) * n], rc, specs, band_state=state)
         state = [r.band_state for r in res]
+    assert state is not None  # (the loop ran)
     assert all(s is not None and s.searches >= T.warmup for s in state)
     res = dsp.analyze(x[:, 5 * n :], rc, specs, band_state=state, after_restart=True)
     assert all(r.band_state is not None and r.band_state.searches == 1 for r in res)

@@ -16,6 +16,8 @@ does on simulated machines.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 import pytest
 
@@ -27,6 +29,10 @@ FMAX = 500.0
 SPEED_ERROR = 0.02  # the given speed is this far off the true one
 REPORTS = 4
 FLOOR = 2.0 * FMAX  # Hz: the band's lower edge twice the envelope's upper limit
+
+
+class _Floor(TypedDict, total=False):
+    f_floor: float  # absent: dsp.envelope_spectrum's default
 
 
 def _ball_lines(fs: float, f_floor: float | None) -> tuple[list[float], list[float]]:
@@ -45,7 +51,7 @@ def _ball_lines(fs: float, f_floor: float | None) -> tuple[list[float], list[flo
     state = None
     heights, lows = [], []
     for i in range(REPORTS):
-        kw = {} if f_floor is None else {"f_floor": f_floor}
+        kw: _Floor = {} if f_floor is None else {"f_floor": f_floor}
         r = dsp.envelope_spectrum(x[:, i * n : (i + 1) * n], fs, fmax=FMAX, state=state, **kw)
         state = r.state
         heights.append(max(

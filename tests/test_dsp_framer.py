@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsp import Framer
+from dsp import Framer, Window
 
 FS = 1000.0
 
 
-def _feed(framer: Framer, x: np.ndarray, cuts: list[int], t0_ns: int = 0) -> list:
+def _feed(framer: Framer, x: np.ndarray, cuts: list[int], t0_ns: int = 0) -> list[Window]:
     out = []
     pos = 0
     for n in cuts:
@@ -24,7 +24,7 @@ def _random_cuts(rng: np.random.Generator, total: int, max_len: int) -> list[int
     cuts = []
     left = total
     while left:
-        n = int(min(left, rng.integers(1, max_len + 1)))
+        n = min(left, int(rng.integers(1, max_len + 1)))
         cuts.append(n)
         left -= n
     return cuts

@@ -72,7 +72,7 @@ def test_quantize_clips_below_the_range_and_handles_silence() -> None:
     assert codes[0] == 255 and float(off) == pytest.approx(-127.5)
     assert codes[2] == 0 and codes[3] == 0
     codes, off = quantize.quantize_db(np.full(10, -300.0), 0.5)
-    np.testing.assert_allclose(quantize.dequantize_db(codes, 0.5, off), -300.0)
+    np.testing.assert_allclose(quantize.dequantize_db(codes, 0.5, float(off)), -300.0)
     for n in (0, 1, 1600):
         c = np.random.default_rng(n).integers(0, 256, n).astype(np.uint8)
         np.testing.assert_array_equal(quantize.unpack_codes(quantize.pack_codes(c), n), c)
@@ -201,5 +201,5 @@ def test_decoded_reports_and_result_rows_are_not_tracked_by_the_garbage_collecto
                     model_version="m", target="t", published_ns=None, received_ns=0)
     arch = ArchivedReport(device="d", epoch=1, seq=2, site="s", pump="p", channel="c",
                           t0_ns=0, received_ns=0, report=b"x")
-    for obj in (row, row.evidence[0], arch):
-        assert not gc.is_tracked(obj), type(obj).__name__
+    for record in (row, row.evidence[0], arch):
+        assert not gc.is_tracked(record), type(record).__name__

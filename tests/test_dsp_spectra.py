@@ -1,21 +1,24 @@
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 import pytest
 import scipy.signal
 import scipy.stats
 
 import dsp
+from dsp.spectra import WindowName
 
 FS = 25600.0
 
 
 @pytest.mark.parametrize("window", ["hann", "flattop"])
 @pytest.mark.parametrize(("nfft", "hop"), [(4096, 2048), (1024, 256), (256, 256)])
-def test_welch_psd_equals_scipy_for_float64(window: str, nfft: int, hop: int) -> None:
+def test_welch_psd_equals_scipy_for_float64(window: WindowName, nfft: int, hop: int) -> None:
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 25600)) + 3.0 * np.sin(2 * np.pi * 123.4 * np.arange(25600) / FS)
-    f, p = dsp.welch_psd(x, FS, nfft=nfft, hop=hop, window=window)  # type: ignore[arg-type]
+    f, p = dsp.welch_psd(x, FS, nfft=nfft, hop=hop, window=window)
     f2, p2 = scipy.signal.welch(
         x, FS, window=window, nperseg=nfft, noverlap=nfft - hop, detrend=False,
         scaling="density", axis=-1,
@@ -47,6 +50,11 @@ def test_welch_psd_along_another_axis() -> None:
     np.testing.assert_allclose(p, q.T)
 
 
+class _Settings(TypedDict):
+    nfft: int
+    hop: int
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -55,7 +63,7 @@ def test_welch_psd_along_another_axis() -> None:
         ({"nfft": 32, "hop": 16}, "nfft must be a power of two >= 64"),
     ],
 )
-def test_bad_spectral_settings_name_the_value(kwargs: dict[str, int], match: str) -> None:
+def test_bad_spectral_settings_name_the_value(kwargs: _Settings, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         dsp.welch_psd(np.zeros(8192), FS, **kwargs)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import dsp
 from dsp.results import InvocationResponse
 from models.serving.baseline import DEFAULT_FEATURES, FLEET, fit_baselines
-from models.serving.bundle import builtin_bundle, load_bundle, write_bundle
+from models.serving.bundle import Bundle, builtin_bundle, load_bundle, write_bundle
 from models.serving.classes import CONDITIONS
 from models.serving.classifier import SoftmaxClassifier
 from models.serving.errors import BundleError, ChecksumMismatchError, RequestError
@@ -35,7 +37,7 @@ def mixed(healthy: list[dsp.Report]) -> list[dsp.Report]:
     return out
 
 
-def _results(bundle, reports):  # type: ignore[no-untyped-def]
+def _results(bundle: Bundle, reports: Sequence[dsp.Report]) -> list[Any]:
     return [msgspec.to_builtins(r) for r in score(bundle, reports).results]
 
 

@@ -26,7 +26,7 @@ from dsp.results import InvocationResponse, Manifest, manifest_digest
 from models.serving import classifier as registry
 from models.serving.bundle import builtin_bundle, load_bundle, pack_bundle, write_bundle
 from models.serving.classes import CONDITIONS
-from models.serving.classifier import SoftmaxClassifier, kinds
+from models.serving.classifier import Classifier, SoftmaxClassifier, kinds
 from models.serving.errors import BundleError
 from models.serving.features import extract
 from models.serving.handler import JSON, MSGPACK, custom_attributes, invoke, wants_manifest
@@ -65,7 +65,7 @@ def dry_bundle(tmp_path_factory: pytest.TempPathFactory,
 
 
 def _json(out: bytes) -> dict[str, Any]:
-    return msgspec.json.decode(out)  # type: ignore[no-any-return]
+    return msgspec.json.decode(out)
 
 
 def test_custom_attributes_are_key_value_pairs() -> None:
@@ -133,7 +133,7 @@ def test_declared_classes_must_be_the_classifier_s(tmp_path: Path) -> None:
     assert load_bundle(d).model_version == "p-1"
 
 
-def _classifiers(labelled: tuple[list[dsp.Report], list[str]]) -> list[object]:
+def _classifiers(labelled: tuple[list[dsp.Report], list[str]]) -> list[Classifier]:
     names = ("log:velocity_rms", "log:env_bpfo", "kurtosis")
     rng = np.random.default_rng(3)
     classes = ("healthy", "bearing_outer", "unknown")
@@ -154,13 +154,13 @@ def test_every_kind_saves_and_loads_through_the_registry(
     assert {"physics", "softmax", "mlp", "centroid"} <= set(kinds())
     f = extract(held_out)
     for clf in _classifiers(labelled):
-        d = write_bundle(tmp_path / clf.kind, model_version="k", classifier=clf)  # type: ignore[attr-defined]
+        d = write_bundle(tmp_path / clf.kind, model_version="k", classifier=clf)
         spec = json.loads((d / "bundle.json").read_text())["classifier"]
         back = load_bundle(d).classifier
-        assert spec["kind"] == back.kind == clf.kind  # type: ignore[attr-defined]
-        assert back.classes == clf.classes  # type: ignore[attr-defined]
+        assert spec["kind"] == back.kind == clf.kind
+        assert back.classes == clf.classes
         np.testing.assert_array_equal(back.predict_proba(f),
-                                      clf.predict_proba(extract(held_out)))  # type: ignore[attr-defined]
+                                      clf.predict_proba(extract(held_out)))
 
 
 def test_a_new_kind_is_one_new_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,8 +227,8 @@ def test_centroid_kind_adds_a_class_and_a_result_field(
     plain = _json(invoke(builtin_bundle(), request_body(held_out), MSGPACK, JSON)[0])
     assert "centroid_distance" not in plain["results"][0]
     far = synth_reports(1, pumps=["p3"], seed=55, gain=40.0, seq0=400)
-    out = _json(invoke(bundle, request_body(far), MSGPACK, JSON)[0])
-    assert out["results"][0]["centroid_distance"] > max(dist)  # like neither class
+    scored = _json(invoke(bundle, request_body(far), MSGPACK, JSON)[0])
+    assert scored["results"][0]["centroid_distance"] > max(dist)  # like neither class
 
 
 def test_manifests_per_bundle_through_the_server(

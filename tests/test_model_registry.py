@@ -11,6 +11,7 @@ import boto3
 import msgspec
 import pytest
 
+import dsp
 from dsp.results import InvocationResponse
 from models.registry.local import LocalRegistry
 from models.serving.baseline import fit_baselines
@@ -23,12 +24,12 @@ MSGPACK = "application/x-msgpack"
 
 
 @pytest.fixture(scope="module")
-def reports() -> list:
+def reports() -> list[dsp.Report]:
     return synth_reports(20, pumps=["p1", "p2"], seed=5)
 
 
 @pytest.fixture
-def bundle_dir(tmp_path: Path, reports: list) -> Path:
+def bundle_dir(tmp_path: Path, reports: list[dsp.Report]) -> Path:
     return write_bundle(
         tmp_path / "b1", model_version="dev", baselines=fit_baselines(reports, min_reports=5),
         metrics={"sim_macro_f1": 0.5},
@@ -89,7 +90,7 @@ def _invoke(client, body: bytes) -> InvocationResponse:  # type: ignore[no-untyp
 
 
 def test_lifecycle_register_approve_deploy_hot_reload_without_losing_requests(
-    tmp_path: Path, bundle_dir: Path, reports: list, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, bundle_dir: Path, reports: list[dsp.Report], capsys: pytest.CaptureFixture[str]
 ) -> None:
     reg_root = tmp_path / "registry"
     srv = ModelServerProcess(registry=reg_root, extra=["--reload-poll", "0.05"])
@@ -155,7 +156,7 @@ def test_lifecycle_register_approve_deploy_hot_reload_without_losing_requests(
         assert srv.stop() == 0
 
 
-def test_models_bundle_command_fits_baselines(tmp_path: Path, reports: list) -> None:
+def test_models_bundle_command_fits_baselines(tmp_path: Path, reports: list[dsp.Report]) -> None:
     req = tmp_path / "healthy.msgpack"
     req.write_bytes(request_body(reports))
     out = tmp_path / "bundle"

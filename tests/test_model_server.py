@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from aiobotocore.session import get_session
 
+import dsp
 from dsp.results import InvocationResponse
 from models.serving.baseline import fit_baselines
 from models.serving.bundle import BUILTIN_VERSION, pack_bundle, write_bundle
@@ -25,12 +26,12 @@ MSGPACK = "application/x-msgpack"
 
 
 @pytest.fixture(scope="module")
-def healthy() -> list:
+def healthy() -> list[dsp.Report]:
     return synth_reports(24, pumps=["p1", "p2"], seed=11)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, healthy: list) -> Path:
+def model_dir(tmp_path_factory: pytest.TempPathFactory, healthy: list[dsp.Report]) -> Path:
     """site-a.tar.gz (baselines of p1 and p2), corrupt.tar.gz (a tampered file)."""
     root = tmp_path_factory.mktemp("models")
     work = tmp_path_factory.mktemp("work")
@@ -179,7 +180,7 @@ def test_custom_attributes_over_1024_is_rejected(client, healthy) -> None:  # ty
         )
 
 
-async def test_aiobotocore_client(server: ModelServerProcess, healthy: list) -> None:
+async def test_aiobotocore_client(server: ModelServerProcess, healthy: list[dsp.Report]) -> None:
     session = get_session()
     kw = boto_kwargs(server.url)
     async with session.create_client("sagemaker-runtime", **kw) as ac:
@@ -198,7 +199,9 @@ async def test_aiobotocore_client(server: ModelServerProcess, healthy: list) -> 
             )
 
 
-def test_model_not_ready_while_loading(tmp_path: Path, model_dir: Path, healthy: list) -> None:
+def test_model_not_ready_while_loading(
+    tmp_path: Path, model_dir: Path, healthy: list[dsp.Report]
+) -> None:
     extra = ["--load-delay", "1.0", "--load-wait", "0.1"]
     srv = ModelServerProcess(model_dir=model_dir, extra=extra)
     srv.start()

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 import dsp
 from dsp.results import InvocationResponse, Manifest
 from models.registry.local import LocalRegistry
 from models.serving.baseline import fit_baselines
-from models.serving.bundle import pack_bundle, write_bundle
+from models.serving.bundle import Bundle, pack_bundle, write_bundle
 from models.serving.errors import BundleError
+from models.serving.features import BatchFeatures
 from models.serving.server import ModelServer, ServerConfig
 from tests.infra.model_server import request_body, synth_reports
 
@@ -151,11 +155,14 @@ async def test_multi_model_container_api(model_dir: Path, reports: list[dsp.Repo
 
 class _Exploding:
     kind = "test-exploding"
-    classes = ("healthy", "unknown")
+    classes: tuple[str, ...] = ("healthy", "unknown")
     nbytes = 0
 
-    def predict_proba(self, f: object) -> object:
+    def predict_proba(self, f: BatchFeatures) -> NDArray[np.float64]:
         raise FloatingPointError("the model blew up")
+
+    def save(self, bundle_dir: Path) -> dict[str, Any]:
+        return {"kind": self.kind}
 
 
 async def test_model_failure_while_scoring_is_model_error(
@@ -184,6 +191,10 @@ async def test_model_failure_while_scoring_is_model_error(
             assert body["OriginalStatusCode"] == 500
 
 
+def default(srv: ModelServer) -> Bundle | None:
+    return srv.store.default  # (a call, so that mypy does not narrow the attribute across awaits)
+
+
 async def test_bad_deployment_is_unhealthy_with_the_reason_then_a_good_deploy_reloads(
     tmp_path: Path, model_dir: Path, reports: list[dsp.Report]
 ) -> None:
@@ -199,7 +210,7 @@ async def test_bad_deployment_is_unhealthy_with_the_reason_then_a_good_deploy_re
         async with asyncio.timeout(10):
             with pytest.raises(BundleError, match=r"g/1.*SHA-256 mismatch"):
                 await srv.wait_ready()
-        assert srv.store.default is None  # never the built-in bundle in its place
+        assert default(srv) is None  # never the built-in bundle in its place
         async with s.get(f"http://127.0.0.1:{srv.port}/ping") as r:
             assert r.status == 503
             ping = await r.json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -29,7 +30,14 @@ from models.training.train_sim import CLASSES, LabelledReports, simulate
 from models.training.training import FEATURES
 
 SEED = 8
-TIGHT = {"rtol": 0.0, "atol": 1e-12}
+
+
+class _Tolerance(TypedDict):
+    rtol: float
+    atol: float
+
+
+TIGHT: _Tolerance = {"rtol": 0.0, "atol": 1e-12}
 
 
 @pytest.fixture(scope="module")

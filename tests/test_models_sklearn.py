@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -24,7 +25,14 @@ from models.training.train_sim import CLASSES, LabelledReports, simulate
 from models.training.training import FEATURES
 
 SEED = 5
-TIGHT = {"rtol": 0.0, "atol": 1e-12}
+
+
+class _Tolerance(TypedDict):
+    rtol: float
+    atol: float
+
+
+TIGHT: _Tolerance = {"rtol": 0.0, "atol": 1e-12}
 
 
 @pytest.fixture(scope="module")

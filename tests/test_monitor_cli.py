@@ -141,8 +141,9 @@ def test_the_local_stack_runs_the_monitor_and_shows_its_outcome(tmp_path: Path) 
     stack.phase = "monitoring (faults develop)"
     stack.run_start_ns = time.time_ns() - 3600 * 10**9
     stack._maybe_monitor()
-    assert stack.monitor_proc is not None
-    stack.monitor_proc.wait(60)
+    proc = stack.monitor_proc  # (a local: mypy must not keep the attribute narrowed below)
+    assert proc is not None
+    proc.wait(60)
     stack._maybe_monitor()  # collects the outcome (and waits 5 minutes for the next run)
     assert stack.monitor_proc is None
     assert stack.monitor_text.startswith("monitor: pumps/1 insufficient_data"), \

@@ -125,7 +125,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
                                                               for r in reports], 3)])
         p = Pipeline(db=db, url="")
         wait_for(lambda: len(p.rows()) >= N_REPORTS, 60, f"{N_REPORTS} results stored")
-        dash = DashboardProcess(db, tmp / "dashboard.log")
+        dash = DashboardProcess(str(db), tmp / "dashboard.log")
         stack.callback(dash.stop)
         p.url = dash.start()
         yield p

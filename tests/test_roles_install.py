@@ -77,6 +77,13 @@ def test_only_a_missing_role_dependency_becomes_the_one_line() -> None:
     assert missing_dependency(ModuleNotFoundError(name="aiobotocore")) is None  # installed here
 
 
+def _text(output: str | bytes | None) -> str:
+    """A subprocess's captured output as text: a timeout's is bytes even with text=True."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
 def _copy_checkout(dest: Path) -> Path:
     """pyproject.toml, README.md and the packages it installs (no caches, no venvs)."""
     dest.mkdir()
@@ -106,7 +113,7 @@ def edge_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         try:
             subprocess.run(step, check=True, capture_output=True, text=True, timeout=900)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            out = f"{exc.stdout or ''}{exc.stderr or ''}"[-3000:]
+            out = f"{_text(exc.stdout)}{_text(exc.stderr)}"[-3000:]
             msg = f"cannot build the edge-only venv ({' '.join(step)}): {exc}\n{out}"
             need("an edge-only venv", msg)
     return venv / "bin"

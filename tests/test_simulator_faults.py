@@ -7,6 +7,8 @@ resonances lie above 2 kHz), independent of the dsp package.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -21,19 +23,19 @@ DF = 1 / SECONDS  # line spacing, Hz
 
 def render(
     kind: str | None, severity: float, seed: int = SEED
-) -> tuple[NDArray, dict, SimulatedSource]:
+) -> tuple[NDArray[np.float64], dict[str, Any], SimulatedSource]:
     faults = () if kind is None else (FaultConfig(kind=kind, severity=severity),)  # type: ignore[arg-type]
     src = SimulatedSource(PumpConfig.default(faults=faults), seed=seed)
     b = src.read(int(FS * SECONDS))
     return b.samples.astype(np.float64), b.truth["pumps"]["pump1"], src
 
 
-def amplitude_spectrum(x: NDArray) -> NDArray:
+def amplitude_spectrum(x: NDArray[np.float64]) -> NDArray[np.float64]:
     w = np.hanning(x.shape[-1])
     return 2 * np.abs(np.fft.rfft(x * w, axis=-1)) / w.sum()
 
 
-def envelope_spectrum(x: NDArray) -> NDArray:
+def envelope_spectrum(x: NDArray[np.float64]) -> NDArray[np.float64]:
     X = np.fft.rfft(x, axis=-1)
     f = np.fft.rfftfreq(x.shape[-1], 1 / FS)
     X[..., f < 1500.0] = 0
@@ -43,7 +45,7 @@ def envelope_spectrum(x: NDArray) -> NDArray:
     return amplitude_spectrum(env)
 
 
-def peak_near(spec: NDArray, f: float, rel: float = 0.03) -> tuple[float, float]:
+def peak_near(spec: NDArray[np.float64], f: float, rel: float = 0.03) -> tuple[float, float]:
     """(frequency, height) of the largest line within +-rel of f."""
     k0, k1 = int((f * (1 - rel)) / DF), int(np.ceil(f * (1 + rel) / DF)) + 1
     k = k0 + int(np.argmax(spec[k0:k1]))

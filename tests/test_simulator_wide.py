@@ -6,6 +6,8 @@ property is what the edge's report says (velocity RMS, the given speed).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -37,17 +39,21 @@ SEED = 20261201
 ONE = (SensorConfig(name="de_h", axis="horizontal", adc_bits=0),)
 
 
-def render(cfg: PumpConfig, seconds: float, seed: int = SEED) -> tuple[NDArray, dict]:
+def render(
+    cfg: PumpConfig, seconds: float, seed: int = SEED
+) -> tuple[NDArray[np.float64], dict[str, Any]]:
     b = SimulatedSource(cfg, seed=seed).read(int(cfg.fs * seconds))
     return b.samples.astype(np.float64), b.truth["pumps"][cfg.name]
 
 
-def psd(x: NDArray, fs: float) -> tuple[NDArray, NDArray]:
+def psd(x: NDArray[np.float64], fs: float) -> tuple[NDArray[np.floating], NDArray[np.float64]]:
     w = np.hanning(x.size)
     return np.fft.rfftfreq(x.size, 1 / fs), np.abs(np.fft.rfft((x - x.mean()) * w)) ** 2
 
 
-def envelope(x: NDArray, fs: float, lo: float) -> tuple[NDArray, NDArray]:
+def envelope(
+    x: NDArray[np.float64], fs: float, lo: float
+) -> tuple[NDArray[np.floating], NDArray[np.float64]]:
     """Amplitude spectrum of the squared envelope of everything above ``lo`` Hz."""
     X = np.fft.rfft(x)
     f = np.fft.rfftfreq(x.size, 1 / fs)
@@ -59,13 +65,15 @@ def envelope(x: NDArray, fs: float, lo: float) -> tuple[NDArray, NDArray]:
     return np.fft.rfftfreq(e.size, 1 / fs), 2 * np.abs(np.fft.rfft(e * w)) / w.sum()
 
 
-def peak(f: NDArray, s: NDArray, at: float, rel: float) -> tuple[float, float]:
+def peak(
+    f: NDArray[np.floating], s: NDArray[np.float64], at: float, rel: float
+) -> tuple[float, float]:
     m = (f >= at * (1 - rel)) & (f <= at * (1 + rel))
     k = int(np.argmax(np.where(m, s, -np.inf)))
     return float(f[k]), float(s[k])
 
 
-def floor(f: NDArray, s: NDArray, at: float, rel: float = 0.1) -> float:
+def floor(f: NDArray[np.floating], s: NDArray[np.float64], at: float, rel: float = 0.1) -> float:
     m = (f >= at * (1 - rel)) & (f <= at * (1 + rel))
     return float(np.median(s[m]))
 
@@ -227,7 +235,7 @@ def test_magnet_mount_peaks_at_its_resonance_and_rolls_off_above() -> None:
 def test_cavitation_is_impulsive_blade_pass_pulsed_and_rises_with_the_operating_point() -> None:
     fs = 25600.0
 
-    def run(op: float) -> tuple[NDArray, dict]:
+    def run(op: float) -> tuple[NDArray[np.float64], dict[str, Any]]:
         faults = [FaultConfig(kind="cavitation", severity=0.6)]
         if op:
             faults.append(FaultConfig(kind="flow", severity=op))

@@ -126,7 +126,7 @@ class Collector:
         self.client = c
 
     def start(self) -> Collector:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
         self.client.connect(self.broker.host, self.broker.port, clean_start=False, properties=props)
         self.client.loop_start()
@@ -144,7 +144,7 @@ class Collector:
             if msg.topic.endswith("/status"):
                 self.status.append(json.loads(msg.payload))
                 return
-            batch = dsp.decode_batch(msg.payload)
+            batch = dsp.decode_batch(bytes(msg.payload))
             assert batch.device == self.device
             self.messages += 1
             self.arrivals.append(time.monotonic())

@@ -395,7 +395,7 @@ def _retained_status(broker: Mosquitto, pkidir: Path, device: str) -> dict[str, 
 
     def on_message(_cl: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.retain:
-            got.append(msg.payload)
+            got.append(bytes(msg.payload))
             done.set()
 
     c.on_connect = on_connect

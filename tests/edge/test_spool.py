@@ -246,8 +246,6 @@ def test_failed_append_leaves_no_half_record(
     """Disk full mid-write: SpoolError, the partial bytes are cut off, the spool goes on."""
     import errno
 
-    import edge.spool as spool_mod
-
     with Spool(tmp_path, max_bytes=1 << 20) as sp:
         sp.append(_recs(1, range(3)))
         real_write = os.write
@@ -257,10 +255,10 @@ def test_failed_append_leaves_no_half_record(
             real_write(fd, mv[: len(mv) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(spool_mod.os, "write", half_then_full)
+        monkeypatch.setattr(os, "write", half_then_full)  # the os.write edge.spool calls
         with pytest.raises(SpoolError, match="No space left"):
             sp.append(_recs(1, range(3, 6)))
-        monkeypatch.setattr(spool_mod.os, "write", real_write)
+        monkeypatch.setattr(os, "write", real_write)
         sp.append(_recs(1, range(6, 8)))
         assert [r.seq for r in sp.peek(100)] == [0, 1, 2, 6, 7]
     with Spool(tmp_path, max_bytes=1 << 20) as sp:

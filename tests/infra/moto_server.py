@@ -36,7 +36,7 @@ def cfn_lint_missing() -> str | None:
 def client(url: str, service: str) -> Any:
     import boto3
 
-    return boto3.client(  # type: ignore[call-overload]
+    return boto3.client(
         service, endpoint_url=url, region_name=REGION,
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )

@@ -26,7 +26,7 @@ def _retained(broker: Mosquitto, topic: str, timeout: float = 5.0) -> bytes | No
     done = threading.Event()
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        got.append(msg.payload)
+        got.append(bytes(msg.payload))
         done.set()
 
     def on_connect(
