@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
-from tests.infra.pipeline import ROOT
+from tests.infra.bench import run_bench
 from tests.infra.postgres import postgres_available
 from tests.infra.require import need
 
@@ -17,13 +12,8 @@ KEYS = [f"{prefix}p95_ms_{what}_{size}" for prefix in ("", "sqlite_")
 
 def test_bench_dashboard_smoke() -> None:
     need("postgresql", postgres_available())
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.dashboard", "--json", "--small", "2000", "--large",
-         "6000", "--channels", "20", "--requests", "3", "--results-per-alarm", "100"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-        text=True, timeout=300, check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_bench("dashboard", "--small", "2000", "--large", "6000", "--channels", "20",
+                       "--requests", "3", "--results-per-alarm", "100")
     for key in [*KEYS, "rows_small", "rows_large", "bytes_small", "bytes_large"]:
         assert key in result, key
     assert (result["rows_small"], result["rows_large"]) == (2000, 6000)

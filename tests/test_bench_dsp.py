@@ -4,10 +4,6 @@ the figures issue 21 names."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -16,7 +12,7 @@ import pytest
 import dsp
 from bench.dsp import _stream, batched_features
 from dsp.report import Q_CONSTANT
-from tests.infra.pipeline import ROOT
+from tests.infra.bench import run_bench
 
 
 def test_batched_baseline_computes_the_reports_numbers() -> None:
@@ -51,17 +47,7 @@ def test_batched_baseline_computes_the_reports_numbers() -> None:
 
 
 def test_bench_dsp_smoke() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.dsp", "--json", "--channels", "4", "--seconds", "2",
-         "--runs", "1"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_bench("dsp", "--channels", "4", "--seconds", "2", "--runs", "1")
     for key in ("speedup_vs_batched", "speedup_vs_welch_moments", "speedup_vs_loop",
                 "envelope_speedup_vs_batched"):
         assert result[key] > 0, key

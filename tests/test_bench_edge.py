@@ -4,18 +4,14 @@ the agent, not the bench's broker helper or PKI code."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from bench.edge import ShiftingSource, make_config
+from tests.infra.bench import run_bench
 from tests.infra.fixtures import MOSQUITTO_MISSING
 from tests.infra.mosquitto import mosquitto_available
-from tests.infra.pipeline import ROOT
 from tests.infra.require import need
 
 KEYS = [
@@ -33,31 +29,10 @@ KEYS = [
 
 def test_bench_edge_smoke() -> None:
     need("mosquitto", None if mosquitto_available() else MOSQUITTO_MISSING)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.edge",
-            "--json",
-            "--channels",
-            "8",
-            "--seconds",
-            "3",
-            "--repeat",
-            "1",
-            "--scales",
-            "4,16",
-            "--band-change-s",
-            "1",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
+    result = run_bench(
+        "edge", "--channels", "8", "--seconds", "3", "--repeat", "1", "--scales", "4,16",
+        "--band-change-s", "1",
     )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
     for key in KEYS:
         assert isinstance(result.get(key), float) and result[key] > 0, key
     assert result["published_eq_acked"] and result["malloc_tuned"]
