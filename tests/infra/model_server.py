@@ -17,7 +17,6 @@ gives the client settings (dummy credentials, no retries) tests want.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import numpy as np
 
 import dsp
 from dsp.results import InvocationRequest
+from tests.infra.process import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 BEARING_6205 = dsp.Bearing(n_balls=9, ball_d_mm=7.94, pitch_d_mm=39.04, designation="6205")
@@ -225,13 +225,7 @@ class ModelServerProcess:
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return self.proc.returncode

@@ -33,6 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import dsp
+from tests.infra.process import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSET = dsp.Asset(
@@ -250,13 +251,7 @@ class ConsumerProcess:
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         return self.proc.returncode
 
     @property
