@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -28,16 +27,9 @@ from models.training.estimators import (
 )
 from models.training.train_sim import CLASSES, LabelledReports, simulate
 from models.training.training import FEATURES
+from tests.test_models_sklearn import TIGHT
 
 SEED = 8
-
-
-class _Tolerance(TypedDict):
-    rtol: float
-    atol: float
-
-
-TIGHT: _Tolerance = {"rtol": 0.0, "atol": 1e-12}
 
 
 @pytest.fixture(scope="module")
