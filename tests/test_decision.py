@@ -28,6 +28,7 @@ from models.training.statistics import training_statistics, write_statistics
 B6205 = dsp.Bearing(n_balls=9, ball_d_mm=7.94, pitch_d_mm=39.04, designation="6205")
 ORDERS = dsp.bearing_orders(9, 7.94, 39.04)
 RES_HZ = 3200.0
+PUMP = dsp.Asset(bearings=[B6205], vanes=6)  # an impeller: cavitation is possible
 
 
 def signal(
@@ -147,11 +148,14 @@ def test_heavy_clipping_is_a_sensor_fault_a_few_clipped_impacts_are_still_diagno
 # --- rule 2: physics ---------------------------------------------------------------------
 
 
-def _stubborn_classifier(say: str) -> SoftmaxClassifier:
-    """A real softmax whose bias says ``say`` whatever the features (a confident wrong model)."""
+def _stubborn_classifier(say: str, *, then: str | None = None) -> SoftmaxClassifier:
+    """A real softmax whose bias says ``say`` whatever the features (a confident wrong
+    model); ``then``: the class it would say next (the rest of its mass)."""
     classes = ("healthy", "cavitation", "bearing_outer", "unknown")
     b = np.array([0.0, 0.0, 0.0, 0.0])
     b[classes.index(say)] = 8.0
+    if then is not None:
+        b[classes.index(then)] = 5.0
     return SoftmaxClassifier(feature_names=("kurtosis",), classes=classes, mean=np.zeros(1),
                              scale=np.ones(1), W=np.zeros((1, 4)), b=b)
 
@@ -164,8 +168,29 @@ def test_a_clear_family_names_the_defect_whatever_the_classifier_says(tmp_path: 
     assert fault.probabilities["cavitation"] > 0.9  # the classifier's say is kept, overruled
     fam = next(e for e in fault.evidence if e.name == "env_family:bearing_outer")
     assert "named" in fam.note and "lit: 1x" in fam.note and fam.value > 0.3
-    healthy = one(bundle, report(signal(FS, seed=3), FS))
+    healthy = one(bundle, report(signal(FS, seed=3), FS, asset=PUMP))
     assert healthy.condition == "cavitation" and healthy.decided_by == "classifier"
+
+
+def test_cavitation_is_ruled_out_on_a_machine_without_an_impeller(tmp_path: Path) -> None:
+    """Rule 4 conditions the classifier on the machine: cavitation needs an impeller, so
+    on an asset that states no vanes (a motor, a test rig) the classifier's cavitation
+    is ruled out and its other classes decide, at their odds; on a pump it stands."""
+    leaning = load_bundle(write_bundle(tmp_path / "l", model_version="leaning",
+                                       classifier=_stubborn_classifier("cavitation",
+                                                                       then="healthy")))
+    x = signal(FS, seed=3)
+    rig = one(leaning, report(x, FS))  # bearings only: no impeller stated
+    assert rig.condition == "healthy" and rig.decided_by == "classifier", rig.evidence
+    assert rig.probabilities["cavitation"] > 0.9  # what the classifier said is kept
+    ruled = next(e for e in rig.evidence if e.name == "ruled_out")
+    assert "cavitation" in ruled.note and ruled.value > 0.9
+    pump = one(leaning, report(x, FS, asset=PUMP))
+    assert pump.condition == "cavitation" and "ruled_out" not in names(pump)
+    # a classifier with nothing else to say is unsure once cavitation is ruled out
+    stubborn = load_bundle(write_bundle(tmp_path / "s", model_version="stubborn",
+                                        classifier=_stubborn_classifier("cavitation")))
+    assert one(stubborn, report(x, FS)).condition == "unknown"
 
 
 @pytest.mark.parametrize("fs", [12000.0, 25600.0, 51200.0])
@@ -292,7 +317,9 @@ def test_weak_family_is_named_only_on_an_anomalous_machine(tmp_path: Path) -> No
     sure = load_bundle(write_bundle(tmp_path / "c", model_version="weak-2",
                                     classifier=_stubborn_classifier("cavitation"),
                                     baselines=fit_baselines(quiet[:10], min_reports=5)))
-    res = one(sure, with_envelope(loud, {bsf2: 5.0}))
+    loud_pump = report(signal(FS, seed=90, shaft=0.1, noise=1.5), FS, seq=30, pump="w",
+                       asset=PUMP)  # cavitation needs an impeller
+    res = one(sure, with_envelope(loud_pump, {bsf2: 5.0}))
     assert res.condition == "cavitation" and res.decided_by == "classifier"
 
 

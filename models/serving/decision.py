@@ -60,7 +60,16 @@ decides, and the result says which (``decided_by``):
    bundle without training statistics (the built-in physics bundle, older
    bundles) has no gate.
 4. ``classifier`` -- its calibrated top class, or ``unknown`` when the top
-   probability is below the bundle's ``unsure_below``.
+   probability is below the bundle's ``unsure_below``. The probabilities are
+   first conditioned on the machine (:func:`rule_out_impossible`): a class
+   only a machine with an impeller can show (:data:`IMPELLER_CLASSES`:
+   cavitation, which needs a liquid and a low-pressure zone at the impeller's
+   eye) has probability 0 on an asset that declares no impeller vanes (a
+   motor, a test rig), and the other classes keep their odds against
+   each other (Bayes with that class's prior at 0). The simulator trains
+   cavitation only on pumps with vanes stated, for the same reason. A pump's
+   asset therefore states its vanes (which its blade-pass line needs anyway);
+   the evidence says when a class was ruled out.
 
 Rule 1 runs first because nothing computed from a broken chain can be
 trusted; rule 2 before 3 and 4 because a clear defect family is direct
@@ -74,6 +83,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+from numpy.typing import NDArray
+
 from dsp.analyze import DROPOUT_MIN_S
 from dsp.report import Q_CLIPPED, Q_CONSTANT, Q_DROPOUT, Q_NONFINITE, Report
 from dsp.results import HEALTHY, SENSOR_FAULT, UNKNOWN, Evidence
@@ -85,9 +97,11 @@ DEAD_SHARE = 0.01  # share of samples in >= DROPOUT_MIN_S runs of one value that
 OOD_HEALTHY_ZONES = ("A", "B")
 DecidedBy = str  # "quality" | "physics" | "ood" | "classifier"
 RULES: tuple[str, ...] = ("quality", "physics", "ood", "classifier")
+#: Classes only a machine with an impeller (a pump: ``Asset.vanes`` stated) can show.
+IMPELLER_CLASSES: frozenset[str] = frozenset({"cavitation"})
 
-__all__ = ["CLIPPED_SHARE", "DEAD_SHARE", "DROPOUT_MIN_S", "RULES", "Decision", "decide",
-           "sensor_faults"]
+__all__ = ["CLIPPED_SHARE", "DEAD_SHARE", "DROPOUT_MIN_S", "IMPELLER_CLASSES", "RULES",
+           "Decision", "decide", "rule_out_impossible", "sensor_faults"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +154,35 @@ def sensor_faults(r: Report) -> tuple[list[Evidence], list[Evidence]]:
         faults.append(Evidence("sensor_fault:unusable", 0.0,
                                "no finite acceleration or velocity RMS"))
     return faults, notes
+
+
+def rule_out_impossible(
+    proba: NDArray[np.floating], classes: Sequence[str], reports: Sequence[Report]
+) -> tuple[NDArray[np.floating], list[Evidence | None]]:
+    """The classifier's probabilities given each report's machine (rule 4): the
+    :data:`IMPELLER_CLASSES` at 0 where the asset states no vanes, each row
+    renormalized (a row left with nothing is all 0: unsure, so ``unknown``); and per
+    report the evidence of what was ruled out (None where nothing was). ``proba``
+    itself is not changed: the result keeps what the classifier said."""
+    cols = np.array([j for j, c in enumerate(classes) if c in IMPELLER_CLASSES], dtype=np.intp)
+    notes: list[Evidence | None] = [None] * len(reports)
+    dry = np.array([r.asset.vanes is None for r in reports], dtype=bool)
+    if not cols.size or not dry.any():
+        return proba, notes
+    out = proba.copy()
+    gone = out[np.ix_(dry, cols)].sum(axis=1)
+    out[np.ix_(dry, cols)] = 0.0
+    left = out[dry].sum(axis=1, keepdims=True)
+    out[dry] = np.divide(out[dry], left, out=np.zeros_like(out[dry]), where=left > 0)
+    names = ", ".join(classes[j] for j in cols.tolist())
+    for i, p in zip(np.flatnonzero(dry).tolist(), gone.tolist(), strict=True):
+        if p >= 0.05:  # a share the classifier gave it that could matter
+            notes[i] = Evidence(
+                "ruled_out", round(p, 4),
+                f"{names} (p={p:.2f} from the classifier) needs an impeller and this "
+                "asset states no vanes (a motor or test rig; state vanes for a pump): "
+                "ruled out, the other classes renormalized")
+    return out, notes
 
 
 def decide(

@@ -40,7 +40,7 @@ from dsp.results import (
 from ._diagnose_batch import diagnose_bearings
 from .bundle import Bundle
 from .classifier import EmitsFields
-from .decision import decide
+from .decision import decide, rule_out_impossible
 from .errors import ModelFailureError, RequestError, UnsupportedMediaTypeError
 from .features import BatchFeatures, extract
 from .physics import PhysicsClassifier, fleet_score
@@ -274,8 +274,9 @@ def _score(
             fallback[:] = 1.0 / len(clf.classes)
         proba[bad_rows] = fallback
     extras = _extras(bundle, f, proba)
-    top = proba.argmax(axis=1)
-    top_p = proba[np.arange(n), top]
+    given, ruled_out = rule_out_impossible(proba, clf.classes, reports)
+    top = given.argmax(axis=1)
+    top_p = given[np.arange(n), top]
     labels = [clf.classes[i] for i in top.tolist()]
     unsure = (top_p < params.unsure_below).tolist()
 
@@ -369,7 +370,10 @@ def _score(
         if loose[i]:
             ev.append(Evidence("v3x", round(r.features.v3x or 0.0, 3), "strong 3x relative to 1x"))
         if cav[i]:
-            ev.append(Evidence("hf_share", 0.0, "broadband high-frequency energy (cavitation?)"))
+            ev.append(Evidence("hf_share", 0.0, "broadband high-frequency energy" + (
+                " (cavitation?)" if r.asset.vanes is not None else "")))
+        if (out_note := ruled_out[i]) is not None:
+            ev.append(out_note)
         d = decisions[i]
         if base_l[i] and tf_l[i] >= 0 and d.anomalous:
             ev.append(
