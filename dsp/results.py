@@ -32,6 +32,9 @@ RESULT_SCHEMA_VERSION = 1
 UNKNOWN = "unknown"
 SENSOR_FAULT = "sensor_fault"
 HEALTHY = "healthy"
+#: Conditions that name no machine fault (the alarm writer and the store's asset alarms
+#: look past them for the condition an alarm names).
+UNNAMED: frozenset[str] = frozenset({HEALTHY, UNKNOWN, SENSOR_FAULT})
 
 
 class ClassInfo(msgspec.Struct, frozen=True, omit_defaults=True):

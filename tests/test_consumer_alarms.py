@@ -15,12 +15,12 @@ from cloud.store import AlarmRow, Commit, ResultRow, SQLiteStore
 
 
 def row(t: int, *, anomalous: bool = False, zone: str = "A", vel: float = 1.0,
-        pump: str = "P1", channel: str = "x") -> ResultRow:
+        pump: str = "P1", channel: str = "x", condition: str = "healthy") -> ResultRow:
     # one device per channel: every (pump, channel, t) is a report of its own identity
     return ResultRow(
         device=f"d-{pump}-{channel}", epoch=1, seq=t, site="s", pump=pump, channel=channel,
         t0_ns=t * 10**9,
-        condition="normal", probabilities={"normal": 1.0}, anomaly_score=2.0 if anomalous
+        condition=condition, probabilities={condition: 1.0}, anomaly_score=2.0 if anomalous
         else 0.5, anomaly_threshold=1.0, anomalous=anomalous, baseline="pump", iso_zone=zone,
         velocity_rms=vel, rpm=None, evidence=[], model_version="m", target="t",
         published_ns=None, received_ns=0,
@@ -73,6 +73,32 @@ def test_zone_alarm_changes_and_asset_limits_override() -> None:
     assert tr.observe([row(0, zone="C", vel=3.0, pump="P9")]) == []  # B under group 1 limits
     assert tr.observe([row(1, zone="C", vel=3.0, pump="P1")])[0].kind == "iso_zone"
     assert zone_of(7.2, (2.3, 4.5, 7.1)) == "D" and zone_of(float("nan"), (1, 2, 3)) == "?"
+
+
+def test_an_open_episode_takes_the_diagnosis_its_windows_develop() -> None:
+    """A fault leaves its baseline before the model names it: the episode raised with
+    condition healthy is rewritten when raise_k of the last window_n windows name one
+    fault class (not on a stray window), once per change, and the clearing keeps it."""
+    cfg = AlarmConfig(raise_k=3, window_n=5, clear_m=3, zone_alarm_at=None)
+    said = ["healthy"] * 3 + ["imbalance", "healthy", "misalignment", "imbalance",
+                              "imbalance", "imbalance", "unknown"] + ["healthy"] * 3
+    rows = [row(i, anomalous=i < 10, condition=c) for i, c in enumerate(said)]
+    out = AlarmTracker(cfg).observe(rows)
+    assert [(a.state, a.updated_ns, a.raised_ns // 10**9) for a in out] == [
+        ("raised", 0, 2), ("raised", 0, 2), ("cleared", 0, 2)]
+    assert len({a.id for a in out}) == 1
+    assert out[0].reason.endswith("condition healthy)")
+    # t7: imbalance in 3 of t3..t7 (t6 had only 2 of t2..t6; misalignment never 3)
+    assert out[1].reason == out[0].reason + "; diagnosis imbalance (3 of the last 5 windows)"
+    assert out[2].reason == out[1].reason + "; cleared after 3 clean windows"
+    # the diagnosis state survives a restart: one fresh tracker per commit, state saved
+    state: dict[tuple[str, str, str], str | None] = {("s", "P1", "x"): None}
+    restarted: list[AlarmRow] = []
+    for r in rows:
+        saved, written = AlarmTracker(cfg).evaluate([r], state)
+        state.update(saved)
+        restarted += written
+    assert restarted == out
 
 
 def test_restore_clears_an_episode_raised_before_a_restart() -> None:

@@ -231,13 +231,19 @@ def test_alarm_writer_episodes_are_read_with_the_class_their_reason_names() -> N
          "reason": "3 of the last 5 windows anomalous (...; condition bearing_outer)"},
         {"pump": "p02", "kind": "iso_zone", "raised_ns": 15 * 10**9, "evidence": "[]",
          "reason": "ISO 20816 zone B -> C (velocity RMS 2.86 mm/s)"},
+        # raised before the model named it, rewritten with the diagnosis its windows developed
+        {"pump": "p03", "kind": "anomaly", "raised_ns": 16 * 10**9, "evidence": "[]",
+         "reason": "3 of the last 5 windows anomalous (...; condition healthy); diagnosis "
+                   "imbalance (3 of the last 5 windows); cleared after 5 clean windows"},
     ]
     alarms = alarms_from_table(rows)
     assert [(a.pump, a.kind, a.condition, a.raised_ns) for a in alarms] == [
         ("p01", "anomaly", "healthy", 13 * 10**9),  # end of the raising window
         ("p01", "anomaly", "bearing_outer", 15 * 10**9),
         ("p02", "iso_zone", "unknown", 16 * 10**9),
+        ("p03", "anomaly", "imbalance", 17 * 10**9),
     ]
+    alarms = alarms[:3]
     fleet = plan_fleet(StackOptions(pumps=2, healthy_s=10, fault_delay_s=0))
     verdict = score(fleet=fleet, source_start_ns={"gw-01": 0}, alarms=alarms,
                     horizon_ns=20 * 10**9)

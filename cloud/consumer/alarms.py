@@ -18,6 +18,13 @@ so a broken chain neither raises nor clears an alarm:
     ``clear_m`` consecutive clean windows (the history then starts afresh).
     ``raise_k`` of ``window_n`` keeps one noisy window from raising;
     ``clear_m`` keeps a flapping pump from raising and clearing every minute.
+    The reason names the raising window's condition (``condition X``); a fault
+    usually leaves its pump's baseline before the model can name it, so while
+    the episode is raised its **diagnosis** follows the windows: when one fault
+    class (not ``healthy``/``unknown``/``sensor_fault``) is the condition of at
+    least ``raise_k`` of the last ``window_n`` windows and is not the one the
+    episode names, the episode is rewritten (``...; diagnosis X (k of the last
+    n windows)``, with that window's evidence) and published, like a zone change.
 ``iso_zone``
     raised when a window's ISO 20816 zone reaches ``zone_alarm_at`` (default
     C: "unsatisfactory for long-term operation"); every further zone change
@@ -53,7 +60,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from cloud.store import AlarmRow, EvidenceRow, ResultRow
-from dsp.results import SENSOR_FAULT
+from dsp.results import SENSOR_FAULT, UNNAMED
 
 ZONES = ("A", "B", "C", "D")
 Zone = Literal["A", "B", "C", "D"]
@@ -110,6 +117,8 @@ class _Channel:
     zone: str = "?"
     zone_clean: int = 0
     zone_alarm: AlarmRow | None = None
+    conditions: collections.deque[str] = field(default_factory=collections.deque)
+    named: str = ""  # the fault class the open anomaly episode names ("" none)
 
 
 ChannelKey = tuple[str, str, str]  # (site, pump, channel)
@@ -125,6 +134,8 @@ class SavedChannel(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     zone: str = "?"
     zone_clean: int = 0
     zone_alarm: AlarmRow | None = None
+    conditions: list[str] = []
+    named: str = ""
 
 
 _save = msgspec.json.Encoder().encode
@@ -155,8 +166,12 @@ class AlarmTracker:
         key = (site, pump, channel)
         ch = self._channels.get(key)
         if ch is None:
-            ch = self._channels[key] = _Channel(collections.deque(maxlen=self.config.window_n))
+            ch = self._channels[key] = self._fresh()
         return ch
+
+    def _fresh(self) -> _Channel:
+        n = self.config.window_n
+        return _Channel(collections.deque(maxlen=n), conditions=collections.deque(maxlen=n))
 
     def _zone_limits(self, site: str, pump: str) -> tuple[float, float, float] | None:
         key = (site, pump)
@@ -180,12 +195,14 @@ class AlarmTracker:
                 except msgspec.DecodeError:
                     saved = None
             if saved is None:
-                self._channels[key] = _Channel(collections.deque(maxlen=n))
+                self._channels[key] = self._fresh()
                 continue
             self._channels[key] = _Channel(
                 collections.deque(saved.history[-n:], maxlen=n), clean=saved.clean,
                 anomaly=saved.anomaly, zone=saved.zone, zone_clean=saved.zone_clean,
                 zone_alarm=saved.zone_alarm,
+                conditions=collections.deque(saved.conditions[-n:], maxlen=n),
+                named=saved.named,
             )
         alarms = self.observe(rows)
         out: dict[ChannelKey, str] = {}
@@ -194,6 +211,7 @@ class AlarmTracker:
             out[key] = _save(SavedChannel(
                 history=list(ch.history), clean=ch.clean, anomaly=ch.anomaly, zone=ch.zone,
                 zone_clean=ch.zone_clean, zone_alarm=ch.zone_alarm,
+                conditions=list(ch.conditions), named=ch.named,
             )).decode()
         return out, alarms
 
@@ -234,11 +252,13 @@ class AlarmTracker:
     def _anomaly(self, ch: _Channel, r: ResultRow) -> AlarmRow | None:
         cfg = self.config
         ch.history.append(r.anomalous)
+        ch.conditions.append(r.condition)
         if ch.anomaly is None:
             hits = sum(ch.history)
             if hits < cfg.raise_k:
                 return None
             ch.clean = 0
+            ch.named = "" if r.condition in UNNAMED else r.condition
             ch.anomaly = AlarmRow(
                 id=f"{r.pump}:{r.channel}:anomaly:{r.t0_ns}", site=r.site, pump=r.pump,
                 channel=r.channel, kind="anomaly", state="raised", raised_ns=r.t0_ns,
@@ -255,20 +275,43 @@ class AlarmTracker:
             )
             self.stats.raised += 1
             return ch.anomaly
-        if r.anomalous:
+        ch.clean = 0 if r.anomalous else ch.clean + 1
+        if ch.clean and ch.clean >= cfg.clear_m:
+            episode, ch.anomaly = ch.anomaly, None
+            ch.history.clear()
+            ch.conditions.clear()
             ch.clean = 0
+            ch.named = ""
+            self.stats.cleared += 1
+            return msgspec.structs.replace(
+                episode, state="cleared", cleared_ns=r.t0_ns, updated_ns=0,
+                reason=f"{episode.reason}; cleared after {cfg.clear_m} clean windows",
+            )
+        return self._diagnosis(ch, r)
+
+    def _diagnosis(self, ch: _Channel, r: ResultRow) -> AlarmRow | None:
+        """The open anomaly episode rewritten when the windows name another fault class
+        (see the module docstring), else None."""
+        cfg = self.config
+        if r.condition in UNNAMED or r.condition == ch.named or ch.anomaly is None:
             return None
-        ch.clean += 1
-        if ch.clean < cfg.clear_m:
+        votes = sum(c == r.condition for c in ch.conditions)
+        if votes < cfg.raise_k:
             return None
-        episode, ch.anomaly = ch.anomaly, None
-        ch.history.clear()
-        ch.clean = 0
-        self.stats.cleared += 1
-        return msgspec.structs.replace(
-            episode, state="cleared", cleared_ns=r.t0_ns, updated_ns=0,
-            reason=f"{episode.reason}; cleared after {cfg.clear_m} clean windows",
+        ch.named = r.condition
+        raised = ch.anomaly.reason.split("; diagnosis ", 1)[0]
+        ch.anomaly = msgspec.structs.replace(
+            ch.anomaly, updated_ns=0,
+            reason=(f"{raised}; diagnosis {r.condition} ({votes} of the last "
+                    f"{len(ch.conditions)} windows)"),
+            evidence=[
+                EvidenceRow("anomaly_score", r.anomaly_score, f"threshold "
+                            f"{r.anomaly_threshold:.3g}"),
+                *r.evidence,
+            ],
         )
+        self.stats.updated += 1
+        return ch.anomaly
 
     def _zone(self, ch: _Channel, r: ResultRow) -> AlarmRow | None:
         cfg = self.config

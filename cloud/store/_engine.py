@@ -33,6 +33,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from dsp.results import UNNAMED
+
 from . import _sql as q
 from . import delivery, lifecycle
 from ._dialect import Dialect
@@ -63,7 +65,6 @@ from .records import (
 )
 
 ZONES_BY_RANK = "?ABCD"
-_UNNAMED = frozenset({"healthy", "unknown", "sensor_fault"})
 
 
 class Session(Protocol):
@@ -200,7 +201,7 @@ class SQLStore:
         # The pump's newest result naming a condition (not healthy/unknown/sensor fault),
         # else its newest: what the model said when the alarm was raised.
         newest: dict[str, ResultRow] = {}
-        for r in sorted(fresh, key=lambda r: (r.condition not in _UNNAMED, r.t0_ns)):
+        for r in sorted(fresh, key=lambda r: (r.condition not in UNNAMED, r.t0_ns)):
             newest[r.pump] = r
         assets: dict[str, AlarmRow | None] = {}
         out: list[AlarmRow] = []

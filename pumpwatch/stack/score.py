@@ -4,7 +4,8 @@ Detection comes from the ``alarms`` table when the alarm writer (issue 9,
 ``cloud/consumer/alarms.py``) has put rows there for this run: a fault is
 detected by the pump's first alarm episode (any channel, any kind) at or
 after onset, and classified when one of its alarms after onset names the
-injected class (``condition X`` in the reason). Without alarm rows it comes
+injected class (``condition X``, or the ``diagnosis X`` it was rewritten with, in
+the reason). Without alarm rows it comes
 from a **stand-in** computed
 here from stored results only (``detection_source`` says which): a pump's
 window (one report interval, all its channels) is *flagged* when at least half
@@ -73,7 +74,7 @@ def standin_alarms(results: Iterable[ResultRow]) -> list[Alarm]:
     return alarms
 
 
-_CONDITION = re.compile(r"\bcondition (\w+)")
+_CONDITION = re.compile(r"\b(?:condition|diagnosis) (\w+)")
 
 
 def alarms_from_table(rows: Sequence[dict[str, object]],
@@ -82,15 +83,16 @@ def alarms_from_table(rows: Sequence[dict[str, object]],
 
     One per pump channel and kind; ``raised_ns`` there is the raising window's
     start, so the end of that window is ``raised_ns + interval``. The class an
-    episode names is the ``condition X`` in its reason (the raising result's
-    condition); ISO zone episodes name none (``"unknown"``).
+    episode names is the last ``condition X`` or ``diagnosis X`` in its reason (the
+    raising result's condition, or the diagnosis the episode was rewritten with as
+    its windows named a fault); ISO zone episodes name none (``"unknown"``).
     """
     out = []
     for a in rows:
-        m = _CONDITION.search(str(a.get("reason") or ""))
+        named = _CONDITION.findall(str(a.get("reason") or ""))
         out.append(Alarm(pump=str(a["pump"]),
                          raised_ns=int(a["raised_ns"]) + interval_ns,  # type: ignore[call-overload]
-                         condition=m.group(1) if m else "unknown", kind=str(a.get("kind"))))
+                         condition=named[-1] if named else "unknown", kind=str(a.get("kind"))))
     return out
 
 
