@@ -40,7 +40,7 @@ import numpy as np
 
 from simulator.source import Source
 
-from .config import EdgeConfig
+from .config import EdgeConfig, config_notes
 from .link import LinkLog
 from .metrics import MetricsServer, render
 from .pipeline import COMPUTING, SPOOLED, ProgressMark, Record, ReportBuilder
@@ -196,6 +196,8 @@ class Agent:
             cfg.spool.path,
             extra={"device": cfg.device, "site": cfg.site, "epoch": f"{self.epoch:016x}"},
         )
+        for note in config_notes(cfg):
+            log.info("config: %s", note)
 
     # -- threads -------------------------------------------------------------------------
 

@@ -346,6 +346,14 @@ class EdgeConfig:
         return f"{self.mqtt.topic_prefix}/acks/{self.device}"
 
 
+def config_notes(cfg: EdgeConfig) -> list[str]:
+    """Settings that are valid but may not be what the user meant, one line each (shown by
+    ``pumpwatch config check`` and logged by the agent at start)."""
+    return [f"pump {p.id} states no vanes: read as a machine without an impeller (a motor "
+            "or test rig: no blade-pass line, and the model never names cavitation); state "
+            "vanes for a pump" for p in cfg.pumps if p.asset.vanes is None]
+
+
 def _resolved(data: Mapping[str, Any], base_dir: Path | None) -> tuple[dict[str, Any],
                                                                        list[str]]:
     """``data`` with what the file's context decides filled in (relative certificate and

@@ -161,6 +161,19 @@ def test_valid_files_pass_and_their_kind_is_detected(path: str) -> None:
     assert r.stdout.startswith(f"{path}: valid ")
 
 
+def test_a_pump_without_vanes_is_named_as_a_machine_without_an_impeller(tmp_path: Path) -> None:
+    """No vanes means no impeller to the model (cavitation is never named): the check says
+    so for that pump, and not for one that states its vanes."""
+    text = (ROOT / "edge/example.toml").read_text()
+    assert "\nvanes = 6" in text
+    path = tmp_path / "edge.toml"
+    path.write_text(text.replace("\nvanes = 6", "\n# vanes unset"))
+    r = _pumpwatch("config", "check", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "note: pump p101 states no vanes" in r.stdout and "cavitation" in r.stdout
+    assert "note:" not in _pumpwatch("config", "check", "edge/example.toml").stdout
+
+
 def test_a_file_of_no_recognisable_kind_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "x.toml"
     path.write_text('device = "gw"\nendpoint = { name = "e" }\n')  # edge and cloud keys

@@ -71,14 +71,16 @@ def _schema_class(kind: Kind) -> type:
 
 
 def _summary(kind: Kind, path: Path) -> str:
-    """Load ``path`` as ``kind`` as its command would; a one-line summary (raises if invalid)."""
+    """Load ``path`` as ``kind`` as its command would; a one-line summary, then one
+    ``note:`` line per setting a user may not have meant (raises if invalid)."""
     if kind == "edge":
-        from edge.config import load_config
+        from edge.config import config_notes, load_config
 
         cfg = load_config(path)
+        notes = [f"\n  note: {n}" for n in config_notes(cfg)]
         return (f"valid edge config: device {cfg.device}, {len(cfg.pumps)} pump(s), "
                 f"{len(cfg.channels)} channel(s), {cfg.mqtt.transport} to "
-                f"{cfg.mqtt.host}:{cfg.mqtt.port}")
+                f"{cfg.mqtt.host}:{cfg.mqtt.port}" + "".join(notes))
     if kind == "cloud":
         from cloud.consumer.config import load_config as load_cloud
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -274,3 +275,24 @@ def test_names_outside_the_rule_are_refused(tmp_path: Path, where: str, bad: str
     d = edge_config(tmp_path, 1883, device=ok)
     d["site"], d["pumps"][0]["id"] = ok, ok
     assert build(d).device == ok
+
+
+def test_the_agent_says_at_start_which_pumps_it_reads_as_having_no_impeller(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pump without vanes is a machine without an impeller to the model (cavitation is
+    never named): the agent logs that once at start, for that pump only."""
+    from edge.agent import Agent
+    from edge.sources import synthetic_source
+
+    d = edge_config(tmp_path, 1)
+    d["pumps"].append({**d["pumps"][0], "id": "rig", "vanes": None,
+                       "channels": ["r0"]})
+    del d["pumps"][1]["vanes"]
+    cfg = build(d)
+    with caplog.at_level(logging.INFO, logger="edge.agent"):
+        Agent(cfg, synthetic_source(cfg)).spool.close()
+    notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("config:")]
+    assert notes == ["config: pump rig states no vanes: read as a machine without an "
+                     "impeller (a motor or test rig: no blade-pass line, and the model never "
+                     "names cavitation); state vanes for a pump"]
