@@ -112,12 +112,12 @@ def zone_of(velocity_mm_s: float, limits: tuple[float, float, float]) -> str:
 @dataclass(slots=True)
 class _Channel:
     history: collections.deque[bool]
+    conditions: collections.deque[str]  # the same windows' conditions
     clean: int = 0
     anomaly: AlarmRow | None = None
     zone: str = "?"
     zone_clean: int = 0
     zone_alarm: AlarmRow | None = None
-    conditions: collections.deque[str] = field(default_factory=collections.deque)
     named: str = ""  # the fault class the open anomaly episode names ("" none)
 
 
@@ -150,6 +150,13 @@ class AlarmStats:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
+def _anomaly_evidence(r: ResultRow) -> list[EvidenceRow]:
+    """An anomaly episode's evidence: the window's score against its threshold, then the
+    window's own evidence."""
+    return [EvidenceRow("anomaly_score", r.anomaly_score,
+                        f"threshold {r.anomaly_threshold:.3g}"), *r.evidence]
+
+
 class AlarmTracker:
     """Alarm state machines for every pump channel seen (see the module docstring)."""
 
@@ -171,7 +178,7 @@ class AlarmTracker:
 
     def _fresh(self) -> _Channel:
         n = self.config.window_n
-        return _Channel(collections.deque(maxlen=n), conditions=collections.deque(maxlen=n))
+        return _Channel(collections.deque(maxlen=n), collections.deque(maxlen=n))
 
     def _zone_limits(self, site: str, pump: str) -> tuple[float, float, float] | None:
         key = (site, pump)
@@ -198,11 +205,10 @@ class AlarmTracker:
                 self._channels[key] = self._fresh()
                 continue
             self._channels[key] = _Channel(
-                collections.deque(saved.history[-n:], maxlen=n), clean=saved.clean,
+                collections.deque(saved.history[-n:], maxlen=n),
+                collections.deque(saved.conditions[-n:], maxlen=n), clean=saved.clean,
                 anomaly=saved.anomaly, zone=saved.zone, zone_clean=saved.zone_clean,
-                zone_alarm=saved.zone_alarm,
-                conditions=collections.deque(saved.conditions[-n:], maxlen=n),
-                named=saved.named,
+                zone_alarm=saved.zone_alarm, named=saved.named,
             )
         alarms = self.observe(rows)
         out: dict[ChannelKey, str] = {}
@@ -267,16 +273,12 @@ class AlarmTracker:
                     f"{r.anomaly_score:.3g} vs threshold {r.anomaly_threshold:.3g}, "
                     f"{r.baseline} baseline; condition {r.condition})"
                 ),
-                evidence=[
-                    EvidenceRow("anomaly_score", r.anomaly_score, f"threshold "
-                                f"{r.anomaly_threshold:.3g}"),
-                    *r.evidence,
-                ],
+                evidence=_anomaly_evidence(r),
             )
             self.stats.raised += 1
             return ch.anomaly
         ch.clean = 0 if r.anomalous else ch.clean + 1
-        if ch.clean and ch.clean >= cfg.clear_m:
+        if ch.clean >= cfg.clear_m:
             episode, ch.anomaly = ch.anomaly, None
             ch.history.clear()
             ch.conditions.clear()
@@ -304,11 +306,7 @@ class AlarmTracker:
             ch.anomaly, updated_ns=0,
             reason=(f"{raised}; diagnosis {r.condition} ({votes} of the last "
                     f"{len(ch.conditions)} windows)"),
-            evidence=[
-                EvidenceRow("anomaly_score", r.anomaly_score, f"threshold "
-                            f"{r.anomaly_threshold:.3g}"),
-                *r.evidence,
-            ],
+            evidence=_anomaly_evidence(r),
         )
         self.stats.updated += 1
         return ch.anomaly
