@@ -77,6 +77,12 @@ class Asset(msgspec.Struct, gc=False, frozen=True, omit_defaults=True, array_lik
     zone_limits: tuple[float, float, float] | None = None
     kind: str | None = None
 
+    @property
+    def impeller(self) -> bool:
+        """Whether the machine has an impeller (a pump): its vanes are stated. Without
+        one (a motor, a test rig) there is no blade pass and no cavitation."""
+        return self.vanes is not None
+
 
 class Speed(msgspec.Struct, gc=False, frozen=True, array_like=True):
     rpm: NonNeg

@@ -351,7 +351,7 @@ def config_notes(cfg: EdgeConfig) -> list[str]:
     ``pumpwatch config check`` and logged by the agent at start)."""
     return [f"pump {p.id} states no vanes: read as a machine without an impeller (a motor "
             "or test rig: no blade-pass line, and the model never names cavitation); state "
-            "vanes for a pump" for p in cfg.pumps if p.asset.vanes is None]
+            "vanes for a pump" for p in cfg.pumps if not p.asset.impeller]
 
 
 def _resolved(data: Mapping[str, Any], base_dir: Path | None) -> tuple[dict[str, Any],

@@ -97,7 +97,7 @@ DEAD_SHARE = 0.01  # share of samples in >= DROPOUT_MIN_S runs of one value that
 OOD_HEALTHY_ZONES = ("A", "B")
 DecidedBy = str  # "quality" | "physics" | "ood" | "classifier"
 RULES: tuple[str, ...] = ("quality", "physics", "ood", "classifier")
-#: Classes only a machine with an impeller (a pump: ``Asset.vanes`` stated) can show.
+#: Classes only a machine with an impeller (a pump: :attr:`dsp.Asset.impeller`) can show.
 IMPELLER_CLASSES: frozenset[str] = frozenset({"cavitation"})
 
 __all__ = ["CLIPPED_SHARE", "DEAD_SHARE", "DROPOUT_MIN_S", "IMPELLER_CLASSES", "RULES",
@@ -166,14 +166,15 @@ def rule_out_impossible(
     itself is not changed: the result keeps what the classifier said."""
     cols = np.array([j for j, c in enumerate(classes) if c in IMPELLER_CLASSES], dtype=np.intp)
     notes: list[Evidence | None] = [None] * len(reports)
-    dry = np.array([r.asset.vanes is None for r in reports], dtype=bool)
+    dry = np.array([not r.asset.impeller for r in reports], dtype=bool)
     if not cols.size or not dry.any():
         return proba, notes
+    rows = proba[dry]  # a copy (boolean indexing)
+    gone = rows[:, cols].sum(axis=1)
+    rows[:, cols] = 0.0
+    left = rows.sum(axis=1, keepdims=True)
     out = proba.copy()
-    gone = out[np.ix_(dry, cols)].sum(axis=1)
-    out[np.ix_(dry, cols)] = 0.0
-    left = out[dry].sum(axis=1, keepdims=True)
-    out[dry] = np.divide(out[dry], left, out=np.zeros_like(out[dry]), where=left > 0)
+    out[dry] = np.divide(rows, left, out=np.zeros_like(rows), where=left > 0)
     names = ", ".join(classes[j] for j in cols.tolist())
     for i, p in zip(np.flatnonzero(dry).tolist(), gone.tolist(), strict=True):
         if p >= 0.05:  # a share the classifier gave it that could matter

@@ -371,7 +371,7 @@ def _score(
             ev.append(Evidence("v3x", round(r.features.v3x or 0.0, 3), "strong 3x relative to 1x"))
         if cav[i]:
             ev.append(Evidence("hf_share", 0.0, "broadband high-frequency energy" + (
-                " (cavitation?)" if r.asset.vanes is not None else "")))
+                " (cavitation?)" if r.asset.impeller else "")))
         if (out_note := ruled_out[i]) is not None:
             ev.append(out_note)
         d = decisions[i]
