@@ -69,6 +69,19 @@ def test_clip_lines_upto_clips_exactly_the_blocks_asked_for() -> None:
     assert np.array_equal(part[:, 1024:], spec[:, 1024:])
 
 
+def test_clip_lines_of_a_block_of_mostly_zeros_stays_finite() -> None:
+    # a block whose median magnitude is 0: the lines in it go to ~0, never to NaN
+    spec = np.zeros((2, 200), dtype=np.complex64)
+    spec[:, 10] = 5.0 + 5.0j
+    spec[1, 70:140] = 1.0  # the second block of row 1 has a nonzero median
+    spec[1, 100] = 40.0
+    got = _clip_lines(spec)
+    assert np.isfinite(got).all()
+    assert np.abs(got[:, 10]).max() < 1e-30
+    assert abs(got[1, 100]) == pytest.approx(2.0, rel=1e-6)  # 2 x the block's median
+    assert got[1, 80] == 1.0  # at or below the limit: untouched
+
+
 def test_band_in_use_sk_from_decimated_points_matches_a_second_inverse_fft() -> None:
     spec = _clip_lines(_spectrum(5))
     cands = _candidate_bands(FS, N, 1000.0, 10.0)
