@@ -226,12 +226,13 @@ class ShiftingSource:
             i += n
 
 
-def dsp_only(cfg: EdgeConfig, intervals: int = 8) -> float:
+def dsp_only(cfg: EdgeConfig, change_s: float, intervals: int = 8) -> float:
     """Channels per second through analyze + make_report + encode alone (64 channels:
-    per-channel cost is the same in chunks of 16, and it keeps the peak RSS down)."""
+    per-channel cost is the same in chunks of 16, and it keeps the peak RSS down), on
+    the run's signal (its resonances moving every ``change_s``)."""
     cfg = make_config(Path(cfg.spool.path), cfg.mqtt.port, 64, 1.0)
     warm = 1 + dsp.BandTracking().warmup  # plans, caches and the tracker's first searches
-    gen = _intervals(cfg, intervals + warm)
+    gen = _intervals(cfg, intervals + warm, change_s)
     b = ReportBuilder(cfg, 1)
     spent = 0.0
     for k, x in enumerate(gen):
@@ -242,15 +243,16 @@ def dsp_only(cfg: EdgeConfig, intervals: int = 8) -> float:
     return len(b.specs) * intervals / spent
 
 
-def _intervals(cfg: EdgeConfig, k: int, change_s: float = 4.0) -> Iterator[np.ndarray]:
+def _intervals(cfg: EdgeConfig, k: int, change_s: float) -> Iterator[np.ndarray]:
     """``k`` consecutive report intervals of the bench signal, one at a time, so the
-    peak RSS stays the agent's."""
+    peak RSS stays the agent's. Each block is copied out of the source's one reused
+    buffer (as the agent's ring does)."""
     n = cfg.report.interval_samples
     src = ShiftingSource(cfg, seconds=k * cfg.report.interval_s, change_s=change_s)
     parts: list[np.ndarray] = []
     have = 0
     for blk in src.blocks():
-        parts.append(blk.samples)
+        parts.append(blk.samples.copy())
         have += blk.samples.shape[1]
         if have >= n:
             yield np.concatenate(parts, axis=1)[:, :n]
@@ -408,7 +410,7 @@ def run_once(
             cpu = time.process_time() - c0  # every agent thread, all on the pinned core
             # the agent's peak, before the dsp-only and FFT-limit passes below add theirs
             rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-            dsp_rate = dsp_only(cfg)
+            dsp_rate = dsp_only(cfg, change_s)
             limit = fft_limit(cfg, max(2, min(33, round(seconds) + 1)), change_s)
         finally:
             if broker is not None:

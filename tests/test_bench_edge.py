@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.edge import ShiftingSource, make_config
+from bench.edge import ShiftingSource, _intervals, make_config
 from tests.infra.bench import run_bench
 from tests.infra.fixtures import MOSQUITTO_MISSING
 from tests.infra.mosquitto import mosquitto_available
@@ -65,3 +65,19 @@ def test_bench_signal_moves_every_channels_resonance(tmp_path: Path) -> None:
         i += n
     assert i == round(2.0 * cfg.report.fs)
     assert all(s == {"a", "b"} for s in seen)
+
+
+def test_bench_intervals_are_the_stream_the_agent_reads(tmp_path: Path) -> None:
+    """The dsp-only and FFT-limit passes read the signal the agent reads: each interval
+    is the source's blocks in order, copied out of its one reused block buffer (views
+    of it would make every block of an interval the last one)."""
+    cfg = make_config(tmp_path, 1883, 4, 2.0)
+    n = cfg.report.interval_samples
+    stream = np.concatenate(
+        [blk.samples.copy() for blk in ShiftingSource(cfg, seconds=2.0, change_s=1.0).blocks()],
+        axis=1,
+    )
+    got = list(_intervals(cfg, 2, 1.0))
+    assert len(got) == 2
+    for k, x in enumerate(got):
+        assert np.array_equal(x, stream[:, k * n : (k + 1) * n])
