@@ -104,6 +104,7 @@ def make_config(
     *,
     tls: dict[str, str] | None = None,
     transport: str = "paho",
+    chunk_channels: int | None = None,
 ) -> EdgeConfig:
     per_pump = 8
     pumps = []
@@ -134,7 +135,8 @@ def make_config(
             },
             "spool": {"path": str(tmp / "spool")},
             "status": {"interval_s": 5.0},
-            "pipeline": {"chunk_channels": 16},
+            # the agent's default unless asked (--chunk-channels)
+            "pipeline": {} if chunk_channels is None else {"chunk_channels": chunk_channels},
             "pumps": pumps,
         },
         source="bench",
@@ -228,9 +230,11 @@ class ShiftingSource:
 
 def dsp_only(cfg: EdgeConfig, change_s: float, intervals: int = 8) -> float:
     """Channels per second through analyze + make_report + encode alone (64 channels:
-    per-channel cost is the same in chunks of 16, and it keeps the peak RSS down), on
-    the run's signal (its resonances moving every ``change_s``)."""
-    cfg = make_config(Path(cfg.spool.path), cfg.mqtt.port, 64, 1.0)
+    in the run's chunks the per-channel cost is the same, and it keeps the peak RSS
+    down), on the run's signal (its resonances moving every ``change_s``)."""
+    cfg = make_config(
+        Path(cfg.spool.path), cfg.mqtt.port, 64, 1.0, chunk_channels=cfg.pipeline.chunk_channels
+    )
     warm = 1 + dsp.BandTracking().warmup  # plans, caches and the tracker's first searches
     gen = _intervals(cfg, intervals + warm, change_s)
     b = ReportBuilder(cfg, 1)
@@ -262,7 +266,9 @@ def _intervals(cfg: EdgeConfig, k: int, change_s: float) -> Iterator[np.ndarray]
 def fft_limit(cfg: EdgeConfig, intervals: int, change_s: float) -> dict[str, float]:
     """Record the FFTs of the agent's DSP over ``intervals`` reports of 16 channels
     (resonances moving as in the run), then time exactly those transforms alone."""
-    cfg = make_config(Path(cfg.spool.path), cfg.mqtt.port, 16, 1.0)
+    cfg = make_config(
+        Path(cfg.spool.path), cfg.mqtt.port, 16, 1.0, chunk_channels=cfg.pipeline.chunk_channels
+    )
     gen = _intervals(cfg, intervals, change_s)
     b = ReportBuilder(cfg, 1)
     b.build(next(gen), 0)
@@ -361,6 +367,7 @@ def run_once(
     transport: str = "paho",
     change_s: float = 32.0,
     ring: str = "live",
+    chunk_channels: int | None = None,
 ) -> dict[str, Any]:
     """One agent run in this process. With ``port``, against a broker someone else
     started (``run_child``: the broker, its test helper and the PKI code stay out of
@@ -378,7 +385,10 @@ def run_once(
         try:
             os.sched_setaffinity(0, {agent_core})  # threads started from now on inherit it
             malloc_tuned = keep_large_blocks()  # as edge/run.py does before the agent starts
-            cfg = make_config(tmp, port, channels, seconds, tls=tls_files, transport=transport)
+            cfg = make_config(
+                tmp, port, channels, seconds, tls=tls_files, transport=transport,
+                chunk_channels=chunk_channels,
+            )
             source = ShiftingSource(cfg, seconds=seconds, change_s=change_s)
             agent = Agent(
                 cfg,
@@ -459,6 +469,7 @@ def run_once(
         "broker_core": other,
         "tls": tls_files is not None,
         "transport": transport,
+        "chunk_channels": cfg.pipeline.chunk_channels,
     }
     log.info("run: %s", out)
     return out
@@ -542,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
         help="stream seconds between a channel's resonance moves (module doc)",
     )
     ap.add_argument(
+        "--chunk-channels",
+        type=int,
+        help="channels per dsp.analyze call (default: the agent's, pipeline.chunk_channels)",
+    )
+    ap.add_argument(
         "--scales",
         default="32,1024",
         help="other channel counts for cpu_s_per_channel_s_N (TLS off)",
@@ -563,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             transport=args.transport,
             change_s=args.band_change_s,
             ring=args.ring,
+            chunk_channels=args.chunk_channels,
         )
         print(json.dumps(r))
         return 0 if r["published"] == r["acked"] and r["exit"] == 0 else 1
@@ -574,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         str(args.band_change_s),
         "--ring",
         args.ring,
+        *(() if args.chunk_channels is None else ("--chunk-channels", str(args.chunk_channels))),
     )
     load = [round(x, 2) for x in os.getloadavg()]
 

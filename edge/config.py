@@ -168,7 +168,7 @@ class PipelineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # "block" the source (replays, faster-than-real-time); "auto": drop only when paced
     # in real time
     overflow: Literal["auto", "block", "drop"] = "auto"
-    chunk_channels: Annotated[int, msgspec.Meta(ge=1)] = 16  # channels per dsp.analyze call
+    chunk_channels: Annotated[int, msgspec.Meta(ge=1)] = 32  # channels per dsp.analyze call
 
 
 class BearingSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
