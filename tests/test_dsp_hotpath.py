@@ -225,3 +225,15 @@ def test_band_rms_slices_match_boolean_masks() -> None:
         sel = (freqs >= lo) & (freqs < hi)
         np.testing.assert_allclose(got[:, j], np.sqrt(psd[:, sel].sum(axis=-1) * freqs[1]),
                                    rtol=1e-12)
+
+
+@pytest.mark.parametrize(("n", "lines"), [(501, 250), (1000, 100), (7, 2), (1601, 400), (300, 250)])
+def test_reduce_lines_max_pools_as_a_reshaped_max(n: int, lines: int) -> None:
+    rng = np.random.default_rng(n)
+    v = rng.standard_normal((3, n))
+    v[1, 5] = np.nan  # a NaN line keeps its pool NaN, as np.max does
+    pool = max(1, n // lines)
+    usable = min(n // pool, lines) * pool
+    ref = v[:, :usable].reshape(3, usable // pool, pool).max(axis=-1)
+    got = quantize.reduce_lines(v, lines)
+    assert got.shape == ref.shape and np.array_equal(got, ref, equal_nan=True)
