@@ -279,15 +279,17 @@ def analyze(
     fs = cfg.fs
 
     # --- quality: never raise on bad samples -------------------------------------
+    # the centred record, left by the moments for the whole-record rFFT below
+    centered = np.empty(a.shape, dtype=a.dtype)
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf are handled just below
-        mom = moments(a)
+        mom = moments(a, centered=centered)
     bad_counts = np.zeros(ch, dtype=np.int64)
     # NaN poisons the mean and inf the extremes: a full isfinite pass only when needed.
     if not (np.isfinite(mom["mean"]).all() and np.isfinite(mom["max"] - mom["min"]).all()):
         finite = np.isfinite(a)
         bad_counts = n - finite.sum(axis=-1)
         a = np.where(finite, a, a.dtype.type(0))
-        mom = moments(a)
+        mom = moments(a, centered=centered)
     fullscale = np.array([s.full_scale or np.inf for s in specs])
     clipped = np.zeros(ch, dtype=np.int64)
     limit = (fullscale * (1 - 1e-6)).astype(a.dtype)
@@ -307,10 +309,11 @@ def analyze(
     top_order = max(3.0, float(np.nanmax(vanes, initial=0.0)))
     line_fmax = min(fs / 2, max(cfg.velocity_band[1], 1.05 * top_order * cfg.rpm_range[1] / 60))
     mean = mom["mean"].astype(a.dtype)
-    # With the envelope on, one rFFT of the tapered record serves the line spectrum and
-    # the envelope (which then clips its lines in place: the line spectrum reads first).
-    tapered = tapered_rfft(a, mean) if cfg.envelope else None
-    line = LineSpectrum(a, fs, fmax=line_fmax, mean=mean, spectrum=tapered)
+    # One rFFT of the tapered record (the moments' centred samples, tapered in place)
+    # serves the line spectrum and the envelope (which then clips its lines in place:
+    # the line spectrum reads first).
+    tapered = tapered_rfft(a, centered=centered)
+    line = LineSpectrum(a, fs, fmax=line_fmax, spectrum=tapered)
     vel = line.band_rms(cfg.velocity_band, velocity=True)
     band_rms = psd_band_rms(freqs, psd, list(cfg.bands), fs)
     constant = mom["max"] == mom["min"]

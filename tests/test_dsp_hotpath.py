@@ -187,6 +187,43 @@ def test_one_tapered_rfft_serves_the_line_spectrum_and_the_envelope() -> None:
         dsp.envelope_spectrum(x, FS, spectrum=spec[:3])
 
 
+def test_tapered_rfft_tapers_only_the_ramps_as_the_whole_record_product() -> None:
+    # the taper is exactly 1 between its ramps: multiplying only the ramps gives the
+    # rFFT of the whole record times the taper, bit for bit
+    x = _record(5)
+    mean = x.mean(axis=-1)
+    whole = (x - mean.astype(x.dtype)[:, None]) * record_taper(N, x.dtype.str)
+    assert np.array_equal(tapered_rfft(x, mean), scipy.fft.rfft(whole, axis=-1))
+
+
+def test_moments_leave_the_centred_record_the_spectra_transform() -> None:
+    # dsp.analyze's moments write the centred samples its one whole-record rFFT reads:
+    # the same moments, the same centred values as x less its float32 means
+    x = _record(20)  # more than one group of 16
+    out = np.empty_like(x)
+    got = moments(x, centered=out)
+    ref = moments(x)
+    for key in ref:
+        assert np.array_equal(got[key], ref[key]), key
+    assert np.array_equal(out, x - x.mean(axis=-1, keepdims=True))
+    with pytest.raises(ValueError, match="centered must have"):
+        moments(x, centered=out[:, 1:])
+
+
+def test_line_spectrum_features_do_not_depend_on_the_envelope() -> None:
+    # one tapered rFFT serves the line spectrum with the envelope on or off
+    x = _record(3)
+    b6205 = dsp.Bearing(n_balls=9, ball_d_mm=7.94, pitch_d_mm=39.04, designation="6205")
+    spec = dsp.ChannelSpec(asset=dsp.Asset(bearings=[b6205], vanes=6))
+    on = dsp.analyze(x, dsp.ReportConfig(), [spec] * 3)
+    off = dsp.analyze(x, dsp.ReportConfig(envelope=False), [spec] * 3)
+    for a, b in zip(on, off, strict=True):
+        fa, fb = a.features, b.features
+        assert (fa.velocity_rms, fa.v1x, fa.v2x, fa.v3x, fa.vbpf) == (
+            fb.velocity_rms, fb.v1x, fb.v2x, fb.v3x, fb.vbpf)
+        assert a.speed == b.speed and a.spectrum == b.spectrum
+
+
 def _dead_reference(a: np.ndarray, fullscale: np.ndarray, min_run: int) -> np.ndarray:
     out = np.zeros(a.shape[0], dtype=np.int64)
     for c, row in enumerate(a):
