@@ -313,6 +313,7 @@ def analyze(
     # serves the line spectrum and the envelope (which then clips its lines in place:
     # the line spectrum reads first).
     tapered = tapered_rfft(a, centered=centered)
+    del centered  # transformed: not held through the envelope's temporaries (peak RSS)
     line = LineSpectrum(a, fs, fmax=line_fmax, spectrum=tapered)
     vel = line.band_rms(cfg.velocity_band, velocity=True)
     band_rms = psd_band_rms(freqs, psd, list(cfg.bands), fs)
