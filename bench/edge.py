@@ -27,7 +27,9 @@ As the real agent runs: the malloc tuning of ``edge/run.py``
 on, and the signal changes: every channel carries bearing-like impacts
 ringing at one of two resonances (3.2 or 7.5 kHz), and each channel's
 resonance moves every ``--band-change-s`` stream seconds (staggered across
-channels), so the band tracker re-selects bands at a steady rate.
+channels), so the band tracker re-selects bands at a steady rate. The DSP runs
+in the agent's default channel chunks (``pipeline.chunk_channels``, 32) unless
+``--chunk-channels`` says otherwise (printed as ``chunk_channels``).
 
 One invocation (no ``--single``) runs, each ``--repeat`` times in fresh
 processes, medians reported: ``channels`` with TLS off and on
