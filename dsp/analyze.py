@@ -308,7 +308,6 @@ def analyze(
     vanes = np.array([s.asset.vanes or np.nan for s in specs])
     top_order = max(3.0, float(np.nanmax(vanes, initial=0.0)))
     line_fmax = min(fs / 2, max(cfg.velocity_band[1], 1.05 * top_order * cfg.rpm_range[1] / 60))
-    mean = mom["mean"].astype(a.dtype)
     # One rFFT of the tapered record (the moments' centred samples, tapered in place)
     # serves the line spectrum and the envelope (which then clips its lines in place:
     # the line spectrum reads first).
@@ -355,7 +354,7 @@ def analyze(
     if cfg.envelope:
         env = envelope_spectrum(
             a, fs, band=cfg.env_band, fmax=cfg.env_fmax, remove_lines=cfg.env_remove_lines,
-            state=None if after_restart else band_state, mean=mean, spectrum=tapered,
+            state=None if after_restart else band_state, spectrum=tapered,
         )
         # the defect lines of every channel in one pass: BPFO, BPFI, BSF, FTF, 2 x BSF
         o = np.array(

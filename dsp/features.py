@@ -31,6 +31,15 @@ def as_channels(x: NDArray[np.floating]) -> NDArray[np.floating]:
 _MOMENT_GROUP = 16  # channels per pass in moments()
 
 
+def _check_centered(centered: NDArray[np.floating], a: NDArray[np.floating]) -> None:
+    """``centered`` (a caller's buffer for ``a`` less its means) matches ``a``."""
+    if centered.shape != a.shape or centered.dtype != a.dtype:
+        raise ValueError(
+            f"centered must have x's shape {a.shape} and dtype {a.dtype}, got "
+            f"{centered.shape} {centered.dtype}"
+        )
+
+
 def moments(
     x: NDArray[np.floating], *, centered: NDArray[np.floating] | None = None
 ) -> dict[str, F64]:
@@ -46,11 +55,8 @@ def moments(
     (:func:`tapered_rfft`).
     """
     a = as_channels(x)
-    if centered is not None and (centered.shape != a.shape or centered.dtype != a.dtype):
-        raise ValueError(
-            f"centered must have x's shape {a.shape} and dtype {a.dtype}, got "
-            f"{centered.shape} {centered.dtype}"
-        )
+    if centered is not None:
+        _check_centered(centered, a)
     if a.shape[0] > _MOMENT_GROUP:
         parts = [
             moments(a[i : i + _MOMENT_GROUP],
@@ -110,6 +116,17 @@ def record_taper(n: int, dtype: str) -> NDArray[np.floating]:
     return w
 
 
+def _taper_ramps(rows: NDArray[np.floating]) -> None:
+    """Multiply ``rows`` (channels, n) by :func:`record_taper` in place. The taper is 1
+    between its ramps, so only the ramps are multiplied: the same values as the whole
+    record times the taper, one pass over 10 % of the samples, not all of them."""
+    n = rows.shape[-1]
+    ramp = record_ramp(n)
+    taper = record_taper(n, rows.dtype.str)
+    rows[:, :ramp] *= taper[:ramp]
+    rows[:, n - ramp :] *= taper[n - ramp :]
+
+
 def tapered_rfft(
     x: NDArray[np.floating],
     mean: NDArray[np.floating] | None = None,
@@ -122,22 +139,12 @@ def tapered_rfft(
     with its means removed already (as :func:`moments` leaves it), which is then
     tapered and transformed in place (the caller's own temporary), saving a copy."""
     a = as_channels(x)
-    n = a.shape[-1]
     if centered is not None:
-        if centered.shape != a.shape or centered.dtype != a.dtype:
-            raise ValueError(
-                f"centered must have x's shape {a.shape} and dtype {a.dtype}, got "
-                f"{centered.shape} {centered.dtype}"
-            )
+        _check_centered(centered, a)
     else:
         mu = a.mean(axis=-1, dtype=np.float64) if mean is None else np.asarray(mean)
         centered = a - mu.astype(a.dtype)[:, None]
-    # the taper is 1 between its ramps: only the ramps are multiplied (the same values
-    # as the whole record times the taper, one pass over 10 % of the samples, not all)
-    ramp = record_ramp(n)
-    taper = record_taper(n, a.dtype.str)
-    centered[:, :ramp] *= taper[:ramp]
-    centered[:, n - ramp :] *= taper[n - ramp :]
+    _taper_ramps(centered)
     return scipy.fft.rfft(centered, axis=-1, overwrite_x=True)
 
 
@@ -227,17 +234,13 @@ class LineSpectrum:
             # Per group: a copy tapered at its ramps only, and the mean removed in the
             # frequency domain (the tapered mean is mean x the taper's rFFT).
             mu = (a.mean(axis=-1) if mean is None else np.asarray(mean)).astype(a.dtype)
-            ramp = record_ramp(n)
-            taper = record_taper(n, a.dtype.str)
-            lead, trail = taper[:ramp], taper[n - ramp :]
             t_lines = _taper_lines(n, a.dtype.str)[: k + 1]
             buf = np.empty((min(_LINE_GROUP, a.shape[0]), n), dtype=a.dtype)
             for i in range(0, a.shape[0], _LINE_GROUP):
                 g = slice(i, i + _LINE_GROUP)
                 b = buf[: a[g].shape[0]]
                 b[...] = a[g]
-                b[:, :ramp] *= lead
-                b[:, n - ramp :] *= trail
+                _taper_ramps(b)
                 spec = scipy.fft.rfft(b, axis=-1, overwrite_x=True)
                 spec[:, : k + 1] -= mu[g, None] * t_lines
                 part = np.abs(_hann_lines(spec, k, n))
