@@ -266,11 +266,11 @@ def _intervals(cfg: EdgeConfig, k: int, change_s: float) -> Iterator[np.ndarray]
 
 
 def fft_limit(cfg: EdgeConfig, intervals: int, change_s: float) -> dict[str, float]:
-    """Record the FFTs of the agent's DSP over ``intervals`` reports of 16 channels
-    (resonances moving as in the run), then time exactly those transforms alone."""
-    cfg = make_config(
-        Path(cfg.spool.path), cfg.mqtt.port, 16, 1.0, chunk_channels=cfg.pipeline.chunk_channels
-    )
+    """Record the FFTs of the agent's DSP over ``intervals`` reports of one channel chunk
+    (as many channels as the run's ``dsp.analyze`` calls take, so the transforms have the
+    agent's shapes; resonances moving as in the run), then time exactly those alone."""
+    chunk = min(cfg.pipeline.chunk_channels, len(cfg.channels))
+    cfg = make_config(Path(cfg.spool.path), cfg.mqtt.port, chunk, 1.0, chunk_channels=chunk)
     gen = _intervals(cfg, intervals, change_s)
     b = ReportBuilder(cfg, 1)
     b.build(next(gen), 0)
@@ -323,7 +323,7 @@ def fft_limit(cfg: EdgeConfig, intervals: int, change_s: float) -> dict[str, flo
             fn(arr, n=n, axis=-1)
             one = min(one, time.perf_counter() - t)
         best += one * times
-    ch_s = 16 * (intervals - 1) * cfg.report.interval_s
+    ch_s = chunk * (intervals - 1) * cfg.report.interval_s
     return {
         "fft_limit_channels_per_core": round(ch_s / best, 1),
         "fft_mflop_per_channel_s": round(flop / ch_s / 1e6, 2),
