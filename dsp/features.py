@@ -45,46 +45,61 @@ def moments(
 ) -> dict[str, F64]:
     """RMS, peak, crest factor, kurtosis (Pearson: 3 for Gaussian), skewness, min, max.
 
-    Central moments are dot products of the centred samples (BLAS-blocked
-    accumulation: float32 sums of 25,600 terms stay within ~1e-6 relative);
-    constant channels give kurtosis 3, skewness 0, crest 0. Many channels go
-    through in groups of 16 (their temporaries stay in the core's cache: measured
-    20 % faster at 64 channels; the same values). ``centered``: an array of ``x``'s
-    shape and precision that receives the centred samples (``x`` less each channel's
-    mean, in ``x``'s precision), for a caller that transforms them next
-    (:func:`tapered_rfft`).
+    The mean and the central moments are dot products (BLAS-blocked accumulation:
+    float32 sums of 25,600 terms stay within ~1e-6 relative), each channel's its own
+    (no value depends on the other channels); constant channels give kurtosis 3,
+    skewness 0, crest 0. Many channels go through in groups of 16: the group's
+    samples, centred samples and squares stay in the cache for the group's passes
+    (measured 20 % faster at 64 channels than one pass over all; the same values).
+    The sums are taken per group, the statistics from them once for all channels.
+    ``centered``: an array of ``x``'s shape and precision that receives the centred
+    samples (``x`` less each channel's mean, in ``x``'s precision), for a caller that
+    transforms them next (:func:`tapered_rfft`).
     """
     a = as_channels(x)
     if centered is not None:
         _check_centered(centered, a)
-    if a.shape[0] > _MOMENT_GROUP:
-        parts = [
-            moments(a[i : i + _MOMENT_GROUP],
-                    centered=None if centered is None else centered[i : i + _MOMENT_GROUP])
-            for i in range(0, a.shape[0], _MOMENT_GROUP)
-        ]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    n = a.shape[-1]
-    mean = a.mean(axis=-1, keepdims=True)
-    d = a - mean if centered is None else np.subtract(a, mean, out=centered)
-    d2 = d * d
-    m2 = np.vecdot(d, d).astype(np.float64) / n
-    m3 = np.vecdot(d2, d).astype(np.float64) / n
-    m4 = np.vecdot(d2, d2).astype(np.float64) / n
-    mean64 = mean[:, 0].astype(np.float64)
-    hi = a.max(axis=-1).astype(np.float64)
-    lo = a.min(axis=-1).astype(np.float64)
-    rms = np.sqrt(m2 + mean64 * mean64)
-    peak = np.maximum(np.abs(hi), np.abs(lo))
-    live = (m2 > 0) & (hi > lo)
-    safe = np.where(live, m2, 1.0)
-    kurt = np.where(live, m4 / (safe * safe), 3.0)
-    skew = np.where(live, m3 / safe**1.5, 0.0)
+    ch, n = a.shape
+    ones = _ones(n, a.dtype.str)
+    s1, m2, m3, m4, hi, lo = np.empty((6, ch), dtype=a.dtype)
+    g = max(1, min(ch, _MOMENT_GROUP))
+    d2 = np.empty((g, n), dtype=a.dtype)
+    own = np.empty((g, n), dtype=a.dtype) if centered is None else None
+    for i in range(0, ch, g):
+        rows = slice(i, i + g)
+        part = a[rows]
+        k = part.shape[0]
+        np.vecdot(part, ones, out=s1[rows])
+        d = own[:k] if own is not None else centered[rows]  # type: ignore[index]
+        np.subtract(part, (s1[rows] * a.dtype.type(1.0 / n))[:, None], out=d)
+        sq = np.multiply(d, d, out=d2[:k])
+        np.vecdot(d, d, out=m2[rows])
+        np.vecdot(sq, d, out=m3[rows])
+        np.vecdot(sq, sq, out=m4[rows])
+        np.max(part, axis=-1, out=hi[rows])
+        np.min(part, axis=-1, out=lo[rows])
+    mean = (s1 * a.dtype.type(1.0 / n)).astype(np.float64)
+    c2, c3, c4 = (m.astype(np.float64) / n for m in (m2, m3, m4))
+    hi64, lo64 = hi.astype(np.float64), lo.astype(np.float64)
+    rms = np.sqrt(c2 + mean * mean)
+    peak = np.maximum(np.abs(hi64), np.abs(lo64))
+    live = (c2 > 0) & (hi64 > lo64)
+    safe = np.where(live, c2, 1.0)
+    kurt = np.where(live, c4 / (safe * safe), 3.0)
+    skew = np.where(live, c3 / safe**1.5, 0.0)
     crest = np.where(rms > 0, peak / np.where(rms > 0, rms, 1.0), 0.0)
     return {
         "rms": rms, "peak": peak, "crest": crest, "kurtosis": kurt, "skewness": skew,
-        "min": lo, "max": hi, "mean": mean64,
+        "min": lo64, "max": hi64, "mean": mean,
     }
+
+
+@lru_cache(maxsize=8)
+def _ones(n: int, dtype: str) -> NDArray[np.floating]:
+    """``n`` ones in ``dtype``: a channel's sum as a BLAS dot product. Read-only."""
+    v = np.ones(n, dtype=dtype)
+    v.setflags(write=False)
+    return v
 
 
 _LINE_GROUP = 8  # channels per rFFT in LineSpectrum (input and spectrum stay in L2)

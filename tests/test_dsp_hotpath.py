@@ -205,9 +205,22 @@ def test_moments_leave_the_centred_record_the_spectra_transform() -> None:
     ref = moments(x)
     for key in ref:
         assert np.array_equal(got[key], ref[key]), key
-    assert np.array_equal(out, x - x.mean(axis=-1, keepdims=True))
+    mean32 = got["mean"].astype(np.float32)[:, None]  # the float32 mean the moments used
+    assert np.allclose(mean32, x.mean(axis=-1, keepdims=True), rtol=0, atol=1e-6)
+    assert np.array_equal(out, x - mean32)
     with pytest.raises(ValueError, match="centered must have"):
         moments(x, centered=out[:, 1:])
+
+
+def test_moments_of_a_channel_do_not_depend_on_the_others() -> None:
+    # each channel's sums are its own dot products: the same values alone, in another
+    # group of 16 or beside other channels (reports do not depend on chunk size)
+    x = _record(20)
+    whole = moments(x)
+    for rows in (slice(3, 4), slice(15, 18), slice(16, 20)):
+        part = moments(x[rows])
+        for key in whole:
+            assert np.array_equal(part[key], whole[key][rows]), (key, rows)
 
 
 def test_line_spectrum_features_do_not_depend_on_the_envelope() -> None:
