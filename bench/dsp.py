@@ -20,7 +20,7 @@ the same data:
   8-bit codes, delta + zstd: the project's own calls, so the bytes are the same).
   The same work on both sides, except that the project also builds its
   per-channel result structs (about 1 ms per 64-channel interval). Until
-  2026-12-05 the baseline did not encode its spectrum either (about 1 ms more
+  2026-12-04 22:50 UTC the baseline did not encode its spectrum (about 1 ms more
   on the project's side);
 * ``speedup_vs_welch_moments``: the baseline this benchmark used until
   2026-12-04, Welch + RMS/peak/kurtosis/skew only (less work than the report:
