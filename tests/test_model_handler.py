@@ -220,3 +220,33 @@ def test_batch_bearing_diagnosis_equals_the_reference(mixed: list[dsp.Report]) -
     for res, call in zip(resp.results, want, strict=True):
         fam = [e for e in res.evidence if e.name.startswith(("env_family:", "speed_used"))]
         assert fam == call.evidence
+
+
+def _broadband(rep: dsp.Report, asset: dsp.Asset) -> dsp.Report:
+    """``rep`` as a pump in zone D whose acceleration sits above 2.5 kHz: no shaft line to
+    speak of, no envelope line (the cavitation signature of the physics rules)."""
+    f = msgspec.structs.replace(
+        rep.features, velocity_rms=9.0, v1x=0.3, v2x=0.1, v3x=0.1,
+        band_rms=[0.3, 0.4, 4.0, 4.0], env_bpfo=None, env_bpfi=None, env_bsf=None,
+        env_ftf=None,
+    )
+    return msgspec.structs.replace(rep, features=f, asset=asset)
+
+
+def test_broadband_high_frequency_energy_is_named_and_cavitation_only_on_a_pump(
+    healthy: list[dsp.Report],
+) -> None:
+    # the evidence note asks "cavitation?" only where the asset has an impeller: a
+    # machine without stated vanes shows the energy but is never labelled cavitation
+    pump, dry = healthy[0].asset, msgspec.structs.replace(healthy[0].asset, vanes=None)
+    assert pump.impeller and not dry.impeller
+    res = score(builtin_bundle(), [_broadband(healthy[0], pump),
+                                   _broadband(healthy[1], dry)]).results
+    notes = [{e.name: e.note for e in r.evidence}.get("hf_share") for r in res]
+    assert notes == ["broadband high-frequency energy (cavitation?)",
+                     "broadband high-frequency energy"]
+    assert res[0].condition == "cavitation"
+    # the result keeps what the classifier said; the decision rules cavitation out
+    assert res[1].condition != "cavitation"
+    ruled = {e.name: e.note for e in res[1].evidence}.get("ruled_out", "")
+    assert ruled.startswith("cavitation (p=") and "needs an impeller" in ruled
