@@ -61,7 +61,7 @@ def moments(
         _check_centered(centered, a)
     ch, n = a.shape
     ones = _ones(n, a.dtype.str)
-    s1, m2, m3, m4, hi, lo = np.empty((6, ch), dtype=a.dtype)
+    mu, m2, m3, m4, hi, lo = np.empty((6, ch), dtype=a.dtype)
     g = max(1, min(ch, _MOMENT_GROUP))
     d2 = np.empty((g, n), dtype=a.dtype)
     own = np.empty((g, n), dtype=a.dtype) if centered is None else None
@@ -69,16 +69,17 @@ def moments(
         rows = slice(i, i + g)
         part = a[rows]
         k = part.shape[0]
-        np.vecdot(part, ones, out=s1[rows])
+        np.vecdot(part, ones, out=mu[rows])
+        mu[rows] *= a.dtype.type(1.0 / n)  # the channel means, in x's precision
         d = own[:k] if own is not None else centered[rows]  # type: ignore[index]
-        np.subtract(part, (s1[rows] * a.dtype.type(1.0 / n))[:, None], out=d)
+        np.subtract(part, mu[rows, None], out=d)
         sq = np.multiply(d, d, out=d2[:k])
         np.vecdot(d, d, out=m2[rows])
         np.vecdot(sq, d, out=m3[rows])
         np.vecdot(sq, sq, out=m4[rows])
         np.max(part, axis=-1, out=hi[rows])
         np.min(part, axis=-1, out=lo[rows])
-    mean = (s1 * a.dtype.type(1.0 / n)).astype(np.float64)
+    mean = mu.astype(np.float64)
     c2, c3, c4 = (m.astype(np.float64) / n for m in (m2, m3, m4))
     hi64, lo64 = hi.astype(np.float64), lo.astype(np.float64)
     rms = np.sqrt(c2 + mean * mean)
