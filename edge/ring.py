@@ -39,6 +39,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from .memory import mapped_zeros
+
 
 @dataclass(slots=True)
 class RingStats:
@@ -110,7 +112,9 @@ class SampleRing:
         self.channels = channels
         self.capacity = capacity
         self.overflow = overflow
-        self._buf = np.zeros((channels, capacity), dtype=np.float32)
+        # its own mapping: the ring lives as long as the agent, out of the heap the DSP
+        # temporaries churn in (edge.memory.mapped_zeros)
+        self._buf: NDArray[np.float32] = mapped_zeros((channels, capacity), np.float32)
         self._scratch: NDArray[np.float32] | None = None  # a wrapped interval's group
         self._w = 0  # absolute index of the next sample written
         self._r = 0  # absolute index of the next sample read (the lease's first)

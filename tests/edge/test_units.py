@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -165,6 +168,46 @@ def _pub(tmp_path: Path, **kw: object) -> tuple[Publisher, Spool]:
     pub = Publisher(sp, "dev", **kw)  # type: ignore[arg-type]
     pub.on_connect(0.0)
     return pub, sp
+
+
+_RING_MAPPING = """
+import gc, sys
+from edge.memory import keep_large_blocks
+from edge.ring import SampleRing
+
+def region(addr):
+    for line in open("/proc/self/maps"):
+        parts = line.split()
+        lo, hi = (int(v, 16) for v in parts[0].split("-"))
+        if lo <= addr < hi:
+            return parts[5] if len(parts) > 5 else "", hi - lo
+    return None
+
+assert keep_large_blocks()  # as the agent runs: blocks under 32 MiB come from the heap
+ring = SampleRing(16, 25_600)  # 1.6 MB
+addr, size = ring._buf.ctypes.data, ring._buf.nbytes
+name, extent = region(addr)
+assert name != "[heap]", name
+assert extent >= size, (extent, size)
+del ring
+gc.collect()
+after = region(addr)
+assert after is None or after[0] == "[heap]" or after[1] < size, after  # unmapped
+print("ok")
+"""
+
+
+def test_ring_samples_live_in_a_mapping_of_their_own_not_the_malloc_heap() -> None:
+    """With the agent's malloc tuning a ring under 32 MiB would sit in the heap among
+    the DSP temporaries (a freed one left a hole they fragmented: +10 MB peak RSS);
+    it is a mapping of its own, gone when the ring is (read from /proc/self/maps: the
+    gateways this runs on are Linux)."""
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run(
+        [sys.executable, "-c", _RING_MAPPING], cwd=root, capture_output=True, text=True,
+        timeout=60, env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
 
 
 def test_publisher_packs_batches_under_the_size_cap(tmp_path: Path) -> None:
