@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from ._validate import check_band, check_fs
 from .bandtrack import BandState, BandTracking
-from .features import _ones, as_channels, record_ramp, tapered_rfft
+from .features import as_channels, ones_vector, record_ramp, tapered_rfft
 
 F64 = NDArray[np.float64]
 DEFAULT_TRACKING = BandTracking()
@@ -356,7 +356,7 @@ def _sk(e: NDArray[np.floating]) -> F64:
     accumulation keeps float32 within ~1e-6 relative over a record's bins, far inside
     the band tracker's 20 % margin), the ratio in float64."""
     n = e.shape[-1]
-    ones = _ones(n, e.dtype.str)
+    ones = ones_vector(n, e.dtype.str)
     m1 = np.vecdot(e, ones).astype(np.float64) / n
     m2 = np.vecdot(e, e).astype(np.float64) / n
     return np.where(m1 > 0, m2 / np.maximum(m1 * m1, 1e-300) - 2.0, 0.0)

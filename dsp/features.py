@@ -60,7 +60,7 @@ def moments(
     if centered is not None:
         _check_centered(centered, a)
     ch, n = a.shape
-    ones = _ones(n, a.dtype.str)
+    ones = ones_vector(n, a.dtype.str)
     mu, m2, m3, m4, hi, lo = np.empty((6, ch), dtype=a.dtype)
     g = max(1, min(ch, _MOMENT_GROUP))
     d2 = np.empty((g, n), dtype=a.dtype)
@@ -96,7 +96,7 @@ def moments(
 
 
 @lru_cache(maxsize=8)
-def _ones(n: int, dtype: str) -> NDArray[np.floating]:
+def ones_vector(n: int, dtype: str) -> NDArray[np.floating]:
     """``n`` ones in ``dtype``: a channel's sum as a BLAS dot product. Read-only."""
     v = np.ones(n, dtype=dtype)
     v.setflags(write=False)
