@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import mmap
 from typing import TypeVar
 
@@ -79,9 +80,7 @@ def mapped_zeros(shape: tuple[int, ...], dtype: type[_S]) -> NDArray[_S]:
     heap, whatever its size (see the module doc); unmapped when the array is freed.
     Pages become resident as they are first written, as with ``np.zeros``."""
     dt: np.dtype[_S] = np.dtype(dtype)
-    count = 1
-    for d in shape:
-        count *= d
+    count = math.prod(shape)
     size = max(1, count * dt.itemsize)
     buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(buf, dtype=dt, count=count).reshape(shape)
